@@ -1,0 +1,4 @@
+from mnist_hpc.cli import main
+
+if __name__ == "__main__":
+    main()

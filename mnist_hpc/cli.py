@@ -1,0 +1,281 @@
+"""The `mnist-hpc` command line: parse, validate, delegate.
+
+torch is imported only inside the commands that need it, so `--help`, `config`, `status`,
+`logs`, `submit --dry-run`, `sweep plan` and `report` answer fast. A ``UserError`` becomes one
+line on stderr and its exit code (2 for config/usage errors); anything else is a bug.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from mnist_hpc import __version__
+from mnist_hpc.errors import EXIT_INTERRUPTED, ConfigError, Interrupted, UserError
+
+SET_HELP = "Override a config value, e.g. --set optim.lr=0.01 --set model.hidden=[256,64] (repeatable)."
+
+
+def set_option(f):
+    return click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)(f)
+
+
+def data_dir_option(f):
+    return click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+                        help="Dataset folder (beats $MNIST_HPC_DATA_DIR and data.root).")(f)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="mnist-hpc")
+def cli():
+    """Train MNIST-family classifiers from YAML configs, on a laptop, a GPU or a Slurm cluster.
+
+    \b
+    First run:   mnist-hpc train configs/quickstart.yaml
+    Exercises:   mnist-hpc train configs/mlp_keras.yaml --set optim.lr=0.01
+    Cluster:     mnist-hpc submit configs/quickstart.yaml --cluster narval --account def-you
+    """
+
+
+# --------------------------------------------------------------------------- train
+
+
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@set_option
+@data_dir_option
+@click.option("--run-dir", type=click.Path(file_okay=False), default=None,
+              help="Write the run into exactly this folder (default: <output_dir>/<name>-<time>).")
+@click.option("--resume", default=None, metavar="auto|PATH",
+              help="Continue from a checkpoint: 'auto' takes the newest valid one of the run.")
+@click.option("--nproc", type=click.IntRange(1, 512), default=1, show_default=True,
+              help="Processes on this node (DDP through torchrun; one per GPU).")
+def train(config, overrides, data_dir, run_dir, resume, nproc):
+    """Train the model described by CONFIG (a YAML file)."""
+    from mnist_hpc.config import load_config
+
+    cfg = load_config(config, overrides)
+    if nproc > 1:
+        _relaunch_torchrun(nproc)
+    from mnist_hpc.engine import train as run_training
+
+    run_training(cfg, data_dir=data_dir, run_dir=run_dir, resume=resume, source=config)
+
+
+def _relaunch_torchrun(nproc: int):
+    """Re-run this very command under torchrun with ``nproc`` processes (minus --nproc)."""
+    import subprocess
+
+    args, skip = [], False
+    for a in sys.argv[1:]:
+        if skip:
+            skip = False
+            continue
+        if a == "--nproc":
+            skip = True
+            continue
+        if a.startswith("--nproc="):
+            continue
+        args.append(a)
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+            "-m", "mnist_hpc", *args]
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    raise SystemExit(subprocess.call(argv, env=env))
+
+
+# --------------------------------------------------------------------------- config
+
+
+@cli.group()
+def config():
+    """Show or check experiment configs."""
+
+
+@config.command("show")
+@click.argument("config_file", metavar="CONFIG", type=click.Path(dir_okay=False))
+@set_option
+def config_show(config_file, overrides):
+    """Print the resolved config (extends: merged, --set applied, defaults filled)."""
+    from mnist_hpc.config import load_config
+
+    click.echo(load_config(config_file, overrides).to_yaml(), nl=False)
+
+
+@config.command("validate")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def config_validate(files):
+    """Check config files; one line per file, exit 2 if any is invalid."""
+    from mnist_hpc.config import load_config
+
+    bad = 0
+    for f in files:
+        try:
+            load_config(f)
+            click.echo(f"ok    {f}")
+        except ConfigError as e:
+            bad += 1
+            click.echo(f"error {e}", err=True)
+    if bad:
+        raise SystemExit(2)
+
+
+# --------------------------------------------------------------------------- models
+
+
+@cli.command()
+def models():
+    """List the model zoo with parameter counts."""
+    from mnist_hpc.model_specs import MODEL_SPECS, validate_model_params
+    from mnist_hpc.models import build_model, count_params, size_mb
+
+    click.echo(f"{'name':<10} {'params':>12} {'size':>9}  description")
+    for name, spec in MODEL_SPECS.items():
+        m = build_model({"name": name, **validate_model_params(name, {})})
+        click.echo(f"{name:<10} {count_params(m):>12,} {size_mb(m):>6.2f} MB  {spec.description}")
+
+
+@cli.command()
+@click.argument("config_file", metavar="CONFIG", type=click.Path(dir_okay=False))
+@set_option
+def summary(config_file, overrides):
+    """Print a layer table of CONFIG's model (output shapes, parameters, size)."""
+    from mnist_hpc.config import load_config
+    from mnist_hpc.models import build_model, summary_text
+
+    cfg = load_config(config_file, overrides)
+    click.echo(summary_text(build_model(cfg.model), f"{cfg.model['name']} ({cfg.experiment.name})"))
+
+
+# --------------------------------------------------------------------------- data
+
+
+@cli.group()
+def data():
+    """Download, verify and list datasets (compute nodes have no internet: download on a login node)."""
+
+
+def _dataset_names(ctx, param, value):
+    from mnist_hpc.config import did_you_mean
+    from mnist_hpc.datasets_registry import DATASETS
+
+    for v in value:
+        if v not in DATASETS:
+            raise click.BadParameter(f"unknown dataset {v!r}{did_you_mean(v, DATASETS)}; "
+                                     f"expected one of {', '.join(DATASETS)}")
+    return value or ("mnist", "fashion-mnist")
+
+
+dataset_option = click.option("--dataset", "datasets", multiple=True, callback=_dataset_names,
+                              help="Dataset name (repeatable; default: mnist and fashion-mnist).")
+
+
+@data.command("list")
+def data_list():
+    """List the datasets the registry knows."""
+    from mnist_hpc.datasets_registry import DATASETS
+
+    for d in DATASETS.values():
+        click.echo(f"{d.name:<14} {d.description}")
+
+
+@data.command("download")
+@dataset_option
+@data_dir_option
+def data_download(datasets, data_dir):
+    """Download (or unpack local archives of) datasets, MD5-checked by torchvision."""
+    from mnist_hpc import data as D
+    from mnist_hpc.datasets_registry import DATASETS, resolve_data_root
+
+    root, why = resolve_data_root(data_dir)
+    for name in datasets:
+        spec = DATASETS[name]
+        before = D.status(spec, root)
+        if before["unpacked"]:
+            click.echo(f"{name}: already present in {D.raw_folder(spec, root)}")
+            continue
+        os.environ.pop("MNIST_HPC_OFFLINE", None) if not os.environ.get("SLURM_JOB_ID") else None
+        D.prepare(spec, root, download=True)
+        click.echo(f"{name}: ready in {D.raw_folder(spec, root)} ({why})")
+
+
+@data.command("verify")
+@dataset_option
+@data_dir_option
+def data_verify(datasets, data_dir):
+    """Check archives against their MD5 sums and that the unpacked files load."""
+    from mnist_hpc import data as D
+    from mnist_hpc.datasets_registry import DATASETS, resolve_data_root
+
+    root, _ = resolve_data_root(data_dir)
+    bad = 0
+    for name in datasets:
+        for path, ok, note in D.verify(DATASETS[name], root):
+            bad += not ok
+            click.echo(f"{'ok ' if ok else 'BAD'}  {name:<14} {path}  {note}")
+    if bad:
+        raise UserError(f"{bad} problem(s) found under {root}: delete the bad files and run "
+                        f"`mnist-hpc data download`")
+
+
+# --------------------------------------------------------------------------- evaluate / predict
+
+
+@cli.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True), metavar="RUN_OR_CHECKPOINT...")
+@click.option("--ensemble", is_flag=True, help="Also average the runs' predictions (an ensemble).")
+@click.option("--tta", is_flag=True, help="Test-time augmentation: average 1-pixel shifted views.")
+@data_dir_option
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+def evaluate(runs, ensemble, tta, data_dir, device):
+    """Re-evaluate run folders or checkpoints on the test set."""
+    from mnist_hpc.engine import evaluate_runs
+
+    if len(runs) > 1 and not ensemble:
+        click.echo("(several runs: evaluating each; add --ensemble to average them)")
+    results, ens = evaluate_runs(runs, data_dir=data_dir, tta=tta, device=device)
+    for r in results:
+        click.echo(f"test accuracy {r['test_accuracy'] * 100:.2f}%  loss {r['test_loss']:.4f}  {r['checkpoint']}")
+    if ensemble and ens:
+        click.echo(f"ensemble of {ens['members']}: test accuracy {ens['test_accuracy'] * 100:.2f}%  "
+                   f"loss {ens['test_loss']:.4f}")
+
+
+@cli.command()
+@click.argument("checkpoint", type=click.Path(exists=True), metavar="CHECKPOINT_OR_RUN")
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+def predict(checkpoint, images):
+    """Classify image files (PNG/JPEG, any size; preprocessed the MNIST way)."""
+    from mnist_hpc.engine import predict_images
+
+    for path, top in predict_images(checkpoint, list(images)):
+        click.echo(f"{path}: " + "  ".join(f"{name} {p * 100:.1f}%" for name, p in top))
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def main(argv=None):
+    try:
+        cli.main(args=argv, prog_name="mnist-hpc", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        raise SystemExit(130) from None
+    except click.ClickException as e:
+        e.show()
+        raise SystemExit(e.exit_code) from None
+    except click.exceptions.Exit as e:
+        raise SystemExit(e.exit_code) from None
+    except Interrupted as e:
+        raise SystemExit(EXIT_INTERRUPTED) from None
+    except UserError as e:
+        click.echo(f"error: {e}", err=True)
+        raise SystemExit(e.exit_code) from None
+    except KeyboardInterrupt:
+        click.echo("interrupted (Ctrl-C); nothing already saved was lost", err=True)
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    main()

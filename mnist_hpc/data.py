@@ -1,0 +1,252 @@
+"""Datasets: locate, download, verify and load; the device-resident batch loader; augmentation.
+
+Files come through torchvision's dataset classes, so downloads are MD5-verified. Each split is
+read once into one uint8 tensor on the training device; batches are cut by index from a seeded
+permutation, normalised per batch, and augmented per batch on the device — no per-sample
+Python, no DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from mnist_hpc.datasets_registry import DATASETS, RAW_FILES, DatasetSpec
+from mnist_hpc.errors import DataError
+
+OFFLINE_HINT = ("compute nodes have no internet: run `mnist-hpc data download` on a login node "
+                "(or point --data-dir / $MNIST_HPC_DATA_DIR at a folder that holds the data)")
+
+
+def _tv_class(spec: DatasetSpec):
+    import torchvision.datasets as tvd
+
+    return getattr(tvd, spec.tv_class)
+
+
+def raw_folder(spec: DatasetSpec, root) -> Path:
+    return Path(root) / spec.folder / "raw"
+
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5()  # noqa: S324 - a checksum, not security
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _resources(spec: DatasetSpec) -> list[tuple[str, str]]:
+    """(archive file name, md5) pairs as torchvision knows them."""
+    return [(os.path.basename(url), md5) for url, md5 in _tv_class(spec).resources]
+
+
+def status(spec: DatasetSpec, root) -> dict:
+    """What is on disk: unpacked files, archives present, archives with a wrong checksum."""
+    raw = raw_folder(spec, root)
+    unpacked = all((raw / f).is_file() for f in RAW_FILES)
+    archives = {name: (raw / name).is_file() for name, _ in _resources(spec)}
+    return {"raw": raw, "unpacked": unpacked, "archives": archives,
+            "all_archives": all(archives.values())}
+
+
+def verify(spec: DatasetSpec, root) -> list[tuple[str, bool, str]]:
+    """Check every archive's MD5 and that the unpacked files load; one (file, ok, note) each."""
+    raw = raw_folder(spec, root)
+    out = []
+    for name, md5 in _resources(spec):
+        p = raw / name
+        if not p.is_file():
+            out.append((str(p), False, "missing"))
+            continue
+        got = _md5(p)
+        out.append((str(p), got == md5, "md5 ok" if got == md5 else f"md5 {got} != expected {md5}"))
+    if status(spec, root)["unpacked"]:
+        try:
+            for train in (True, False):
+                x, y = _read_split(spec, root, train)
+            out.append((str(raw), True, "unpacked files load"))
+        except DataError as e:
+            out.append((str(raw), False, str(e)))
+    return out
+
+
+def _offline_forced() -> bool:
+    return bool(os.environ.get("MNIST_HPC_OFFLINE")) or bool(os.environ.get("SLURM_JOB_ID"))
+
+
+def prepare(spec: DatasetSpec, root, download: bool = True) -> None:
+    """Make sure the unpacked files exist under root: unpack local archives (offline, MD5
+    checked) or download them (when allowed and not inside a Slurm job)."""
+    st = status(spec, root)
+    if st["unpacked"]:
+        return
+    raw = st["raw"]
+    for name, md5 in _resources(spec):
+        p = raw / name
+        if p.is_file() and _md5(p) != md5:
+            raise DataError(f"{p}: corrupted (MD5 mismatch); delete it and run `mnist-hpc data download "
+                            f"--dataset {spec.name}`")
+    if not st["all_archives"] and (not download or _offline_forced()):
+        raise DataError(f"dataset {spec.name} not found under {root}: {OFFLINE_HINT}")
+    try:
+        Path(root).mkdir(parents=True, exist_ok=True)
+        if not os.access(root, os.W_OK):
+            raise DataError(f"{root}: not writable; the data folder must be writable (files are "
+                            f"unpacked next to the archives): copy it or set --data-dir")
+        _tv_class(spec)(root=str(root), train=True, download=True, **dict(spec.tv_kwargs))
+    except DataError:
+        raise
+    except PermissionError as e:
+        raise DataError(f"{root}: not writable ({e.strerror}); set --data-dir to a writable folder") from None
+    except Exception as e:  # noqa: BLE001 - torchvision raises RuntimeError/URLError/OSError
+        if st["all_archives"]:
+            raise DataError(f"{raw}: could not unpack the archives ({e}); run `mnist-hpc data verify`") from None
+        raise DataError(f"dataset {spec.name}: download failed ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:120]}); {OFFLINE_HINT}") from None
+
+
+def _read_split(spec: DatasetSpec, root, train: bool):
+    try:
+        ds = _tv_class(spec)(root=str(root), train=train, download=False, **dict(spec.tv_kwargs))
+        x, y = ds.data, ds.targets
+    except Exception as e:  # noqa: BLE001 - torchvision raises assorted errors on bad files
+        raise DataError(f"{raw_folder(spec, root)}: a data file is corrupted ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:100] if str(e) else 'unreadable'}); delete the unpacked "
+                        f"files and run `mnist-hpc data download --dataset {spec.name}`") from None
+    if not isinstance(y, torch.Tensor):
+        y = torch.as_tensor(y)
+    expected = 60000 if train else 10000
+    if x.dtype != torch.uint8 or tuple(x.shape[1:]) != (28, 28) or len(x) != len(y) or len(x) < expected // 2:
+        raise DataError(f"{raw_folder(spec, root)}: unexpected contents (images {tuple(x.shape)}, "
+                        f"labels {tuple(y.shape)}); delete the unpacked files and run `mnist-hpc data verify`")
+    if int(y.min()) < 0 or int(y.max()) >= len(spec.classes):
+        raise DataError(f"{raw_folder(spec, root)}: labels outside 0..{len(spec.classes) - 1}; the files are corrupted")
+    return x.contiguous(), y.to(torch.int64)
+
+
+@dataclass
+class Splits:
+    """uint8 images (N, 28, 28) and int64 labels for train / val / test, on one device."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor | None
+    val_y: torch.Tensor | None
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    spec: DatasetSpec
+
+
+def load(dataset: str, root, *, val_split, subset, seed: int, device, download: bool = True) -> Splits:
+    """Read the dataset once and carve the validation split (and subset) with ``seed``."""
+    spec = DATASETS[dataset]
+    prepare(spec, root, download=download)
+    x, y = _read_split(spec, root, True)
+    tx, ty = _read_split(spec, root, False)
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(x), generator=g)
+    n_val = int(round(len(x) * val_split)) if val_split else 0
+    val_idx, train_idx = perm[:n_val], perm[n_val:]
+    if subset:
+        train_idx = train_idx[:subset]
+    train_idx, _ = train_idx.sort()  # keep file order: the loader shuffles per epoch anyway
+    dev = torch.device(device)
+    return Splits(
+        train_x=x[train_idx].to(dev), train_y=y[train_idx].to(dev),
+        val_x=x[val_idx.sort()[0]].to(dev) if n_val else None,
+        val_y=y[val_idx.sort()[0]].to(dev) if n_val else None,
+        test_x=tx.to(dev), test_y=ty.to(dev), spec=spec)
+
+
+# --------------------------------------------------------------------------- batches
+
+
+def normalize(x_u8: torch.Tensor, mean: float, std: float, dtype=torch.float32) -> torch.Tensor:
+    """uint8 (N, 28, 28) -> normalised float (N, 1, 28, 28), equal to ToTensor + Normalize."""
+    return ((x_u8.to(dtype).unsqueeze(1) / 255.0) - mean) / std
+
+
+def augment(x: torch.Tensor, *, shift: float, rotate: float, scale: float,
+            generator: torch.Generator) -> torch.Tensor:
+    """Random affine (shift in px, rotation in degrees, zoom fraction) on a float batch in
+    [0, 1] of shape (N, 1, H, W), on its device. Zero padding keeps values in [0, 1]."""
+    n, _, h, w = x.shape
+    dev = x.device
+
+    def u(lo_hi):  # uniform in [-v, v]
+        return (torch.rand(n, device=dev, generator=generator) * 2 - 1) * lo_hi
+
+    angle = u(math.radians(rotate)) if rotate else torch.zeros(n, device=dev)
+    zoom = 1 + u(scale) if scale else torch.ones(n, device=dev)
+    tx = u(2 * shift / w) if shift else torch.zeros(n, device=dev)
+    ty = u(2 * shift / h) if shift else torch.zeros(n, device=dev)
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+class ResidentLoader:
+    """Batches from tensors already on the device.
+
+    Epoch ``e`` uses the permutation ``randperm(N, seed + e)`` (same on every rank), so the
+    position in the data is just (epoch, step): a resumed run sees exactly the batches it would
+    have seen. Under DDP each global batch is cut into ``world_size`` contiguous shards, one per
+    rank; a last partial batch smaller than ``world_size`` is dropped (on every rank alike).
+    """
+
+    def __init__(self, images, labels, *, batch_size: int, mean: float, std: float, seed: int,
+                 shuffle: bool = True, augment_cfg=None, rank: int = 0, world_size: int = 1,
+                 channels_last: bool = False):
+        self.x, self.y = images, labels
+        self.batch_size, self.mean, self.std, self.seed = batch_size, mean, std, seed
+        self.shuffle, self.aug = shuffle, augment_cfg if augment_cfg is not None and augment_cfg.enabled else None
+        self.rank, self.world = rank, world_size
+        self.channels_last = channels_last
+        n = len(images)
+        full, rest = divmod(n, batch_size)
+        self.steps = full + (1 if rest >= world_size else 0)
+        self._gen = torch.Generator(device=images.device) if self.aug else None
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def order(self, epoch: int) -> torch.Tensor:
+        if not self.shuffle:
+            return torch.arange(len(self.x), device=self.x.device)
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(len(self.x), generator=g).to(self.x.device)
+
+    def global_batch_indices(self, epoch: int):
+        perm = self.order(epoch)
+        return [perm[s * self.batch_size:(s + 1) * self.batch_size] for s in range(self.steps)]
+
+    def batches(self, epoch: int, start_step: int = 0):
+        """Yield (step, x, y, global_batch_size) from ``start_step`` to the end of the epoch."""
+        perm = self.order(epoch)
+        for step in range(start_step, self.steps):
+            idx = perm[step * self.batch_size:(step + 1) * self.batch_size]
+            gsize = len(idx)
+            if self.world > 1:
+                idx = idx.tensor_split(self.world)[self.rank]
+            yield step, self.make_batch(idx, epoch, step), self.y[idx], gsize
+
+    def make_batch(self, idx, epoch: int = 0, step: int = 0) -> torch.Tensor:
+        xb = self.x[idx]
+        if self.aug is not None:
+            self._gen.manual_seed((self.seed * 1_000_003 + epoch) * 100_003 + step * 31 + self.rank)
+            xf = augment(xb.unsqueeze(1).float() / 255.0, shift=self.aug.shift, rotate=self.aug.rotate,
+                         scale=self.aug.scale, generator=self._gen)
+            xb = (xf - self.mean) / self.std
+        else:
+            xb = normalize(xb, self.mean, self.std)
+        if self.channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        return xb

@@ -1,0 +1,264 @@
+"""The run folder's figures: learning curves, confusion matrix, misclassified images.
+
+Inputs are plain lists / numpy arrays (never torch). matplotlib is imported inside the functions
+so that importing this module is free. Figures are built with the object-oriented API
+(``matplotlib.figure.Figure``) on the Agg canvas: no pyplot global state (nothing to leak over a
+long sweep, no display needed on a compute node, and a user's own backend is left alone).
+Every PNG is written to ``<path>.tmp.png`` in the same folder and renamed into place, so a
+reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+DPI = 120
+
+
+def _new_figure(width_in: float, height_in: float):
+    """A pyplot-free Figure with an Agg canvas."""
+    import sys
+
+    import matplotlib
+
+    if "matplotlib.pyplot" not in sys.modules:  # never switch (and close) a user's pyplot figures
+        matplotlib.use("Agg")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width_in, height_in), dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path) -> Path:
+    """Write ``fig`` to ``path`` atomically (temporary PNG in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.png")
+    try:
+        fig.savefig(tmp, format="png", dpi=DPI, facecolor="white")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def _num(value):
+    """A float, or None for a missing value (None, "", NaN, unparsable)."""
+    if value is None or value == "":
+        return None
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(x) or math.isinf(x) else x
+
+
+def _series(rows, key):
+    xs, ys = [], []
+    for i, row in enumerate(rows):
+        y = _num(row.get(key))
+        if y is None:
+            continue
+        x = _num(row.get("epoch"))
+        xs.append(x if x is not None else i + 1)
+        ys.append(y)
+    return xs, ys
+
+
+def _as_percent(series_list):
+    """Accuracies are fractions in [0, 1] (the run folder's contract); scale them to percent.
+
+    Values above 1 mean the caller already passed percentages; those are left as they are.
+    """
+    values = [y for _, ys in series_list for y in ys]
+    factor = 1.0 if values and max(values) > 1.0 else 100.0
+    return [(xs, [y * factor for y in ys]) for xs, ys in series_list]
+
+
+def learning_curves(rows: Sequence[Mapping], path, title: str | None = None) -> Path:
+    """Loss and accuracy (%) per epoch, train vs validation, side by side.
+
+    ``rows``: one dict per epoch with ``epoch, train_loss, train_acc, val_loss, val_acc``
+    (``metrics.csv`` rows work as they are: strings are parsed, "" / None mean "no value", so a
+    run without a validation split shows the training curves only).
+    """
+    rows = list(rows)
+    fig = _new_figure(11, 4.2)
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    tr_loss, va_loss = _series(rows, "train_loss"), _series(rows, "val_loss")
+    tr_acc, va_acc = _as_percent([_series(rows, "train_acc"), _series(rows, "val_acc")])
+    n_points = max(len(s[0]) for s in (tr_loss, va_loss, tr_acc, va_acc))
+    style = {"marker": "o", "markersize": 3.5} if n_points <= 40 else {}
+
+    for ax, (train, val), name, unit in (
+        (ax_loss, (tr_loss, va_loss), "Loss", ""),
+        (ax_acc, (tr_acc, va_acc), "Accuracy", " (%)"),
+    ):
+        drawn = False
+        if train[0]:
+            ax.plot(*train, label=f"train {name.lower()}", color="tab:blue", **style)
+            drawn = True
+        if val[0]:
+            ax.plot(*val, label=f"validation {name.lower()}", color="tab:orange", **style)
+            drawn = True
+        ax.set_title(f"{name} per epoch")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name + unit)
+        ax.grid(True, alpha=0.3)
+        if drawn:
+            ax.legend(loc="best", fontsize=9)
+            ax.xaxis.get_major_locator().set_params(integer=True)
+        else:
+            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes,
+                    color="0.4", fontsize=12)
+
+    # Say where the last / best accuracy ended, so the figure answers the usual question.
+    if va_acc[1]:
+        best = max(range(len(va_acc[1])), key=lambda i: va_acc[1][i])
+        ax_acc.annotate(f"best {va_acc[1][best]:.2f}%", (va_acc[0][best], va_acc[1][best]),
+                        textcoords="offset points", xytext=(0, -14), ha="center", fontsize=8,
+                        color="tab:orange")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def confusion_matrix_plot(cm: Sequence[Sequence], class_names: Sequence[str], path,
+                          title: str = "Confusion matrix", normalize: bool = False) -> Path:
+    """A heatmap of ``cm[true][pred]`` with the count (or row %, ``normalize=True``) in each cell.
+
+    True label on the y axis, predicted on the x axis; accuracy and sample count under the title.
+    """
+    import numpy as np
+
+    m = np.asarray([[int(v) for v in row] for row in cm], dtype=np.int64)
+    names = [str(c) for c in class_names]
+    n = len(names)
+    if m.shape != (n, n):
+        raise ValueError(f"{n} class names for a confusion matrix of shape {m.shape}")
+    total = int(m.sum())
+    row_sums = m.sum(axis=1, keepdims=True)
+    shown = np.divide(m * 100.0, row_sums, out=np.zeros(m.shape), where=row_sums > 0) \
+        if normalize else m.astype(float)
+
+    longest = max((len(s) for s in names), default=1)
+    side = min(20.0, max(5.5, 0.5 * n + 2.0))
+    label_room = min(1.5, 0.07 * longest)  # rotated long names need space under the axis
+    fig = _new_figure(side + 1.2, side + label_room)
+    ax = fig.subplots()
+    vmax = 100.0 if normalize else max(1.0, float(shown.max()) if n else 1.0)
+    im = ax.imshow(shown, cmap="Blues", vmin=0.0, vmax=vmax, interpolation="nearest")
+    cbar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    cbar.set_label("% of true class" if normalize else "count")
+
+    ax.set_xticks(range(n))
+    ax.set_yticks(range(n))
+    rotate = longest > 2
+    ax.set_xticklabels(names, rotation=45 if rotate else 0, ha="right" if rotate else "center",
+                       rotation_mode="anchor")
+    ax.set_yticklabels(names)
+    ax.set_xlabel("predicted label")
+    ax.set_ylabel("true label")
+    acc = float(np.trace(m)) / total if total else 0.0
+    ax.set_title(f"{title}\naccuracy {acc * 100:.2f}% · {total:,} samples", fontsize=11)
+
+    if n <= 30:  # beyond that, numbers would not fit in the cells
+        fontsize = 9 if n <= 12 else 7 if n <= 20 else 5
+        for i in range(n):
+            for j in range(n):
+                value = shown[i, j]
+                text = f"{value:.1f}" if normalize else f"{int(m[i, j])}"
+                if m[i, j] == 0:
+                    colour = "0.7"
+                else:
+                    colour = "white" if value > 0.55 * vmax else "black"
+                ax.text(j, i, text, ha="center", va="center", color=colour, fontsize=fontsize)
+    ax.set_xticks(np.arange(-0.5, n, 1), minor=True)
+    ax.set_yticks(np.arange(-0.5, n, 1), minor=True)
+    ax.grid(which="minor", color="white", linewidth=0.5)
+    ax.tick_params(which="minor", length=0)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _image_2d(img):
+    """A 2-D uint8 array from a uint8/float image of shape HxW, 1xHxW or HxWx1."""
+    import numpy as np
+
+    a = np.asarray(img)
+    a = np.squeeze(a)
+    if a.ndim != 2:
+        raise ValueError(f"expected a 2-D grayscale image, got shape {np.asarray(img).shape}")
+    if a.dtype != np.uint8:
+        a = a.astype(np.float64)
+        if a.size and a.max() <= 1.0 and a.min() >= 0.0:
+            a = a * 255.0
+        a = np.clip(np.rint(a), 0, 255).astype(np.uint8)
+    return a
+
+
+def _prob_of(probs, i, pred):
+    """The predicted class's probability for image ``i``: a scalar, or a row of class probs."""
+    if probs is None:
+        return None
+    p = probs[i]
+    try:
+        p = p[pred]
+    except (TypeError, IndexError):
+        pass
+    try:
+        return float(p)
+    except (TypeError, ValueError):
+        return None
+
+
+def misclassified_grid(images, true, pred, probs, class_names: Sequence[str], path,
+                       max_images: int = 36, total: int | None = None,
+                       title: str = "Misclassified images") -> Path:
+    """A grid of up to ``max_images`` images titled "true → pred (p%)", in the order given.
+
+    ``images``: uint8 array N×28×28 (or a list of 2-D arrays); ``true``/``pred``: class indices;
+    ``probs``: per image either the predicted class's probability or the full probability row
+    (or ``None``). ``total``: how many mistakes there were in all, when only some are passed.
+    An empty list writes a small figure saying so.
+    """
+    names = [str(c) for c in class_names]
+    count = len(images)
+    shown = min(count, max(0, int(max_images)))
+    total = count if total is None else int(total)
+    if shown == 0:
+        fig = _new_figure(5, 1.6)
+        fig.text(0.5, 0.5, "no misclassified images", ha="center", va="center", fontsize=14)
+        return _save(fig, path)
+
+    cols = min(shown, max(1, math.ceil(math.sqrt(shown))))
+    nrows = math.ceil(shown / cols)
+    cell = 1.55
+    fig = _new_figure(cols * cell, nrows * (cell + 0.2) + 0.5)
+    axes = fig.subplots(nrows, cols, squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if k >= shown:
+            continue
+        t, p = int(true[k]), int(pred[k])
+        ax.imshow(_image_2d(images[k]), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        prob = _prob_of(probs, k, p)
+        t_name = names[t] if 0 <= t < len(names) else str(t)
+        p_name = names[p] if 0 <= p < len(names) else str(p)
+        suffix = f" ({prob * 100:.0f}%)" if prob is not None else ""
+        label = f"{t_name} → {p_name}{suffix}"
+        if len(label) > 16:  # Fashion-MNIST names: two lines keep the cells narrow
+            label = f"{t_name} →\n{p_name}{suffix}"
+        ax.set_title(label, fontsize=7.5, color="darkred", pad=2)
+    heading = f"{title} (true → predicted): {shown} of {total}" if total > shown \
+        else f"{title} (true → predicted): {shown}"
+    fig.suptitle(heading, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
