@@ -1,0 +1,106 @@
+"""Shared fixtures: a small synthetic dataset in torchvision's layout, the real data when present,
+and a helper that runs the CLI in-process."""
+
+from __future__ import annotations
+
+import os
+import struct
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # `benchmarks` and `tests` helpers import from the project root
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Write an IDX file (the MNIST format): magic, big-endian dims, uint8 data."""
+    magic = 0x0800 | array.ndim
+    with open(path, "wb") as f:
+        f.write(struct.pack(">I", magic))
+        f.write(struct.pack(">" + "I" * array.ndim, *array.shape))
+        f.write(array.astype(np.uint8).tobytes())
+
+
+def synthetic_split(n: int, seed: int):
+    """Learnable fake digits: class k is a bright bar at a class-specific place, plus noise."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 10, n).astype(np.uint8)
+    x = rng.integers(0, 40, (n, 28, 28)).astype(np.uint8)
+    for i, k in enumerate(y):
+        r = 3 + 2 * int(k) + rng.integers(-1, 2)
+        c0 = 4 + rng.integers(0, 4)
+        x[i, r:r + 2, c0:c0 + 16] = 255
+        x[i, 4:24, 2 + 2 * int(k)] = 200
+    return x, y
+
+
+def make_dataset(root: Path, folder: str = "MNIST", n_train: int = 1200, n_test: int = 300) -> Path:
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for prefix, n, seed in (("train", n_train, 1), ("t10k", n_test, 2)):
+        x, y = synthetic_split(n, seed)
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", x)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", y)
+    return root
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("synthdata")
+    make_dataset(root, "MNIST")
+    make_dataset(root, "FashionMNIST")
+    return root
+
+
+@pytest.fixture(scope="session")
+def real_root() -> Path:
+    """The real MNIST files (a writable copy named by $MNIST_HPC_DATA_DIR), or skip."""
+    d = os.environ.get("MNIST_HPC_DATA_DIR")
+    if not d or not (Path(d) / "MNIST" / "raw").is_dir():
+        pytest.skip("real MNIST not found: set MNIST_HPC_DATA_DIR to a writable copy of the datasets "
+                    "(e.g. cp -r ../shared/datasets /tmp/mnist-data)")
+    return Path(d)
+
+
+@pytest.fixture
+def tiny_config(tmp_path) -> Path:
+    """A fast config on the synthetic data: a small MLP, 2 epochs."""
+    p = tmp_path / "tiny.yaml"
+    p.write_text(f"""
+experiment: {{name: tiny, seed: 0, output_dir: {tmp_path / 'runs'}}}
+data: {{dataset: mnist, val_split: 0.2, batch_size: 64, eval_batch_size: 256}}
+model: {{name: mlp, hidden: [32]}}
+optim: {{name: adam, lr: 0.003}}
+train: {{epochs: 2}}
+runtime: {{threads: 1}}
+""")
+    return p
+
+
+class CLIResult:
+    def __init__(self, code, out, err):
+        self.code, self.out, self.err = code, out, err
+
+    def __repr__(self):
+        return f"CLIResult(code={self.code}, out={self.out[-500:]!r}, err={self.err[-500:]!r})"
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run `mnist-hpc ARGS...` in-process; returns exit code, stdout, stderr."""
+    from mnist_hpc.cli import main
+
+    def run(*args):
+        capsys.readouterr()
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        out, err = capsys.readouterr()
+        return CLIResult(code, out, err)
+
+    return run
