@@ -195,7 +195,6 @@ def data_download(datasets, data_dir):
         if before["unpacked"]:
             click.echo(f"{name}: already present in {D.raw_folder(spec, root)}")
             continue
-        os.environ.pop("MNIST_HPC_OFFLINE", None) if not os.environ.get("SLURM_JOB_ID") else None
         D.prepare(spec, root, download=True)
         click.echo(f"{name}: ready in {D.raw_folder(spec, root)} ({why})")
 
@@ -251,6 +250,15 @@ def predict(checkpoint, images):
 
     for path, top in predict_images(checkpoint, list(images)):
         click.echo(f"{path}: " + "  ".join(f"{name} {p * 100:.1f}%" for name, p in top))
+
+
+# --------------------------------------------------------------------------- other groups
+# (each module imports no torch at import time, so `--help` stays fast)
+
+from mnist_hpc.sweep_cli import report_command, sweep_group  # noqa: E402
+
+cli.add_command(sweep_group)  # mnist-hpc sweep plan|run
+cli.add_command(report_command)  # mnist-hpc report
 
 
 # --------------------------------------------------------------------------- entry point

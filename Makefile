@@ -1,0 +1,37 @@
+# Two entry points (see README): `make train` and `make test`. Both create .venv when missing.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+CONFIG ?= configs/quickstart.yaml
+
+.PHONY: train test install install-dev slurm-start slurm-stop clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+train: install  ## install, then train the quickstart config (CONFIG=... for another)
+	$(BIN)/mnist-hpc train $(CONFIG)
+
+test: install-dev  ## install with the test extras, then run the whole test suite
+	$(BIN)/python -m pytest -q
+
+slurm-start:  ## a one-node Slurm sandbox on this machine (root; installs slurm-wlm)
+	scripts/local_slurm.sh start
+
+slurm-stop:
+	scripts/local_slurm.sh stop
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

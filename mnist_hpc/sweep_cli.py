@@ -1,0 +1,181 @@
+"""The `sweep` command group (plan, run) and the `report` command. Neither imports torch.
+
+Registered on the main CLI by ``cli.add_command(sweep_group)`` and ``cli.add_command(report_command)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+from mnist_hpc import report as rep
+from mnist_hpc.errors import ConfigError, UserError
+from mnist_hpc.sweep import is_completed, last_line, load_sweep, run_sweep
+
+SET_HELP = "Override a config value in every run (repeatable), e.g. --set train.epochs=1."
+
+
+class _UserFacing(click.ClickException):
+    """A UserError as click reports it: one line on stderr, the error's exit code."""
+
+    def __init__(self, error: UserError):
+        super().__init__(str(error))
+        self.exit_code = error.exit_code
+
+    def show(self, file=None):
+        click.echo(f"error: {self.format_message()}", err=True, file=file)
+
+
+def user_errors(fn):
+    """Report a UserError as one line and its exit code, also when the group runs on its own."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as e:
+            raise _UserFacing(e) from None
+
+    return wrapper
+
+
+@click.group("sweep")
+def sweep_group():
+    """Run many experiments from one sweep file (a base config plus the values to vary)."""
+
+
+@sweep_group.command("plan")
+@click.argument("sweep_file", type=click.Path(path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+@user_errors
+def plan(sweep_file, overrides):
+    """List the runs of SWEEP_FILE without running anything."""
+    sweep = load_sweep(sweep_file, overrides)
+    click.echo(f"sweep {sweep.name}: {len(sweep.runs)} runs of {sweep.base}, "
+               f"into {sweep.output_dir}/")
+    if sweep.fixed:
+        click.echo("every run: " + " ".join(f"--set {t}" for t in sweep.fixed))
+    width = max(len(r.name) for r in sweep.runs)
+    digits = len(str(len(sweep.runs) - 1))
+    for run in sweep.runs:
+        varied = " ".join(run.overrides[len(sweep.fixed):])
+        done = "  (done)" if is_completed(run.run_dir) else ""
+        click.echo(f"{run.index:>{digits}}  {run.name:<{width}}  {varied}{done}")
+
+
+@sweep_group.command("run")
+@click.argument("sweep_file", type=click.Path(path_type=Path))
+@click.option("--parallel", "-j", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Runs to train at the same time (each gets cores / K threads).")
+@click.option("--index", type=click.IntRange(min=0), default=None,
+              help="Run only the run with this index (a Slurm array task: $SLURM_ARRAY_TASK_ID).")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Dataset folder, passed on to every run.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+@user_errors
+def run(sweep_file, parallel, index, data_dir, overrides):
+    """Train every run of SWEEP_FILE that has not completed yet, then compare them.
+
+    Each run trains in its own process into <output_dir>/sweeps/<sweep>/<run>/, with its
+    output in train.log there. Running the command again skips the completed runs.
+    """
+    sweep = load_sweep(sweep_file, overrides)
+    runs = sweep.runs
+    if index is not None:
+        if index >= len(runs):
+            raise ConfigError(f"--index {index}: the sweep {sweep_file} has {len(runs)} runs "
+                              f"(indices 0-{len(runs) - 1})")
+        runs = [runs[index]]
+    at_once = f", {parallel} at a time" if parallel > 1 and len(runs) > 1 else ""
+    click.echo(f"sweep {sweep.name}: {len(runs)} run{'s' if len(runs) != 1 else ''} "
+               f"into {sweep.output_dir}/{at_once}")
+    try:
+        results = run_sweep(sweep, runs, parallel, data_dir, echo=click.echo)
+    except KeyboardInterrupt:
+        click.echo("interrupted: run the same command again to continue", err=True)
+        sys.exit(130)
+
+    completed = [r for r in sweep.runs if is_completed(r.run_dir)]
+    if index is None and completed:
+        comp = rep.compare([rep.load_run(r.run_dir) for r in completed])
+        click.echo(f"\n{len(completed)} of {len(sweep.runs)} runs completed\n")
+        click.echo(rep.format_table(comp))
+        click.echo("\n" + rep.verdict(comp))
+        click.echo(f"(mnist-hpc report {sweep.output_dir} --format markdown --plots DIR "
+                   f"--out FILE writes a report with figures)")
+
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        click.echo(f"\n{len(failed)} run{'s' if len(failed) != 1 else ''} failed:", err=True)
+        for r in failed:
+            why = "stopped" if r.returncode is None else f"exit {r.returncode}"
+            click.echo(f"  [{r.run.index}] {r.run.name}: {why}, log {r.log}", err=True)
+            if last_line(r.log):
+                click.echo(f"      {last_line(r.log)}", err=True)
+        click.echo("Fix the cause and run the same command again: completed runs are skipped.",
+                   err=True)
+        # a single run (an array task) exits like `train` did, so Slurm records its real state
+        code = failed[0].returncode if index is not None else 1
+        sys.exit(code if code and code > 0 else 1)
+
+
+@click.command("report")
+@click.argument("dirs", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="DIR...")
+@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "csv"]),
+              default="table", show_default=True, help="Output format.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write to this file instead of the terminal.")
+@click.option("--html", "as_html", is_flag=True,
+              help="Write a self-contained HTML report (figures embedded) to --out.")
+@click.option("--plots", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+              help="Draw the figures into this folder (a Markdown report links them).")
+@click.option("--title", help="Report title (default: from the folder names).")
+@user_errors
+def report_command(dirs, fmt, out, as_html, plots, title):
+    """Compare every run found under DIRS: table, figures and a report to hand in.
+
+    DIRS are folders holding run folders at any depth, or sweep files (standing for their
+    output folder). Runs whose configs differ only in experiment.seed are averaged
+    (mean ± sd over the seeds).
+    """
+    if as_html and fmt != "table":
+        raise click.UsageError("--html writes an HTML report; leave out --format")
+    if as_html and out is None:
+        raise click.UsageError("--html needs --out FILE (the report is one self-contained file)")
+    # a sweep file stands for its output folder
+    dirs = [load_sweep(d).output_dir if d.suffix in (".yaml", ".yml") and d.is_file() else d
+            for d in dirs]
+    runs, skipped = rep.find_runs(dirs)
+    comp = rep.compare(runs, skipped)
+    for line in skipped:
+        click.echo(f"note: skipped {line}", err=True)
+    title = title or "Run comparison: " + ", ".join(d.resolve().name or str(d) for d in dirs)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        figures = []
+        if plots is not None:
+            figures = rep.make_plots(comp, plots)
+            click.echo(f"wrote {len(figures)} figures to {plots}/", err=True)
+        elif as_html:
+            figures = rep.make_plots(comp, tmp)
+
+        if as_html:
+            text = rep.html_report(comp, title, figures)
+        elif fmt == "markdown":
+            text = rep.markdown_report(comp, title, figures,
+                                       relative_to=out.parent if out else Path.cwd())
+        elif fmt == "csv":
+            text = rep.format_csv(comp)
+        else:
+            text = rep.format_table(comp) + "\n\n" + rep.verdict(comp) + "\n"
+
+    if out is None:
+        click.echo(text, nl=not text.endswith("\n"))
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        click.echo(f"wrote {out}", err=True)
