@@ -54,7 +54,10 @@ def cli():
               help="Processes on this node (DDP through torchrun; one per GPU).")
 def train(config, overrides, data_dir, run_dir, resume, nproc):
     """Train the model described by CONFIG (a YAML file)."""
+    from mnist_hpc import signals
     from mnist_hpc.config import load_config
+
+    signals.install()  # before torch loads: a time-limit signal during start-up is not fatal
 
     cfg = load_config(config, overrides)
     if nproc > 1:
@@ -275,7 +278,7 @@ def main(argv=None):
         raise SystemExit(e.exit_code) from None
     except click.exceptions.Exit as e:
         raise SystemExit(e.exit_code) from None
-    except Interrupted as e:
+    except Interrupted:
         raise SystemExit(EXIT_INTERRUPTED) from None
     except UserError as e:
         click.echo(f"error: {e}", err=True)

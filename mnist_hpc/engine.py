@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from mnist_hpc import checkpoint as ckpt
 from mnist_hpc import data as datamod
 from mnist_hpc import distributed as distmod
 from mnist_hpc import rundir
+from mnist_hpc import signals as stopflag
 from mnist_hpc.config import Config, config_from_dict
 from mnist_hpc.datasets_registry import resolve_data_root
 from mnist_hpc.errors import ConfigError, EXIT_INTERRUPTED, Interrupted, UserError
@@ -119,35 +119,6 @@ def lr_factor(cfg: Config, step: int, steps_per_epoch: int) -> float:
     elif o.schedule == "cosine":
         factor *= 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
     return factor
-
-
-class _Signals:
-    """USR1/USR2/TERM set a flag; the loop acts on it at the next step boundary."""
-
-    def __init__(self, requeue_signal: str):
-        self.requeue_sig = getattr(signal, "SIG" + requeue_signal)
-        self.received = None
-        self._old = {}
-
-    def __enter__(self):
-        for s in {signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM}:
-            try:
-                self._old[s] = signal.signal(s, self._handle)
-            except ValueError:  # not the main thread
-                pass
-        return self
-
-    def _handle(self, signum, _frame):
-        if self.received is None:
-            self.received = signum
-
-    def __exit__(self, *exc):
-        for s, h in self._old.items():
-            signal.signal(s, h)
-
-    @property
-    def wants_requeue(self) -> bool:
-        return self.received == self.requeue_sig
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -333,9 +304,8 @@ class _Trainer:
 
             self.tb = TensorBoardLogger(self.run_dir)
         try:
-            with _Signals(cfg.runtime.requeue_signal) as sig:
-                self.signals = sig
-                self._loop()
+            self.signals = stopflag.install()
+            self._loop()
             return self._finish(params)
         finally:
             if self.tb:
@@ -483,16 +453,15 @@ class _Trainer:
                 want_ckpt = (ck.every and ((ck.unit == "steps" and s.global_step % int(ck.every) == 0)
                                            or (ck.unit == "minutes" and time.time() - last_ckpt_time >= ck.every * 60)))
                 if s.global_step % sync_every == 0 or self.signals.received or want_ckpt:
-                    flags = torch.tensor([float(self.signals.received is not None),
-                                          float(bool(want_ckpt)), float(self.signals.wants_requeue)])
+                    flags = torch.tensor([float(self.signals.received is not None), float(bool(want_ckpt)),
+                                          float(self.signals.wants_requeue(cfg.runtime.requeue_signal))])
                     if denv.distributed:
                         flags = distmod.all_sum(denv, flags.to(self.device)).cpu()
                     stop_now, ck_now, requeue = flags[0] > 0, flags[1] > 0, flags[2] > 0
                     if (stop_now or ck_now) and s.step < steps:
                         self._check_finite(bad_step)
                         s.partial = self._partial(loss_sum, correct, seen, ep_seconds + time.time() - t_start)
-                        sig_name = signal.Signals(self.signals.received).name if self.signals.received else None
-                        self._save(signal_name=sig_name if stop_now else None)
+                        self._save(signal_name=self.signals.name if stop_now else None)
                         last_ckpt_time = time.time()
                         if stop_now:
                             stop = bool(requeue)

@@ -1,0 +1,59 @@
+"""Stop requests: SIGUSR1/SIGUSR2/SIGTERM only set a flag; the training loop acts on it at the
+next step boundary. Installed at the start of `mnist-hpc train`, before torch is imported, so a
+signal that arrives during start-up is not fatal. Never imports torch."""
+
+from __future__ import annotations
+
+import signal
+
+WATCHED = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
+
+
+class StopFlag:
+    def __init__(self):
+        self.received = None  # the first signal number seen, or None
+        self._old = {}
+
+    def install(self) -> "StopFlag":
+        for s in WATCHED:
+            try:
+                self._old[s] = signal.signal(s, self._handle)
+            except ValueError:  # not the main thread: leave the handlers alone
+                pass
+        return self
+
+    def _handle(self, signum, _frame):
+        if self.received is None:
+            self.received = signum
+
+    def restore(self) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+        self._old = {}
+
+    def wants_requeue(self, requeue_signal: str) -> bool:
+        """Did the configured requeue signal (USR1/USR2) arrive, as opposed to SIGTERM?"""
+        return self.received == getattr(signal, "SIG" + requeue_signal)
+
+    @property
+    def name(self):
+        return signal.Signals(self.received).name if self.received else None
+
+
+_current: StopFlag | None = None
+
+
+def install() -> StopFlag:
+    """Install the process-wide stop flag (idempotent)."""
+    global _current
+    if _current is None:
+        _current = StopFlag().install()
+    return _current
+
+
+def uninstall() -> None:
+    """Restore the previous handlers (for callers that train in-process, like tests)."""
+    global _current
+    if _current is not None:
+        _current.restore()
+        _current = None

@@ -1,0 +1,59 @@
+"""Hitting the time limit for real: under the local Slurm sandbox a job with --time=1 and
+--signal=B:USR1@30 whose training needs more than a minute checkpoints on the signal, requeues
+itself, resumes in the same run folder, and ends COMPLETED with the result of an uninterrupted run."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.slurm_support import *  # noqa: F401,F403 - fixtures
+from tests.slurm_support import ROOT, job_state, mnist_hpc, wait_until_done
+
+pytestmark = pytest.mark.slurm
+
+# ≈ 3 epochs of the fast net: well over a minute of work on two cores, deterministic on the CPU
+SETS = ["train.epochs=3", "runtime.deterministic=true", "runtime.threads=2", "data.val_split=null",
+        "train.checkpoint.every=0"]
+
+
+def test_time_limit_requeue_resumes_to_the_uninterrupted_result(slurm_sandbox, slurm_data, tmp_path):
+    out = tmp_path / "runs"
+    overrides = [a for s in SETS + [f"experiment.output_dir={out}"] for a in ("--set", s)]
+    dry = mnist_hpc("submit", "configs/quickstart.yaml", "--cluster", "local", "--cpus", "2",
+                    "--time", "0:01:00", "--dry-run", *overrides, cwd=ROOT,
+                    env={"MNIST_HPC_DATA_DIR": str(slurm_data)})
+    script = dry.stdout[dry.stdout.index("#!/bin/bash"):]
+    script = re.sub(r"--signal=B:USR1@\d+", "--signal=B:USR1@30", script)
+    assert "--signal=B:USR1@30" in script and "--time=0:01:00" in script and "--requeue" in script
+    job_file = tmp_path / "job.sh"
+    job_file.write_text(script)
+
+    env = {**os.environ, "MNIST_HPC_DATA_DIR": str(slurm_data)}
+    sub = subprocess.run(["sbatch", "--parsable", f"--output={tmp_path}/slurm-%j.out", str(job_file)],
+                         cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    job = sub.stdout.strip().split(";")[0]
+
+    # meanwhile, the same training uninterrupted
+    ref_dir = tmp_path / "reference"
+    ref = subprocess.run([sys.executable, "-m", "mnist_hpc", "train", "configs/quickstart.yaml",
+                          "--run-dir", str(ref_dir), *overrides], cwd=ROOT, capture_output=True, text=True,
+                         env={k: v for k, v in env.items() if not k.startswith("SLURM_")}, timeout=900)
+    assert ref.returncode == 0, ref.stdout[-2000:] + ref.stderr[-2000:]
+
+    state = wait_until_done(job, timeout=900)
+    log = (tmp_path / f"slurm-{job}.out").read_text()
+    assert state == "COMPLETED", f"{state}\n{log[-3000:]}"
+    folders = [p for p in out.iterdir() if p.is_dir()]
+    assert len(folders) == 1 and folders[0].name == f"quickstart-job{job}", folders
+    summary = json.loads((folders[0] / "summary.json").read_text())
+    reference = json.loads((ref_dir / "summary.json").read_text())
+    assert len(summary["requeues"]) >= 1, log[-3000:]
+    assert all(r["signal"] == "SIGUSR1" for r in summary["requeues"])
+    assert "requeued Slurm job" in log
+    assert summary["test_accuracy"] == reference["test_accuracy"]
+    assert summary["test_loss"] == reference["test_loss"]
+    assert job_state(job) in ("COMPLETED", "")
