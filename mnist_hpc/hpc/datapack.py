@@ -1,0 +1,89 @@
+"""One tar archive of the datasets, for staging into a job's ``$SLURM_TMPDIR``.
+
+Cluster file systems handle one big file far better than trees of small ones, so job
+scripts copy and unpack a single archive onto the node's local disk. The archive holds
+``<Folder>/raw/<file>.gz`` for each dataset (the torchvision layout under a data root); it is
+not compressed again, as the files already are.
+"""
+
+from __future__ import annotations
+
+import os
+import tarfile
+from pathlib import Path
+
+from mnist_hpc.config import did_you_mean
+from mnist_hpc.datasets_registry import DATASETS, RAW_FILES
+from mnist_hpc.errors import DataError, UserError
+
+DEFAULT_ARCHIVE = Path("data") / "mnist-hpc-data.tar"
+
+
+def dataset_files(root, name: str) -> list[Path]:
+    """The four .gz files of dataset ``name`` under the data root (missing ones included)."""
+    folder = Path(root) / DATASETS[name].folder / "raw"
+    return [folder / f"{f}.gz" for f in RAW_FILES]
+
+
+def available(root) -> list[str]:
+    """Datasets whose four .gz files are all present under ``root``."""
+    return [n for n in DATASETS if all(p.is_file() for p in dataset_files(root, n))]
+
+
+def check_names(names) -> list[str]:
+    for n in names:
+        if n not in DATASETS:
+            raise UserError(f"unknown dataset {n!r}{did_you_mean(n, DATASETS)}; "
+                            f"known: {', '.join(DATASETS)}")
+    return list(dict.fromkeys(names))
+
+
+def pack(root, names, output=DEFAULT_ARCHIVE) -> Path:
+    """Write the archive of ``names`` (all available datasets if empty); return its path."""
+    root = Path(root)
+    names = check_names(names) if names else available(root)
+    if not names:
+        raise DataError(f"no dataset found under {root} (looked for <Dataset>/raw/*.gz); "
+                        "run `mnist-hpc data download` first")
+    for name in names:
+        missing = [p for p in dataset_files(root, name) if not p.is_file()]
+        if missing:
+            raise DataError(f"dataset {name}: {missing[0]} is missing; run "
+                            f"`mnist-hpc data download {name}` first")
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
+    try:
+        with tarfile.open(tmp, "w") as tar:
+            for name in names:
+                for path in dataset_files(root, name):
+                    tar.add(path, arcname=f"{DATASETS[name].folder}/raw/{path.name}")
+        os.replace(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return output
+
+
+def contents(archive) -> list[str]:
+    """Datasets with all four files in ``archive`` ([] if it is missing or unreadable)."""
+    try:
+        with tarfile.open(archive) as tar:
+            members = set(tar.getnames())
+    except (OSError, tarfile.TarError):
+        return []
+    return [n for n in DATASETS
+            if all(f"{DATASETS[n].folder}/raw/{f}.gz" in members for f in RAW_FILES)]
+
+
+def ensure(archive, root, needed) -> tuple[Path, bool]:
+    """Make sure ``archive`` holds the ``needed`` datasets; (re)pack it from ``root`` if not.
+
+    Returns (path, whether it was written). A rebuilt archive keeps what the old one held
+    when those files are still under ``root``.
+    """
+    archive = Path(archive)
+    have = contents(archive)
+    if all(n in have for n in needed):
+        return archive, False
+    keep = [n for n in have if n in available(root)]
+    return pack(root, [*keep, *[n for n in needed if n not in keep]], archive), True

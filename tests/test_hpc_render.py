@@ -1,0 +1,235 @@
+"""Job-script rendering: golden files for every template x profile, slurm/*.sh kept identical
+to the generator, shellcheck on everything, quoting of hostile names and paths.
+
+Regenerate the golden files after an intended change of a template or a profile with
+    MNIST_HPC_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/test_hpc_render.py
+and review the diff of tests/golden/ before committing it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mnist_hpc.errors import UserError
+from mnist_hpc.hpc import render as R
+from mnist_hpc.hpc.profiles import get_profile, load_profiles
+
+ROOT = Path(__file__).resolve().parent.parent
+GOLDEN = Path(__file__).resolve().parent / "golden"
+PROFILES = ["fir", "nibi", "rorqual", "trillium", "narval", "alliance", "generic", "local"]
+UPDATE = os.environ.get("MNIST_HPC_UPDATE_GOLDEN") == "1"
+
+
+def example_spec(template: str, cluster: str) -> R.JobSpec:
+    """A typical job of ``template`` on ``cluster``, as `mnist-hpc submit` would describe it."""
+    profile, _ = get_profile(cluster)
+    wanted = {"submit_job": 1, "multi_gpu": 2, "multi_node": 4, "sweep_array": 1, "cpu_only": 0}[template]
+    gpus = min(wanted, profile.gpus_per_node)
+    run = "/home/someone/scratch/mnist-hpc/runs/golden-20260101-120000"
+    return R.JobSpec(
+        template=template, profile=profile, job_name="golden",
+        config=f"{run}/config.yaml", run_dir=run if template != "sweep_array" else "",
+        sweep="/home/someone/scratch/mnist-hpc/configs/sweeps/learning_rate.yaml",
+        time="2:00:00", nodes=2 if template == "multi_node" else 1, gpus_per_node=gpus,
+        tasks_per_node=2 if template == "multi_gpu" and not gpus else None,
+        account="def-someone" if profile.account_required else None,
+        mail_user="someone@example.com",
+        output=f"{run}/slurm-%A_%a.out" if template == "sweep_array" else f"{run}/slurm-%j.out",
+        array="0-9%4" if template == "sweep_array" else None,
+        workdir="/home/someone/scratch/mnist-hpc",
+        data_archive="/home/someone/scratch/mnist-hpc/data/mnist-hpc-data.tar",
+        script_name=f"{run}/job.sh")
+
+
+CASES = [(t, c) for t in R.TEMPLATES for c in PROFILES]
+
+
+def test_every_builtin_profile_is_covered():
+    assert sorted(load_profiles()[0]) == sorted(PROFILES)
+
+
+@pytest.mark.parametrize("template,cluster", CASES, ids=[f"{t}-{c}" for t, c in CASES])
+def test_golden(template, cluster):
+    text = R.render(example_spec(template, cluster))
+    path = GOLDEN / f"{template}--{cluster}.sh"
+    if UPDATE:
+        GOLDEN.mkdir(exist_ok=True)
+        path.write_text(text)
+    assert path.exists(), f"{path} missing: run with MNIST_HPC_UPDATE_GOLDEN=1 to create it"
+    assert text == path.read_text(), f"{path} differs: review, then MNIST_HPC_UPDATE_GOLDEN=1"
+
+
+def test_no_golden_file_is_orphaned():
+    expected = {f"{t}--{c}.sh" for t, c in CASES}
+    assert {p.name for p in GOLDEN.glob("*.sh")} == expected
+
+
+def test_slurm_dir_matches_generator(tmp_path):
+    R.write_slurm_dir(tmp_path)
+    for name in R.handout_specs():
+        assert (ROOT / "slurm" / name).read_text() == (tmp_path / name).read_text(), (
+            f"slurm/{name} is stale: run python -m mnist_hpc.hpc.render --write-slurm-dir slurm/")
+    assert sorted(p.name for p in (ROOT / "slurm").glob("*.sh")) == sorted(R.handout_specs())
+
+
+def test_handout_script_is_ready_to_edit():
+    text = (ROOT / "slurm" / "submit_job.sh").read_text()
+    assert "#SBATCH --account=def-someuser\n" in text
+    assert "#SBATCH --mail-user=someone@example.com\n" in text
+    assert 'cd "$SLURM_SUBMIT_DIR"\n' in text
+    assert "CONFIG=configs/quickstart.yaml " in text
+    assert "#SBATCH --gpus-per-node=1\n" in text and "#SBATCH --signal=B:USR1@90\n" in text
+
+
+def test_gpu_requests_follow_the_profile():
+    text = R.render(example_spec("submit_job", "narval"))
+    assert "#SBATCH --gpus-per-node=a100:1\n" in text and "#SBATCH --cpus-per-task=12\n" in text
+    assert "MODULES=(python/3.11 cuda)\n" in text
+    text = R.render(example_spec("multi_gpu", "rorqual"))
+    assert "#SBATCH --gpus-per-node=h100:2\n" in text and "#SBATCH --ntasks-per-node=2\n" in text
+    assert "#SBATCH --cpus-per-task=16\n" in text and "#SBATCH --mem=128G\n" in text
+    assert "#SBATCH --signal=USR1@90\n" in text  # srun tasks get it, not the batch shell
+    assert "#SBATCH --gres=gpu:1\n" in R.render(example_spec("submit_job", "generic"))
+    local = R.render(example_spec("cpu_only", "local"))
+    assert "gpu" not in "".join(line for line in local.splitlines() if line.startswith("#SBATCH"))
+    assert "--account" not in local and "MODULES=()\n" in local
+    mig = R.render(R.JobSpec(**{**example_spec("submit_job", "narval").__dict__, "gpu_type": "a100_1g.5gb"}))
+    assert "#SBATCH --gpus-per-node=a100_1g.5gb:1\n" in mig
+
+
+def test_sweep_array_runs_the_task_index_plus_offset():
+    spec = R.JobSpec(**{**example_spec("sweep_array", "fir").__dict__, "index_offset": 999})
+    text = R.render(spec)
+    assert "#SBATCH --array=0-9%4\n" in text and "INDEX_OFFSET=999 " in text
+    assert 'args=(sweep run "$SWEEP" --index "$(( SLURM_ARRAY_TASK_ID + INDEX_OFFSET ))")' in text
+
+
+def test_requeue_signal_follows_the_spec():
+    spec = R.JobSpec(**{**example_spec("submit_job", "fir").__dict__, "requeue_signal": "USR2"})
+    text = R.render(spec)
+    assert "#SBATCH --signal=B:USR2@90\n" in text and "REQUEUE_SIGNAL=USR2 " in text
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"account": None}, "needs a Slurm account"),
+    ({"gpus_per_node": 5}, "has 4 GPUs per node"),
+    ({"time": "7-00:00:01"}, "above the 7-00:00:00 maximum"),
+    ({"time": "soon"}, "expected a Slurm time"),
+    ({"gpu_type": "v100"}, "not known on cluster fir"),
+    ({"mem": "lots"}, "expected a size"),
+    ({"job_name": "two\nlines"}, "control characters"),
+    ({"nodes": 2}, "use multi_node"),
+])
+def test_bad_specs_are_refused(change, message):
+    spec = R.JobSpec(**{**example_spec("submit_job", "fir").__dict__, **change})
+    with pytest.raises(UserError, match=message):
+        R.render(spec)
+
+
+def test_cpu_only_cluster_refuses_gpus():
+    spec = R.JobSpec(**{**example_spec("cpu_only", "local").__dict__, "gpus_per_node": 1})
+    with pytest.raises(UserError, match="cluster local has no GPUs"):
+        R.render(spec)
+
+
+HOSTILE = "/tmp/it's a \"job\" $(touch pwned) `x` \\ dir"
+
+
+def hostile_spec(tmp: str = HOSTILE) -> R.JobSpec:
+    profile, _ = get_profile("local")
+    return R.JobSpec(template="cpu_only", profile=profile, job_name="it's a \"job\" $HOME",
+                     config=f"{tmp}/config.yaml", run_dir=tmp, output=f"{tmp}/slurm-%j.out",
+                     workdir=tmp, data_archive=f"{tmp}/data.tar", data_dir=f"{tmp}/data")
+
+
+def test_hostile_values_are_quoted():
+    text = R.render(hostile_spec())
+    assert '#SBATCH --job-name="it\'s a \\"job\\" $HOME"\n' in text
+    assert '#SBATCH --output="/tmp/it\'s a \\"job\\" $(touch pwned) `x` \\\\ dir/slurm-%j.out"\n' in text
+    # the shell reads every assignment back as exactly the value given
+    lines = [line.split("  #")[0] for line in text.splitlines()
+             if line.split("=")[0] in ("CONFIG", "RUN_DIR", "DATA_ARCHIVE", "DATA_DIR")]
+    script = "\n".join(lines) + '\nprintf "%s\\n" "$CONFIG" "$RUN_DIR" "$DATA_ARCHIVE" "$DATA_DIR"\n'
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == [f"{HOSTILE}/config.yaml", HOSTILE, f"{HOSTILE}/data.tar", f"{HOSTILE}/data"]
+    cd = next(line for line in text.splitlines() if line.startswith("cd "))
+    out = subprocess.run(["bash", "-c", cd.replace("cd ", "printf %s ", 1)], capture_output=True, text=True)
+    assert out.stdout == HOSTILE
+
+
+def test_rendered_scripts_parse():
+    for t, c in CASES:
+        proc = subprocess.run(["bash", "-n"], input=R.render(example_spec(t, c)), text=True,
+                              capture_output=True)
+        assert proc.returncode == 0, (t, c, proc.stderr)
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None,
+                    reason="shellcheck not installed (apt-get install shellcheck; .ci/run installs it)")
+def test_shellcheck_clean(tmp_path):
+    files = [str(p) for p in sorted((ROOT / "slurm").glob("*.sh"))]
+    files += [str(p) for p in sorted((ROOT / "scripts").glob("*.sh"))]
+    files += [str(p) for p in sorted(GOLDEN.glob("*.sh"))]
+    proc = subprocess.run(["shellcheck", "--severity=style", *files], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # The hostile values hold a literal $(...) on purpose; SC2016 ("expressions don't expand in
+    # single quotes") is the point there, so only that note is allowed.
+    hostile = tmp_path / "hostile.sh"
+    hostile.write_text(R.render(hostile_spec()))
+    proc = subprocess.run(["shellcheck", "--severity=style", "--exclude=SC2016", str(hostile)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# --------------------------------------------------------------------------- the batch shell at run time
+
+
+def _fake_python(tmp_path, body: str) -> Path:
+    """A stand-in for python that logs its arguments, then runs ``body``."""
+    fake = tmp_path / "fake-python"
+    fake.write_text(f'#!/bin/bash\necho "args: $*" >> "$FAKE_LOG"\n{body}\n')
+    fake.chmod(0o755)
+    return fake
+
+
+def _run_script(tmp_path, fake: Path, **env) -> subprocess.Popen:
+    spec = R.JobSpec(**{**example_spec("cpu_only", "local").__dict__, "workdir": str(tmp_path),
+                        "run_dir": str(tmp_path / "run dir"), "config": str(tmp_path / "my config.yaml"),
+                        "data_archive": "", "data_dir": ""})
+    script = tmp_path / "job.sh"
+    script.write_text(R.render(spec))
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    return subprocess.Popen(["bash", str(script)], env={**clean, "MNIST_HPC_PYTHON": str(fake),
+                            "FAKE_LOG": str(tmp_path / "log"), "SLURM_JOB_ID": "7", **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_job_script_runs_train_and_returns_its_exit_status(tmp_path):
+    proc = _run_script(tmp_path, _fake_python(tmp_path, "exit 3"))
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 3, out
+    log = (tmp_path / "log").read_text()
+    assert log == f"args: -m mnist_hpc train {tmp_path}/my config.yaml --resume auto --run-dir {tmp_path}/run dir\n"
+
+
+def test_job_script_forwards_the_requeue_signal(tmp_path):
+    """Slurm's B:USR1 reaches only the batch shell; the trap must pass it to the trainer."""
+    import signal
+    import time
+
+    fake = _fake_python(tmp_path, 'trap \'echo "got USR1" >> "$FAKE_LOG"; exit 75\' USR1\n'
+                                  'echo ready >> "$FAKE_LOG"\nwhile true; do sleep 0.1; done')
+    proc = _run_script(tmp_path, fake)
+    log = tmp_path / "log"
+    deadline = time.monotonic() + 20
+    while "ready" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGUSR1)
+    out, _ = proc.communicate(timeout=30)
+    assert "got USR1" in log.read_text(), out
+    assert proc.returncode == 75, out  # the trainer's exit status, not bash's 128+10

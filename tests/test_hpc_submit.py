@@ -1,0 +1,462 @@
+"""`submit`, `status`, `logs`, `cancel`, `push`, `data pack` and cluster profiles, without a
+real Slurm: dry runs, fake Slurm commands on PATH, and the user's mistakes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from mnist_hpc.errors import ConfigError, UserError
+from mnist_hpc.hpc import commands, datapack, slurm
+from mnist_hpc.hpc.profiles import format_time, get_profile, load_profiles, parse_time
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICKSTART = ROOT / "configs" / "quickstart.yaml"
+
+
+@pytest.fixture(autouse=True)
+def registered(monkeypatch, tmp_path):
+    """The cluster commands on the main CLI; no user profile files; a clean working folder."""
+    from mnist_hpc.cli import cli
+
+    commands.register(cli)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    for var in ("MNIST_HPC_CLUSTERS", "SBATCH_ACCOUNT", "SLURM_ACCOUNT"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def gz_data(tmp_path, monkeypatch) -> Path:
+    """A data root with the four .gz files of MNIST (contents do not matter for packing)."""
+    root = tmp_path / "datasets"
+    for f in datapack.dataset_files(root, "mnist"):
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(b"fake " + f.name.encode())
+    monkeypatch.setenv("MNIST_HPC_DATA_DIR", str(root))
+    return root
+
+
+def fake_command(tmp_path, name: str, body: str) -> Path:
+    """Put an executable ``name`` (a shell script) first on PATH."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    path = bin_dir / name
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+    os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
+    return path
+
+
+@pytest.fixture
+def keep_path(monkeypatch):
+    monkeypatch.setenv("PATH", os.environ["PATH"])
+
+
+# --------------------------------------------------------------------------- dry runs
+
+
+def test_narval_dry_run_asks_for_an_a100(cli, tmp_path):
+    r = cli("submit", QUICKSTART, "--cluster", "narval", "--account", "def-x", "--dry-run")
+    assert r.code == 0, r
+    assert "#SBATCH --gpus-per-node=a100:1\n" in r.out
+    assert "#SBATCH --account=def-x\n" in r.out and "#SBATCH --cpus-per-task=12\n" in r.out
+    assert "dry run: nothing submitted" in r.err
+    assert not (tmp_path / "runs").exists()  # a dry run creates nothing
+
+
+def test_fir_dry_run_asks_for_an_h100(cli):
+    r = cli("submit", QUICKSTART, "--cluster", "fir", "--account", "def-x", "--gpus", "2", "--dry-run")
+    assert r.code == 0, r
+    assert "#SBATCH --gpus-per-node=h100:2\n" in r.out and "#SBATCH --ntasks-per-node=2\n" in r.out
+    assert "exec srun" in r.out  # two GPUs: one task per GPU
+
+
+def test_narval_mig_slice(cli):
+    r = cli("submit", QUICKSTART, "--cluster", "narval", "--account", "def-x", "--gpus", "a100_2g.10gb:1",
+            "--dry-run")
+    assert r.code == 0, r
+    assert "#SBATCH --gpus-per-node=a100_2g.10gb:1\n" in r.out
+
+
+def test_cedar_warns_and_uses_fir(cli):
+    r = cli("submit", QUICKSTART, "--cluster", "cedar", "--account", "def-x", "--dry-run")
+    assert r.code == 0, r
+    assert "Cedar was retired in September 2025" in r.err and "fir" in r.err
+    assert "#SBATCH --gpus-per-node=h100:1\n" in r.out
+
+
+@pytest.mark.parametrize("old,new", [("graham", "nibi"), ("beluga", "rorqual")])
+def test_other_retired_names(old, new):
+    profile, warning = get_profile(old)
+    assert profile.name == new and new in warning
+
+
+def test_missing_account_is_refused(cli):
+    r = cli("submit", QUICKSTART, "--cluster", "fir", "--dry-run")
+    assert r.code == 1 and r.out == ""
+    assert "cluster fir needs a Slurm account: pass --account" in r.err
+    assert "Traceback" not in r.err
+
+
+def test_account_from_the_environment(cli, monkeypatch):
+    monkeypatch.setenv("SBATCH_ACCOUNT", "def-env")
+    r = cli("submit", QUICKSTART, "--cluster", "rorqual", "--dry-run")
+    assert r.code == 0 and "#SBATCH --account=def-env\n" in r.out
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--cluster", "fir", "--account", "a", "--gpus", "5"], "--gpus 5: cluster fir has 4 GPUs per node"),
+    (["--cluster", "trillium", "--account", "a", "--time", "1-00:00:01"], "above the 1-00:00:00 maximum"),
+    (["--cluster", "fir", "--account", "a", "--time", "8-00:00:00"], "above the 7-00:00:00 maximum"),
+    (["--cluster", "fir", "--account", "a", "--time", "half an hour"], "expected a Slurm time"),
+    (["--cluster", "fir", "--account", "a", "--gpus", "two"], "expected a number or TYPE:NUMBER"),
+    (["--cluster", "narval", "--account", "a", "--gpus", "h100:1"], "not known on cluster narval"),
+    (["--cluster", "local", "--gpus", "1"], "cluster local has no GPUs"),
+    (["--cluster", "narwal"], "unknown cluster 'narwal' (did you mean 'narval'?)"),
+    (["--cluster", "fir", "--account", "a", "--set", "optim.lr=-1"], "optim.lr"),
+])
+def test_bad_requests_are_refused(cli, args, message):
+    r = cli("submit", QUICKSTART, *args, "--dry-run")
+    assert r.code in (1, 2) and message in r.err, r
+    assert "Traceback" not in r.err
+
+
+def test_config_errors_exit_2(cli):
+    r = cli("submit", QUICKSTART, "--cluster", "local", "--set", "optim.lrr=1", "--dry-run")
+    assert r.code == 2 and "did you mean 'lr'" in r.err
+
+
+# --------------------------------------------------------------------------- sweep submit
+
+SWEEP = ROOT / "configs" / "sweeps" / "learning_rate.yaml"
+
+
+def test_sweep_submit_dry_run(cli, tmp_path):
+    r = cli("sweep", "submit", SWEEP, "--cluster", "narval", "--account", "def-x", "--parallel", "2",
+            "--dry-run")
+    assert r.code == 0, r
+    assert r.out.count("#!/bin/bash") == 1 and "#SBATCH --array=0-4%2\n" in r.out
+    assert f"SWEEP={SWEEP} " in r.out and "INDEX_OFFSET=0 " in r.out
+    assert "5 runs in 1 job array(s)" in r.err and not (tmp_path / "runs").exists()
+
+
+def test_sweep_larger_than_the_array_limit_is_split(cli, tmp_path, gz_data, keep_path, monkeypatch):
+    clusters = tmp_path / "clusters.yaml"
+    clusters.write_text("profiles:\n  tiny:\n    extends: local\n    max_array_size: 2\n")
+    monkeypatch.setenv("MNIST_HPC_CLUSTERS", str(clusters))
+    calls = tmp_path / "sbatch-calls"
+    fake_command(tmp_path, "sbatch", f'echo "$*" >> "{calls}"\nn=$(wc -l < "{calls}")\necho $((500 + n))\n')
+    r = cli("sweep", "submit", SWEEP, "--cluster", "tiny", "--parallel", "3")
+    assert r.code == 0, r
+    lines = calls.read_text().splitlines()
+    assert len(lines) == 3
+    assert lines[0].startswith("--parsable ") and "--dependency" not in lines[0]
+    assert "--dependency=afterany:501" in lines[1] and "--dependency=afterany:502" in lines[2]
+    (folder,) = (tmp_path / "runs").iterdir()
+    record = json.loads((folder / "job.json").read_text())
+    assert [j["job_id"] for j in record["jobs"]] == ["501", "502", "503"]
+    assert [j["index_offset"] for j in record["jobs"]] == [0, 2, 4]
+    assert [j["array"] for j in record["jobs"]] == ["0-1%2", "0-1%2", "0-0%1"]
+    assert "INDEX_OFFSET=4 " in (folder / "job-2.sh").read_text()
+
+
+# --------------------------------------------------------------------------- time strings
+
+
+@pytest.mark.parametrize("text,seconds", [("30", 1800), ("5:30", 330), ("0:30:00", 1800),
+                                          ("2-00", 172800), ("1-02:03", 93780), ("7-00:00:00", 604800)])
+def test_parse_time(text, seconds):
+    assert parse_time(text) == seconds
+
+
+def test_format_time():
+    assert format_time(1800) == "0:30:00" and format_time(90061) == "1-01:01:01"
+
+
+# --------------------------------------------------------------------------- real submission, fake sbatch
+
+
+def test_submit_records_the_job(cli, tmp_path, gz_data, keep_path):
+    log = tmp_path / "sbatch-args"
+    fake_command(tmp_path, "sbatch", f'echo "$PWD $*" > "{log}"\necho "4242;local"\n')
+    r = cli("submit", QUICKSTART, "--cluster", "local", "--set", "train.epochs=1")
+    assert r.code == 0, r
+    assert "submitted job 4242 to local" in r.out and "mnist-hpc logs 4242 -f" in r.out
+    (run,) = (tmp_path / "runs").iterdir()
+    record = json.loads((run / "job.json").read_text())
+    assert record["job_id"] == "4242" and record["cluster"] == "local"
+    assert record["script"] == str(run / "job.sh") and record["output"] == str(run / "slurm-%j.out")
+    assert log.read_text().split() == [str(tmp_path), "--parsable", str(run / "job.sh")]
+    script = (run / "job.sh").read_text()
+    assert f"CONFIG={run}/config.yaml " in script and f"RUN_DIR={run} " in script
+    # the job runs exactly the config validated at submit time
+    from mnist_hpc.config import load_config
+
+    assert load_config(run / "config.yaml").train.epochs == 1
+    # the data archive was staged
+    assert datapack.contents(tmp_path / "data" / "mnist-hpc-data.tar") == ["mnist"]
+
+
+def test_sbatch_failing_shows_its_stderr(cli, tmp_path, gz_data, keep_path):
+    fake_command(tmp_path, "sbatch", 'echo "sbatch: error: Batch job submission failed: Invalid account" >&2\nexit 1\n')
+    r = cli("submit", QUICKSTART, "--cluster", "local")
+    assert r.code == 1
+    assert "sbatch failed: sbatch: error: Batch job submission failed: Invalid account" in r.err
+    assert not any((tmp_path / "runs").iterdir())  # no half-made run folder is left
+
+
+def test_sbatch_missing(cli, tmp_path, gz_data, monkeypatch):
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    r = cli("submit", QUICKSTART, "--cluster", "local")
+    assert r.code == 1 and "sbatch not found:" in r.err, r
+
+
+def test_sbatch_without_a_job_id(tmp_path, keep_path):
+    fake_command(tmp_path, "sbatch", 'echo "Submitted batch job"\n')
+    with pytest.raises(UserError, match="sbatch printed no job id"):
+        slurm.sbatch("job.sh")
+
+
+def test_missing_data_on_a_cluster_without_internet(cli, tmp_path, monkeypatch, keep_path):
+    monkeypatch.setenv("MNIST_HPC_DATA_DIR", str(tmp_path / "nothing-here"))
+    fake_command(tmp_path, "sbatch", "echo 1\n")
+    r = cli("submit", QUICKSTART, "--cluster", "fir", "--account", "def-x")
+    assert r.code == 1 and "mnist-hpc data download mnist" in r.err
+    assert "compute nodes on fir have no internet" in r.err
+
+
+# --------------------------------------------------------------------------- status, logs, cancel
+
+
+def test_status_lists_jobs_with_their_run_folders(cli, tmp_path, keep_path):
+    run = tmp_path / "runs" / "quickstart-20260101-000000"
+    run.mkdir(parents=True)
+    (run / "job.json").write_text(json.dumps({"job_id": "77", "output": str(run / "slurm-%j.out")}))
+    done = tmp_path / "runs" / "old-20250101-000000"
+    done.mkdir()
+    (done / "job.json").write_text(json.dumps({"job_id": "70", "submitted_at": "2025"}))
+    (done / "summary.json").write_text(json.dumps({"status": "completed", "test_accuracy": 0.9912}))
+    fake_command(tmp_path, "squeue", 'echo "77|quickstart|RUNNING|1:02|1:00:00|1|node1"\n')
+    fake_command(tmp_path, "scontrol", "exit 1\n")
+    r = cli("status")
+    assert r.code == 0, r
+    line = next(x for x in r.out.splitlines() if x.startswith("77 "))
+    assert "RUNNING" in line and "runs/quickstart-20260101-000000" in line
+    assert "completed, test accuracy 99.12%" in r.out
+
+
+def test_logs_reads_the_recorded_output(cli, tmp_path, keep_path):
+    run = tmp_path / "runs" / "q-1"
+    run.mkdir(parents=True)
+    (run / "job.json").write_text(json.dumps({"job_id": "78", "output": str(run / "slurm-%j.out")}))
+    (run / "slurm-78.out").write_text("epoch 1/1\ntest accuracy 99.0%\n")
+    r = cli("logs", "78")
+    assert r.code == 0 and r.out == "epoch 1/1\ntest accuracy 99.0%\n"
+    fake_command(tmp_path, "squeue", "true\n")  # the job is no longer queued: -f stops at the end
+    r = cli("logs", "78", "-f")
+    assert r.code == 0 and r.out.endswith("test accuracy 99.0%\n")
+
+
+def test_logs_falls_back_to_the_submit_folder(cli, tmp_path, keep_path):
+    fake_command(tmp_path, "scontrol", 'echo "slurm_load_jobs error: Invalid job id specified" >&2; exit 1\n')
+    fake_command(tmp_path, "squeue", "true\n")
+    (tmp_path / "slurm-79.out").write_text("hello\n")
+    assert cli("logs", "79").out == "hello\n"
+    r = cli("logs", "80")
+    assert r.code == 1 and "job 80 has no log" in r.err
+
+
+def test_logs_and_cancel_check_the_job_id(cli):
+    for command in ("logs", "cancel"):
+        r = cli(command, "12; rm -rf ~")
+        assert r.code == 1 and "is not a Slurm job id" in r.err
+
+
+def test_cancel_calls_scancel(cli, tmp_path, keep_path):
+    log = tmp_path / "scancel-args"
+    fake_command(tmp_path, "squeue", 'echo "81|x|RUNNING|0:01|1:00|1|n"\n')
+    fake_command(tmp_path, "scancel", f'echo "$*" > "{log}"\n')
+    r = cli("cancel", "81")
+    assert r.code == 0 and "cancelled job 81" in r.out and log.read_text().strip() == "81"
+
+
+def test_cancel_of_a_job_not_queued(cli, tmp_path, keep_path):
+    fake_command(tmp_path, "squeue", "true\n")
+    r = cli("cancel", "82")
+    assert r.code == 1 and "not in the queue" in r.err
+
+
+def test_parse_scontrol_values_with_spaces():
+    info = slurm.parse_scontrol('JobId=5 JobName=my "job" x UserId=root(0) JobState=COMPLETED '
+                                'StdOut=/tmp/a b/slurm-5.out StdIn=/dev/null')
+    assert info["JobName"] == 'my "job" x' and info["StdOut"] == "/tmp/a b/slurm-5.out"
+    assert info["JobState"] == "COMPLETED"
+
+
+# --------------------------------------------------------------------------- data pack
+
+
+def test_data_pack(cli, tmp_path, gz_data):
+    r = cli("data", "pack")
+    assert r.code == 0, r
+    archive = tmp_path / "data" / "mnist-hpc-data.tar"
+    with tarfile.open(archive) as tar:
+        assert sorted(tar.getnames()) == sorted(f"MNIST/raw/{p.name}" for p in datapack.dataset_files(gz_data, "mnist"))
+
+
+def test_data_pack_of_a_missing_dataset(cli, gz_data):
+    r = cli("data", "pack", "fashion-mnist")
+    assert r.code == 1 and "mnist-hpc data download fashion-mnist" in r.err
+    r = cli("data", "pack", "fashion")
+    assert r.code == 1 and "did you mean" in r.err
+
+
+def test_ensure_repacks_when_a_dataset_is_missing(tmp_path, gz_data):
+    archive = tmp_path / "a.tar"
+    assert datapack.ensure(archive, gz_data, ["mnist"]) == (archive, True)
+    assert datapack.ensure(archive, gz_data, ["mnist"]) == (archive, False)
+
+
+# --------------------------------------------------------------------------- push
+
+
+def test_push_with_rsync_excludes_the_heavy_folders(tmp_path):
+    (cmd,) = commands.push_commands(ROOT, "me@narval.alliancecan.ca", False, have_rsync=True)
+    assert cmd[:2] == ["rsync", "-a"] and cmd[-2:] == [f"{ROOT}/", f"me@narval.alliancecan.ca:scratch/{ROOT.name}/"]
+    for name in (".venv", "runs", "__pycache__", ".git"):
+        assert f"--exclude={name}" in cmd
+    assert "--exclude=/data/" in cmd
+    (cmd,) = commands.push_commands(ROOT, "me@fir:proj", True, have_rsync=True)
+    assert "--include=/data/mnist-hpc-data.tar" in cmd and cmd[-1] == "me@fir:proj/"
+
+
+def test_push_rsync_really_copies(tmp_path):
+    import shutil
+
+    if not shutil.which("rsync"):
+        pytest.skip("rsync not installed")
+    project = tmp_path / "proj"
+    for rel in ("mnist_hpc/x.py", "configs/a.yaml", ".venv/bin/python", "runs/r/summary.json",
+                "mnist_hpc/__pycache__/x.pyc", "data/mnist-hpc-data.tar", "data/MNIST/raw/x.gz"):
+        (project / rel).parent.mkdir(parents=True, exist_ok=True)
+        (project / rel).write_text("x")
+    dest = tmp_path / "dest"
+    for with_data in (False, True):
+        (cmd,) = commands.push_commands(project, "host:unused", with_data, have_rsync=True)
+        cmd[-1] = f"{dest}/"  # a local destination: same rules, no ssh
+        subprocess.run(cmd, check=True)
+        copied = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
+        expected = ["configs/a.yaml", "mnist_hpc/x.py"] + (["data/mnist-hpc-data.tar"] if with_data else [])
+        assert copied == sorted(expected)
+
+
+def test_push_falls_back_to_scp():
+    cmds = commands.push_commands(ROOT, "me@fir:my dir", True, have_rsync=False)
+    assert cmds[0] == ["ssh", "me@fir", "mkdir -p -- 'my dir' 'my dir/data'"]
+    assert cmds[1][:3] == ["scp", "-r", "-p"] and cmds[1][-1] == "me@fir:my dir/"
+    copied = {Path(p).name for p in cmds[1][3:-1]}
+    assert "mnist_hpc" in copied and not copied & {".venv", "runs", ".git", "data"}
+    assert cmds[2][-1] == "me@fir:my dir/data/"
+
+
+@pytest.mark.parametrize("target", ["-oProxyCommand=x", ":dir", ""])
+def test_push_refuses_a_bad_target(target):
+    with pytest.raises(UserError, match="expected USER@HOST"):
+        commands.push_commands(ROOT, target, False, have_rsync=True)
+
+
+def test_push_dry_run(cli):
+    r = cli("push", "me@fir", "--project", ROOT, "--dry-run")
+    assert r.code == 0 and ("$ rsync -a" in r.err or "$ ssh me@fir" in r.err)
+
+
+def test_push_script_wrapper(tmp_path):
+    check = subprocess.run([sys.executable, "-c", "from mnist_hpc.cli import cli; print('push' in cli.commands)"],
+                           capture_output=True, text=True, cwd=ROOT)
+    if check.stdout.strip() != "True":
+        pytest.skip("mnist_hpc/cli.py does not register the cluster commands yet (commands.register)")
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "push.sh"), "me@fir", "--project", str(ROOT),
+                           "--dry-run"], capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "MNIST_HPC_PYTHON": sys.executable})
+    assert proc.returncode == 0, proc.stderr
+    assert "me@fir:scratch/" in proc.stderr
+
+
+# --------------------------------------------------------------------------- user profiles
+
+
+def test_user_profile_file(tmp_path, monkeypatch):
+    path = tmp_path / "clusters.yaml"
+    path.write_text("profiles:\n  mylab:\n    extends: generic\n    gpu_type: rtx6000\n"
+                    "    gpu_types: [rtx6000]\n    gpus_per_node: 2\n    partition: gpu\n")
+    monkeypatch.setenv("MNIST_HPC_CLUSTERS", str(path))
+    profile, warning = get_profile("mylab")
+    assert warning is None and profile.gpu_directive(2) == "--gres=gpu:rtx6000:2"
+    assert profile.partition == "gpu" and profile.max_time == "7-00:00:00"
+
+
+def test_user_profiles_from_the_config_home(tmp_path):
+    folder = tmp_path / "xdg" / "mnist-hpc"
+    folder.mkdir(parents=True)
+    (folder / "clusters.yaml").write_text("profiles:\n  fir:\n    extends: fir\n    partition: debug\n")
+    with pytest.raises(ConfigError, match="loop"):
+        load_profiles()
+    (folder / "clusters.yaml").write_text("profiles:\n  myfir:\n    extends: fir\n    partition: debug\n")
+    assert get_profile("myfir")[0].partition == "debug"
+
+
+@pytest.mark.parametrize("body,message", [
+    ("profiles:\n  x:\n    gpus_per_nod: 2\n", "unknown key (did you mean 'gpus_per_node'?)"),
+    ("profiles:\n  x:\n    gpus_per_node: two\n", "expected an integer"),
+    ("profiles:\n  x:\n    max_time: forever\n", "expected a Slurm time"),
+    ("profiles:\n  x:\n    mem_per_gpu: lots\n", "expected a memory size"),
+    ("profiles:\n  x:\n    gpu_request: gpu\n", "expected one of gpus-per-node, gres"),
+    ("profiles:\n  x:\n    extends: nowhere\n", "unknown profile 'nowhere'"),
+    ("profile:\n  x: {}\n", "unknown key (did you mean 'profiles'?)"),
+])
+def test_bad_user_profiles_are_refused(tmp_path, monkeypatch, body, message):
+    path = tmp_path / "clusters.yaml"
+    path.write_text(body)
+    monkeypatch.setenv("MNIST_HPC_CLUSTERS", str(path))
+    with pytest.raises(ConfigError) as info:
+        load_profiles()
+    assert message in str(info.value) and str(path) in str(info.value)
+
+
+def test_clusters_file_named_but_missing(tmp_path, monkeypatch):
+    monkeypatch.setenv("MNIST_HPC_CLUSTERS", str(tmp_path / "nope.yaml"))
+    with pytest.raises(ConfigError, match="no such file"):
+        load_profiles()
+
+
+def test_alliance_profiles_need_an_account_and_have_no_internet():
+    profiles, _ = load_profiles()
+    for name in ("fir", "nibi", "rorqual", "trillium", "narval"):
+        p = profiles[name]
+        assert p.account_required and not p.internet and p.gpus_per_node == 4
+        assert p.gpu_request == "gpus-per-node" and "python/3.11" in p.modules
+    assert [profiles[n].cpus_per_gpu for n in ("fir", "narval", "nibi", "rorqual")] == [12, 12, 14, 16]
+    assert profiles["narval"].gpu_type == "a100" and profiles["fir"].gpu_type == "h100"
+    assert profiles["local"].gpus_per_node == 0 and not profiles["local"].account_required
+
+
+# --------------------------------------------------------------------------- no torch
+
+
+def test_cluster_commands_do_not_import_torch(tmp_path):
+    code = ("import sys; from mnist_hpc.cli import cli, main; from mnist_hpc.hpc.commands import register; "
+            "register(cli); sys.argv=['mnist-hpc','submit',sys.argv[1],'--cluster','local','--dry-run'];"
+            "\ntry: main()\nexcept SystemExit: pass\nassert 'torch' not in sys.modules, 'torch imported'")
+    proc = subprocess.run([sys.executable, "-c", code, str(QUICKSTART)], capture_output=True, text=True,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "#SBATCH" in proc.stdout
