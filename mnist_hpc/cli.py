@@ -258,12 +258,14 @@ def predict(checkpoint, images):
 # --------------------------------------------------------------------------- other groups
 # (each module imports no torch at import time, so `--help` stays fast)
 
+from mnist_hpc.bench_cli import bench  # noqa: E402
 from mnist_hpc.hpc import commands as hpc_commands  # noqa: E402
 from mnist_hpc.sweep_cli import report_command, sweep_group  # noqa: E402
 
 cli.add_command(sweep_group)  # mnist-hpc sweep plan|run
 cli.add_command(report_command)  # mnist-hpc report
 hpc_commands.register(cli)  # submit, status, logs, cancel, push; data pack; sweep submit
+cli.add_command(bench)  # mnist-hpc bench tta|throughput|side-by-side|pipeline|all
 
 
 # --------------------------------------------------------------------------- entry point

@@ -86,9 +86,9 @@ def _offline_forced() -> bool:
 def prepare(spec: DatasetSpec, root, download: bool = True) -> None:
     """Make sure the unpacked files exist under root: unpack local archives (offline, MD5
     checked) or download them (when allowed and not inside a Slurm job)."""
-    st = status(spec, root)
-    if st["unpacked"]:
+    if _unpacked(spec, root):  # the common case: no torchvision import (≈2 s) needed
         return
+    st = status(spec, root)
     raw = st["raw"]
     for name, md5 in _resources(spec):
         p = raw / name
@@ -114,10 +114,36 @@ def prepare(spec: DatasetSpec, root, download: bool = True) -> None:
                         f"{str(e).splitlines()[0][:120]}); {OFFLINE_HINT}") from None
 
 
+def _unpacked(spec: DatasetSpec, root) -> bool:
+    raw = raw_folder(spec, root)
+    return all((raw / f).is_file() for f in RAW_FILES)
+
+
+def _read_idx(path: Path) -> torch.Tensor:
+    """An unsigned-byte IDX file (the MNIST format) as a uint8 tensor of its dimensions."""
+    data = bytearray(path.read_bytes())
+    if len(data) < 4 or data[0] or data[1] or data[2] != 0x08:
+        raise ValueError(f"{path.name}: not an unsigned-byte IDX file")
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    count = math.prod(dims)
+    if len(data) != 4 + 4 * ndim + count:
+        raise ValueError(f"{path.name}: {len(data)} bytes, expected {4 + 4 * ndim + count}")
+    return torch.frombuffer(data, dtype=torch.uint8, offset=4 + 4 * ndim, count=count).reshape(dims)
+
+
 def _read_split(spec: DatasetSpec, root, train: bool):
     try:
-        ds = _tv_class(spec)(root=str(root), train=train, download=False, **dict(spec.tv_kwargs))
-        x, y = ds.data, ds.targets
+        if not spec.tv_kwargs and _unpacked(spec, root):
+            # the raw IDX files torchvision reads, read directly: skips importing
+            # torchvision.datasets (≈2 s of every training process's start)
+            prefix = "train" if train else "t10k"
+            raw = raw_folder(spec, root)
+            x = _read_idx(raw / f"{prefix}-images-idx3-ubyte")
+            y = _read_idx(raw / f"{prefix}-labels-idx1-ubyte").to(torch.int64)
+        else:
+            ds = _tv_class(spec)(root=str(root), train=train, download=False, **dict(spec.tv_kwargs))
+            x, y = ds.data, ds.targets
     except Exception as e:  # noqa: BLE001 - torchvision raises assorted errors on bad files
         raise DataError(f"{raw_folder(spec, root)}: a data file is corrupted ({type(e).__name__}: "
                         f"{str(e).splitlines()[0][:100] if str(e) else 'unreadable'}); delete the unpacked "

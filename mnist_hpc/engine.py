@@ -32,7 +32,7 @@ from mnist_hpc.datasets_registry import resolve_data_root
 from mnist_hpc.errors import ConfigError, EXIT_INTERRUPTED, Interrupted, UserError
 from mnist_hpc.models import build_model, count_params, size_mb
 
-PROCESS_START = time.time()
+from mnist_hpc import PROCESS_START  # set when the package was first imported (before torch)
 
 
 # --------------------------------------------------------------------------- setup helpers
@@ -453,11 +453,14 @@ class _Trainer:
                 want_ckpt = (ck.every and ((ck.unit == "steps" and s.global_step % int(ck.every) == 0)
                                            or (ck.unit == "minutes" and time.time() - last_ckpt_time >= ck.every * 60)))
                 if s.global_step % sync_every == 0 or self.signals.received or want_ckpt:
-                    flags = torch.tensor([float(self.signals.received is not None), float(bool(want_ckpt)),
-                                          float(self.signals.wants_requeue(cfg.runtime.requeue_signal))])
                     if denv.distributed:
+                        flags = torch.tensor([float(self.signals.received is not None), float(bool(want_ckpt)),
+                                              float(self.signals.wants_requeue(cfg.runtime.requeue_signal))])
                         flags = distmod.all_sum(denv, flags.to(self.device)).cpu()
-                    stop_now, ck_now, requeue = flags[0] > 0, flags[1] > 0, flags[2] > 0
+                        stop_now, ck_now, requeue = flags[0] > 0, flags[1] > 0, flags[2] > 0
+                    else:  # one process: plain bools, no tensor built and indexed at every step
+                        stop_now, ck_now = self.signals.received is not None, bool(want_ckpt)
+                        requeue = self.signals.wants_requeue(cfg.runtime.requeue_signal)
                     if (stop_now or ck_now) and s.step < steps:
                         self._check_finite(bad_step)
                         s.partial = self._partial(loss_sum, correct, seen, ep_seconds + time.time() - t_start)

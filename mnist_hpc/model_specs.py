@@ -69,13 +69,19 @@ class ResNet18Params:
 @dataclass
 class FastParams:
     width: int = 32  # channels of the first block; blocks double it
-    depth: int = 3  # conv blocks (each: conv, batch norm, activation, 2x2 max-pool)
+    depth: int = 3  # conv blocks (each: conv 3x3, 2x2 downsampling, batch norm, ReLU)
+    channels: list = field(default_factory=list)  # explicit block widths, e.g. [12, 24, 32] (overrides width/depth)
+    head: Literal["max", "flatten"] = "max"  # global max-pool, or flatten the last feature map, before the linear layer
+    downsample: Literal["maxpool", "stride"] = "maxpool"  # 2x2 max-pool after each conv, or stride-2 convs (cheaper)
 
     def check(self):
         if self.width <= 0:
             return "width", "a positive integer", self.width
         if not 1 <= self.depth <= 4:
             return "depth", "an integer in [1, 4] (28 px halves 4 times at most)", self.depth
+        if self.channels and (len(self.channels) > 4 or not all(
+                isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in self.channels)):
+            return "channels", "1 to 4 positive integers, e.g. [12, 24, 32] (or [] to use width/depth)", self.channels
         return None
 
 

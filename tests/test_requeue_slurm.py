@@ -29,6 +29,13 @@ def test_time_limit_requeue_resumes_to_the_uninterrupted_result(slurm_sandbox, s
     script = dry.stdout[dry.stdout.index("#!/bin/bash"):]
     script = re.sub(r"--signal=B:USR1@\d+", "--signal=B:USR1@30", script)
     assert "--signal=B:USR1@30" in script and "--time=0:01:00" in script and "--requeue" in script
+    # --dry-run creates nothing: write the resolved config where the script expects it
+    config_path = re.search(r"^CONFIG=(\S+)", script, re.M).group(1).strip("'")
+    run_dir = re.search(r"^RUN_DIR=(\S+)", script, re.M).group(1).strip("'")
+    shown = mnist_hpc("config", "show", "configs/quickstart.yaml", *overrides, cwd=ROOT)
+    os.makedirs(os.path.dirname(config_path), exist_ok=True)
+    with open(config_path, "w") as f:
+        f.write(shown.stdout)
     job_file = tmp_path / "job.sh"
     job_file.write_text(script)
 
@@ -48,7 +55,7 @@ def test_time_limit_requeue_resumes_to_the_uninterrupted_result(slurm_sandbox, s
     log = (tmp_path / f"slurm-{job}.out").read_text()
     assert state == "COMPLETED", f"{state}\n{log[-3000:]}"
     folders = [p for p in out.iterdir() if p.is_dir()]
-    assert len(folders) == 1 and folders[0].name == f"quickstart-job{job}", folders
+    assert [str(p) for p in folders] == [run_dir], folders  # one run folder, across every restart
     summary = json.loads((folders[0] / "summary.json").read_text())
     reference = json.loads((ref_dir / "summary.json").read_text())
     assert len(summary["requeues"]) >= 1, log[-3000:]

@@ -180,7 +180,9 @@ def directives(spec: JobSpec) -> list[str]:
     if spec.array:
         opts.append(("--array", spec.array))
     opts.append(("--output", spec.output))
-    signal = f"{spec.requeue_signal}@{spec.signal_seconds}" if srun else f"B:{spec.requeue_signal}@{spec.signal_seconds}"
+    # the warning must come after the start: a short job gets it halfway through its time
+    lead = min(spec.signal_seconds, max(10, parse_time(spec.time) // 2))
+    signal = f"{spec.requeue_signal}@{lead}" if srun else f"B:{spec.requeue_signal}@{lead}"
     opts += [("--signal", signal), ("--requeue", None), ("--open-mode", "append")]
     lines = [f"#SBATCH {k}" if v is None else f"#SBATCH {k}={directive_quote(v)}" for k, v in opts]
     lines += [f"#SBATCH {d}" for d in spec.extra_directives]

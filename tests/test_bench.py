@@ -1,0 +1,133 @@
+"""The benchmarks run end to end (tiny sizes, synthetic data, CPU) and write their JSON; the
+`bench` CLI group stays torch-free and hands arguments through. No timing is asserted: speed
+claims come from the benchmarks' own output, not from tests."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_cli_and_bench_group_do_not_import_torch():
+    code = ("import sys, mnist_hpc.cli, mnist_hpc.bench_cli; "
+            "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_bench_help_lists_the_benchmarks():
+    from click.testing import CliRunner
+
+    from mnist_hpc.bench_cli import bench
+
+    r = CliRunner().invoke(bench, ["--help"])
+    assert r.exit_code == 0
+    for name in ("tta", "throughput", "side-by-side", "pipeline", "all"):
+        assert name in r.output
+
+
+def test_bench_subcommand_passes_its_arguments_through(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from mnist_hpc import bench_cli
+
+    got = {}
+
+    class Fake:
+        @staticmethod
+        def main(argv):
+            got["argv"] = argv
+            return 0
+
+    monkeypatch.setattr(bench_cli, "load_benchmark", lambda name: got.setdefault("name", name) and Fake)
+    r = CliRunner().invoke(bench_cli.bench, ["side-by-side", "--images", "64", "--help"])
+    assert r.exit_code == 0, r.output
+    assert got == {"name": "side_by_side", "argv": ["--images", "64", "--help"]}
+
+
+def test_missing_benchmarks_folder_is_one_clear_error(tmp_path, monkeypatch):
+    from mnist_hpc import bench_cli
+    from mnist_hpc.errors import UserError
+
+    monkeypatch.setattr(bench_cli, "_candidates", lambda: iter([tmp_path]))
+    with pytest.raises(UserError, match="root of a clone"):
+        bench_cli.load_benchmark("tta")
+
+
+# --------------------------------------------------------------------------- smoke runs
+
+
+def _json(path: Path) -> dict:
+    assert path.is_file()
+    return json.loads(path.read_text())
+
+
+def test_pipeline_benchmark(synth_root, tmp_path):
+    from benchmarks import pipeline
+
+    out = tmp_path / "p.json"
+    assert pipeline.main(["--images", "128", "--resident-images", "256", "--batch-sizes", "32", "--workers", "0",
+                          "--repeats", "1", "--device", "cpu", "--threads", "1", "--data-dir", str(synth_root),
+                          "--out", str(out)]) == 0
+    med = _json(out)["median_images_per_s"]
+    assert set(med) == {"ResidentLoader, batch 32", "ResidentLoader + augment, batch 32",
+                        "DataLoader workers=0, batch 32"}
+    assert all(v > 0 for v in med.values())
+
+
+def test_throughput_benchmark(synth_root, tmp_path):
+    from benchmarks import throughput
+
+    out = tmp_path / "t.json"
+    assert throughput.main(["--models", "mlp", "fast", "--batch-sizes", "32", "--repeats", "2", "--seconds", "0.02",
+                            "--warmup", "1", "--device", "cpu", "--threads", "1", "--data-dir", str(synth_root),
+                            "--set", "runtime.channels_last=true", "--out", str(out)]) == 0
+    res = _json(out)["results"]
+    assert [(r["model"], r["batch_size"]) for r in res] == [("mlp", 32), ("fast", 32)]
+    assert all(r["median_images_per_s"] > 0 and len(r["images_per_s"]) == 2 for r in res)
+
+
+def test_side_by_side_benchmark(synth_root, tmp_path):
+    from benchmarks import side_by_side
+
+    out = tmp_path / "s.json"
+    assert side_by_side.main(["--images", "64", "--batch-size", "32", "--repeats", "1", "--workers", "0",
+                              "--device", "cpu", "--threads", "1", "--data-dir", str(synth_root),
+                              "--out", str(out)]) == 0
+    d = _json(out)
+    assert set(d["median_images_per_s"]) == {"DataLoader, num_workers=0", "mnist-hpc engine"}
+    assert d["ratio"] > 0
+
+
+def test_tta_benchmark(synth_root, tmp_path):
+    from benchmarks import tta
+
+    cfg = tmp_path / "tiny_fast.yaml"
+    cfg.write_text("""
+experiment: {name: tiny-fast}
+data: {dataset: mnist, val_split: null, batch_size: 100, eval_batch_size: 300}
+model: {name: fast, channels: [4, 8], head: flatten}
+optim: {name: adamw, lr: 0.01, schedule: onecycle}
+train: {epochs: 2, checkpoint: {every: 0}}
+runtime: {threads: 1, device: cpu, channels_last: true}
+""")
+    out = tmp_path / "tta.json"
+    assert tta.main([str(cfg), "--seeds", "2", "--eval-every", "0.5", "--data-dir", str(synth_root), "--cli",
+                     "--out", str(out)]) == 0
+    d = _json(out)
+    (res,) = d["results"]
+    assert res["seeds"] == [0, 1]
+    run = res["runs"][0]
+    assert [e["epoch"] for e in run["evals"]] == [0.5, 1.0, 1.5, 2.0]
+    assert all(0 <= e["test_accuracy"] <= 1 for e in run["evals"])
+    times = [e["train_seconds"] for e in run["evals"]]
+    assert times == sorted(times)
+    assert run["process_start_to_first_step"] > 0
+    for r in run["reached"].values():
+        assert r["from_process_start"] > r["train_seconds"]
+    assert len(res["cli_runs"]) == 2 and all(0 <= c["test_accuracy"] <= 1 for c in res["cli_runs"])
