@@ -39,7 +39,8 @@ def test_time_limit_requeue_resumes_to_the_uninterrupted_result(slurm_sandbox, s
     job_file = tmp_path / "job.sh"
     job_file.write_text(script)
 
-    env = {**os.environ, "MNIST_HPC_DATA_DIR": str(slurm_data)}
+    # this interpreter, not a virtualenv from a cluster wheelhouse (there is none here)
+    env = {**os.environ, "MNIST_HPC_DATA_DIR": str(slurm_data), "MNIST_HPC_PYTHON": sys.executable}
     sub = subprocess.run(["sbatch", "--parsable", f"--output={tmp_path}/slurm-%j.out", str(job_file)],
                          cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     job = sub.stdout.strip().split(";")[0]
