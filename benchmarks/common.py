@@ -142,6 +142,17 @@ def data_root(data_dir=None) -> str:
     return resolve_data_root(data_dir, None)[0]
 
 
+def mnist_train(device, data_dir=None):
+    """The real MNIST training images (uint8) and labels, on ``device``."""
+    from mnist_hpc import data as datamod
+    from mnist_hpc.datasets_registry import DATASETS
+
+    root = data_root(data_dir)
+    datamod.prepare(DATASETS["mnist"], root, download=False)
+    x, y = datamod.read_split(DATASETS["mnist"], root, True)
+    return x.to(device), y.to(device)
+
+
 def load_splits(cfg, device, data_dir=None):
     from mnist_hpc import data as datamod
 

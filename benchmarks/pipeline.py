@@ -81,14 +81,9 @@ def main(argv=None) -> int:
     n_res = args.resident_images or 5 * n
     repeats = args.repeats or (2 if args.quick else 3)
 
-    from mnist_hpc import data as datamod
-    from mnist_hpc.datasets_registry import DATASETS
-
     device = common.setup_device(args.device, args.threads)
-    root = common.data_root(args.data_dir)
-    datamod.prepare(DATASETS["mnist"], root, download=False)
-    x, y = datamod._read_split(DATASETS["mnist"], root, True)
-    x, y = x.to(device), y.to(device)
+    root = common.data_root(args.data_dir)  # the DataLoader baseline reads the same files
+    x, y = common.mnist_train(device, args.data_dir)
 
     variants = []
     for bs in args.batch_sizes:

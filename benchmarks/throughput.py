@@ -120,7 +120,7 @@ def _train_data(device, data_dir):
     from mnist_hpc.errors import DataError
 
     try:
-        x, y = datamod._read_split(DATASETS["mnist"], common.data_root(data_dir), True)
+        x, y = datamod.read_split(DATASETS["mnist"], common.data_root(data_dir), True)
         return x.to(device), y.to(device), "MNIST train"
     except DataError:
         x, y = common.synthetic_mnist(60000, device)

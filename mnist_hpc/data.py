@@ -72,7 +72,7 @@ def verify(spec: DatasetSpec, root) -> list[tuple[str, bool, str]]:
     if unpacked:
         try:
             for train in (True, False):
-                x, y = _read_split(spec, root, train)
+                x, y = read_split(spec, root, train)
             out.append((str(raw), True, "unpacked files load"))
         except DataError as e:
             out.append((str(raw), False, str(e)))
@@ -132,7 +132,7 @@ def _read_idx(path: Path) -> torch.Tensor:
     return torch.frombuffer(data, dtype=torch.uint8, offset=4 + 4 * ndim, count=count).reshape(dims)
 
 
-def _read_split(spec: DatasetSpec, root, train: bool):
+def read_split(spec: DatasetSpec, root, train: bool):
     try:
         if not spec.tv_kwargs and _unpacked(spec, root):
             # the raw IDX files torchvision reads, read directly: skips importing
@@ -175,8 +175,8 @@ def load(dataset: str, root, *, val_split, subset, seed: int, device, download: 
     """Read the dataset once and carve the validation split (and subset) with ``seed``."""
     spec = DATASETS[dataset]
     prepare(spec, root, download=download)
-    x, y = _read_split(spec, root, True)
-    tx, ty = _read_split(spec, root, False)
+    x, y = read_split(spec, root, True)
+    tx, ty = read_split(spec, root, False)
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(len(x), generator=g)
     n_val = int(round(len(x) * val_split)) if val_split else 0

@@ -664,7 +664,7 @@ def evaluate_runs(paths, *, data_dir=None, tta=False, device="auto", batch_size=
     root, _ = resolve_data_root(data_dir, cfg.data.root)
     spec = datamod.DATASETS[cfg.data.dataset]
     datamod.prepare(spec, root)
-    x, y = datamod._read_split(spec, root, False)
+    x, y = datamod.read_split(spec, root, False)
     x, y = x.to(dev), y.to(dev)
     results, total = [], 0
     for model, c, p in loaded:

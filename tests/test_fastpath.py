@@ -211,7 +211,7 @@ def test_loaded_split_equals_what_torchvision_reads(synth_root):
     from mnist_hpc.datasets_registry import DATASETS
 
     for train in (True, False):
-        x, y = datamod._read_split(DATASETS["mnist"], synth_root, train)
+        x, y = datamod.read_split(DATASETS["mnist"], synth_root, train)
         ds = datasets.MNIST(str(synth_root), train=train, download=False)
         assert x.dtype == torch.uint8 and y.dtype == torch.int64
         assert torch.equal(x, ds.data) and torch.equal(y, ds.targets.to(torch.int64))
