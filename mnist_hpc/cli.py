@@ -58,13 +58,15 @@ def train(config, overrides, data_dir, run_dir, resume, nproc):
     from mnist_hpc.config import load_config
 
     signals.install()  # before torch loads: a time-limit signal during start-up is not fatal
+    try:
+        cfg = load_config(config, overrides)
+        if nproc > 1:
+            _relaunch_torchrun(nproc)
+        from mnist_hpc.engine import train as run_training
 
-    cfg = load_config(config, overrides)
-    if nproc > 1:
-        _relaunch_torchrun(nproc)
-    from mnist_hpc.engine import train as run_training
-
-    run_training(cfg, data_dir=data_dir, run_dir=run_dir, resume=resume, source=config)
+        run_training(cfg, data_dir=data_dir, run_dir=run_dir, resume=resume, source=config)
+    finally:
+        signals.uninstall()  # callers that run the CLI in-process get their handlers back
 
 
 def _relaunch_torchrun(nproc: int):

@@ -230,8 +230,14 @@ def train(cfg: Config, *, data_dir=None, run_dir=None, resume=None, echo=_echo, 
         raise ConfigError(f"train.amp=fp16 needs CUDA (device is {device.type}); use bf16")
     torch.set_num_threads(cpu_threads(cfg.runtime.threads, denv.local_world_size))
     set_deterministic(cfg.runtime.deterministic)
-    with distmod.process_group(denv, device.type, cfg.runtime.dist_timeout):
-        return _Trainer(cfg, denv, device, echo).run(data_dir, run_dir, resume, source)
+    owned = not stopflag.installed()  # the CLI installs it early; otherwise it is ours to remove
+    stopflag.install()
+    try:
+        with distmod.process_group(denv, device.type, cfg.runtime.dist_timeout):
+            return _Trainer(cfg, denv, device, echo).run(data_dir, run_dir, resume, source)
+    finally:
+        if owned:
+            stopflag.uninstall()
 
 
 class _Trainer:
@@ -304,7 +310,7 @@ class _Trainer:
 
             self.tb = TensorBoardLogger(self.run_dir)
         try:
-            self.signals = stopflag.install()
+            self.signals = stopflag.install()  # already installed by train(): returns it
             self._loop()
             return self._finish(params)
         finally:

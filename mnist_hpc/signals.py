@@ -43,6 +43,10 @@ class StopFlag:
 _current: StopFlag | None = None
 
 
+def installed() -> bool:
+    return _current is not None
+
+
 def install() -> StopFlag:
     """Install the process-wide stop flag (idempotent)."""
     global _current
