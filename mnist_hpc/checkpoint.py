@@ -132,16 +132,11 @@ def newest_valid(ckpt_dir: Path, warn=print):
 
 
 def check_compatible(state: dict, cfg_dict: dict, path) -> None:
-    """Refuse a checkpoint of another model, dataset or incompatible training setup."""
+    """Refuse a checkpoint of another model, dataset or optimizer than the config's."""
     old = state.get("config", {})
-    for section, key in [("model", None), ("data", "dataset")]:
-        a = old.get(section) if key is None else old.get(section, {}).get(key)
-        b = cfg_dict.get(section) if key is None else cfg_dict.get(section, {}).get(key)
-        if a != b:
-            what = f"{section}.{key}" if key else section
-            raise CheckpointError(f"{path}: checkpoint is for {what}={a!r}, but the config says {b!r}")
-    for key in ("name",):
-        if old.get("optim", {}).get(key) != cfg_dict.get("optim", {}).get(key):
-            raise CheckpointError(f"{path}: checkpoint was trained with optim.{key}="
-                                  f"{old.get('optim', {}).get(key)!r}, the config says "
-                                  f"{cfg_dict.get('optim', {}).get(key)!r}")
+    for what, get in [("model", lambda c: c.get("model")),
+                      ("data.dataset", lambda c: c.get("data", {}).get("dataset")),
+                      ("optim.name", lambda c: c.get("optim", {}).get("name"))]:
+        if get(old) != get(cfg_dict):
+            raise CheckpointError(f"{path}: checkpoint is for {what}={get(old)!r}, but the config says "
+                                  f"{get(cfg_dict)!r}")

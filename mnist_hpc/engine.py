@@ -294,6 +294,7 @@ class _Trainer:
         self.amp_ctx = (lambda: torch.autocast(self.device.type, dtype=amp_dtype)) if amp_dtype else nullcontext
         self.state = State()
         resumed_from = self._resume(resume)
+        self.step_lr = self.opt.param_groups[0]["lr"]
 
         if self.main:
             (self.run_dir / "config.yaml").write_text(
@@ -405,6 +406,7 @@ class _Trainer:
         else:
             self.opt.step()
         self.opt.zero_grad(set_to_none=True)
+        self.step_lr = self.opt.param_groups[0]["lr"]  # the rate this step used, for the log
         self.sched.step()
         bad = ~torch.isfinite(loss_sum)
         bad_step = torch.where(bad & (bad_step < 0), torch.full_like(bad_step, step_id), bad_step)
@@ -482,20 +484,20 @@ class _Trainer:
             ep_seconds += time.time() - t_start
             self._check_finite(bad_step)
             row = self._end_epoch(epoch, loss_sum, correct, seen, ep_seconds)
-            improved = row["val_acc"] is not None and row["val_acc"] > s.best_val + cfg.train.early_stopping.min_delta
-            if improved or (row["val_acc"] is None and epoch == 0):
-                s.best_val, s.best_epoch, s.bad_epochs = (row["val_acc"] or -1.0), epoch + 1, 0
-            elif row["val_acc"] is not None:
-                s.bad_epochs += 1
-            if row["val_acc"] is None:
+            improved = False
+            if row["val_acc"] is None:  # no validation split: the latest epoch is the one reported
                 s.best_epoch = epoch + 1
+            elif row["val_acc"] > s.best_val + cfg.train.early_stopping.min_delta:
+                improved = True
+                s.best_val, s.best_epoch, s.bad_epochs = row["val_acc"], epoch + 1, 0
+            else:
+                s.bad_epochs += 1
             s.epoch, s.step, s.partial = epoch + 1, 0, {}
             patience = cfg.train.early_stopping.patience
             early = bool(patience and s.bad_epochs >= patience)
             done = s.epoch >= E or early
-            if (ck.unit == "epochs" and ck.every and s.epoch % int(ck.every) == 0) or done or \
-                    (improved and cfg.data.val_split):
-                self._save(best=bool(improved))
+            if (ck.unit == "epochs" and ck.every and s.epoch % int(ck.every) == 0) or done or improved:
+                self._save(best=improved)
                 last_ckpt_time = time.time()
             if early:
                 self.echo(f"early stopping: validation accuracy has not improved for {patience} epochs "
@@ -540,7 +542,7 @@ class _Trainer:
                            cfg.data.eval_batch_size, denv=denv, amp_ctx=self.amp_ctx(),
                            channels_last=cfg.runtime.channels_last)
         s.train_seconds += seconds
-        lr = self.opt.param_groups[0]["lr"]
+        lr = self.step_lr  # used by the epoch's last step (the scheduler has moved on since)
         row = {"epoch": epoch + 1, "train_loss": round(train_loss, 6), "train_acc": round(train_acc, 6),
                "val_loss": round(val["loss"], 6) if val else None,
                "val_acc": round(val["accuracy"], 6) if val else None,

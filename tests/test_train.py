@@ -172,3 +172,12 @@ def test_crafted_pickle_is_refused_and_not_executed(cli, tmp_path):
     torch.save({"format": "mnist-hpc-checkpoint", "x": Evil()}, evil2)
     r = cli("evaluate", evil2)
     assert r.code == 1 and not marker.exists(), r
+
+
+def test_metrics_log_the_learning_rate_each_epoch_used(cli, tiny_config, synth_root, tmp_path):
+    """StepLR as in the classic example: epoch 1 trains at lr, epoch 2 at lr * gamma."""
+    r = cli("train", tiny_config, "--data-dir", synth_root, "--run-dir", tmp_path / "lr",
+            "--set", "optim={name: adadelta, lr: 1.0, schedule: step, step_size: 1, gamma: 0.7}")
+    assert r.code == 0, r
+    rows = (tmp_path / "lr" / "metrics.csv").read_text().splitlines()[1:]
+    assert [float(row.split(",")[5]) for row in rows] == pytest.approx([1.0, 0.7])
