@@ -115,7 +115,7 @@ def setup_device(name: str = "auto", threads=None):
     """The engine's device choice and CPU thread count; returns the torch.device."""
     import torch
 
-    from mnist_hpc.engine import cpu_threads, pick_device
+    from mnist_hpc.training.engine import cpu_threads, pick_device
 
     device = pick_device(name)
     torch.set_num_threads(cpu_threads(threads))
@@ -137,15 +137,15 @@ def sync(device) -> None:
 
 
 def data_root(data_dir=None) -> str:
-    from mnist_hpc.datasets_registry import resolve_data_root
+    from mnist_hpc.config.datasets import resolve_data_root
 
     return resolve_data_root(data_dir, None)[0]
 
 
 def mnist_train(device, data_dir=None):
     """The real MNIST training images (uint8) and labels, on ``device``."""
-    from mnist_hpc import data as datamod
-    from mnist_hpc.datasets_registry import DATASETS
+    from mnist_hpc.training import data as datamod
+    from mnist_hpc.config.datasets import DATASETS
 
     root = data_root(data_dir)
     datamod.prepare(DATASETS["mnist"], root, download=False)
@@ -154,7 +154,7 @@ def mnist_train(device, data_dir=None):
 
 
 def load_splits(cfg, device, data_dir=None):
-    from mnist_hpc import data as datamod
+    from mnist_hpc.training import data as datamod
 
     return datamod.load(cfg.data.dataset, data_root(data_dir or cfg.data.root), val_split=cfg.data.val_split,
                         subset=cfg.data.subset, seed=cfg.experiment.seed, device=device)
@@ -167,9 +167,9 @@ class StepRunner:
     def __init__(self, cfg, device, steps_per_epoch: int):
         import torch
 
-        from mnist_hpc import distributed as distmod
-        from mnist_hpc.engine import _Trainer, make_optimizer, lr_factor
-        from mnist_hpc.models import build_model
+        from mnist_hpc.training import distributed as distmod
+        from mnist_hpc.training.engine import _Trainer, make_optimizer, lr_factor
+        from mnist_hpc.training.models import build_model
 
         t = _Trainer(cfg, distmod.DistEnv("single"), device, echo=lambda *a, **k: None)
         t.raw_model = build_model(cfg.model).to(device)
@@ -198,7 +198,7 @@ class StepRunner:
         return loss, correct
 
     def evaluate(self, x_u8, y, mean, std):
-        from mnist_hpc.engine import evaluate
+        from mnist_hpc.training.engine import evaluate
 
         t = self.trainer
         return evaluate(t.model, x_u8, y, mean, std, self.cfg.data.eval_batch_size, amp_ctx=t.amp_ctx(),

@@ -24,7 +24,7 @@ AUG = {"shift": 2.0, "rotate": 10.0, "scale": 0.1}
 
 
 def resident(x, y, device, n_images, batch_size, augment: bool) -> float:
-    from mnist_hpc import data as datamod
+    from mnist_hpc.training import data as datamod
     from mnist_hpc.config import AugmentConfig
 
     aug = AugmentConfig(**AUG) if augment else None

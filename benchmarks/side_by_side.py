@@ -41,7 +41,7 @@ def run_dataloader(root, device, n_images, batch_size, workers, seed):
     from torch.utils.data import DataLoader
     from torchvision import datasets, transforms
 
-    from mnist_hpc.models import build_model
+    from mnist_hpc.training.models import build_model
 
     torch.manual_seed(seed)
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))])
@@ -79,7 +79,7 @@ def run_engine(x, y, device, n_images, batch_size, seed, overrides=()):
     """mnist-hpc: resident loader + the engine's step (same model, optimizer, batch)."""
     import torch
 
-    from mnist_hpc import data as datamod
+    from mnist_hpc.training import data as datamod
 
     torch.manual_seed(seed)
     cfg = engine_cfg(batch_size, device, overrides)

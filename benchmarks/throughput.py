@@ -19,7 +19,7 @@ DEFAULT_BATCHES = (64, 256, 1024)
 
 
 def measure(model_name, batch_size, x, y, device, args, model_params=None, extra=(), label=None) -> dict:
-    from mnist_hpc import data as datamod
+    from mnist_hpc.training import data as datamod
 
     raw = {"model": {"name": model_name, **(model_params or {})}, "data": {"batch_size": batch_size},
            "optim": {"name": "sgd", "lr": 0.01}, "runtime": {"device": str(device.type)}}
@@ -80,7 +80,7 @@ def main(argv=None) -> int:
         args.repeats, args.seconds = min(args.repeats, 3), min(args.seconds, 0.5)
     batch_sizes = args.batch_sizes or ([256] if args.quick else list(DEFAULT_BATCHES))
 
-    from mnist_hpc.model_specs import MODEL_SPECS
+    from mnist_hpc.config.models import MODEL_SPECS
 
     models = [(m, None, (), None) for m in (MODEL_SPECS if args.models is None else args.models)]
     for path in args.config:
@@ -115,8 +115,8 @@ def main(argv=None) -> int:
 
 
 def _train_data(device, data_dir):
-    from mnist_hpc import data as datamod
-    from mnist_hpc.datasets_registry import DATASETS
+    from mnist_hpc.training import data as datamod
+    from mnist_hpc.config.datasets import DATASETS
     from mnist_hpc.errors import DataError
 
     try:

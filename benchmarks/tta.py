@@ -43,9 +43,9 @@ def worker(args) -> dict:
     marks = {"worker_start": T_IMPORT}
     import torch
 
-    from mnist_hpc import data as datamod
+    from mnist_hpc.training import data as datamod
     from mnist_hpc.config import load_config
-    from mnist_hpc.engine import seed_everything, set_deterministic
+    from mnist_hpc.training.engine import seed_everything, set_deterministic
 
     marks["imports_done"] = time.time()
     overrides = list(args.set) + [f"experiment.seed={args.seed}"]

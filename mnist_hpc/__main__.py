@@ -1,4 +1,4 @@
-from mnist_hpc.cli import main
+from mnist_hpc.cli.main import main
 
 if __name__ == "__main__":
     main()

@@ -91,7 +91,7 @@ class CLIResult:
 @pytest.fixture
 def cli(capsys):
     """Run `mnist-hpc ARGS...` in-process; returns exit code, stdout, stderr."""
-    from mnist_hpc.cli import main
+    from mnist_hpc.cli.main import main
 
     def run(*args):
         capsys.readouterr()

@@ -77,7 +77,7 @@ def slurm_data():
 
 def mnist_hpc(*args, cwd, env=None, check=True) -> subprocess.CompletedProcess:
     """Run the CLI in a subprocess (as a user would), with the cluster commands registered."""
-    code = ("import sys; from mnist_hpc.cli import cli, main; from mnist_hpc.hpc.commands import register; "
+    code = ("import sys; from mnist_hpc.cli.main import cli, main; from mnist_hpc.cli.cluster import register; "
             "register(cli); sys.argv[0] = 'mnist-hpc'; main()")
     env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     proc = subprocess.run([sys.executable, "-c", code, *map(str, args)], cwd=cwd, env=env,

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_cli_and_bench_group_do_not_import_torch():
-    code = ("import sys, mnist_hpc.cli, mnist_hpc.bench_cli; "
+    code = ("import sys, mnist_hpc.cli.main, mnist_hpc.cli.bench; "
             "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
@@ -23,7 +23,7 @@ def test_cli_and_bench_group_do_not_import_torch():
 def test_bench_help_lists_the_benchmarks():
     from click.testing import CliRunner
 
-    from mnist_hpc.bench_cli import bench
+    from mnist_hpc.cli.bench import bench
 
     r = CliRunner().invoke(bench, ["--help"])
     assert r.exit_code == 0
@@ -34,7 +34,7 @@ def test_bench_help_lists_the_benchmarks():
 def test_bench_subcommand_passes_its_arguments_through(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    from mnist_hpc import bench_cli
+    from mnist_hpc.cli import bench as bench_cli
 
     got = {}
 
@@ -51,7 +51,7 @@ def test_bench_subcommand_passes_its_arguments_through(tmp_path, monkeypatch):
 
 
 def test_missing_benchmarks_folder_is_one_clear_error(tmp_path, monkeypatch):
-    from mnist_hpc import bench_cli
+    from mnist_hpc.cli import bench as bench_cli
     from mnist_hpc.errors import UserError
 
     monkeypatch.setattr(bench_cli, "_candidates", lambda: iter([tmp_path]))

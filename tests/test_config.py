@@ -104,7 +104,7 @@ def test_config_show_does_not_import_torch(tmp_path):
     import sys
 
     p = write(tmp_path, "a.yaml", "model: {name: mlp}\n")
-    code = ("import sys; from mnist_hpc.cli import main\n"
+    code = ("import sys; from mnist_hpc.cli.main import main\n"
             "try: main(['config', 'show', %r])\nexcept SystemExit: pass\n"
             "assert 'torch' not in sys.modules, 'torch imported'" % str(p))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

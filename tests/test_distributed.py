@@ -11,8 +11,8 @@ import time
 import pytest
 import torch
 
-from mnist_hpc import checkpoint as ckpt
-from mnist_hpc.distributed import detect
+from mnist_hpc.training import checkpoint as ckpt
+from mnist_hpc.training.distributed import detect
 from mnist_hpc.errors import UserError
 
 

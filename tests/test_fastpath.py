@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mnist_hpc import data as datamod
+from mnist_hpc.training import data as datamod
 from mnist_hpc.config import AugmentConfig
 
 MEAN, STD = 0.1307, 0.3081
@@ -180,7 +180,7 @@ def test_augmentation_differs_between_epochs_and_steps():
                                     {"width": 4, "depth": 4, "downsample": "stride"}])
 def test_fast_net_shapes(params):
     from mnist_hpc.config import config_from_dict
-    from mnist_hpc.models import build_model
+    from mnist_hpc.training.models import build_model
 
     cfg = config_from_dict({"model": {"name": "fast", **params}})
     m = build_model(cfg.model)
@@ -208,7 +208,7 @@ def test_fast_configs_validate():
 def test_loaded_split_equals_what_torchvision_reads(synth_root):
     from torchvision import datasets
 
-    from mnist_hpc.datasets_registry import DATASETS
+    from mnist_hpc.config.datasets import DATASETS
 
     for train in (True, False):
         x, y = datamod.read_split(DATASETS["mnist"], synth_root, train)

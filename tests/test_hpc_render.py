@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from mnist_hpc.errors import UserError
-from mnist_hpc.hpc import render as R
-from mnist_hpc.hpc.profiles import get_profile, load_profiles
+from mnist_hpc.cluster import render as R
+from mnist_hpc.cluster.profiles import get_profile, load_profiles
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -73,7 +73,7 @@ def test_slurm_dir_matches_generator(tmp_path):
     R.write_slurm_dir(tmp_path)
     for name in R.handout_specs():
         assert (ROOT / "slurm" / name).read_text() == (tmp_path / name).read_text(), (
-            f"slurm/{name} is stale: run python -m mnist_hpc.hpc.render --write-slurm-dir slurm/")
+            f"slurm/{name} is stale: run python -m mnist_hpc.cluster.render --write-slurm-dir slurm/")
     assert sorted(p.name for p in (ROOT / "slurm").glob("*.sh")) == sorted(R.handout_specs())
 
 

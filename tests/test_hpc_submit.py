@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 
 from mnist_hpc.errors import ConfigError, UserError
-from mnist_hpc.hpc import commands, datapack, slurm
-from mnist_hpc.hpc.profiles import format_time, get_profile, load_profiles, parse_time
+from mnist_hpc.cli import cluster as commands
+from mnist_hpc.cluster import datapack
+from mnist_hpc.cluster import slurm
+from mnist_hpc.cluster.profiles import format_time, get_profile, load_profiles, parse_time
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "configs" / "quickstart.yaml"
@@ -23,7 +25,7 @@ QUICKSTART = ROOT / "configs" / "quickstart.yaml"
 @pytest.fixture(autouse=True)
 def registered(monkeypatch, tmp_path):
     """The cluster commands on the main CLI; no user profile files; a clean working folder."""
-    from mnist_hpc.cli import cli
+    from mnist_hpc.cli.main import cli
 
     commands.register(cli)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
@@ -380,7 +382,7 @@ def test_push_dry_run(cli):
 
 
 def test_push_script_wrapper(tmp_path):
-    check = subprocess.run([sys.executable, "-c", "from mnist_hpc.cli import cli; print('push' in cli.commands)"],
+    check = subprocess.run([sys.executable, "-c", "from mnist_hpc.cli.main import cli; print('push' in cli.commands)"],
                            capture_output=True, text=True, cwd=ROOT)
     if check.stdout.strip() != "True":
         pytest.skip("mnist_hpc/cli.py does not register the cluster commands yet (commands.register)")
@@ -453,7 +455,7 @@ def test_alliance_profiles_need_an_account_and_have_no_internet():
 
 
 def test_cluster_commands_do_not_import_torch(tmp_path):
-    code = ("import sys; from mnist_hpc.cli import cli, main; from mnist_hpc.hpc.commands import register; "
+    code = ("import sys; from mnist_hpc.cli.main import cli, main; from mnist_hpc.cli.cluster import register; "
             "register(cli); sys.argv=['mnist-hpc','submit',sys.argv[1],'--cluster','local','--dry-run'];"
             "\ntry: main()\nexcept SystemExit: pass\nassert 'torch' not in sys.modules, 'torch imported'")
     proc = subprocess.run([sys.executable, "-c", code, str(QUICKSTART)], capture_output=True, text=True,

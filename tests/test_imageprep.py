@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from mnist_hpc import imageprep
+from mnist_hpc.training import imageprep
 from mnist_hpc.errors import UserError
-from mnist_hpc.imageprep import ink_is_dark, load_image, prepare, to_mnist
+from mnist_hpc.training.imageprep import ink_is_dark, load_image, prepare, to_mnist
 
 SHARED_MNIST = (Path(__file__).resolve().parents[2]
                 / "shared/datasets/MNIST/raw/t10k-images-idx3-ubyte.gz")

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from mnist_hpc.metrics import (accuracy, confusion_matrix, macro_f1, per_class_metrics,
+from mnist_hpc.training.metrics import (accuracy, confusion_matrix, macro_f1, per_class_metrics,
                                top_confusions)
 
 # 3 classes; class 2 ("c") is never predicted.
@@ -125,6 +125,6 @@ def test_top_confusions():
 def test_no_torch_import():
     import subprocess
 
-    code = "import sys, mnist_hpc.metrics; print('torch' in sys.modules)"
+    code = "import sys, mnist_hpc.training.metrics; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

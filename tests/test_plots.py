@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mnist_hpc import plots
-from mnist_hpc.datasets_registry import DATASETS
+from mnist_hpc.runs import plots
+from mnist_hpc.config.datasets import DATASETS
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MNIST = list(DATASETS["mnist"].classes)
@@ -145,7 +145,7 @@ def test_failed_render_leaves_no_partial_file(tmp_path, monkeypatch):
 
 
 def test_import_is_light_and_torch_free(tmp_path):
-    code = ("import sys, mnist_hpc.plots as p; assert 'matplotlib' not in sys.modules;"
+    code = ("import sys, mnist_hpc.runs.plots as p; assert 'matplotlib' not in sys.modules;"
             f"p.learning_curves([], r'{tmp_path / 'x.png'}');"
             "print('torch' in sys.modules, 'matplotlib.pyplot' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -12,10 +12,10 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from mnist_hpc import report as rep
+from mnist_hpc.experiments import report as rep
 from mnist_hpc.config import Config
 from mnist_hpc.errors import UserError
-from mnist_hpc.sweep_cli import report_command
+from mnist_hpc.cli.experiments import report_command
 
 
 def make_run(folder: Path, acc: float, lr: float = 0.001, seed: int = 0, model=None,
@@ -213,6 +213,6 @@ def test_report_and_sweep_do_not_import_torch():
     import subprocess
     import sys
 
-    code = ("import sys, mnist_hpc.report, mnist_hpc.sweep, mnist_hpc.sweep_cli; "
+    code = ("import sys, mnist_hpc.experiments.report, mnist_hpc.experiments.sweep, mnist_hpc.cli.experiments; "
             "sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent.parent).returncode == 0

@@ -8,7 +8,7 @@ import types
 import pytest
 
 from mnist_hpc.errors import UserError
-from mnist_hpc.tblog import TensorBoardLogger
+from mnist_hpc.runs.tblog import TensorBoardLogger
 
 
 def test_missing_tensorboard_is_a_user_error(tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from mnist_hpc import checkpoint as ckpt
+from mnist_hpc.training import checkpoint as ckpt
 from mnist_hpc.errors import EXIT_INTERRUPTED
 
 # dropout (global RNG) + augmentation (per-batch RNG) + a step schedule: every state must survive
@@ -113,7 +113,7 @@ def test_kill9_during_checkpoint_write_never_corrupts_last(tmp_path):
     """Kill a process while it writes big checkpoints; every file named last-* must load."""
     code = f"""
 import torch, itertools
-from mnist_hpc import checkpoint as c
+from mnist_hpc.training import checkpoint as c
 big = torch.randn(30_000_000)
 for i in itertools.count():
     c.save({{"epoch": i, "step": 0, "model": {{"w": big}}}}, {str(tmp_path)!r}, keep=2)

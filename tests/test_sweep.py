@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from mnist_hpc import sweep as sweep_mod
+from mnist_hpc.experiments import sweep as sweep_mod
 from mnist_hpc.config import load_config, yaml_load
 from mnist_hpc.errors import ConfigError
-from mnist_hpc.sweep import dump_value, load_sweep
-from mnist_hpc.sweep_cli import report_command, sweep_group
+from mnist_hpc.experiments.sweep import dump_value, load_sweep
+from mnist_hpc.cli.experiments import report_command, sweep_group
 
 ROOT = Path(__file__).resolve().parent.parent
 READY_SWEEPS = ["learning_rate", "batch_size", "epochs", "hidden_layers", "architectures", "fashion"]

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from mnist_hpc.datasets_registry import DATASETS, RAW_FILES, DatasetSpec
+from mnist_hpc.config.datasets import DATASETS, RAW_FILES, DatasetSpec
 from mnist_hpc.errors import DataError
 
 OFFLINE_HINT = ("compute nodes have no internet: run `mnist-hpc data download` on a login node "

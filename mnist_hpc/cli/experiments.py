@@ -12,9 +12,9 @@ from pathlib import Path
 
 import click
 
-from mnist_hpc import report as rep
+from mnist_hpc.experiments import report as rep
 from mnist_hpc.errors import ConfigError, UserError
-from mnist_hpc.sweep import is_completed, last_line, load_sweep, run_sweep
+from mnist_hpc.experiments.sweep import is_completed, last_line, load_sweep, run_sweep
 
 SET_HELP = "Override a config value in every run (repeatable), e.g. --set train.epochs=1."
 

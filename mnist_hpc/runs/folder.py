@@ -88,7 +88,7 @@ def write_json(path: Path, data: dict) -> None:
 
 def git_commit() -> str | None:
     try:
-        here = Path(__file__).resolve().parent.parent
+        here = Path(__file__).resolve().parents[2]
         out = subprocess.run(["git", "-C", str(here), "rev-parse", "--short=12", "HEAD"],
                              capture_output=True, text=True, timeout=5)
         return out.stdout.strip() or None if out.returncode == 0 else None

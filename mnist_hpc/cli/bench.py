@@ -24,7 +24,7 @@ ORDER = ("pipeline", "throughput", "side_by_side", "tta")
 
 def _candidates():
     yield Path.cwd()
-    yield Path(__file__).resolve().parent.parent  # the source tree of an editable install
+    yield Path(__file__).resolve().parents[2]  # the source tree of an editable install
 
 
 def load_benchmark(name: str):

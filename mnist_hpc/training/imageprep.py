@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import UserError
+from mnist_hpc.errors import UserError
 
 SIZE = 28  # output frame
 BOX = 20  # the longer side of the digit inside the frame

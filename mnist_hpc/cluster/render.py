@@ -5,7 +5,7 @@ Templates are shell files in ``mnist_hpc/templates/`` with ``{{name}}`` placehol
 ``shlex.quote``; values in ``#SBATCH`` lines (read by sbatch, not by the shell) are quoted the
 way sbatch's own parser expects: double quotes, with ``\\`` and ``"`` escaped.
 
-``python -m mnist_hpc.hpc.render --write-slurm-dir slurm/`` writes the ready-to-edit
+``python -m mnist_hpc.cluster.render --write-slurm-dir slurm/`` writes the ready-to-edit
 ``slurm/*.sh`` scripts; a test keeps them identical to what this module renders.
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Optional
 
 from mnist_hpc.errors import UserError
-from mnist_hpc.hpc.profiles import Profile, check_mem, format_time, get_profile, parse_time
+from mnist_hpc.cluster.profiles import Profile, check_mem, format_time, get_profile, parse_time
 
 TEMPLATES = ("submit_job", "multi_gpu", "multi_node", "sweep_array", "cpu_only")
 SRUN_TEMPLATES = ("multi_gpu", "multi_node")  # one task per GPU; the signal goes to the tasks
@@ -190,7 +190,7 @@ def directives(spec: JobSpec) -> list[str]:
 
 
 def _template_text(name: str) -> str:
-    return resources.files("mnist_hpc").joinpath("templates", name).read_text()
+    return resources.files("mnist_hpc.cluster").joinpath("templates", name).read_text()
 
 
 def _fill(text: str, values: dict) -> str:
@@ -277,7 +277,7 @@ def write_slurm_dir(folder) -> list[Path]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mnist_hpc.hpc.render",
+    parser = argparse.ArgumentParser(prog="python -m mnist_hpc.cluster.render",
                                      description="Write the ready-to-edit job scripts of slurm/.")
     parser.add_argument("--write-slurm-dir", metavar="DIR", required=True,
                         help="folder to write submit_job.sh, multi_gpu.sh, ... into")

@@ -13,7 +13,7 @@ import tarfile
 from pathlib import Path
 
 from mnist_hpc.config import did_you_mean
-from mnist_hpc.datasets_registry import DATASETS, RAW_FILES
+from mnist_hpc.config.datasets import DATASETS, RAW_FILES
 from mnist_hpc.errors import DataError, UserError
 
 DEFAULT_ARCHIVE = Path("data") / "mnist-hpc-data.tar"

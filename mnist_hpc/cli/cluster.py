@@ -20,9 +20,10 @@ from typing import Optional
 import click
 
 from mnist_hpc.errors import DataError, UserError
-from mnist_hpc.hpc import datapack, slurm
-from mnist_hpc.hpc.profiles import Profile, get_profile
-from mnist_hpc.hpc.render import JobSpec, render
+from mnist_hpc.cluster import datapack
+from mnist_hpc.cluster import slurm
+from mnist_hpc.cluster.profiles import Profile, get_profile
+from mnist_hpc.cluster.render import JobSpec, render
 
 FOLLOW_HINT = "follow it with: mnist-hpc status · mnist-hpc logs {job} -f · sq"
 
@@ -97,7 +98,7 @@ def _now() -> str:
 
 def _stage_data(profile: Profile, data_dir, needed: list[str], archive: Path) -> Path:
     """Make sure the data archive holds the datasets the job needs (packing it if not)."""
-    from mnist_hpc.datasets_registry import resolve_data_root
+    from mnist_hpc.config.datasets import resolve_data_root
 
     root, why = resolve_data_root(data_dir, None)
     try:
@@ -122,7 +123,7 @@ def _submit_script(run_dir: Path, script: str, cwd: Path, record: dict) -> str:
     except UserError:
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
-    from mnist_hpc.rundir import write_json
+    from mnist_hpc.runs.folder import write_json
 
     write_json(run_dir / "job.json", {"job_id": job_id, **record, "script": str(script_path),
                                       "submitted_at": _now(),
@@ -150,7 +151,7 @@ def submit(config, cluster, gpus, nodes, tasks, time_limit, account, mail, cpus,
       mnist-hpc submit configs/quickstart.yaml --cluster local
     """
     from mnist_hpc.config import load_config
-    from mnist_hpc.rundir import new_run_dir
+    from mnist_hpc.runs.folder import new_run_dir
 
     profile = _profile(cluster)
     cfg = load_config(config, overrides)
@@ -204,8 +205,8 @@ def sweep_submit(sweep_file, cluster, gpus, nodes, tasks, time_limit, account, m
     A sweep larger than the cluster's largest array becomes several arrays, each starting
     when the previous one has ended, so that no more than --parallel runs at once.
     """
-    from mnist_hpc.rundir import new_run_dir
-    from mnist_hpc.sweep import load_sweep
+    from mnist_hpc.runs.folder import new_run_dir
+    from mnist_hpc.experiments.sweep import load_sweep
 
     if nodes > 1 or (tasks or 1) > 1:
         raise UserError("sweep array tasks run on one node with one process; drop --nodes/--tasks")
@@ -248,7 +249,7 @@ def sweep_submit(sweep_file, cluster, gpus, nodes, tasks, time_limit, account, m
                          "index_offset": spec.index_offset})
     finally:
         if jobs:
-            from mnist_hpc.rundir import write_json
+            from mnist_hpc.runs.folder import write_json
 
             write_json(folder / "job.json", {
                 "job_id": jobs[0]["job_id"], "cluster": profile.name, "template": "sweep_array",
@@ -479,7 +480,7 @@ def push(target, with_data, project, dry_run):
                         "run push from the project folder or pass --project")
     have_rsync = shutil.which("rsync") is not None
     if with_data and not (project_dir / datapack.DEFAULT_ARCHIVE).is_file() and not dry_run:
-        from mnist_hpc.datasets_registry import resolve_data_root
+        from mnist_hpc.config.datasets import resolve_data_root
 
         root, _ = resolve_data_root(None, None)
         click.echo(f"data: packing {datapack.pack(root, [], project_dir / datapack.DEFAULT_ARCHIVE)}", err=True)
@@ -507,7 +508,7 @@ def push(target, with_data, project, dry_run):
               show_default=True, help="The archive to write.")
 def pack(datasets, data_dir, output):
     """Pack datasets (default: every one present) into one archive for $SLURM_TMPDIR staging."""
-    from mnist_hpc.datasets_registry import resolve_data_root
+    from mnist_hpc.config.datasets import resolve_data_root
 
     root, why = resolve_data_root(data_dir, None)
     path = datapack.pack(root, list(datasets), output)

@@ -1,7 +1,7 @@
 """The model registry's torch-free half: names, descriptions and typed parameters.
 
 Config validation needs to know every model's parameters without importing torch (so that
-`mnist-hpc config show` stays fast); ``mnist_hpc.models`` builds the torch modules from these.
+`mnist-hpc config show` stays fast); ``mnist_hpc.training.models`` builds the torch modules from these.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The dataset registry's torch-free half: names, classes, files and normalisation constants.
 
-``mnist_hpc.data`` loads them through torchvision's dataset classes (checksum-verified). To add
+``mnist_hpc.training.data`` loads them through torchvision's dataset classes (checksum-verified). To add
 a dataset of the same IDX layout, add an entry here with its torchvision class name.
 """
 

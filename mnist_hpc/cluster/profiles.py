@@ -198,7 +198,7 @@ def load_profiles() -> tuple[dict[str, Profile], dict[str, dict]]:
     """All profiles (built-in, then the user's files) and the retired-name table."""
     entries: dict = {}
     retired: dict = {}
-    builtin = resources.files("mnist_hpc.hpc").joinpath("clusters.yaml")
+    builtin = resources.files("mnist_hpc.cluster").joinpath("clusters.yaml")
     with resources.as_file(builtin) as path:
         _read_file(f"{path}", read_yaml(Path(path)), entries, retired, builtin=True)
     for path in _user_files():

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mnist_hpc.model_specs import MODEL_SPECS
+from mnist_hpc.config.models import MODEL_SPECS
 
 NUM_CLASSES = 10
 

@@ -21,7 +21,7 @@ from typing import Any, Literal, Optional, Union
 import yaml
 
 from mnist_hpc.errors import ConfigError
-from mnist_hpc.model_specs import MODEL_SPECS, validate_model_params
+from mnist_hpc.config.models import MODEL_SPECS, validate_model_params
 
 
 @dataclass
@@ -69,7 +69,7 @@ class DataConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # batched, on the device
 
     def check(self, err):
-        from mnist_hpc.datasets_registry import DATASETS
+        from mnist_hpc.config.datasets import DATASETS
 
         if self.dataset not in DATASETS:
             err("dataset", _choices(DATASETS), self.dataset, DATASETS)

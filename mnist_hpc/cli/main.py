@@ -54,7 +54,7 @@ def cli():
               help="Processes on this node (DDP through torchrun; one per GPU).")
 def train(config, overrides, data_dir, run_dir, resume, nproc):
     """Train the model described by CONFIG (a YAML file)."""
-    from mnist_hpc import signals
+    from mnist_hpc.training import stopflag as signals
     from mnist_hpc.config import load_config
 
     signals.install()  # before torch loads: a time-limit signal during start-up is not fatal
@@ -62,7 +62,7 @@ def train(config, overrides, data_dir, run_dir, resume, nproc):
         cfg = load_config(config, overrides)
         if nproc > 1:
             _relaunch_torchrun(nproc)
-        from mnist_hpc.engine import train as run_training
+        from mnist_hpc.training.engine import train as run_training
 
         run_training(cfg, data_dir=data_dir, run_dir=run_dir, resume=resume, source=config)
     finally:
@@ -132,8 +132,8 @@ def config_validate(files):
 @cli.command()
 def models():
     """List the model zoo with parameter counts."""
-    from mnist_hpc.model_specs import MODEL_SPECS, validate_model_params
-    from mnist_hpc.models import build_model, count_params, size_mb
+    from mnist_hpc.config.models import MODEL_SPECS, validate_model_params
+    from mnist_hpc.training.models import build_model, count_params, size_mb
 
     click.echo(f"{'name':<10} {'params':>12} {'size':>9}  description")
     for name, spec in MODEL_SPECS.items():
@@ -147,7 +147,7 @@ def models():
 def summary(config_file, overrides):
     """Print a layer table of CONFIG's model (output shapes, parameters, size)."""
     from mnist_hpc.config import load_config
-    from mnist_hpc.models import build_model, summary_text
+    from mnist_hpc.training.models import build_model, summary_text
 
     cfg = load_config(config_file, overrides)
     click.echo(summary_text(build_model(cfg.model), f"{cfg.model['name']} ({cfg.experiment.name})"))
@@ -163,7 +163,7 @@ def data():
 
 def _dataset_names(ctx, param, value):
     from mnist_hpc.config import did_you_mean
-    from mnist_hpc.datasets_registry import DATASETS
+    from mnist_hpc.config.datasets import DATASETS
 
     for v in value:
         if v not in DATASETS:
@@ -179,7 +179,7 @@ dataset_option = click.option("--dataset", "datasets", multiple=True, callback=_
 @data.command("list")
 def data_list():
     """List the datasets the registry knows."""
-    from mnist_hpc.datasets_registry import DATASETS
+    from mnist_hpc.config.datasets import DATASETS
 
     for d in DATASETS.values():
         click.echo(f"{d.name:<14} {d.description}")
@@ -190,8 +190,8 @@ def data_list():
 @data_dir_option
 def data_download(datasets, data_dir):
     """Download (or unpack local archives of) datasets, MD5-checked by torchvision."""
-    from mnist_hpc import data as D
-    from mnist_hpc.datasets_registry import DATASETS, resolve_data_root
+    from mnist_hpc.training import data as D
+    from mnist_hpc.config.datasets import DATASETS, resolve_data_root
 
     root, why = resolve_data_root(data_dir)
     for name in datasets:
@@ -209,8 +209,8 @@ def data_download(datasets, data_dir):
 @data_dir_option
 def data_verify(datasets, data_dir):
     """Check archives against their MD5 sums and that the unpacked files load."""
-    from mnist_hpc import data as D
-    from mnist_hpc.datasets_registry import DATASETS, resolve_data_root
+    from mnist_hpc.training import data as D
+    from mnist_hpc.config.datasets import DATASETS, resolve_data_root
 
     root, _ = resolve_data_root(data_dir)
     bad = 0
@@ -234,7 +234,7 @@ def data_verify(datasets, data_dir):
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 def evaluate(runs, ensemble, tta, data_dir, device):
     """Re-evaluate run folders or checkpoints on the test set."""
-    from mnist_hpc.engine import evaluate_runs
+    from mnist_hpc.training.engine import evaluate_runs
 
     if len(runs) > 1 and not ensemble:
         click.echo("(several runs: evaluating each; add --ensemble to average them)")
@@ -251,7 +251,7 @@ def evaluate(runs, ensemble, tta, data_dir, device):
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 def predict(checkpoint, images):
     """Classify image files (PNG/JPEG, any size; preprocessed the MNIST way)."""
-    from mnist_hpc.engine import predict_images
+    from mnist_hpc.training.engine import predict_images
 
     for path, top in predict_images(checkpoint, list(images)):
         click.echo(f"{path}: " + "  ".join(f"{name} {p * 100:.1f}%" for name, p in top))
@@ -260,9 +260,9 @@ def predict(checkpoint, images):
 # --------------------------------------------------------------------------- other groups
 # (each module imports no torch at import time, so `--help` stays fast)
 
-from mnist_hpc.bench_cli import bench  # noqa: E402
-from mnist_hpc.hpc import commands as hpc_commands  # noqa: E402
-from mnist_hpc.sweep_cli import report_command, sweep_group  # noqa: E402
+from mnist_hpc.cli.bench import bench  # noqa: E402
+from mnist_hpc.cli import cluster as hpc_commands# noqa: E402
+from mnist_hpc.cli.experiments import report_command, sweep_group  # noqa: E402
 
 cli.add_command(sweep_group)  # mnist-hpc sweep plan|run
 cli.add_command(report_command)  # mnist-hpc report

@@ -22,15 +22,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from mnist_hpc import checkpoint as ckpt
-from mnist_hpc import data as datamod
-from mnist_hpc import distributed as distmod
-from mnist_hpc import rundir
-from mnist_hpc import signals as stopflag
+from mnist_hpc.training import checkpoint as ckpt
+from mnist_hpc.training import data as datamod
+from mnist_hpc.training import distributed as distmod
+from mnist_hpc.runs import folder as rundir
+from mnist_hpc.training import stopflag
 from mnist_hpc.config import Config, config_from_dict
-from mnist_hpc.datasets_registry import resolve_data_root
+from mnist_hpc.config.datasets import resolve_data_root
 from mnist_hpc.errors import ConfigError, EXIT_INTERRUPTED, Interrupted, UserError
-from mnist_hpc.models import build_model, count_params, size_mb
+from mnist_hpc.training.models import build_model, count_params, size_mb
 
 from mnist_hpc import PROCESS_START  # set when the package was first imported (before torch)
 
@@ -307,7 +307,7 @@ class _Trainer:
         self.echo(f"run folder: {self.run_dir}" + (f" · resumed from {resumed_from}" if resumed_from else ""))
         self.tb = None
         if cfg.experiment.tensorboard and self.main:
-            from mnist_hpc.tblog import TensorBoardLogger
+            from mnist_hpc.runs.tblog import TensorBoardLogger
 
             self.tb = TensorBoardLogger(self.run_dir)
         try:
@@ -572,7 +572,7 @@ class _Trainer:
         eval_seconds = time.time() - t0
         if not self.main:
             return {}
-        from mnist_hpc import metrics as M
+        from mnist_hpc.training import metrics as M
 
         names = list(self.splits.spec.classes)
         per_class = M.per_class_metrics(test["confusion"], names)
@@ -617,7 +617,7 @@ class _Trainer:
         return summary
 
     def _plots(self, test, names):
-        from mnist_hpc import plots
+        from mnist_hpc.runs import plots
 
         pdir = self.run_dir / "plots"
         pdir.mkdir(exist_ok=True)
@@ -690,7 +690,7 @@ def evaluate_runs(paths, *, data_dir=None, tta=False, device="auto", batch_size=
 
 def predict_images(checkpoint_path, images, device="cpu"):
     """Top-3 (class name, probability) for each image file."""
-    from mnist_hpc import imageprep
+    from mnist_hpc.training import imageprep
 
     model, cfg, _ = load_for_inference(checkpoint_path, device)
     spec = datamod.DATASETS[cfg.data.dataset]

@@ -1,0 +1,1 @@
+"""Experiments over many runs: sweeps (expand, run, resume) and comparison reports."""
