@@ -1,9 +1,9 @@
-"""Shared helpers of the benchmarks: device/threads set-up, the engine's training step, timing
-(with CUDA synchronisation), statistics, tables and the JSON results files.
+"""Shared helpers of the benchmarks: device/threads set-up, the trainer's step, timing (with
+device synchronisation), statistics, tables and the JSON results files.
 
-The benchmarks reuse the engine's building blocks (``ResidentLoader``, ``build_model``,
-``make_optimizer``, ``lr_factor``, ``evaluate`` and the trainer's one ``_train_step``) so what
-is measured is what ``mnist-hpc train`` runs.
+The benchmarks build through training's public pieces (``build_components``: model, optimizer,
+schedule, precision policy and ``ResidentLoader``; ``train_step``; ``evaluate``), so what is
+measured is what ``mnist-hpc train`` runs.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import platform
 import statistics
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -82,10 +81,20 @@ def environment(device=None) -> dict:
             pass
     if device is not None:
         env["device"] = str(device)
-    for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "SLURM_CPUS_PER_TASK"):
+    for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY"):
         if os.environ.get(k):
             env[k] = os.environ[k]
+    cpus = _job_cpus()
+    if cpus:
+        env["SLURM_CPUS_PER_TASK"] = str(cpus)
     return env
+
+
+def _job_cpus():
+    """The CPUs per task of the Slurm job this runs in (None outside one)."""
+    from mnist_hpc.cluster.env import current
+
+    return current().cpus_per_task
 
 
 def _cpu_name() -> str:
@@ -100,29 +109,27 @@ def _cpu_name() -> str:
 
 def write_results(name: str, payload: dict, out=None) -> Path:
     """Write ``benchmarks/results/<name>.json`` (or ``out``) atomically; return the path."""
+    from mnist_hpc.runs.folder import atomic_write
+
     path = Path(out) if out else RESULTS_DIR / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1, default=str) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, json.dumps(payload, indent=1, default=str) + "\n")
 
 
 # --------------------------------------------------------------------------- torch set-up
 
 
 def setup_device(name: str = "auto", threads=None):
-    """The engine's device choice and CPU thread count; returns the torch.device."""
+    """Training's device choice, CPU thread count and numeric policy (TF32, cuDNN autotuning:
+    ``precision_policy``, which ``build_components`` applies again per config, as train does), so
+    that baselines measured beside training run under the same policy; returns the torch.device."""
     import torch
 
-    from mnist_hpc.training.engine import cpu_threads, pick_device
+    from mnist_hpc.training.build import cpu_threads, pick_device, precision_policy
 
     device = pick_device(name)
-    torch.set_num_threads(cpu_threads(threads))
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    torch.set_num_threads(cpu_threads(threads, _job_cpus()))
+    precision_policy("none", device)
     return device
 
 
@@ -161,48 +168,49 @@ def load_splits(cfg, device, data_dir=None):
 
 
 class StepRunner:
-    """The engine's own training step (``_Trainer._train_step``) on a model/optimizer/schedule
-    built the way ``mnist-hpc train`` builds them, for one process."""
+    """Training's own step on components built the way ``mnist-hpc train`` builds them (one
+    process): ``build_components`` over the training tensors ``x``/``y``; ``.loader`` batches them."""
 
-    def __init__(self, cfg, device, steps_per_epoch: int):
+    def __init__(self, cfg, device, x, y, mean=0.1307, std=0.3081):
         import torch
 
-        from mnist_hpc.training import distributed as distmod
-        from mnist_hpc.training.engine import _Trainer, make_optimizer, lr_factor
-        from mnist_hpc.training.models import build_model
+        from mnist_hpc.training.build import build_components
 
-        t = _Trainer(cfg, distmod.DistEnv("single"), device, echo=lambda *a, **k: None)
-        t.raw_model = build_model(cfg.model).to(device)
-        if cfg.runtime.channels_last:
-            t.raw_model = t.raw_model.to(memory_format=torch.channels_last)
-        t.ddp_model = t.raw_model
-        t.model = torch.compile(t.raw_model) if cfg.train.compile else t.raw_model
-        t.opt = make_optimizer(cfg, t.raw_model.parameters())
-        t.sched = torch.optim.lr_scheduler.LambdaLR(t.opt, lambda s: lr_factor(cfg, s, steps_per_epoch))
-        t.scaler = torch.amp.GradScaler("cuda") if cfg.train.amp == "fp16" else None
-        amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.amp)
-        t.amp_ctx = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else nullcontext
-        self.trainer, self.device, self.cfg = t, device, cfg
+        self.parts = build_components(cfg, device, None, x, y, mean=mean, std=std)
+        self.device, self.cfg = device, cfg
         self.bad_step = torch.tensor(-1, device=device)
         self.global_step = 0
 
     @property
     def model(self):
-        return self.trainer.model
+        return self.parts.model
+
+    @property
+    def loader(self):
+        return self.parts.loader
 
     def step(self, xb, yb, gsize=None):
-        self.trainer.model.train()
-        loss, correct, self.bad_step = self.trainer._train_step(xb, yb, gsize or len(yb), self.bad_step,
-                                                                self.global_step)
+        from mnist_hpc.training.trainer import mark_nonfinite, train_step
+
+        self.parts.model.train()
+        loss, correct = train_step(self.parts, self.cfg, xb, yb, gsize or len(yb))
+        self.bad_step = mark_nonfinite(self.bad_step, loss, self.global_step)
         self.global_step += 1
         return loss, correct
 
-    def evaluate(self, x_u8, y, mean, std):
-        from mnist_hpc.training.engine import evaluate
+    def check_finite(self) -> None:
+        """Raise if a step's loss was NaN/infinite (one host synchronisation)."""
+        from mnist_hpc.training.trainer import first_nonfinite
 
-        t = self.trainer
-        return evaluate(t.model, x_u8, y, mean, std, self.cfg.data.eval_batch_size, amp_ctx=t.amp_ctx(),
-                        channels_last=self.cfg.runtime.channels_last)
+        bad = first_nonfinite(self.bad_step, self.parts.denv)
+        if bad is not None:
+            raise RuntimeError(f"the loss became NaN/infinite at optimizer step {bad}")
+
+    def evaluate(self, x_u8, y, mean, std):
+        from mnist_hpc.training.evaluate import evaluate
+
+        return evaluate(self.parts.model, x_u8, y, mean, std, self.cfg.data.eval_batch_size,
+                        autocast=self.parts.autocast, channels_last=self.cfg.runtime.channels_last)
 
 
 def synthetic_mnist(n: int, device, seed: int = 0):

@@ -26,10 +26,11 @@ from benchmarks import common
 MEAN, STD = 0.1307, 0.3081
 
 
-def engine_cfg(batch_size: int, device, overrides=()):
+def engine_cfg(batch_size: int, device, overrides=(), seed: int = 0):
     from mnist_hpc.config import apply_overrides, config_from_dict
 
-    raw = {"model": {"name": "cnn"}, "data": {"batch_size": batch_size, "val_split": None},
+    raw = {"experiment": {"seed": seed}, "model": {"name": "cnn"},
+           "data": {"batch_size": batch_size, "val_split": None},
            "optim": {"name": "adadelta", "lr": 1.0, "schedule": "none"}, "runtime": {"device": device.type}}
     return config_from_dict(apply_overrides(raw, list(overrides)), source="side-by-side")
 
@@ -79,13 +80,10 @@ def run_engine(x, y, device, n_images, batch_size, seed, overrides=()):
     """mnist-hpc: resident loader + the engine's step (same model, optimizer, batch)."""
     import torch
 
-    from mnist_hpc.training import data as datamod
-
     torch.manual_seed(seed)
-    cfg = engine_cfg(batch_size, device, overrides)
-    loader = datamod.ResidentLoader(x, y, batch_size=batch_size, mean=MEAN, std=STD, seed=seed,
-                                    channels_last=cfg.runtime.channels_last)
-    runner = common.StepRunner(cfg, device, len(loader))
+    cfg = engine_cfg(batch_size, device, overrides, seed)
+    runner = common.StepRunner(cfg, device, x, y, MEAN, STD)
+    loader = runner.loader
     common.sync(device)
     t = time.perf_counter()
     seen = 0

@@ -19,14 +19,12 @@ DEFAULT_BATCHES = (64, 256, 1024)
 
 
 def measure(model_name, batch_size, x, y, device, args, model_params=None, extra=(), label=None) -> dict:
-    from mnist_hpc.training import data as datamod
-
-    raw = {"model": {"name": model_name, **(model_params or {})}, "data": {"batch_size": batch_size},
-           "optim": {"name": "sgd", "lr": 0.01}, "runtime": {"device": str(device.type)}}
+    raw = {"experiment": {"seed": 0}, "model": {"name": model_name, **(model_params or {})},
+           "data": {"batch_size": batch_size}, "optim": {"name": "sgd", "lr": 0.01},
+           "runtime": {"device": str(device.type)}}
     cfg = _with_overrides(raw, list(extra) + list(args.set))
-    loader = datamod.ResidentLoader(x, y, batch_size=batch_size, mean=0.1307, std=0.3081, seed=0,
-                                    augment_cfg=cfg.data.augment, channels_last=cfg.runtime.channels_last)
-    runner = common.StepRunner(cfg, device, len(loader))
+    runner = common.StepRunner(cfg, device, x, y)
+    loader = runner.loader
 
     def batches():
         epoch = 0
@@ -48,7 +46,7 @@ def measure(model_name, batch_size, x, y, device, args, model_params=None, extra
     n = max(1, min(2000, int(args.seconds / one)))
     repeats = args.repeats if one < args.seconds else min(args.repeats, 3)
     rates = [n * batch_size / common.timed(lambda: run(n), device) for _ in range(repeats)]
-    return {"model": label or model_name, "params": cfg.model, "batch_size": batch_size,
+    return {"model": label or model_name, "params": cfg.model.to_dict(), "batch_size": batch_size,
             "channels_last": cfg.runtime.channels_last, "amp": cfg.train.amp,
             "steps_per_window": n, "images_per_s": rates, "median_images_per_s": common.median(rates)}
 
@@ -89,9 +87,9 @@ def main(argv=None) -> int:
         from mnist_hpc.config import load_config
 
         c = load_config(path)
-        params = {k: v for k, v in c.model.items() if k != "name"}
+        params = c.model.params()
         extra = [f"runtime.channels_last={str(c.runtime.channels_last).lower()}", f"train.amp={c.train.amp}"]
-        models.append((c.model["name"], params, extra, f"{c.model['name']} ({Path(path).name})"))
+        models.append((c.model.name, params, extra, f"{c.model.name} ({Path(path).name})"))
     device = common.setup_device(args.device, args.threads)
     x, y, source = _train_data(device, args.data_dir)
     rows, results = [], []

@@ -43,40 +43,32 @@ def worker(args) -> dict:
     marks = {"worker_start": T_IMPORT}
     import torch
 
-    from mnist_hpc.training import data as datamod
     from mnist_hpc.config import load_config
-    from mnist_hpc.training.engine import seed_everything, set_deterministic
+    from mnist_hpc.training.build import seed_everything
 
     marks["imports_done"] = time.time()
     overrides = list(args.set) + [f"experiment.seed={args.seed}"]
     cfg = load_config(args.worker, overrides)
     device = common.setup_device(cfg.runtime.device, cfg.runtime.threads)
-    set_deterministic(cfg.runtime.deterministic)
     splits = common.load_splits(cfg, device, args.data_dir)
     marks["data_loaded"] = time.time()
     mean, std = splits.spec.mean, splits.spec.std
 
-    def make_loader():
-        return datamod.ResidentLoader(splits.train_x, splits.train_y, batch_size=cfg.data.batch_size, mean=mean,
-                                      std=std, seed=cfg.experiment.seed, augment_cfg=cfg.data.augment,
-                                      channels_last=cfg.runtime.channels_last)
-
     warmup = args.warmup if args.warmup is not None else (10 if device.type == "cuda" else 0)
     if warmup:  # kernels, cuDNN autotuning, torch.compile: paid here, outside the timed run
-        w_loader = make_loader()
-        w = common.StepRunner(cfg, device, len(w_loader))
-        for i, (_, xb, yb, gs) in enumerate(w_loader.batches(0)):
+        w = common.StepRunner(cfg, device, splits.train_x, splits.train_y, mean, std)
+        for i, (_, xb, yb, gs) in enumerate(w.loader.batches(0)):
             if i >= warmup:
                 break
             w.step(xb, yb, gs)
         w.evaluate(splits.test_x[: cfg.data.eval_batch_size], splits.test_y[: cfg.data.eval_batch_size], mean, std)
         common.sync(device)
-        del w, w_loader
+        del w
     marks["warmup_done"] = time.time()
 
     seed_everything(cfg.experiment.seed)
-    loader = make_loader()
-    runner = common.StepRunner(cfg, device, len(loader))
+    runner = common.StepRunner(cfg, device, splits.train_x, splits.train_y, mean, std)
+    loader = runner.loader
     steps = len(loader)
     total_steps = cfg.train.epochs * steps
     every = max(1, round(args.eval_every * steps))
@@ -111,7 +103,7 @@ def worker(args) -> dict:
                 break
         if done:
             break
-    runner.trainer._check_finite(runner.bad_step)
+    runner.check_finite()
     setup = marks["first_step"] - marks["worker_start"]
     return {
         "seed": args.seed, "marks": marks, "setup_seconds_in_worker": round(setup, 3),

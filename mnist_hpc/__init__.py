@@ -1,6 +1,29 @@
-"""mnist-hpc: train MNIST-family classifiers from YAML configs, on a laptop or a Slurm cluster."""
+"""mnist-hpc: train MNIST-family classifiers from YAML configs, on a laptop or a Slurm cluster.
+
+The public API (see docs/api.md), imported lazily so that `import mnist_hpc` loads no torch:
+
+    import mnist_hpc
+    run = mnist_hpc.train("quickstart")            # -> Run
+    run.summary.test_accuracy, run.plots, run.predict(["digit.png"])
+    mnist_hpc.submit("quickstart", cluster="narval", account="def-you", dry_run=True).script
+"""
 
 import time as _time
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 PROCESS_START = _time.time()  # before click/torch are imported: total_seconds then counts them
+
+_API = ("load_config", "train", "Run", "Prediction", "sweep", "report", "submit")
+__all__ = [*_API, "__version__"]
+
+
+def __getattr__(name):
+    if name in _API:
+        from mnist_hpc import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'mnist_hpc' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_API))

@@ -28,11 +28,7 @@ class CheckpointError(UserError):
 class Interrupted(Exception):
     """Training stopped on a signal after saving a checkpoint (exit code EXIT_INTERRUPTED)."""
 
-    def __init__(self, message: str, requeued: bool = False):
-        super().__init__(message)
-        self.requeued = requeued
 
-
-# Exit code of a run that stopped on SIGUSR1/SIGUSR2/SIGTERM after checkpointing and was not
-# requeued: resume with `mnist-hpc train CONFIG --resume auto`. 75 is EX_TEMPFAIL ("try again").
+# Exit code of a run that stopped on SIGUSR1/SIGUSR2/SIGTERM after checkpointing (requeued or
+# not): resume with `mnist-hpc train CONFIG --resume auto`. 75 is EX_TEMPFAIL ("try again").
 EXIT_INTERRUPTED = 75

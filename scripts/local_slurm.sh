@@ -20,6 +20,8 @@
 #   LOCAL_SLURM_GPUS=N         advertise N pretend GPUs (gres without devices, default 0), so
 #                              that job scripts asking for GPUs are scheduled; the jobs see
 #                              no CUDA device and train on the CPU
+#   LOCAL_SLURM_GPU_TYPE=T     the type of the pretend GPUs (default h100), so that typed
+#                              requests such as --gpus-per-node=h100:1 (slurm/*.sh) are accepted
 #   LOCAL_SLURM_SLURM_TMPDIR=1 give every job a private $SLURM_TMPDIR (as Alliance clusters
 #                              do), created by a TaskProlog and removed by the Epilog
 #   LOCAL_SLURM_CRED_EXPIRE=S  job credential lifetime, which is also the least time before a
@@ -94,7 +96,7 @@ install_packages() {
 }
 
 write_config() {
-  local cpus mem_mb extra="" gpus=${LOCAL_SLURM_GPUS:-0} gres=""
+  local cpus mem_mb extra="" gpus=${LOCAL_SLURM_GPUS:-0} gpu_type=${LOCAL_SLURM_GPU_TYPE:-h100} gres=""
   cpus=${LOCAL_SLURM_CPUS:-$(( $(nproc) > 4 ? $(nproc) : 4 ))}
   mem_mb=$(awk '/^MemTotal:/ { print int($2 / 1024) - 512 }' /proc/meminfo)
   if [ "${LOCAL_SLURM_SLURM_TMPDIR:-0}" = 1 ]; then
@@ -120,10 +122,11 @@ Epilog=$DIR/etc/epilog.sh"
     for (( i = 0; i < gpus; i++ )); do
       [ -e "$DIR/gpu/nvidia$i" ] || mknod "$DIR/gpu/nvidia$i" c 1 3 2>/dev/null || touch "$DIR/gpu/nvidia$i"
     done
-    echo "NodeName=$NODE Name=gpu File=$DIR/gpu/nvidia[0-$(( gpus - 1 ))]" >"$DIR/etc/gres.conf"
+    # typed, as Alliance clusters are: typed and untyped requests are both accepted
+    echo "NodeName=$NODE Name=gpu Type=$gpu_type File=$DIR/gpu/nvidia[0-$(( gpus - 1 ))]" >"$DIR/etc/gres.conf"
     extra="$extra
 GresTypes=gpu"
-    gres=" Gres=gpu:$gpus"
+    gres=" Gres=gpu:$gpu_type:$gpus"
   fi
   cat >"$CONF" <<EOF
 # written by mnist-hpc scripts/local_slurm.sh: a one-node cluster for trying job scripts

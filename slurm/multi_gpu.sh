@@ -5,10 +5,10 @@
 #SBATCH --mail-type=END,FAIL
 #SBATCH --time=0:30:00
 #SBATCH --nodes=1
-#SBATCH --ntasks-per-node=2
+#SBATCH --ntasks-per-node=4
 #SBATCH --cpus-per-task=12
-#SBATCH --mem=64G
-#SBATCH --gpus-per-node=2
+#SBATCH --mem=128G
+#SBATCH --gpus-per-node=h100:4
 #SBATCH --output=slurm-%j.out
 #SBATCH --signal=USR1@90
 #SBATCH --requeue
@@ -16,7 +16,9 @@
 #
 # Data-parallel training on one node: one task per GPU, started by srun, joined by PyTorch
 # DDP.
-# Made by mnist-hpc for the cluster profile alliance (any Alliance cluster (untyped GPU request), for the ready-to-edit slurm/*.sh).
+# Made by mnist-hpc for the cluster profile alliance (any Alliance cluster with H100 GPUs (Fir, Nibi, Rorqual, Trillium), for the ready-to-edit slurm/*.sh).
+# On Narval (A100 GPUs) change h100 to a100 in the GPU request. [Narval]
+# On Trillium: 1 GPU or whole nodes of 4, submitted from $SCRATCH. [Trillium Quickstart]
 # Change the GPU count in --ntasks-per-node and the GPU request together.
 # Submit from the project folder:   sbatch slurm/multi_gpu.sh
 # Follow it:   sq   (or mnist-hpc status)   and   cat slurm-JOBID.out   (or mnist-hpc logs JOBID -f)
@@ -26,7 +28,7 @@ CONFIG=configs/quickstart.yaml  # the experiment to run
 RUN_DIR=''  # empty: <output_dir>/<name>-job<JOBID>/, found again after a requeue
 DATA_ARCHIVE=data/mnist-hpc-data.tar  # from `mnist-hpc data pack`, unpacked into $SLURM_TMPDIR
 DATA_DIR=''  # datasets folder when there is no $SLURM_TMPDIR (empty: $MNIST_HPC_DATA_DIR or the user cache)
-MODULES=(python/3.11 cuda)
+MODULES=(StdEnv/2023 python/3.11)
 
 cd "$SLURM_SUBMIT_DIR"
 PROJECT_DIR=$PWD

@@ -8,7 +8,7 @@
 #SBATCH --ntasks-per-node=1
 #SBATCH --cpus-per-task=12
 #SBATCH --mem=32G
-#SBATCH --gpus-per-node=1
+#SBATCH --gpus-per-node=h100:1
 #SBATCH --array=0-4%2
 #SBATCH --output=slurm-%A_%a.out
 #SBATCH --signal=B:USR1@90
@@ -16,7 +16,9 @@
 #SBATCH --open-mode=append
 #
 # A sweep as one job array: task I runs run I + INDEX_OFFSET of the sweep file.
-# Made by mnist-hpc for the cluster profile alliance (any Alliance cluster (untyped GPU request), for the ready-to-edit slurm/*.sh).
+# Made by mnist-hpc for the cluster profile alliance (any Alliance cluster with H100 GPUs (Fir, Nibi, Rorqual, Trillium), for the ready-to-edit slurm/*.sh).
+# On Narval (A100 GPUs) change h100 to a100 in the GPU request. [Narval]
+# On Trillium: 1 GPU or whole nodes of 4, submitted from $SCRATCH. [Trillium Quickstart]
 # Set --array to 0-(N-1)%K for N runs, K at a time (`mnist-hpc sweep submit` does it for you).
 # Submit from the project folder:   sbatch slurm/sweep_array.sh
 # Follow it:   sq   (or mnist-hpc status)   and   cat slurm-JOBID_TASK.out   (or mnist-hpc logs JOBID -f)
@@ -26,8 +28,8 @@ SWEEP=configs/sweeps/learning_rate.yaml  # the sweep file
 INDEX_OFFSET=0  # added to the array index (a sweep longer than the cluster's largest array is split)
 DATA_ARCHIVE=data/mnist-hpc-data.tar  # from `mnist-hpc data pack`, unpacked into $SLURM_TMPDIR
 DATA_DIR=''  # datasets folder when there is no $SLURM_TMPDIR (empty: $MNIST_HPC_DATA_DIR or the user cache)
-MODULES=(python/3.11 cuda)
-REQUEUE_SIGNAL=USR1  # keep in step with --signal above
+MODULES=(StdEnv/2023 python/3.11)
+REQUEUE_SIGNAL=USR1  # keep in step with --signal above and runtime.requeue_signal
 
 cd "$SLURM_SUBMIT_DIR"
 PROJECT_DIR=$PWD

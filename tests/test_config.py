@@ -15,7 +15,7 @@ def write(tmp_path, name, text):
 def test_defaults_and_overrides(tmp_path):
     p = write(tmp_path, "a.yaml", "model: {name: mlp}\noptim: {lr: 1e-3}\n")
     cfg = load_config(p, ["model.hidden=[256, 64]", "optim.lr=0.01", "train.epochs=4"])
-    assert cfg.model == {"name": "mlp", "hidden": [256, 64], "activation": "relu", "dropout": 0.0}
+    assert cfg.model.to_dict() == {"name": "mlp", "hidden": [256, 64], "activation": "relu", "dropout": 0.0}
     assert cfg.optim.lr == 0.01 and cfg.train.epochs == 4
     assert cfg.experiment.output_dir == "./runs"
 

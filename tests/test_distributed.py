@@ -11,6 +11,7 @@ import time
 import pytest
 import torch
 
+from mnist_hpc.cluster.env import srun_launch_env
 from mnist_hpc.training import checkpoint as ckpt
 from mnist_hpc.training.distributed import detect
 from mnist_hpc.errors import UserError
@@ -57,12 +58,17 @@ def test_detect_launchers():
     assert detect({}).launcher == "single"
     d = detect({"RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "h", "MASTER_PORT": "1234"})
     assert (d.launcher, d.rank, d.world_size, d.master_port) == ("torchrun", 1, 2, 1234)
-    d = detect({"SLURM_STEP_NUM_TASKS": "4", "SLURM_PROCID": "3", "SLURM_LOCALID": "1",
-                "SLURM_STEP_NODELIST": "nodeA", "SLURM_JOB_ID": "12345", "SLURM_STEP_TASKS_PER_NODE": "2(x2)"})
+    # training reads no SLURM_* itself: an srun step reaches it as torchrun-style variables that
+    # the cluster layer derives (TrainContext.launch_env), merged over the environment
+    srun = {"SLURM_STEP_NUM_TASKS": "4", "SLURM_PROCID": "3", "SLURM_LOCALID": "1",
+            "SLURM_STEP_NODELIST": "nodeA", "SLURM_JOB_ID": "12345", "SLURM_STEP_TASKS_PER_NODE": "2(x2)"}
+    assert detect(srun).launcher == "single"
+    d = detect({**srun, **srun_launch_env(srun)}, launcher="slurm")
     assert (d.launcher, d.rank, d.local_rank, d.world_size, d.local_world_size) == ("slurm", 3, 1, 4, 2)
     assert d.master_addr == "nodeA" and d.master_port == 20000 + 12345 % 20000
     # a batch script with --ntasks=2 that runs python without srun: one process, not DDP
-    assert detect({"SLURM_NTASKS": "2", "SLURM_PROCID": "0"}).launcher == "single"
+    batch = {"SLURM_NTASKS": "2", "SLURM_PROCID": "0"}
+    assert srun_launch_env(batch) == {} and detect({**batch, **srun_launch_env(batch)}).launcher == "single"
 
 
 @pytest.mark.parametrize("env,message", [

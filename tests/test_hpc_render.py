@@ -16,28 +16,32 @@ from pathlib import Path
 import pytest
 
 from mnist_hpc.errors import UserError
+from mnist_hpc.cluster import handouts
 from mnist_hpc.cluster import render as R
 from mnist_hpc.cluster.profiles import get_profile, load_profiles
+from mnist_hpc.cluster.spec import KINDS, JobSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden"
-PROFILES = ["fir", "nibi", "rorqual", "trillium", "narval", "alliance", "generic", "local"]
+PROFILES = ["fir", "nibi", "rorqual", "trillium", "narval", "tamia", "alliance", "generic", "local"]
 UPDATE = os.environ.get("MNIST_HPC_UPDATE_GOLDEN") == "1"
 
 
-def example_spec(template: str, cluster: str) -> R.JobSpec:
+def example_spec(template: str, cluster: str) -> JobSpec:
     """A typical job of ``template`` on ``cluster``, as `mnist-hpc submit` would describe it."""
     profile, _ = get_profile(cluster)
     wanted = {"submit_job": 1, "multi_gpu": 2, "multi_node": 4, "sweep_array": 1, "cpu_only": 0}[template]
     gpus = min(wanted, profile.gpus_per_node)
+    if gpus and profile.gpu_counts:  # the smallest count the cluster takes (Trillium: 1 or 4)
+        gpus = min((n for n in profile.gpu_counts if n >= gpus), default=gpus)
     run = "/home/someone/scratch/mnist-hpc/runs/golden-20260101-120000"
-    return R.JobSpec(
+    return JobSpec(
         template=template, profile=profile, job_name="golden",
         config=f"{run}/config.yaml", run_dir=run if template != "sweep_array" else "",
         sweep="/home/someone/scratch/mnist-hpc/configs/sweeps/learning_rate.yaml",
         time="2:00:00", nodes=2 if template == "multi_node" else 1, gpus_per_node=gpus,
         tasks_per_node=2 if template == "multi_gpu" and not gpus else None,
-        account="def-someone" if profile.account_required else None,
+        account=f"{(profile.account_prefixes or ('def-',))[0]}someone" if profile.account_required else None,
         mail_user="someone@example.com",
         output=f"{run}/slurm-%A_%a.out" if template == "sweep_array" else f"{run}/slurm-%j.out",
         array="0-9%4" if template == "sweep_array" else None,
@@ -46,7 +50,9 @@ def example_spec(template: str, cluster: str) -> R.JobSpec:
         script_name=f"{run}/job.sh")
 
 
-CASES = [(t, c) for t in R.TEMPLATES for c in PROFILES]
+# one process with one GPU cannot run where jobs take whole nodes only (pinned by a refusal test)
+REFUSED = {("submit_job", "tamia"), ("sweep_array", "tamia")}
+CASES = [(t, c) for t in KINDS for c in PROFILES if (t, c) not in REFUSED]
 
 
 def test_every_builtin_profile_is_covered():
@@ -70,11 +76,11 @@ def test_no_golden_file_is_orphaned():
 
 
 def test_slurm_dir_matches_generator(tmp_path):
-    R.write_slurm_dir(tmp_path)
-    for name in R.handout_specs():
+    handouts.write_slurm_dir(tmp_path)
+    for name in handouts.handout_specs():
         assert (ROOT / "slurm" / name).read_text() == (tmp_path / name).read_text(), (
-            f"slurm/{name} is stale: run python -m mnist_hpc.cluster.render --write-slurm-dir slurm/")
-    assert sorted(p.name for p in (ROOT / "slurm").glob("*.sh")) == sorted(R.handout_specs())
+            f"slurm/{name} is stale: run python -m mnist_hpc.cluster.handouts --write-slurm-dir slurm/")
+    assert sorted(p.name for p in (ROOT / "slurm").glob("*.sh")) == sorted(handouts.handout_specs())
 
 
 def test_handout_script_is_ready_to_edit():
@@ -83,13 +89,24 @@ def test_handout_script_is_ready_to_edit():
     assert "#SBATCH --mail-user=someone@example.com\n" in text
     assert 'cd "$SLURM_SUBMIT_DIR"\n' in text
     assert "CONFIG=configs/quickstart.yaml " in text
-    assert "#SBATCH --gpus-per-node=1\n" in text and "#SBATCH --signal=B:USR1@90\n" in text
+    # typed: untyped requests "may be rejected or sent to an arbitrary GPU instance" [Using GPUs with Slurm]
+    assert "#SBATCH --gpus-per-node=h100:1\n" in text and "#SBATCH --signal=B:USR1@90\n" in text
+    assert "MODULES=(StdEnv/2023 python/3.11)\n" in text
+    assert "# On Narval (A100 GPUs) change h100 to a100 in the GPU request. [Narval]\n" in text
+    # a whole node: what Trillium (1 GPU or whole nodes of 4) and every other cluster accept
+    multi = (ROOT / "slurm" / "multi_gpu.sh").read_text()
+    assert "#SBATCH --gpus-per-node=h100:4\n" in multi and "#SBATCH --ntasks-per-node=4\n" in multi
+    for name in handouts.handout_specs():
+        text = (ROOT / "slurm" / name).read_text()
+        gpu = [line for line in text.splitlines() if line.startswith("#SBATCH --gpus-per-node=")]
+        assert all(line.split("=")[1].startswith("h100:") for line in gpu), (name, gpu)
 
 
 def test_gpu_requests_follow_the_profile():
     text = R.render(example_spec("submit_job", "narval"))
     assert "#SBATCH --gpus-per-node=a100:1\n" in text and "#SBATCH --cpus-per-task=12\n" in text
-    assert "MODULES=(python/3.11 cuda)\n" in text
+    # StdEnv/2023 first everywhere; no cuda module (PyTorch page: python only)
+    assert "MODULES=(StdEnv/2023 python/3.11)\n" in text
     text = R.render(example_spec("multi_gpu", "rorqual"))
     assert "#SBATCH --gpus-per-node=h100:2\n" in text and "#SBATCH --ntasks-per-node=2\n" in text
     assert "#SBATCH --cpus-per-task=16\n" in text and "#SBATCH --mem=128G\n" in text
@@ -98,19 +115,91 @@ def test_gpu_requests_follow_the_profile():
     local = R.render(example_spec("cpu_only", "local"))
     assert "gpu" not in "".join(line for line in local.splitlines() if line.startswith("#SBATCH"))
     assert "--account" not in local and "MODULES=()\n" in local
-    mig = R.render(R.JobSpec(**{**example_spec("submit_job", "narval").__dict__, "gpu_type": "a100_1g.5gb"}))
+    mig = R.render(JobSpec(**{**example_spec("submit_job", "narval").__dict__, "gpu_type": "a100_1g.5gb"}))
     assert "#SBATCH --gpus-per-node=a100_1g.5gb:1\n" in mig
 
 
+def _spec(*example, **change) -> JobSpec:
+    """``example_spec(*example)`` with some fields changed."""
+    return JobSpec(**{**example_spec(*example).__dict__, **change})
+
+
+@pytest.mark.parametrize("cluster,slice_,cpus,mem", [
+    # the recommended cores and memory per slice [Allocations and compute scheduling § Ratios in bundles]
+    ("narval", "a100_1g.5gb", 1, "15G"), ("narval", "a100_3g.20gb", 6, "62G"),
+    ("nibi", "h100_1g.10gb", 2, "31G"), ("rorqual", "h100_3g.40gb", 8, "62G"),
+    ("fir", "nvidia_h100_80gb_hbm3_2g.20gb", 3, "70G"),
+])
+def test_mig_slice_gets_its_own_cores_and_memory(cluster, slice_, cpus, mem):
+    text = R.render(_spec("submit_job", cluster, gpu_type=slice_))
+    assert f"#SBATCH --gpus-per-node={slice_}:1\n" in text
+    assert f"#SBATCH --cpus-per-task={cpus}\n" in text and f"#SBATCH --mem={mem}\n" in text
+
+
+@pytest.mark.parametrize("change,message", [
+    # "requesting more than one MIG instance in a job is not permitted" [Multi-Instance GPU]
+    ({"gpu_type": "a100_1g.5gb", "gpus_per_node": 2}, "one MIG instance only, on one node"),
+    ({"template": "multi_node", "gpu_type": "a100_1g.5gb", "nodes": 2}, "one MIG instance only"),
+    ({"gpu_type": "h100_1g.10gb"}, "not known on cluster narval"),
+])
+def test_mig_rules(change, message):
+    with pytest.raises(UserError, match=message):
+        R.render(_spec("submit_job", "narval", **change))
+    assert "trillium" in get_profile("trillium")[0].name and not get_profile("trillium")[0].mig  # no MIG there
+
+
+def test_trillium_takes_one_gpu_or_whole_nodes():
+    """[Trillium Quickstart] exactly 1 GPU or a multiple of 4; --gpus-per-node=4 on several nodes."""
+    one = R.render(example_spec("submit_job", "trillium"))
+    assert "#SBATCH --gpus-per-node=h100:1\n" in one and "#SBATCH --cpus-per-task=24\n" in one
+    assert "--mem" not in one and "MODULES=(StdEnv/2023 python/3.11)\n" in one
+    assert "# Trillium: submit from $SCRATCH ($HOME is read-only on compute nodes)" in one
+    whole = R.render(example_spec("multi_gpu", "trillium"))
+    assert "#SBATCH --gpus-per-node=h100:4\n" in whole and "#SBATCH --ntasks-per-node=4\n" in whole
+    for gpus in (2, 3):
+        with pytest.raises(UserError, match=f"--gpus {gpus}: cluster trillium takes 1 or 4 GPUs per node"):
+            R.render(_spec("multi_gpu", "trillium", gpus_per_node=gpus))
+    with pytest.raises(UserError, match="a job on several nodes takes whole nodes: --gpus 4"):
+        R.render(_spec("multi_node", "trillium", gpus_per_node=1))
+
+
+def test_trillium_cpu_jobs_take_whole_nodes():
+    """[Trillium] CPU resources are "scheduled by whole 192-core node"; --mem is ignored."""
+    text = R.render(example_spec("cpu_only", "trillium"))
+    assert "#SBATCH --cpus-per-task=192\n" in text and "--mem" not in text
+    assert "#SBATCH --ntasks-per-node=2\n" in R.render(_spec("multi_gpu", "trillium", gpus_per_node=0,
+                                                               tasks_per_node=2, cpus_per_task=96))
+    with pytest.raises(UserError, match="runs CPU-only jobs on whole 192-core nodes; ask for --cpus 192"):
+        R.render(_spec("cpu_only", "trillium", cpus_per_task=4))
+
+
+def test_tamia_takes_whole_nodes_and_aip_accounts():
+    """[TamIA] all 4 GPUs of a node; aip- accounts."""
+    assert "#SBATCH --gpus-per-node=h100:4\n" in R.render(example_spec("multi_gpu", "tamia"))
+    for template, cluster in REFUSED:
+        with pytest.raises(UserError, match="--gpus 1: cluster tamia takes 4 GPUs per node"):
+            R.render(_spec(template, cluster, gpus_per_node=1))
+        with pytest.raises(UserError, match="runs one process: one GPU at most"):
+            R.render(_spec(template, cluster, gpus_per_node=4))
+    with pytest.raises(UserError, match="runs jobs of aip-... accounts only"):
+        R.render(_spec("multi_gpu", "tamia", account="def-someone"))
+
+
+def test_nibi_has_eight_gpus_per_node():
+    """[Nibi § Node characteristics] 8 x H100 per node; 14 cores per GPU."""
+    text = R.render(_spec("multi_gpu", "nibi", gpus_per_node=8))
+    assert "#SBATCH --gpus-per-node=h100:8\n" in text and "#SBATCH --cpus-per-task=14\n" in text
+
+
 def test_sweep_array_runs_the_task_index_plus_offset():
-    spec = R.JobSpec(**{**example_spec("sweep_array", "fir").__dict__, "index_offset": 999})
+    spec = JobSpec(**{**example_spec("sweep_array", "fir").__dict__, "index_offset": 999})
     text = R.render(spec)
     assert "#SBATCH --array=0-9%4\n" in text and "INDEX_OFFSET=999 " in text
     assert 'args=(sweep run "$SWEEP" --index "$(( SLURM_ARRAY_TASK_ID + INDEX_OFFSET ))")' in text
 
 
 def test_requeue_signal_follows_the_spec():
-    spec = R.JobSpec(**{**example_spec("submit_job", "fir").__dict__, "requeue_signal": "USR2"})
+    spec = JobSpec(**{**example_spec("submit_job", "fir").__dict__, "requeue_signal": "USR2"})
     text = R.render(spec)
     assert "#SBATCH --signal=B:USR2@90\n" in text and "REQUEUE_SIGNAL=USR2 " in text
 
@@ -126,13 +215,13 @@ def test_requeue_signal_follows_the_spec():
     ({"nodes": 2}, "use multi_node"),
 ])
 def test_bad_specs_are_refused(change, message):
-    spec = R.JobSpec(**{**example_spec("submit_job", "fir").__dict__, **change})
+    spec = JobSpec(**{**example_spec("submit_job", "fir").__dict__, **change})
     with pytest.raises(UserError, match=message):
         R.render(spec)
 
 
 def test_cpu_only_cluster_refuses_gpus():
-    spec = R.JobSpec(**{**example_spec("cpu_only", "local").__dict__, "gpus_per_node": 1})
+    spec = JobSpec(**{**example_spec("cpu_only", "local").__dict__, "gpus_per_node": 1})
     with pytest.raises(UserError, match="cluster local has no GPUs"):
         R.render(spec)
 
@@ -140,9 +229,9 @@ def test_cpu_only_cluster_refuses_gpus():
 HOSTILE = "/tmp/it's a \"job\" $(touch pwned) `x` \\ dir"
 
 
-def hostile_spec(tmp: str = HOSTILE) -> R.JobSpec:
+def hostile_spec(tmp: str = HOSTILE) -> JobSpec:
     profile, _ = get_profile("local")
-    return R.JobSpec(template="cpu_only", profile=profile, job_name="it's a \"job\" $HOME",
+    return JobSpec(template="cpu_only", profile=profile, job_name="it's a \"job\" $HOME",
                      config=f"{tmp}/config.yaml", run_dir=tmp, output=f"{tmp}/slurm-%j.out",
                      workdir=tmp, data_archive=f"{tmp}/data.tar", data_dir=f"{tmp}/data")
 
@@ -198,7 +287,7 @@ def _fake_python(tmp_path, body: str) -> Path:
 
 
 def _run_script(tmp_path, fake: Path, **env) -> subprocess.Popen:
-    spec = R.JobSpec(**{**example_spec("cpu_only", "local").__dict__, "workdir": str(tmp_path),
+    spec = JobSpec(**{**example_spec("cpu_only", "local").__dict__, "workdir": str(tmp_path),
                         "run_dir": str(tmp_path / "run dir"), "config": str(tmp_path / "my config.yaml"),
                         "data_archive": "", "data_dir": ""})
     script = tmp_path / "job.sh"

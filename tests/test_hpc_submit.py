@@ -16,7 +16,9 @@ from mnist_hpc.errors import ConfigError, UserError
 from mnist_hpc.cli import cluster as commands
 from mnist_hpc.cluster import datapack
 from mnist_hpc.cluster import slurm
-from mnist_hpc.cluster.profiles import format_time, get_profile, load_profiles, parse_time
+from mnist_hpc.cluster.profiles import get_profile, load_profiles
+from mnist_hpc.cluster.push import push_commands
+from mnist_hpc.cluster.units import format_time, parse_time
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "configs" / "quickstart.yaml"
@@ -90,14 +92,64 @@ def test_narval_mig_slice(cli):
 def test_cedar_warns_and_uses_fir(cli):
     r = cli("submit", QUICKSTART, "--cluster", "cedar", "--account", "def-x", "--dry-run")
     assert r.code == 0, r
-    assert "Cedar was retired in September 2025" in r.err and "fir" in r.err
+    assert "Cedar was retired on 12 September 2025" in r.err and "fir" in r.err
     assert "#SBATCH --gpus-per-node=h100:1\n" in r.out
 
 
-@pytest.mark.parametrize("old,new", [("graham", "nibi"), ("beluga", "rorqual")])
+@pytest.mark.parametrize("old,new", [("graham", "nibi"), ("beluga", "rorqual"), ("niagara", "trillium"),
+                                     ("mist", "trillium")])
 def test_other_retired_names(old, new):
     profile, warning = get_profile(old)
     assert profile.name == new and new in warning
+
+
+@pytest.mark.parametrize("old,when", [("niagara", "30 September 2025"), ("mist", "16 September 2025")])
+def test_niagara_and_mist_redirect_to_trillium(cli, old, when):
+    """[Infrastructure renewal] Niagara and Mist were retired; Trillium replaced both."""
+    r = cli("submit", QUICKSTART, "--cluster", old, "--account", "def-x", "--dry-run")
+    assert r.code == 0, r
+    assert f"was retired on {when}; using its successor trillium instead" in r.err
+    assert "cluster profile trillium" in r.out
+
+
+def test_beluga_note_says_its_data_access_ended():
+    assert "access to its data ended on 20 June 2026" in get_profile("beluga")[1]
+
+
+def test_trillium_refuses_two_gpus_and_renders_a_whole_node_for_four(cli):
+    """[Trillium Quickstart] 1 GPU or whole nodes of 4; the script loads StdEnv/2023 first."""
+    r = cli("submit", QUICKSTART, "--cluster", "trillium", "--gpus", "2", "--dry-run", "--account", "def-x")
+    assert r.code == 1 and r.out == ""
+    assert "error: --gpus 2: cluster trillium takes 1 or 4 GPUs per node (4 = a whole node)" in r.err
+    r = cli("submit", QUICKSTART, "--cluster", "trillium", "--gpus", "4", "--dry-run", "--account", "def-x")
+    assert r.code == 0, r
+    assert "#SBATCH --nodes=1\n#SBATCH --ntasks-per-node=4\n#SBATCH --cpus-per-task=24\n" in r.out
+    assert "#SBATCH --gpus-per-node=h100:4\n" in r.out and "exec srun" in r.out
+    assert "MODULES=(StdEnv/2023 python/3.11)\n" in r.out
+
+
+def test_trillium_refuses_a_run_folder_under_the_read_only_home(cli, tmp_path, monkeypatch):
+    """[Transition from Niagara to Trillium] $HOME is read-only on compute nodes: submit from $SCRATCH."""
+    monkeypatch.setenv("HOME", str(tmp_path))  # the working folder (tmp_path) is now under $HOME
+    r = cli("submit", QUICKSTART, "--cluster", "trillium", "--dry-run", "--account", "def-x")
+    assert r.code == 1 and "$HOME is read-only on compute nodes" in r.err and "submit from $SCRATCH" in r.err
+    r = cli("submit", QUICKSTART, "--cluster", "fir", "--dry-run", "--account", "def-x")
+    assert r.code == 0, r
+
+
+def test_tamia_defaults_to_a_whole_node(cli):
+    """[TamIA] every job uses all 4 GPUs of its nodes; aip- accounts."""
+    r = cli("submit", QUICKSTART, "--cluster", "tamia", "--account", "aip-x", "--dry-run")
+    assert r.code == 0 and "#SBATCH --gpus-per-node=h100:4\n" in r.out and "exec srun" in r.out, r
+    r = cli("submit", QUICKSTART, "--cluster", "tamia", "--account", "def-x", "--dry-run")
+    assert r.code == 1 and "runs jobs of aip-... accounts only" in r.err
+
+
+def test_narval_refuses_two_mig_slices(cli):
+    """[Multi-Instance GPU] one MIG instance per job."""
+    r = cli("submit", QUICKSTART, "--cluster", "narval", "--account", "def-x", "--gpus", "a100_1g.5gb:2",
+            "--dry-run")
+    assert r.code == 1 and "a job may use one MIG instance only" in r.err, r
 
 
 def test_missing_account_is_refused(cli):
@@ -145,7 +197,7 @@ def test_sweep_submit_dry_run(cli, tmp_path):
             "--dry-run")
     assert r.code == 0, r
     assert r.out.count("#!/bin/bash") == 1 and "#SBATCH --array=0-4%2\n" in r.out
-    assert f"SWEEP={SWEEP} " in r.out and "INDEX_OFFSET=0 " in r.out
+    assert f"SWEEP={SWEEP.resolve()} " in r.out and "INDEX_OFFSET=0 " in r.out
     assert "5 runs in 1 job array(s)" in r.err and not (tmp_path / "runs").exists()
 
 
@@ -231,9 +283,9 @@ def test_sbatch_without_a_job_id(tmp_path, keep_path):
 def test_missing_data_on_a_cluster_without_internet(cli, tmp_path, monkeypatch, keep_path):
     monkeypatch.setenv("MNIST_HPC_DATA_DIR", str(tmp_path / "nothing-here"))
     fake_command(tmp_path, "sbatch", "echo 1\n")
-    r = cli("submit", QUICKSTART, "--cluster", "fir", "--account", "def-x")
+    r = cli("submit", QUICKSTART, "--cluster", "narval", "--account", "def-x")
     assert r.code == 1 and "mnist-hpc data download mnist" in r.err
-    assert "compute nodes on fir have no internet" in r.err
+    assert "compute nodes on narval have no internet" in r.err
 
 
 # --------------------------------------------------------------------------- status, logs, cancel
@@ -332,12 +384,12 @@ def test_ensure_repacks_when_a_dataset_is_missing(tmp_path, gz_data):
 
 
 def test_push_with_rsync_excludes_the_heavy_folders(tmp_path):
-    (cmd,) = commands.push_commands(ROOT, "me@narval.alliancecan.ca", False, have_rsync=True)
+    (cmd,) = push_commands(ROOT, "me@narval.alliancecan.ca", False, have_rsync=True)
     assert cmd[:2] == ["rsync", "-a"] and cmd[-2:] == [f"{ROOT}/", f"me@narval.alliancecan.ca:scratch/{ROOT.name}/"]
     for name in (".venv", "runs", "__pycache__", ".git"):
         assert f"--exclude={name}" in cmd
     assert "--exclude=/data/" in cmd
-    (cmd,) = commands.push_commands(ROOT, "me@fir:proj", True, have_rsync=True)
+    (cmd,) = push_commands(ROOT, "me@fir:proj", True, have_rsync=True)
     assert "--include=/data/mnist-hpc-data.tar" in cmd and cmd[-1] == "me@fir:proj/"
 
 
@@ -353,7 +405,7 @@ def test_push_rsync_really_copies(tmp_path):
         (project / rel).write_text("x")
     dest = tmp_path / "dest"
     for with_data in (False, True):
-        (cmd,) = commands.push_commands(project, "host:unused", with_data, have_rsync=True)
+        (cmd,) = push_commands(project, "host:unused", with_data, have_rsync=True)
         cmd[-1] = f"{dest}/"  # a local destination: same rules, no ssh
         subprocess.run(cmd, check=True)
         copied = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
@@ -362,7 +414,7 @@ def test_push_rsync_really_copies(tmp_path):
 
 
 def test_push_falls_back_to_scp():
-    cmds = commands.push_commands(ROOT, "me@fir:my dir", True, have_rsync=False)
+    cmds = push_commands(ROOT, "me@fir:my dir", True, have_rsync=False)
     assert cmds[0] == ["ssh", "me@fir", "mkdir -p -- 'my dir' 'my dir/data'"]
     assert cmds[1][:3] == ["scp", "-r", "-p"] and cmds[1][-1] == "me@fir:my dir/"
     copied = {Path(p).name for p in cmds[1][3:-1]}
@@ -373,12 +425,21 @@ def test_push_falls_back_to_scp():
 @pytest.mark.parametrize("target", ["-oProxyCommand=x", ":dir", ""])
 def test_push_refuses_a_bad_target(target):
     with pytest.raises(UserError, match="expected USER@HOST"):
-        commands.push_commands(ROOT, target, False, have_rsync=True)
+        push_commands(ROOT, target, False, have_rsync=True)
 
 
 def test_push_dry_run(cli):
     r = cli("push", "me@fir", "--project", ROOT, "--dry-run")
     assert r.code == 0 and ("$ rsync -a" in r.err or "$ ssh me@fir" in r.err)
+
+
+def test_push_to_trillium_goes_to_scratch(cli):
+    """[Trillium Quickstart] $HOME is read-only for jobs; $HOME/links/scratch leads to $SCRATCH."""
+    for args in (["me@trillium-gpu.alliancecan.ca"], ["me@tri", "--cluster", "trillium"]):
+        r = cli("push", *args, "--project", ROOT, "--dry-run")
+        assert r.code == 0 and f":links/scratch/{ROOT.name}/" in r.err, r
+    r = cli("push", "me@narval.alliancecan.ca", "--project", ROOT, "--dry-run")
+    assert f":scratch/{ROOT.name}/" in r.err
 
 
 def test_push_script_wrapper(tmp_path):
@@ -440,15 +501,87 @@ def test_clusters_file_named_but_missing(tmp_path, monkeypatch):
         load_profiles()
 
 
-def test_alliance_profiles_need_an_account_and_have_no_internet():
+def test_alliance_profiles_follow_the_documentation():
+    """Each fact is cited beside it in clusters.yaml."""
     profiles, _ = load_profiles()
-    for name in ("fir", "nibi", "rorqual", "trillium", "narval"):
+    alliance = ("fir", "nibi", "rorqual", "trillium", "narval", "tamia", "alliance")
+    for name in alliance:
         p = profiles[name]
-        assert p.account_required and not p.internet and p.gpus_per_node == 4
-        assert p.gpu_request == "gpus-per-node" and "python/3.11" in p.modules
-    assert [profiles[n].cpus_per_gpu for n in ("fir", "narval", "nibi", "rorqual")] == [12, 12, 14, 16]
+        assert p.account_required and p.gpu_request == "gpus-per-node" and p.gpu_type in ("h100", "a100")
+        assert p.modules[0] == "StdEnv/2023" and "python/3.11" in p.modules and not p.gpu_modules
+    # internet on compute nodes: Fir and Nibi yes [Fir; Nibi], the others no
+    assert [n for n in alliance if profiles[n].internet] == ["fir", "nibi"]
+    assert {n: profiles[n].gpus_per_node for n in alliance} == {
+        "fir": 4, "nibi": 8, "rorqual": 4, "trillium": 4, "narval": 4, "tamia": 4, "alliance": 4}
+    assert [profiles[n].cpus_per_gpu for n in ("fir", "narval", "nibi", "rorqual", "trillium")] == [12, 12, 14, 16, 24]
     assert profiles["narval"].gpu_type == "a100" and profiles["fir"].gpu_type == "h100"
+    # per-user job limits, array tasks counted [Job scheduling policies; Running jobs; Trillium Quickstart]
+    assert [profiles[n].max_jobs for n in ("fir", "narval", "nibi", "rorqual")] == [1000] * 4
+    assert (profiles["trillium"].max_jobs, profiles["trillium"].max_running) == (500, 150)
+    assert not profiles["trillium"].mig and profiles["trillium"].gpu_counts == (1, 4)
+    assert profiles["trillium"].home_read_only and profiles["trillium"].push_dir == "links/scratch"
+    assert profiles["trillium"].max_time == "1-00:00:00" and profiles["fir"].max_time == "7-00:00:00"
     assert profiles["local"].gpus_per_node == 0 and not profiles["local"].account_required
+
+
+def test_every_alliance_fact_names_its_documentation_page():
+    """Issue 17: each fact in the profiles has the wiki page it comes from beside it, as [Page]."""
+    import re
+
+    facts = ("gpu_type", "gpus_per_node", "gpu_counts", "mig", "cpus_per_gpu", "cpu_node_cores", "internet",
+             "max_time", "max_jobs", "max_running", "home_read_only", "push_dir", "account_prefixes")
+    text = (ROOT / "mnist_hpc" / "cluster" / "clusters.yaml").read_text()
+    profile, bare = None, []
+    for line in text.splitlines():
+        if re.match(r"^  [\w.-]+:\s*$", line):
+            profile = line.strip(" :")
+        key = re.match(r"^    (\w+):", line)
+        if key and key.group(1) in facts and profile in ("fir", "nibi", "rorqual", "trillium", "narval", "tamia") \
+                and not re.search(r"#.*\[[^\]]+\]", line):
+            bare.append(f"{profile}: {line.strip()}")
+    assert not bare, bare
+
+
+def test_sweep_above_the_per_user_job_limit_is_refused(cli, tmp_path, monkeypatch):
+    """Every array task counts against the per-user limit [Job scheduling policies § Number of jobs]."""
+    clusters = tmp_path / "clusters.yaml"
+    clusters.write_text("profiles:\n  small:\n    extends: local\n    max_jobs: 4\n    max_running: 2\n")
+    monkeypatch.setenv("MNIST_HPC_CLUSTERS", str(clusters))
+    r = cli("sweep", "submit", SWEEP, "--cluster", "small", "--dry-run")
+    assert r.code == 1 and "sweep of 5 runs: cluster small accepts at most 4 jobs per user" in r.err, r
+    clusters.write_text("profiles:\n  small:\n    extends: local\n    max_jobs: 5\n    max_running: 2\n")
+    r = cli("sweep", "submit", SWEEP, "--cluster", "small", "--parallel", "4", "--dry-run")
+    assert r.code == 0, r
+    assert "--parallel 4 lowered to 2: cluster small runs at most 2 jobs per user at once" in r.err
+    assert "#SBATCH --array=0-4%2\n" in r.out
+
+
+def test_trillium_sweep_parallel_is_capped_at_150(cli):
+    r = cli("sweep", "submit", SWEEP, "--cluster", "trillium", "--account", "def-x", "--parallel", "200",
+            "--dry-run")
+    assert r.code == 0 and "--parallel 200 lowered to 150" in r.err and "#SBATCH --array=0-4%5\n" in r.out
+
+
+def test_sweep_counts_the_jobs_already_queued(cli, tmp_path, gz_data, keep_path, monkeypatch):
+    clusters = tmp_path / "clusters.yaml"
+    clusters.write_text("profiles:\n  small:\n    extends: local\n    max_jobs: 6\n")
+    monkeypatch.setenv("MNIST_HPC_CLUSTERS", str(clusters))
+    fake_command(tmp_path, "squeue", 'printf "10\\n11_1\\n"\n')  # two jobs queued already
+    fake_command(tmp_path, "sbatch", "echo 600\n")
+    r = cli("sweep", "submit", SWEEP, "--cluster", "small")
+    assert r.code == 1 and "and 2 of yours are queued or running already" in r.err, r
+
+
+def test_sweep_job_carries_the_configs_requeue_signal(cli, tmp_path):
+    """The job's --signal comes from the sweep's base config, as for `submit`."""
+    sweep = tmp_path / "usr2.yaml"
+    sweep.write_text(f"base: {QUICKSTART}\nset: {{runtime.requeue_signal: USR2}}\ngrid: {{optim.lr: [0.1, 0.01]}}\n")
+    r = cli("sweep", "submit", sweep, "--cluster", "local", "--dry-run", "--time", "0:10:00")
+    assert r.code == 0, r
+    assert "#SBATCH --signal=B:USR2@90\n" in r.out and "REQUEUE_SIGNAL=USR2 " in r.out
+    sweep.write_text(f"base: {QUICKSTART}\ngrid: {{runtime.requeue_signal: [USR1, USR2]}}\n")
+    r = cli("sweep", "submit", sweep, "--cluster", "local", "--dry-run")
+    assert r.code == 1 and "a job array has one --signal" in r.err
 
 
 # --------------------------------------------------------------------------- no torch

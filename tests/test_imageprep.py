@@ -1,6 +1,7 @@
 """imageprep: pictures of any kind → MNIST-style 28×28 white-on-black, centred by mass."""
 
 import gzip
+import os
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,17 @@ from mnist_hpc.training.imageprep import ink_is_dark, load_image, prepare, to_mn
 
 SHARED_MNIST = (Path(__file__).resolve().parents[2]
                 / "shared/datasets/MNIST/raw/t10k-images-idx3-ubyte.gz")
+
+
+def mnist_test_images():
+    """The MNIST test images file: under $MNIST_HPC_DATA_DIR (unpacked or the archive), else the
+    shared datasets folder beside the checkout; None when neither has it."""
+    roots = [Path(d) / "MNIST" / "raw" for d in [os.environ.get("MNIST_HPC_DATA_DIR")] if d]
+    for raw in roots + [SHARED_MNIST.parent]:
+        for name in ("t10k-images-idx3-ubyte", "t10k-images-idx3-ubyte.gz"):
+            if (raw / name).is_file():
+                return raw / name
+    return None
 
 
 def centre_of_mass(a):
@@ -131,9 +143,11 @@ def test_mnist_like_input_comes_out_nearly_unchanged():
     assert np.abs(again.astype(int) - digit.astype(int)).mean() < 1.0
 
 
-@pytest.mark.skipif(not SHARED_MNIST.exists(), reason="MNIST test images not available")
+@pytest.mark.skipif(mnist_test_images() is None, reason="MNIST test images not available "
+                    "(set MNIST_HPC_DATA_DIR to a folder holding MNIST/raw)")
 def test_real_mnist_images_come_out_nearly_unchanged():
-    with gzip.open(SHARED_MNIST) as f:
+    path = mnist_test_images()
+    with (gzip.open(path) if path.suffix == ".gz" else open(path, "rb")) as f:
         images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)[:300]
     diffs = np.array([np.abs(to_mnist(Image.fromarray(a)).astype(int) - a).mean() for a in images])
     assert np.median(diffs) < 1.0

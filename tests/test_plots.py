@@ -133,9 +133,12 @@ def test_atomic_write_replaces_and_cleans_up(tmp_path):
 def test_failed_render_leaves_no_partial_file(tmp_path, monkeypatch):
     from matplotlib.figure import Figure
 
-    def boom(self, fname, **kwargs):
-        with open(fname, "wb") as f:
-            f.write(b"half")
+    def boom(self, fname, **kwargs):  # half a PNG written, to a path or an open file
+        if hasattr(fname, "write"):
+            fname.write(b"half")
+        else:
+            with open(fname, "wb") as f:
+                f.write(b"half")
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(Figure, "savefig", boom)

@@ -107,6 +107,7 @@ def test_corrupted_newest_checkpoint_falls_back(cli, tiny_config, synth_root, tm
     assert r.code == 0, r
     assert "warning:" in r.out and "trying the previous checkpoint" in r.out
     assert f"resumed from {previous}" in r.out
+    assert f"run folder: {run} ·" in r.out  # the same run, continued in its own folder
 
 
 def test_kill9_during_checkpoint_write_never_corrupts_last(tmp_path):

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from mnist_hpc.experiments import sweep as sweep_mod
 from mnist_hpc.config import load_config, yaml_load
 from mnist_hpc.errors import ConfigError
-from mnist_hpc.experiments.sweep import dump_value, load_sweep
+from mnist_hpc.experiments.sweepfile import dump_value, load_sweep
 from mnist_hpc.cli.experiments import report_command, sweep_group
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,7 +88,7 @@ def test_random_samples_are_in_range_and_reproducible(tmp_path, base):
         assert 1e-4 <= r.config.optim.lr <= 1e-1
         assert 0 <= r.config.optim.weight_decay <= 0.1
         assert r.config.train.epochs in (1, 2, 3)
-        assert r.config.model["hidden"] in ([16], [32, 16])
+        assert r.config.model.hidden in ([16], [32, 16])
     assert len({r.config.optim.lr for r in runs}) > 10
     assert {r.config.train.epochs for r in runs} == {1, 2, 3}
     again = load_sweep(write_sweep(tmp_path, body.format(seed=1))).runs
@@ -176,9 +176,9 @@ def test_runs_load_with_the_train_command_contract(tmp_path, base):
     for run in sw.runs:
         assert run.run_dir == sw.output_dir / run.name
         assert load_config(sw.base, run.overrides) == run.config
-    assert sw.runs[1].config.model == {"name": "cnn", "channels": [32, 64], "hidden": 32,
-                                       "dropout1": 0.25, "dropout2": 0.5}
-    argv = sw.train_argv(sw.runs[0], data_dir="/data")
+    assert sw.runs[1].config.model.to_dict() == {"name": "cnn", "channels": [32, 64], "hidden": 32,
+                                                 "dropout1": 0.25, "dropout2": 0.5}
+    argv = sweep_mod.train_argv(sw, sw.runs[0], data_dir="/data")
     assert argv[-4:] == ["--run-dir", str(sw.runs[0].run_dir), "--data-dir", "/data"]
     assert argv[argv.index(str(base)) + 1:][:2] == ["--set", "train.epochs=2"]
 
@@ -210,7 +210,7 @@ def test_ready_sweeps_plan(name):
 def test_architectures_compares_the_five_models_on_one_budget():
     sw = load_sweep(ROOT / "configs" / "sweeps" / "architectures.yaml",
                     overrides=["train.epochs=1", "data.subset=500"])
-    assert sorted(r.config.model["name"] for r in sw.runs) == ["cnn", "fast", "lenet5", "mlp",
+    assert sorted(r.config.model.name for r in sw.runs) == ["cnn", "fast", "lenet5", "mlp",
                                                                "resnet18"]
     assert {(r.config.train.epochs, r.config.data.subset, r.config.optim.name) for r in sw.runs} \
         == {(1, 500, sw.runs[0].config.optim.name)}
@@ -220,14 +220,14 @@ def test_architectures_compares_the_five_models_on_one_budget():
 
 
 @pytest.mark.parametrize("body, message", [
-    ("grid: {optim.lrr: [0.1]}\n", "grid: optim.lrr: unknown key optim.lrr (did you mean 'lr'?)"),
+    ("grid: {optim.lrr: [0.1]}\n", "grid.optim.lrr: unknown key optim.lrr (did you mean 'lr'?)"),
     ("grid: {model.hiden: [[4]]}\n", "unknown key model.hiden for model 'mlp' (did you mean 'hidden'?)"),
-    ("grid: {optim.lr: []}\n", "grid: optim.lr: empty list"),
-    ("zip: {optim.lr: []}\n", "zip: optim.lr: empty list"),
-    ("grid: {optim.lr: 0.1}\n", "grid: optim.lr: expected a list of values"),
-    ("random: {params: {optim.lr: {loguniform: [1.0e-4, 0.1]}}}\n", "random: count is missing"),
+    ("grid: {optim.lr: []}\n", "grid.optim.lr: empty list"),
+    ("zip: {optim.lr: []}\n", "zip.optim.lr: empty list"),
+    ("grid: {optim.lr: 0.1}\n", "grid.optim.lr: expected a list, got 0.1"),
+    ("random: {params: {optim.lr: {loguniform: [1.0e-4, 0.1]}}}\n", "random.count: missing: how many runs to draw"),
     ("random: {count: 2, params: {optim.lr: {logunifrom: [1.0e-4, 0.1]}}}\n",
-     "unknown distribution 'logunifrom' (did you mean 'loguniform'?)"),
+     "random.params.optim.lr.logunifrom: unknown key (did you mean 'loguniform'?)"),
     ("random: {count: 2, params: {optim.lr: {loguniform: [0, 0.1]}}}\n", "the bounds must be > 0"),
     ("zip: {optim.lr: [0.1, 0.2], data.batch_size: [32]}\n",
      "zip: the lists must have the same length (optim.lr has 2, data.batch_size has 1)"),

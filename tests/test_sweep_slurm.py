@@ -1,5 +1,6 @@
-"""A 3-run sweep submitted as one Slurm job array to the local sandbox completes, and `report`
-gathers all three runs (skipped with the reason where the sandbox cannot start)."""
+"""Sweeps as Slurm job arrays on the local sandbox (skipped with the reason where it cannot start):
+a 3-run sweep completes and `report` gathers it; a sweep whose config asks for SIGUSR2 gets that
+signal in its job script, so its task checkpoints, requeues itself and completes."""
 
 import csv
 import io
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.slurm_support import ROOT, mnist_hpc, slurm_data, slurm_sandbox  # noqa: F401 - fixtures
+from tests.slurm_support import ROOT, mnist_hpc, slurm_data, slurm_sandbox, wait_until_done  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.slurm
 
@@ -26,12 +27,30 @@ grid:
 """
 
 
-def test_sweep_array_completes_and_report_gathers_it(slurm_sandbox, slurm_data):
+# one quickstart run of ≈ 630 steps (≈ 50 s on two idle cores, a few minutes on a busy machine)
+# with a 1-minute limit: the signal comes 30 s after each start (half the limit), so the task
+# must requeue at least once to finish
+SWEEP_USR2 = """\
+base: ../quickstart.yaml
+set: {runtime.requeue_signal: USR2, runtime.max_requeues: 30, runtime.threads: 2, data.subset: 40000,
+      data.val_split: null, train.checkpoint.every: 0}
+grid:
+  experiment.seed: [0]
+"""
+
+
+def make_project(sweep_name: str, text: str) -> Path:
+    """A project folder outside pytest's basetemp (pruned by other sessions under running jobs)."""
     project = Path(tempfile.mkdtemp(prefix="mnist-hpc-sweep-"))
+    (project / "mnist_hpc").symlink_to(ROOT / "mnist_hpc")
+    shutil.copytree(ROOT / "configs", project / "configs")
+    (project / "configs" / "sweeps" / f"{sweep_name}.yaml").write_text(text)
+    return project
+
+
+def test_sweep_array_completes_and_report_gathers_it(slurm_sandbox, slurm_data):
+    project = make_project("tiny_lr", SWEEP)
     try:
-        (project / "mnist_hpc").symlink_to(ROOT / "mnist_hpc")
-        shutil.copytree(ROOT / "configs", project / "configs")
-        (project / "configs" / "sweeps" / "tiny_lr.yaml").write_text(SWEEP)
         env = {"MNIST_HPC_PYTHON": sys.executable, "MNIST_HPC_DATA_DIR": str(slurm_data)}
         mnist_hpc("data", "pack", "mnist", cwd=project, env=env)
         out = mnist_hpc("sweep", "submit", "configs/sweeps/tiny_lr.yaml", "--cluster", "local",
@@ -54,5 +73,29 @@ def test_sweep_array_completes_and_report_gathers_it(slurm_sandbox, slurm_data):
         assert sorted(float(row["test_accuracy_mean"]) for row in rows) == \
             pytest.approx(sorted(s["test_accuracy"] for s in summaries), abs=1e-6)
         assert job
+    finally:
+        shutil.rmtree(project, ignore_errors=True)
+
+
+def test_sweep_task_requeues_with_the_configured_signal(slurm_sandbox, slurm_data):
+    project = make_project("usr2", SWEEP_USR2)
+    try:
+        env = {"MNIST_HPC_PYTHON": sys.executable, "MNIST_HPC_DATA_DIR": str(slurm_data)}
+        mnist_hpc("data", "pack", "mnist", cwd=project, env=env)
+        out = mnist_hpc("sweep", "submit", "configs/sweeps/usr2.yaml", "--cluster", "local", "--cpus", "2",
+                        "--time", "0:01:00", cwd=project, env=env).stdout
+        job = re.search(r"job array (\d+)", out).group(1)
+        (script,) = project.glob("runs/usr2-sweep*/job-0.sh")
+        text = script.read_text()
+        assert "#SBATCH --signal=B:USR2@30\n" in text and "REQUEUE_SIGNAL=USR2 " in text
+
+        state = wait_until_done(f"{job}_0", timeout=1200)
+        logs = "\n".join(p.read_text()[-3000:] for p in script.parent.glob("slurm-*.out"))
+        assert state == "COMPLETED", f"{state}\n{logs}"
+        (run,) = (project / "runs" / "sweeps" / "usr2").glob("*/summary.json")
+        summary = json.loads(run.read_text())
+        assert summary["status"] == "completed", summary
+        assert len(summary["requeues"]) >= 1 and all(r["signal"] == "SIGUSR2" for r in summary["requeues"]), logs
+        assert "requeued Slurm job" in logs
     finally:
         shutil.rmtree(project, ignore_errors=True)

@@ -1,4 +1,5 @@
-"""The `sweep` command group (plan, run) and the `report` command. Neither imports torch.
+"""The `sweep` command group (plan, run) and the `report` command: thin click commands over
+``experiments.sweepfile``, ``experiments.sweep`` and ``experiments.report``. Neither imports torch.
 
 Registered on the main CLI by ``cli.add_command(sweep_group)`` and ``cli.add_command(report_command)``.
 """
@@ -12,11 +13,16 @@ from pathlib import Path
 
 import click
 
-from mnist_hpc.experiments import report as rep
 from mnist_hpc.errors import ConfigError, UserError
-from mnist_hpc.experiments.sweep import is_completed, last_line, load_sweep, run_sweep
+from mnist_hpc.experiments import figures, pages, tables
+from mnist_hpc.experiments.report import compare, find_runs, load_run
+from mnist_hpc.experiments.sweep import is_completed, last_line, run_sweep
+from mnist_hpc.experiments.sweepfile import MAX_RUNS, load_sweep
+from mnist_hpc.experiments.tables import plural
+from mnist_hpc.runs.folder import atomic_write
 
 SET_HELP = "Override a config value in every run (repeatable), e.g. --set train.epochs=1."
+LARGE_HELP = f"Allow a sweep of more than {MAX_RUNS:,} runs (refused otherwise: usually a typo)."
 
 
 class _UserFacing(click.ClickException):
@@ -51,17 +57,21 @@ def sweep_group():
 @sweep_group.command("plan")
 @click.argument("sweep_file", type=click.Path(path_type=Path))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+@click.option("--allow-large", is_flag=True, help=LARGE_HELP)
 @user_errors
-def plan(sweep_file, overrides):
+def plan(sweep_file, overrides, allow_large):
     """List the runs of SWEEP_FILE without running anything."""
-    sweep = load_sweep(sweep_file, overrides)
-    click.echo(f"sweep {sweep.name}: {len(sweep.runs)} runs of {sweep.base}, "
+    sweep = load_sweep(sweep_file, overrides, allow_large=allow_large, validate=False)
+    runs = sweep.runs
+    if len(runs) <= MAX_RUNS:  # every run checked before a line is printed (a larger one streams)
+        sweep.validate()
+    click.echo(f"sweep {sweep.name}: {plural(len(runs), 'run')} of {sweep.base}, "
                f"into {sweep.output_dir}/")
     if sweep.fixed:
         click.echo("every run: " + " ".join(f"--set {t}" for t in sweep.fixed))
-    width = max(len(r.name) for r in sweep.runs)
-    digits = len(str(len(sweep.runs) - 1))
-    for run in sweep.runs:
+    width = max(len(r.name) for r in runs) if len(runs) <= MAX_RUNS else 0
+    digits = len(str(len(runs) - 1))
+    for run in runs:
         varied = " ".join(run.overrides[len(sweep.fixed):])
         done = "  (done)" if is_completed(run.run_dir) else ""
         click.echo(f"{run.index:>{digits}}  {run.name:<{width}}  {varied}{done}")
@@ -76,41 +86,35 @@ def plan(sweep_file, overrides):
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Dataset folder, passed on to every run.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+@click.option("--allow-large", is_flag=True, help=LARGE_HELP)
 @user_errors
-def run(sweep_file, parallel, index, data_dir, overrides):
+def run(sweep_file, parallel, index, data_dir, overrides, allow_large):
     """Train every run of SWEEP_FILE that has not completed yet, then compare them.
 
     Each run trains in its own process into <output_dir>/sweeps/<sweep>/<run>/, with its
     output in train.log there. Running the command again skips the completed runs.
     """
-    sweep = load_sweep(sweep_file, overrides)
+    # an array task checks only its own run: the whole sweep was checked when it was submitted
+    sweep = load_sweep(sweep_file, overrides, allow_large=allow_large, validate=index is None)
     runs = sweep.runs
     if index is not None:
         if index >= len(runs):
-            raise ConfigError(f"--index {index}: the sweep {sweep_file} has {len(runs)} runs "
+            raise ConfigError(f"--index {index}: the sweep {sweep_file} has {plural(len(runs), 'run')} "
                               f"(indices 0-{len(runs) - 1})")
         runs = [runs[index]]
     at_once = f", {parallel} at a time" if parallel > 1 and len(runs) > 1 else ""
-    click.echo(f"sweep {sweep.name}: {len(runs)} run{'s' if len(runs) != 1 else ''} "
-               f"into {sweep.output_dir}/{at_once}")
+    click.echo(f"sweep {sweep.name}: {plural(len(runs), 'run')} into {sweep.output_dir}/{at_once}")
     try:
         results = run_sweep(sweep, runs, parallel, data_dir, echo=click.echo)
     except KeyboardInterrupt:
         click.echo("interrupted: run the same command again to continue", err=True)
         sys.exit(130)
 
-    completed = [r for r in sweep.runs if is_completed(r.run_dir)]
-    if index is None and completed:
-        comp = rep.compare([rep.load_run(r.run_dir) for r in completed])
-        click.echo(f"\n{len(completed)} of {len(sweep.runs)} runs completed\n")
-        click.echo(rep.format_table(comp))
-        click.echo("\n" + rep.verdict(comp))
-        click.echo(f"(mnist-hpc report {sweep.output_dir} --format markdown --plots DIR "
-                   f"--out FILE writes a report with figures)")
-
-    failed = [r for r in results if r.status == "failed"]
+    if index is None:
+        _print_comparison(sweep)
+    failed = [r for r in results if not r.ok]
     if failed:
-        click.echo(f"\n{len(failed)} run{'s' if len(failed) != 1 else ''} failed:", err=True)
+        click.echo(f"\n{plural(len(failed), 'run')} failed:", err=True)
         for r in failed:
             why = "stopped" if r.returncode is None else f"exit {r.returncode}"
             click.echo(f"  [{r.run.index}] {r.run.name}: {why}, log {r.log}", err=True)
@@ -123,6 +127,18 @@ def run(sweep_file, parallel, index, data_dir, overrides):
         sys.exit(code if code and code > 0 else 1)
 
 
+def _print_comparison(sweep) -> None:
+    completed = [r for r in sweep.runs if is_completed(r.run_dir)]
+    if not completed:
+        return
+    comp = compare([load_run(r.run_dir) for r in completed])
+    click.echo(f"\n{len(completed)} of {plural(len(sweep.runs), 'run')} completed\n")
+    click.echo(tables.format_table(comp))
+    click.echo("\n" + tables.verdict(comp))
+    click.echo(f"(mnist-hpc report {sweep.output_dir} --format markdown --plots DIR "
+               f"--out FILE writes a report with figures)")
+
+
 @click.command("report")
 @click.argument("dirs", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="DIR...")
 @click.option("--format", "fmt", type=click.Choice(["table", "markdown", "csv"]),
@@ -130,7 +146,8 @@ def run(sweep_file, parallel, index, data_dir, overrides):
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Write to this file instead of the terminal.")
 @click.option("--html", "as_html", is_flag=True,
-              help="Write a self-contained HTML report (figures embedded) to --out.")
+              help="Write a self-contained HTML report (figures embedded) to --out, "
+                   "or to report.html in the first DIR.")
 @click.option("--plots", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
               help="Draw the figures into this folder (a Markdown report links them).")
 @click.option("--title", help="Report title (default: from the folder names).")
@@ -144,38 +161,38 @@ def report_command(dirs, fmt, out, as_html, plots, title):
     """
     if as_html and fmt != "table":
         raise click.UsageError("--html writes an HTML report; leave out --format")
-    if as_html and out is None:
-        raise click.UsageError("--html needs --out FILE (the report is one self-contained file)")
     # a sweep file stands for its output folder
-    dirs = [load_sweep(d).output_dir if d.suffix in (".yaml", ".yml") and d.is_file() else d
-            for d in dirs]
-    runs, skipped = rep.find_runs(dirs)
-    comp = rep.compare(runs, skipped)
+    dirs = [load_sweep(d, allow_large=True, validate=False).output_dir
+            if d.suffix in (".yaml", ".yml") and d.is_file() else d for d in dirs]
+    runs, skipped = find_runs(dirs)
+    comp = compare(runs, skipped)
     for line in skipped:
         click.echo(f"note: skipped {line}", err=True)
     title = title or "Run comparison: " + ", ".join(d.resolve().name or str(d) for d in dirs)
+    if as_html and out is None:
+        out = dirs[0] / "report.html"
 
-    with tempfile.TemporaryDirectory() as tmp:
-        figures = []
-        if plots is not None:
-            figures = rep.make_plots(comp, plots)
-            click.echo(f"wrote {len(figures)} figures to {plots}/", err=True)
-        elif as_html:
-            figures = rep.make_plots(comp, tmp)
-
-        if as_html:
-            text = rep.html_report(comp, title, figures)
-        elif fmt == "markdown":
-            text = rep.markdown_report(comp, title, figures,
-                                       relative_to=out.parent if out else Path.cwd())
-        elif fmt == "csv":
-            text = rep.format_csv(comp)
-        else:
-            text = rep.format_table(comp) + "\n\n" + rep.verdict(comp) + "\n"
-
-    if out is None:
-        click.echo(text, nl=not text.endswith("\n"))
-    else:
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            found = []
+            if plots is not None:
+                found = figures.make_plots(comp, plots)
+                click.echo(f"wrote {plural(len(found), 'figure')} to {plots}/", err=True)
+            if as_html:
+                drawn = found if plots is not None else figures.make_plots(comp, tmp)
+                text = pages.html_report(comp, title, drawn)
+            elif fmt == "markdown":
+                text = pages.markdown_report(comp, title, found,
+                                             relative_to=out.parent if out else Path.cwd())
+            elif fmt == "csv":
+                text = comp.to_csv()
+            else:
+                text = comp.to_table()
+        if out is None:
+            click.echo(text, nl=not text.endswith("\n"))
+            return
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
-        click.echo(f"wrote {out}", err=True)
+        atomic_write(out, text)
+    except OSError as e:
+        raise UserError(f"{e.filename or out}: cannot write: {e.strerror or e}") from None
+    click.echo(f"wrote {out}", err=True)

@@ -49,24 +49,36 @@ def cli():
 @click.option("--run-dir", type=click.Path(file_okay=False), default=None,
               help="Write the run into exactly this folder (default: <output_dir>/<name>-<time>).")
 @click.option("--resume", default=None, metavar="auto|PATH",
-              help="Continue from a checkpoint: 'auto' takes the newest valid one of the run.")
+              help="Continue the same run from a checkpoint: 'auto' takes the newest valid one of the run. "
+                   "Only epochs, checkpointing, device/threads and logging may change.")
+@click.option("--init-from", default=None, metavar="RUN_OR_CHECKPOINT", type=click.Path(exists=True),
+              help="Start a NEW run from the weights (only) of a run folder or checkpoint.")
 @click.option("--nproc", type=click.IntRange(1, 512), default=1, show_default=True,
               help="Processes on this node (DDP through torchrun; one per GPU).")
-def train(config, overrides, data_dir, run_dir, resume, nproc):
-    """Train the model described by CONFIG (a YAML file)."""
-    from mnist_hpc.training import stopflag as signals
-    from mnist_hpc.config import load_config
+def train(config, overrides, data_dir, run_dir, resume, init_from, nproc):
+    """Train the model described by CONFIG (a YAML file or a shipped config name)."""
+    from mnist_hpc.training import stopflag
 
-    signals.install()  # before torch loads: a time-limit signal during start-up is not fatal
+    stopflag.install()  # before torch loads: a time-limit signal during start-up is not fatal
     try:
-        cfg = load_config(config, overrides)
+        cfg = _load(config, overrides)
         if nproc > 1:
             _relaunch_torchrun(nproc)
-        from mnist_hpc.training.engine import train as run_training
+        from mnist_hpc import api
 
-        run_training(cfg, data_dir=data_dir, run_dir=run_dir, resume=resume, source=config)
+        api.train(cfg, data_dir=data_dir, run_dir=run_dir, resume=resume, init_from=init_from, progress=None)
     finally:
-        signals.uninstall()  # callers that run the CLI in-process get their handlers back
+        stopflag.uninstall()  # callers that run the CLI in-process get their handlers back
+
+
+def _load(source, overrides):
+    """``load_config`` plus its notes (e.g. keys a model switch dropped) on stderr."""
+    from mnist_hpc.api import load_config
+
+    cfg = load_config(source, overrides)
+    for note in cfg.notes:
+        click.echo(f"note: {note}", err=True)
+    return cfg
 
 
 def _relaunch_torchrun(nproc: int):
@@ -102,21 +114,36 @@ def config():
 @click.argument("config_file", metavar="CONFIG", type=click.Path(dir_okay=False))
 @set_option
 def config_show(config_file, overrides):
-    """Print the resolved config (extends: merged, --set applied, defaults filled)."""
-    from mnist_hpc.config import load_config
+    """Print the resolved config (extends: merged, --set applied, defaults filled), each key with
+    its one-line comment."""
+    click.echo(_load(config_file, overrides).to_yaml(), nl=False)
 
-    click.echo(load_config(config_file, overrides).to_yaml(), nl=False)
+
+@cli.command()
+def configs():
+    """List the shipped configs (usable by name anywhere, e.g. `mnist-hpc train quickstart`)."""
+    from mnist_hpc.config import SHIPPED_DIR, shipped_configs
+
+    for name, purpose in shipped_configs().items():
+        click.echo(f"{name:<12} {purpose}")
+    click.echo(f"(files in {SHIPPED_DIR}; sweeps in {SHIPPED_DIR / 'sweeps'})")
 
 
 @config.command("validate")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 def config_validate(files):
-    """Check config files; one line per file, exit 2 if any is invalid."""
+    """Check config files and sweep files (every run a sweep makes); one line per file, exit 2 if
+    any is invalid."""
     from mnist_hpc.config import load_config
+    from mnist_hpc.experiments.sweepfile import is_sweep_file, validate_sweep_file
 
     bad = 0
     for f in files:
         try:
+            if is_sweep_file(f):
+                n = validate_sweep_file(f)
+                click.echo(f"ok    {f} ({n:,} run{'' if n == 1 else 's'})")
+                continue
             load_config(f)
             click.echo(f"ok    {f}")
         except ConfigError as e:
@@ -132,12 +159,12 @@ def config_validate(files):
 @cli.command()
 def models():
     """List the model zoo with parameter counts."""
-    from mnist_hpc.config.models import MODEL_SPECS, validate_model_params
+    from mnist_hpc.config.models import MODEL_SPECS
     from mnist_hpc.training.models import build_model, count_params, size_mb
 
     click.echo(f"{'name':<10} {'params':>12} {'size':>9}  description")
     for name, spec in MODEL_SPECS.items():
-        m = build_model({"name": name, **validate_model_params(name, {})})
+        m = build_model(spec.section())
         click.echo(f"{name:<10} {count_params(m):>12,} {size_mb(m):>6.2f} MB  {spec.description}")
 
 
@@ -146,11 +173,10 @@ def models():
 @set_option
 def summary(config_file, overrides):
     """Print a layer table of CONFIG's model (output shapes, parameters, size)."""
-    from mnist_hpc.config import load_config
     from mnist_hpc.training.models import build_model, summary_text
 
-    cfg = load_config(config_file, overrides)
-    click.echo(summary_text(build_model(cfg.model), f"{cfg.model['name']} ({cfg.experiment.name})"))
+    cfg = _load(config_file, overrides)
+    click.echo(summary_text(build_model(cfg.model), f"{cfg.model.name} ({cfg.experiment.name})"))
 
 
 # --------------------------------------------------------------------------- data
@@ -190,6 +216,7 @@ def data_list():
 @data_dir_option
 def data_download(datasets, data_dir):
     """Download (or unpack local archives of) datasets, MD5-checked by torchvision."""
+    from mnist_hpc.cluster import env as job_env
     from mnist_hpc.training import data as D
     from mnist_hpc.config.datasets import DATASETS, resolve_data_root
 
@@ -200,7 +227,7 @@ def data_download(datasets, data_dir):
         if before["unpacked"]:
             click.echo(f"{name}: already present in {D.raw_folder(spec, root)}")
             continue
-        D.prepare(spec, root, download=True)
+        D.prepare(spec, root, download=not job_env.current().in_job)  # compute nodes: local archives only
         click.echo(f"{name}: ready in {D.raw_folder(spec, root)} ({why})")
 
 
@@ -234,11 +261,14 @@ def data_verify(datasets, data_dir):
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 def evaluate(runs, ensemble, tta, data_dir, device):
     """Re-evaluate run folders or checkpoints on the test set."""
-    from mnist_hpc.training.engine import evaluate_runs
+    from mnist_hpc.cluster import env as job_env
+    from mnist_hpc.training.inference import evaluate_runs
 
     if len(runs) > 1 and not ensemble:
         click.echo("(several runs: evaluating each; add --ensemble to average them)")
-    results, ens = evaluate_runs(runs, data_dir=data_dir, tta=tta, device=device)
+    job = job_env.current()
+    results, ens = evaluate_runs(runs, data_dir=data_dir, tta=tta, device=device, cpus=job.cpus_per_task,
+                                 offline=job.in_job)
     for r in results:
         click.echo(f"test accuracy {r['test_accuracy'] * 100:.2f}%  loss {r['test_loss']:.4f}  {r['checkpoint']}")
     if ensemble and ens:
@@ -250,23 +280,33 @@ def evaluate(runs, ensemble, tta, data_dir, device):
 @click.argument("checkpoint", type=click.Path(exists=True), metavar="CHECKPOINT_OR_RUN")
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 def predict(checkpoint, images):
-    """Classify image files (PNG/JPEG, any size; preprocessed the MNIST way)."""
-    from mnist_hpc.training.engine import predict_images
+    """Classify image files (PNG/JPEG, any size; preprocessed the MNIST way). Each image is judged
+    on its own: a bad one gets an error line on stderr, the others are still classified (exit 1
+    if any failed)."""
+    from mnist_hpc.training.inference import predict_each
 
-    for path, top in predict_images(checkpoint, list(images)):
-        click.echo(f"{path}: " + "  ".join(f"{name} {p * 100:.1f}%" for name, p in top))
+    failed = 0
+    for path, top, error in predict_each(checkpoint, list(images)):
+        if error:
+            failed += 1
+            click.echo(f"error: {error}", err=True)
+        else:
+            click.echo(f"{path}: " + "  ".join(f"{name} {p * 100:.1f}%" for name, p in top))
+    if failed:
+        raise SystemExit(1)
 
 
 # --------------------------------------------------------------------------- other groups
 # (each module imports no torch at import time, so `--help` stays fast)
 
 from mnist_hpc.cli.bench import bench  # noqa: E402
-from mnist_hpc.cli import cluster as hpc_commands# noqa: E402
+from mnist_hpc.cli import cluster as hpc_commands  # noqa: E402
 from mnist_hpc.cli.experiments import report_command, sweep_group  # noqa: E402
 
 cli.add_command(sweep_group)  # mnist-hpc sweep plan|run
 cli.add_command(report_command)  # mnist-hpc report
-hpc_commands.register(cli)  # submit, status, logs, cancel, push; data pack; sweep submit
+hpc_commands.register(cli)  # submit, status, logs, cancel, push; data pack
+sweep_group.add_command(hpc_commands.sweep_submit_command)  # mnist-hpc sweep submit
 cli.add_command(bench)  # mnist-hpc bench tta|throughput|side-by-side|pipeline|all
 
 
@@ -276,8 +316,10 @@ cli.add_command(bench)  # mnist-hpc bench tta|throughput|side-by-side|pipeline|a
 def main(argv=None):
     try:
         cli.main(args=argv, prog_name="mnist-hpc", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+    except click.exceptions.Abort as e:  # click turns Ctrl-C into Abort: say what training kept
+        cause = e.__cause__
+        ctrl_c = str(cause) if isinstance(cause, KeyboardInterrupt) and str(cause) else ""
+        click.echo(ctrl_c or "aborted", err=True)
         raise SystemExit(130) from None
     except click.ClickException as e:
         e.show()
@@ -289,8 +331,8 @@ def main(argv=None):
     except UserError as e:
         click.echo(f"error: {e}", err=True)
         raise SystemExit(e.exit_code) from None
-    except KeyboardInterrupt:
-        click.echo("interrupted (Ctrl-C); nothing already saved was lost", err=True)
+    except KeyboardInterrupt as e:  # training says which checkpoint it kept and how to resume
+        click.echo(str(e) if str(e) else "interrupted (Ctrl-C); nothing already saved was lost", err=True)
         raise SystemExit(130) from None
 
 

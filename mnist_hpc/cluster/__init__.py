@@ -1,1 +1,3 @@
-"""Slurm clusters: the job's environment, cluster profiles, job-script rendering, submit/status/logs/cancel."""
+"""Slurm clusters: the job's environment (env, the only reader of SLURM_*), cluster profiles,
+job specs and their rules, rendering from templates, submitting (jobs), following (queue),
+copying the project up (push) and the data archive (datapack)."""

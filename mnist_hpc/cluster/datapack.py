@@ -8,13 +8,13 @@ not compressed again, as the files already are.
 
 from __future__ import annotations
 
-import os
 import tarfile
 from pathlib import Path
 
 from mnist_hpc.config import did_you_mean
 from mnist_hpc.config.datasets import DATASETS, RAW_FILES
 from mnist_hpc.errors import DataError, UserError
+from mnist_hpc.runs.folder import atomic_write_with
 
 DEFAULT_ARCHIVE = Path("data") / "mnist-hpc-data.tar"
 
@@ -52,16 +52,14 @@ def pack(root, names, output=DEFAULT_ARCHIVE) -> Path:
                             f"`mnist-hpc data download {name}` first")
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
-    try:
-        with tarfile.open(tmp, "w") as tar:
+
+    def write(f):
+        with tarfile.open(fileobj=f, mode="w") as tar:
             for name in names:
                 for path in dataset_files(root, name):
                     tar.add(path, arcname=f"{DATASETS[name].folder}/raw/{path.name}")
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return output
+
+    return atomic_write_with(output, write)
 
 
 def contents(archive) -> list[str]:

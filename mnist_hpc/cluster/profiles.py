@@ -2,45 +2,99 @@
 
 The built-in profiles live in ``clusters.yaml`` next to this module. Users add or override
 profiles in ``~/.config/mnist-hpc/clusters.yaml`` (``$XDG_CONFIG_HOME`` respected) or in the
-file named by ``$MNIST_HPC_CLUSTERS``; both are validated as strictly as experiment configs:
-an unknown key is an error with a did-you-mean.
+file named by ``$MNIST_HPC_CLUSTERS``. Every file is read with the shared bounded YAML loader and
+validated by the one config validator (``build_section``): an unknown key is an error with a
+did-you-mean, exactly as in experiment configs.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Optional
 
-from mnist_hpc.config import did_you_mean, read_yaml
+from mnist_hpc.config import build_section, did_you_mean, read_yaml, resolve_extends
+from mnist_hpc.config.validate import fail
+from mnist_hpc.cluster.units import is_mem, is_time, parse_time
 from mnist_hpc.errors import ConfigError, UserError
 
 GPU_REQUEST_STYLES = ("gpus-per-node", "gres")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class MigSlice:
+    """One MIG instance type: the cores and memory a job asks for with it."""
+
+    cpus: int = 1
+    mem: str = "1G"
+
+    def check(self, err):
+        if self.cpus < 1:
+            err("cpus", "an integer >= 1", self.cpus)
+        if not is_mem(self.mem):
+            err("mem", "a memory size such as 15G", self.mem)
 
 
 @dataclass(frozen=True)
 class Profile:
-    name: str
+    """One cluster; each key is explained at the top of clusters.yaml."""
+
+    name: str = ""  # the key under profiles: (set by the loader, not in the file)
     description: str = ""
-    gpu_type: Optional[str] = None  # default GPU specifier; None = untyped requests
-    gpu_types: tuple = ()  # specifiers accepted by --gpus TYPE:N
-    gpu_request: str = "gres"  # gpus-per-node | gres
+    gpu_type: Optional[str] = None
+    gpu_types: tuple[str, ...] = ()
+    gpu_request: str = "gres"
     gpus_per_node: int = 0
+    gpu_counts: tuple[int, ...] = ()
+    mig: dict[str, MigSlice] = field(default_factory=dict)
     cpus_per_gpu: int = 1
-    mem_per_gpu: Optional[str] = None  # None = no --mem for GPU jobs
+    mem_per_gpu: Optional[str] = None
     cpus_cpu_job: int = 1
     mem_cpu_job: Optional[str] = None
+    cpu_node_cores: int = 0
     max_time: str = "1-00:00:00"
-    max_array_size: int = 1001
-    modules: tuple = ()
-    gpu_modules: tuple = ()
+    max_jobs: int = 0
+    max_running: int = 0
+    max_array_size: int = 1001  # Slurm's default MaxArraySize
+    modules: tuple[str, ...] = ()
+    gpu_modules: tuple[str, ...] = ()
     partition: Optional[str] = None
     internet: bool = True
     account_required: bool = False
+    account_prefixes: tuple[str, ...] = ()
+    home_read_only: bool = False
+    push_dir: str = "scratch"
+    notes: tuple[str, ...] = ()
+
+    def check(self, err):
+        if self.gpu_request not in GPU_REQUEST_STYLES:
+            err("gpu_request", f"one of {', '.join(GPU_REQUEST_STYLES)}", self.gpu_request, GPU_REQUEST_STYLES)
+        if not is_time(self.max_time):
+            err("max_time", "a Slurm time such as 7-00:00:00", self.max_time)
+        for key in ("mem_per_gpu", "mem_cpu_job"):
+            if getattr(self, key) is not None and not is_mem(getattr(self, key)):
+                err(key, "a memory size such as 32G (or null)", getattr(self, key))
+        for key in ("gpus_per_node", "cpus_per_gpu", "cpus_cpu_job", "cpu_node_cores", "max_jobs",
+                    "max_running", "max_array_size"):
+            if getattr(self, key) < 0:
+                err(key, "an integer >= 0", getattr(self, key))
+        if any(n < 1 for n in self.gpu_counts):
+            err("gpu_counts", "a list of GPU counts >= 1", list(self.gpu_counts))
+        if not self.push_dir.strip() or self.push_dir.startswith("-"):
+            err("push_dir", "a folder under the remote home, such as scratch", self.push_dir)
+
+    def check_whole(self, err):
+        """The checks across keys, once ``extends:`` is resolved."""
+        if self.gpu_type and self.gpu_type not in self.gpu_types:
+            err("gpu_type", f"one of gpu_types ({', '.join(self.gpu_types) or 'none'})", self.gpu_type)
+        if any(n > self.gpus_per_node for n in self.gpu_counts):
+            err("gpu_counts", f"counts up to gpus_per_node ({self.gpus_per_node})", list(self.gpu_counts))
+        if set(self.mig) & set(self.gpu_types):
+            err("mig", "slice names that are not in gpu_types", sorted(set(self.mig) & set(self.gpu_types)))
 
     @property
     def max_seconds(self) -> int:
@@ -56,52 +110,20 @@ class Profile:
         return f"--gres=gpu:{kind}:{count}" if kind else f"--gres=gpu:{count}"
 
 
-_FIELDS = {f.name: f for f in dataclasses.fields(Profile) if f.name != "name"}
-_LISTS = ("gpu_types", "modules", "gpu_modules")
-_OPTIONAL_STR = ("gpu_type", "mem_per_gpu", "mem_cpu_job", "partition")
-_INTS = ("gpus_per_node", "cpus_per_gpu", "cpus_cpu_job", "max_array_size")
-_BOOLS = ("internet", "account_required")
-_MEM_RE = re.compile(r"^[0-9]+[KMGT]?$")
+@dataclass(frozen=True)
+class Retired:
+    """A cluster that no longer runs jobs, and the one that replaced it."""
+
+    successor: str = ""
+    note: str = ""  # what happened, shown in the warning
 
 
-# --------------------------------------------------------------------------- time strings
+@dataclass(frozen=True)
+class ClustersFile:
+    """The layout of clusters.yaml (built-in and the user's)."""
 
-_TIME_RE = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
-
-
-def parse_time(text: str) -> int:
-    """Seconds in a Slurm time limit: M, M:S, H:M:S, D-H, D-H:M or D-H:M:S."""
-    m = _TIME_RE.match(str(text).strip())
-    if not m:
-        raise UserError(f"time {text!r}: expected a Slurm time such as 30 (minutes), 0:30:00, "
-                        "12:00:00 or 2-00:00:00")
-    days, a, b, c = m.groups()
-    a, b, c = int(a), int(b) if b else None, int(c) if c else None
-    if days is not None:  # D-H, D-H:M, D-H:M:S
-        seconds = int(days) * 86400 + a * 3600 + (b or 0) * 60 + (c or 0)
-    elif c is not None:  # H:M:S
-        seconds = a * 3600 + b * 60 + c
-    elif b is not None:  # M:S
-        seconds = a * 60 + b
-    else:  # M
-        seconds = a * 60
-    if seconds <= 0:
-        raise UserError(f"time {text!r}: must be longer than zero")
-    return seconds
-
-
-def format_time(seconds: int) -> str:
-    """A Slurm time limit: H:MM:SS, or D-HH:MM:SS from one day on."""
-    days, rest = divmod(int(seconds), 86400)
-    h, rest = divmod(rest, 3600)
-    m, s = divmod(rest, 60)
-    return f"{days}-{h:02d}:{m:02d}:{s:02d}" if days else f"{h}:{m:02d}:{s:02d}"
-
-
-def check_mem(text: str, what: str = "--mem") -> str:
-    if not _MEM_RE.match(str(text)):
-        raise UserError(f"{what} {text!r}: expected a size such as 4G, 500M or 16000 (MB)")
-    return str(text)
+    profiles: dict[str, dict] = field(default_factory=dict)  # raw: `extends:` is resolved later
+    retired: dict[str, Retired] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- loading
@@ -118,98 +140,60 @@ def _user_files() -> list[Path]:
     return [f for f in files if f.is_file()]
 
 
-def _check_entry(name: str, entry, source: str) -> dict:
-    """Validate one raw profile mapping (before ``extends:`` is resolved)."""
-    where = f"{source}: profiles.{name}"
-    if not isinstance(entry, dict):
-        raise ConfigError(f"{where}: expected a mapping of profile settings, got {entry!r}")
-    allowed = ["extends", *_FIELDS]
-    for key, value in entry.items():
-        if key not in allowed:
-            raise ConfigError(f"{where}.{key}: unknown key{did_you_mean(key, allowed)}; "
-                              f"expected one of {', '.join(allowed)}")
-        bad = None
-        if key in _LISTS:
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                bad = "a list of strings"
-        elif key in _OPTIONAL_STR:
-            if value is not None and not isinstance(value, str):
-                bad = "a string or null"
-            elif key.startswith("mem") and value is not None and not _MEM_RE.match(value):
-                bad = "a memory size such as 32G (or null)"
-        elif key in _INTS:
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                bad = "an integer >= 0"
-        elif key in _BOOLS:
-            if not isinstance(value, bool):
-                bad = "true or false"
-        elif key == "gpu_request":
-            if value not in GPU_REQUEST_STYLES:
-                bad = f"one of {', '.join(GPU_REQUEST_STYLES)}"
-        elif key == "max_time":
-            try:
-                parse_time(value)
-            except UserError:
-                bad = "a Slurm time such as 7-00:00:00"
-        elif not isinstance(value, str):  # description, extends
-            bad = "a string"
-        if bad:
-            raise ConfigError(f"{where}.{key}: expected {bad}, got {value!r}")
-    return entry
+def _read_file(path, entries: dict, retired: dict) -> None:
+    """Add the profiles of one file to ``entries`` (name -> (raw mapping, source))."""
+    source = str(path)
+    data = build_section(ClustersFile, read_yaml(Path(path)), "", source)
+    for name, entry in data.profiles.items():
+        where = f"profiles.{name}"
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            fail(source, "profiles", f"{name!r} is not a valid profile name (letters, digits, '.', '_' and '-')")
+        if not isinstance(entry, dict):
+            fail(source, where, f"expected a mapping of profile settings, got {entry!r}")
+        if "name" in entry:
+            fail(source, f"{where}.name", "unknown key; a profile is named by its key under profiles:")
+        if not isinstance(entry.get("extends", ""), str):
+            fail(source, f"{where}.extends", f"expected a profile name, got {entry['extends']!r}")
+        build_section(Profile, {k: v for k, v in entry.items() if k != "extends"}, where, source)
+        entries[name] = (entry, source)
+    for name, old in data.retired.items():
+        retired[name] = old
 
 
-def _read_file(text_source: str, data, entries: dict, retired: dict, builtin: bool):
-    if data is None:
-        return
-    if not isinstance(data, dict):
-        raise ConfigError(f"{text_source}: expected a mapping with 'profiles:'")
-    allowed = ["profiles", "retired"] if builtin else ["profiles"]
-    for key in data:
-        if key not in allowed:
-            raise ConfigError(f"{text_source}: {key}: unknown key{did_you_mean(key, allowed)}; "
-                              f"expected {' or '.join(allowed)}")
-    profiles = data.get("profiles") or {}
-    if not isinstance(profiles, dict):
-        raise ConfigError(f"{text_source}: profiles: expected a mapping of profile names")
-    for name, entry in profiles.items():
-        if not isinstance(name, str) or not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", name):
-            raise ConfigError(f"{text_source}: profiles: {name!r} is not a valid profile name "
-                              "(letters, digits, '.', '_' and '-')")
-        entries[name] = (_check_entry(name, entry, text_source), text_source)
-    retired.update(data.get("retired") or {})
+def _resolve(name: str, entries: dict) -> dict:
+    """A profile's settings merged over those of the profiles it extends (the shared resolver)."""
+
+    def lookup(key):
+        entry, source = entries[key]
+        parent = entry.get("extends")
+        if parent is not None and parent not in entries:
+            fail(source, f"profiles.{key}.extends", f"unknown profile {parent!r}{did_you_mean(parent, entries)}")
+        return {k: v for k, v in entry.items() if k != "extends"}, [] if parent is None else [parent]
+
+    # shallow: a value replaces the parent's whole value (`mig: {}` drops the parent's slices)
+    return resolve_extends(name, lookup, merge=lambda base, over: {**base, **over},
+                           where=lambda key: f"{entries[key][1]}: profiles.{key}")
 
 
-def _resolve(name: str, entries: dict, chain: tuple = ()) -> dict:
-    entry, source = entries[name]
-    parent = entry.get("extends")
-    if parent is None:
-        return {k: v for k, v in entry.items() if k != "extends"}
-    if parent in chain or parent == name:
-        raise ConfigError(f"{source}: profiles.{name}.extends: loop through {' -> '.join((*chain, name, parent))}")
-    if parent not in entries:
-        raise ConfigError(f"{source}: profiles.{name}.extends: unknown profile "
-                          f"{parent!r}{did_you_mean(parent, entries)}")
-    merged = _resolve(parent, entries, (*chain, name))
-    merged.update({k: v for k, v in entry.items() if k != "extends"})
-    return merged
-
-
-def load_profiles() -> tuple[dict[str, Profile], dict[str, dict]]:
+def load_profiles() -> tuple[dict[str, Profile], dict[str, Retired]]:
     """All profiles (built-in, then the user's files) and the retired-name table."""
     entries: dict = {}
     retired: dict = {}
     builtin = resources.files("mnist_hpc.cluster").joinpath("clusters.yaml")
     with resources.as_file(builtin) as path:
-        _read_file(f"{path}", read_yaml(Path(path)), entries, retired, builtin=True)
+        _read_file(path, entries, retired)
     for path in _user_files():
-        _read_file(str(path), read_yaml(path), entries, retired, builtin=False)
+        _read_file(path, entries, retired)
     profiles = {}
-    for name in entries:
+    for name, (_, source) in entries.items():
         values = _resolve(name, entries)
-        for key in _LISTS:
-            if key in values:
-                values[key] = tuple(values[key])
-        profiles[name] = Profile(name=name, **values)
+        profile = build_section(Profile, {**values, "name": name}, f"profiles.{name}", source)
+        profile.check_whole(lambda key, expected, got, options=None: fail(
+            source, f"profiles.{name}.{key}", f"expected {expected}, got {got!r}"))
+        profiles[name] = profile
+    for name, old in retired.items():
+        if old.successor not in profiles:
+            raise ConfigError(f"retired.{name}.successor: unknown profile {old.successor!r}")
     return profiles, retired
 
 
@@ -221,8 +205,8 @@ def get_profile(name: str) -> tuple[Profile, Optional[str]]:
         return profiles[key], None
     if key in retired:
         old = retired[key]
-        successor = profiles[old["successor"]]
-        return successor, (f"{old['note']}; using its successor {successor.name} instead "
+        successor = profiles[old.successor]
+        return successor, (f"{old.note}; using its successor {successor.name} instead "
                            f"(pass --cluster {successor.name} to silence this warning)")
     known = sorted([*profiles, *retired])
     raise UserError(f"unknown cluster {name!r}{did_you_mean(key, known)}; known clusters: "

@@ -86,6 +86,17 @@ def squeue(user: Optional[str] = None, job_ids: tuple = ()) -> list[QueuedJob]:
     return jobs
 
 
+def count_jobs(user: Optional[str] = None) -> int:
+    """The user's jobs in the queue, each array task counted (as per-user limits count them);
+    0 when squeue cannot tell (best effort: the limit is checked again by sbatch)."""
+    try:
+        proc = _run(["squeue", "--noheader", "--array", "--format=%i", f"--user={user or current_user()}"],
+                    check=False)
+    except UserError:
+        return 0
+    return len(proc.stdout.split()) if proc.returncode == 0 else 0
+
+
 def scancel(job_id: str) -> None:
     _run(["scancel", check_job_id(job_id)])
 

@@ -4,16 +4,17 @@ Inputs are plain lists / numpy arrays (never torch). matplotlib is imported insi
 so that importing this module is free. Figures are built with the object-oriented API
 (``matplotlib.figure.Figure``) on the Agg canvas: no pyplot global state (nothing to leak over a
 long sweep, no display needed on a compute node, and a user's own backend is left alone).
-Every PNG is written to ``<path>.tmp.png`` in the same folder and renamed into place, so a
-reader never sees half a file.
+Every PNG goes through the project's one atomic writer (``runs.folder.atomic_write_with``),
+so a reader never sees half a file.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from mnist_hpc.runs.folder import atomic_write_with
 
 DPI = 120
 
@@ -35,17 +36,10 @@ def _new_figure(width_in: float, height_in: float):
 
 
 def _save(fig, path) -> Path:
-    """Write ``fig`` to ``path`` atomically (temporary PNG in the same folder, then rename)."""
+    """Write ``fig`` to ``path`` as a PNG, atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    try:
-        fig.savefig(tmp, format="png", dpi=DPI, facecolor="white")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return atomic_write_with(path, lambda f: fig.savefig(f, format="png", dpi=DPI, facecolor="white"))
 
 
 def _num(value):
@@ -81,6 +75,31 @@ def _as_percent(series_list):
     return [(xs, [y * factor for y in ys]) for xs, ys in series_list]
 
 
+def integer_ticks(axis, values) -> None:
+    """Ticks at whole numbers (epochs), also for one or two epochs, where matplotlib's integer
+    locator falls back to fractions (0.96, 0.98, 1.00, ...)."""
+    from matplotlib.ticker import MaxNLocator
+
+    values = [v for v in values if v is not None]
+    if values and max(values) - min(values) < 10:
+        axis.set_ticks(range(math.floor(min(values)), math.ceil(max(values)) + 1))
+    else:
+        axis.set_major_locator(MaxNLocator(integer=True))
+
+
+def label_inside(ax, text: str, x, y, **style) -> None:
+    """Annotate the point (x, y) on the side that keeps the label inside the axes: left of a
+    point near the right edge, above a point near the bottom."""
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    fx = (x - x0) / (x1 - x0) if x1 != x0 else 0.5
+    fy = (y - y0) / (y1 - y0) if y1 != y0 else 0.5
+    ha = "right" if fx > 0.7 else "left" if fx < 0.3 else "center"
+    dx = {"right": -4, "left": 4, "center": 0}[ha]
+    va, dy = ("bottom", 6) if fy < 0.3 else ("top", -6)
+    ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), ha=ha, va=va,
+                fontsize=8, **style)
+
+
 def learning_curves(rows: Sequence[Mapping], path, title: str | None = None) -> Path:
     """Loss and accuracy (%) per epoch, train vs validation, side by side.
 
@@ -113,7 +132,7 @@ def learning_curves(rows: Sequence[Mapping], path, title: str | None = None) -> 
         ax.grid(True, alpha=0.3)
         if drawn:
             ax.legend(loc="best", fontsize=9)
-            ax.xaxis.get_major_locator().set_params(integer=True)
+            integer_ticks(ax.xaxis, train[0] + val[0])
         else:
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes,
                     color="0.4", fontsize=12)
@@ -121,9 +140,8 @@ def learning_curves(rows: Sequence[Mapping], path, title: str | None = None) -> 
     # Say where the last / best accuracy ended, so the figure answers the usual question.
     if va_acc[1]:
         best = max(range(len(va_acc[1])), key=lambda i: va_acc[1][i])
-        ax_acc.annotate(f"best {va_acc[1][best]:.2f}%", (va_acc[0][best], va_acc[1][best]),
-                        textcoords="offset points", xytext=(0, -14), ha="center", fontsize=8,
-                        color="tab:orange")
+        label_inside(ax_acc, f"best {va_acc[1][best]:.2f}%", va_acc[0][best], va_acc[1][best],
+                     color="tab:orange")
     if title:
         fig.suptitle(title)
     fig.tight_layout()

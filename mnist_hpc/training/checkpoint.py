@@ -10,14 +10,16 @@ pickled objects.
 
 from __future__ import annotations
 
-import os
+import json
 import random
 import re
+import warnings
 from pathlib import Path
 
 import torch
 
 from mnist_hpc.errors import CheckpointError
+from mnist_hpc.runs.folder import atomic_write_with
 
 FORMAT = "mnist-hpc-checkpoint"
 VERSION = 1
@@ -45,8 +47,11 @@ def set_rng_state(state: dict) -> None:
     kind, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if state.get("cuda") and torch.cuda.is_available():
+        # one state per GPU the saving process saw: restore those this process sees (a run saved
+        # with 4 GPUs may resume with 1; one saved on a CPU, or resumed on one, has none to restore)
+        for index, gpu_state in enumerate(state["cuda"][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(gpu_state, index)
 
 
 def _to_plain(x):
@@ -57,37 +62,56 @@ def _to_tuple(x):
     return tuple(_to_tuple(v) for v in x) if isinstance(x, list) else x
 
 
-def atomic_save(obj, path: Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+def atomic_save(obj, path) -> Path:
+    """``torch.save`` through the project's one atomic writer."""
+    return atomic_write_with(path, lambda f: torch.save(obj, f))
 
 
 def save(state: dict, ckpt_dir: Path, *, keep: int, best: bool = False) -> Path:
-    """Write ``last-e<epoch>-s<step>.pt`` (and ``best.pt``), keep the newest ``keep``."""
+    """Write ``last-e<epoch>-s<step>.pt`` (and ``best.pt``), keep the newest ``keep`` of this run.
+
+    The checkpoint carries the run id of the folder's ``run.json``. Rotation deletes only this
+    run's own older files: never one at a later position than the one just written, never one
+    stamped with another run's id."""
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    state = {"format": FORMAT, "version": VERSION, **state}
+    run_id = folder_run_id(ckpt_dir.parent)
+    state = {"format": FORMAT, "version": VERSION, "run_id": run_id, **state}
     path = ckpt_dir / f"last-e{state['epoch']:04d}-s{state['step']:06d}.pt"
     atomic_save(state, path)
     if best:
         atomic_save(state, ckpt_dir / "best.pt")
-    for old in list_checkpoints(ckpt_dir)[keep:]:
-        old.unlink(missing_ok=True)
+    _rotate(ckpt_dir, path, keep, run_id)
     return path
+
+
+def folder_run_id(run_dir) -> str | None:
+    """The run id in ``<run_dir>/run.json`` (None for folders of earlier versions)."""
+    try:
+        data = json.loads((Path(run_dir) / "run.json").read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return data.get("run_id") if isinstance(data, dict) else None
+
+
+def _rotate(ckpt_dir: Path, newest: Path, keep: int, run_id) -> None:
+    files = list_checkpoints(ckpt_dir)
+    older = files[files.index(newest):] if newest in files else []
+    for old in older[keep:]:
+        if run_id is None or stored_run_id(old) in (run_id, None):
+            old.unlink(missing_ok=True)
+
+
+def stored_run_id(path):
+    """The run id a checkpoint was stamped with (None for files of earlier versions); "?" when
+    the file cannot be read (so it counts as nobody's and is left alone). Memory-mapped: cheap."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - any unreadable file
+        return "?"
+    return state.get("run_id") if isinstance(state, dict) else "?"
 
 
 def list_checkpoints(ckpt_dir: Path) -> list[Path]:
@@ -106,12 +130,17 @@ def load(path, *, map_location="cpu") -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # e.g. torch's pickle-protocol note before a refusal
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - unpickling errors come in many types
-        msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
-        if "weights_only" in str(e) or "Unsupported global" in str(e):
+        msg = str(e).splitlines()[0].split(". ")[0][:160] if str(e) else type(e).__name__
+        if "Unsupported global" in str(e):
             raise CheckpointError(f"{path}: refused: the file holds Python objects that a safe load "
                                   f"will not construct (not an mnist-hpc checkpoint)") from None
+        if "weights_only" in str(e):
+            raise CheckpointError(f"{path}: refused: not a file written by torch.save (a raw pickle or "
+                                  f"other data), so not an mnist-hpc checkpoint") from None
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupted?): {msg}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an mnist-hpc checkpoint")
@@ -131,12 +160,80 @@ def newest_valid(ckpt_dir: Path, warn=print):
     return None, None
 
 
-def check_compatible(state: dict, cfg_dict: dict, path) -> None:
-    """Refuse a checkpoint of another model, dataset or optimizer than the config's."""
-    old = state.get("config", {})
-    for what, get in [("model", lambda c: c.get("model")),
-                      ("data.dataset", lambda c: c.get("data", {}).get("dataset")),
-                      ("optim.name", lambda c: c.get("optim", {}).get("name"))]:
-        if get(old) != get(cfg_dict):
-            raise CheckpointError(f"{path}: checkpoint is for {what}={get(old)!r}, but the config says "
-                                  f"{get(cfg_dict)!r}")
+# --------------------------------------------------------------------------- resume: same run?
+
+# Keys that may differ on --resume without making it another run: how long it trains, when it
+# saves, where and how fast it runs, what it logs. Any other difference is another experiment.
+RESUMABLE_KEYS = ("train.epochs", "train.checkpoint.", "train.compile", "runtime.threads", "runtime.device",
+                  "runtime.deterministic", "runtime.channels_last", "runtime.dist_timeout",
+                  "runtime.max_requeues", "runtime.requeue_signal", "experiment.tensorboard",
+                  "experiment.output_dir", "data.root", "data.eval_batch_size")
+
+
+def _flatten(data, prefix=""):
+    out = {}
+    for key, value in (data or {}).items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+_ABSENT = object()  # a key one of the two configs does not have (e.g. another model's parameter)
+
+
+def _diff(old: dict, new: dict) -> dict:
+    a, b = _flatten(old), _flatten(new)
+    pairs = {k: (a.get(k, _ABSENT), b.get(k, _ABSENT)) for k in dict.fromkeys([*a, *b])}
+    return {k: [va, vb] for k, (va, vb) in pairs.items() if va != vb}
+
+
+def config_changes(old: dict, new: dict) -> dict:
+    """{dotted key: [old value, new value]} for every key whose value differs (None: absent)."""
+    return {k: [None if v is _ABSENT else v for v in pair] for k, pair in _diff(old, new).items()}
+
+
+def resumable(key: str) -> bool:
+    return any(key == k or (k.endswith(".") and key.startswith(k)) for k in RESUMABLE_KEYS)
+
+
+def _show(value) -> str:
+    text = "(absent)" if value is _ABSENT else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def run_of(path) -> Path:
+    """The run folder of a checkpoint file (``<run>/checkpoints/x.pt``), else the file itself."""
+    path = Path(path)
+    return path.parent.parent if path.parent.name == "checkpoints" else path
+
+
+def check_compatible(state: dict, cfg_dict: dict, path) -> dict:
+    """The changes that resuming ``state`` with config ``cfg_dict`` applies ({key: [old, new]}):
+    only keys of ``RESUMABLE_KEYS`` may differ, and train.epochs may not fall below the epoch the
+    checkpoint reached. Anything else raises one line listing the differing keys (old -> new)
+    and how to start a new run from the checkpoint's weights (--init-from)."""
+    old = state.get("config")
+    if not isinstance(old, dict):
+        raise CheckpointError(f"{path}: the checkpoint carries no config, so it cannot be resumed; "
+                              f"start a new run from its weights with --init-from {path}")
+    from mnist_hpc.config import config_from_dict
+
+    old = config_from_dict(old, source=f"{path} (stored config)").to_dict()  # validated, defaults filled
+    refused = {k: v for k, v in _diff(old, cfg_dict).items() if not resumable(k)}
+    if refused:
+        shown = ", ".join(f"{k} {_show(a)} -> {_show(b)}" for k, (a, b) in list(refused.items())[:8])
+        more = f" (+{len(refused) - 8} more)" if len(refused) > 8 else ""
+        run = run_of(path)
+        own = "its config.yaml" if (run / "config.yaml").is_file() else "its own config"
+        raise CheckpointError(
+            f"{path}: the config differs from the checkpoint's: {shown}{more}; --resume continues the "
+            f"same run (only epochs, checkpointing, device/threads and logging may change): resume with "
+            f"{own}, or start a new run from its weights: mnist-hpc train CONFIG --init-from {run}")
+    reached = int(state.get("epoch", 0))
+    epochs = cfg_dict.get("train", {}).get("epochs", reached)
+    if epochs < reached or (epochs == reached and state.get("step", 0)):
+        raise CheckpointError(f"{path}: train.epochs={epochs}, but the checkpoint is already at epoch "
+                              f"{reached + (1 if state.get('step', 0) else 0)}; set train.epochs to at least that")
+    return config_changes(old, cfg_dict)

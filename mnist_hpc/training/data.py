@@ -80,14 +80,19 @@ def verify(spec: DatasetSpec, root) -> list[tuple[str, bool, str]]:
 
 
 def _offline_forced() -> bool:
-    return bool(os.environ.get("MNIST_HPC_OFFLINE")) or bool(os.environ.get("SLURM_JOB_ID"))
+    return bool(os.environ.get("MNIST_HPC_OFFLINE"))
 
 
 def prepare(spec: DatasetSpec, root, download: bool = True) -> None:
     """Make sure the unpacked files exist under root: unpack local archives (offline, MD5
-    checked) or download them (when allowed and not inside a Slurm job)."""
+    checked) or download them (when ``download`` and $MNIST_HPC_OFFLINE is unset; callers inside
+    a batch job pass ``download=False``: compute nodes have no internet)."""
     if _unpacked(spec, root):  # the common case: no torchvision import (≈2 s) needed
         return
+    nearest = next(p for p in (raw_folder(spec, root), *raw_folder(spec, root).parents) if p.exists())
+    if not nearest.is_dir():  # not the network's fault: say so before trying to download
+        raise DataError(f"{nearest}: is a file, not a folder; point --data-dir, $MNIST_HPC_DATA_DIR "
+                        f"or data.root at the data folder")
     st = status(spec, root)
     raw = st["raw"]
     for name, md5 in _resources(spec):
@@ -112,6 +117,21 @@ def prepare(spec: DatasetSpec, root, download: bool = True) -> None:
             raise DataError(f"{raw}: could not unpack the archives ({e}); run `mnist-hpc data verify`") from None
         raise DataError(f"dataset {spec.name}: download failed ({type(e).__name__}: "
                         f"{str(e).splitlines()[0][:120]}); {OFFLINE_HINT}") from None
+
+
+def prepare_per_node(spec: DatasetSpec, root, denv, download: bool = True) -> None:
+    """``prepare`` once per node before any rank reads: each node may have its own data folder
+    (a job's local disk), so local rank 0 of every node unpacks into it while the node's other
+    ranks wait at a barrier. Global rank 0 goes first, so that nodes sharing one folder find it
+    ready instead of unpacking into the same files at once. A collective: every rank calls it."""
+    from mnist_hpc.training.distributed import barrier
+
+    if denv.is_main:
+        prepare(spec, root, download=download)
+    barrier(denv)
+    if denv.local_rank == 0 and not denv.is_main:
+        prepare(spec, root, download=download)
+    barrier(denv)
 
 
 def _unpacked(spec: DatasetSpec, root) -> bool:
@@ -250,10 +270,6 @@ class ResidentLoader:
             return torch.arange(len(self.x), device=self.x.device)
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         return torch.randperm(len(self.x), generator=g).to(self.x.device)
-
-    def global_batch_indices(self, epoch: int):
-        perm = self.order(epoch)
-        return [perm[s * self.batch_size:(s + 1) * self.batch_size] for s in range(self.steps)]
 
     def batches(self, epoch: int, start_step: int = 0):
         """Yield (step, x, y, global_batch_size) from ``start_step`` to the end of the epoch."""

@@ -1,14 +1,16 @@
-"""Launch detection and the process group: torchrun, Slurm srun (one task per GPU), or one process.
+"""Launch detection and the process group: torchrun-style variables (RANK, WORLD_SIZE, ...) or one process.
 
-An environment that looks half-distributed (WORLD_SIZE without RANK, say) is an error, never a
-silent fallback to one process. The process group is always destroyed, on errors too.
+Only torchrun's variables are read here. A scheduler's own launcher (srun, one task per GPU)
+reaches training through the same variables: the cluster layer derives them and the run entry
+merges them over the environment (``TrainContext.launch_env``). An environment that looks
+half-distributed (WORLD_SIZE without RANK, say) is an error, never a silent fallback to one
+process. The process group is always destroyed, on errors too.
 """
 
 from __future__ import annotations
 
 import datetime
 import os
-import subprocess
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -19,7 +21,7 @@ TORCHRUN_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT
 
 @dataclass(frozen=True)
 class DistEnv:
-    launcher: str  # "single" | "torchrun" | "slurm"
+    launcher: str  # "single", "torchrun", or the name of what set the variables ("slurm")
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
@@ -43,47 +45,24 @@ def _int(env, key) -> int:
         raise UserError(f"distributed launch: ${key} must be an integer, got {env.get(key)!r}") from None
 
 
-def first_host(nodelist: str) -> str:
-    """First host of a Slurm node list, via `scontrol show hostnames` (handles node[01-04])."""
-    if "[" not in nodelist and "," not in nodelist:
-        return nodelist
-    try:
-        out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True,
-                             text=True, timeout=30, check=True).stdout.split()
-    except (OSError, subprocess.SubprocessError) as e:
-        raise UserError(f"distributed launch: cannot expand the Slurm node list {nodelist!r} "
-                        f"with scontrol ({e}); set MASTER_ADDR") from None
-    if not out:
-        raise UserError(f"distributed launch: empty Slurm node list {nodelist!r}")
-    return out[0]
-
-
-def detect(env=None) -> DistEnv:
+def detect(env=None, launcher: str = "torchrun") -> DistEnv:
+    """The rank layout from torchrun-style variables in ``env`` (default: os.environ); one
+    process when none is set. ``launcher`` names who set them (recorded in summary.json)."""
     env = os.environ if env is None else env
     present = [k for k in TORCHRUN_VARS[:3] if k in env]
-    if present:  # torchrun (or a hand-made equivalent): RANK, LOCAL_RANK, WORLD_SIZE all needed
-        missing = [k for k in TORCHRUN_VARS if k not in env]
-        if missing:
-            raise UserError(f"distributed launch: {', '.join('$' + k for k in present)} set but "
-                            f"{', '.join('$' + k for k in missing)} missing; launch with torchrun, "
-                            f"or unset them for a single process")
-        world, rank, local = _int(env, "WORLD_SIZE"), _int(env, "RANK"), _int(env, "LOCAL_RANK")
-        if world < 1 or not 0 <= rank < world:
-            raise UserError(f"distributed launch: RANK={rank} is not in [0, WORLD_SIZE={world})")
-        return DistEnv("torchrun", rank, local, world, int(env.get("LOCAL_WORLD_SIZE", world)),
-                       env["MASTER_ADDR"], _int(env, "MASTER_PORT"))
-    ntasks = env.get("SLURM_STEP_NUM_TASKS")
-    if ntasks and int(ntasks) > 1 and "SLURM_PROCID" in env:  # srun, one task per GPU
-        world, rank = int(ntasks), _int(env, "SLURM_PROCID")
-        local = int(env.get("SLURM_LOCALID", 0))
-        nodes = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or "127.0.0.1"
-        addr = env.get("MASTER_ADDR") or first_host(nodes)
-        job = int(env.get("SLURM_JOB_ID", "0") or 0)
-        port = int(env.get("MASTER_PORT") or 20000 + job % 20000)
-        per_node = env.get("SLURM_STEP_TASKS_PER_NODE", "").split("(")[0]
-        local_world = int(per_node) if per_node.isdigit() else world
-        return DistEnv("slurm", rank, local, world, local_world, addr, port)
-    return DistEnv("single")
+    if not present:
+        return DistEnv("single")
+    # RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT are all needed
+    missing = [k for k in TORCHRUN_VARS if k not in env]
+    if missing:
+        raise UserError(f"distributed launch: {', '.join('$' + k for k in present)} set but "
+                        f"{', '.join('$' + k for k in missing)} missing; launch with torchrun, "
+                        f"or unset them for a single process")
+    world, rank, local = _int(env, "WORLD_SIZE"), _int(env, "RANK"), _int(env, "LOCAL_RANK")
+    if world < 1 or not 0 <= rank < world:
+        raise UserError(f"distributed launch: RANK={rank} is not in [0, WORLD_SIZE={world})")
+    local_world = _int(env, "LOCAL_WORLD_SIZE") if "LOCAL_WORLD_SIZE" in env else world
+    return DistEnv(launcher, rank, local, world, local_world, env["MASTER_ADDR"], _int(env, "MASTER_PORT"))
 
 
 @contextmanager

@@ -1,6 +1,6 @@
 """Classification metrics on plain Python lists: confusion matrix, per-class P/R/F1, accuracy.
 
-No torch here (architecture: ``metrics`` is torch-free). The engine may build the confusion
+No torch here (architecture: ``metrics`` is torch-free). The trainer may build the confusion
 matrix on the device (``torch.bincount(true * C + pred, minlength=C * C).view(C, C)``) and pass
 ``cm.tolist()`` to :func:`per_class_metrics`; or pass the predictions to
 :func:`confusion_matrix`. Conventions (the same as scikit-learn's):

@@ -1,4 +1,4 @@
-"""The model zoo: torch modules built from ``cfg.model`` (parameters typed in model_specs.py).
+"""The model zoo: torch modules built from ``cfg.model`` (parameters typed in config/models.py).
 
 All models take normalised (N, 1, 28, 28) input and return logits for 10 classes.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mnist_hpc.config.models import MODEL_SPECS
+from mnist_hpc.config.models import MODEL_SPECS, ModelSection
 
 NUM_CLASSES = 10
 
@@ -94,10 +94,13 @@ def fast(width, depth, channels=(), head="max", downsample="maxpool") -> nn.Modu
 
 
 BUILDERS = {"mlp": mlp, "cnn": cnn, "lenet5": lenet5, "resnet18": resnet18, "fast": fast}
-assert set(BUILDERS) == set(MODEL_SPECS), "model_specs.py and models.py must name the same models"
+assert set(BUILDERS) == set(MODEL_SPECS), "config/models.py and training/models.py must name the same models"
 
 
-def build_model(model_cfg: dict) -> nn.Module:
+def build_model(model_cfg: ModelSection | dict) -> nn.Module:
+    """The torch module for ``cfg.model`` (or a plain ``{"name": ..., **params}`` dict)."""
+    if isinstance(model_cfg, ModelSection):
+        return BUILDERS[model_cfg.name](**model_cfg.params())
     params = {k: v for k, v in model_cfg.items() if k != "name"}
     return BUILDERS[model_cfg["name"]](**params)
 

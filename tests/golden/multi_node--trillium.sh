@@ -15,7 +15,10 @@
 #
 # Data-parallel training across nodes: one task per GPU on every node, started by srun,
 # joined by PyTorch DDP.
-# Made by mnist-hpc for the cluster profile trillium (Trillium (SciNet), NVIDIA H100-80gb, 4 per node, 24 cores per GPU).
+# Made by mnist-hpc for the cluster profile trillium (Trillium (SciNet), NVIDIA H100-80gb, 1 GPU or whole nodes of 4, 24 cores per GPU).
+# Trillium: submit from $SCRATCH ($HOME is read-only on compute nodes); GPU jobs from the GPU
+# login node trillium-gpu.alliancecan.ca, CPU jobs (whole 192-core nodes) from trillium.alliancecan.ca.
+# A GPU job takes 1 GPU or whole nodes of 4 (--gpus-per-node=4), never 2 or 3. [Trillium Quickstart]
 # Submit from the project folder:   sbatch /home/someone/scratch/mnist-hpc/runs/golden-20260101-120000/job.sh
 # Follow it:   sq   (or mnist-hpc status)   and   cat /home/someone/scratch/mnist-hpc/runs/golden-20260101-120000/slurm-JOBID.out   (or mnist-hpc logs JOBID -f)
 set -euo pipefail
@@ -24,7 +27,7 @@ CONFIG=/home/someone/scratch/mnist-hpc/runs/golden-20260101-120000/config.yaml  
 RUN_DIR=/home/someone/scratch/mnist-hpc/runs/golden-20260101-120000  # empty: <output_dir>/<name>-job<JOBID>/, found again after a requeue
 DATA_ARCHIVE=/home/someone/scratch/mnist-hpc/data/mnist-hpc-data.tar  # from `mnist-hpc data pack`, unpacked into each node's $SLURM_TMPDIR
 DATA_DIR=''  # datasets folder when there is no $SLURM_TMPDIR (empty: $MNIST_HPC_DATA_DIR or the user cache)
-MODULES=(python/3.11 cuda)
+MODULES=(StdEnv/2023 python/3.11)
 
 cd /home/someone/scratch/mnist-hpc
 PROJECT_DIR=$PWD

@@ -8,14 +8,16 @@
 #SBATCH --ntasks-per-node=1
 #SBATCH --cpus-per-task=12
 #SBATCH --mem=32G
-#SBATCH --gpus-per-node=1
+#SBATCH --gpus-per-node=h100:1
 #SBATCH --output=/home/someone/scratch/mnist-hpc/runs/golden-20260101-120000/slurm-%j.out
 #SBATCH --signal=B:USR1@90
 #SBATCH --requeue
 #SBATCH --open-mode=append
 #
 # Train one model on one node (one GPU, or CPU only).
-# Made by mnist-hpc for the cluster profile alliance (any Alliance cluster (untyped GPU request), for the ready-to-edit slurm/*.sh).
+# Made by mnist-hpc for the cluster profile alliance (any Alliance cluster with H100 GPUs (Fir, Nibi, Rorqual, Trillium), for the ready-to-edit slurm/*.sh).
+# On Narval (A100 GPUs) change h100 to a100 in the GPU request. [Narval]
+# On Trillium: 1 GPU or whole nodes of 4, submitted from $SCRATCH. [Trillium Quickstart]
 # Submit from the project folder:   sbatch /home/someone/scratch/mnist-hpc/runs/golden-20260101-120000/job.sh
 # Follow it:   sq   (or mnist-hpc status)   and   cat /home/someone/scratch/mnist-hpc/runs/golden-20260101-120000/slurm-JOBID.out   (or mnist-hpc logs JOBID -f)
 set -euo pipefail
@@ -24,7 +26,7 @@ CONFIG=/home/someone/scratch/mnist-hpc/runs/golden-20260101-120000/config.yaml  
 RUN_DIR=/home/someone/scratch/mnist-hpc/runs/golden-20260101-120000  # empty: <output_dir>/<name>-job<JOBID>/, found again after a requeue
 DATA_ARCHIVE=/home/someone/scratch/mnist-hpc/data/mnist-hpc-data.tar  # from `mnist-hpc data pack`, unpacked into $SLURM_TMPDIR
 DATA_DIR=''  # datasets folder when there is no $SLURM_TMPDIR (empty: $MNIST_HPC_DATA_DIR or the user cache)
-MODULES=(python/3.11 cuda)
+MODULES=(StdEnv/2023 python/3.11)
 REQUEUE_SIGNAL=USR1  # keep in step with --signal above and runtime.requeue_signal
 
 cd /home/someone/scratch/mnist-hpc

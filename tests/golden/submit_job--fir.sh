@@ -24,7 +24,7 @@ CONFIG=/home/someone/scratch/mnist-hpc/runs/golden-20260101-120000/config.yaml  
 RUN_DIR=/home/someone/scratch/mnist-hpc/runs/golden-20260101-120000  # empty: <output_dir>/<name>-job<JOBID>/, found again after a requeue
 DATA_ARCHIVE=/home/someone/scratch/mnist-hpc/data/mnist-hpc-data.tar  # from `mnist-hpc data pack`, unpacked into $SLURM_TMPDIR
 DATA_DIR=''  # datasets folder when there is no $SLURM_TMPDIR (empty: $MNIST_HPC_DATA_DIR or the user cache)
-MODULES=(python/3.11 cuda)
+MODULES=(StdEnv/2023 python/3.11)
 REQUEUE_SIGNAL=USR1  # keep in step with --signal above and runtime.requeue_signal
 
 cd /home/someone/scratch/mnist-hpc

@@ -26,7 +26,7 @@ INDEX_OFFSET=0  # added to the array index (a sweep longer than the cluster's la
 DATA_ARCHIVE=/home/someone/scratch/mnist-hpc/data/mnist-hpc-data.tar  # from `mnist-hpc data pack`, unpacked into $SLURM_TMPDIR
 DATA_DIR=''  # datasets folder when there is no $SLURM_TMPDIR (empty: $MNIST_HPC_DATA_DIR or the user cache)
 MODULES=()
-REQUEUE_SIGNAL=USR1  # keep in step with --signal above
+REQUEUE_SIGNAL=USR1  # keep in step with --signal above and runtime.requeue_signal
 
 cd /home/someone/scratch/mnist-hpc
 PROJECT_DIR=$PWD

@@ -16,7 +16,7 @@
 #SBATCH --open-mode=append
 #
 # A sweep as one job array: task I runs run I + INDEX_OFFSET of the sweep file.
-# Made by mnist-hpc for the cluster profile nibi (Nibi (Waterloo), NVIDIA H100-80gb, 4 per node; successor of Graham).
+# Made by mnist-hpc for the cluster profile nibi (Nibi (Waterloo), NVIDIA H100-80gb, 8 per node; successor of Graham).
 # Set --array to 0-(N-1)%K for N runs, K at a time (`mnist-hpc sweep submit` does it for you).
 # Submit from the project folder:   sbatch /home/someone/scratch/mnist-hpc/runs/golden-20260101-120000/job.sh
 # Follow it:   sq   (or mnist-hpc status)   and   cat /home/someone/scratch/mnist-hpc/runs/golden-20260101-120000/slurm-JOBID_TASK.out   (or mnist-hpc logs JOBID -f)
@@ -26,8 +26,8 @@ SWEEP=/home/someone/scratch/mnist-hpc/configs/sweeps/learning_rate.yaml  # the s
 INDEX_OFFSET=0  # added to the array index (a sweep longer than the cluster's largest array is split)
 DATA_ARCHIVE=/home/someone/scratch/mnist-hpc/data/mnist-hpc-data.tar  # from `mnist-hpc data pack`, unpacked into $SLURM_TMPDIR
 DATA_DIR=''  # datasets folder when there is no $SLURM_TMPDIR (empty: $MNIST_HPC_DATA_DIR or the user cache)
-MODULES=(python/3.11 cuda)
-REQUEUE_SIGNAL=USR1  # keep in step with --signal above
+MODULES=(StdEnv/2023 python/3.11)
+REQUEUE_SIGNAL=USR1  # keep in step with --signal above and runtime.requeue_signal
 
 cd /home/someone/scratch/mnist-hpc
 PROJECT_DIR=$PWD

@@ -15,7 +15,10 @@
 #SBATCH --open-mode=append
 #
 # A sweep as one job array: task I runs run I + INDEX_OFFSET of the sweep file.
-# Made by mnist-hpc for the cluster profile trillium (Trillium (SciNet), NVIDIA H100-80gb, 4 per node, 24 cores per GPU).
+# Made by mnist-hpc for the cluster profile trillium (Trillium (SciNet), NVIDIA H100-80gb, 1 GPU or whole nodes of 4, 24 cores per GPU).
+# Trillium: submit from $SCRATCH ($HOME is read-only on compute nodes); GPU jobs from the GPU
+# login node trillium-gpu.alliancecan.ca, CPU jobs (whole 192-core nodes) from trillium.alliancecan.ca.
+# A GPU job takes 1 GPU or whole nodes of 4 (--gpus-per-node=4), never 2 or 3. [Trillium Quickstart]
 # Set --array to 0-(N-1)%K for N runs, K at a time (`mnist-hpc sweep submit` does it for you).
 # Submit from the project folder:   sbatch /home/someone/scratch/mnist-hpc/runs/golden-20260101-120000/job.sh
 # Follow it:   sq   (or mnist-hpc status)   and   cat /home/someone/scratch/mnist-hpc/runs/golden-20260101-120000/slurm-JOBID_TASK.out   (or mnist-hpc logs JOBID -f)
@@ -25,8 +28,8 @@ SWEEP=/home/someone/scratch/mnist-hpc/configs/sweeps/learning_rate.yaml  # the s
 INDEX_OFFSET=0  # added to the array index (a sweep longer than the cluster's largest array is split)
 DATA_ARCHIVE=/home/someone/scratch/mnist-hpc/data/mnist-hpc-data.tar  # from `mnist-hpc data pack`, unpacked into $SLURM_TMPDIR
 DATA_DIR=''  # datasets folder when there is no $SLURM_TMPDIR (empty: $MNIST_HPC_DATA_DIR or the user cache)
-MODULES=(python/3.11 cuda)
-REQUEUE_SIGNAL=USR1  # keep in step with --signal above
+MODULES=(StdEnv/2023 python/3.11)
+REQUEUE_SIGNAL=USR1  # keep in step with --signal above and runtime.requeue_signal
 
 cd /home/someone/scratch/mnist-hpc
 PROJECT_DIR=$PWD

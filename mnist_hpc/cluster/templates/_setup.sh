@@ -26,7 +26,14 @@ setup_node() {  # setup_node ARCHIVE
 }
 export -f setup_node
 if [ -n "${SLURM_TMPDIR:-}" ]; then
-  {{setup_command}}
+{{#multi_node}}
+  # once on every node (each has its own $SLURM_TMPDIR); $1 is for the inner bash
+  # shellcheck disable=SC2016
+  srun --nodes="$SLURM_NNODES" --ntasks="$SLURM_NNODES" --ntasks-per-node=1 bash -c 'setup_node "$1"' _ "$DATA_ARCHIVE"
+{{/multi_node}}
+{{^multi_node}}
+  setup_node "$DATA_ARCHIVE"
+{{/multi_node}}
 fi
 
 # ---- python: $MNIST_HPC_PYTHON if set, else the virtualenv above, else the project's .venv,

@@ -1,0 +1,329 @@
+"""The public Python API: what `import mnist_hpc` offers (re-exported lazily by the package).
+
+The CLI is a thin layer over these functions; notebooks and scripts call them directly:
+
+    import mnist_hpc
+    run = mnist_hpc.train("quickstart", overrides=["train.epochs=1"])
+    run.summary.test_accuracy, run.plots, run.predict(["digit.png"])
+
+Nothing here imports torch at import time; each function imports what it needs.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Optional, Sequence, Union
+
+from mnist_hpc.errors import UserError
+
+PLOT_NAMES = ("learning_curves", "confusion_matrix", "misclassified")
+
+
+def _echo(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# --------------------------------------------------------------------------- configs
+
+
+def load_config(source, overrides: Sequence[str] = ()):
+    """A validated ``Config`` from a YAML path or a shipped config name (``"quickstart"``),
+    with ``--set``-style ``overrides`` such as ``["optim.lr=0.01", "model.hidden=[256,64]"]``."""
+    from mnist_hpc.config import load_config as _load
+
+    return _load(source, tuple(overrides))
+
+
+def _as_config(config_or_source, overrides: Sequence[str]):
+    """A validated ``Config`` from a Config, a plain dict, a path or a shipped config name;
+    ``cfg.source`` says where it came from and ``cfg.notes`` what loading changed."""
+    from mnist_hpc.config import Config, apply_overrides, config_from_dict
+
+    if isinstance(config_or_source, Config) and not overrides:
+        return config_or_source
+    if isinstance(config_or_source, (Config, dict)):
+        base = config_or_source.to_dict() if isinstance(config_or_source, Config) else config_or_source
+        origin = config_or_source.source if isinstance(config_or_source, Config) else "python dict"
+        notes: list = []
+        data = apply_overrides(base, tuple(overrides), notes)
+        cfg = config_from_dict(data, source=origin + (" (with overrides)" if overrides else ""))
+        cfg.notes, cfg.source = tuple(notes), origin
+        return cfg
+    return load_config(config_or_source, overrides)
+
+
+# --------------------------------------------------------------------------- runs
+
+
+class Run:
+    """One run folder: its config, summary, per-epoch metrics, checkpoints and plots.
+
+    ``Run.load(path)`` opens any run folder (finished or not); ``train()`` returns one."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    @classmethod
+    def load(cls, path) -> "Run":
+        p = Path(path)
+        if not p.is_dir():
+            raise UserError(f"{p}: no such run folder")
+        if not (p / "config.yaml").is_file():
+            raise UserError(f"{p}: not a run folder (no config.yaml)")
+        return cls(p)
+
+    def __repr__(self) -> str:
+        s = self.summary
+        acc = f", test_accuracy={s.test_accuracy:.4f}" if s and s.test_accuracy is not None else ""
+        return f"Run('{self.path}'{acc})"
+
+    # -- what the folder holds ----------------------------------------------------------------
+
+    @property
+    def config(self):
+        """The resolved config the run was trained with (``config.yaml``)."""
+        from mnist_hpc.config import config_from_dict, read_yaml
+
+        return config_from_dict(read_yaml(self.path / "config.yaml"), source=str(self.path / "config.yaml"))
+
+    @property
+    def summary(self):
+        """The ``RunSummary`` of a finished run, or None while it has none."""
+        from mnist_hpc.runs.summary import read_summary
+
+        return read_summary(self.path)
+
+    @property
+    def state(self):
+        """How the run stands: a ``RunState`` (``.state``: running, completed, failed or
+        interrupted; ``.describe()`` in words, e.g. "interrupted by SIGUSR1 at epoch 2, step 14"),
+        or None for a folder that holds no run."""
+        from mnist_hpc.runs.state import read_state
+
+        return read_state(self.path)
+
+    @property
+    def metrics(self) -> list:
+        """One dict per finished epoch (``metrics.csv``): epoch, train_loss, train_acc, val_loss, ..."""
+        from mnist_hpc.runs.folder import read_metrics_csv
+
+        return [row.to_dict() for row in read_metrics_csv(self.path / "metrics.csv")]
+
+    @property
+    def plots(self) -> dict:
+        """{name: path} of the figures the run wrote (learning curves, confusion matrix, misclassified)."""
+        return {n: self.path / "plots" / f"{n}.png" for n in PLOT_NAMES
+                if (self.path / "plots" / f"{n}.png").exists()}
+
+    def checkpoint(self, which: str = "best") -> Path:
+        """The checkpoint file: ``best`` (falls back to the newest when there is no best.pt) or ``last``."""
+        from mnist_hpc.training.checkpoint import list_checkpoints
+
+        if which not in ("best", "last"):
+            raise UserError(f"which={which!r}: expected 'best' or 'last'")
+        cdir = self.path / "checkpoints"
+        newest = list_checkpoints(cdir) if cdir.is_dir() else []
+        if which == "best" and (cdir / "best.pt").exists():
+            return cdir / "best.pt"
+        if not newest:
+            raise UserError(f"{self.path}: no checkpoint in {cdir}")
+        return newest[0]
+
+    # -- using the model ----------------------------------------------------------------------
+
+    def model(self, which: str = "best", device: str = "cpu"):
+        """The trained ``torch.nn.Module`` (in eval mode) from the best or last checkpoint."""
+        from mnist_hpc.training.inference import load_for_inference
+
+        model, _, _ = load_for_inference(self.checkpoint(which), device)
+        return model
+
+    def evaluate(self, tta: bool = False, *, data_dir=None, device: str = "auto") -> dict:
+        """Test accuracy and loss of the best (else newest) checkpoint: {"test_accuracy", "test_loss", ...}."""
+        from mnist_hpc.training.inference import evaluate_runs
+
+        results, _ = evaluate_runs([self.path], data_dir=data_dir, tta=tta, device=device)
+        return results[0]
+
+    def predict(self, images, *, which: str = "best", top: int = 3, device: str = "cpu",
+                errors: str = "raise") -> list:
+        """Classify images: file paths, PIL images or arrays (any size; prepared the MNIST way).
+
+        Returns one ``Prediction`` per image (label, probability, top-k list), in input order.
+        A bad image (missing, not an image, blank, ...): with ``errors="raise"`` (the default)
+        the first one raises a one-line UserError naming it, before anything is classified;
+        with ``errors="skip"`` each image is judged on its own and a bad one gets a
+        ``Prediction`` whose ``label`` is None and ``error`` the one-line reason (nothing
+        raises, even when every image is bad: check ``.error``)."""
+        from mnist_hpc.training.inference import predict_arrays
+
+        if errors not in ("raise", "skip"):
+            raise UserError(f"errors={errors!r}: expected 'raise' or 'skip'")
+        if isinstance(images, (str, Path)) or not isinstance(images, Iterable) or _is_array(images):
+            images = [images]
+        prepared = []  # (name, array or None, error or None)
+        for i, img in enumerate(images):
+            name = str(img) if isinstance(img, (str, Path)) else f"image {i}"
+            try:
+                prepared.append((name, _to_mnist_array(img, i), None))
+            except UserError as e:
+                if errors == "raise":
+                    raise
+                prepared.append((name, None, str(e)))
+        good = [a for _, a, err in prepared if err is None]
+        ranked = iter(predict_arrays(self.checkpoint(which), good, device=device, top=top) if good else [])
+        return [Prediction(n, None, None, [], err) if err else _prediction(n, next(ranked))
+                for n, _, err in prepared]
+
+    # -- notebooks ----------------------------------------------------------------------------
+
+    def _repr_markdown_(self) -> str:
+        s = self.summary
+        if s is None:
+            return f"**{self.path.name}** — no summary yet (running, failed or interrupted)"
+        return (f"**{self.path.name}** — test accuracy **{s.test_accuracy * 100:.2f}%** · "
+                f"{s.model} ({s.params:,} params) on {s.dataset} · {s.train_seconds:.1f} s training")
+
+    def show(self) -> None:
+        """Display the summary line and every plot inline (Jupyter), or print their paths."""
+        try:
+            from IPython.display import Image, Markdown, display
+        except ImportError:
+            print(self._repr_markdown_())
+            for name, p in self.plots.items():
+                print(f"{name}: {p}")
+            return
+        display(Markdown(self._repr_markdown_()))
+        for p in self.plots.values():
+            display(Image(filename=str(p)))
+
+
+@dataclass
+class Prediction:
+    source: str  # the file name, or "image N" for in-memory images
+    label: Optional[str]  # the most likely class name (None for a bad image)
+    probability: Optional[float]
+    top: list  # [(class name, probability), ...] best first
+    error: Optional[str] = None  # predict(errors="skip"): why this image could not be classified
+
+    def __str__(self) -> str:
+        if self.error:
+            return f"error: {self.error}"
+        return f"{self.source}: " + "  ".join(f"{name} {p * 100:.1f}%" for name, p in self.top)
+
+
+def _prediction(name: str, ranked: list) -> Prediction:
+    return Prediction(name, ranked[0][0], ranked[0][1], ranked)
+
+
+def _is_array(x) -> bool:
+    return hasattr(x, "shape") and hasattr(x, "dtype")
+
+
+def _to_mnist_array(img, index: int):
+    """A 28x28 uint8 array (white on black) from a path, a PIL image or an array."""
+    import numpy as np
+    from PIL import Image
+
+    from mnist_hpc.training import imageprep
+
+    if isinstance(img, (str, Path)):
+        return imageprep.prepare(img)
+    if isinstance(img, Image.Image):
+        return imageprep.to_mnist(img, name=f"image {index}")
+    if _is_array(img):
+        a = np.asarray(img)
+        if a.ndim == 3 and a.shape[0] == 1:
+            a = a[0]
+        if a.shape == (28, 28) and a.dtype == np.uint8:
+            return a  # already an MNIST-style digit
+        if a.dtype != np.uint8:
+            a = np.clip(a * (255.0 if a.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+        return imageprep.to_mnist(Image.fromarray(a), name=f"image {index}")
+    raise UserError(f"image {index}: expected a file path, a PIL image or an array, got {type(img).__name__}")
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _train_context(cfg, echo):
+    """What training needs from the scheduler, read by the cluster layer (the only SLURM_* reader)."""
+    from mnist_hpc.cluster import env as job_env
+    from mnist_hpc.training.context import TrainContext
+
+    job = job_env.current()
+    launch = job_env.srun_launch_env()
+    return TrainContext(
+        on_preempt=job_env.requeue_on_preempt(job, cfg.runtime.max_requeues, echo),
+        job_id=job.job_id, array_job_id=job.array_job_id, array_task_id=job.array_task_id,
+        run_name_suffix=job.run_name_suffix, restart_count=job.restart_count,
+        cpus=job.cpus_per_task, offline=job.in_job,
+        launch_env=launch, launcher="slurm" if launch else None,
+    )
+
+
+def train(config_or_source, overrides: Sequence[str] = (), *, data_dir=None, run_dir=None,
+          resume=None, init_from=None, progress: Optional[bool] = True,
+          echo: Callable[[str], None] = _echo) -> Optional[Run]:
+    """Train a model; return its ``Run`` (None on the non-zero ranks of a DDP job).
+
+    ``config_or_source``: a ``Config``, a dict, a YAML path or a shipped config name. ``resume``:
+    ``"auto"`` (newest valid checkpoint of the run) or a checkpoint/run folder path: the same run
+    continued (only epochs, checkpointing, device/threads and logging may change; a completed
+    run is continued in a new folder). ``init_from``: a run folder or checkpoint whose weights
+    (only) a new run starts from; its summary records ``parent_run``. ``progress``: a progress
+    bar (a widget in notebooks); None = only on a terminal."""
+    from mnist_hpc.training.run import run_training
+
+    cfg = _as_config(config_or_source, overrides)
+    if cfg is not config_or_source:  # loaded here: say what loading changed (a caller's Config said it)
+        for note in cfg.notes:
+            echo(f"note: {note}")
+    result = run_training(cfg, ctx=_train_context(cfg, echo), data_dir=data_dir, run_dir=run_dir,
+                          resume=resume, echo=echo, source=cfg.source, progress=progress, init_from=init_from)
+    return Run(result.run_dir) if result is not None else None
+
+
+# --------------------------------------------------------------------------- many runs
+
+
+def sweep(source, overrides: Sequence[str] = (), *, parallel: int = 1, data_dir=None,
+          echo: Callable[[str], None] = _echo) -> list:
+    """Run every run of a sweep file (skipping finished ones); return the ``Run`` of each finished run."""
+    from mnist_hpc.experiments.sweep import run_sweep
+    from mnist_hpc.experiments.sweepfile import load_sweep
+
+    sw = load_sweep(source, tuple(overrides))
+    results = run_sweep(sw, parallel=parallel, data_dir=data_dir, echo=echo)
+    return [Run(r.run_dir) for r in results if r.ok]
+
+
+def report(runs_or_dirs):
+    """A comparison of runs (``Run`` objects or folders holding run folders): ``.rows``,
+    ``.to_markdown()``, ``.to_html(path)``."""
+    from mnist_hpc.experiments.report import build_report
+
+    if isinstance(runs_or_dirs, (str, Path, Run)):
+        runs_or_dirs = [runs_or_dirs]
+    return build_report([r.path if isinstance(r, Run) else Path(r) for r in runs_or_dirs])
+
+
+def submit(config_or_source, cluster: str = "local", *, overrides: Sequence[str] = (), account=None,
+           dry_run: bool = False, **resources):
+    """Submit a config as a Slurm job on ``cluster`` (a profile name); return a ``Job`` with
+    ``.job_id`` (None on a dry run), ``.script`` (the rendered job script) and ``.run_dir``.
+
+    ``resources``: gpus (``1`` or ``"a100:2"``), nodes, tasks, time (``"0:30:00"``), mail, cpus,
+    mem, data_dir."""
+    from mnist_hpc.cluster.jobs import submit as _submit
+
+    return _submit(config_or_source, tuple(overrides), cluster, account=account, dry_run=dry_run,
+                   **resources)
+
+
+__all__ = ["load_config", "train", "Run", "Prediction", "sweep", "report", "submit"]
+
+if sys.version_info < (3, 10):  # pragma: no cover - pyproject says >=3.10
+    raise ImportError("mnist-hpc needs Python 3.10 or newer")

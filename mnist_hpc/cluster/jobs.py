@@ -1,0 +1,288 @@
+"""Submitting work to Slurm: one config as a job, or a whole sweep as job arrays.
+
+``submit`` validates the config, renders the job script for the cluster profile, stages the
+data archive, writes the run folder (resolved config, job.sh, job.json) and calls sbatch.
+``sweep_submit`` does the same for every run of a sweep file as one job array (several, chained,
+when the sweep is larger than the cluster's largest array). Both return what they made (a
+``Job``, a ``SweepJobs``) and raise ``UserError`` for every mistake a user can make; a dry run
+renders and checks everything and creates nothing.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Union
+
+from mnist_hpc.cluster import datapack, env, slurm
+from mnist_hpc.cluster.profiles import Profile, get_profile
+from mnist_hpc.cluster.render import render
+from mnist_hpc.cluster.spec import JobSpec, kind_for
+from mnist_hpc.errors import DataError, UserError
+
+Echo = Callable[[str], None]
+
+
+def _stderr(prefix: str = "") -> Echo:
+    import sys
+
+    return lambda text: print(f"{prefix}{text}", file=sys.stderr)
+
+
+@dataclass
+class Job:
+    """A submitted (or, on a dry run, rendered) Slurm job."""
+
+    job_id: Optional[str]  # None on a dry run
+    script: str  # the rendered job script
+    run_dir: Path  # the run folder (a sweep's: the folder of its scripts and logs)
+    cluster: str  # the profile's name (a retired name's successor)
+    template: str = "submit_job"  # the kind of job script
+    output: str = ""  # the log file, with Slurm's %j / %A_%a patterns
+
+
+@dataclass
+class SweepJobs:
+    """A sweep submitted as job arrays: one ``Job`` per array, each after the previous one."""
+
+    name: str
+    folder: Path  # runs/<sweep>-sweep-<time>/: job-K.sh, job.json and the array logs
+    runs: int
+    parallel: int  # array tasks running at once (the %K)
+    cluster: str
+    jobs: list = field(default_factory=list)  # [Job]
+    notes: list = field(default_factory=list)  # how the sweep was fitted to the cluster's limits
+
+    @property
+    def job_ids(self) -> list:
+        return [j.job_id for j in self.jobs]
+
+
+# --------------------------------------------------------------------------- shared steps
+
+
+def profile_for(cluster: str, warn: Echo) -> Profile:
+    profile, warning = get_profile(cluster)
+    if warning:
+        warn(warning)
+    return profile
+
+
+def parse_gpus(value: Union[int, str, None], profile: Profile) -> tuple[int, Optional[str]]:
+    """``--gpus``: None (the smallest count the cluster takes, 0 on CPU-only ones), N or TYPE:N."""
+    if value is None:
+        return (min(profile.gpu_counts or (1,)) if profile.gpus_per_node else 0), None
+    kind, _, count = str(value).rpartition(":")
+    if not count.isdigit():
+        raise UserError(f"--gpus {value}: expected a number or TYPE:NUMBER, e.g. 2 or a100_3g.20gb:1")
+    return int(count), (kind or None)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def stage_data(profile: Profile, data_dir, needed: list, archive: Path, warn: Echo, note: Echo) -> Path:
+    """Make sure the data archive holds the datasets the job needs (packing it if not)."""
+    from mnist_hpc.config.datasets import resolve_data_root
+
+    root, why = resolve_data_root(data_dir, None)
+    try:
+        path, written = datapack.ensure(archive, root, needed)
+    except DataError as e:
+        if profile.internet:
+            warn(f"{e}; the job will have to download the data itself")
+            return archive
+        raise DataError(f"{e} (on a login node: compute nodes on {profile.name} have no internet)") from None
+    if written:
+        note(f"data: packed {', '.join(datapack.contents(path))} from {root} ({why}) into {path}")
+    return path
+
+
+def _write_script(path: Path, script: str) -> None:
+    from mnist_hpc.runs.folder import atomic_write
+
+    atomic_write(path, script)
+    path.chmod(0o755)
+
+
+def _record(folder: Path, record: dict) -> None:
+    from mnist_hpc.runs.folder import write_json
+
+    write_json(folder / "job.json", record)
+
+
+# --------------------------------------------------------------------------- submit
+
+
+def submit(config_or_source, overrides: Sequence[str] = (), cluster: str = "local", *,
+           account: Optional[str] = None, dry_run: bool = False, gpus=None, nodes: int = 1,
+           tasks: Optional[int] = None, time: str = "1:00:00", mail: Optional[str] = None,
+           cpus: Optional[int] = None, mem: Optional[str] = None, data_dir=None, cwd=None,
+           warn: Echo = _stderr("warning: "), note: Echo = _stderr()) -> Job:
+    """Submit a config (a path, a shipped config name or a ``Config``) as a Slurm job on the
+    cluster profile ``cluster``, in a new run folder under the config's output_dir.
+
+    ``gpus``: GPUs per node, N or TYPE:N (None: 1 on GPU clusters); ``time``: the time limit;
+    ``cpus``/``mem``: per task / per node (None: the profile's share). ``warn``/``note`` get the
+    warnings (a retired cluster name) and notes (the data archive packed) as lines."""
+    from mnist_hpc.config import load_config
+    from mnist_hpc.runs.folder import new_run_dir
+
+    profile = profile_for(cluster, warn)
+    if isinstance(config_or_source, (str, Path)):
+        cfg, source = load_config(config_or_source, overrides), str(config_or_source)
+    elif overrides:
+        raise UserError("overrides apply to a config file or name; apply them to the Config first")
+    else:
+        cfg, source = config_or_source, "(a Config object)"
+    n_gpus, gpu_type = parse_gpus(gpus, profile)
+    cwd = Path(cwd or Path.cwd())
+    run_dir = new_run_dir(str(cwd / cfg.experiment.output_dir), cfg.experiment.name).resolve()
+    check_writable(profile, cwd, run_dir)
+    spec = JobSpec(
+        template=kind_for(nodes, n_gpus, tasks), profile=profile, job_name=cfg.experiment.name,
+        config=str(run_dir / "config.yaml"), run_dir=str(run_dir), time=time, nodes=nodes,
+        gpus_per_node=n_gpus, gpu_type=gpu_type, tasks_per_node=tasks, cpus_per_task=cpus, mem=mem,
+        account=account or env.default_account(), mail_user=mail, output=str(run_dir / "slurm-%j.out"),
+        requeue_signal=cfg.runtime.requeue_signal, workdir=str(cwd),
+        data_archive=str(cwd / datapack.DEFAULT_ARCHIVE),
+        data_dir=str(Path(data_dir).resolve()) if data_dir else "",
+        script_name=str(run_dir / "job.sh"))
+    script = render(spec)
+    job = Job(None, script, run_dir, profile.name, spec.template, spec.output)
+    if dry_run:
+        return job
+    stage_data(profile, data_dir, [cfg.data.dataset], cwd / datapack.DEFAULT_ARCHIVE, warn, note)
+    run_dir.mkdir(parents=True)
+    try:
+        from mnist_hpc.runs.folder import atomic_write
+
+        atomic_write(run_dir / "config.yaml", f"# resolved config, as submitted (source: {source})\n"
+                     + cfg.to_yaml())
+        script_path = run_dir / "job.sh"
+        _write_script(script_path, script)
+        job.job_id = slurm.sbatch(str(script_path), cwd=str(cwd))
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)  # no half-made run folder is left
+        raise
+    _record(run_dir, {"job_id": job.job_id, "cluster": profile.name, "template": spec.template,
+                      "run_dir": str(run_dir), "output": spec.output, "config": source,
+                      "overrides": list(overrides), "script": str(script_path), "submitted_at": _now(),
+                      "argv": ["sbatch", "--parsable", str(script_path)]})
+    return job
+
+
+# --------------------------------------------------------------------------- sweep submit
+
+
+def _requeue_signal(sweep) -> str:
+    """The one signal of the job array: every run's runtime.requeue_signal (they must agree)."""
+    signals = sorted({run.config.runtime.requeue_signal for run in sweep.runs})
+    if len(signals) > 1:
+        raise UserError(f"sweep {sweep.name}: its runs ask for different runtime.requeue_signal values "
+                        f"({', '.join(signals)}); a job array has one --signal: set it in the base config")
+    return signals[0] if signals else "USR1"
+
+
+def plan_arrays(total: int, parallel: int, profile: Profile, queued: int = 0) -> tuple[list, int, list]:
+    """Fit ``total`` runs to the cluster's limits: [(offset, size)] of each job array, the %K
+    (tasks running at once) and notes on what was changed. ``queued``: the user's jobs already
+    in the queue. Every array task counts as one job against the per-user limit, chained arrays
+    included, so a sweep above it is refused rather than half submitted."""
+    p = profile
+    if p.max_jobs and total + queued > p.max_jobs:
+        have = f" and {queued} of yours are queued or running already" if queued else ""
+        raise UserError(f"sweep of {total} runs: cluster {p.name} accepts at most {p.max_jobs} jobs per user, "
+                        f"queued and running together, every array task counted{have}; split the sweep "
+                        "into smaller files (fewer values or seeds) or wait for jobs to end")
+    notes = []
+    if p.max_running and parallel > p.max_running:
+        notes.append(f"--parallel {parallel} lowered to {p.max_running}: cluster {p.name} runs at most "
+                     f"{p.max_running} jobs per user at once (--array ...%{p.max_running})")
+        parallel = p.max_running
+    chunk = max(p.max_array_size, 1)  # array indices must stay below MaxArraySize
+    arrays = [(offset, min(chunk, total - offset)) for offset in range(0, total, chunk)]
+    return arrays, parallel, notes
+
+
+def check_writable(profile: Profile, *folders) -> None:
+    """Refuse folders a job cannot write: $HOME is read-only on some clusters' compute nodes."""
+    if not profile.home_read_only:
+        return
+    home = Path.home().resolve()
+    for folder in folders:
+        if Path(folder).resolve().is_relative_to(home):
+            raise UserError(f"{folder}: on cluster {profile.name} $HOME is read-only on compute nodes, so the "
+                            "job could not write there; submit from $SCRATCH (cd $SCRATCH, i.e. "
+                            "/scratch/$USER or ~/links/scratch)")
+
+
+def sweep_submit(sweep_file, cluster: str = "local", *, overrides: Sequence[str] = (),
+                 account: Optional[str] = None, dry_run: bool = False, gpus=None, nodes: int = 1,
+                 tasks: Optional[int] = None, time: str = "1:00:00", mail: Optional[str] = None,
+                 cpus: Optional[int] = None, mem: Optional[str] = None, data_dir=None,
+                 parallel: int = 4, cwd=None, warn: Echo = _stderr("warning: "),
+                 note: Echo = _stderr()) -> SweepJobs:
+    """Submit every run of ``sweep_file`` as a Slurm job array (task I runs run I), at most
+    ``parallel`` at a time; a sweep larger than the cluster's largest array becomes several
+    arrays, each starting when the previous one has ended."""
+    from mnist_hpc.runs.folder import new_run_dir
+
+    if nodes > 1 or (tasks or 1) > 1:
+        raise UserError("sweep array tasks run on one node with one process; drop --nodes/--tasks")
+    profile = profile_for(cluster, warn)
+    from mnist_hpc.experiments.sweepfile import load_sweep
+
+    sweep = load_sweep(sweep_file, tuple(overrides))
+    n_gpus, gpu_type = parse_gpus(gpus, profile)
+    cwd = Path(cwd or Path.cwd())
+    folder = new_run_dir(str(cwd / "runs"), f"{sweep.name}-sweep").resolve()
+    check_writable(profile, cwd, folder)
+    signal = _requeue_signal(sweep)
+    total = len(sweep.runs)
+    queued = slurm.count_jobs() if profile.max_jobs and not dry_run else 0
+    arrays, parallel, notes = plan_arrays(total, parallel, profile, queued)
+    out = SweepJobs(sweep.name, folder, total, parallel, profile.name, notes=notes)
+    output = str(folder / "slurm-%A_%a.out")
+    for k, (offset, size) in enumerate(arrays):
+        spec = JobSpec(
+            template="sweep_array", profile=profile, job_name=sweep.name, sweep=str(Path(sweep_file).resolve()),
+            time=time, gpus_per_node=n_gpus, gpu_type=gpu_type, cpus_per_task=cpus, mem=mem,
+            account=account or env.default_account(), mail_user=mail, output=output,
+            array=f"0-{size - 1}%{min(parallel, size)}", index_offset=offset, requeue_signal=signal,
+            workdir=str(cwd), data_archive=str(cwd / datapack.DEFAULT_ARCHIVE),
+            data_dir=str(Path(data_dir).resolve()) if data_dir else "",
+            script_name=str(folder / f"job-{k}.sh"))
+        out.jobs.append(Job(None, render(spec), folder, profile.name, "sweep_array", output))
+    if dry_run:
+        return out
+    needed = sorted({run.config.data.dataset for run in sweep.runs})
+    stage_data(profile, data_dir, needed, cwd / datapack.DEFAULT_ARCHIVE, warn, note)
+    _submit_arrays(out, sweep_file, arrays, cwd)
+    return out
+
+
+def _submit_arrays(out: SweepJobs, sweep_file, arrays: list, cwd: Path) -> None:
+    """sbatch each array after the previous one; job.json records those that were submitted."""
+    out.folder.mkdir(parents=True)
+    submitted, previous = [], None
+    try:
+        for k, (job, (offset, size)) in enumerate(zip(out.jobs, arrays)):
+            path = out.folder / f"job-{k}.sh"
+            _write_script(path, job.script)
+            extra = (f"--dependency=afterany:{previous}",) if previous else ()
+            previous = job.job_id = slurm.sbatch(str(path), extra=extra, cwd=str(cwd))
+            submitted.append({"job_id": previous, "script": str(path),
+                              "array": f"0-{size - 1}%{min(out.parallel, size)}", "index_offset": offset})
+    finally:
+        if submitted:
+            _record(out.folder, {
+                "job_id": submitted[0]["job_id"], "cluster": out.cluster, "template": "sweep_array",
+                "sweep": str(sweep_file), "runs": out.runs, "run_dir": str(out.folder),
+                "output": out.jobs[0].output, "script": submitted[0]["script"], "jobs": submitted,
+                "submitted_at": _now(), "argv": ["sbatch", "--parsable", submitted[0]["script"]]})
+        else:
+            shutil.rmtree(out.folder, ignore_errors=True)

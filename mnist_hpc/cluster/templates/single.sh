@@ -1,0 +1,54 @@
+#!/bin/bash
+{{directives}}
+#
+{{about}}
+# {{generated}}
+{{#notes}}
+{{notes}}
+{{/notes}}
+{{#sweep}}
+# Set --array to 0-(N-1)%K for N runs, K at a time (`mnist-hpc sweep submit` does it for you).
+{{/sweep}}
+# Submit from the project folder:   sbatch {{script_name}}
+# Follow it:   sq   (or mnist-hpc status)   and   cat {{log}}   (or mnist-hpc logs JOBID -f)
+set -euo pipefail
+
+{{#sweep}}
+SWEEP={{sweep_file}}  # the sweep file
+INDEX_OFFSET={{index_offset}}  # added to the array index (a sweep longer than the cluster's largest array is split)
+{{/sweep}}
+{{^sweep}}
+CONFIG={{config}}  # the experiment to run
+RUN_DIR={{run_dir}}  # empty: <output_dir>/<name>-job<JOBID>/, found again after a requeue
+{{/sweep}}
+DATA_ARCHIVE={{data_archive}}  # from `mnist-hpc data pack`, unpacked into $SLURM_TMPDIR
+DATA_DIR={{data_dir}}  # datasets folder when there is no $SLURM_TMPDIR (empty: $MNIST_HPC_DATA_DIR or the user cache)
+MODULES=({{modules}})
+REQUEUE_SIGNAL={{signal}}  # keep in step with --signal above and runtime.requeue_signal
+
+{{> _setup.sh}}
+
+{{#sweep}}
+# ---- run this task's member of the sweep ----
+args=(sweep run "$SWEEP" --index "$(( SLURM_ARRAY_TASK_ID + INDEX_OFFSET ))")
+{{/sweep}}
+{{^sweep}}
+# ---- train ----
+args=(train "$CONFIG" --resume auto)
+if [ -n "$RUN_DIR" ]; then args+=(--run-dir "$RUN_DIR"); fi
+{{/sweep}}
+# Slurm delivers the time-limit warning (--signal=B:...) to this batch shell only, not to the
+# programs it starts, and bash runs a trap only between commands. So the work runs in the
+# background while the shell waits, and the trap passes the signal on: the trainer then
+# checkpoints and requeues the job, and the next start resumes (--resume auto).
+child=
+trap '[ -n "$child" ] && kill -s "$REQUEUE_SIGNAL" "$child" 2>/dev/null || true' "$REQUEUE_SIGNAL"
+"$PYTHON" -m mnist_hpc "${args[@]}" &
+child=$!
+status=0
+wait "$child" || status=$?
+while kill -0 "$child" 2>/dev/null; do  # the wait above was cut short by the signal
+  status=0
+  wait "$child" || status=$?
+done
+exit "$status"

@@ -1,0 +1,243 @@
+"""Loading a config: ``extends:`` chains, ``--set`` overrides, validation into a ``Config``.
+
+    load_config("quickstart", ["train.epochs=1"])      # a shipped config by name
+    load_config("configs/mlp_keras.yaml", ["model.name=cnn"])
+
+``resolve_extends`` is the one ``extends:`` resolver (config files here, named entries of a
+cluster profile file there). ``--set model.name=X`` switches models: the old model's keys are
+dropped (X starts from its own defaults) unless set in the same command, and ``cfg.notes``
+says which were dropped. A ``--set`` value for a string field keeps its text (``on``, ``2024``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, Callable, Literal, Union
+
+import yaml
+
+from mnist_hpc.config.models import MODEL_SPECS, ModelSection
+from mnist_hpc.config.schema import SECTIONS, Config
+from mnist_hpc.config.shipped import find_config
+from mnist_hpc.config.validate import build_section, did_you_mean, field_names, field_type, show
+from mnist_hpc.config.yamlio import cut, read_yaml, yaml_load, yaml_problem
+from mnist_hpc.errors import ConfigError
+
+MAX_EXTENDS_DEPTH = 32  # files (or profiles) extending each other in one chain
+
+
+def merge(base: dict, over: dict) -> dict:
+    """Deep-merge ``over`` into a copy of ``base`` (mappings merge, everything else replaces)."""
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _model_name(data: dict):
+    model = data.get("model")
+    return model.get("name", ModelSection.default) if isinstance(model, dict) else ModelSection.default
+
+
+def merge_configs(base: dict, over: dict) -> dict:
+    """``merge`` for config files: a model section naming another model replaces the parent's."""
+    model = over.get("model")
+    if isinstance(model, dict) and "name" in model and model["name"] != _model_name(base):
+        base = {k: v for k, v in base.items() if k != "model"}
+    return merge(base, over)
+
+
+# --------------------------------------------------------------------------- extends:
+
+
+def resolve_extends(key, lookup: Callable[[Any], tuple[dict, list]], *, merge=merge,
+                    label: Callable[[Any], str] = str, where: Callable[[Any], str] | None = None,
+                    _chain: tuple = ()) -> dict:
+    """``key``'s data merged over its parents', depth first, parents in the order listed.
+
+    ``lookup(key) -> (data, parents)``: the entry without its ``extends`` and the keys of its
+    parents (already resolved and checked to exist). ``label(key)`` names a key in the loop
+    message, ``where(key)`` starts it (default: the label): ``a.yaml: extends: loop: a -> b -> a``.
+    """
+    if key in _chain or len(_chain) >= MAX_EXTENDS_DEPTH:
+        at = (where or label)(_chain[-1])
+        if key not in _chain:
+            raise ConfigError(f"{at}: extends: more than {MAX_EXTENDS_DEPTH} levels")
+        raise ConfigError(f"{at}: extends: loop: {' -> '.join(label(k) for k in (*_chain, key))}")
+    data, parents = lookup(key)
+    merged: dict = {}
+    for parent in parents:
+        merged = merge(merged, resolve_extends(parent, lookup, merge=merge, label=label, where=where,
+                                               _chain=(*_chain, key)))
+    return merge(merged, data)
+
+
+def load_raw(source) -> dict:
+    """Read a config file (a path or a shipped name) and the files it ``extends:``, merged, as a
+    plain dict (unvalidated)."""
+    shown: dict[str, str] = {}  # real path -> the path as the user wrote it
+
+    def key_of(path: Path) -> str:
+        key = os.path.realpath(path)
+        shown.setdefault(key, str(path))
+        return key
+
+    def lookup(key: str):
+        path = Path(shown[key])
+        data = read_yaml(path)
+        if data is None:
+            raise ConfigError(f"{path}: the file is empty; expected a mapping of sections "
+                              f"({', '.join(SECTIONS)})")
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections "
+                              f"({', '.join(SECTIONS)}), got {type(data).__name__}")
+        parents = data.pop("extends", None)
+        if parents is None:
+            return data, []
+        if isinstance(parents, str):
+            parents = [parents]
+        if not isinstance(parents, list) or not all(isinstance(p, str) for p in parents):
+            raise ConfigError(f"{path}: extends: expected a file name or a list of file names, "
+                              f"got {show(parents)}")
+        keys = []
+        for parent in parents:
+            try:
+                keys.append(key_of(find_config(parent, relative_to=path.parent)))
+            except ConfigError as e:
+                raise ConfigError(f"{path}: extends: {e}") from None
+        return data, keys
+
+    return resolve_extends(key_of(find_config(source)), lookup, merge=merge_configs,
+                           label=lambda k: shown[k])
+
+
+# --------------------------------------------------------------------------- --set
+
+
+def _parse(text: str) -> tuple[list[str], Any, str]:
+    if "=" not in text:
+        raise ConfigError(f"--set {cut(text)}: expected KEY=VALUE, e.g. --set optim.lr=0.01")
+    key, _, raw = text.partition("=")
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {cut(text)}: expected KEY=VALUE with a dotted key such as optim.lr")
+    try:
+        value = yaml_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        problem = yaml_problem(e)  # "invalid YAML (line 1, column 2): ..." or a limit's own words
+        problem = problem.removeprefix("invalid YAML") if problem.startswith("invalid YAML") \
+            else ": " + problem
+        raise ConfigError(f"--set {cut(text)}: the value is not valid YAML{problem}") from None
+    return key.split("."), value, raw
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse one ``--set a.b=value`` (value read as YAML, so lists and numbers work)."""
+    parts, value, _ = _parse(text)
+    return parts, value
+
+
+def apply_overrides(data: dict, overrides, notes: list | None = None) -> dict:
+    """Apply ``--set`` overrides to a raw config dict; a key must exist in the schema.
+
+    A change of ``model.name`` drops the old model's keys that this call did not set (the new
+    model starts from its defaults); one line saying so is appended to ``notes`` when given.
+    """
+    data = merge({}, data)
+    parsed = [(text, *_parse(text)) for text in overrides or ()]
+    old = _model_name(data)
+    target = old
+    for _, parts, value, _ in parsed:
+        if parts == ["model", "name"]:
+            target = value
+        elif parts == ["model"]:
+            target = value.get("name", ModelSection.default) if isinstance(value, dict) else value
+    explicit = set()
+    for text, parts, value, raw in parsed:
+        tp = _override_type(parts, text, target)
+        if tp is not None and _wants_text(tp) and value is not None \
+                and not isinstance(value, (str, list, dict)):
+            value = raw.strip()  # `on` and `2024` stay the strings they were typed as
+        node = data
+        for p in parts[:-1]:
+            if not isinstance(node.get(p), dict):
+                node[p] = {}
+            node = node[p]
+        node[parts[-1]] = value
+        if parts[0] == "model" and len(parts) > 1:
+            explicit.add(parts[1])
+        elif parts == ["model"] and isinstance(value, dict):  # a whole section: all of it is meant
+            explicit.update(value)
+    if target != old and isinstance(data.get("model"), dict):
+        dropped = [k for k in data["model"] if k != "name" and k not in explicit]
+        for k in dropped:
+            del data["model"][k]
+        if dropped and notes is not None:
+            keys = ", ".join(f"model.{cut(k, 40)}" for k in dropped)
+            notes.append(f"model.name changed {cut(old, 40)} -> {cut(target, 40)}; dropped {keys} "
+                         f"({cut(target, 40)} starts from its own defaults)")
+    return data
+
+
+def _override_type(parts: list[str], text: str, model_name):
+    """The annotation of the field ``parts`` names (None for a whole section or an unknown
+    model's parameter); refuses keys the schema does not have, with a did-you-mean."""
+    cls: Any = Config
+    for i, p in enumerate(parts):
+        where = ".".join(parts[: i + 1])
+        if cls is ModelSection:  # the model section: name + the chosen model's params
+            spec = MODEL_SPECS.get(model_name) if isinstance(model_name, str) else None
+            if spec is None:
+                return None  # validation names the unknown model
+            cls = spec.section
+        names = field_names(cls)
+        if p not in names:
+            owner = f" for model '{model_name}'" if issubclass(cls, ModelSection) else ""
+            raise ConfigError(f"--set {cut(text)}: unknown key {cut(where)}{owner}"
+                              f"{did_you_mean(p, names)}; expected one of {', '.join(names)}")
+        tp = field_type(cls, p)
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):  # a section (the model's too)
+            cls = tp
+        elif i != len(parts) - 1:
+            raise ConfigError(f"--set {cut(text)}: {where} is a value, not a section")
+        else:
+            return tp
+    return None
+
+
+def _wants_text(tp) -> bool:
+    """A field typed as a string (or a choice of strings, or an optional string)."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return all(isinstance(a, str) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return any(_wants_text(a) for a in typing.get_args(tp) if a is not type(None))
+    return tp is str
+
+
+# --------------------------------------------------------------------------- load
+
+
+def load_config(source, overrides=()) -> Config:
+    """Load ``source`` (a path or a shipped config name), merge ``extends:``, apply ``--set``
+    overrides and validate. Raises ConfigError. ``cfg.notes`` lists what loading changed on
+    its own (one line each: print them as ``note: ...``)."""
+    data = load_raw(source)
+    notes: list[str] = []
+    data = apply_overrides(data, overrides, notes)
+    cfg = config_from_dict(data, str(source) + (" (with --set)" if overrides else ""))
+    cfg.notes = tuple(notes)
+    cfg.source = str(source)
+    return cfg
+
+
+def config_from_dict(data: dict, source: str = "<config>") -> Config:
+    """Validate a plain dict (e.g. the config stored in a checkpoint or a run folder)."""
+    return build_section(Config, merge({}, data) if isinstance(data, dict) else data, "", source)

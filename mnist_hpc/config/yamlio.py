@@ -1,0 +1,177 @@
+"""The one YAML loader for everything mnist-hpc reads: configs, sweeps, cluster profiles, run files.
+
+``yaml.safe_load`` semantics (no tags that build Python objects), plus what a tool that reads
+files from other people needs:
+
+- a duplicate key is an error (a silently lost value is a typo's twin);
+- YAML 1.2 floats: ``1e-3`` is a number, as learning rates are written;
+- bounded input: a file may hold at most ``MAX_BYTES``; a document may expand to at most
+  ``MAX_NODES`` nodes, an alias counted again at every use (a "billion laughs" document of a
+  few hundred bytes is refused before anything is built), and nest at most ``MAX_DEPTH`` deep;
+- messages quote at most ``MAX_QUOTE`` characters of any value.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mnist_hpc.errors import ConfigError
+
+MAX_BYTES = 1 << 20  # 1 MiB: configs, sweeps and profiles are a few KiB
+MAX_NODES = 100_000  # scalars + lists + mappings after alias expansion
+MAX_DEPTH = 64  # nesting of lists and mappings
+MAX_QUOTE = 80  # characters of a value quoted in a message
+
+
+class YAMLLimitError(yaml.YAMLError):
+    """A document over one of the loader's limits (size, expansion, depth)."""
+
+
+def cut(text: str, limit: int = MAX_QUOTE) -> str:
+    """``text`` shortened to ``limit`` characters, marking the cut."""
+    text = str(text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader with duplicate-key errors, YAML 1.2 floats and the limits above."""
+
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise YAMLLimitError(f"nested more than {MAX_DEPTH} levels deep")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_document(self, node):
+        _check_expansion(node)
+        return super().construct_document(node)
+
+
+def _check_expansion(root) -> None:
+    """Refuse a node graph whose alias expansion exceeds MAX_NODES, or that refers to itself.
+
+    Aliases share nodes, so the graph stays small while its expansion doubles at every level;
+    the expanded size is counted once per distinct node (memoised), never by expanding.
+    """
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_nodes:
+            raise YAMLLimitError("an alias refers to the node that contains it (a recursive structure)")
+        open_nodes.add(key)
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            total += sum(size(child) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            total += sum(size(k) + size(v) for k, v in node.value)
+        open_nodes.discard(key)
+        if total > MAX_NODES:
+            raise YAMLLimitError(f"the document expands to more than {MAX_NODES:,} values "
+                                 "(anchors and aliases repeating data); refused")
+        sizes[key] = total
+        return total
+
+    size(root)
+
+
+def _construct_mapping(loader, node, deep=False):
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            duplicate = key in seen
+            seen.add(key)
+        except TypeError:  # an unhashable key: SafeLoader refuses it with its own message
+            continue
+        if duplicate:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {cut(repr(key))}", key_node.start_mark)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+def _construct_int(loader, node):
+    try:
+        return yaml.SafeLoader.construct_yaml_int(loader, node)
+    except ValueError:  # Python parses at most 4,300 digits; no setting needs a fraction of that
+        raise yaml.constructor.ConstructorError(
+            None, None, f"an integer of {len(node.value):,} characters is too long",
+            node.start_mark) from None
+
+
+_BoundedLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_BoundedLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+# YAML 1.1 reads `1e-3` (no dot) as a string; learning rates are written that way, so read
+# every decimal/exponent spelling as a float, as YAML 1.2 does.
+_BoundedLoader.yaml_implicit_resolvers = {
+    k: [r for r in v if r[0] != "tag:yaml.org,2002:float"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_BoundedLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                |[-+]?\.(?:inf|Inf|INF)
+                |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def yaml_load(text: str) -> Any:
+    """Parse one YAML document with the bounded safe loader; raises ``yaml.YAMLError``."""
+    if len(text) > MAX_BYTES:
+        raise YAMLLimitError(f"{len(text):,} characters; at most {MAX_BYTES:,} are read")
+    try:
+        return yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:  # deep nesting inside a flow collection the composer did not see
+        raise YAMLLimitError(f"nested more than {MAX_DEPTH} levels deep") from None
+
+
+def yaml_problem(e: yaml.YAMLError) -> str:
+    """One short line saying what is wrong with a document (and where, when known)."""
+    if isinstance(e, YAMLLimitError):
+        return cut(str(e), 200)
+    mark = getattr(e, "problem_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    if "could not determine a constructor" in str(e):
+        problem = "YAML tags that construct Python objects are not allowed: " + problem
+    return f"invalid YAML{where}: {cut(problem, 200)}"
+
+
+def read_yaml(path) -> Any:
+    """Read one YAML file with the bounded loader; errors name the file (and the line)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_BYTES + 1)  # never more, whatever the file claims to be
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, expected a YAML file") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
+    if len(raw) > MAX_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_BYTES // 1024} KiB; a YAML file read by "
+                          "mnist-hpc may be at most that (configs are a few KiB)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: cannot read: not UTF-8 text (byte {e.start})") from None
+    try:
+        return yaml_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: {yaml_problem(e)}") from None

@@ -1,0 +1,125 @@
+"""The one schema of ``summary.json``: written at the end of a run, read by reports, sweeps, status and the API.
+
+Version 1 is the unversioned file of the first release; version 2 adds ``summary_version`` and
+``process_seconds`` (this process's wall time, beside the cumulative ``total_seconds``) and the
+split sizes the run used (``train_images``, ``val_images``, ``test_images``), the ``run_id`` and
+the ``parent_run`` (added keys; absent in older files). Readers accept both; keys this version
+does not know are kept in ``extra`` and written back unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from mnist_hpc.errors import UserError
+
+SUMMARY_VERSION = 2
+FILENAME = "summary.json"
+
+
+@dataclass
+class RunSummary:
+    status: str = "completed"  # completed (a summary is written only when the run ended normally)
+    test_accuracy: Optional[float] = None  # fraction in [0, 1]
+    test_loss: Optional[float] = None
+    best_val_accuracy: Optional[float] = None  # null without a validation split
+    best_epoch: int = 0
+    epochs_run: int = 0
+    macro_f1: Optional[float] = None
+    per_class: dict = field(default_factory=dict)  # {class name: {precision, recall, f1, support}}
+    confusion_matrix: list = field(default_factory=list)  # rows = true class, columns = predicted
+    params: Optional[int] = None
+    model_size_mb: Optional[float] = None
+    train_seconds: Optional[float] = None  # time in the step loop, over every start of the run
+    eval_seconds: Optional[float] = None
+    data_seconds: Optional[float] = None
+    total_seconds: Optional[float] = None  # wall time over every start of the run (requeues included)
+    process_seconds: Optional[float] = None  # wall time of the process that finished the run
+    images_per_s: Optional[float] = None
+    device: Optional[str] = None
+    world_size: int = 1
+    launcher: Optional[str] = None
+    precision: Optional[str] = None
+    global_batch_size: Optional[int] = None
+    per_rank_batch_size: Optional[int] = None
+    grad_accum: int = 1
+    tta: bool = False
+    dataset: Optional[str] = None
+    train_images: Optional[int] = None  # the split the run actually used (after data.subset)
+    val_images: Optional[int] = None
+    test_images: Optional[int] = None
+    model: Optional[str] = None
+    config_name: Optional[str] = None
+    seed: Optional[int] = None
+    requeues: list = field(default_factory=list)  # one entry per interruption that was resumed
+    # (each: where it stopped, the signal, when it resumed, and the config ``changes`` it applied)
+    run_id: Optional[str] = None  # the run's id (run.json in its folder; stamped on its checkpoints)
+    parent_run: Optional[str] = None  # the run folder this run continued or took its weights from
+    versions: dict = field(default_factory=dict)
+    git_commit: Optional[str] = None
+    host: Optional[str] = None
+    slurm_job_id: Optional[str] = None
+    slurm_array_task_id: Optional[str] = None
+    started_at: Optional[str] = None
+    finished_at: Optional[str] = None
+    summary_version: int = SUMMARY_VERSION
+    extra: dict = field(default_factory=dict)  # keys this version does not know, kept as they were
+    run_dir: Optional[Path] = field(default=None, compare=False)  # the run folder (not stored in the file)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RunSummary":
+        names = {f.name for f in dataclasses.fields(cls)} - NOT_STORED
+        known = {k: v for k, v in data.items() if k in names}
+        known.setdefault("summary_version", 1)  # the first release wrote no version
+        return cls(**known, extra={k: v for k, v in data.items() if k not in names})
+
+    def to_dict(self) -> dict:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in NOT_STORED}
+        out.update(self.extra)
+        return out
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Dict-style access by summary.json key (known or extra)."""
+        return self.to_dict().get(key, default)
+
+
+NOT_STORED = {"extra", "run_dir"}  # fields that are not keys of summary.json
+
+
+def summary_path(run_dir) -> Path:
+    return Path(run_dir) / FILENAME
+
+
+def read_summary(run_dir) -> Optional[RunSummary]:
+    """The run's summary, or None when it has none yet (running, failed, interrupted).
+
+    A summary.json that is not a JSON object is the user's problem to see: one-line UserError."""
+    path = summary_path(run_dir)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: cannot read: {e}") from None
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise UserError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    summary = RunSummary.from_dict(data)
+    summary.run_dir = Path(run_dir)
+    return summary
+
+
+def write_summary(run_dir, summary: RunSummary) -> Path:
+    from mnist_hpc.runs.folder import atomic_write
+
+    path = summary_path(run_dir)
+    atomic_write(path, json.dumps(summary.to_dict(), indent=2) + "\n")
+    summary.run_dir = Path(run_dir)
+    return path

@@ -1,0 +1,252 @@
+"""Building a training run's parts from a config: host set-up (threads, device, seeds), the one
+precision policy, the optimizer and learning-rate schedule, and ``build_components`` — the model
+(DDP-wrapped, compiled), optimizer, scheduler, AMP scaler and batch loader that ``mnist-hpc train``
+trains with. The benchmarks build through the same function, so they measure what train runs.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Callable, ContextManager, Optional
+
+import torch
+
+from mnist_hpc.errors import ConfigError, UserError
+from mnist_hpc.training import data as datamod
+from mnist_hpc.training.distributed import DistEnv
+from mnist_hpc.training.models import build_model
+
+# --------------------------------------------------------------------------- host set-up
+
+
+def cpu_threads(requested: Optional[int] = None, cpus_per_task: Optional[int] = None,
+                local_world: int = 1) -> int:
+    """runtime.threads, else the scheduler's CPUs per task, else the affinity mask split over
+    the ranks of this node."""
+    if requested:
+        return requested
+    if cpus_per_task:
+        return max(1, int(cpus_per_task))
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:
+        n = os.cpu_count() or 1
+    return max(1, n // max(1, local_world))
+
+
+def _mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
+def pick_device(name: str, denv: Optional[DistEnv] = None) -> torch.device:
+    """runtime.device as a torch.device; ``auto`` prefers CUDA (this rank's GPU), then MPS, then CPU.
+
+    Under DDP (``denv``) each rank takes the GPU of its local rank: an explicit index (cuda:N) is
+    refused, and so is a node whose ranks would share a GPU (``rank_gpu``)."""
+    denv = denv or DistEnv("single")
+    if name == "auto":
+        if torch.cuda.is_available():
+            return rank_gpu(denv)
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"runtime.device={name}: CUDA is not available on this machine "
+                            f"(use runtime.device=auto or cpu)")
+        if dev.index is not None and denv.distributed:
+            raise ConfigError(f"runtime.device={name}: an explicit GPU index cannot be combined with a "
+                              f"one-process-per-GPU launch ({denv.world_size} ranks, each on the GPU of its "
+                              f"local rank); use runtime.device=cuda or auto")
+        if dev.index is None:
+            dev = rank_gpu(denv)
+    if dev.type == "mps" and not _mps_available():
+        raise UserError(f"runtime.device={name}: MPS is not available on this machine")
+    return dev
+
+
+def _visible_list() -> list[str]:
+    """The entries of $CUDA_VISIBLE_DEVICES (GPU indexes or GPU-/MIG- UUIDs); [] when unset."""
+    return [e.strip() for e in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if e.strip()]
+
+
+def _mig_visible(count: int) -> bool:
+    return (any(e.startswith("MIG-") for e in _visible_list())
+            or any(" MIG " in f"{torch.cuda.get_device_name(i)} " for i in range(count)))
+
+
+def rank_gpu(denv: DistEnv) -> torch.device:
+    """GPU ``local_rank`` of this node; under DDP refused (one line) where ranks would share one:
+    more ranks on the node than visible GPUs (a process sees a single MIG slice, however many
+    were allocated), or MIG slices at all (MIG is for single-GPU jobs only). NCCL would refuse
+    duplicate GPUs later, with a traceback; an explicit rule now says why."""
+    count = torch.cuda.device_count()
+    if not denv.distributed:
+        return torch.device("cuda", 0)
+    mig = _mig_visible(count)
+    # a scheduler that binds one GPU to each task (srun --gpus-per-task) shows every rank one
+    # device of its own, named alone in $CUDA_VISIBLE_DEVICES; torchrun's ranks share one list
+    own_gpu = count == 1 and len(_visible_list()) == 1 and denv.launcher not in ("torchrun", "single")
+    if denv.local_world_size > count and not own_gpu:
+        raise UserError(f"{denv.local_world_size} ranks on this node but {count} visible GPU(s)"
+                        f"{' (MIG slices: a process sees only one)' if mig else ''}: ranks would share a GPU; "
+                        f"start at most {count} rank(s) per node, one per GPU")
+    if mig:
+        raise UserError(f"MIG slices cannot be used for multi-GPU training ({denv.world_size} ranks); "
+                        f"use whole GPUs, or one MIG slice in a single-process run")
+    return torch.device("cuda", denv.local_rank % count)
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def set_deterministic(on: bool) -> None:
+    """Bit-reproducible kernels (``on``), or cuDNN autotuning for speed."""
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(on, warn_only=True)
+    torch.backends.cudnn.benchmark = not on
+    torch.backends.cudnn.deterministic = on
+
+
+# --------------------------------------------------------------------------- precision
+
+
+@dataclass(frozen=True)
+class Precision:
+    """train.amp on a device: the autocast context and the gradient scaler it needs."""
+
+    amp: str  # "none" | "bf16" | "fp16"
+    device_type: str
+
+    @property
+    def name(self) -> str:
+        """What summary.json calls it: fp32, bf16 or fp16."""
+        return "fp32" if self.amp == "none" else self.amp
+
+    @property
+    def dtype(self) -> Optional[torch.dtype]:
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp)
+
+    def autocast(self) -> ContextManager:
+        dtype = self.dtype
+        return torch.autocast(self.device_type, dtype=dtype) if dtype is not None else nullcontext()
+
+    def grad_scaler(self):
+        """fp16 needs loss scaling; bf16 and fp32 do not."""
+        return torch.amp.GradScaler("cuda") if self.amp == "fp16" else None
+
+
+def precision_policy(amp: str, device: torch.device, *, deterministic: bool = False) -> Precision:
+    """The one place that sets numeric policy, for ``train`` and the benchmarks alike: kernel
+    determinism / cuDNN autotuning, TF32 tensor cores for fp32 matmuls and convolutions on CUDA
+    (Ampere and newer; bit-reproducible too), and the autocast dtype of ``train.amp``."""
+    if amp == "fp16" and device.type != "cuda":
+        raise ConfigError(f"train.amp=fp16 needs CUDA (device is {device.type}); use bf16")
+    set_deterministic(deterministic)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return Precision(amp, device.type)
+
+
+# --------------------------------------------------------------------------- optimizer, schedule
+
+
+def make_optimizer(cfg, params) -> torch.optim.Optimizer:
+    o = cfg.optim
+    if o.name == "sgd":
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0,
+                               weight_decay=o.weight_decay)
+    if o.name == "adam":
+        return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
+    if o.name == "adamw":
+        return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+    if o.name == "adadelta":
+        return torch.optim.Adadelta(params, lr=o.lr, weight_decay=o.weight_decay)
+    raise ConfigError(f"optim.name: unknown optimizer {o.name!r}")
+
+
+def lr_factor(cfg, step: int, steps_per_epoch: int) -> float:
+    """Multiplier of optim.lr at optimizer step ``step`` (0-based)."""
+    o = cfg.optim
+    total = max(1, cfg.train.epochs * steps_per_epoch)
+    if o.schedule == "onecycle":
+        peak = max(1, int(o.pct_start * total))
+        if step < peak:
+            return 0.04 + 0.96 * step / peak  # from lr/25 up to lr
+        return max(0.0, (total - step) / max(1, total - peak))  # linearly down to 0
+    warm = o.warmup_epochs * steps_per_epoch
+    factor = min(1.0, (step + 1) / warm) if warm > 0 else 1.0
+    if o.schedule == "step":
+        factor *= o.gamma ** ((step // steps_per_epoch) // o.step_size)
+    elif o.schedule == "cosine":
+        factor *= 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+    return factor
+
+
+def make_scheduler(cfg, optimizer, steps_per_epoch: int):
+    """optim.schedule as a per-step LambdaLR over ``lr_factor``."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(cfg, s, steps_per_epoch))
+
+
+# --------------------------------------------------------------------------- the components
+
+
+@dataclass
+class Components:
+    """What a training step needs, built the way ``mnist-hpc train`` builds it."""
+
+    raw_model: torch.nn.Module  # the module itself: state dicts, parameter counts, evaluation
+    ddp_model: torch.nn.Module  # raw_model, DDP-wrapped under DDP (for no_sync)
+    model: torch.nn.Module  # ddp_model, compiled with train.compile: what the step calls
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: Optional[torch.amp.GradScaler]  # fp16 only
+    precision: Precision
+    loader: datamod.ResidentLoader  # this rank's batches
+    denv: DistEnv
+
+    @property
+    def autocast(self) -> Callable[[], ContextManager]:
+        """A factory of the autocast context (a no-op context in fp32)."""
+        return self.precision.autocast
+
+
+def build_components(cfg, device, denv: Optional[DistEnv] = None, train_x=None, train_y=None, *,
+                     mean: float, std: float, precision: Optional[Precision] = None) -> Components:
+    """Model, optimizer, schedule, scaler and loader for ``cfg`` on ``device``; ``train_x`` (uint8
+    N×28×28) and ``train_y`` are the training tensors already on the device. Seed first
+    (``seed_everything``) for reproducible initial weights."""
+    denv = denv or DistEnv("single")
+    precision = precision or precision_policy(cfg.train.amp, device, deterministic=cfg.runtime.deterministic)
+    loader = datamod.ResidentLoader(
+        train_x, train_y, batch_size=cfg.data.batch_size, mean=mean, std=std, seed=cfg.experiment.seed,
+        augment_cfg=cfg.data.augment, rank=denv.rank, world_size=denv.world_size,
+        channels_last=cfg.runtime.channels_last)
+    if len(loader) == 0:
+        raise ConfigError(f"data.batch_size={cfg.data.batch_size} leaves no full step over "
+                          f"{len(train_x)} training images")
+    raw = build_model(cfg.model).to(device)
+    if cfg.runtime.channels_last:
+        raw = raw.to(memory_format=torch.channels_last)
+    ddp = raw
+    if denv.distributed:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ddp = DDP(raw, device_ids=[device.index] if device.type == "cuda" else None)
+    model = torch.compile(ddp) if cfg.train.compile else ddp
+    optimizer = make_optimizer(cfg, raw.parameters())
+    return Components(raw_model=raw, ddp_model=ddp, model=model, optimizer=optimizer,
+                      scheduler=make_scheduler(cfg, optimizer, len(loader)), scaler=precision.grad_scaler(),
+                      precision=precision, loader=loader, denv=denv)

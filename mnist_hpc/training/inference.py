@@ -1,0 +1,123 @@
+"""Using trained models: load one from a run folder or checkpoint, re-evaluate runs on the test
+set (alone or as an ensemble), classify images (files or MNIST-style arrays)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from mnist_hpc.config import config_from_dict
+from mnist_hpc.config.datasets import resolve_data_root
+from mnist_hpc.errors import UserError
+from mnist_hpc.training import checkpoint as ckpt
+from mnist_hpc.training import data as datamod
+from mnist_hpc.training.build import cpu_threads, pick_device
+from mnist_hpc.training.evaluate import nll, predict_probs
+from mnist_hpc.training.models import build_model
+
+
+def find_checkpoint(path) -> Path:
+    """A checkpoint file as it is, or a run / checkpoints folder's best.pt, else its newest last-*.pt."""
+    p = Path(path)
+    if not p.is_dir():
+        return p
+    cdir = p / "checkpoints" if (p / "checkpoints").is_dir() else p
+    candidates = ([cdir / "best.pt"] if (cdir / "best.pt").exists() else []) + ckpt.list_checkpoints(cdir)
+    if not candidates:
+        raise UserError(f"{p}: no checkpoint found (expected {cdir}/best.pt or last-*.pt)")
+    return candidates[0]
+
+
+def load_for_inference(path, device="cpu"):
+    """A run folder or checkpoint file -> (model in eval mode, its config, the checkpoint path)."""
+    p = find_checkpoint(path)
+    state = ckpt.load(p, map_location=device)
+    cfg = config_from_dict(state.get("config", {}), source=f"{p} (stored config)")
+    model = build_model(cfg.model).to(device)
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError) as e:
+        raise UserError(f"{p}: checkpoint weights do not fit model {cfg.model.name}: "
+                        f"{str(e).splitlines()[0][:160]}") from None
+    model.eval()
+    return model, cfg, p
+
+
+def evaluate_runs(paths, *, data_dir=None, tta=False, device="auto", batch_size=2000, cpus=None,
+                  offline=False):
+    """Test accuracy and loss of each run (its best, else newest checkpoint) and, with several,
+    of their averaged predictions: (one dict per run, the ensemble's dict or None).
+
+    ``cpus``: CPUs given by a scheduler (threads); ``offline``: never download the dataset."""
+    dev = pick_device(device)
+    torch.set_num_threads(cpu_threads(None, cpus))
+    loaded = [load_for_inference(p, dev) for p in paths]
+    datasets = {c.data.dataset for _, c, _ in loaded}
+    if len(datasets) > 1:
+        raise UserError(f"--ensemble: the runs were trained on different datasets ({', '.join(sorted(datasets))})")
+    cfg = loaded[0][1]
+    root, _ = resolve_data_root(data_dir, cfg.data.root)
+    spec = datamod.DATASETS[cfg.data.dataset]
+    datamod.prepare(spec, root, download=not offline)
+    x, y = datamod.read_split(spec, root, False)
+    x, y = x.to(dev), y.to(dev)
+    results, total = [], 0
+    for model, _, p in loaded:
+        probs = predict_probs(model, x, spec.mean, spec.std, batch_size, tta=tta)
+        total = total + probs
+        results.append({"checkpoint": str(p), "test_accuracy": (probs.argmax(1) == y).float().mean().item(),
+                        "test_loss": nll(probs, y).item()})
+    ensemble = None
+    if len(loaded) > 1:
+        probs = total / len(loaded)
+        ensemble = {"test_accuracy": (probs.argmax(1) == y).float().mean().item(),
+                    "test_loss": nll(probs, y).item(), "members": len(loaded)}
+    return results, ensemble
+
+
+def predict_arrays(checkpoint_path, arrays, device="cpu", top=3):
+    """For each MNIST-style image (28×28 uint8, white ink on black): the ``top`` (class name,
+    probability) pairs, most likely first."""
+    model, cfg, _ = load_for_inference(checkpoint_path, device)
+    spec = datamod.DATASETS[cfg.data.dataset]
+    if not len(arrays):
+        return []
+    x = torch.stack([torch.as_tensor(a, dtype=torch.uint8) for a in arrays]).to(device)
+    probs = predict_probs(model, x, spec.mean, spec.std, 256)
+    ranked = []
+    for pr in probs:
+        best = pr.topk(min(top, len(spec.classes)))
+        ranked.append([(spec.classes[i], v) for v, i in zip(best.values.tolist(), best.indices.tolist())])
+    return ranked
+
+
+def predict_images(checkpoint_path, images, device="cpu", top=3):
+    """(path, top (class name, probability) pairs) for each image file, prepared the MNIST way;
+    the first bad image raises its one-line UserError."""
+    results = predict_each(checkpoint_path, images, device, top)
+    for _, _, error in results:
+        if error:
+            raise UserError(error)
+    return [(path, ranked) for path, ranked, _ in results]
+
+
+def predict_each(checkpoint_path, images, device="cpu", top=3):
+    """Each image file judged on its own: (path, top pairs or None, None or the one-line error
+    naming the file) in input order. The model loads once; a bad checkpoint raises."""
+    from mnist_hpc.training import imageprep
+
+    prepared = []
+    for p in images:
+        try:
+            prepared.append((p, imageprep.prepare(p), None))
+        except UserError as e:
+            prepared.append((p, None, str(e)))
+        except Exception as e:  # noqa: BLE001 - an odd file must not cost the other images theirs
+            prepared.append((p, None, f"{p}: cannot prepare the image ({type(e).__name__}: "
+                                      f"{str(e).splitlines()[0][:120] if str(e) else 'no detail'})"))
+    good = [a for _, a, err in prepared if err is None]
+    ranked = iter(predict_arrays(checkpoint_path, good, device, top) if good else [])
+    if not good:
+        load_for_inference(checkpoint_path, device)  # a bad checkpoint is still the first error
+    return [(p, None if err else next(ranked), err) for p, _, err in prepared]

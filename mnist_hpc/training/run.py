@@ -1,0 +1,327 @@
+"""The entry point of a training run: config -> build -> train -> evaluate -> the run folder.
+
+``run_training`` sets up the host (ranks, device, threads, precision, stop flag), decides and
+claims the run folder (resume.py: a new run, the same run continued, or a new run from another's
+checkpoint), loads the data, builds the components, trains (trainer.py), evaluates on the test
+set and writes summary.json and the plots. The run's state (running, completed, failed with the
+error, interrupted by which signal where) is kept in its state.json. Only rank 0 writes the run
+folder. Everything it needs to know about a scheduler arrives in a ``TrainContext``.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import socket
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from mnist_hpc import PROCESS_START  # set when the package was first imported (before torch)
+from mnist_hpc.config.datasets import resolve_data_root
+from mnist_hpc.errors import ConfigError, Interrupted, UserError
+from mnist_hpc.runs import folder
+from mnist_hpc.runs.state import RunState, record_state, write_state
+from mnist_hpc.runs.summary import RunSummary, read_summary, write_summary
+from mnist_hpc.training import checkpoint as ckpt
+from mnist_hpc.training import data as datamod
+from mnist_hpc.training import distributed as distmod
+from mnist_hpc.training import resume as resumemod
+from mnist_hpc.training import stopflag
+from mnist_hpc.training.build import build_components, cpu_threads, pick_device, precision_policy, seed_everything
+from mnist_hpc.training.context import TrainContext
+from mnist_hpc.training.evaluate import evaluate
+from mnist_hpc.training.models import count_params, size_mb
+from mnist_hpc.training.trainer import Trainer
+
+
+def echo_line(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _silent(*_args, **_kwargs) -> None:
+    pass
+
+
+def run_training(cfg, *, ctx: Optional[TrainContext] = None, data_dir=None, run_dir=None, resume=None,
+                 echo: Callable[[str], None] = echo_line, source=None,
+                 progress: Optional[bool] = None, init_from=None) -> Optional[RunSummary]:
+    """Train ``cfg`` end to end; rank 0 returns the run's ``RunSummary`` (``.run_dir`` is its
+    folder), the other ranks None. Raises ``Interrupted`` after the checkpoint of a stop signal.
+
+    ``resume``: None, "auto" (the newest valid checkpoint of the run folder) or a checkpoint /
+    run folder path: the same run continued (rules in ``training/resume.py``). ``init_from``: a
+    run folder or checkpoint whose weights a new run starts from. ``progress``: a progress bar
+    per epoch; None = only when stdout is a terminal. The run's state (running, completed,
+    failed, interrupted) is kept in its folder's state.json."""
+    ctx = ctx or TrainContext()
+    denv = distmod.detect({**os.environ, **ctx.launch_env}, launcher=ctx.launcher_name())
+    if cfg.train.early_stopping.patience and not cfg.data.val_split:
+        raise ConfigError("train.early_stopping.patience needs a validation split (data.val_split)")
+    if cfg.data.batch_size % (denv.world_size * cfg.train.grad_accum):
+        raise ConfigError(f"data.batch_size={cfg.data.batch_size} must be divisible by world size "
+                          f"{denv.world_size} x train.grad_accum {cfg.train.grad_accum}")
+    device = pick_device(cfg.runtime.device, denv)
+    precision = precision_policy(cfg.train.amp, device, deterministic=cfg.runtime.deterministic)
+    torch.set_num_threads(cpu_threads(cfg.runtime.threads, ctx.cpus, denv.local_world_size))
+    stop, owned = ctx.stop, False
+    if stop is None:
+        owned = not stopflag.installed()  # the CLI installs it early; otherwise it is ours to remove
+        stop = stopflag.install()
+    try:
+        with distmod.process_group(denv, device.type, cfg.runtime.dist_timeout):
+            job = _Run(cfg, ctx, denv, device, echo if denv.is_main else _silent)
+            return job.run(data_dir, run_dir, resume, source, precision, stop, progress, init_from)
+    finally:
+        if owned:
+            stopflag.uninstall()
+
+
+class _Run:
+    """One start of a run on one rank: set-up, the trainer, the end (test, summary, plots)."""
+
+    def __init__(self, cfg, ctx: TrainContext, denv, device, echo):
+        self.cfg, self.ctx, self.denv, self.device, self.echo = cfg, ctx, denv, device, echo
+        self.main = denv.is_main
+
+    def run(self, data_dir, run_dir, resume, source, precision, stop, progress, init_from=None):
+        self.stop, self.trainer, self.start = stop, None, None
+        start = self._plan(run_dir, resume, init_from, source)
+        self.run_dir = Path(start["run_dir"])
+        if start["done"]:  # a completed run with nothing more to train
+            return read_summary(self.run_dir) if self.main else None
+        try:
+            return self._train(data_dir, start, precision, stop, progress)
+        except BaseException as e:
+            final = self._ended(e) if self.main else e
+            if final is e:
+                raise
+            raise final from None
+        finally:
+            if self.start is not None:
+                self.start.release()
+
+    def _plan(self, run_dir, resume, init_from, source) -> dict:
+        """Rank 0 decides and claims the run folder (training/resume.py); every rank learns it."""
+        info, error = None, None
+        if self.main:
+            try:
+                self.start = resumemod.plan(self.cfg, run_dir=run_dir, resume=resume, init_from=init_from,
+                                            job_suffix=self.ctx.run_name_suffix, job_id=self.ctx.job_id,
+                                            echo=self.echo)
+                info = self.start.shared()
+            except UserError as e:
+                if not self.denv.distributed:
+                    raise
+                info, error = {"error": str(e)}, e
+        info = distmod.broadcast_object(self.denv, info)
+        if "error" in info:
+            raise error or UserError(f"rank 0 could not start the run: {info['error']}")
+        if self.main and not info["done"]:
+            try:
+                write_state(self.start.run_dir, RunState("running", self.start.identity.get("run_id"),
+                                                         pid=os.getpid(), host=socket.gethostname()))
+                folder.atomic_write(self.start.run_dir / "config.yaml", "# resolved config of this run "
+                                    f"(source: {source or 'python'})\n" + self.cfg.to_yaml())
+            except BaseException:
+                self.start.release()
+                raise
+        return info
+
+    def _train(self, data_dir, start, precision, stop, progress):
+        cfg, denv, ctx = self.cfg, self.denv, self.ctx
+        root, why = resolve_data_root(data_dir, cfg.data.root)
+        datamod.prepare_per_node(datamod.DATASETS[cfg.data.dataset], root, denv, download=not ctx.offline)
+        t0 = time.time()
+        self.splits = splits = datamod.load(cfg.data.dataset, root, val_split=cfg.data.val_split,
+                                            subset=cfg.data.subset, seed=cfg.experiment.seed,
+                                            device=self.device, download=not ctx.offline)
+        self.data_seconds = time.time() - t0
+
+        seed_everything(cfg.experiment.seed)
+        self.parts = build_components(cfg, self.device, denv, splits.train_x, splits.train_y,
+                                      mean=splits.spec.mean, std=splits.spec.std, precision=precision)
+        self.trainer = Trainer(cfg, self.parts, splits, self.run_dir, stop=stop, on_preempt=ctx.on_preempt,
+                               echo=self.echo, progress=progress, started=PROCESS_START)
+        resumed_from = self.trainer.resume(start["resume"] and Path(start["resume"]), ctx.restart_count)
+        if resumed_from:
+            self._record_resume(resumed_from)
+        if start["init_from"]:
+            self._init_weights(Path(start["init_from"]))
+        params = count_params(self.parts.raw_model)
+        self.echo(f"mnist-hpc: {cfg.model.name} ({params:,} params) on {cfg.data.dataset} "
+                  f"({len(splits.train_x):,} train / {0 if splits.val_x is None else len(splits.val_x):,} val / "
+                  f"{len(splits.test_x):,} test) · {self._device_text()} · data from {root} ({why})")
+        came = (f" · resumed from {resumed_from}" if resumed_from
+                else f" · weights from {start['init_from']}" if start["init_from"] else "")
+        self.echo(f"run folder: {self.run_dir}" + came)
+        if cfg.experiment.tensorboard and self.main:
+            from mnist_hpc.runs.tblog import TensorBoardLogger
+
+            self.trainer.tb = TensorBoardLogger(self.run_dir)
+        try:
+            self.trainer.fit()
+            return self._finish(params)
+        finally:
+            if self.trainer.tb:
+                self.trainer.tb.close()
+
+    def _device_text(self) -> str:
+        d, denv = self.device, self.denv
+        name = torch.cuda.get_device_name(d) if d.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
+        ws = f" × {denv.world_size} ranks ({denv.launcher})" if denv.distributed else ""
+        amp = f" · {self.cfg.train.amp}" if self.cfg.train.amp != "none" else ""
+        return f"{d.type} ({name}){ws}{amp}"
+
+    # -- where the run came from --------------------------------------------------------
+
+    def _record_resume(self, path: Path) -> None:
+        """The resume entry of the history says what changed and, for a new folder, from where."""
+        s = self.trainer.state
+        # checkpoints of earlier versions carry no wall time: the time trained is a lower bound
+        s.wall_seconds = max(s.wall_seconds, s.train_seconds + (s.partial or {}).get("seconds", 0.0))
+        if not self.main or not s.requeues:
+            return
+        entry = s.requeues[-1]
+        changes = self.start.changes if self.start else {}
+        if changes:
+            entry["changes"] = changes
+        if self.start and self.start.parent_run and self.start.resume:
+            entry["from"] = str(path)
+
+    def _init_weights(self, path: Path) -> None:
+        """--init-from: the checkpoint's weights only (every rank loads them: DDP has already
+        broadcast its initial weights)."""
+        state = ckpt.load(path, map_location=self.device)
+        try:
+            self.parts.raw_model.load_state_dict(state["model"])
+        except (RuntimeError, KeyError, ValueError) as e:
+            lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+            why = next((ln for ln in lines if not ln.startswith("Error(s) in loading")), lines[0] if lines else "")
+            raise UserError(f"--init-from {path}: its weights do not fit this config's model "
+                            f"{self.cfg.model.name}: {why[:160]}") from None
+
+    # -- how the run ended, when not normally ----------------------------------------------
+
+    def _ended(self, e: BaseException) -> BaseException:
+        """Record the run's state for ``e`` (rank 0) and return what to raise: a full disk as
+        one line, Ctrl-C with the checkpoint kept and the resume command."""
+        if folder.is_disk_full(e):
+            where = getattr(e, "filename", None)
+            e = folder.disk_full_error(Path(where) if where else self.run_dir, e)
+        s = self.trainer.state if self.trainer else None
+        pos = {"epoch": s.epoch + 1, "step": s.step} if s else {}
+        found = ckpt.list_checkpoints(self.run_dir / "checkpoints")
+        kept = str(found[0]) if found else None
+        run_id = self.start.identity.get("run_id") if self.start else None
+        if isinstance(e, Interrupted):
+            record_state(self.run_dir, RunState("interrupted", run_id, signal=self.stop.name, checkpoint=kept,
+                                                requeued=str(e) == "requeued", **pos))
+        elif isinstance(e, KeyboardInterrupt):
+            record_state(self.run_dir, RunState("interrupted", run_id, signal="SIGINT", checkpoint=kept, **pos))
+            return KeyboardInterrupt(self._ctrl_c_text(kept, pos))
+        else:
+            text = str(e).splitlines()[0] if str(e) else ""
+            error = text if isinstance(e, UserError) else f"{type(e).__name__}: {text}".rstrip(": ")
+            record_state(self.run_dir, RunState("failed", run_id, error=error[:300]))
+        return e
+
+    def _ctrl_c_text(self, kept, pos) -> str:
+        where = f" at epoch {pos['epoch']}, step {pos['step']}" if pos else ""
+        if kept is None:
+            return (f"interrupted (Ctrl-C){where}, before the first checkpoint: nothing to resume "
+                    f"(start the run again)")
+        run = shlex.quote(str(self.run_dir))
+        config = shlex.quote(str(self.run_dir / "config.yaml"))
+        return (f"interrupted (Ctrl-C){where}; kept the newest checkpoint {kept}; resume with: "
+                f"mnist-hpc train {config} --run-dir {run} --resume auto")
+
+    # -- the end --------------------------------------------------------------------------
+
+    def _finish(self, params) -> Optional[RunSummary]:
+        cfg, parts, splits = self.cfg, self.parts, self.splits
+        s = self.trainer.state
+        best_path = self.trainer.ckpt_dir / "best.pt"
+        if cfg.data.val_split and best_path.exists() and cfg.train.early_stopping.patience:
+            # early stopping: report the test figures of the best epoch's weights
+            parts.raw_model.load_state_dict(ckpt.load(best_path, map_location=self.device)["model"])
+        t0 = time.time()
+        test = evaluate(parts.model, splits.test_x, splits.test_y, splits.spec.mean, splits.spec.std,
+                        cfg.data.eval_batch_size, denv=self.denv, autocast=parts.autocast, tta=cfg.train.tta,
+                        channels_last=cfg.runtime.channels_last)
+        eval_seconds = time.time() - t0
+        if not self.main:
+            return None
+        summary = self._summary(test, params, eval_seconds)
+        self._plots(test, list(splits.spec.classes))
+        write_summary(self.run_dir, summary)
+        record_state(self.run_dir, RunState("completed", summary.run_id))
+        timing = f"{s.train_seconds:.1f} s training · {summary.total_seconds:.0f} s total"
+        if s.requeues:  # total: every start of the run; this process: the last start only
+            timing += f" over {len(s.requeues) + 1} starts ({summary.process_seconds:.0f} s this process)"
+        self.echo(f"test accuracy {test['accuracy'] * 100:.2f}% · loss {test['loss']:.4f} · "
+                  f"{timing} · {self.run_dir}/")
+        return summary
+
+    def _summary(self, test, params, eval_seconds) -> RunSummary:
+        from mnist_hpc.training import metrics as M
+
+        cfg, s, denv, parts = self.cfg, self.trainer.state, self.denv, self.parts
+        per_class = M.per_class_metrics(test["confusion"], list(self.splits.spec.classes))
+        prov = folder.provenance(self.ctx.job_id, self.ctx.array_task_id)
+        return RunSummary(
+            status="completed",
+            test_accuracy=round(test["accuracy"], 6),
+            test_loss=round(test["loss"], 6),
+            best_val_accuracy=s.best_val if s.best_val >= 0 else None,
+            best_epoch=s.best_epoch,
+            epochs_run=len(s.history),
+            macro_f1=round(M.macro_f1(per_class), 6),
+            per_class=per_class,
+            confusion_matrix=test["confusion"],
+            params=params,
+            model_size_mb=round(size_mb(parts.raw_model), 3),
+            train_seconds=round(s.train_seconds, 3),
+            eval_seconds=round(eval_seconds, 3),
+            data_seconds=round(self.data_seconds, 3),
+            total_seconds=round(self.trainer.wall_seconds(), 3),
+            process_seconds=round(time.time() - PROCESS_START, 3),
+            images_per_s=round(s.images_seen / max(s.step_seconds, 1e-9), 1),
+            device=self._device_text(),
+            world_size=denv.world_size,
+            launcher=denv.launcher,
+            precision=parts.precision.name,
+            global_batch_size=cfg.data.batch_size,
+            per_rank_batch_size=cfg.data.batch_size // denv.world_size,
+            grad_accum=cfg.train.grad_accum,
+            tta=cfg.train.tta,
+            dataset=cfg.data.dataset,
+            model=cfg.model.name,
+            config_name=cfg.experiment.name,
+            seed=cfg.experiment.seed,
+            requeues=s.requeues,
+            run_id=self.start.identity.get("run_id") if self.start else None,
+            parent_run=self.start.parent_run if self.start else None,
+            **prov,
+            started_at=time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(PROCESS_START)),
+            finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        )
+
+    def _plots(self, test, names):
+        from mnist_hpc.runs import plots
+
+        pdir = self.run_dir / "plots"
+        pdir.mkdir(exist_ok=True)
+        plots.learning_curves(self.trainer.state.history, pdir / "learning_curves.png")
+        plots.confusion_matrix_plot(test["confusion"], names, pdir / "confusion_matrix.png",
+                                    title=f"{self.cfg.experiment.name}: test confusion matrix")
+        cm = test["confusion"]
+        mistakes = sum(map(sum, cm)) - sum(cm[i][i] for i in range(len(cm)))  # over every rank's shard
+        wrong = (test["local_pred"] != test["local_y"]).nonzero().flatten()[:36]
+        probs = test["local_probs"][wrong].max(1).values
+        plots.misclassified_grid(test["local_x"][wrong].cpu().numpy(), test["local_y"][wrong].tolist(),
+                                 test["local_pred"][wrong].tolist(), probs.tolist(), names,
+                                 pdir / "misclassified.png", total=mistakes)
+
