@@ -7,6 +7,10 @@ from __future__ import annotations
 import signal
 
 WATCHED = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
+# Slurm's time-limit warnings. Their default action ends the process; after the flag is removed,
+# one that comes late (a rank done with its work while the others finish, or exiting) is ignored
+# instead: killed by it, a finished rank would turn a completed job into a FAILED one.
+WARNINGS = (signal.SIGUSR1, signal.SIGUSR2)
 
 
 class StopFlag:
@@ -28,7 +32,7 @@ class StopFlag:
 
     def restore(self) -> None:
         for s, h in self._old.items():
-            signal.signal(s, h)
+            signal.signal(s, signal.SIG_IGN if s in WARNINGS and h == signal.SIG_DFL else h)
         self._old = {}
 
     def wants_requeue(self, requeue_signal: str) -> bool:

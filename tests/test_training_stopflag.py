@@ -1,0 +1,41 @@
+"""The stop flag after training: a late time-limit warning (SIGUSR1/SIGUSR2) no longer kills a
+process whose work is done (under srun, one finished rank killed by it made a COMPLETED job
+FAILED); handlers that someone else had are given back, and SIGTERM still ends the process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+
+def run(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_a_late_warning_does_not_kill_a_finished_process():
+    r = run("""
+        import os, signal
+        from mnist_hpc.training import stopflag
+        stopflag.install()
+        stopflag.uninstall()  # as `mnist-hpc train` does when training has ended
+        os.kill(os.getpid(), signal.SIGUSR1)
+        os.kill(os.getpid(), signal.SIGUSR2)
+        print("still here", signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)
+        """)
+    assert r.returncode == 0 and r.stdout.split() == ["still", "here", "True"], r
+
+
+def test_handlers_someone_else_had_are_given_back():
+    r = run("""
+        import signal
+        from mnist_hpc.training import stopflag
+        mine = lambda *a: None
+        signal.signal(signal.SIGUSR1, mine)
+        stopflag.install()
+        assert signal.getsignal(signal.SIGUSR1) is not mine
+        stopflag.uninstall()
+        print(signal.getsignal(signal.SIGUSR1) is mine)
+        """)
+    assert r.returncode == 0 and r.stdout.split() == ["True"], r
