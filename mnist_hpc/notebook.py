@@ -46,16 +46,16 @@ def setup(datasets=("mnist",), data_dir=None, quiet: bool = False) -> str:
 
     Raises ``DataError`` (shown as one line) when a dataset is neither on disk nor downloadable."""
     from mnist_hpc.config.datasets import DATASETS, resolve_data_root
-    from mnist_hpc.training import data as datamod
+    from mnist_hpc.training.data import prepare_all
 
     _one_line_errors()
+    unknown = [n for n in datasets if n not in DATASETS]
+    if unknown:
+        raise UserError(f"unknown dataset {unknown[0]!r}; expected one of {', '.join(DATASETS)}")
     root, why = resolve_data_root(data_dir)
-    for name in datasets:
-        if name not in DATASETS:
-            raise UserError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
-        datamod.prepare(DATASETS[name], root, download=True)
+    for name, folder, _ in prepare_all(datasets, root, download=True):
         if not quiet:
-            print(f"data: {name} ready in {datamod.raw_folder(DATASETS[name], root)} ({why})")
+            print(f"data: {name} ready in {folder} ({why})")
     if not quiet:
         print(f"device: {device_text()}")
     return root

@@ -134,6 +134,17 @@ def prepare_per_node(spec: DatasetSpec, root, denv, download: bool = True) -> No
     barrier(denv)
 
 
+def prepare_all(names, root, download: bool = True) -> list:
+    """``prepare`` each named dataset under ``root``; one (name, raw folder, was already there) each."""
+    out = []
+    for name in names:
+        spec = DATASETS[name]
+        present = _unpacked(spec, root)
+        prepare(spec, root, download=download)
+        out.append((name, raw_folder(spec, root), present))
+    return out
+
+
 def _unpacked(spec: DatasetSpec, root) -> bool:
     raw = raw_folder(spec, root)
     return all((raw / f).is_file() for f in RAW_FILES)
