@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?= configs/quickstart.yaml
 
-.PHONY: train test install install-dev slurm-start slurm-stop clean
+.PHONY: train test install install-dev slurm-start slurm-alliance slurm-stop clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev,tracking,export]"
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed
@@ -29,6 +29,9 @@ test: install-dev  ## install with the test extras, then run the whole test suit
 
 slurm-start:  ## a one-node Slurm sandbox on this machine (root; installs slurm-wlm)
 	scripts/local_slurm.sh start
+
+slurm-alliance:  ## the same sandbox as an Alliance node: module, wheelhouse, $SLURM_TMPDIR, no network in jobs
+	LOCAL_SLURM_ALLIANCE=1 scripts/local_slurm.sh start
 
 slurm-stop:
 	scripts/local_slurm.sh stop

@@ -177,6 +177,14 @@ class Run:
         return [Prediction(n, None, None, [], err) if err else _prediction(n, next(ranked))
                 for n, _, err in prepared]
 
+    def export(self, format: str = "onnx", out=None, *, which: str = "best") -> Path:
+        """Write the model as ``format`` (``"onnx"``, ``"torchscript"`` or ``"state_dict"``) to
+        ``out`` (a file or folder; default ``<run>/exports/model.<format>``) with a model card
+        ``<file>.card.json`` beside it; return the file's path. ``predict``/``evaluate`` take it."""
+        from mnist_hpc.training.export import export_model
+
+        return export_model(self.checkpoint(which), format, out).path
+
     # -- notebooks ----------------------------------------------------------------------------
 
     def _repr_markdown_(self) -> str:
@@ -318,7 +326,11 @@ def submit(config_or_source, cluster: str = "local", *, overrides: Sequence[str]
     ``resources``: gpus (``1`` or ``"a100:2"``), nodes, tasks, time (``"0:30:00"``), mail, cpus,
     mem, data_dir."""
     from mnist_hpc.cluster.jobs import submit as _submit
+    from mnist_hpc.config import Config
+    from mnist_hpc.config.extras import check_extras
 
+    if isinstance(config_or_source, Config):  # a loaded file was checked by load_config already
+        check_extras(config_or_source)
     return _submit(config_or_source, tuple(overrides), cluster, account=account, dry_run=dry_run,
                    **resources)
 

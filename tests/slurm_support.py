@@ -1,15 +1,22 @@
 """The local Slurm sandbox for tests: a session fixture and helpers to watch jobs.
 
-``slurm_sandbox`` starts ``scripts/local_slurm.sh`` (or reuses a running one) and skips with
-the reason when it cannot: not root, no apt-get and no Slurm, ``MNIST_HPC_SLURM=0``, or the
-daemons would not start. A sandbox it started is stopped at the end of the session.
-Import the fixtures into a test module with ``from tests.slurm_support import *``.
+``slurm_sandbox`` reuses a running sandbox of ``scripts/local_slurm.sh`` (the user's, from
+``make slurm-start``, in ``$MNIST_HPC_SLURM_DIR`` or /tmp/mnist-hpc-slurm) when its
+configuration fits the tests (a default partition, CPUs, memory, an h100 GPU type for the
+handout script, a per-job $SLURM_TMPDIR); otherwise it starts a private one in
+``$MNIST_HPC_SLURM_TEST_DIR`` (default /tmp/mnist-hpc-slurm-tests) on free ports, leaving
+/etc/slurm alone, and points the tests and their subprocesses at it through ``SLURM_CONF``.
+It skips with the reason when it cannot: not root, no apt-get and no Slurm,
+``MNIST_HPC_SLURM=0``, or the daemons would not start. A sandbox it started is stopped at the
+end of the session. Import the fixtures into a test module with
+``from tests.slurm_support import *``.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -20,12 +27,20 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "local_slurm.sh"
-SANDBOX_DIR = os.environ.get("MNIST_HPC_SLURM_DIR", "/tmp/mnist-hpc-slurm")
+SANDBOX_DIR = os.environ.get("MNIST_HPC_SLURM_DIR", "/tmp/mnist-hpc-slurm")  # the user's (make slurm-start)
+PRIVATE_DIR = os.environ.get("MNIST_HPC_SLURM_TEST_DIR", "/tmp/mnist-hpc-slurm-tests")  # the tests' own
+# What the tests ask of a sandbox: jobs side by side, the handout script's typed GPU request,
+# and the Alliance's per-job $SLURM_TMPDIR (the data archive is unpacked there).
+NEEDS = {"cpus": 4, "mem_mb": 4096, "gpu_type": "h100"}
+PRIVATE_KNOBS = {"LOCAL_SLURM_CPUS": "6", "LOCAL_SLURM_GPUS": "2", "LOCAL_SLURM_GPU_TYPE": "h100",
+                 "LOCAL_SLURM_SLURM_TMPDIR": "1", "LOCAL_SLURM_LINK_ETC": "0", "LOCAL_SLURM_ALLIANCE": "0"}
+_ACTIVE = {"dir": Path(SANDBOX_DIR)}  # the sandbox the session uses (its jobcomp log)
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
             "BOOT_FAIL", "DEADLINE"}
 SHARED_DATA = ROOT.parent / "shared" / "datasets"
 
-__all__ = ["slurm_sandbox", "slurm_data", "job_state", "wait_for_state", "wait_until_done", "mnist_hpc"]
+__all__ = ["slurm_sandbox", "slurm_data", "job_state", "wait_for_state", "wait_until_done", "mnist_hpc",
+           "misfits"]
 
 
 def _cannot_start() -> str | None:
@@ -40,23 +55,116 @@ def _cannot_start() -> str | None:
     return None
 
 
+def _conf(folder) -> str:
+    return str(Path(folder) / "etc" / "slurm.conf")
+
+
+def _running(folder) -> bool:
+    return subprocess.run(["bash", str(SCRIPT), "status", str(folder)], capture_output=True, text=True,
+                          timeout=120).returncode == 0
+
+
+def _scontrol(conf: str, *args) -> list[dict]:
+    """``scontrol show ... --oneliner`` of the Slurm of ``conf``, one dict per line."""
+    from mnist_hpc.cluster.slurm import parse_scontrol
+
+    proc = subprocess.run(["scontrol", "show", *args, "--oneliner"], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "SLURM_CONF": conf})
+    return [parse_scontrol(line) for line in proc.stdout.splitlines() if line.strip()]
+
+
+def misfits(conf: str) -> list[str]:
+    """What the running Slurm of ``conf`` lacks for the tests (``NEEDS``); [] when it fits."""
+    problems = []
+    if not any(p.get("Default") == "YES" and p.get("State") == "UP" for p in _scontrol(conf, "partition")):
+        problems.append("no default partition that is up")
+    nodes = _scontrol(conf, "node")
+    if not nodes:
+        return problems + ["no node answers"]
+    node = nodes[0]
+    state = node.get("State", "").split("+")[0]
+    if state not in ("IDLE", "MIXED", "ALLOCATED", "COMPLETING"):
+        problems.append(f"its node is {state or 'in no known state'}")
+    cpus, mem = int(node.get("CPUTot", "0") or 0), int(node.get("RealMemory", "0") or 0)
+    if cpus < NEEDS["cpus"]:
+        problems.append(f"{cpus} CPUs, the tests need {NEEDS['cpus']} (LOCAL_SLURM_CPUS)")
+    if mem < NEEDS["mem_mb"]:
+        problems.append(f"{mem} MB of memory, the tests need {NEEDS['mem_mb']}")
+    if f"gpu:{NEEDS['gpu_type']}:" not in node.get("Gres", ""):
+        problems.append(f"GPUs {node.get('Gres', '(null)')}: slurm/submit_job.sh asks for "
+                        f"{NEEDS['gpu_type']} (LOCAL_SLURM_GPUS, LOCAL_SLURM_GPU_TYPE)")
+    config = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "SLURM_CONF": conf}).stdout
+    prolog = next((line.split("=", 1)[1].strip() for line in config.splitlines()
+                   if line.split("=", 1)[0].strip() == "TaskProlog"), "")
+    try:
+        emulated = "SLURM_TMPDIR" in Path(prolog).read_text(errors="replace") if prolog.startswith("/") else False
+    except OSError:
+        emulated = False
+    if not emulated:
+        problems.append("no per-job $SLURM_TMPDIR (LOCAL_SLURM_SLURM_TMPDIR=1)")
+    return problems
+
+
+def _free_ports(first: int = 6917) -> int:
+    """A port P with P and P+1 free (slurmctld and slurmd of a private sandbox)."""
+
+    def free(port: int) -> bool:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("", port))
+                return True
+            except OSError:
+                return False
+
+    return next((p for p in range(first, first + 1000, 2) if free(p) and free(p + 1)), first)
+
+
+def _sandbox() -> tuple[Path, bool]:
+    """The sandbox to use and whether this session started it (skips when there is none)."""
+    seen = []
+    for folder in dict.fromkeys([SANDBOX_DIR, PRIVATE_DIR]):  # the user's, then the tests' own
+        if _running(folder):
+            problems = misfits(_conf(folder))
+            if not problems:
+                return Path(folder), False
+            seen.append(f"{folder}: {'; '.join(problems)}")
+    if _running(PRIVATE_DIR):  # the tests' own, started with other settings: start it again
+        subprocess.run(["bash", str(SCRIPT), "stop", PRIVATE_DIR], capture_output=True, text=True, timeout=300)
+    env = {**os.environ, **PRIVATE_KNOBS, "LOCAL_SLURM_PORT": str(_free_ports())}
+    env.pop("SLURM_CONF", None)
+    proc = subprocess.run(["bash", str(SCRIPT), "start", PRIVATE_DIR], capture_output=True, text=True,
+                          env=env, timeout=600)
+    why = f" (a running sandbox does not fit: {' | '.join(seen)})" if seen else ""
+    if proc.returncode != 0:
+        pytest.skip(f"the tests' Slurm sandbox did not start{why}: {(proc.stderr or proc.stdout).strip()[-500:]}")
+    problems = misfits(_conf(PRIVATE_DIR))
+    if problems:
+        subprocess.run(["bash", str(SCRIPT), "stop", PRIVATE_DIR], capture_output=True, text=True, timeout=300)
+        pytest.skip(f"the tests' own Slurm sandbox does not fit: {'; '.join(problems)}")
+    return Path(PRIVATE_DIR), True
+
+
 @pytest.fixture(scope="session")
 def slurm_sandbox():
-    """A running one-node Slurm (2 pretend GPUs, a per-job $SLURM_TMPDIR); yields its folder."""
+    """A running one-node Slurm that fits the tests (see ``misfits``); yields its folder. Its
+    slurm.conf is exported as SLURM_CONF for the session (the tests' subprocesses and jobs)."""
     reason = _cannot_start()
     if reason:
         pytest.skip(f"no Slurm sandbox: {reason}")
-    running = subprocess.run(["bash", str(SCRIPT), "status", SANDBOX_DIR], capture_output=True, text=True)
-    started = running.returncode != 0
-    if started:
-        env = {**os.environ, "LOCAL_SLURM_CPUS": "6", "LOCAL_SLURM_GPUS": "2", "LOCAL_SLURM_SLURM_TMPDIR": "1"}
-        proc = subprocess.run(["bash", str(SCRIPT), "start", SANDBOX_DIR], capture_output=True, text=True,
-                              env=env, timeout=600)
-        if proc.returncode != 0:
-            pytest.skip(f"the Slurm sandbox did not start: {(proc.stderr or proc.stdout).strip()[-500:]}")
-    yield Path(SANDBOX_DIR)
-    if started:
-        subprocess.run(["bash", str(SCRIPT), "stop", SANDBOX_DIR], capture_output=True, text=True, timeout=300)
+    folder, started = _sandbox()
+    saved = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = _conf(folder)
+    _ACTIVE["dir"] = folder
+    try:
+        yield folder
+    finally:
+        if started:
+            subprocess.run(["bash", str(SCRIPT), "stop", str(folder)], capture_output=True, text=True, timeout=300)
+        if saved is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = saved
 
 
 @pytest.fixture(scope="session")
@@ -97,7 +205,7 @@ def job_state(job_id: str) -> str:
         if field.startswith("JobState="):
             return field.split("=", 1)[1]
     state = ""
-    jobcomp = Path(SANDBOX_DIR) / "log" / "jobcomp.log"
+    jobcomp = _ACTIVE["dir"] / "log" / "jobcomp.log"
     if jobcomp.exists():
         for line in jobcomp.read_text(errors="replace").splitlines():
             fields = dict(f.split("=", 1) for f in line.split() if "=" in f)

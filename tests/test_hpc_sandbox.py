@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.slurm_support import (mnist_hpc, slurm_data, slurm_sandbox, wait_for_state,  # noqa: F401
+from tests.slurm_support import (misfits, mnist_hpc, slurm_data, slurm_sandbox, wait_for_state,  # noqa: F401
                                  wait_until_done)
 
 pytestmark = pytest.mark.slurm
@@ -71,9 +72,11 @@ def jobs(project, env, workspace):
     #    node is smaller than an Alliance node, so the cores and memory are lowered on the
     #    command line (which beats #SBATCH lines); the script itself is as users edit it.
     script = project / "slurm" / "submit_job.sh"
-    text = script.read_text()
-    assert text.count("def-someuser") == 1 and text.count("someone@example.com") == 1
-    script.write_text(text.replace("def-someuser", "def-tester").replace("someone@example.com", "me@example.org"))
+    text = script.read_text()  # the user's copy may hold their own account and mail already
+    text, accounts = re.subn(r"^#SBATCH --account=.*$", "#SBATCH --account=def-tester", text, flags=re.M)
+    text, mails = re.subn(r"^#SBATCH --mail-user=.*$", "#SBATCH --mail-user=me@example.org", text, flags=re.M)
+    assert accounts == 1 and mails == 1
+    script.write_text(text)
     proc = subprocess.run(["sbatch", "--parsable", "--cpus-per-task=2", "--mem=3G", "slurm/submit_job.sh"],
                           cwd=project, capture_output=True, text=True, env={**os.environ, **env})
     assert proc.returncode == 0, proc.stderr
@@ -98,6 +101,13 @@ def _run_folder(project: Path, job_id: str) -> Path:
     raise AssertionError(f"no run folder with job.json for job {job_id} under {project}/runs")
 
 
+def test_the_sandbox_fits_the_tests(slurm_sandbox):
+    """A sandbox that does not fit (make slurm-start's defaults lack $SLURM_TMPDIR) is not used:
+    the fixture starts a private one and points SLURM_CONF at it."""
+    assert os.environ["SLURM_CONF"] == str(slurm_sandbox / "etc" / "slurm.conf")
+    assert misfits(os.environ["SLURM_CONF"]) == []
+
+
 def test_status_shows_queued_jobs_with_their_run_folders(project, jobs):
     wait_for_state(jobs["quickstart"], {"RUNNING"}, 120)
     out = mnist_hpc("status", cwd=project).stdout
@@ -116,7 +126,9 @@ def test_submit_quickstart_on_the_sandbox(project, jobs):
     assert (run / f"slurm-{jobs['quickstart']}.out").read_text() == log
     assert "test accuracy" in log and "/data" in log  # the archive was unpacked in $SLURM_TMPDIR
     out = mnist_hpc("status", cwd=project).stdout
-    assert "completed, test accuracy" in out
+    line = next(x for x in out.splitlines() if x.startswith(jobs["quickstart"] + " "))
+    assert "COMPLETED" in line and "completed, test accuracy" in line, out
+    assert "(no accounting on this cluster" in out  # the sandbox keeps no accounting for sacct
 
 
 def test_handout_script_with_account_and_mail_edited(project, jobs):
@@ -126,6 +138,10 @@ def test_handout_script_with_account_and_mail_edited(project, jobs):
     assert summary["test_accuracy"] >= 0.985, summary
     log = mnist_hpc("logs", jobs["handout"], cwd=project).stdout
     assert log == (project / f"slurm-{jobs['handout']}.out").read_text() and "test accuracy" in log
+    # a plain sbatch job: status finds it by the run folder training named after it
+    line = next(x for x in mnist_hpc("status", cwd=project).stdout.splitlines()
+                if x.startswith(jobs["handout"] + " "))
+    assert "COMPLETED" in line and f"runs/quickstart-job{jobs['handout']}" in line and "test accuracy" in line
 
 
 def test_hostile_names_and_paths(jobs):

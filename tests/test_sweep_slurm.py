@@ -1,5 +1,6 @@
 """Sweeps as Slurm job arrays on the local sandbox (skipped with the reason where it cannot start):
-a 3-run sweep completes and `report` gathers it; a sweep whose config asks for SIGUSR2 gets that
+a 3-run sweep completes with the --set given at submit time, unchanged by edits of the sweep file
+made after submitting, and `report` gathers it; a sweep whose config asks for SIGUSR2 gets that
 signal in its job script, so its task checkpoints, requeues itself and completes."""
 
 import csv
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.slurm
 SWEEP = """\
 # three learning rates of the workshop MLP, shortened for the test
 base: ../mlp_keras.yaml
-set: {train.epochs: 1, data.subset: 3000, runtime.threads: 1}
+set: {data.subset: 3000, runtime.threads: 1}
 grid:
   optim.lr: [3.0e-4, 1.0e-3, 3.0e-3]
 """
@@ -53,9 +54,12 @@ def test_sweep_array_completes_and_report_gathers_it(slurm_sandbox, slurm_data):
     try:
         env = {"MNIST_HPC_PYTHON": sys.executable, "MNIST_HPC_DATA_DIR": str(slurm_data)}
         mnist_hpc("data", "pack", "mnist", cwd=project, env=env)
-        out = mnist_hpc("sweep", "submit", "configs/sweeps/tiny_lr.yaml", "--cluster", "local",
+        sweep_file = project / "configs" / "sweeps" / "tiny_lr.yaml"
+        out = mnist_hpc("sweep", "submit", sweep_file, "--cluster", "local", "--set", "train.epochs=1",
                         "--parallel", "3", "--cpus", "1", "--time", "0:20:00", cwd=project, env=env).stdout
         assert "3 runs as job array" in out, out
+        # edited before the tasks start: they read the snapshot made at submit time
+        sweep_file.write_text(SWEEP.replace("[3.0e-4, 1.0e-3, 3.0e-3]", "[0.5]") + "seeds: [7, 8]\n")
         job = re.search(r"job array (\d+)", out).group(1)
 
         sweep_dir = project / "runs" / "sweeps" / "tiny_lr"
@@ -66,6 +70,13 @@ def test_sweep_array_completes_and_report_gathers_it(slurm_sandbox, slurm_data):
         logs = "\n".join(p.read_text()[-1500:] for p in project.glob("runs/*-sweep*/slurm-*.out"))
         assert len(summaries) == 3, logs
         assert sorted(s["slurm_array_task_id"] for s in summaries) == ["0", "1", "2"]
+        from mnist_hpc.config import load_config
+
+        seed = load_config(project / "configs" / "mlp_keras.yaml").experiment.seed
+        assert all(s["epochs_run"] == 1 and s["seed"] == seed for s in summaries), summaries
+
+        lrs = sorted(load_config(p.parent / "config.yaml").optim.lr for p in sweep_dir.glob("*/summary.json"))
+        assert lrs == [3.0e-4, 1.0e-3, 3.0e-3]
 
         r = mnist_hpc("report", sweep_dir, "--format", "csv", cwd=project, env=env)
         rows = list(csv.DictReader(io.StringIO(r.stdout)))

@@ -19,12 +19,37 @@ def test_a_late_warning_does_not_kill_a_finished_process():
         import os, signal
         from mnist_hpc.training import stopflag
         stopflag.install()
-        stopflag.uninstall()  # as `mnist-hpc train` does when training has ended
+        stopflag.uninstall(ignore_late_warnings=True)  # as `mnist-hpc train` does when training has ended
         os.kill(os.getpid(), signal.SIGUSR1)
         os.kill(os.getpid(), signal.SIGUSR2)
         print("still here", signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)
         """)
     assert r.returncode == 0 and r.stdout.split() == ["still", "here", "True"], r
+
+
+def test_in_process_callers_get_their_handlers_back_exactly():
+    r = run("""
+        import signal
+        from mnist_hpc.training import stopflag
+        stopflag.install()
+        stopflag.uninstall()  # the API and notebooks train in-process: nothing left behind
+        print(signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL, signal.getsignal(signal.SIGUSR2) is signal.SIG_DFL)
+        """)
+    assert r.returncode == 0 and r.stdout.split() == ["True", "True"], r
+
+
+def test_the_cli_ignores_a_late_warning_after_training(tiny_config, synth_root, tmp_path):
+    r = run(f"""
+        import os, signal, sys
+        from mnist_hpc.cli import main
+        try:
+            main(["train", {str(tiny_config)!r}, "--data-dir", {str(synth_root)!r}, "--set", "train.epochs=1"])
+        except SystemExit as e:
+            assert not e.code, e.code
+        os.kill(os.getpid(), signal.SIGUSR1)  # Slurm's warning, after the work is done
+        print("survived")
+        """)
+    assert r.returncode == 0 and r.stdout.strip().endswith("survived"), r
 
 
 def test_handlers_someone_else_had_are_given_back():

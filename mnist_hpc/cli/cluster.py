@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from mnist_hpc.cli.completion import complete_cluster, complete_config, complete_set, complete_yaml
 from mnist_hpc.cluster import datapack, jobs, queue
 from mnist_hpc.cluster import push as pushing
 
@@ -22,7 +23,7 @@ FOLLOW_HINT = "follow it with: mnist-hpc status · mnist-hpc logs {job} -f · sq
 def resource_options(f):
     """--cluster, --gpus, --nodes, ... shared by `submit` and `sweep submit`."""
     options = [
-        click.option("--cluster", "-c", required=True, metavar="NAME",
+        click.option("--cluster", "-c", required=True, metavar="NAME", shell_complete=complete_cluster,
                      help="Cluster profile: fir, nibi, rorqual, trillium, narval, tamia, alliance, generic, "
                           "local, or one of yours (~/.config/mnist-hpc/clusters.yaml)."),
         click.option("--gpus", default=None, metavar="N|TYPE:N",
@@ -73,9 +74,9 @@ def _table(header, rows):
 
 
 @click.command()
-@click.argument("config", type=click.Path(dir_okay=False))
+@click.argument("config", type=click.Path(dir_okay=False), shell_complete=complete_config)
 @resource_options
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", shell_complete=complete_set,
               help="Override a config value (repeatable), as for `train`.")
 def submit(config, cluster, gpus, nodes, tasks, time_limit, account, mail, cpus, mem, data_dir,
            dry_run, overrides):
@@ -103,20 +104,24 @@ def submit(config, cluster, gpus, nodes, tasks, time_limit, account, mail, cpus,
 
 
 @click.command("submit")
-@click.argument("sweep_file", type=click.Path(dir_okay=False))
+@click.argument("sweep_file", type=click.Path(dir_okay=False), shell_complete=complete_yaml)
 @resource_options
 @click.option("--parallel", type=click.IntRange(1), default=4, show_default=True,
               help="Array tasks running at the same time (the %K of --array=0-N%K).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", shell_complete=complete_set,
+              help="Override a config value in every run (repeatable), as for `sweep run`.")
 def sweep_submit_command(sweep_file, cluster, gpus, nodes, tasks, time_limit, account, mail, cpus, mem,
-                         data_dir, dry_run, parallel):
+                         data_dir, dry_run, parallel, overrides):
     """Submit every run of SWEEP_FILE as one Slurm job array (task I runs run I).
 
     A sweep larger than the cluster's largest array becomes several arrays, each starting
-    when the previous one has ended, so that no more than --parallel runs at once.
+    when the previous one has ended, so that no more than --parallel runs at once. The tasks
+    read a copy of SWEEP_FILE and its base config (--set folded in) kept in the sweep's folder
+    runs/<sweep>-sweep-<time>/: editing the files afterwards changes nothing already submitted.
     """
-    out = jobs.sweep_submit(sweep_file, cluster, account=account, dry_run=dry_run, gpus=gpus, nodes=nodes,
-                            tasks=tasks, time=time_limit, mail=mail, cpus=cpus, mem=mem, data_dir=data_dir,
-                            parallel=parallel, warn=_warn, note=_note)
+    out = jobs.sweep_submit(sweep_file, cluster, overrides=overrides, account=account, dry_run=dry_run,
+                            gpus=gpus, nodes=nodes, tasks=tasks, time=time_limit, mail=mail, cpus=cpus,
+                            mem=mem, data_dir=data_dir, parallel=parallel, warn=_warn, note=_note)
     for line in out.notes:
         _note(line)
     if dry_run:
@@ -136,7 +141,13 @@ def sweep_submit_command(sweep_file, cluster, gpus, nodes, tasks, time_limit, ac
 @click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(file_okay=False),
               help="Where to look for the run folders of your jobs.")
 def status(runs_dir):
-    """Your jobs in the Slurm queue (like `sq`) with their run folders, then recent finished ones."""
+    """Your jobs in the Slurm queue (like `sq`) with their run folders, then the recent ones that
+    left it, with Slurm's state, elapsed time, CPU and memory efficiency (like `seff`, where the
+    cluster keeps accounting) and the run's result.
+
+    Jobs submitted with plain sbatch are found by their run folder (<name>-job<JOBID>, under
+    --runs) or, with accounting, by name.
+    """
     now = queue.status(runs_dir)
     rows = [(q.job.job_id, q.job.name, q.job.state, q.job.elapsed, q.job.time_limit, q.job.reason,
              _short(q.folder) if q.folder else "-") for q in now.queued]
@@ -145,8 +156,15 @@ def status(runs_dir):
     else:
         click.echo(f"no jobs of {now.user} in the queue")
     if now.finished:
-        click.echo("\nrecently submitted, no longer queued:")
-        _table(("JOBID", "RESULT", "RUN FOLDER"), [(f.job_id, f.result, _short(f.folder)) for f in now.finished])
+        click.echo("\nrecently finished (no longer queued):")
+        header = ("JOBID", "NAME", "STATE", "ELAPSED") + (("CPU AND MEMORY (sacct)",) if now.accounting else ())
+        _table(header + ("RESULT", "RUN FOLDER"), [
+            (f.job_id, f.name, f.state, f.elapsed) + ((f.usage,) if now.accounting else ())
+            + (f.result, _short(f.folder) if f.folder else "-") for f in now.finished])
+        if not now.accounting and not now.notes:
+            click.echo("(no accounting on this cluster: sacct cannot tell CPU and memory efficiency)")
+    for line in now.notes:
+        click.echo(f"note: {line}", err=True)
 
 
 @click.command()
@@ -184,7 +202,7 @@ def cancel(job_ids):
 @click.option("--with-data", is_flag=True, help="Also copy the data archive (made by `data pack` if missing).")
 @click.option("--project", type=click.Path(file_okay=False, exists=True), default=".", show_default=True,
               help="The project folder to copy.")
-@click.option("--cluster", "-c", default=None, metavar="NAME",
+@click.option("--cluster", "-c", default=None, metavar="NAME", shell_complete=complete_cluster,
               help="The cluster's profile, for the default DIR (default: the one the host is named after).")
 @click.option("--dry-run", is_flag=True, help="Print the commands; copy nothing.")
 def push(target, with_data, project, cluster, dry_run):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from mnist_hpc.cli.completion import complete_set, complete_yaml
 from mnist_hpc.errors import ConfigError, UserError
 from mnist_hpc.experiments import figures, pages, tables
 from mnist_hpc.experiments.report import compare, find_runs, load_run
@@ -55,8 +56,9 @@ def sweep_group():
 
 
 @sweep_group.command("plan")
-@click.argument("sweep_file", type=click.Path(path_type=Path))
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+@click.argument("sweep_file", type=click.Path(path_type=Path), shell_complete=complete_yaml)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP,
+              shell_complete=complete_set)
 @click.option("--allow-large", is_flag=True, help=LARGE_HELP)
 @user_errors
 def plan(sweep_file, overrides, allow_large):
@@ -78,14 +80,15 @@ def plan(sweep_file, overrides, allow_large):
 
 
 @sweep_group.command("run")
-@click.argument("sweep_file", type=click.Path(path_type=Path))
+@click.argument("sweep_file", type=click.Path(path_type=Path), shell_complete=complete_yaml)
 @click.option("--parallel", "-j", type=click.IntRange(min=1), default=1, show_default=True,
               help="Runs to train at the same time (each gets cores / K threads).")
 @click.option("--index", type=click.IntRange(min=0), default=None,
               help="Run only the run with this index (a Slurm array task: $SLURM_ARRAY_TASK_ID).")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Dataset folder, passed on to every run.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP,
+              shell_complete=complete_set)
 @click.option("--allow-large", is_flag=True, help=LARGE_HELP)
 @user_errors
 def run(sweep_file, parallel, index, data_dir, overrides, allow_large):

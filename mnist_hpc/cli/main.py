@@ -13,13 +13,15 @@ import sys
 import click
 
 from mnist_hpc import __version__
+from mnist_hpc.cli.completion import complete_config, complete_set
 from mnist_hpc.errors import EXIT_INTERRUPTED, ConfigError, Interrupted, UserError
 
 SET_HELP = "Override a config value, e.g. --set optim.lr=0.01 --set model.hidden=[256,64] (repeatable)."
 
 
 def set_option(f):
-    return click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)(f)
+    return click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP,
+                        shell_complete=complete_set)(f)
 
 
 def data_dir_option(f):
@@ -43,7 +45,7 @@ def cli():
 
 
 @cli.command()
-@click.argument("config", type=click.Path(dir_okay=False))
+@click.argument("config", type=click.Path(dir_okay=False), shell_complete=complete_config)
 @set_option
 @data_dir_option
 @click.option("--run-dir", type=click.Path(file_okay=False), default=None,
@@ -68,7 +70,8 @@ def train(config, overrides, data_dir, run_dir, resume, init_from, nproc):
 
         api.train(cfg, data_dir=data_dir, run_dir=run_dir, resume=resume, init_from=init_from, progress=None)
     finally:
-        stopflag.uninstall()  # callers that run the CLI in-process get their handlers back
+        # the process is about to exit: a late time-limit warning must not kill it now
+        stopflag.uninstall(ignore_late_warnings=True)
 
 
 def _load(source, overrides):
@@ -111,7 +114,8 @@ def config():
 
 
 @config.command("show")
-@click.argument("config_file", metavar="CONFIG", type=click.Path(dir_okay=False))
+@click.argument("config_file", metavar="CONFIG", type=click.Path(dir_okay=False),
+                shell_complete=complete_config)
 @set_option
 def config_show(config_file, overrides):
     """Print the resolved config (extends: merged, --set applied, defaults filled), each key with
@@ -130,7 +134,8 @@ def configs():
 
 
 @config.command("validate")
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False),
+                shell_complete=complete_config)
 def config_validate(files):
     """Check config files and sweep files (every run a sweep makes); one line per file, exit 2 if
     any is invalid."""
@@ -169,7 +174,8 @@ def models():
 
 
 @cli.command()
-@click.argument("config_file", metavar="CONFIG", type=click.Path(dir_okay=False))
+@click.argument("config_file", metavar="CONFIG", type=click.Path(dir_okay=False),
+                shell_complete=complete_config)
 @set_option
 def summary(config_file, overrides):
     """Print a layer table of CONFIG's model (output shapes, parameters, size)."""
@@ -217,18 +223,13 @@ def data_list():
 def data_download(datasets, data_dir):
     """Download (or unpack local archives of) datasets, MD5-checked by torchvision."""
     from mnist_hpc.cluster import env as job_env
-    from mnist_hpc.training import data as D
-    from mnist_hpc.config.datasets import DATASETS, resolve_data_root
+    from mnist_hpc.config.datasets import resolve_data_root
+    from mnist_hpc.training.data import prepare_all
 
     root, why = resolve_data_root(data_dir)
-    for name in datasets:
-        spec = DATASETS[name]
-        before = D.status(spec, root)
-        if before["unpacked"]:
-            click.echo(f"{name}: already present in {D.raw_folder(spec, root)}")
-            continue
-        D.prepare(spec, root, download=not job_env.current().in_job)  # compute nodes: local archives only
-        click.echo(f"{name}: ready in {D.raw_folder(spec, root)} ({why})")
+    # inside a job (compute nodes: no internet) only local archives are unpacked
+    for name, folder, present in prepare_all(datasets, root, download=not job_env.current().in_job):
+        click.echo(f"{name}: already present in {folder}" if present else f"{name}: ready in {folder} ({why})")
 
 
 @data.command("verify")
@@ -254,13 +255,13 @@ def data_verify(datasets, data_dir):
 
 
 @cli.command()
-@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True), metavar="RUN_OR_CHECKPOINT...")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True), metavar="RUN_CHECKPOINT_OR_EXPORT...")
 @click.option("--ensemble", is_flag=True, help="Also average the runs' predictions (an ensemble).")
 @click.option("--tta", is_flag=True, help="Test-time augmentation: average 1-pixel shifted views.")
 @data_dir_option
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 def evaluate(runs, ensemble, tta, data_dir, device):
-    """Re-evaluate run folders or checkpoints on the test set."""
+    """Re-evaluate run folders, checkpoints or exported models (ONNX, TorchScript) on the test set."""
     from mnist_hpc.cluster import env as job_env
     from mnist_hpc.training.inference import evaluate_runs
 
@@ -277,7 +278,7 @@ def evaluate(runs, ensemble, tta, data_dir, device):
 
 
 @cli.command()
-@click.argument("checkpoint", type=click.Path(exists=True), metavar="CHECKPOINT_OR_RUN")
+@click.argument("checkpoint", type=click.Path(exists=True), metavar="RUN_CHECKPOINT_OR_EXPORT")
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 def predict(checkpoint, images):
     """Classify image files (PNG/JPEG, any size; preprocessed the MNIST way). Each image is judged
@@ -301,11 +302,13 @@ def predict(checkpoint, images):
 
 from mnist_hpc.cli.bench import bench  # noqa: E402
 from mnist_hpc.cli import cluster as hpc_commands  # noqa: E402
+from mnist_hpc.cli import export as export_commands  # noqa: E402
 from mnist_hpc.cli.experiments import report_command, sweep_group  # noqa: E402
 
 cli.add_command(sweep_group)  # mnist-hpc sweep plan|run
 cli.add_command(report_command)  # mnist-hpc report
 hpc_commands.register(cli)  # submit, status, logs, cancel, push; data pack
+export_commands.register(cli)  # export, sync
 sweep_group.add_command(hpc_commands.sweep_submit_command)  # mnist-hpc sweep submit
 cli.add_command(bench)  # mnist-hpc bench tta|throughput|side-by-side|pipeline|all
 

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
-from mnist_hpc.cluster import datapack, env, slurm
+from mnist_hpc.cluster import datapack, env, nodeenv, slurm
 from mnist_hpc.cluster.profiles import Profile, get_profile
 from mnist_hpc.cluster.render import render
 from mnist_hpc.cluster.spec import JobSpec, kind_for
@@ -54,6 +54,7 @@ class SweepJobs:
     cluster: str
     jobs: list = field(default_factory=list)  # [Job]
     notes: list = field(default_factory=list)  # how the sweep was fitted to the cluster's limits
+    snapshot: Optional[Path] = None  # <folder>/sweep.yaml: the copy the array tasks read (None: dry run)
 
     @property
     def job_ids(self) -> list:
@@ -129,7 +130,7 @@ def submit(config_or_source, overrides: Sequence[str] = (), cluster: str = "loca
     ``cpus``/``mem``: per task / per node (None: the profile's share). ``warn``/``note`` get the
     warnings (a retired cluster name) and notes (the data archive packed) as lines."""
     from mnist_hpc.config import load_config
-    from mnist_hpc.runs.folder import new_run_dir
+    from mnist_hpc.runs.folder import create_run_dir, new_run_dir
 
     profile = profile_for(cluster, warn)
     if isinstance(config_or_source, (str, Path)):
@@ -142,26 +143,38 @@ def submit(config_or_source, overrides: Sequence[str] = (), cluster: str = "loca
     cwd = Path(cwd or Path.cwd())
     run_dir = new_run_dir(str(cwd / cfg.experiment.output_dir), cfg.experiment.name).resolve()
     check_writable(profile, cwd, run_dir)
-    spec = JobSpec(
-        template=kind_for(nodes, n_gpus, tasks), profile=profile, job_name=cfg.experiment.name,
-        config=str(run_dir / "config.yaml"), run_dir=str(run_dir), time=time, nodes=nodes,
-        gpus_per_node=n_gpus, gpu_type=gpu_type, tasks_per_node=tasks, cpus_per_task=cpus, mem=mem,
-        account=account or env.default_account(), mail_user=mail, output=str(run_dir / "slurm-%j.out"),
-        requeue_signal=cfg.runtime.requeue_signal, workdir=str(cwd),
-        data_archive=str(cwd / datapack.DEFAULT_ARCHIVE),
-        data_dir=str(Path(data_dir).resolve()) if data_dir else "",
-        script_name=str(run_dir / "job.sh"))
+    packages = nodeenv.job_packages([cfg])
+    nodeenv.check_wheelhouse(packages, profile)  # before anything is queued
+
+    def spec_for(run_dir: Path) -> JobSpec:
+        return JobSpec(
+            template=kind_for(nodes, n_gpus, tasks), profile=profile, job_name=cfg.experiment.name,
+            config=str(run_dir / "config.yaml"), run_dir=str(run_dir), time=time, nodes=nodes,
+            gpus_per_node=n_gpus, gpu_type=gpu_type, tasks_per_node=tasks, cpus_per_task=cpus, mem=mem,
+            account=account or env.default_account(), mail_user=mail, output=str(run_dir / "slurm-%j.out"),
+            requeue_signal=cfg.runtime.requeue_signal, workdir=str(cwd),
+            data_archive=str(cwd / datapack.DEFAULT_ARCHIVE),
+            data_dir=str(Path(data_dir).resolve()) if data_dir else "",
+            script_name=str(run_dir / "job.sh"), code=nodeenv.code_dir(run_dir),
+            python=nodeenv.submitting_python(), packages=packages)
+
+    spec = spec_for(run_dir)
     script = render(spec)
     job = Job(None, script, run_dir, profile.name, spec.template, spec.output)
     if dry_run:
         return job
     stage_data(profile, data_dir, [cfg.data.dataset], cwd / datapack.DEFAULT_ARCHIVE, warn, note)
-    run_dir.mkdir(parents=True)
+    made = create_run_dir(run_dir.parent, cfg.experiment.name, first=run_dir)  # exclusive: never shared
+    if made != run_dir:  # another submit took the name meanwhile: the job gets the next one
+        run_dir, spec = made, spec_for(made)
+        job.run_dir, job.script, job.output = made, render(spec), spec.output
+        script = job.script
     try:
         from mnist_hpc.runs.folder import atomic_write
 
         atomic_write(run_dir / "config.yaml", f"# resolved config, as submitted (source: {source})\n"
                      + cfg.to_yaml())
+        nodeenv.copy_code(run_dir)  # an installed mnist_hpc (no checkout): the job runs this copy
         script_path = run_dir / "job.sh"
         _write_script(script_path, script)
         job.job_id = slurm.sbatch(str(script_path), cwd=str(cwd))
@@ -226,10 +239,15 @@ def sweep_submit(sweep_file, cluster: str = "local", *, overrides: Sequence[str]
                  cpus: Optional[int] = None, mem: Optional[str] = None, data_dir=None,
                  parallel: int = 4, cwd=None, warn: Echo = _stderr("warning: "),
                  note: Echo = _stderr()) -> SweepJobs:
-    """Submit every run of ``sweep_file`` as a Slurm job array (task I runs run I), at most
-    ``parallel`` at a time; a sweep larger than the cluster's largest array becomes several
-    arrays, each starting when the previous one has ended."""
-    from mnist_hpc.runs.folder import new_run_dir
+    """Submit every run of ``sweep_file`` (with the ``--set`` ``overrides`` in every run) as a
+    Slurm job array (task I runs run I), at most ``parallel`` at a time; a sweep larger than the
+    cluster's largest array becomes several arrays, each starting when the previous one has ended.
+    The tasks read a snapshot of the sweep file and its base config in the sweep's folder
+    (``cluster.snapshot``): editing the originals afterwards changes nothing queued."""
+    import tempfile
+
+    from mnist_hpc.cluster import snapshot
+    from mnist_hpc.runs.folder import create_run_dir, new_run_dir
 
     if nodes > 1 or (tasks or 1) > 1:
         raise UserError("sweep array tasks run on one node with one process; drop --nodes/--tasks")
@@ -245,29 +263,47 @@ def sweep_submit(sweep_file, cluster: str = "local", *, overrides: Sequence[str]
     total = len(sweep.runs)
     queued = slurm.count_jobs() if profile.max_jobs and not dry_run else 0
     arrays, parallel, notes = plan_arrays(total, parallel, profile, queued)
-    out = SweepJobs(sweep.name, folder, total, parallel, profile.name, notes=notes)
-    output = str(folder / "slurm-%A_%a.out")
-    for k, (offset, size) in enumerate(arrays):
-        spec = JobSpec(
-            template="sweep_array", profile=profile, job_name=sweep.name, sweep=str(Path(sweep_file).resolve()),
-            time=time, gpus_per_node=n_gpus, gpu_type=gpu_type, cpus_per_task=cpus, mem=mem,
-            account=account or env.default_account(), mail_user=mail, output=output,
-            array=f"0-{size - 1}%{min(parallel, size)}", index_offset=offset, requeue_signal=signal,
-            workdir=str(cwd), data_archive=str(cwd / datapack.DEFAULT_ARCHIVE),
-            data_dir=str(Path(data_dir).resolve()) if data_dir else "",
-            script_name=str(folder / f"job-{k}.sh"))
-        out.jobs.append(Job(None, render(spec), folder, profile.name, "sweep_array", output))
+    packages = nodeenv.job_packages(run.config for run in sweep.runs)
+    nodeenv.check_wheelhouse(packages, profile)  # before anything is queued
+
+    def jobs_in(folder: Path) -> list:
+        output = str(folder / "slurm-%A_%a.out")
+        made = []
+        for k, (offset, size) in enumerate(arrays):
+            spec = JobSpec(
+                template="sweep_array", profile=profile, job_name=sweep.name,
+                sweep=str(folder / snapshot.SWEEP_FILE), time=time, gpus_per_node=n_gpus, gpu_type=gpu_type,
+                cpus_per_task=cpus, mem=mem, account=account or env.default_account(), mail_user=mail,
+                output=output, array=f"0-{size - 1}%{min(parallel, size)}", index_offset=offset,
+                requeue_signal=signal, workdir=str(cwd), data_archive=str(cwd / datapack.DEFAULT_ARCHIVE),
+                data_dir=str(Path(data_dir).resolve()) if data_dir else "",
+                script_name=str(folder / f"job-{k}.sh"), code=nodeenv.code_dir(folder),
+                python=nodeenv.submitting_python(), packages=packages)
+            made.append(Job(None, render(spec), folder, profile.name, "sweep_array", output))
+        return made
+
+    out = SweepJobs(sweep.name, folder, total, parallel, profile.name, jobs=jobs_in(folder), notes=notes)
     if dry_run:
+        with tempfile.TemporaryDirectory() as tmp:  # the snapshot is checked as for a real submission
+            snapshot.write(sweep, tmp, overrides)
         return out
     needed = sorted({run.config.data.dataset for run in sweep.runs})
     stage_data(profile, data_dir, needed, cwd / datapack.DEFAULT_ARCHIVE, warn, note)
+    made = create_run_dir(folder.parent, "", first=folder)  # exclusive: never shared with another submit
+    if made != folder:
+        out.folder, out.jobs = made, jobs_in(made)
+    try:
+        out.snapshot = snapshot.write(sweep, out.folder, overrides)
+        nodeenv.copy_code(out.folder)  # an installed mnist_hpc (no checkout): the tasks run this copy
+    except BaseException:
+        shutil.rmtree(out.folder, ignore_errors=True)
+        raise
     _submit_arrays(out, sweep_file, arrays, cwd)
     return out
 
 
 def _submit_arrays(out: SweepJobs, sweep_file, arrays: list, cwd: Path) -> None:
     """sbatch each array after the previous one; job.json records those that were submitted."""
-    out.folder.mkdir(parents=True)
     submitted, previous = [], None
     try:
         for k, (job, (offset, size)) in enumerate(zip(out.jobs, arrays)):
@@ -281,7 +317,8 @@ def _submit_arrays(out: SweepJobs, sweep_file, arrays: list, cwd: Path) -> None:
         if submitted:
             _record(out.folder, {
                 "job_id": submitted[0]["job_id"], "cluster": out.cluster, "template": "sweep_array",
-                "sweep": str(sweep_file), "runs": out.runs, "run_dir": str(out.folder),
+                "sweep": str(sweep_file), "snapshot": str(out.snapshot), "runs": out.runs,
+                "run_dir": str(out.folder),
                 "output": out.jobs[0].output, "script": submitted[0]["script"], "jobs": submitted,
                 "submitted_at": _now(), "argv": ["sbatch", "--parsable", submitted[0]["script"]]})
         else:

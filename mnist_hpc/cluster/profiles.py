@@ -68,6 +68,7 @@ class Profile:
     account_prefixes: tuple[str, ...] = ()
     home_read_only: bool = False
     push_dir: str = "scratch"
+    wheelhouse: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
 
     def check(self, err):

@@ -2,19 +2,24 @@
 
 Jobs are found through the ``job.json`` that ``submit`` writes into each run folder, and, for
 scripts submitted with plain ``sbatch``, through the ``<name>-job<JOBID>`` folders that training
-makes. Functions return data and raise ``UserError``; the CLI prints.
+makes (and by name in ``sacct``). A finished job shows Slurm's state, elapsed time and, where the
+cluster keeps accounting, CPU and memory efficiency (``accounting``), beside the run's result.
+Functions return data and raise ``UserError``; the CLI prints.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Iterator, Optional
 
-from mnist_hpc.cluster import slurm
+from mnist_hpc.cluster import accounting, slurm
 from mnist_hpc.errors import UserError
 
 
@@ -62,35 +67,153 @@ class Queued:
 @dataclass(frozen=True)
 class Finished:
     job_id: str
-    result: str  # "completed, test accuracy 99.12%", "FAILED (exit 1:0), no summary.json", ...
-    folder: str
+    result: str  # the run's own: "completed, test accuracy 99.12%", "run failed: ...", ...
+    folder: Optional[str]  # None: a job Slurm's accounting knows, with no run folder found
+    name: str = "-"  # the job name, when Slurm still knows the job
+    state: str = "-"  # Slurm's: COMPLETED, FAILED (exit 1:0), TIMEOUT, ... ("-": forgotten)
+    elapsed: str = "-"
+    usage: str = "-"  # CPU and memory efficiency, as seff gives them; "no accounting" without sacct
 
 
 @dataclass(frozen=True)
 class Status:
     user: str
     queued: list  # [Queued]
-    finished: list  # [Finished]: the last ten submitted jobs no longer queued
+    finished: list  # [Finished]: the most recent jobs no longer queued
+    accounting: bool = False  # whether sacct answered (CPU and memory efficiency known)
+    notes: list = field(default_factory=list)  # what could not be asked (sacct failing, ...)
 
 
-def status(runs_dir="runs") -> Status:
-    """The user's queued jobs (like ``sq``) with their run folders, then recent finished ones."""
+_JOB_FOLDER = re.compile(r"-job(\d+(?:_\d+)?)$")
+
+
+def job_folders(runs_dir) -> dict[str, Path]:
+    """job id -> run folder, for the ``<name>-job<ID>[_<TASK>]`` folders that training makes in a
+    job that was not submitted by mnist-hpc (plain ``sbatch slurm/submit_job.sh``)."""
+    root = Path(runs_dir)
+    found: dict[str, Path] = {}
+    if root.is_dir():
+        for path in sorted(root.glob("*-job*")):
+            m = _JOB_FOLDER.search(path.name)
+            if m and path.is_dir():
+                found.setdefault(m.group(1), path)
+    return found
+
+
+def status(runs_dir="runs", limit: int = 10) -> Status:
+    """The user's queued jobs (like ``sq``) with their run folders, then the ``limit`` most recent
+    ones no longer queued: submitted by mnist-hpc (job.json), trained into ``<name>-job<ID>``
+    folders, or (where the cluster keeps accounting) any job of the user of the last 7 days."""
     jobs = slurm.squeue()
     records = submitted_jobs(runs_dir)
     queued = [Queued(j, run_folder(j.job_id, records, runs_dir)) for j in jobs]
     in_queue = {j.job_id.split("_")[0] for j in jobs}
-    done = [(job_id, r) for job_id, r in records.items() if job_id not in in_queue]
-    done = sorted(done, key=lambda item: item[1].get("submitted_at", ""))[-10:]
-    finished = [Finished(job_id, result(job_id, Path(r["folder"]), r), r["folder"]) for job_id, r in done]
-    return Status(slurm.current_user(), queued, finished)
+    notes = []
+    try:
+        text = slurm.sacct()
+    except UserError as e:
+        text = None
+        notes.append(f"{e}; CPU and memory efficiency unknown")
+    usage = accounting.parse_sacct(text) if text is not None else None
+    chosen = sorted(_left_queue(runs_dir, records, usage, in_queue), key=lambda c: c[0])[-limit:]
+    finished = [_finished(job_id, folder, record, usage, runs_dir) for _, job_id, folder, record in chosen]
+    return Status(slurm.current_user(), queued, finished, usage is not None, notes)
 
 
-def result(job_id: str, folder: Path, record: dict) -> str:
-    """One line on how a job that left the queue ended."""
+def _mtime(path) -> float:
+    try:
+        return Path(path).stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _ended(usage: accounting.Usage) -> float:
+    try:
+        return datetime.fromisoformat(usage.end).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def _left_queue(runs_dir, records: dict, usage: Optional[dict], in_queue: set) -> list:
+    """(when, job id, run folder, job.json record) of the jobs known to have left the queue;
+    when: the job's end where sacct tells it, else when its job.json or run folder last changed."""
+    usage = usage or {}
+
+    def when(job_id: str, path) -> float:
+        u = usage.get(job_id)
+        return _ended(u) if u is not None and u.end else _mtime(path)
+
+    out = {}
+    for job_id, record in records.items():
+        if job_id not in in_queue:
+            out[job_id] = (when(job_id, Path(record["folder"]) / "job.json"), job_id, record["folder"], record)
+    for job_id, folder in job_folders(runs_dir).items():
+        if job_id not in out and job_id.split("_")[0] not in in_queue:
+            out[job_id] = (when(job_id, folder), job_id, str(folder), {})
+    arrays = {job_id for job_id, r in records.items() if r.get("template") == "sweep_array"}
+    for job_id, u in usage.items():
+        base = job_id.split("_")[0]
+        if u.end and job_id not in out and base not in in_queue and base not in arrays:
+            out[job_id] = (_ended(u), job_id, None, {})  # e.g. a job that failed before training began
+    return list(out.values())
+
+
+def _state(state: str, exit_code: str) -> str:
+    return state if exit_code in ("", "0:0") else f"{state} (exit {exit_code})"
+
+
+def _scontrol_facts(job_id: str) -> tuple[str, str, str]:
+    """Name, state and elapsed time of a job Slurm still remembers (a few minutes after its end,
+    MinJobAge); dashes when it forgot it or cannot be asked."""
+    try:
+        info = slurm.scontrol_show_job(job_id) if shutil.which("scontrol") else None
+    except UserError:
+        info = None
+    if not info or not info.get("JobState"):
+        return "-", "-", "-"
+    run_time = accounting.format_duration(accounting.parse_seconds(info.get("RunTime", "")))
+    return info.get("JobName") or "-", _state(info["JobState"], info.get("ExitCode", "")), run_time
+
+
+def _finished(job_id: str, folder: Optional[str], record: dict, usage: Optional[dict], runs_dir) -> Finished:
+    if record.get("template") == "sweep_array":
+        return _finished_array(job_id, folder, record, usage)
+    result = run_result(Path(folder)) if folder else f"no run folder in {runs_dir}/"
+    u = usage.get(job_id) if usage is not None else None
+    if u is not None:
+        return Finished(job_id, result, folder, u.name, _state(u.state, u.exit_code),
+                        accounting.format_duration(u.elapsed), accounting.efficiency_text(u))
+    name, state, elapsed = _scontrol_facts(job_id)
+    return Finished(job_id, result, folder, name, state, elapsed,
+                    "no accounting" if usage is None else "no accounting record")
+
+
+def _finished_array(job_id: str, folder: str, record: dict, usage: Optional[dict]) -> Finished:
+    """A sweep's job array: its tasks' states counted, their usage summed (per task: peak memory)."""
+    result = _sweep_result(record)
+    tasks = [u for key, u in (usage or {}).items() if key.partition("_")[0] == job_id and "_" in key]
+    if not tasks:
+        return Finished(job_id, result, folder, usage="no accounting" if usage is None else "-")
+    counts = Counter(u.state for u in tasks)
+    together = accounting.Usage(
+        job_id=job_id, name=tasks[0].name, state="", exit_code="", elapsed=sum(u.elapsed for u in tasks),
+        cpu_seconds=sum(u.cpu_seconds for u in tasks), cpus=tasks[0].cpus, mem_bytes=tasks[0].mem_bytes,
+        max_rss_bytes=max((u.max_rss_bytes for u in tasks if u.max_rss_bytes is not None), default=None))
+    states = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    return Finished(job_id, result, folder, tasks[0].name, states,
+                    accounting.format_duration(max(u.elapsed for u in tasks)),
+                    f"{len(tasks)} tasks: {accounting.efficiency_text(together)}")
+
+
+def _sweep_result(record: dict) -> str:
+    sweep = record.get("snapshot") or record.get("sweep", "")
+    return f"sweep of {record.get('runs', '?')} runs (mnist-hpc report {sweep})"
+
+
+def run_result(folder: Path) -> str:
+    """How the run in ``folder`` ended, by its own files: summary.json, else its recorded state."""
     from mnist_hpc.runs.summary import read_summary
 
-    if record.get("template") == "sweep_array":
-        return f"sweep of {record.get('runs', '?')} runs (mnist-hpc report {record.get('sweep', '')})"
     try:
         summary = read_summary(folder)
     except UserError:
@@ -99,13 +222,26 @@ def result(job_id: str, folder: Path, record: dict) -> str:
         from mnist_hpc.runs.state import read_state
 
         state = read_state(folder)  # what the run recorded: failed (why), interrupted (where), ...
-        run = f"run {state.describe()}" if state else "no summary.json"
-        info = slurm.scontrol_show_job(job_id) if shutil.which("scontrol") else None
-        if info and info.get("JobState"):  # Slurm remembers finished jobs for a few minutes
-            return f"{info['JobState']} (exit {info.get('ExitCode', '?')}), {run}"
-        return run if state else "no summary.json (failed or cancelled? see mnist-hpc logs)"
+        return f"run {state.describe()}" if state else \
+            "no summary.json (failed or cancelled? see mnist-hpc logs)"
     acc = summary.test_accuracy
-    return f"{summary.status or '?'}" + (f", test accuracy {acc:.2%}" if isinstance(acc, float) else "")
+    text = f"{summary.status or '?'}" + (f", test accuracy {acc:.2%}" if isinstance(acc, float) else "")
+    if summary.peak_gpu_memory_mb:
+        text += f", peak GPU memory {summary.peak_gpu_memory_mb:,.0f} MB"
+    return text
+
+
+def result(job_id: str, folder: Path, record: dict) -> str:
+    """One line on how a job that left the queue ended: the run's result, after Slurm's state
+    when the run wrote no summary and Slurm still remembers the job."""
+    if record.get("template") == "sweep_array":
+        return _sweep_result(record)
+    text = run_result(folder)
+    if text.startswith(("run ", "no summary.json")):
+        _, state, _ = _scontrol_facts(job_id)
+        if state != "-":
+            return f"{state}, {text}"
+    return text
 
 
 # --------------------------------------------------------------------------- logs

@@ -1,7 +1,7 @@
 """The Slurm commands mnist-hpc runs: argv lists (never shell strings), errors as UserError.
 
 ``sbatch --parsable``, ``squeue`` for the current user (the Alliance's ``sq``), ``scancel``,
-``scontrol show job`` and ``scontrol requeue``.
+``scontrol show job``, ``scontrol requeue`` and ``sacct`` (where the cluster keeps accounting).
 """
 
 from __future__ import annotations
@@ -118,6 +118,24 @@ def parse_scontrol(line: str) -> dict:
     for m in re.finditer(r"(?:^|\s)([A-Za-z][A-Za-z0-9_:/]*)=(.*?)(?=\s+[A-Za-z][A-Za-z0-9_:/]*=|$)", line):
         fields[m.group(1)] = m.group(2)
     return fields
+
+
+def sacct(user: Optional[str] = None, since: str = "now-7days") -> Optional[str]:
+    """``sacct``'s text on the user's jobs that started since ``since`` (the fields of
+    ``accounting.FIELDS``, parsed by ``accounting.parse_sacct``); None where the cluster keeps no
+    accounting (no sacct, or accounting storage disabled). Other failures are a UserError."""
+    from mnist_hpc.cluster.accounting import FIELDS
+
+    if shutil.which("sacct") is None:
+        return None
+    proc = _run(["sacct", "--parsable2", "--noheader", f"--format={','.join(FIELDS)}",
+                 f"--user={user or current_user()}", f"--starttime={since}"], check=False)
+    if proc.returncode != 0:
+        if "accounting storage is disabled" in proc.stderr.lower():
+            return None
+        detail = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
+        raise UserError(f"sacct failed: {detail}")
+    return proc.stdout
 
 
 def scontrol_requeue(job_id: str) -> None:

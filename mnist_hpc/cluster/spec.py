@@ -14,6 +14,7 @@ from typing import Optional
 from mnist_hpc.cluster.profiles import MigSlice, Profile
 from mnist_hpc.cluster.units import check_mem, parse_time, times_mem
 from mnist_hpc.config import did_you_mean
+from mnist_hpc.config.extras import BASE_PACKAGES
 from mnist_hpc.errors import UserError
 
 # the kinds of job script; the first three run one process in the batch shell, the last two
@@ -51,6 +52,9 @@ class JobSpec:
     data_archive: str = DEFAULT_ARCHIVE  # "" = no staging
     data_dir: str = ""
     script_name: str = "job.sh"  # how the header tells to submit it
+    code: str = ""  # the folder holding the mnist_hpc package ("" = the project of the job script)
+    python: str = ""  # the submitting python, for clusters without modules ("" = none recorded)
+    packages: tuple[str, ...] = BASE_PACKAGES  # what the job's virtualenv installs from the wheelhouse
 
     @property
     def srun(self) -> bool:
@@ -99,7 +103,8 @@ def _check_text(spec: JobSpec) -> None:
                         ("mail", spec.mail_user), ("config", spec.config), ("run folder", spec.run_dir),
                         ("output", spec.output), ("working folder", spec.workdir),
                         ("data archive", spec.data_archive), ("data folder", spec.data_dir),
-                        ("script", spec.script_name), ("sweep file", spec.sweep)]:
+                        ("script", spec.script_name), ("sweep file", spec.sweep), ("code folder", spec.code),
+                        ("python", spec.python), *(("package", p) for p in spec.packages)]:
         if value and any(ord(c) < 32 for c in value):
             raise UserError(f"{what} {value!r}: control characters (such as newlines) are not allowed")
     if not spec.job_name.strip():

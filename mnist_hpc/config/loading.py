@@ -20,6 +20,7 @@ from typing import Any, Callable, Literal, Union
 
 import yaml
 
+from mnist_hpc.config.extras import check_extras
 from mnist_hpc.config.models import MODEL_SPECS, ModelSection
 from mnist_hpc.config.schema import SECTIONS, Config
 from mnist_hpc.config.shipped import find_config
@@ -32,10 +33,10 @@ MAX_EXTENDS_DEPTH = 32  # files (or profiles) extending each other in one chain
 
 def merge(base: dict, over: dict) -> dict:
     """Deep-merge ``over`` into a copy of ``base`` (mappings merge, everything else replaces)."""
-    out = dict(base)
+    out = {k: merge({}, v) if isinstance(v, dict) else v for k, v in base.items()}
     for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = merge(out[k], v)
+        if isinstance(v, dict):  # a copy: callers change the result in place (apply_overrides)
+            out[k] = merge(out[k], v) if isinstance(out.get(k), dict) else merge({}, v)
         else:
             out[k] = v
     return out
@@ -235,6 +236,7 @@ def load_config(source, overrides=()) -> Config:
     cfg = config_from_dict(data, str(source) + (" (with --set)" if overrides else ""))
     cfg.notes = tuple(notes)
     cfg.source = str(source)
+    check_extras(cfg)  # a logger whose package is missing fails here, before any job is queued
     return cfg
 
 

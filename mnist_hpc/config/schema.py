@@ -14,19 +14,25 @@ from mnist_hpc.config.dump import commented_yaml
 from mnist_hpc.config.models import CNNModel, ModelSection
 from mnist_hpc.config.validate import choices
 
+LoggerName = Literal["csv", "tensorboard", "wandb", "mlflow"]  # experiment.loggers (config/extras.py: what each needs)
+
 
 @dataclass
 class ExperimentConfig:
     name: str = "experiment"  # run folder prefix: <output_dir>/<name>-<timestamp>/
     seed: int = 0  # seeds python, numpy, torch, the data order and augmentation
     output_dir: str = "./runs"  # where run folders are created (relative to the working directory)
-    tensorboard: bool = False  # also log per-epoch metrics to <run>/tensorboard (needs the extra)
+    loggers: list[LoggerName] = field(default_factory=lambda: ["csv"])  # csv (always) + tensorboard, wandb, mlflow (extra: tracking)
+    tensorboard: bool = False  # older spelling of adding tensorboard to loggers (still accepted)
 
     def check(self, err):
         if not self.name or any(c in self.name for c in "/\\\0"):
             err("name", "a non-empty name without '/'", self.name)
         if self.seed < 0:
             err("seed", "an integer >= 0", self.seed)
+        # csv first and always; `tensorboard: true` means the same as listing it
+        wanted = [*self.loggers, *(["tensorboard"] if self.tensorboard else [])]
+        self.loggers = ["csv", *(x for x in dict.fromkeys(wanted) if x != "csv")]
 
 
 @dataclass

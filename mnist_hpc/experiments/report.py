@@ -29,7 +29,7 @@ from mnist_hpc.runs.summary import RunSummary, read_summary
 # Settings that never change a result, or that identify rather than describe a run; a report
 # does not list them as varied. Seeds are what a group averages over.
 IGNORED_KEYS = {
-    "experiment.name", "experiment.output_dir", "experiment.seed", "experiment.tensorboard",
+    "experiment.name", "experiment.output_dir", "experiment.seed", "experiment.tensorboard", "experiment.loggers",
     "data.root", "data.eval_batch_size", "runtime.threads", "runtime.requeue_signal",
     "runtime.max_requeues", "runtime.dist_timeout",
 }

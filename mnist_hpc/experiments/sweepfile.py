@@ -37,6 +37,7 @@ from mnist_hpc.config import (
     Config, ConfigError, apply_overrides, build_section, config_from_dict, cut, find_config,
     load_raw, read_yaml, show,
 )
+from mnist_hpc.config.extras import check_extras
 from mnist_hpc.experiments import axes as ax
 
 # A sweep of more runs than this is refused unless asked for (``--allow-large``): it is more
@@ -227,6 +228,7 @@ def load_sweep(path, overrides=(), *, allow_large: bool = False, validate: bool 
         _fail(path, "base", f"{base} is a sweep file; base: names the config every run starts from")
     shared_cfg = config_from_dict(_apply(path, base_raw, fixed, where),
                                   f"{path}: {base} with the shared overrides")
+    check_extras(shared_cfg, str(path))  # a logger's missing package: before any run or job starts
 
     dims = _dimensions(path, spec, shared_cfg.experiment.seed)
     origins = _check_keys(path, dims, shared, overrides)

@@ -2,9 +2,9 @@
 
 Version 1 is the unversioned file of the first release; version 2 adds ``summary_version`` and
 ``process_seconds`` (this process's wall time, beside the cumulative ``total_seconds``) and the
-split sizes the run used (``train_images``, ``val_images``, ``test_images``), the ``run_id`` and
-the ``parent_run`` (added keys; absent in older files). Readers accept both; keys this version
-does not know are kept in ``extra`` and written back unchanged.
+split sizes the run used (``train_images``, ``val_images``, ``test_images``), the ``run_id``, the
+``parent_run`` and, on CUDA, ``peak_gpu_memory_mb`` (added keys; absent in older files). Readers
+accept both; keys this version does not know are kept in ``extra`` and written back unchanged.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ class RunSummary:
     process_seconds: Optional[float] = None  # wall time of the process that finished the run
     images_per_s: Optional[float] = None
     device: Optional[str] = None
+    peak_gpu_memory_mb: Optional[float] = None  # CUDA only: max_memory_allocated of the last process, MiB
     world_size: int = 1
     launcher: Optional[str] = None
     precision: Optional[str] = None

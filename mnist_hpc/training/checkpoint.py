@@ -166,7 +166,7 @@ def newest_valid(ckpt_dir: Path, warn=print):
 # saves, where and how fast it runs, what it logs. Any other difference is another experiment.
 RESUMABLE_KEYS = ("train.epochs", "train.checkpoint.", "train.compile", "runtime.threads", "runtime.device",
                   "runtime.deterministic", "runtime.channels_last", "runtime.dist_timeout",
-                  "runtime.max_requeues", "runtime.requeue_signal", "experiment.tensorboard",
+                  "runtime.max_requeues", "runtime.requeue_signal", "experiment.tensorboard", "experiment.loggers",
                   "experiment.output_dir", "data.root", "data.eval_batch_size")
 
 

@@ -30,7 +30,12 @@ def find_checkpoint(path) -> Path:
 
 
 def load_for_inference(path, device="cpu"):
-    """A run folder or checkpoint file -> (model in eval mode, its config, the checkpoint path)."""
+    """A run folder, checkpoint file or exported model (ONNX, TorchScript, state_dict with its
+    model card) -> (model in eval mode, its config, the file's path)."""
+    from mnist_hpc.training import export
+
+    if export.is_exported(path):
+        return export.load_exported(path, device)
     p = find_checkpoint(path)
     state = ckpt.load(p, map_location=device)
     cfg = config_from_dict(state.get("config", {}), source=f"{p} (stored config)")

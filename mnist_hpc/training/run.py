@@ -21,8 +21,10 @@ import torch
 
 from mnist_hpc import PROCESS_START  # set when the package was first imported (before torch)
 from mnist_hpc.config.datasets import resolve_data_root
+from mnist_hpc.config.extras import check_extras
 from mnist_hpc.errors import ConfigError, Interrupted, UserError
 from mnist_hpc.runs import folder
+from mnist_hpc.runs.loggers import open_trackers
 from mnist_hpc.runs.state import RunState, record_state, write_state
 from mnist_hpc.runs.summary import RunSummary, read_summary, write_summary
 from mnist_hpc.training import checkpoint as ckpt
@@ -57,6 +59,7 @@ def run_training(cfg, *, ctx: Optional[TrainContext] = None, data_dir=None, run_
     per epoch; None = only when stdout is a terminal. The run's state (running, completed,
     failed, interrupted) is kept in its folder's state.json."""
     ctx = ctx or TrainContext()
+    check_extras(cfg)  # a logger's missing package: one line before anything starts
     denv = distmod.detect({**os.environ, **ctx.launch_env}, launcher=ctx.launcher_name())
     if cfg.train.early_stopping.patience and not cfg.data.val_split:
         raise ConfigError("train.early_stopping.patience needs a validation split (data.val_split)")
@@ -157,16 +160,27 @@ class _Run:
         came = (f" · resumed from {resumed_from}" if resumed_from
                 else f" · weights from {start['init_from']}" if start["init_from"] else "")
         self.echo(f"run folder: {self.run_dir}" + came)
-        if cfg.experiment.tensorboard and self.main:
-            from mnist_hpc.runs.tblog import TensorBoardLogger
-
-            self.trainer.tb = TensorBoardLogger(self.run_dir)
+        if self.main:  # only rank 0 logs; a resumed run continues its tracker runs (trackers.json)
+            self.trainer.trackers = open_trackers(cfg, self.run_dir, job_id=ctx.job_id, echo=self.echo,
+                                                  run_id=self.start.identity.get("run_id") if self.start else None)
+        status = "failed"
         try:
             self.trainer.fit()
-            return self._finish(params)
+            summary = self._finish(params)
+            status = "completed"
+            return summary
+        except (Interrupted, KeyboardInterrupt):
+            status = "interrupted"
+            raise
         finally:
-            if self.trainer.tb:
-                self.trainer.tb.close()
+            if self.main:
+                self.trainer.trackers.close(status)
+
+    def _peak_gpu_memory_mb(self) -> Optional[float]:
+        """The most memory this process's tensors held on its GPU (CUDA only), in MiB."""
+        if self.device.type != "cuda":
+            return None
+        return round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
 
     def _device_text(self) -> str:
         d, denv = self.device, self.denv
@@ -257,6 +271,8 @@ class _Run:
         summary = self._summary(test, params, eval_seconds)
         self._plots(test, list(splits.spec.classes))
         write_summary(self.run_dir, summary)
+        plots = {p.stem: p for p in sorted((self.run_dir / "plots").glob("*.png"))}
+        self.trainer.trackers.log_summary(summary.to_dict(), plots, s.global_step)
         record_state(self.run_dir, RunState("completed", summary.run_id))
         timing = f"{s.train_seconds:.1f} s training · {summary.total_seconds:.0f} s total"
         if s.requeues:  # total: every start of the run; this process: the last start only
@@ -290,6 +306,7 @@ class _Run:
             process_seconds=round(time.time() - PROCESS_START, 3),
             images_per_s=round(s.images_seen / max(s.step_seconds, 1e-9), 1),
             device=self._device_text(),
+            peak_gpu_memory_mb=self._peak_gpu_memory_mb(),
             world_size=denv.world_size,
             launcher=denv.launcher,
             precision=parts.precision.name,

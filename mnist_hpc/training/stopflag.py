@@ -30,9 +30,14 @@ class StopFlag:
         if self.received is None:
             self.received = signum
 
-    def restore(self) -> None:
+    def restore(self, ignore_late_warnings: bool = False) -> None:
+        """Give back the previous handlers. ``ignore_late_warnings``: for a process about to exit
+        (the CLI), a SIGUSR1/SIGUSR2 whose handler was the default (termination) is ignored instead:
+        Slurm's time-limit warning can reach a rank whose work is done, and under srun one finished
+        rank killed by it turns a COMPLETED job into FAILED."""
         for s, h in self._old.items():
-            signal.signal(s, signal.SIG_IGN if s in WARNINGS and h == signal.SIG_DFL else h)
+            late = ignore_late_warnings and s in WARNINGS and h == signal.SIG_DFL
+            signal.signal(s, signal.SIG_IGN if late else h)
         self._old = {}
 
     def wants_requeue(self, requeue_signal: str) -> bool:
@@ -59,9 +64,10 @@ def install() -> StopFlag:
     return _current
 
 
-def uninstall() -> None:
-    """Restore the previous handlers (for callers that train in-process, like tests)."""
+def uninstall(ignore_late_warnings: bool = False) -> None:
+    """Restore the previous handlers (exactly, for callers that train in-process: the API, tests,
+    notebooks); the CLI passes ``ignore_late_warnings=True`` (see ``StopFlag.restore``)."""
     global _current
     if _current is not None:
-        _current.restore()
+        _current.restore(ignore_late_warnings)
         _current = None

@@ -25,7 +25,7 @@ from mnist_hpc.training import checkpoint as ckpt
 from mnist_hpc.training import distributed as distmod
 from mnist_hpc.training.context import PreemptInfo
 from mnist_hpc.training.evaluate import evaluate
-from mnist_hpc.runs.folder import write_metrics_csv
+from mnist_hpc.runs.loggers import Trackers
 
 SYNC_EVERY_DDP = 20  # optimizer steps between the ranks' stop/checkpoint agreements under DDP
 
@@ -122,7 +122,7 @@ def first_nonfinite(bad_step, denv) -> int | None:
 class Trainer:
     """Runs ``parts`` over the epochs of ``cfg``; rank 0 writes metrics.csv and checkpoints."""
 
-    def __init__(self, cfg, parts, splits, run_dir, *, stop, on_preempt, echo, progress=None, tb=None,
+    def __init__(self, cfg, parts, splits, run_dir, *, stop, on_preempt, echo, progress=None, trackers=None,
                  started=None):
         self.cfg, self.parts, self.splits = cfg, parts, splits
         self.denv = parts.denv
@@ -130,7 +130,8 @@ class Trainer:
         self.main = self.denv.is_main
         self.run_dir, self.ckpt_dir = run_dir, run_dir / "checkpoints"
         self.stop, self.on_preempt, self.echo = stop, on_preempt, echo
-        self.progress, self.tb = progress, tb
+        self.progress = progress
+        self.trackers = trackers or Trackers.csv_only(run_dir)  # rank 0's loggers (runs/loggers)
         self.mean, self.std = splits.spec.mean, splits.spec.std
         self.state = State()
         self.step_lr = parts.optimizer.param_groups[0]["lr"]
@@ -283,6 +284,8 @@ class Trainer:
                     self._check_finite(bad_step)
                     sync_device(self.device)
                     s.partial = self._partial(loss_sum, correct, seen, ep_seconds + time.time() - t_start)
+                    if self.main:  # the trackers' step scalars: numbers already on the host
+                        self.trackers.log_progress(s.global_step, s.partial, self.step_lr)
                     self.save(signal_name=self.stop.name if stop_now else None)
                     last_ckpt_time = time.time()
                     if stop_now:
@@ -349,9 +352,7 @@ class Trainer:
                "lr": lr, "seconds": round(seconds, 3), "images_per_s": round(n / max(seconds, 1e-9), 1)}
         s.history.append(row)
         if self.main:
-            write_metrics_csv(self.run_dir / "metrics.csv", s.history)
-            if self.tb:
-                self.tb.log_epoch(epoch + 1, row)
+            self.trackers.log_epoch(epoch + 1, s.global_step, row, s.history)  # metrics.csv and trackers
         vtxt = f"  val_loss {row['val_loss']:.4f}  val_acc {row['val_acc'] * 100:6.2f}%" if val else ""
         self.echo(f"epoch {epoch + 1:>3}/{cfg.train.epochs}  loss {train_loss:.4f}  acc {train_acc * 100:6.2f}%"
                   f"{vtxt}  lr {lr:.2e}  {seconds:6.1f} s  {rate_text(row['images_per_s'])} img/s")

@@ -9,7 +9,7 @@
 {{#sweep}}
 # Set --array to 0-(N-1)%K for N runs, K at a time (`mnist-hpc sweep submit` does it for you).
 {{/sweep}}
-# Submit from the project folder:   sbatch {{script_name}}
+# Submit:   sbatch {{script_name}}   (from the project folder, or any other)
 # Follow it:   sq   (or mnist-hpc status)   and   cat {{log}}   (or mnist-hpc logs JOBID -f)
 set -euo pipefail
 
@@ -18,12 +18,15 @@ SWEEP={{sweep_file}}  # the sweep file
 INDEX_OFFSET={{index_offset}}  # added to the array index (a sweep longer than the cluster's largest array is split)
 {{/sweep}}
 {{^sweep}}
-CONFIG={{config}}  # the experiment to run
+CONFIG={{config}}  # the experiment to run: a shipped config's name or a file
 RUN_DIR={{run_dir}}  # empty: <output_dir>/<name>-job<JOBID>/, found again after a requeue
 {{/sweep}}
 DATA_ARCHIVE={{data_archive}}  # from `mnist-hpc data pack`, unpacked into $SLURM_TMPDIR
 DATA_DIR={{data_dir}}  # datasets folder when there is no $SLURM_TMPDIR (empty: $MNIST_HPC_DATA_DIR or the user cache)
 MODULES=({{modules}})
+PACKAGES=({{packages}})  # installed into $SLURM_TMPDIR/env from the cluster's wheelhouse
+CODE_DIR={{code}}  # the folder holding the mnist_hpc package (empty: this script's project)
+SUBMIT_PYTHON={{python}}  # the python where no virtualenv is built (empty: the project's .venv, else python3)
 REQUEUE_SIGNAL={{signal}}  # keep in step with --signal above and runtime.requeue_signal
 
 {{> _setup.sh}}

@@ -9,11 +9,11 @@
 {{^multi_node}}
 # Change the GPU count in --ntasks-per-node and the GPU request together.
 {{/multi_node}}
-# Submit from the project folder:   sbatch {{script_name}}
+# Submit:   sbatch {{script_name}}   (from the project folder, or any other)
 # Follow it:   sq   (or mnist-hpc status)   and   cat {{log}}   (or mnist-hpc logs JOBID -f)
 set -euo pipefail
 
-CONFIG={{config}}  # the experiment to run
+CONFIG={{config}}  # the experiment to run: a shipped config's name or a file
 RUN_DIR={{run_dir}}  # empty: <output_dir>/<name>-job<JOBID>/, found again after a requeue
 {{#multi_node}}
 DATA_ARCHIVE={{data_archive}}  # from `mnist-hpc data pack`, unpacked into each node's $SLURM_TMPDIR
@@ -23,6 +23,9 @@ DATA_ARCHIVE={{data_archive}}  # from `mnist-hpc data pack`, unpacked into $SLUR
 {{/multi_node}}
 DATA_DIR={{data_dir}}  # datasets folder when there is no $SLURM_TMPDIR (empty: $MNIST_HPC_DATA_DIR or the user cache)
 MODULES=({{modules}})
+PACKAGES=({{packages}})  # installed into $SLURM_TMPDIR/env from the cluster's wheelhouse
+CODE_DIR={{code}}  # the folder holding the mnist_hpc package (empty: this script's project)
+SUBMIT_PYTHON={{python}}  # the python where no virtualenv is built (empty: the project's .venv, else python3)
 
 {{> _setup.sh}}
 

@@ -1,0 +1,58 @@
+"""`mnist-hpc export` (a trained model as ONNX, TorchScript or a state_dict, with its model card)
+and `mnist-hpc sync` (upload offline W&B runs from a machine with internet, e.g. a login node).
+
+Nothing here imports torch at import time.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+
+import click
+
+from mnist_hpc.errors import UserError
+
+
+@click.command("export")
+@click.argument("source", metavar="RUN_OR_CHECKPOINT", type=click.Path())
+@click.option("--format", "fmt", default="onnx", show_default=True, metavar="onnx|torchscript|state_dict",
+              help="onnx (onnxruntime, browsers, phones; needs `pip install 'mnist-hpc[export]'`), "
+                   "torchscript (torch.jit.load, C++) or state_dict (torch.load + the model's config).")
+@click.option("--out", type=click.Path(), default=None,
+              help="File or folder to write (default: RUN/exports/model.<format>); the model card goes beside it.")
+def export_command(source, fmt, out):
+    """Export a run's model (its best, else newest checkpoint) or a checkpoint's for use outside
+    mnist-hpc, with a model card (dataset, test accuracy, preprocessing, config) beside it.
+    `mnist-hpc predict` and `evaluate` accept the exported file."""
+    from mnist_hpc.training.export import export_model
+
+    done = export_model(source, fmt, out)
+    size = done.path.stat().st_size
+    click.echo(f"exported {done.checkpoint} as {done.format}: {done.path} ({size / 1e3:,.1f} kB)")
+    click.echo(f"model card: {done.card}")
+
+
+@click.command("sync")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(), metavar="RUN...")
+@click.option("--dry-run", is_flag=True, help="Show what wandb would upload, upload nothing.")
+def sync_command(runs, dry_run):
+    """Upload the offline W&B runs of run folders (`wandb sync`): run it where there is internet,
+    e.g. a cluster's login node, after the jobs that trained them (compute nodes have none)."""
+    from mnist_hpc.runs.loggers.wandb_logger import sync_argv
+
+    commands = [sync_argv(run, dry_run) for run in runs]  # every mistake before any upload
+    failed = 0
+    for run, argv in zip(runs, commands):
+        click.echo(f"{run}: {shlex.join(['wandb', *argv[3:]])}")
+        try:
+            failed += subprocess.call(argv) != 0
+        except OSError as e:
+            raise UserError(f"cannot run wandb sync: {e}") from None
+    if failed:
+        raise UserError(f"wandb sync failed for {failed} of {len(runs)} run(s); see its messages above")
+
+
+def register(cli) -> None:
+    cli.add_command(export_command)
+    cli.add_command(sync_command)

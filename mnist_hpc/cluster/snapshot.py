@@ -1,0 +1,98 @@
+"""A sweep as submitted: its file and its base config copied into the sweep's job folder.
+
+The array tasks of ``sweep submit`` read the copy (``<folder>/sweep.yaml``, whose ``base:`` is
+``<folder>/base.yaml``), never the user's files, so editing those after submitting cannot
+change a task that has not started yet. The command line's ``--set`` values are folded into the
+copy's ``set:``, so a task needs nothing beyond its index. Before anything is queued the copy is
+loaded back and checked to make exactly the runs of the original.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Sequence
+
+import yaml
+
+from mnist_hpc.config import apply_overrides, read_yaml
+from mnist_hpc.errors import ConfigError
+
+SWEEP_FILE = "sweep.yaml"
+BASE_FILE = "base.yaml"
+
+
+def _dump(data) -> str:
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True, width=100)
+
+
+def _covered(key: str, later: str) -> bool:
+    """Whether setting ``later`` replaces everything setting ``key`` did."""
+    return key == later or key.startswith(later + ".")
+
+
+def _shared_values(sweep) -> dict:
+    """The sweep's shared overrides (the file's ``set:``, then ``--set``) as ``{dotted key: value}``,
+    each value as applying it stored it (``--set experiment.name=on`` stays the string 'on')."""
+    applied = apply_overrides(sweep.base_raw, sweep.fixed)
+    keys = [text.partition("=")[0].strip() for text in sweep.fixed]
+    out = {}
+    for i, key in enumerate(keys):
+        if any(_covered(key, later) for later in keys[i + 1:]):
+            continue  # a later override replaces this one as a whole
+        node = applied
+        for part in key.split("."):
+            node = node[part]
+        out.pop(key, None)  # keep the order of application: a repeated key goes last
+        out[key] = node
+    return out
+
+
+def texts(sweep, overrides: Sequence[str] = ()) -> dict[str, str]:
+    """``{file name: text}`` of the snapshot of ``sweep`` (a loaded ``Sweep``; ``overrides``: the
+    command line's --set values it was loaded with, for the header)."""
+    data = read_yaml(sweep.path)
+    when = datetime.now().astimezone().isoformat(timespec="seconds")
+    copy = {"base": BASE_FILE, "name": sweep.name}
+    copy.update({k: v for k, v in data.items() if k not in ("base", "name", "set")})
+    shared = _shared_values(sweep)
+    if shared:
+        copy["set"] = shared
+    given = "".join(f" --set {text}" for text in overrides)
+    sweep_text = (f"# The sweep {sweep.name} as submitted at {when}: a copy of {sweep.path}{given}\n"
+                  f"# (command-line --set folded into set:). The job array reads this file and\n"
+                  f"# {BASE_FILE} beside it; edits to the originals do not change it.\n" + _dump(copy))
+    base_text = (f"# The base config of the sweep {sweep.name} as submitted at {when}:\n"
+                 f"# {sweep.base} with its extends: merged.\n" + _dump(sweep.base_raw))
+    return {SWEEP_FILE: sweep_text, BASE_FILE: base_text}
+
+
+def write(sweep, folder, overrides: Sequence[str] = ()) -> Path:
+    """Write the snapshot of ``sweep`` into ``folder``, check it, return the sweep file's path.
+    Raises ``ConfigError`` if the copy would make other runs than the original (a bug)."""
+    from mnist_hpc.experiments.sweepfile import load_sweep
+    from mnist_hpc.runs.folder import atomic_write
+
+    folder = Path(folder)
+    for name, text in texts(sweep, overrides).items():
+        atomic_write(folder / name, text)
+    path = folder / SWEEP_FILE
+    copy = load_sweep(path, validate=False)
+    check_same(sweep, copy)
+    return path
+
+
+def check_same(original, copy) -> None:
+    """Refuse a snapshot that would not run the same runs into the same folders."""
+    problem = None
+    if (copy.name, copy.count, copy.output_dir) != (original.name, original.count, original.output_dir):
+        problem = (f"{copy.name}: {copy.count} runs into {copy.output_dir} instead of {original.name}: "
+                   f"{original.count} into {original.output_dir}")
+    else:
+        for a, b in zip(original.runs, copy.runs):
+            if a.name != b.name or a.config.to_dict() != b.config.to_dict():
+                problem = f"run {a.index} ({a.name}) differs"
+                break
+    if problem:
+        raise ConfigError(f"{original.path}: the copy of the sweep for the job array would not run the "
+                          f"same runs ({problem}); please report this")

@@ -1,0 +1,224 @@
+"""Experiment trackers: one interface for where a run's numbers go, chosen by ``experiment.loggers``.
+
+``csv`` (metrics.csv, always on), ``tensorboard`` (``<run>/tensorboard/``), ``wandb`` (offline in
+``<run>/wandb/`` unless $WANDB_MODE says otherwise) and ``mlflow`` (a file store in
+``<run>/mlruns/`` unless $MLFLOW_TRACKING_URI names another). Each logger receives:
+
+- the hyperparameters once, when its tracker run is created (the flattened config);
+- step scalars (``step/train_loss``, ``step/train_acc``: the epoch's running mean so far, and
+  ``step/lr``) at the points where the trainer already has them on the host: every mid-epoch
+  checkpoint and every epoch end. The step loop never waits on the device to log;
+- epoch metrics (the metrics.csv row: ``loss/train``, ``accuracy/val``, ...);
+- the final summary (summary.json's numbers) and the plots.
+
+Only rank 0 opens trackers. A resumed run continues the same tracker runs: their ids are kept in
+``<run>/trackers.json``. A tracker that fails in the middle of a run is dropped with one warning
+(the run goes on; metrics.csv is complete); one that cannot start fails the run before training.
+Never imports torch or a tracker's package at import time.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from mnist_hpc.errors import UserError
+from mnist_hpc.runs.folder import write_json, write_metrics_csv
+
+TRACKERS_FILE = "trackers.json"
+
+# metrics.csv columns -> tracker tags (train and validation side by side in one chart)
+TAGS = {"train_loss": "loss/train", "val_loss": "loss/val", "train_acc": "accuracy/train",
+        "val_acc": "accuracy/val", "lr": "optim/lr", "seconds": "speed/epoch_seconds",
+        "images_per_s": "speed/images_per_s"}
+# summary.json keys a tracker records as the run's final numbers
+SUMMARY_KEYS = ("test_accuracy", "test_loss", "macro_f1", "best_val_accuracy", "best_epoch", "epochs_run",
+                "params", "model_size_mb", "train_seconds", "total_seconds", "images_per_s")
+STATUSES = ("completed", "failed", "interrupted")
+
+
+def numbers(values: dict) -> dict:
+    """The finite int/float entries of ``values`` (bools, None and NaN dropped)."""
+    return {k: v for k, v in values.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")}
+
+
+def flatten(data: dict, prefix: str = "") -> dict:
+    """{"optim": {"lr": 0.1}} -> {"optim.lr": 0.1} (the hyperparameters as trackers list them)."""
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def read_trackers(run_dir) -> dict:
+    """``<run>/trackers.json``: {logger name: what it needs to continue its tracker run}."""
+    try:
+        data = json.loads((Path(run_dir) / TRACKERS_FILE).read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+@dataclass
+class Session:
+    """What a logger needs to start (or continue) its tracker run."""
+
+    run_dir: Path
+    name: str  # the run folder's name: the tracker run's name
+    experiment: str  # experiment.name: the W&B group, the MLflow experiment
+    config: dict  # the resolved config (nested)
+    run_id: Optional[str] = None  # the run's id (run.json)
+    job_id: Optional[str] = None  # the scheduler's job id, when the run is inside a job
+    ids: dict = field(default_factory=dict)  # trackers.json as read at the start
+
+    def remember(self, logger: str, data: dict) -> None:
+        """Store what ``logger`` needs to continue its tracker run after a restart."""
+        self.ids[logger] = data
+        write_json(self.run_dir / TRACKERS_FILE, self.ids)
+
+
+class Logger:
+    """One tracker. Every method may be left as it is (a no-op)."""
+
+    name = "?"
+
+    def log_step(self, step: int, values: dict) -> None:
+        """Scalars at optimizer step ``step`` (names without prefix: train_loss, train_acc, lr)."""
+
+    def log_epoch(self, epoch: int, step: int, row: dict, history: list) -> None:
+        """The metrics.csv ``row`` of epoch ``epoch`` (1-based), ending at step ``step``;
+        ``history``: every row so far, this one included."""
+
+    def log_summary(self, summary: dict, plots: dict, step: int) -> None:
+        """The run's summary.json as a dict and its plots ({name: png path})."""
+
+    def close(self, status: str) -> None:
+        """End the tracker run: ``completed``, ``failed`` or ``interrupted`` (to be resumed)."""
+
+    def lines(self) -> list:
+        """What to tell the user at the end of the run (e.g. how to upload it)."""
+        return []
+
+
+class CsvLogger(Logger):
+    """metrics.csv: rewritten whole (atomically) at each epoch end from the run's history, so a
+    resumed run's file is exactly the epochs its checkpoint holds plus the new ones."""
+
+    name = "csv"
+
+    def __init__(self, run_dir):
+        self.path = Path(run_dir) / "metrics.csv"
+
+    def log_epoch(self, epoch, step, row, history):
+        write_metrics_csv(self.path, history)
+
+
+class Trackers:
+    """The run's loggers, called as one. metrics.csv errors (a full disk) stop the run; another
+    tracker's error drops that tracker with one warning line."""
+
+    def __init__(self, loggers: list, echo: Callable[[str], None] = print):
+        self.loggers, self.echo = list(loggers), echo
+
+    @classmethod
+    def csv_only(cls, run_dir) -> "Trackers":
+        return cls([CsvLogger(run_dir)])
+
+    @property
+    def names(self) -> list:
+        return [lg.name for lg in self.loggers]
+
+    def _each(self, method: str, *args) -> None:
+        for lg in list(self.loggers):
+            if isinstance(lg, CsvLogger):
+                getattr(lg, method)(*args)
+                continue
+            try:
+                getattr(lg, method)(*args)
+            except Exception as e:  # noqa: BLE001 - a tracker's trouble must not cost the run
+                self.loggers.remove(lg)
+                text = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+                self.echo(f"warning: {lg.name} logging failed ({text}); the run goes on without it")
+
+    def log_step(self, step: int, values: dict) -> None:
+        self._each("log_step", step, numbers(values))
+
+    def log_progress(self, step: int, partial: dict, lr: float) -> None:
+        """Step scalars from the epoch's accumulators the trainer summed for a checkpoint."""
+        seen = max(partial.get("seen", 0), 1)
+        self.log_step(step, {"train_loss": partial.get("loss_sum", 0.0) / seen,
+                             "train_acc": partial.get("correct", 0) / seen, "lr": lr})
+
+    def log_epoch(self, epoch: int, step: int, row: dict, history: list) -> None:
+        self.log_step(step, {"train_loss": row.get("train_loss"), "train_acc": row.get("train_acc"),
+                             "lr": row.get("lr")})
+        self._each("log_epoch", epoch, step, row, history)
+
+    def log_summary(self, summary: dict, plots: dict, step: int) -> None:
+        self._each("log_summary", summary, {k: Path(v) for k, v in plots.items()}, step)
+
+    def close(self, status: str = "completed") -> None:
+        """End every tracker run (each once); after a completed run, say what the user may
+        want to do with them (e.g. the ``wandb sync`` command)."""
+        loggers, self.loggers = self.loggers, []
+        lines = []
+        for lg in loggers:
+            try:
+                lg.close(status)
+                lines += lg.lines() if status == "completed" else []
+            except Exception as e:  # noqa: BLE001 - the run's outcome stands whatever a tracker says
+                self.echo(f"warning: {lg.name} could not close its run ({str(e).splitlines()[0][:200]})")
+        for line in lines:
+            self.echo(line)
+
+
+def open_trackers(cfg, run_dir, *, run_id: Optional[str] = None, job_id: Optional[str] = None,
+                  echo: Callable[[str], None] = print) -> Trackers:
+    """The loggers ``cfg.experiment.loggers`` asks for, each with its tracker run started (or,
+    after a restart, continued); a missing package or a tracker that cannot start raises."""
+    from mnist_hpc.config.extras import require
+
+    run_dir = Path(run_dir)
+    session = Session(run_dir, run_dir.name, cfg.experiment.name, cfg.to_dict(), run_id=run_id,
+                      job_id=job_id, ids=read_trackers(run_dir))
+    loggers: list = [CsvLogger(run_dir)]
+    try:
+        for name in cfg.experiment.loggers:
+            if name == "csv":
+                continue
+            require(name, f"experiment.loggers: {name}")
+            try:
+                loggers.append(_logger_class(name)(session))
+            except Exception as e:  # noqa: BLE001 - whatever a tracker raises, the user gets one line
+                text = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+                raise UserError(f"experiment.loggers: {name} could not start its run: {text}") from None
+    except BaseException:
+        Trackers(loggers[1:], echo).close("failed")
+        raise
+    return Trackers(loggers, echo)
+
+
+def _logger_class(name: str):
+    if name == "tensorboard":
+        from mnist_hpc.runs.loggers.tensorboard_logger import TensorBoardLogger
+
+        return TensorBoardLogger
+    if name == "wandb":
+        from mnist_hpc.runs.loggers.wandb_logger import WandbLogger
+
+        return WandbLogger
+    if name == "mlflow":
+        from mnist_hpc.runs.loggers.mlflow_logger import MlflowLogger
+
+        return MlflowLogger
+    raise ValueError(f"unknown logger {name!r}")  # the config's validation names the choices
+
+
+__all__ = ["Logger", "CsvLogger", "Trackers", "Session", "open_trackers", "read_trackers", "TAGS",
+           "SUMMARY_KEYS", "TRACKERS_FILE", "flatten", "numbers"]
