@@ -381,6 +381,7 @@ do_start() {
     p=$(dirname "$p")
   done
   rm -rf "${DIR:?}/state/"* "${DIR:?}/spool/"*   # a fresh start: no old jobs, job ids from 1
+  : >"$DIR/log/jobcomp.log"
   echo "$MODE" >"$DIR/etc/mode"
 
   [ -s "$DIR/etc/munge.key" ] || mungekey --create --keyfile="$DIR/etc/munge.key"

@@ -34,6 +34,16 @@ CODE_DIR=''  # the folder holding the mnist_hpc package (empty: this script's pr
 SUBMIT_PYTHON=''  # the python where no virtualenv is built (empty: the project's .venv, else python3)
 REQUEUE_SIGNAL=USR1  # keep in step with --signal above and runtime.requeue_signal
 
+# Slurm delivers the time-limit warning (--signal=B:...) to this batch shell only, not to the
+# programs it starts, and bash runs a trap only between commands. So the work runs in the
+# background while the shell waits, and the trap passes the signal on: the trainer then
+# checkpoints and requeues the job, and the next start resumes (--resume auto).
+# The trap is set before the node setup (modules, virtualenv: a minute or more): a signal that
+# comes before the trainer's pid is known is passed on as soon as it is.
+child=
+pending=
+trap 'if [ -n "$child" ]; then kill -s "$REQUEUE_SIGNAL" "$child" 2>/dev/null || true; else pending=1; fi' "$REQUEUE_SIGNAL"
+
 cd "$SLURM_SUBMIT_DIR"
 
 # ---- the code: CODE_DIR holds the mnist_hpc package the job runs; empty, the project of this
@@ -128,14 +138,9 @@ echo "job ${SLURM_JOB_ID:-?} on $(hostname): python $PYTHON, code ${CODE_DIR:-(i
 
 # ---- run this task's member of the sweep ----
 args=(sweep run "$SWEEP" --index "$(( SLURM_ARRAY_TASK_ID + INDEX_OFFSET ))")
-# Slurm delivers the time-limit warning (--signal=B:...) to this batch shell only, not to the
-# programs it starts, and bash runs a trap only between commands. So the work runs in the
-# background while the shell waits, and the trap passes the signal on: the trainer then
-# checkpoints and requeues the job, and the next start resumes (--resume auto).
-child=
-trap '[ -n "$child" ] && kill -s "$REQUEUE_SIGNAL" "$child" 2>/dev/null || true' "$REQUEUE_SIGNAL"
 "$PYTHON" -m mnist_hpc "${args[@]}" &
 child=$!
+if [ -n "$pending" ]; then kill -s "$REQUEUE_SIGNAL" "$child" 2>/dev/null || true; fi
 status=0
 wait "$child" || status=$?
 while kill -0 "$child" 2>/dev/null; do  # the wait above was cut short by the signal

@@ -52,11 +52,12 @@ class Sandbox:
         if proc.returncode == 0 and proc.stdout.strip():
             return parse_scontrol(proc.stdout.splitlines()[0])
         jobcomp = self.folder / "log" / "jobcomp.log"
+        found = {}
         for line in (jobcomp.read_text(errors="replace") if jobcomp.exists() else "").splitlines():
             fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
             if fields.get("JobId") == job_id:
-                return fields
-        return {}
+                found = fields  # the last: job ids start again from 1 when the sandbox does
+        return found
 
     def wait(self, job_id: str, timeout: float = JOB_TIMEOUT) -> str:
         deadline = time.monotonic() + timeout

@@ -13,7 +13,7 @@ checked by one validator (``validate.py``), ``extends:`` is resolved by one reso
 """
 
 from mnist_hpc.config.loading import (
-    MAX_EXTENDS_DEPTH, apply_overrides, config_from_dict, load_config, load_raw, merge,
+    MAX_EXTENDS_DEPTH, apply_overrides, config_from_dict, load_config, load_raw, merge, flatten,
     merge_configs, parse_override, resolve_extends,
 )
 from mnist_hpc.config.models import (
@@ -30,7 +30,7 @@ from mnist_hpc.config.yamlio import MAX_BYTES, MAX_DEPTH, MAX_NODES, cut, read_y
 from mnist_hpc.errors import ConfigError
 
 __all__ = [
-    "load_config", "config_from_dict", "load_raw", "merge", "merge_configs", "apply_overrides",
+    "load_config", "config_from_dict", "load_raw", "merge", "flatten", "merge_configs", "apply_overrides",
     "parse_override", "resolve_extends", "MAX_EXTENDS_DEPTH",
     "Config", "ExperimentConfig", "DataConfig", "AugmentConfig", "OptimConfig", "TrainConfig",
     "EarlyStoppingConfig", "CheckpointConfig", "RuntimeConfig", "SECTIONS", "OPTIMIZERS",

@@ -31,6 +31,17 @@ from mnist_hpc.errors import ConfigError
 MAX_EXTENDS_DEPTH = 32  # files (or profiles) extending each other in one chain
 
 
+def flatten(data, prefix: str = "") -> dict:
+    """A nested config dict as dotted keys: {"optim": {"lr": 0.1}} -> {"optim.lr": 0.1}."""
+    out = {}
+    for key, value in (data or {}).items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def merge(base: dict, over: dict) -> dict:
     """Deep-merge ``over`` into a copy of ``base`` (mappings merge, everything else replaces)."""
     out = {k: merge({}, v) if isinstance(v, dict) else v for k, v in base.items()}

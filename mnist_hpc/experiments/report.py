@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from mnist_hpc.config import ConfigError, read_yaml
+from mnist_hpc.config import ConfigError, flatten, read_yaml
 from mnist_hpc.errors import UserError
 from mnist_hpc.experiments import pages, tables
 from mnist_hpc.runs.state import read_state
@@ -130,17 +130,6 @@ class Comparison:
 
 
 # --------------------------------------------------------------------------- finding runs
-
-
-def flatten(data: dict, prefix: str = "") -> dict:
-    """{"optim": {"lr": 0.1}} -> {"optim.lr": 0.1}."""
-    out = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def _number(text):

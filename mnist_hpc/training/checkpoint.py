@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from mnist_hpc.config import flatten
 from mnist_hpc.errors import CheckpointError
 from mnist_hpc.runs.folder import atomic_write_with
 
@@ -170,21 +171,11 @@ RESUMABLE_KEYS = ("train.epochs", "train.checkpoint.", "train.compile", "runtime
                   "experiment.output_dir", "data.root", "data.eval_batch_size")
 
 
-def _flatten(data, prefix=""):
-    out = {}
-    for key, value in (data or {}).items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 _ABSENT = object()  # a key one of the two configs does not have (e.g. another model's parameter)
 
 
 def _diff(old: dict, new: dict) -> dict:
-    a, b = _flatten(old), _flatten(new)
+    a, b = flatten(old), flatten(new)
     pairs = {k: (a.get(k, _ABSENT), b.get(k, _ABSENT)) for k in dict.fromkeys([*a, *b])}
     return {k: [va, vb] for k, (va, vb) in pairs.items() if va != vb}
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+from mnist_hpc.config import flatten
 from mnist_hpc.errors import UserError
 from mnist_hpc.runs.folder import write_json, write_metrics_csv
 
@@ -43,17 +44,6 @@ def numbers(values: dict) -> dict:
     """The finite int/float entries of ``values`` (bools, None and NaN dropped)."""
     return {k: v for k, v in values.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")}
-
-
-def flatten(data: dict, prefix: str = "") -> dict:
-    """{"optim": {"lr": 0.1}} -> {"optim.lr": 0.1} (the hyperparameters as trackers list them)."""
-    out = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def read_trackers(run_dir) -> dict:
