@@ -19,7 +19,8 @@ def test_a_late_warning_does_not_kill_a_finished_process():
         import os, signal
         from mnist_hpc.training import stopflag
         stopflag.install()
-        stopflag.uninstall(ignore_late_warnings=True)  # as `mnist-hpc train` does when training has ended
+        stopflag.uninstall()
+        stopflag.ignore_late_warnings()  # as the `mnist-hpc` command does when it is done
         os.kill(os.getpid(), signal.SIGUSR1)
         os.kill(os.getpid(), signal.SIGUSR2)
         print("still here", signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)
@@ -42,14 +43,23 @@ def test_the_cli_ignores_a_late_warning_after_training(tiny_config, synth_root, 
     r = run(f"""
         import os, signal, sys
         from mnist_hpc.cli import main
+        sys.argv = ["mnist-hpc", "train", {str(tiny_config)!r}, "--data-dir", {str(synth_root)!r},
+                    "--set", "train.epochs=1"]
         try:
-            main(["train", {str(tiny_config)!r}, "--data-dir", {str(synth_root)!r}, "--set", "train.epochs=1"])
+            main()  # the command itself, as the console script calls it
         except SystemExit as e:
             assert not e.code, e.code
         os.kill(os.getpid(), signal.SIGUSR1)  # Slurm's warning, after the work is done
         print("survived")
         """)
     assert r.returncode == 0 and r.stdout.strip().endswith("survived"), r
+
+
+def test_the_cli_run_in_process_leaves_no_handler_behind(cli, tiny_config, synth_root):
+    import signal
+
+    assert cli("train", tiny_config, "--data-dir", synth_root, "--set", "train.epochs=1").code == 0
+    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL
 
 
 def test_handlers_someone_else_had_are_given_back():

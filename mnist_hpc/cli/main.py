@@ -70,8 +70,7 @@ def train(config, overrides, data_dir, run_dir, resume, init_from, nproc):
 
         api.train(cfg, data_dir=data_dir, run_dir=run_dir, resume=resume, init_from=init_from, progress=None)
     finally:
-        # the process is about to exit: a late time-limit warning must not kill it now
-        stopflag.uninstall(ignore_late_warnings=True)
+        stopflag.uninstall()  # exact: callers that run the CLI in-process get their handlers back
 
 
 def _load(source, overrides):
@@ -317,6 +316,18 @@ cli.add_command(bench)  # mnist-hpc bench tta|throughput|side-by-side|pipeline|a
 
 
 def main(argv=None):
+    """The `mnist-hpc` command. ``argv=None`` means this process is the command (console script,
+    `python -m mnist_hpc`, torchrun, srun): once it is done, a late time-limit warning is ignored."""
+    try:
+        _main(argv)
+    finally:
+        if argv is None:
+            from mnist_hpc.training import stopflag
+
+            stopflag.ignore_late_warnings()
+
+
+def _main(argv):
     try:
         cli.main(args=argv, prog_name="mnist-hpc", standalone_mode=False)
     except click.exceptions.Abort as e:  # click turns Ctrl-C into Abort: say what training kept

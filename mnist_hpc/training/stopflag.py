@@ -66,8 +66,16 @@ def install() -> StopFlag:
 
 def uninstall(ignore_late_warnings: bool = False) -> None:
     """Restore the previous handlers (exactly, for callers that train in-process: the API, tests,
-    notebooks); the CLI passes ``ignore_late_warnings=True`` (see ``StopFlag.restore``)."""
+    notebooks); ``ignore_late_warnings``: see ``StopFlag.restore``."""
     global _current
     if _current is not None:
         _current.restore(ignore_late_warnings)
         _current = None
+
+
+def ignore_late_warnings() -> None:
+    """For a process about to exit (the `mnist-hpc` command): SIGUSR1/SIGUSR2 left at their default
+    (termination) are ignored, so Slurm's time-limit warning cannot kill a finished rank."""
+    for s in WARNINGS:
+        if signal.getsignal(s) == signal.SIG_DFL:
+            signal.signal(s, signal.SIG_IGN)
