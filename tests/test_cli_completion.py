@@ -133,7 +133,7 @@ def test_bash_protocol_end_to_end(shell_env, tmp_path):
     assert _complete(shell_env, tmp_path, "mnist-hpc submit quickstart --cluster tr", 4) == ["plain,trillium"]
     out = _complete(shell_env, tmp_path, "mnist-hpc submit quickstart --cluster local --set model.", 6)
     assert out == ["plain,model.name=", "plain,model.width=", "plain,model.depth=", "plain,model.channels=",
-                   "plain,model.head=", "plain,model.downsample="]  # quickstart's model: fast
+                   "plain,model.head=", "plain,model.downsample=", "plain,model.convs="]  # quickstart's model: fast
     # as bash splits it, at '=': the model named on the line wins over the config's
     out = _complete(shell_env, tmp_path, "mnist-hpc train quickstart --set model.name = mlp --set model.h", 8)
     assert out == ["plain,model.hidden="]

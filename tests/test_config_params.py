@@ -26,6 +26,7 @@ SECTIONS = [
     ResNet18Model(),
     FastModel(), FastModel(channels=[12, 24, 32]), FastModel(channels=[5], head="flatten"),
     FastModel(channels=[7, 9, 11, 13], head="flatten", downsample="stride"),
+    FastModel(channels=[8, 16, 32], convs=2, head="flatten"), FastModel(width=3, depth=2, convs=3, downsample="stride"),
     *[FastModel(width=w, depth=d, head=h, downsample=s)
       for w, d in [(1, 1), (8, 2), (3, 3), (16, 4)]
       for h in ("max", "flatten") for s in ("maxpool", "stride")],

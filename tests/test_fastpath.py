@@ -142,6 +142,25 @@ def test_pure_shift_moves_pixels_by_whole_pixels_at_most():
         assert abs(cy - 13.5) <= 2 + 1e-4 and abs(cx - 13.5) <= 2 + 1e-4
 
 
+def test_hflip_mirrors_about_half_the_images_exactly_and_leaves_the_rest():
+    x = images(200, seed=11).unsqueeze(1).float() / 255
+    out = datamod.augment(x, shift=0, rotate=0, scale=0, hflip=True, generator=torch.Generator().manual_seed(2))
+    mirrored = (out - x.flip(-1)).abs().amax((1, 2, 3)) < 1e-5
+    kept = (out - x).abs().amax((1, 2, 3)) < 1e-5
+    assert bool((mirrored ^ kept).all())  # each image is either mirrored or untouched, exactly
+    assert 60 < int(mirrored.sum()) < 140
+
+
+def test_hflip_is_refused_for_digits_and_taken_for_clothes():
+    from mnist_hpc.config import config_from_dict
+    from mnist_hpc.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"data\.augment\.hflip: expected false for mnist"):
+        config_from_dict({"data": {"dataset": "mnist", "augment": {"hflip": True}}})
+    cfg = config_from_dict({"data": {"dataset": "fashion-mnist", "augment": {"hflip": True}}})
+    assert cfg.data.augment.enabled
+
+
 # --------------------------------------------------------------------------- reproducibility
 
 
@@ -177,7 +196,9 @@ def test_augmentation_differs_between_epochs_and_steps():
 @pytest.mark.parametrize("params", [{}, {"width": 8, "depth": 2}, {"channels": [12, 24, 32], "head": "flatten"},
                                     {"width": 4, "depth": 4, "head": "flatten"},
                                     {"channels": [8, 16, 32], "head": "flatten", "downsample": "stride"},
-                                    {"width": 4, "depth": 4, "downsample": "stride"}])
+                                    {"width": 4, "depth": 4, "downsample": "stride"},
+                                    {"channels": [8, 16, 32], "convs": 2, "head": "flatten"},
+                                    {"width": 4, "depth": 2, "convs": 3, "downsample": "stride"}])
 def test_fast_net_shapes(params):
     from mnist_hpc.config import config_from_dict
     from mnist_hpc.training.models import build_model
@@ -199,7 +220,7 @@ def test_fast_configs_validate():
     from mnist_hpc.config import load_config
 
     root = Path(__file__).resolve().parent.parent / "configs"
-    for name in ("fast.yaml", "best.yaml"):
+    for name in ("fast.yaml", "fast995.yaml", "best.yaml"):
         cfg = load_config(root / name)
         assert cfg.data.val_split is None  # no per-epoch validation pass: the clock is training
         assert cfg.data.dataset == "mnist"

@@ -18,6 +18,7 @@ class DatasetSpec:
     std: float
     description: str
     tv_kwargs: tuple = ()  # extra (key, value) arguments for the torchvision class
+    mirror_safe: bool = False  # a left-right mirrored image keeps its label (clothes: yes; digits, characters: no)
 
     @property
     def folder(self) -> str:
@@ -34,7 +35,7 @@ DATASETS: dict[str, DatasetSpec] = {
             "fashion-mnist", "FashionMNIST",
             ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
              "Bag", "Ankle boot"),
-            0.2860, 0.3530, "Zalando clothing images, 60k train / 10k test"),
+            0.2860, 0.3530, "Zalando clothing images, 60k train / 10k test", mirror_safe=True),
         DatasetSpec(
             "kmnist", "KMNIST", ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
             0.1918, 0.3483, "Kuzushiji (cursive Japanese) characters, 60k train / 10k test"),

@@ -188,6 +188,7 @@ class FastModel(ModelSection):
     channels: list = field(default_factory=list)  # explicit block widths, e.g. [12, 24, 32] (overrides width/depth)
     head: Literal["max", "flatten"] = "max"  # global max-pool, or flatten the last feature map, before the linear layer
     downsample: Literal["maxpool", "stride"] = "maxpool"  # 2x2 max-pool after each conv, or stride-2 convs (cheaper)
+    convs: int = 1  # conv layers per block: 2 or 3 add full-resolution conv -> BN -> ReLU before the downsampling one
 
     size_keys = ("width", "channels")
 
@@ -196,6 +197,8 @@ class FastModel(ModelSection):
             err("width", "a positive integer", self.width)
         if not 1 <= self.depth <= 4:
             err("depth", "an integer in [1, 4] (28 px halves 4 times at most)", self.depth)
+        if not 1 <= self.convs <= 3:
+            err("convs", "an integer in [1, 3]", self.convs)
         if self.channels and (len(self.channels) > 4 or not _positive_ints(self.channels)):
             err("channels", "1 to 4 positive integers, e.g. [12, 24, 32] (or [] to use width/depth)",
                 self.channels)
@@ -207,9 +210,10 @@ class FastModel(ModelSection):
     def param_count(self) -> int:
         total, c_in, side = 0, 1, IMAGE_SIZE
         for c_out in self.widths():  # bias-free convs: the batch norm after each has the shift
-            total += _conv(c_in, c_out, 3, bias=False) + _batchnorm(c_out)
+            for _ in range(self.convs):
+                total += _conv(c_in, c_out, 3, bias=False) + _batchnorm(c_out)
+                c_in = c_out
             side = (side + 1) // 2 if self.downsample == "stride" else side // 2
-            c_in = c_out
         features = c_in if self.head == "max" else c_in * side * side
         return total + _linear(features, NUM_CLASSES)
 

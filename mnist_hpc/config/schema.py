@@ -40,7 +40,7 @@ class AugmentConfig:
     shift: float = 0.0  # max random translation in pixels (0 = off)
     rotate: float = 0.0  # max random rotation in degrees (0 = off)
     scale: float = 0.0  # max random zoom as a fraction, e.g. 0.1 -> [0.9, 1.1] (0 = off)
-    # never flips: a mirrored 2 or 7 is not a digit
+    hflip: bool = False  # mirror half the images left-right (fashion-mnist only: a mirrored 2 or 7 is not a digit)
 
     def check(self, err):
         if not 0 <= self.shift <= 14:
@@ -52,7 +52,7 @@ class AugmentConfig:
 
     @property
     def enabled(self) -> bool:
-        return bool(self.shift or self.rotate or self.scale)
+        return bool(self.shift or self.rotate or self.scale or self.hflip)
 
 
 @dataclass
@@ -76,6 +76,9 @@ class DataConfig:
             err("eval_batch_size", "a positive integer", self.eval_batch_size)
         if self.subset is not None and self.subset <= 0:
             err("subset", "a positive number of images (or null for all)", self.subset)
+        if self.augment.hflip and self.dataset in DATASETS and not DATASETS[self.dataset].mirror_safe:
+            err("augment.hflip", "false for " + self.dataset + " (a mirrored image changes its label); "
+                "only " + ", ".join(n for n, d in DATASETS.items() if d.mirror_safe) + " may flip", True)
 
 
 @dataclass

@@ -231,10 +231,11 @@ def normalize(x_u8: torch.Tensor, mean: float, std: float, dtype=torch.float32) 
     return ((x_u8.to(dtype).unsqueeze(1) / 255.0) - mean) / std
 
 
-def augment(x: torch.Tensor, *, shift: float, rotate: float, scale: float,
+def augment(x: torch.Tensor, *, shift: float, rotate: float, scale: float, hflip: bool = False,
             generator: torch.Generator) -> torch.Tensor:
-    """Random affine (shift in px, rotation in degrees, zoom fraction) on a float batch in
-    [0, 1] of shape (N, 1, H, W), on its device. Zero padding keeps values in [0, 1]."""
+    """Random affine (shift in px, rotation in degrees, zoom fraction, and a left-right mirror of
+    half the images with ``hflip``) on a float batch in [0, 1] of shape (N, 1, H, W), on its
+    device. Zero padding keeps values in [0, 1]."""
     n, _, h, w = x.shape
     dev = x.device
 
@@ -247,6 +248,9 @@ def augment(x: torch.Tensor, *, shift: float, rotate: float, scale: float,
     ty = u(2 * shift / h) if shift else torch.zeros(n, device=dev)
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
     theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+    if hflip:  # the output's x reads the input at -x: negate the x column of the affine map
+        mirror = torch.where(torch.rand(n, device=dev, generator=generator) < 0.5, -1.0, 1.0)
+        theta[:, :, 0] *= mirror[:, None]
     grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
@@ -297,7 +301,7 @@ class ResidentLoader:
         if self.aug is not None:
             self._gen.manual_seed((self.seed * 1_000_003 + epoch) * 100_003 + step * 31 + self.rank)
             xf = augment(xb.unsqueeze(1).float() / 255.0, shift=self.aug.shift, rotate=self.aug.rotate,
-                         scale=self.aug.scale, generator=self._gen)
+                         scale=self.aug.scale, hflip=self.aug.hflip, generator=self._gen)
             xb = (xf - self.mean) / self.std
         else:
             xb = normalize(xb, self.mean, self.std)

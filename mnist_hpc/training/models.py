@@ -63,12 +63,14 @@ def resnet18() -> nn.Module:
     return m
 
 
-def fast(width, depth, channels=(), head="max", downsample="maxpool") -> nn.Module:
+def fast(width, depth, channels=(), head="max", downsample="maxpool", convs=1) -> nn.Module:
     """A small batch-normed conv net for time-to-accuracy: blocks of conv3x3 -> 2x2 max-pool ->
     BN -> ReLU (``downsample: maxpool``) or stride-2 conv3x3 -> BN -> ReLU (``stride``: a quarter
-    of the conv work and no pooling, a little less accurate per image seen). Widths are
-    ``channels`` when given, else ``depth`` blocks from ``width`` doubling. The head is a global
-    max (``head: max``) or the flattened last feature map (``flatten``), then one linear layer.
+    of the conv work and no pooling, a little less accurate per image seen). With ``convs`` > 1
+    each block starts with ``convs - 1`` conv3x3 -> BN -> ReLU at full resolution (VGG-style).
+    Widths are ``channels`` when given, else ``depth`` blocks from ``width`` doubling. The head
+    is a global max (``head: max``) or the flattened last feature map (``flatten``), then one
+    linear layer.
 
     Pooling before BN/ReLU gives the same function class as conv -> BN -> ReLU -> pool (max-pool
     commutes with ReLU and with a per-channel increasing affine map) at a quarter of the BN/ReLU
@@ -78,6 +80,9 @@ def fast(width, depth, channels=(), head="max", downsample="maxpool") -> nn.Modu
     layers: list[nn.Module] = []
     c_in, size = 1, 28
     for c_out in widths:
+        for _ in range(convs - 1):
+            layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+            c_in = c_out
         if downsample == "stride":
             layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False)]
             size = (size + 1) // 2
