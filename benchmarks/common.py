@@ -125,10 +125,11 @@ def setup_device(name: str = "auto", threads=None):
     that baselines measured beside training run under the same policy; returns the torch.device."""
     import torch
 
-    from mnist_hpc.training.build import cpu_threads, pick_device, precision_policy
+    from mnist_hpc.training.build import cpu_threads, keep_freed_tensor_memory, pick_device, precision_policy
 
     device = pick_device(name)
     torch.set_num_threads(cpu_threads(threads, _job_cpus()))
+    keep_freed_tensor_memory()  # as train does: baselines and training run under the same allocator
     precision_policy("none", device)
     return device
 

@@ -5,6 +5,7 @@ the precision policy are public pieces with their own contracts."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import time
@@ -142,6 +143,34 @@ def test_one_precision_policy(monkeypatch):
     assert precision_policy("none", cpu, deterministic=True) and torch.are_deterministic_algorithms_enabled()
     precision_policy("none", cpu, deterministic=False)
     assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_auto_precision_is_bf16_only_where_the_hardware_has_it(monkeypatch):
+    from mnist_hpc.training import build
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(build, "native_bf16", lambda device: True)
+    assert precision_policy("auto", cpu).name == "bf16"
+    monkeypatch.setattr(build, "native_bf16", lambda device: False)
+    assert precision_policy("auto", cpu).name == "fp32"
+    monkeypatch.undo()
+    # the real probe answers for this machine's CPU without raising
+    assert isinstance(build.native_bf16(cpu), bool) and build.native_bf16(torch.device("meta")) is False
+
+
+@pytest.mark.parametrize("user_env", [{}, {"MALLOC_MMAP_THRESHOLD_": "65536"}])
+def test_freed_tensor_memory_is_kept_with_glibc_unless_the_user_set_malloc(user_env):
+    import platform
+    import subprocess
+    import sys
+
+    code = ("from mnist_hpc.training.build import keep_freed_tensor_memory as k\n"
+            "a = k(); b = k(); assert a == b; print(a)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    r = subprocess.run([sys.executable, "-c", code], env={**env, **user_env}, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    glibc = platform.libc_ver()[0] == "glibc"
+    assert r.stdout.strip() == str(glibc and not user_env)
 
 
 def test_training_and_runs_read_no_scheduler_variables():

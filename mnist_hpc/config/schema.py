@@ -144,7 +144,7 @@ class CheckpointConfig:
 @dataclass
 class TrainConfig:
     epochs: int = 3  # passes over the training set
-    amp: Literal["none", "bf16", "fp16"] = "none"  # autocast precision: none | bf16 | fp16 (CUDA only, with a scaler)
+    amp: Literal["none", "bf16", "fp16", "auto"] = "none"  # autocast precision: none | bf16 | fp16 (CUDA only, with a scaler) | auto (bf16 where the device computes it natively, else none)
     compile: bool = False  # torch.compile the model (pays a compile time up front)
     grad_clip: Optional[float] = None  # clip the gradient norm to this value (null = off)
     grad_accum: int = 1  # micro-batches per optimizer step (keeps a global batch on fewer devices)

@@ -32,7 +32,8 @@ from mnist_hpc.training import data as datamod
 from mnist_hpc.training import distributed as distmod
 from mnist_hpc.training import resume as resumemod
 from mnist_hpc.training import stopflag
-from mnist_hpc.training.build import build_components, cpu_threads, pick_device, precision_policy, seed_everything
+from mnist_hpc.training.build import (build_components, cpu_threads, keep_freed_tensor_memory, pick_device,
+                                      precision_policy, seed_everything)
 from mnist_hpc.training.context import TrainContext
 from mnist_hpc.training.evaluate import evaluate
 from mnist_hpc.training.models import count_params, size_mb
@@ -69,6 +70,7 @@ def run_training(cfg, *, ctx: Optional[TrainContext] = None, data_dir=None, run_
     device = pick_device(cfg.runtime.device, denv)
     precision = precision_policy(cfg.train.amp, device, deterministic=cfg.runtime.deterministic)
     torch.set_num_threads(cpu_threads(cfg.runtime.threads, ctx.cpus, denv.local_world_size))
+    keep_freed_tensor_memory()
     stop, owned = ctx.stop, False
     if stop is None:
         owned = not stopflag.installed()  # the CLI installs it early; otherwise it is ours to remove
@@ -186,7 +188,8 @@ class _Run:
         d, denv = self.device, self.denv
         name = torch.cuda.get_device_name(d) if d.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
         ws = f" × {denv.world_size} ranks ({denv.launcher})" if denv.distributed else ""
-        amp = f" · {self.cfg.train.amp}" if self.cfg.train.amp != "none" else ""
+        precision = self.parts.precision.name
+        amp = f" · {precision}" if precision != "fp32" else ""
         return f"{d.type} ({name}){ws}{amp}"
 
     # -- where the run came from --------------------------------------------------------
