@@ -97,7 +97,7 @@ def test_models_command_and_build_model_take_the_typed_section(cli):
 
 def test_shipped_configs_have_a_purpose_and_load_by_name():
     shipped = shipped_configs()
-    assert {"quickstart", "mlp_keras", "fast", "best", "cnn_classic"} <= set(shipped)
+    assert {"quickstart", "mlp_keras", "fast", "fast995", "best", "cnn_classic"} <= set(shipped)
     for name, purpose in shipped.items():
         assert purpose and len(purpose) < 110 and not purpose.startswith(name), (name, purpose)
         assert load_config(name).experiment.name  # every shipped config validates by its name

@@ -74,7 +74,7 @@ def _passthrough(name: str, module: str, help_text: str):
     bench.command(name, context_settings=PASSTHROUGH, add_help_option=False, help=help_text)(command)
 
 
-_passthrough("tta", "tta", "Seconds to 99.0% / 99.5% test accuracy (fast.yaml, best.yaml), mean ± sd over seeds.")
+_passthrough("tta", "tta", "Seconds to 99.0% / 99.5% test accuracy (fast, fast995, best on a GPU), mean ± sd over seeds.")
 _passthrough("throughput", "throughput", "Training images/s of every registry model at a few batch sizes.")
 _passthrough("side-by-side", "side_by_side",
              "The classic cnn through torchvision DataLoader vs through mnist-hpc, in one run, with the ratio.")
