@@ -156,6 +156,11 @@ def test_auto_precision_is_bf16_only_where_the_hardware_has_it(monkeypatch):
     monkeypatch.undo()
     # the real probe answers for this machine's CPU without raising
     assert isinstance(build.native_bf16(cpu), bool) and build.native_bf16(torch.device("meta")) is False
+    # CUDA: compute capability 8 (Ampere) and newer compute bf16; a V100 or T4 only emulates it
+    cuda = torch.device("cuda", 0)
+    for major, native in [(7, False), (8, True), (9, True)]:
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device, m=major: (m, 0))
+        assert build.native_bf16(cuda) is native
 
 
 @pytest.mark.parametrize("user_env", [{}, {"MALLOC_MMAP_THRESHOLD_": "65536"}])

@@ -185,8 +185,8 @@ def native_bf16(device: torch.device) -> bool:
     """Whether ``device`` computes bf16 in hardware: a CUDA GPU that supports it (Ampere and
     newer), or a CPU whose oneDNN has bf16 kernels (AVX512-BF16, AMX). Elsewhere bf16 autocast
     is emulated and slower than fp32."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+    if device.type == "cuda":  # not torch.cuda.is_bf16_supported(): it counts emulation (V100, T4) as support
+        return bool(torch.version.hip) or torch.cuda.get_device_capability(device)[0] >= 8
     if device.type == "cpu":
         try:
             return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
