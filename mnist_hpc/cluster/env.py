@@ -38,6 +38,16 @@ class JobEnv:
             return f"job{self.array_job_id}_{self.array_task_id}"
         return f"job{self.job_id}"
 
+    @property
+    def requeue_id(self) -> Optional[str]:
+        """The id that requeues this job and nothing else. An array task is
+        ``<SLURM_ARRAY_JOB_ID>_<SLURM_ARRAY_TASK_ID>``: one task's own ``SLURM_JOB_ID`` can equal the
+        array's id, and ``scontrol requeue <array id>`` requeues every task of the array (Slurm's
+        job array documentation; the Alliance wiki page "Job arrays" names tasks the same way)."""
+        if self.array_job_id and self.array_task_id:
+            return f"{self.array_job_id}_{self.array_task_id}"
+        return self.job_id
+
 
 def _int(value: Optional[str]) -> Optional[int]:
     return int(value) if value and value.strip().isdigit() else None
@@ -115,11 +125,11 @@ def requeue_on_preempt(job: JobEnv, max_requeues: int, echo: Callable[[str], Non
         from mnist_hpc.cluster import slurm
 
         try:
-            slurm.scontrol_requeue(job.job_id)
+            slurm.scontrol_requeue(job.requeue_id)
         except UserError as e:
-            echo(f"checkpoint saved at {where}; `scontrol requeue {job.job_id}` failed: {str(e)[:200]}")
+            echo(f"checkpoint saved at {where}; `scontrol requeue {job.requeue_id}` failed: {str(e)[:200]}")
             return False
-        echo(f"checkpoint saved at {where}; requeued Slurm job {job.job_id} "
+        echo(f"checkpoint saved at {where}; requeued Slurm job {job.requeue_id} "
              f"(restart {job.restart_count + 1}); it will resume in {info.run_dir}")
         return True
 
