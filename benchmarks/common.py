@@ -211,7 +211,8 @@ class StepRunner:
         from mnist_hpc.training.evaluate import evaluate
 
         return evaluate(self.parts.model, x_u8, y, mean, std, self.cfg.data.eval_batch_size,
-                        autocast=self.parts.autocast, channels_last=self.cfg.runtime.channels_last)
+                        autocast=self.parts.autocast, channels_last=self.cfg.runtime.channels_last,
+                        num_classes=10)  # the benchmarks train on MNIST
 
 
 def synthetic_mnist(n: int, device, seed: int = 0):

@@ -53,7 +53,7 @@ def worker(args) -> dict:
     device = common.setup_device(cfg.runtime.device, cfg.runtime.threads)
     splits = common.load_splits(cfg, device, args.data_dir)
     marks["data_loaded"] = time.time()
-    mean, std = splits.spec.mean, splits.spec.std
+    mean, std = splits.mean, splits.std
 
     warmup = args.warmup if args.warmup is not None else (10 if device.type == "cuda" else 0)
     if warmup:  # kernels, cuDNN autotuning, torch.compile: paid here, outside the timed run

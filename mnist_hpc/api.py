@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Sequence, Union
+from typing import Callable, Iterable, Optional, Sequence
 
 from mnist_hpc.errors import UserError
 
@@ -60,19 +60,26 @@ def _as_config(config_or_source, overrides: Sequence[str]):
 class Run:
     """One run folder: its config, summary, per-epoch metrics, checkpoints and plots.
 
-    ``Run.load(path)`` opens any run folder (finished or not); ``train()`` returns one."""
+    ``Run.load(path)`` opens any run folder (finished or not); ``train()`` returns one. A run of
+    a custom model carries its source code: loading the model runs that code, so a run folder
+    that you did not train on this machine needs ``trust_code=True`` (``--trust-code``)."""
 
-    def __init__(self, path):
+    def __init__(self, path, *, trust_code: bool = False, python_model=None):
         self.path = Path(path)
+        self.trust_code = trust_code
+        self._python_model = python_model  # a network given to train() as a Python object
 
     @classmethod
-    def load(cls, path) -> "Run":
+    def load(cls, path, *, trust_code: bool = False) -> "Run":
         p = Path(path)
         if not p.is_dir():
             raise UserError(f"{p}: no such run folder")
         if not (p / "config.yaml").is_file():
             raise UserError(f"{p}: not a run folder (no config.yaml)")
-        return cls(p)
+        return cls(p, trust_code=trust_code)
+
+    def _code(self) -> dict:
+        return {"trust_code": self.trust_code, "python_model": self._python_model}
 
     def __repr__(self) -> str:
         s = self.summary
@@ -135,16 +142,15 @@ class Run:
 
     def model(self, which: str = "best", device: str = "cpu"):
         """The trained ``torch.nn.Module`` (in eval mode) from the best or last checkpoint."""
-        from mnist_hpc.training.inference import load_for_inference
+        from mnist_hpc.training.inference import load_model
 
-        model, _, _ = load_for_inference(self.checkpoint(which), device)
-        return model
+        return load_model(self.checkpoint(which), device, **self._code()).model
 
     def evaluate(self, tta: bool = False, *, data_dir=None, device: str = "auto") -> dict:
         """Test accuracy and loss of the best (else newest) checkpoint: {"test_accuracy", "test_loss", ...}."""
         from mnist_hpc.training.inference import evaluate_runs
 
-        results, _ = evaluate_runs([self.path], data_dir=data_dir, tta=tta, device=device)
+        results, _ = evaluate_runs([self.path], data_dir=data_dir, tta=tta, device=device, **self._code())
         return results[0]
 
     def predict(self, images, *, which: str = "best", top: int = 3, device: str = "cpu",
@@ -173,7 +179,8 @@ class Run:
                     raise
                 prepared.append((name, None, str(e)))
         good = [a for _, a, err in prepared if err is None]
-        ranked = iter(predict_arrays(self.checkpoint(which), good, device=device, top=top) if good else [])
+        ranked = iter(predict_arrays(self.checkpoint(which), good, device=device, top=top, **self._code())
+                      if good else [])
         return [Prediction(n, None, None, [], err) if err else _prediction(n, next(ranked))
                 for n, _, err in prepared]
 
@@ -183,7 +190,7 @@ class Run:
         ``<file>.card.json`` beside it; return the file's path. ``predict``/``evaluate`` take it."""
         from mnist_hpc.training.export import export_model
 
-        return export_model(self.checkpoint(which), format, out).path
+        return export_model(self.checkpoint(which), format, out, **self._code()).path
 
     # -- notebooks ----------------------------------------------------------------------------
 
@@ -274,7 +281,7 @@ def _train_context(cfg, echo):
 
 def train(config_or_source, overrides: Sequence[str] = (), *, data_dir=None, run_dir=None,
           resume=None, init_from=None, progress: Optional[bool] = True,
-          echo: Callable[[str], None] = _echo) -> Optional[Run]:
+          echo: Callable[[str], None] = _echo, model=None) -> Optional[Run]:
     """Train a model; return its ``Run`` (None on the non-zero ranks of a DDP job).
 
     ``config_or_source``: a ``Config``, a dict, a YAML path or a shipped config name. ``resume``:
@@ -282,7 +289,12 @@ def train(config_or_source, overrides: Sequence[str] = (), *, data_dir=None, run
     continued (only epochs, checkpointing, device/threads and logging may change; a completed
     run is continued in a new folder). ``init_from``: a run folder or checkpoint whose weights
     (only) a new run starts from; its summary records ``parent_run``. ``progress``: a progress
-    bar (a widget in notebooks); None = only on a terminal."""
+    bar (a widget in notebooks); None = only on a terminal. ``model``: your own network as an
+    ``nn.Module`` instance, a class or a function returning one (called with ``model.args`` of a
+    custom config, else with none); it replaces the config's model. A class or function from a
+    file is recorded with that file (a new process can resume, export and submit it); one defined
+    in a notebook cell trains, resumes, evaluates and predicts within this session only
+    (docs/own-model.md)."""
     from mnist_hpc.training.run import run_training
 
     cfg = _as_config(config_or_source, overrides)
@@ -290,8 +302,9 @@ def train(config_or_source, overrides: Sequence[str] = (), *, data_dir=None, run
         for note in cfg.notes:
             echo(f"note: {note}")
     result = run_training(cfg, ctx=_train_context(cfg, echo), data_dir=data_dir, run_dir=run_dir,
-                          resume=resume, echo=echo, source=cfg.source, progress=progress, init_from=init_from)
-    return Run(result.run_dir) if result is not None else None
+                          resume=resume, echo=echo, source=cfg.source, progress=progress, init_from=init_from,
+                          model=model)
+    return Run(result.run_dir, python_model=model) if result is not None else None
 
 
 # --------------------------------------------------------------------------- many runs

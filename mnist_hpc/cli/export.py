@@ -21,13 +21,15 @@ from mnist_hpc.errors import UserError
                    "torchscript (torch.jit.load, C++) or state_dict (torch.load + the model's config).")
 @click.option("--out", type=click.Path(), default=None,
               help="File or folder to write (default: RUN/exports/model.<format>); the model card goes beside it.")
-def export_command(source, fmt, out):
+@click.option("--trust-code", is_flag=True,
+              help="Run the model code a run folder carries although you did not train it here (read it first).")
+def export_command(source, fmt, out, trust_code):
     """Export a run's model (its best, else newest checkpoint) or a checkpoint's for use outside
     mnist-hpc, with a model card (dataset, test accuracy, preprocessing, config) beside it.
     `mnist-hpc predict` and `evaluate` accept the exported file."""
     from mnist_hpc.training.export import export_model
 
-    done = export_model(source, fmt, out)
+    done = export_model(source, fmt, out, trust_code=trust_code)
     size = done.path.stat().st_size
     click.echo(f"exported {done.checkpoint} as {done.format}: {done.path} ({size / 1e3:,.1f} kB)")
     click.echo(f"model card: {done.card}")

@@ -137,7 +137,9 @@ def configs():
                 shell_complete=complete_config)
 def config_validate(files):
     """Check config files and sweep files (every run a sweep makes); one line per file, exit 2 if
-    any is invalid."""
+    any is invalid. A custom or torchvision model is also built on torch's meta device (its
+    parameters counted against MAX_PARAMS, no memory) and run once on a tiny batch (its output
+    must be (N, classes)); built-in models are checked without torch."""
     from mnist_hpc.config import load_config
     from mnist_hpc.experiments.sweepfile import is_sweep_file, validate_sweep_file
 
@@ -148,28 +150,83 @@ def config_validate(files):
                 n = validate_sweep_file(f)
                 click.echo(f"ok    {f} ({n:,} run{'' if n == 1 else 's'})")
                 continue
-            load_config(f)
-            click.echo(f"ok    {f}")
+            cfg = load_config(f)
+            params = check_config_model(cfg)
+            click.echo(f"ok    {f}" + (f" ({cfg.model.name} model: {params:,} parameters)" if params else ""))
         except ConfigError as e:
             bad += 1
             click.echo(f"error {e}", err=True)
+            if getattr(e, "detail", ""):
+                click.echo(e.detail, err=True)
+        except UserError as e:
+            bad += 1
+            click.echo(f"error {f}: {e}", err=True)
     if bad:
         raise SystemExit(2)
+
+
+def check_config_model(cfg):
+    """Build and probe a custom/torchvision model (None for built-ins: the validator counted them)."""
+    if cfg.model.source == "builtin":
+        return None
+    from mnist_hpc.config.datasets import data_shape
+    from mnist_hpc.training.models import prepare_model
+
+    shape = data_shape(cfg.data)
+    if shape is None:
+        raise ConfigError(f"data.root: {cfg.data.root}: not a folder of class subfolders")
+    return prepare_model(cfg, shape).params
 
 
 # --------------------------------------------------------------------------- models
 
 
-@cli.command()
-def models():
-    """List the model zoo with parameter counts."""
+@cli.group(invoke_without_command=True)
+@click.option("--torchvision", "with_tv", is_flag=True,
+              help="Also list torchvision.models classifiers that fit MAX_PARAMS (for 10 classes, 1x28x28).")
+@click.pass_context
+def models(ctx, with_tv):
+    """List the models: the built-in nets with parameter counts (for MNIST), your own (`custom`)
+    and torchvision's (`torchvision`); `models download ARCH` fetches pretrained weights."""
+    if ctx.invoked_subcommand:
+        return
     from mnist_hpc.config.models import MODEL_SPECS
-    from mnist_hpc.training.models import build_model, count_params, size_mb
 
-    click.echo(f"{'name':<10} {'params':>12} {'size':>9}  description")
+    click.echo(f"{'name':<12} {'params':>12}  description")
     for name, spec in MODEL_SPECS.items():
-        m = build_model(spec.section())
-        click.echo(f"{name:<10} {count_params(m):>12,} {size_mb(m):>6.2f} MB  {spec.description}")
+        n = spec.section().param_count()
+        click.echo(f"{name:<12} {f'{n:,}' if n is not None else '(built)':>12}  {spec.description}")
+    if with_tv:
+        from mnist_hpc.config.datasets import MNIST_SHAPE
+        from mnist_hpc.config.models import MAX_PARAMS, TorchvisionModel
+        from mnist_hpc.training.models import build_model, torchvision_arches
+
+        import torch
+
+        click.echo(f"\ntorchvision.models (model: {{name: torchvision, arch: ARCH}}), counted on the meta device:")
+        for arch in torchvision_arches():
+            try:
+                with torch.device("meta"):
+                    m = build_model(TorchvisionModel(arch=arch), MNIST_SHAPE, load_weights=False)
+            except Exception as e:  # noqa: BLE001 - an architecture that does not adapt
+                click.echo(f"  {arch:<28} {'-':>12}  (not adaptable: {type(e).__name__})")
+                continue
+            n = sum(p.numel() for p in m.parameters())
+            if n <= MAX_PARAMS:
+                click.echo(f"  {arch:<28} {n:>12,}")
+
+
+@models.command("download")
+@click.argument("arches", nargs=-1, required=True, metavar="ARCH...")
+@click.option("--weights", default="DEFAULT", show_default=True, help="A weights name of the architecture.")
+def models_download(arches, weights):
+    """Fetch pretrained weights into the torch hub cache ($TORCH_HOME/hub/checkpoints) on a machine
+    with internet (a login node): jobs read them from there and never download."""
+    from mnist_hpc.training.models import download_weights
+
+    for arch in arches:
+        path, fetched = download_weights(arch, weights)
+        click.echo(f"{'downloaded' if fetched else 'already there'}: {arch} {weights} -> {path}")
 
 
 @cli.command()
@@ -178,10 +235,15 @@ def models():
 @set_option
 def summary(config_file, overrides):
     """Print a layer table of CONFIG's model (output shapes, parameters, size)."""
-    from mnist_hpc.training.models import build_model, summary_text
+    from mnist_hpc.config.datasets import data_shape
+    from mnist_hpc.training.models import prepare_model, summary_text
 
     cfg = _load(config_file, overrides)
-    click.echo(summary_text(build_model(cfg.model), f"{cfg.model.name} ({cfg.experiment.name})"))
+    shape = data_shape(cfg.data)
+    if shape is None:
+        raise ConfigError(f"data.root: {cfg.data.root}: not a folder of class subfolders")
+    model = prepare_model(cfg, shape).build()
+    click.echo(summary_text(model, f"{cfg.model.name} ({cfg.experiment.name})", (1, *shape.input_shape)))
 
 
 # --------------------------------------------------------------------------- data
@@ -259,7 +321,9 @@ def data_verify(datasets, data_dir):
 @click.option("--tta", is_flag=True, help="Test-time augmentation: average 1-pixel shifted views.")
 @data_dir_option
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
-def evaluate(runs, ensemble, tta, data_dir, device):
+@click.option("--trust-code", is_flag=True,
+              help="Run the model code a run folder carries although you did not train it here (read it first).")
+def evaluate(runs, ensemble, tta, data_dir, device, trust_code):
     """Re-evaluate run folders, checkpoints or exported models (ONNX, TorchScript) on the test set."""
     from mnist_hpc.cluster import env as job_env
     from mnist_hpc.training.inference import evaluate_runs
@@ -268,7 +332,7 @@ def evaluate(runs, ensemble, tta, data_dir, device):
         click.echo("(several runs: evaluating each; add --ensemble to average them)")
     job = job_env.current()
     results, ens = evaluate_runs(runs, data_dir=data_dir, tta=tta, device=device, cpus=job.cpus_per_task,
-                                 offline=job.in_job)
+                                 offline=job.in_job, trust_code=trust_code)
     for r in results:
         click.echo(f"test accuracy {r['test_accuracy'] * 100:.2f}%  loss {r['test_loss']:.4f}  {r['checkpoint']}")
     if ensemble and ens:
@@ -279,14 +343,16 @@ def evaluate(runs, ensemble, tta, data_dir, device):
 @cli.command()
 @click.argument("checkpoint", type=click.Path(exists=True), metavar="RUN_CHECKPOINT_OR_EXPORT")
 @click.argument("images", nargs=-1, required=True, type=click.Path())
-def predict(checkpoint, images):
+@click.option("--trust-code", is_flag=True,
+              help="Run the model code a run folder carries although you did not train it here (read it first).")
+def predict(checkpoint, images, trust_code):
     """Classify image files (PNG/JPEG, any size; preprocessed the MNIST way). Each image is judged
     on its own: a bad one gets an error line on stderr, the others are still classified (exit 1
     if any failed)."""
     from mnist_hpc.training.inference import predict_each
 
     failed = 0
-    for path, top, error in predict_each(checkpoint, list(images)):
+    for path, top, error in predict_each(checkpoint, list(images), trust_code=trust_code):
         if error:
             failed += 1
             click.echo(f"error: {error}", err=True)
@@ -344,6 +410,8 @@ def _main(argv):
         raise SystemExit(EXIT_INTERRUPTED) from None
     except UserError as e:
         click.echo(f"error: {e}", err=True)
+        if getattr(e, "detail", ""):  # the user's own traceback frames (a model file's mistake)
+            click.echo(e.detail, err=True)
         raise SystemExit(e.exit_code) from None
     except KeyboardInterrupt as e:  # training says which checkpoint it kept and how to resume
         click.echo(str(e) if str(e) else "interrupted (Ctrl-C); nothing already saved was lost", err=True)

@@ -1,12 +1,23 @@
-"""The dataset registry's torch-free half: names, classes, files and normalisation constants.
+"""The dataset registry's torch-free half: names, classes, files, image shape and normalisation.
 
-``mnist_hpc.training.data`` loads them through torchvision's dataset classes (checksum-verified). To add
-a dataset of the same IDX layout, add an entry here with its torchvision class name.
+``mnist_hpc.training.data`` loads them through torchvision's dataset classes (checksum-verified
+downloads) or reads the unpacked IDX files directly. To add a dataset of the IDX layout, add an
+entry here with its torchvision class name, its unpacked file names and its classes. The class
+count flows from here to the model's head, the metrics, the report, ``predict`` and export cards:
+nothing else assumes ten classes.
+
+``dataset: folder`` is the user's own images (one subfolder per class under ``data.root``); its
+classes are the subfolder names, read without torch (``folder_classes``).
 """
 
 from __future__ import annotations
 
+import os
+import string
 from dataclasses import dataclass
+from typing import Optional
+
+IMAGE_SIZE = 28  # the MNIST family's images are 1x28x28
 
 
 @dataclass(frozen=True)
@@ -14,18 +25,64 @@ class DatasetSpec:
     name: str
     tv_class: str  # torchvision.datasets class name; its folder under the data root
     classes: tuple  # human-readable class names, index = label
-    mean: float  # of the training images in [0, 1]
-    std: float
+    mean: Optional[float]  # of the training images in [0, 1]; None: measured on the training split at load
+    std: Optional[float]
     description: str
     tv_kwargs: tuple = ()  # extra (key, value) arguments for the torchvision class
     mirror_safe: bool = False  # a left-right mirrored image keeps its label (clothes: yes; digits, characters: no)
+    files: tuple = ()  # unpacked (train images, train labels, test images, test labels) under <folder>/raw
+    transposed: bool = False  # stored column-major (EMNIST): transposed back on reading
+    label_offset: int = 0  # subtracted from the stored labels (EMNIST letters are stored 1..26)
+    label_column: Optional[int] = None  # labels stored as rows of several ints (QMNIST): the class column
 
     @property
     def folder(self) -> str:
         return self.tv_class
 
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def raw_files(self) -> tuple:
+        return self.files or RAW_FILES
+
+
+@dataclass(frozen=True)
+class DataShape:
+    """What a model is built for: the class names (their count is the head's width), the image
+    channels and the side of the square images it receives."""
+
+    classes: tuple
+    channels: int = 1
+    size: int = IMAGE_SIZE
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def input_shape(self) -> tuple:
+        return (self.channels, self.size, self.size)
+
 
 DIGITS = tuple(str(i) for i in range(10))
+RAW_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+             "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+MNIST_SHAPE = DataShape(DIGITS)
+
+
+def _emnist(split: str, classes, description: str, offset: int = 0) -> DatasetSpec:
+    stem = f"emnist-{split}"
+    return DatasetSpec(
+        f"emnist-{split}", "EMNIST", tuple(classes), None, None, description,
+        tv_kwargs=(("split", split),), transposed=True, label_offset=offset,
+        files=(f"{stem}-train-images-idx3-ubyte", f"{stem}-train-labels-idx1-ubyte",
+               f"{stem}-test-images-idx3-ubyte", f"{stem}-test-labels-idx1-ubyte"))
+
+
+# EMNIST's merged splits drop the lowercase letters whose shapes equal their capitals
+_MERGED = set("cijklmopsuvwxyz")
+_EMNIST_ALL = sorted(string.digits + string.ascii_letters)
 
 DATASETS: dict[str, DatasetSpec] = {
     d.name: d
@@ -39,8 +96,45 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec(
             "kmnist", "KMNIST", ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
             0.1918, 0.3483, "Kuzushiji (cursive Japanese) characters, 60k train / 10k test"),
+        _emnist("balanced", [c for c in _EMNIST_ALL if c not in _MERGED],
+                "EMNIST balanced: 47 classes of digits and letters, 112.8k train / 18.8k test"),
+        _emnist("letters", string.ascii_lowercase,
+                "EMNIST letters: 26 classes (upper and lower case merged), 124.8k train / 20.8k test", offset=1),
+        _emnist("digits", string.digits, "EMNIST digits: 10 classes, 240k train / 40k test"),
+        _emnist("byclass", _EMNIST_ALL, "EMNIST by class: 62 unbalanced classes, 697.9k train / 116.3k test"),
+        _emnist("bymerge", [c for c in _EMNIST_ALL if c not in _MERGED],
+                "EMNIST by merge: 47 unbalanced classes, 697.9k train / 116.3k test"),
+        DatasetSpec(
+            "qmnist", "QMNIST", DIGITS, None, None,
+            "QMNIST: MNIST's digits reconstructed from NIST, 60k train / 60k test",
+            files=("qmnist-train-images-idx3-ubyte", "qmnist-train-labels-idx2-int",
+                   "qmnist-test-images-idx3-ubyte", "qmnist-test-labels-idx2-int"), label_column=0),
     ]
 }
+FOLDER = "folder"  # data.dataset for the user's own images: <data.root>/<class>/<image files>
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def folder_classes(root) -> Optional[tuple]:
+    """The class names of an image folder (its subfolders holding at least one entry, sorted), or
+    None when ``root`` is not a folder."""
+    try:
+        entries = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return None
+    return tuple(entries)
+
+
+def data_shape(data_cfg) -> Optional[DataShape]:
+    """The shape models are built for, from ``cfg.data`` alone (no torch, no image read); None for
+    an image folder that is not there (yet: a config checked on a laptop for a cluster path)."""
+    if data_cfg.dataset == FOLDER:
+        classes = folder_classes(data_cfg.root) if data_cfg.root else None
+        if not classes:
+            return None
+        return DataShape(classes, data_cfg.channels, data_cfg.image_size)
+    spec = DATASETS[data_cfg.dataset]
+    return DataShape(spec.classes, 1, IMAGE_SIZE)
 
 
 def default_data_root() -> str:
@@ -63,6 +157,3 @@ def resolve_data_root(cli_value=None, config_value=None) -> tuple[str, str]:
         return str(config_value), "data.root"
     return default_data_root(), "the user cache"
 
-
-RAW_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-             "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")

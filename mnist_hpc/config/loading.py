@@ -91,6 +91,26 @@ def resolve_extends(key, lookup: Callable[[Any], tuple[dict, list]], *, merge=me
     return merge(merged, data)
 
 
+def _is_weights_path(value) -> bool:
+    return isinstance(value, str) and (value.endswith((".pth", ".pt")) or "/" in value or os.sep in value)
+
+
+def anchor_paths(data: dict, base) -> dict:
+    """Make the file paths a config names for code and weights (``model.file``, a torchvision
+    ``model.weights`` file) absolute, relative to ``base``: the folder of the config file that
+    wrote them (``--set`` values: the working directory), so a config runs the same from any folder."""
+    model = data.get("model") if isinstance(data, dict) else None
+    if not isinstance(model, dict):
+        return data
+    for key in ("file", "weights"):
+        value = model.get(key)
+        if isinstance(value, str) and value and (key == "file" or _is_weights_path(value)):
+            expanded = os.path.expanduser(value)
+            if not os.path.isabs(expanded):
+                model[key] = os.path.normpath(os.path.join(os.path.abspath(base), expanded))
+    return data
+
+
 def load_raw(source) -> dict:
     """Read a config file (a path or a shipped name) and the files it ``extends:``, merged, as a
     plain dict (unvalidated)."""
@@ -110,6 +130,7 @@ def load_raw(source) -> dict:
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections "
                               f"({', '.join(SECTIONS)}), got {type(data).__name__}")
+        anchor_paths(data, path.parent)
         parents = data.pop("extends", None)
         if parents is None:
             return data, []
@@ -183,6 +204,8 @@ def apply_overrides(data: dict, overrides, notes: list | None = None) -> dict:
                 node[p] = {}
             node = node[p]
         node[parts[-1]] = value
+        if parts in (["model", "file"], ["model", "weights"]):  # typed on the command line: from here
+            node[parts[-1]] = anchor_paths({"model": {parts[1]: value}}, os.getcwd())["model"][parts[1]]
         if parts[0] == "model" and len(parts) > 1:
             explicit.add(parts[1])
         elif parts == ["model"] and isinstance(value, dict):  # a whole section: all of it is meant
@@ -215,6 +238,8 @@ def _override_type(parts: list[str], text: str, model_name):
             raise ConfigError(f"--set {cut(text)}: unknown key {cut(where)}{owner}"
                               f"{did_you_mean(p, names)}; expected one of {', '.join(names)}")
         tp = field_type(cls, p)
+        if (tp is dict or typing.get_origin(tp) is dict) and i < len(parts) - 1:
+            return None  # a free mapping (model.args of a custom model): any key, any value
         if isinstance(tp, type) and dataclasses.is_dataclass(tp):  # a section (the model's too)
             cls = tp
         elif i != len(parts) - 1:

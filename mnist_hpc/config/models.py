@@ -5,9 +5,19 @@
 parameters without importing torch (so that `mnist-hpc config show` stays fast);
 ``mnist_hpc.training.models`` builds the torch modules from these sections.
 
-Each section also counts its model's parameters (``param_count()``, from the shapes alone), and
+Three sources of models share one section base: the built-in nets (``mlp``, ``cnn``, ``lenet5``,
+``resnet18``, ``fast``), the user's own ``nn.Module`` in a file (``custom``: file, factory, args)
+and any classification architecture of ``torchvision.models`` (``torchvision``: arch, weights,
+resize). Each built-in section counts its model's parameters from the shapes alone
+(``param_count(shape)``: the dataset decides the classes, channels and image size), and
 validation refuses a model over ``MAX_PARAMS``: a config, a ``--set`` or the config stored in a
-checkpoint asking for ``hidden: [1000000000]`` is one line, not a 3 TB allocation.
+checkpoint asking for ``hidden: [1000000000]`` is one line, not a 3 TB allocation. A custom or
+torchvision model can only be counted by building it, on torch's meta device (no memory):
+``mnist_hpc.training.models.check_model`` does that for ``config validate``, ``submit`` and
+``train``, before anything is written.
+
+Adding a built-in model: a section class here (its parameters with defaults and comments, its
+``param_count``) and a builder in ``training/models.py``, registered together with ``@builtin``.
 """
 
 from __future__ import annotations
@@ -15,14 +25,13 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+import os
+from typing import ClassVar, Literal, Optional
 
+from mnist_hpc.config.datasets import MNIST_SHAPE, DataShape
 from mnist_hpc.config.validate import Tagged
 
 Activation = Literal["relu", "tanh", "sigmoid", "gelu", "silu"]
-
-NUM_CLASSES = 10  # every dataset in config/datasets.py has ten classes of 1x28x28 images
-IMAGE_SIZE = 28
 
 # The largest model a config may ask for. The biggest shipped net (resnet18) has 11.2 M
 # parameters and a sensible MNIST net well under 1 M, so no real experiment comes near; 100 M
@@ -61,6 +70,7 @@ class ModelSection(Tagged):
     tag = "name"
     default = "cnn"
     size_keys: ClassVar[tuple] = ()  # the parameters that set the model's size (blamed when it is too big)
+    source: ClassVar[str] = "builtin"  # builtin | custom | torchvision
 
     @classmethod
     def variants(cls) -> dict[str, type]:
@@ -73,20 +83,21 @@ class ModelSection(Tagged):
     def to_dict(self) -> dict:
         return {"name": self.name, **self.params()}
 
-    def param_count(self) -> int:
-        """The model's trainable parameters, counted from the section without building it:
-        equal to ``count_params(build_model(self))`` in ``mnist_hpc.training.models``."""
-        raise NotImplementedError
+    def param_count(self, shape: DataShape = MNIST_SHAPE) -> Optional[int]:
+        """The model's trainable parameters for data of ``shape``, counted from the section without
+        building it (equal to ``count_params(build_model(self, shape))`` in training/models.py);
+        None where only building the model can tell (custom, torchvision)."""
+        return None
 
     def check(self, err):
         self.check_values(err)
-        self.check_size(err)
+        self.check_widths(err)
 
     def check_values(self, err):
         """Range checks of this model's parameters (types are checked by the validator)."""
 
-    def check_size(self, err):
-        """Refuse a model over ``MAX_PARAMS`` (run after ``check_values``: the values are sane)."""
+    def check_widths(self, err):
+        """Widths too large to count at all (run after ``check_values``: the values are sane)."""
         for key in self.size_keys:
             value = getattr(self, key)
             for v in value if isinstance(value, list) else [value]:
@@ -94,16 +105,20 @@ class ModelSection(Tagged):
                     digits = int(v.bit_length() * math.log10(2)) + 1
                     err(key, problem=f"a width of about {digits:,} digits cannot be built; the cap is "
                                      f"{MAX_PARAMS:,} parameters ({_WHERE})")
-        n = self.param_count()
-        if n > MAX_PARAMS:
-            err(self._blame(), problem=f"the model would have {n:,} parameters; the cap is "
-                                        f"{MAX_PARAMS:,} ({_WHERE})")
 
-    def _blame(self) -> str:
+    def check_size(self, err, shape: DataShape = MNIST_SHAPE):
+        """Refuse a model over ``MAX_PARAMS`` for data of ``shape`` (the config-level check: the
+        dataset is another section)."""
+        n = self.param_count(shape)
+        if n is not None and n > MAX_PARAMS:
+            err(self._blame(shape), problem=f"the model would have {n:,} parameters; the cap is "
+                                             f"{MAX_PARAMS:,} ({_WHERE})")
+
+    def _blame(self, shape: DataShape) -> str:
         """The size key whose default value would shrink the model most."""
         defaults = type(self)()
         return min(self.size_keys, default="name",
-                   key=lambda k: dataclasses.replace(self, **{k: getattr(defaults, k)}).param_count())
+                   key=lambda k: dataclasses.replace(self, **{k: getattr(defaults, k)}).param_count(shape))
 
 
 @dataclass
@@ -121,8 +136,8 @@ class MLPModel(ModelSection):
         if not 0 <= self.dropout < 1:
             err("dropout", "a number in [0, 1)", self.dropout)
 
-    def param_count(self) -> int:
-        widths = [IMAGE_SIZE * IMAGE_SIZE, *self.hidden, NUM_CLASSES]
+    def param_count(self, shape: DataShape = MNIST_SHAPE) -> int:
+        widths = [shape.channels * shape.size * shape.size, *self.hidden, shape.num_classes]
         return sum(_linear(a, b) for a, b in zip(widths, widths[1:]))
 
 
@@ -145,11 +160,11 @@ class CNNModel(ModelSection):
             if not 0 <= getattr(self, k) < 1:
                 err(k, "a number in [0, 1)", getattr(self, k))
 
-    def param_count(self) -> int:
+    def param_count(self, shape: DataShape = MNIST_SHAPE) -> int:
         c1, c2 = self.channels
-        side = (IMAGE_SIZE - 4) // 2  # two unpadded 3x3 convs, then a 2x2 max-pool: 12
-        return (_conv(1, c1, 3) + _conv(c1, c2, 3) + _linear(c2 * side * side, self.hidden)
-                + _linear(self.hidden, NUM_CLASSES))
+        side = (shape.size - 4) // 2  # two unpadded 3x3 convs, then a 2x2 max-pool: 12 for 28 px
+        return (_conv(shape.channels, c1, 3) + _conv(c1, c2, 3) + _linear(c2 * side * side, self.hidden)
+                + _linear(self.hidden, shape.num_classes))
 
 
 @dataclass
@@ -157,9 +172,10 @@ class LeNet5Model(ModelSection):
     name: str = "lenet5"
     activation: Activation = "relu"  # LeCun used tanh
 
-    def param_count(self) -> int:
-        return (_conv(1, 6, 5) + _conv(6, 16, 5) + _linear(16 * 5 * 5, 120) + _linear(120, 84)
-                + _linear(84, NUM_CLASSES))
+    def param_count(self, shape: DataShape = MNIST_SHAPE) -> int:
+        side = (shape.size // 2 - 4) // 2  # padded 5x5 conv, pool, 5x5 conv, pool: 5 for 28 px
+        return (_conv(shape.channels, 6, 5) + _conv(6, 16, 5) + _linear(16 * side * side, 120)
+                + _linear(120, 84) + _linear(84, shape.num_classes))
 
 
 @dataclass
@@ -168,8 +184,8 @@ class ResNet18Model(ModelSection):
 
     name: str = "resnet18"
 
-    def param_count(self) -> int:
-        total = _conv(1, 64, 3, bias=False) + _batchnorm(64)  # the 3x3 stem (its max-pool has none)
+    def param_count(self, shape: DataShape = MNIST_SHAPE) -> int:
+        total = _conv(shape.channels, 64, 3, bias=False) + _batchnorm(64)  # the 3x3 stem (its max-pool has none)
         c_in = 64
         for c_out in (64, 128, 256, 512):  # four stages of two basic blocks
             for _ in range(2):
@@ -177,7 +193,7 @@ class ResNet18Model(ModelSection):
                 if c_in != c_out:  # a stage's first block widens: 1x1 projection shortcut + BN
                     total += _conv(c_in, c_out, 1, False) + _batchnorm(c_out)
                 c_in = c_out
-        return total + _linear(512, NUM_CLASSES)
+        return total + _linear(512, shape.num_classes)
 
 
 @dataclass
@@ -207,15 +223,64 @@ class FastModel(ModelSection):
         """The blocks' widths: ``channels`` when given, else ``depth`` doublings of ``width``."""
         return list(self.channels) or [self.width * 2**i for i in range(self.depth)]
 
-    def param_count(self) -> int:
-        total, c_in, side = 0, 1, IMAGE_SIZE
+    def param_count(self, shape: DataShape = MNIST_SHAPE) -> int:
+        total, c_in, side = 0, shape.channels, shape.size
         for c_out in self.widths():  # bias-free convs: the batch norm after each has the shift
             for _ in range(self.convs):
                 total += _conv(c_in, c_out, 3, bias=False) + _batchnorm(c_out)
                 c_in = c_out
             side = (side + 1) // 2 if self.downsample == "stride" else side // 2
         features = c_in if self.head == "max" else c_in * side * side
-        return total + _linear(features, NUM_CLASSES)
+        return total + _linear(features, shape.num_classes)
+
+
+@dataclass
+class CustomModel(ModelSection):
+    """The user's own network: a class or function in a Python file, called with ``args``."""
+
+    name: str = "custom"
+    file: str = ""  # the Python file (relative to the config file's folder; absolute paths too)
+    factory: str = ""  # the class or function in that file that returns an nn.Module
+    args: dict = field(default_factory=dict)  # keyword arguments for the factory (sweepable: model.args.width)
+
+    source = "custom"
+
+    def check_values(self, err):
+        if not self.file:
+            err("file", problem="the Python file that defines your network, e.g. file: nets/tiny.py")
+        elif self.file != "<python>" and not self.file.endswith(".py"):
+            err("file", "a Python file ending in .py", self.file)
+        if not self.factory.isidentifier():
+            err("factory", "the name of a class or function in that file, e.g. factory: TinyNet", self.factory)
+        for k in self.args:
+            if not (isinstance(k, str) and k.isidentifier()):
+                err("args", problem=f"keys are keyword argument names; {k!r} is not one")
+
+
+@dataclass
+class TorchvisionModel(ModelSection):
+    """A classification architecture of ``torchvision.models``, adapted to the data: one input
+    channel (the first conv's RGB weights summed: the same as feeding the grey image three
+    times, at a third of that layer's work), a new ``num_classes`` head, the batch resized on
+    the device when ``resize`` is set."""
+
+    name: str = "torchvision"
+    arch: str = "resnet18"  # a classification model of torchvision.models (`mnist-hpc models --torchvision`)
+    weights: Optional[str] = None  # null (random init) | DEFAULT | a weights name (IMAGENET1K_V1) | a .pth file (relative to the config)
+    resize: Optional[int] = None  # resize each batch to this side on the device (pretrained ImageNet nets like 64-224); null = as stored
+
+    source = "torchvision"
+
+    def check_values(self, err):
+        if not self.arch.isidentifier():
+            err("arch", "a torchvision.models architecture name, e.g. resnet18", self.arch)
+        if self.resize is not None and not 8 <= self.resize <= 512:
+            err("resize", "a side in pixels in [8, 512] (or null)", self.resize)
+
+    def weights_file(self) -> Optional[str]:
+        """The weights as a file path, when ``weights`` names one (not DEFAULT or an enum name)."""
+        w = self.weights
+        return w if w and (w.endswith((".pth", ".pt")) or os.sep in w or "/" in w) else None
 
 
 @dataclass(frozen=True)
@@ -236,5 +301,9 @@ MODEL_SPECS: dict[str, ModelSpec] = {
         ModelSpec("lenet5", LeNet5Model, "LeNet-5 (LeCun 1998), padded 28x28 input"),
         ModelSpec("resnet18", ResNet18Model, "torchvision ResNet-18, 3x3 stem for 1x28x28 input"),
         ModelSpec("fast", FastModel, "small conv net with batch norm, tuned for time-to-accuracy"),
+        ModelSpec("custom", CustomModel, "your own nn.Module from a file: model.file, model.factory, model.args"),
+        ModelSpec("torchvision", TorchvisionModel,
+                  "any torchvision.models classifier (model.arch), optional pretrained weights, model.resize"),
     ]
 }
+BUILTIN_MODELS = tuple(n for n, s in MODEL_SPECS.items() if s.section.source == "builtin")

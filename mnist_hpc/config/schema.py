@@ -9,7 +9,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal, Optional
 
-from mnist_hpc.config.datasets import DATASETS
+from mnist_hpc.config.datasets import DATASETS, FOLDER, data_shape
 from mnist_hpc.config.dump import commented_yaml
 from mnist_hpc.config.models import CNNModel, ModelSection
 from mnist_hpc.config.validate import choices
@@ -57,8 +57,10 @@ class AugmentConfig:
 
 @dataclass
 class DataConfig:
-    dataset: str = "mnist"  # see `mnist-hpc data list`: mnist, fashion-mnist, kmnist, ...
-    root: Optional[str] = None  # data folder; --data-dir and $MNIST_HPC_DATA_DIR take precedence
+    dataset: str = "mnist"  # see `mnist-hpc data list`: mnist, fashion-mnist, kmnist, emnist-*, qmnist, folder
+    root: Optional[str] = None  # data folder (--data-dir and $MNIST_HPC_DATA_DIR take precedence); for folder: the image folder, one subfolder per class
+    image_size: int = 28  # folder only: images are resized to this side
+    channels: Literal[1, 3] = 1  # folder only: 1 = greyscale, 3 = colour
     val_split: Optional[float] = 0.1  # fraction of train held out for validation (null = none)
     batch_size: int = 128  # global training batch (split across ranks under DDP)
     eval_batch_size: int = 2000  # evaluation batch (no gradients: large is fast)
@@ -66,8 +68,15 @@ class DataConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # batched, on the device
 
     def check(self, err):
-        if self.dataset not in DATASETS:
-            err("dataset", choices(DATASETS), self.dataset, DATASETS)
+        if self.dataset not in DATASETS and self.dataset != FOLDER:
+            err("dataset", choices([*DATASETS, FOLDER]), self.dataset, [*DATASETS, FOLDER])
+        if self.dataset == FOLDER and not self.root:
+            err("root", problem="dataset: folder needs data.root: the folder of images, one subfolder per class")
+        if self.dataset != FOLDER and (self.image_size, self.channels) != (28, 1):
+            err("image_size" if self.image_size != 28 else "channels",
+                problem=f"only for dataset: folder ({self.dataset} images are 1x28x28)")
+        if not 8 <= self.image_size <= 512:
+            err("image_size", "a side in pixels in [8, 512]", self.image_size)
         if self.val_split is not None and not 0 < self.val_split < 1:
             err("val_split", "a fraction strictly between 0 and 1 (or null for none)", self.val_split)
         if self.batch_size <= 0:
@@ -199,6 +208,15 @@ class Config:
     # one line each, set by ``load_config``; not part of the config itself.
     notes: ClassVar[tuple] = ()
     source: ClassVar[str] = "python"  # where it was loaded from (a path or a shipped name)
+
+    def check(self, err):
+        """The rules that span sections."""
+        shape = data_shape(self.data)
+        if shape is not None:  # the head's width comes from the dataset
+            self.model.check_size(lambda key, *a, **k: err(f"model.{key}", *a, **k), shape)
+        if self.train.early_stopping.patience and not self.data.val_split:
+            err("train.early_stopping.patience", problem="early stopping needs a validation split: set "
+                "data.val_split (e.g. 0.1) or train.early_stopping.patience: null")
 
     def to_dict(self) -> dict:
         """The plain nested dict (``model`` as ``{"name": ..., **params}``), as run folders store it."""

@@ -275,10 +275,12 @@ class Components:
 
 
 def build_components(cfg, device, denv: Optional[DistEnv] = None, train_x=None, train_y=None, *,
-                     mean: float, std: float, precision: Optional[Precision] = None) -> Components:
+                     mean: float, std: float, precision: Optional[Precision] = None,
+                     make_model: Optional[Callable[[], torch.nn.Module]] = None) -> Components:
     """Model, optimizer, schedule, scaler and loader for ``cfg`` on ``device``; ``train_x`` (uint8
     N×28×28) and ``train_y`` are the training tensors already on the device. Seed first
-    (``seed_everything``) for reproducible initial weights."""
+    (``seed_everything``) for reproducible initial weights. ``make_model``: builds the network
+    (training/run.py passes the run's checked ``PreparedModel.build``); default: ``cfg.model``."""
     denv = denv or DistEnv("single")
     precision = precision or precision_policy(cfg.train.amp, device, deterministic=cfg.runtime.deterministic)
     loader = datamod.ResidentLoader(
@@ -288,7 +290,7 @@ def build_components(cfg, device, denv: Optional[DistEnv] = None, train_x=None, 
     if len(loader) == 0:
         raise ConfigError(f"data.batch_size={cfg.data.batch_size} leaves no full step over "
                           f"{len(train_x)} training images")
-    raw = build_model(cfg.model).to(device)
+    raw = (make_model() if make_model else build_model(cfg.model)).to(device)
     if cfg.runtime.channels_last:
         raw = raw.to(memory_format=torch.channels_last)
     ddp = raw

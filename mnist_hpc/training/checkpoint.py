@@ -168,7 +168,8 @@ def newest_valid(ckpt_dir: Path, warn=print):
 RESUMABLE_KEYS = ("train.epochs", "train.checkpoint.", "train.compile", "runtime.threads", "runtime.device",
                   "runtime.deterministic", "runtime.channels_last", "runtime.dist_timeout",
                   "runtime.max_requeues", "runtime.requeue_signal", "experiment.tensorboard", "experiment.loggers",
-                  "experiment.output_dir", "data.root", "data.eval_batch_size")
+                  "experiment.output_dir", "data.root", "data.eval_batch_size",
+                  "model.file")  # the model's code is compared by its sha256 (training/run.py), not its path
 
 
 _ABSENT = object()  # a key one of the two configs does not have (e.g. another model's parameter)

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from mnist_hpc.config.datasets import DATASETS, RAW_FILES, DatasetSpec
+from mnist_hpc.config.datasets import DATASETS, FOLDER, IMAGE_SUFFIXES, DatasetSpec, DataShape
 from mnist_hpc.errors import DataError
 
 OFFLINE_HINT = ("compute nodes have no internet: run `mnist-hpc data download` on a login node "
@@ -43,14 +43,21 @@ def _md5(path: Path) -> str:
 
 
 def _resources(spec: DatasetSpec) -> list[tuple[str, str]]:
-    """(archive file name, md5) pairs as torchvision knows them."""
-    return [(os.path.basename(url), md5) for url, md5 in _tv_class(spec).resources]
+    """(archive file name, md5) pairs as torchvision knows them (a list for MNIST and its kin, one
+    zip for EMNIST, a mapping of subsets for QMNIST)."""
+    cls = _tv_class(spec)
+    if spec.tv_class == "EMNIST":
+        return [(os.path.basename(cls.url), cls.md5)]
+    resources = cls.resources
+    if isinstance(resources, dict):
+        resources = [r for part in ("train", "test") for r in resources[part]]
+    return [(os.path.basename(url), md5) for url, md5 in resources]
 
 
 def status(spec: DatasetSpec, root) -> dict:
     """What is on disk: unpacked files, archives present, archives with a wrong checksum."""
     raw = raw_folder(spec, root)
-    unpacked = all((raw / f).is_file() for f in RAW_FILES)
+    unpacked = _unpacked(spec, root)
     archives = {name: (raw / name).is_file() for name, _ in _resources(spec)}
     return {"raw": raw, "unpacked": unpacked, "archives": archives,
             "all_archives": all(archives.values())}
@@ -107,7 +114,8 @@ def prepare(spec: DatasetSpec, root, download: bool = True) -> None:
         if not os.access(root, os.W_OK):
             raise DataError(f"{root}: not writable; the data folder must be writable (files are "
                             f"unpacked next to the archives): copy it or set --data-dir")
-        _tv_class(spec)(root=str(root), train=True, download=True, **dict(spec.tv_kwargs))
+        for train in (True, False):  # QMNIST downloads one subset per call; the others all at once
+            _tv_class(spec)(root=str(root), train=train, download=True, **dict(spec.tv_kwargs))
     except DataError:
         raise
     except PermissionError as e:
@@ -147,34 +155,44 @@ def prepare_all(names, root, download: bool = True) -> list:
 
 def _unpacked(spec: DatasetSpec, root) -> bool:
     raw = raw_folder(spec, root)
-    return all((raw / f).is_file() for f in RAW_FILES)
+    return all((raw / f).is_file() for f in spec.raw_files())
 
 
 def _read_idx(path: Path) -> torch.Tensor:
-    """An unsigned-byte IDX file (the MNIST format) as a uint8 tensor of its dimensions."""
+    """An IDX file (the MNIST format) of unsigned bytes, or of big-endian int32 (QMNIST's
+    labels), as a tensor of its dimensions."""
     data = bytearray(path.read_bytes())
-    if len(data) < 4 or data[0] or data[1] or data[2] != 0x08:
-        raise ValueError(f"{path.name}: not an unsigned-byte IDX file")
-    ndim = data[3]
+    if len(data) < 4 or data[0] or data[1] or data[2] not in (0x08, 0x0C):
+        raise ValueError(f"{path.name}: not an unsigned-byte or int32 IDX file")
+    ndim, width = data[3], 1 if data[2] == 0x08 else 4
     dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
     count = math.prod(dims)
-    if len(data) != 4 + 4 * ndim + count:
-        raise ValueError(f"{path.name}: {len(data)} bytes, expected {4 + 4 * ndim + count}")
-    return torch.frombuffer(data, dtype=torch.uint8, offset=4 + 4 * ndim, count=count).reshape(dims)
+    if len(data) != 4 + 4 * ndim + count * width:
+        raise ValueError(f"{path.name}: {len(data)} bytes, expected {4 + 4 * ndim + count * width}")
+    if width == 1:
+        return torch.frombuffer(data, dtype=torch.uint8, offset=4 + 4 * ndim, count=count).reshape(dims)
+    import numpy as np
+
+    return torch.from_numpy(np.frombuffer(bytes(data[4 + 4 * ndim:]), dtype=">i4").astype(np.int64)).reshape(dims)
 
 
 def read_split(spec: DatasetSpec, root, train: bool):
+    """One split's uint8 images (N, 28, 28) and int64 labels, read from the unpacked IDX files
+    directly (importing torchvision.datasets would cost ≈2 s of every training process's start);
+    EMNIST's column-major images are transposed back and its letters' labels made 0-based."""
     try:
-        if not spec.tv_kwargs and _unpacked(spec, root):
-            # the raw IDX files torchvision reads, read directly: skips importing
-            # torchvision.datasets (≈2 s of every training process's start)
-            prefix = "train" if train else "t10k"
-            raw = raw_folder(spec, root)
-            x = _read_idx(raw / f"{prefix}-images-idx3-ubyte")
-            y = _read_idx(raw / f"{prefix}-labels-idx1-ubyte").to(torch.int64)
-        else:
-            ds = _tv_class(spec)(root=str(root), train=train, download=False, **dict(spec.tv_kwargs))
-            x, y = ds.data, ds.targets
+        raw = raw_folder(spec, root)
+        names = spec.raw_files()
+        if not _unpacked(spec, root):
+            raise FileNotFoundError(f"{', '.join(n for n in names if not (raw / n).is_file())} missing")
+        x = _read_idx(raw / names[0 if train else 2])
+        y = _read_idx(raw / names[1 if train else 3]).to(torch.int64)
+        if spec.label_column is not None and y.ndim == 2:
+            y = y[:, spec.label_column]
+        if spec.transposed:
+            x = x.transpose(1, 2)
+        if spec.label_offset:
+            y = y - spec.label_offset
     except Exception as e:  # noqa: BLE001 - torchvision raises assorted errors on bad files
         raise DataError(f"{raw_folder(spec, root)}: a data file is corrupted ({type(e).__name__}: "
                         f"{str(e).splitlines()[0][:100] if str(e) else 'unreadable'}); delete the unpacked "
@@ -191,7 +209,8 @@ def read_split(spec: DatasetSpec, root, train: bool):
 
 @dataclass
 class Splits:
-    """uint8 images (N, 28, 28) and int64 labels for train / val / test, on one device."""
+    """uint8 images (N, H, W), or (N, C, H, W) for colour, and int64 labels for train / val /
+    test, on one device; the class names and the normalisation the model is trained with."""
 
     train_x: torch.Tensor
     train_y: torch.Tensor
@@ -199,15 +218,43 @@ class Splits:
     val_y: torch.Tensor | None
     test_x: torch.Tensor
     test_y: torch.Tensor
-    spec: DatasetSpec
+    name: str
+    classes: tuple
+    mean: float
+    std: float
+    channels: int = 1
+
+    @property
+    def shape(self) -> DataShape:
+        return DataShape(self.classes, self.channels, int(self.train_x.shape[-1]))
+
+    def info(self) -> dict:
+        """What inference needs to feed the model as it was trained (kept in checkpoints)."""
+        return {"dataset": self.name, "classes": list(self.classes), "channels": self.channels,
+                "size": int(self.train_x.shape[-1]), "mean": self.mean, "std": self.std}
 
 
-def load(dataset: str, root, *, val_split, subset, seed: int, device, download: bool = True) -> Splits:
+def measured_stats(x: torch.Tensor) -> tuple[float, float]:
+    """Mean and std in [0, 1] of (up to 10,000 evenly spaced) training images."""
+    step = max(1, len(x) // 10_000)
+    sample = x[::step].float() / 255.0
+    return round(sample.mean().item(), 4), round(max(sample.std().item(), 1e-3), 4)
+
+
+def load(dataset: str, root, *, val_split, subset, seed: int, device, download: bool = True,
+         data_cfg=None) -> Splits:
     """Read the dataset once and carve the validation split (and subset) with ``seed``."""
-    spec = DATASETS[dataset]
-    prepare(spec, root, download=download)
-    x, y = read_split(spec, root, True)
-    tx, ty = read_split(spec, root, False)
+    if dataset == FOLDER:
+        x, y, tx, ty, classes = read_folder(data_cfg, root)
+        channels = data_cfg.channels
+        mean, std = measured_stats(x)
+    else:
+        spec = DATASETS[dataset]
+        prepare(spec, root, download=download)
+        x, y = read_split(spec, root, True)
+        tx, ty = read_split(spec, root, False)
+        classes, channels = spec.classes, 1
+        mean, std = (spec.mean, spec.std) if spec.mean is not None else measured_stats(x)
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(len(x), generator=g)
     n_val = int(round(len(x) * val_split)) if val_split else 0
@@ -220,15 +267,111 @@ def load(dataset: str, root, *, val_split, subset, seed: int, device, download: 
         train_x=x[train_idx].to(dev), train_y=y[train_idx].to(dev),
         val_x=x[val_idx.sort()[0]].to(dev) if n_val else None,
         val_y=y[val_idx.sort()[0]].to(dev) if n_val else None,
-        test_x=tx.to(dev), test_y=ty.to(dev), spec=spec)
+        test_x=tx.to(dev), test_y=ty.to(dev), name=dataset, classes=tuple(classes), mean=mean, std=std,
+        channels=channels)
+
+
+# --------------------------------------------------------------------------- the user's images
+
+
+FOLDER_TEST_FRACTION = 0.1  # a single image folder: this share is the test split (fixed seed)
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def _decode(paths, channels: int, size: int) -> tuple[torch.Tensor, list[str]]:
+    """Decode, convert and resize images with PIL: uint8 (N, size, size) or (N, 3, size, size)."""
+    import numpy as np
+    from PIL import Image
+
+    mode = "L" if channels == 1 else "RGB"
+    out = np.zeros((len(paths), size, size) if channels == 1 else (len(paths), size, size, 3), dtype=np.uint8)
+    bad = []
+    for i, p in enumerate(paths):
+        try:
+            with Image.open(p) as im:
+                out[i] = np.asarray(im.convert(mode).resize((size, size), Image.BILINEAR))
+        except Exception as e:  # noqa: BLE001 - PIL raises assorted errors on bad files
+            bad.append(f"{p} ({type(e).__name__}: {str(e).splitlines()[0][:60] if str(e) else 'unreadable'})")
+    t = torch.from_numpy(out)
+    return (t if channels == 1 else t.permute(0, 3, 1, 2).contiguous()), bad
+
+
+def read_folder(data_cfg, cache_root=None):
+    """The images of ``data.root`` (one subfolder per class; or ``train/`` and ``test/`` folders
+    each holding the class subfolders): (train x, train y, test x, test y, class names). A
+    single folder gives ``FOLDER_TEST_FRACTION`` of each class's images, chosen with a fixed
+    seed, to the test split. Decoded once into a cache (``<cache_root>/folder-cache``) keyed by
+    the files' names, sizes and times, the image size and channels."""
+    root = Path(os.path.expanduser(data_cfg.root)).resolve()
+    if not root.is_dir():
+        raise DataError(f"data.root: {data_cfg.root}: not a folder; dataset: folder needs a folder of images, "
+                        f"one subfolder per class")
+    split_dirs = (root / "train", root / "test")
+    two = all(d.is_dir() for d in split_dirs)
+    base = split_dirs[0] if two else root
+    classes = tuple(sorted(e.name for e in os.scandir(base) if e.is_dir() and not e.name.startswith(".")))
+    if len(classes) < 2:
+        raise DataError(f"data.root: {base}: {len(classes)} class folder(s); expected one subfolder per class "
+                        f"(at least two), each holding PNG/JPEG images")
+    parts = {}
+    for split, folder_ in (("train", split_dirs[0]), ("test", split_dirs[1])) if two else (("all", root),):
+        files, labels = [], []
+        for k, c in enumerate(classes):
+            found = _image_files(folder_ / c) if (folder_ / c).is_dir() else []
+            files += found
+            labels += [k] * len(found)
+        if not files:
+            raise DataError(f"data.root: {folder_}: no images ({', '.join(IMAGE_SUFFIXES)}) in its class folders")
+        parts[split] = (files, labels)
+    stamp = hashlib.sha256(repr((str(root), data_cfg.image_size, data_cfg.channels, [
+        (str(f), f.stat().st_size, f.stat().st_mtime_ns) for fs, _ in parts.values() for f in fs])).encode()).hexdigest()
+    cache = Path(cache_root or root) / "folder-cache" / f"{root.name}-{stamp[:16]}.pt"
+    if cache.is_file():
+        try:
+            saved = torch.load(cache, weights_only=True)
+            return saved["x"], saved["y"], saved["tx"], saved["ty"], tuple(saved["classes"])
+        except Exception:  # noqa: BLE001 - a damaged cache is decoded again
+            pass
+    decoded = {}
+    for split, (files, labels) in parts.items():
+        x, bad = _decode(files, data_cfg.channels, data_cfg.image_size)
+        if bad:
+            more = f" (+{len(bad) - 3} more)" if len(bad) > 3 else ""
+            raise DataError(f"data.root: {len(bad)} image(s) could not be read: {'; '.join(bad[:3])}{more}; "
+                            f"fix or remove them")
+        decoded[split] = (x, torch.tensor(labels, dtype=torch.int64))
+    if two:
+        (x, y), (tx, ty) = decoded["train"], decoded["test"]
+    else:
+        x_all, y_all = decoded["all"]
+        g = torch.Generator().manual_seed(12345)  # the test split does not move with experiment.seed
+        test = torch.zeros(len(y_all), dtype=torch.bool)
+        for k in range(len(classes)):
+            idx = (y_all == k).nonzero().flatten()
+            idx = idx[torch.randperm(len(idx), generator=g)]
+            test[idx[:max(1, int(round(len(idx) * FOLDER_TEST_FRACTION)))]] = True
+        x, y, tx, ty = x_all[~test], y_all[~test], x_all[test], y_all[test]
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp")
+        torch.save({"x": x, "y": y, "tx": tx, "ty": ty, "classes": list(classes)}, tmp)
+        os.replace(tmp, cache)
+    except OSError:
+        pass  # a read-only place: decode again next time
+    return x, y, tx, ty, classes
 
 
 # --------------------------------------------------------------------------- batches
 
 
 def normalize(x_u8: torch.Tensor, mean: float, std: float, dtype=torch.float32) -> torch.Tensor:
-    """uint8 (N, 28, 28) -> normalised float (N, 1, 28, 28), equal to ToTensor + Normalize."""
-    return ((x_u8.to(dtype).unsqueeze(1) / 255.0) - mean) / std
+    """uint8 (N, H, W) -> normalised float (N, 1, H, W) (colour (N, 3, H, W) stays 4-d), equal
+    to ToTensor + Normalize."""
+    x = x_u8.to(dtype)
+    return (((x.unsqueeze(1) if x.ndim == 3 else x) / 255.0) - mean) / std
 
 
 def augment(x: torch.Tensor, *, shift: float, rotate: float, scale: float, hflip: bool = False,
@@ -300,7 +443,7 @@ class ResidentLoader:
         xb = self.x[idx]
         if self.aug is not None:
             self._gen.manual_seed((self.seed * 1_000_003 + epoch) * 100_003 + step * 31 + self.rank)
-            xf = augment(xb.unsqueeze(1).float() / 255.0, shift=self.aug.shift, rotate=self.aug.rotate,
+            xf = augment((xb.unsqueeze(1) if xb.ndim == 3 else xb).float() / 255.0, shift=self.aug.shift, rotate=self.aug.rotate,
                          scale=self.aug.scale, hflip=self.aug.hflip, generator=self._gen)
             xb = (xf - self.mean) / self.std
         else:

@@ -16,7 +16,7 @@ TTA_SHIFTS = [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)]  # the image and its 1-p
 
 @torch.no_grad()
 def predict_probs(model, x_u8, mean, std, batch_size, *, autocast=None, tta=False, channels_last=False):
-    """Softmax probabilities (N, classes) for uint8 images (N, 28, 28); ``tta`` averages the
+    """Softmax probabilities (N, classes) for uint8 images (N, H, W) or (N, C, H, W); ``tta`` averages the
     probabilities of 1-px shifted views. ``autocast``: a context factory (``Precision.autocast``)."""
     model.eval()
     out = []
@@ -32,7 +32,7 @@ def predict_probs(model, x_u8, mean, std, batch_size, *, autocast=None, tta=Fals
                 logits = model(view)
             probs = probs + logits.float().softmax(1)
         out.append(probs / len(shifts))
-    return torch.cat(out) if out else torch.zeros(0, 10, device=x_u8.device)
+    return torch.cat(out) if out else torch.zeros(0, 0, device=x_u8.device)
 
 
 def nll(probs, y) -> torch.Tensor:
@@ -41,7 +41,7 @@ def nll(probs, y) -> torch.Tensor:
 
 
 def evaluate(model, x_u8, y, mean, std, batch_size, *, denv=None, autocast=None, tta=False,
-             channels_last=False, num_classes=10) -> dict:
+             channels_last=False, num_classes: int) -> dict:
     """Loss, accuracy and confusion matrix over all ranks (each evaluates its shard), plus this
     rank's shard and predictions (``local_x``, ``local_y``, ``local_pred``, ``local_probs``) for
     the misclassified grid."""

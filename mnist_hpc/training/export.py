@@ -23,7 +23,6 @@ from pathlib import Path
 import torch
 
 from mnist_hpc.config import config_from_dict, did_you_mean
-from mnist_hpc.config.datasets import DATASETS
 from mnist_hpc.config.extras import require
 from mnist_hpc.errors import CheckpointError, UserError
 from mnist_hpc.runs.folder import atomic_write, atomic_write_with, write_json
@@ -57,17 +56,17 @@ def is_exported(path) -> bool:
 # --------------------------------------------------------------------------- export
 
 
-def export_model(source, fmt: str = "onnx", out=None) -> Exported:
+def export_model(source, fmt: str = "onnx", out=None, *, trust_code: bool = False, python_model=None) -> Exported:
     """Export the model of a run folder (its best, else newest checkpoint) or of a checkpoint file
     as ``fmt`` (onnx, torchscript, state_dict) to ``out`` (a file or a folder; default the run
     folder's ``exports/``), with its model card beside it. Every mistake is one ``UserError`` line."""
-    from mnist_hpc.training.inference import load_for_inference
+    from mnist_hpc.training.inference import load_model
 
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt}: unknown format{did_you_mean(fmt, FORMATS)}; "
                         f"expected one of {', '.join(FORMATS)}")
     checkpoint, run_dir = _checkpoint_of(Path(source))
-    model, cfg, checkpoint = load_for_inference(checkpoint, "cpu")
+    model, cfg, checkpoint, info = load_model(checkpoint, "cpu", trust_code=trust_code, python_model=python_model)
     if fmt == "onnx":
         require("onnx", "--format onnx")
     target = _target(out, run_dir, fmt)
@@ -75,8 +74,8 @@ def export_model(source, fmt: str = "onnx", out=None) -> Exported:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"{target.parent}: cannot create the export folder ({e.strerror or e})") from None
-    EXPORTERS[fmt](model, target)
-    card = model_card(model, cfg, fmt, target, checkpoint, run_dir)
+    EXPORTERS[fmt](model, target, _example(info))
+    card = model_card(model, cfg, fmt, target, checkpoint, run_dir, info)
     write_json(card_path(target), card)
     return Exported(target, card_path(target), fmt, checkpoint)
 
@@ -109,27 +108,28 @@ def _target(out, run_dir: Path, fmt: str) -> Path:
     return Path(out) / name if folder else Path(out)
 
 
-def _example() -> torch.Tensor:
-    return torch.zeros(2, 1, 28, 28)  # a batch of 2: the batch size stays a free dimension
+def _example(info: dict) -> torch.Tensor:
+    size = int(info.get("size", 28))
+    return torch.zeros(2, int(info.get("channels", 1)), size, size)  # a batch of 2: the batch size stays free
 
 
-def _onnx(model, target: Path) -> None:
+def _onnx(model, target: Path, example: torch.Tensor) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(model, (_example(),), dynamo=True, input_names=[INPUT],
+        program = torch.onnx.export(model, (example,), dynamo=True, input_names=[INPUT],
                                     output_names=[OUTPUT], verbose=False,
                                     dynamic_shapes=({0: torch.export.Dim("batch")},))
     atomic_write(target, program.model_proto.SerializeToString())
 
 
-def _torchscript(model, target: Path) -> None:
+def _torchscript(model, target: Path, example: torch.Tensor) -> None:
     with warnings.catch_warnings():  # torch.jit is deprecated upstream, yet what many runtimes load
         warnings.simplefilter("ignore")
-        traced = torch.jit.trace(model, _example())
+        traced = torch.jit.trace(model, example)
         atomic_write_with(target, lambda f: torch.jit.save(traced, f))
 
 
-def _state_dict(model, target: Path) -> None:
+def _state_dict(model, target: Path, example: torch.Tensor) -> None:
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     atomic_write_with(target, lambda f: torch.save(state, f))
 
@@ -140,26 +140,26 @@ EXPORTERS = {"onnx": _onnx, "torchscript": _torchscript, "state_dict": _state_di
 # --------------------------------------------------------------------------- the model card
 
 
-def model_card(model, cfg, fmt: str, target: Path, checkpoint: Path, run_dir: Path) -> dict:
+def model_card(model, cfg, fmt: str, target: Path, checkpoint: Path, run_dir: Path, info: dict) -> dict:
     import mnist_hpc
     from mnist_hpc.training import checkpoint as ckpt
     from mnist_hpc.training.models import count_params, size_mb
 
-    spec = DATASETS[cfg.data.dataset]
     state = ckpt.load(checkpoint)
     blob = target.read_bytes()
+    size, channels, classes = int(info.get("size", 28)), int(info.get("channels", 1)), list(info["classes"])
     return {
         "card_format": CARD_FORMAT, "card_version": 1,
         "file": target.name, "format": fmt, "bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest(),
         "model": cfg.model.name, "parameters": count_params(model), "size_mb": round(size_mb(model), 3),
-        "dataset": spec.name, "classes": list(spec.classes),
+        "dataset": cfg.data.dataset, "classes": classes, "data_info": info,
         **_accuracy(state, cfg, run_dir),
-        "input": {"name": INPUT, "shape": ["batch", 1, 28, 28], "dtype": "float32"},
-        "output": {"name": OUTPUT, "shape": ["batch", len(spec.classes)],
+        "input": {"name": INPUT, "shape": ["batch", channels, size, size], "dtype": "float32"},
+        "output": {"name": OUTPUT, "shape": ["batch", len(classes)],
                    "meaning": "class scores (logits): softmax gives probabilities, argmax the class"},
         "preprocessing": {
-            "size": [28, 28], "channels": 1, "ink": "white on a black background (invert dark-on-light scans)",
-            "scale": "pixel / 255", "mean": spec.mean, "std": spec.std,
+            "size": [size, size], "channels": channels, "ink": "white on a black background (invert dark-on-light scans)",
+            "scale": "pixel / 255", "mean": info["mean"], "std": info["std"],
             "formula": "x = (pixel / 255 - mean) / std",
             "from a photo": "grayscale, invert if the background is light, crop to the digit, fit it in "
                             "20x20 keeping its aspect ratio, centre it by its centre of mass in 28x28 "
@@ -167,6 +167,7 @@ def model_card(model, cfg, fmt: str, target: Path, checkpoint: Path, run_dir: Pa
         "source": {"run_dir": str(run_dir.resolve()), "checkpoint": str(checkpoint.resolve()),
                    "run_id": state.get("run_id")},
         "config": cfg.to_dict(),
+        **({"model_code": state["model_code"]} if state.get("model_code") else {}),
         "versions": {"mnist_hpc": mnist_hpc.__version__, "torch": torch.__version__, **_runtime_versions(fmt)},
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
@@ -234,7 +235,7 @@ class OnnxModel(torch.nn.Module):
         return torch.from_numpy(out).to(x.device)
 
 
-def load_exported(path, device="cpu"):
+def load_exported(path, device="cpu", *, trust_code: bool = False):
     """An exported file -> (model in eval mode, the run's config from its card, the path)."""
     path = Path(path)
     card = read_card(path)
@@ -251,9 +252,9 @@ def load_exported(path, device="cpu"):
             except Exception as e:  # noqa: BLE001
                 raise UserError(f"{path}: not a loadable TorchScript model ({str(e).splitlines()[0][:160]})") from None
     elif fmt == "state_dict":
-        from mnist_hpc.training.models import build_model
+        from mnist_hpc.training.inference import model_for_state
 
-        model = build_model(cfg.model).to(device)
+        model = model_for_state(cfg, card, path, trust_code=trust_code).to(device)
         try:
             model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
         except Exception as e:  # noqa: BLE001

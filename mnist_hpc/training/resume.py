@@ -53,8 +53,10 @@ class Start:
 
 
 def plan(cfg, *, run_dir=None, resume=None, init_from=None, job_suffix=None, job_id=None,
-         echo: Callable[[str], None] = print) -> Start:
-    """Decide and claim the run folder for training ``cfg`` (see the module's rules)."""
+         echo: Callable[[str], None] = print, code=None) -> Start:
+    """Decide and claim the run folder for training ``cfg`` (see the module's rules). ``code``:
+    the custom model's code (training/usercode.py): a run is continued only with the code it
+    started with."""
     if resume and init_from:
         raise ConfigError("--resume and --init-from: pick one (--resume continues a run; "
                           "--init-from starts a new run from its weights)")
@@ -71,13 +73,27 @@ def plan(cfg, *, run_dir=None, resume=None, init_from=None, job_suffix=None, job
             return claim(cfg, path, auto=auto, job_id=job_id, echo=echo)
     else:
         src, state = Path(kind), ckpt.load(kind)
-    return _continue(cfg, path, auto, src, state, job_id, echo, newest=kind == "auto")
+    return _continue(cfg, path, auto, src, state, job_id, echo, newest=kind == "auto", code=code)
 
 
-def _continue(cfg, path: Path, auto: bool, src: Path, state: dict, job_id, echo, newest=False) -> Start:
+def _check_same_code(state: dict, code, src: Path) -> None:
+    """A run continued with other model code than its checkpoint's is refused, like a changed config."""
+    before = (state.get("model_code") or {}).get("sha256")
+    if code is None or not before or before == code.sha256:
+        return
+    run = ckpt.run_of(src)
+    raise ConfigError(
+        f"{src}: model.file {code.path} differs from the code this run was trained with (sha256 {before[:12]} "
+        f"-> {code.sha256[:12]}); --resume continues the same run: resume with the run's own copy "
+        f"(mnist-hpc train {run / 'config.yaml'} --run-dir {run} --resume auto), or start a new run from "
+        f"its weights: mnist-hpc train CONFIG --init-from {run}")
+
+
+def _continue(cfg, path: Path, auto: bool, src: Path, state: dict, job_id, echo, newest=False, code=None) -> Start:
     """Continue the run of checkpoint ``src``: in its folder, or in a new one. ``newest``: src
     is its run's newest valid checkpoint (newer unreadable files are overwritten as it goes)."""
     changes = ckpt.check_compatible(state, cfg.to_dict(), src)
+    _check_same_code(state, code, src)
     src_run = ckpt.run_of(src)
     _check_belongs(state, src_run, src)
     completed = (src_run / "summary.json").is_file()

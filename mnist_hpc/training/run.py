@@ -20,7 +20,7 @@ from typing import Callable, Optional
 import torch
 
 from mnist_hpc import PROCESS_START  # set when the package was first imported (before torch)
-from mnist_hpc.config.datasets import resolve_data_root
+from mnist_hpc.config.datasets import FOLDER, data_shape, resolve_data_root
 from mnist_hpc.config.extras import check_extras
 from mnist_hpc.errors import ConfigError, Interrupted, UserError
 from mnist_hpc.runs import folder
@@ -36,7 +36,8 @@ from mnist_hpc.training.build import (build_components, cpu_threads, keep_freed_
                                       precision_policy, seed_everything)
 from mnist_hpc.training.context import TrainContext
 from mnist_hpc.training.evaluate import evaluate
-from mnist_hpc.training.models import count_params, size_mb
+from mnist_hpc.training.models import PreparedModel, count_params, prepare_model, size_mb
+from mnist_hpc.training.usercode import SNAPSHOT_DIR
 from mnist_hpc.training.trainer import Trainer
 
 
@@ -50,7 +51,7 @@ def _silent(*_args, **_kwargs) -> None:
 
 def run_training(cfg, *, ctx: Optional[TrainContext] = None, data_dir=None, run_dir=None, resume=None,
                  echo: Callable[[str], None] = echo_line, source=None,
-                 progress: Optional[bool] = None, init_from=None) -> Optional[RunSummary]:
+                 progress: Optional[bool] = None, init_from=None, model=None) -> Optional[RunSummary]:
     """Train ``cfg`` end to end; rank 0 returns the run's ``RunSummary`` (``.run_dir`` is its
     folder), the other ranks None. Raises ``Interrupted`` after the checkpoint of a stop signal.
 
@@ -58,12 +59,16 @@ def run_training(cfg, *, ctx: Optional[TrainContext] = None, data_dir=None, run_
     run folder path: the same run continued (rules in ``training/resume.py``). ``init_from``: a
     run folder or checkpoint whose weights a new run starts from. ``progress``: a progress bar
     per epoch; None = only when stdout is a terminal. The run's state (running, completed,
-    failed, interrupted) is kept in its folder's state.json."""
+    failed, interrupted) is kept in its folder's state.json. ``model``: the network as a Python
+    object (an ``nn.Module``, a class or a factory) instead of ``cfg.model``."""
     ctx = ctx or TrainContext()
     check_extras(cfg)  # a logger's missing package: one line before anything starts
     denv = distmod.detect({**os.environ, **ctx.launch_env}, launcher=ctx.launcher_name())
-    if cfg.train.early_stopping.patience and not cfg.data.val_split:
-        raise ConfigError("train.early_stopping.patience needs a validation split (data.val_split)")
+    shape = data_shape(cfg.data)
+    if shape is None:
+        raise datamod.DataError(f"data.root: {cfg.data.root}: not a folder of class subfolders; dataset: folder "
+                                f"needs one subfolder of images per class")
+    prepared = prepare_model(cfg, shape, model)  # the user's code checked before any folder is touched
     if cfg.data.batch_size % (denv.world_size * cfg.train.grad_accum):
         raise ConfigError(f"data.batch_size={cfg.data.batch_size} must be divisible by world size "
                           f"{denv.world_size} x train.grad_accum {cfg.train.grad_accum}")
@@ -77,7 +82,7 @@ def run_training(cfg, *, ctx: Optional[TrainContext] = None, data_dir=None, run_
         stop = stopflag.install()
     try:
         with distmod.process_group(denv, device.type, cfg.runtime.dist_timeout):
-            job = _Run(cfg, ctx, denv, device, echo if denv.is_main else _silent)
+            job = _Run(cfg, ctx, denv, device, echo if denv.is_main else _silent, prepared)
             return job.run(data_dir, run_dir, resume, source, precision, stop, progress, init_from)
     finally:
         if owned:
@@ -87,8 +92,9 @@ def run_training(cfg, *, ctx: Optional[TrainContext] = None, data_dir=None, run_
 class _Run:
     """One start of a run on one rank: set-up, the trainer, the end (test, summary, plots)."""
 
-    def __init__(self, cfg, ctx: TrainContext, denv, device, echo):
+    def __init__(self, cfg, ctx: TrainContext, denv, device, echo, prepared: PreparedModel):
         self.cfg, self.ctx, self.denv, self.device, self.echo = cfg, ctx, denv, device, echo
+        self.prepared = prepared
         self.main = denv.is_main
 
     def run(self, data_dir, run_dir, resume, source, precision, stop, progress, init_from=None):
@@ -115,7 +121,7 @@ class _Run:
             try:
                 self.start = resumemod.plan(self.cfg, run_dir=run_dir, resume=resume, init_from=init_from,
                                             job_suffix=self.ctx.run_name_suffix, job_id=self.ctx.job_id,
-                                            echo=self.echo)
+                                            echo=self.echo, code=self.prepared.code)
                 info = self.start.shared()
             except UserError as e:
                 if not self.denv.distributed:
@@ -129,34 +135,78 @@ class _Run:
                 write_state(self.start.run_dir, RunState("running", self.start.identity.get("run_id"),
                                                          pid=os.getpid(), host=socket.gethostname()))
                 folder.atomic_write(self.start.run_dir / "config.yaml", "# resolved config of this run "
-                                    f"(source: {source or 'python'})\n" + self.cfg.to_yaml())
+                                    f"(source: {source or 'python'})\n" + self._stored_config().to_yaml())
+                self._snapshot_code()
             except BaseException:
                 self.start.release()
                 raise
         return info
 
+    # -- the user's model code: one copy in the run folder, its digest in run.json ----------
+
+    def _stored_config(self):
+        """The config as the run folder keeps it: a custom model's file is the run's own copy."""
+        code = self.prepared.code
+        if code is None:
+            return self.cfg
+        import copy
+
+        stored = copy.deepcopy(self.cfg)
+        stored.model.file = f"{SNAPSHOT_DIR}/{code.name}"
+        return stored
+
+    def _snapshot_code(self) -> None:
+        code, record = self.prepared.code, self.prepared.record()
+        if record is None:
+            return
+        run_dir = self.start.run_dir
+        if code is not None:
+            target = run_dir / SNAPSHOT_DIR / code.name
+            if not (target.is_file() and target.read_bytes() == code.text.encode("utf-8")):
+                target.parent.mkdir(exist_ok=True)
+                folder.atomic_write(target, code.text)
+        identity = dict(self.start.identity or {})
+        if identity.get("model_code") != record:
+            from mnist_hpc.runs.state import write_identity
+
+            identity["model_code"] = record
+            write_identity(run_dir, identity)
+            self.start.identity = identity
+
     def _train(self, data_dir, start, precision, stop, progress):
         cfg, denv, ctx = self.cfg, self.denv, self.ctx
-        root, why = resolve_data_root(data_dir, cfg.data.root)
-        datamod.prepare_per_node(datamod.DATASETS[cfg.data.dataset], root, denv, download=not ctx.offline)
+        folder_data = cfg.data.dataset == FOLDER
+        root, why = resolve_data_root(data_dir, None if folder_data else cfg.data.root)
+        if not folder_data:
+            datamod.prepare_per_node(datamod.DATASETS[cfg.data.dataset], root, denv, download=not ctx.offline)
         t0 = time.time()
         self.splits = splits = datamod.load(cfg.data.dataset, root, val_split=cfg.data.val_split,
                                             subset=cfg.data.subset, seed=cfg.experiment.seed,
-                                            device=self.device, download=not ctx.offline)
+                                            device=self.device, download=not ctx.offline, data_cfg=cfg.data)
+        if folder_data:
+            root, why = cfg.data.root, "data.root"
         self.data_seconds = time.time() - t0
 
         seed_everything(cfg.experiment.seed)
         self.parts = build_components(cfg, self.device, denv, splits.train_x, splits.train_y,
-                                      mean=splits.spec.mean, std=splits.spec.std, precision=precision)
+                                      mean=splits.mean, std=splits.std, precision=precision,
+                                      make_model=self.prepared.build)
         self.trainer = Trainer(cfg, self.parts, splits, self.run_dir, stop=stop, on_preempt=ctx.on_preempt,
                                echo=self.echo, progress=progress, started=PROCESS_START)
+        self.trainer.extra_state = {"data_info": splits.info()}
+        record = self.prepared.record()
+        if record is not None:
+            self.trainer.extra_state["model_code"] = {**record, "text": self.prepared.code.text
+                                                      if self.prepared.code else None}
         resumed_from = self.trainer.resume(start["resume"] and Path(start["resume"]), ctx.restart_count)
         if resumed_from:
             self._record_resume(resumed_from)
         if start["init_from"]:
             self._init_weights(Path(start["init_from"]))
         params = count_params(self.parts.raw_model)
-        self.echo(f"mnist-hpc: {cfg.model.name} ({params:,} params) on {cfg.data.dataset} "
+        label = cfg.model.name + (f" {cfg.model.factory}" if cfg.model.source == "custom" else
+                                  f" {cfg.model.arch}" if cfg.model.source == "torchvision" else "")
+        self.echo(f"mnist-hpc: {label} ({params:,} params) on {cfg.data.dataset} "
                   f"({len(splits.train_x):,} train / {0 if splits.val_x is None else len(splits.val_x):,} val / "
                   f"{len(splits.test_x):,} test) · {self._device_text()} · data from {root} ({why})")
         came = (f" · resumed from {resumed_from}" if resumed_from
@@ -265,14 +315,14 @@ class _Run:
             # early stopping: report the test figures of the best epoch's weights
             parts.raw_model.load_state_dict(ckpt.load(best_path, map_location=self.device)["model"])
         t0 = time.time()
-        test = evaluate(parts.model, splits.test_x, splits.test_y, splits.spec.mean, splits.spec.std,
+        test = evaluate(parts.model, splits.test_x, splits.test_y, splits.mean, splits.std,
                         cfg.data.eval_batch_size, denv=self.denv, autocast=parts.autocast, tta=cfg.train.tta,
-                        channels_last=cfg.runtime.channels_last)
+                        channels_last=cfg.runtime.channels_last, num_classes=len(splits.classes))
         eval_seconds = time.time() - t0
         if not self.main:
             return None
         summary = self._summary(test, params, eval_seconds)
-        self._plots(test, list(splits.spec.classes))
+        self._plots(test, list(splits.classes))
         write_summary(self.run_dir, summary)
         plots = {p.stem: p for p in sorted((self.run_dir / "plots").glob("*.png"))}
         self.trainer.trackers.log_summary(summary.to_dict(), plots, s.global_step)
@@ -288,7 +338,7 @@ class _Run:
         from mnist_hpc.training import metrics as M
 
         cfg, s, denv, parts = self.cfg, self.trainer.state, self.denv, self.parts
-        per_class = M.per_class_metrics(test["confusion"], list(self.splits.spec.classes))
+        per_class = M.per_class_metrics(test["confusion"], list(self.splits.classes))
         prov = folder.provenance(self.ctx.job_id, self.ctx.array_task_id)
         return RunSummary(
             status="completed",

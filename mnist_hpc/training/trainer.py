@@ -132,8 +132,9 @@ class Trainer:
         self.stop, self.on_preempt, self.echo = stop, on_preempt, echo
         self.progress = progress
         self.trackers = trackers or Trackers.csv_only(run_dir)  # rank 0's loggers (runs/loggers)
-        self.mean, self.std = splits.spec.mean, splits.spec.std
+        self.mean, self.std = splits.mean, splits.std
         self.state = State()
+        self.extra_state: dict = {}  # kept in every checkpoint: the data's classes/normalisation, the model's code
         self.step_lr = parts.optimizer.param_groups[0]["lr"]
         self.started = started or time.time()  # when this process started (for wall_seconds)
 
@@ -201,7 +202,7 @@ class Trainer:
                            scaler=p.scaler.state_dict() if p.scaler else None,
                            rng=ckpt.rng_state(), config=self.cfg.to_dict(), saved_at=time.time(),
                            signal=signal_name, wall_seconds=self.wall_seconds(),
-                           world_size=self.denv.world_size, steps_per_epoch=len(p.loader))
+                           world_size=self.denv.world_size, steps_per_epoch=len(p.loader), **self.extra_state)
             ckpt.save(payload, self.ckpt_dir, keep=self.cfg.train.checkpoint.keep, best=best)
         distmod.barrier(self.denv)
 
@@ -343,7 +344,7 @@ class Trainer:
         if self.splits.val_x is not None:
             val = evaluate(self.parts.model, self.splits.val_x, self.splits.val_y, self.mean, self.std,
                            cfg.data.eval_batch_size, denv=denv, autocast=self.parts.autocast,
-                           channels_last=cfg.runtime.channels_last)
+                           channels_last=cfg.runtime.channels_last, num_classes=len(self.splits.classes))
         s.train_seconds += seconds
         lr = self.step_lr  # used by the epoch's last step (the scheduler has moved on since)
         row = {"epoch": epoch + 1, "train_loss": round(train_loss, 6), "train_acc": round(train_acc, 6),
