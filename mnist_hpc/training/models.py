@@ -153,6 +153,23 @@ def hub_weights_path(arch: str, name: str) -> tuple[Path, object]:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url), weights
 
 
+def weights_path(model_cfg) -> Path:
+    """The file a torchvision section's ``weights`` names: a .pth file, or the torch hub cache's
+    file of a weights name (DEFAULT, IMAGENET1K_V1...); refused when it is not there."""
+    if model_cfg.weights_file():
+        path = Path(model_cfg.weights_file())
+        if not path.is_file():
+            raise UserError(f"model.weights: {path}: not found")
+        return path
+    path, enum = hub_weights_path(model_cfg.arch, model_cfg.weights)
+    if not path.is_file():
+        raise UserError(f"model.weights: {model_cfg.arch} {enum} is not in the torch hub cache ({path}); "
+                        f"compute nodes have no internet: run `mnist-hpc models download {model_cfg.arch} "
+                        f"--weights {model_cfg.weights}` on a login node, with $TORCH_HOME set to the "
+                        f"place the job reads")
+    return path
+
+
 def _load_weights_file(path: Path, key: str = "model.weights") -> dict:
     if not path.is_file():
         raise UserError(f"{key}: {path}: not found")
@@ -254,21 +271,16 @@ def torchvision_model(model_cfg, shape: DataShape, *, load_weights: bool = True)
     except TypeError:
         net = tvm.get_model(arch, weights=None)
     weights = model_cfg.weights
-    if weights and load_weights:
-        if model_cfg.weights_file():
-            state = _load_weights_file(Path(model_cfg.weights_file()))
-        else:
-            path, enum = hub_weights_path(arch, weights)
-            if not path.is_file():
-                raise UserError(f"model.weights: {arch} {enum} is not in the torch hub cache ({path}); compute "
-                                f"nodes have no internet: run `mnist-hpc models download {arch} --weights {weights}` "
-                                f"on a login node, with $TORCH_HOME set to the same place the job reads")
-            state = _load_weights_file(path)
-        try:
-            net.load_state_dict(state, strict=False) if kwargs else net.load_state_dict(state)
-        except RuntimeError as e:
-            raise UserError(f"model.weights: {weights}: does not fit {arch} "
-                            f"({str(e).splitlines()[1 if len(str(e).splitlines()) > 1 else 0].strip()[:160]})") from None
+    if weights:
+        path = weights_path(model_cfg)  # an unknown name or a missing file is refused even unloaded
+        if load_weights:
+            try:
+                state = _load_weights_file(path)
+                net.load_state_dict(state, strict=False) if kwargs else net.load_state_dict(state)
+            except RuntimeError as e:
+                lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+                raise UserError(f"model.weights: {weights}: does not fit {arch} "
+                                f"({(lines[1] if len(lines) > 1 else lines[0] if lines else '')[:160]})") from None
     net = adapt_torchvision(net, shape, 1000)
     return Resized(net, model_cfg.resize) if model_cfg.resize else net
 
