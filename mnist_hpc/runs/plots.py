@@ -207,12 +207,15 @@ def confusion_matrix_plot(cm: Sequence[Sequence], class_names: Sequence[str], pa
 
 
 def _image_2d(img):
-    """A 2-D uint8 array from a uint8/float image of shape HxW, 1xHxW or HxWx1."""
+    """A 2-D uint8 array (or HxWx3 for colour) from a uint8/float image of shape HxW, 1xHxW,
+    HxWx1 or 3xHxW."""
     import numpy as np
 
     a = np.asarray(img)
     a = np.squeeze(a)
-    if a.ndim != 2:
+    if a.ndim == 3 and a.shape[0] == 3:  # a colour image, channels first
+        a = np.moveaxis(a, 0, -1)
+    elif a.ndim != 2:
         raise ValueError(f"expected a 2-D grayscale image, got shape {np.asarray(img).shape}")
     if a.dtype != np.uint8:
         a = a.astype(np.float64)
