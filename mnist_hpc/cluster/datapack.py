@@ -20,8 +20,13 @@ DEFAULT_ARCHIVE = Path("data") / "mnist-hpc-data.tar"
 
 
 def dataset_files(root, name: str) -> list[Path]:
-    """The four .gz files of dataset ``name`` under the data root (missing ones included)."""
-    folder = Path(root) / DATASETS[name].folder / "raw"
+    """The four files of dataset ``name`` under the data root (missing ones included): the .gz
+    archives of MNIST and its kin, the unpacked files of EMNIST and QMNIST (whose downloads are
+    one zip of every split, or subsets fetched one by one)."""
+    spec = DATASETS[name]
+    folder = Path(root) / spec.folder / "raw"
+    if spec.files:
+        return [folder / f for f in spec.files]
     return [folder / f"{f}.gz" for f in RAW_FILES]
 
 

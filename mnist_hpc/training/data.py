@@ -114,8 +114,9 @@ def prepare(spec: DatasetSpec, root, download: bool = True) -> None:
         if not os.access(root, os.W_OK):
             raise DataError(f"{root}: not writable; the data folder must be writable (files are "
                             f"unpacked next to the archives): copy it or set --data-dir")
-        for train in (True, False):  # QMNIST downloads one subset per call; the others all at once
-            _tv_class(spec)(root=str(root), train=train, download=True, **dict(spec.tv_kwargs))
+        _tv_class(spec)(root=str(root), train=True, download=True, **dict(spec.tv_kwargs))
+        if not _unpacked(spec, root):  # QMNIST downloads one subset per call; the others all at once
+            _tv_class(spec)(root=str(root), train=False, download=True, **dict(spec.tv_kwargs))
     except DataError:
         raise
     except PermissionError as e:
