@@ -133,6 +133,8 @@ class _Run:
             except BaseException:
                 self.start.release()
                 raise
+            if self.ctx.on_start is not None:  # the job's environment, per start (cluster/envrecord)
+                self.ctx.on_start(self.start.run_dir)
         return info
 
     def _train(self, data_dir, start, precision, stop, progress):
