@@ -218,6 +218,37 @@ def cancel(job_ids):
         click.echo(f"cancelled job {queue.cancel(job_id)}")
 
 
+# --------------------------------------------------------------------------- setup
+
+
+@click.command()
+@click.option("--cluster", "-c", required=True, metavar="NAME", shell_complete=complete_cluster,
+              help="The cluster's profile (trillium: a virtualenv in $HOME).")
+@click.argument("configs", nargs=-1, type=click.Path(dir_okay=False), shell_complete=complete_config)
+@click.option("--dry-run", is_flag=True, help="Print the commands; build nothing.")
+def setup(cluster, configs, dry_run):
+    """Make, once on the login node, the virtualenv the jobs of CLUSTER activate.
+
+    \b
+    On Trillium jobs cannot build one at each start ($SLURM_TMPDIR is a RAM disk there) and
+    $HOME is read-only but readable in jobs: this builds ~/.virtualenvs/mnist-hpc from the
+    Alliance wheelhouse (module purge, StdEnv and python as the job loads them, pip --no-index)
+    with the packages of CONFIGS (default: the base ones). A job refuses to start when it is
+    missing or stale (built for other packages or another mnist-hpc); so does submit.
+    Other clusters build the job's virtualenv in $SLURM_TMPDIR: nothing to set up.
+    """
+    out = jobs.setup(cluster, configs, dry_run=dry_run, warn=_warn)
+    if out.venv is None:
+        click.echo(f"cluster {out.cluster}: each job builds its virtualenv in $SLURM_TMPDIR from the "
+                   "wheelhouse; nothing to set up")
+        return
+    if dry_run:
+        click.echo(out.script, nl=False)
+        click.echo(f"dry run: nothing built; the jobs of {out.cluster} would use {out.venv}", err=True)
+        return
+    click.echo(f"virtualenv {out.venv} ready for {out.cluster} jobs ({out.stamp})")
+
+
 # --------------------------------------------------------------------------- push, data pack
 
 
@@ -263,10 +294,10 @@ def pack(datasets, data_dir, output):
 
 
 def register(cli: click.Group) -> None:
-    """Add the cluster commands to the main CLI: submit, status, logs, cancel and push at the
+    """Add the cluster commands to the main CLI: submit, status, logs, cancel, push and setup at the
     top and `pack` in the `data` group. `sweep submit` is ``sweep_submit_command``, which
     cli/main.py adds to its `sweep` group."""
-    for command in (submit, status, logs, cancel, push):
+    for command in (submit, status, logs, cancel, push, setup):
         cli.add_command(command)
     data = cli.commands.get("data")
     if isinstance(data, click.Group):

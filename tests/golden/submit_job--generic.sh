@@ -64,12 +64,18 @@ in_project() {  # in_project VARIABLE
 in_project CONFIG
 in_project DATA_ARCHIVE
 
-# ---- modules: Alliance clusters define `module`; a plain Slurm may not have it ----
+# ---- modules: Alliance clusters define `module`; a plain Slurm may not have it. A clean
+# module environment first (what the submitting shell had loaded does not leak in), then the
+# profile's StdEnv and a python the wheelhouse has torch wheels for [Python; Available Python
+# wheels] ----
 if [ ${#MODULES[@]} -gt 0 ] && command -v module >/dev/null 2>&1; then
   set +u  # Lmod's own scripts read unset variables
+  module purge 2>/dev/null  # sticky modules (StdEnv) stay, as Lmod says on stderr
   module load "${MODULES[@]}"
   set -u
 fi
+# one OpenMP thread per core Slurm gave the task (training sets torch's thread count the same way)
+export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-${OMP_NUM_THREADS:-1}}
 
 # ---- node setup: where the cluster has modules and a per-job local disk ($SLURM_TMPDIR), as
 # the Alliance's have, a virtualenv there with PACKAGES from the cluster's wheelhouse (pip
