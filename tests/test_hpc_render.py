@@ -25,7 +25,8 @@ from mnist_hpc.cluster.spec import KINDS, JobSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden"
-PROFILES = ["fir", "nibi", "rorqual", "trillium", "narval", "tamia", "alliance", "generic", "local"]
+PROFILES = ["fir", "nibi", "rorqual", "trillium", "narval", "tamia", "killarney", "killarney-h100", "vulcan",
+            "alliance", "generic", "local"]
 UPDATE = os.environ.get("MNIST_HPC_UPDATE_GOLDEN") == "1"
 
 
@@ -411,3 +412,16 @@ def test_trillium_job_refuses_a_missing_or_stale_home_virtualenv(tmp_path):
     r = run()
     assert r.returncode == 0 and f"python={venv}/bin/python" in r.stdout, r.stderr
     nodeenv.check_home_venv(spec.profile, spec.packages, home=tmp_path)  # submit accepts it too
+
+
+def test_ai_clusters_follow_their_pages():
+    """[Killarney; Vulcan; Using GPUs with Slurm] L40S nodes of 4 GPUs and 64 cores (Killarney's
+    performance nodes: 8 x H100, 48 cores), specifiers l40s and h100, aip- accounts; Vulcan's
+    jobs last at most 7 days."""
+    k, kh, v = (get_profile(n)[0] for n in ("killarney", "killarney-h100", "vulcan"))
+    assert (k.gpu_type, k.gpus_per_node, k.cpus_per_gpu) == ("l40s", 4, 16)
+    assert (kh.gpu_type, kh.gpus_per_node, kh.cpus_per_gpu) == ("h100", 8, 6)
+    assert (v.gpu_type, v.gpus_per_node, v.cpus_per_gpu, v.max_time) == ("l40s", 4, 16, "7-00:00:00")
+    assert all(p.account_prefixes == ("aip-",) and not p.mig and not p.internet for p in (k, kh, v))
+    text = R.render(example_spec("submit_job", "vulcan"))
+    assert "#SBATCH --gpus-per-node=l40s:1\n" in text and "#SBATCH --account=aip-someone\n" in text
