@@ -28,7 +28,7 @@ RUN_DIR=/home/someone/scratch/mnist-hpc/runs/golden-20260101-120000  # empty: <o
 DATA_ARCHIVE=/home/someone/scratch/mnist-hpc/data/mnist-hpc-data.tar  # from `mnist-hpc data pack`, unpacked into each node's $SLURM_TMPDIR
 DATA_DIR=''  # datasets folder when there is no $SLURM_TMPDIR (empty: $MNIST_HPC_DATA_DIR or the user cache)
 MODULES=(StdEnv/2023 python/3.13)
-PACKAGES=(torch torchvision numpy pyyaml click tqdm matplotlib)  # installed into $SLURM_TMPDIR/env from the cluster's wheelhouse
+PACKAGES=(torch torchvision numpy pyyaml click tqdm matplotlib)  # from the cluster's wheelhouse, into $SLURM_TMPDIR/env (or the $HOME virtualenv of `mnist-hpc setup`)
 CODE_DIR=''  # the folder holding the mnist_hpc package (empty: this script's project)
 SUBMIT_PYTHON=''  # the python where no virtualenv is built (empty: the project's .venv, else python3)
 
