@@ -3,8 +3,9 @@
 A 3-task sweep array of tiny runs (6,000 images, 4 epochs); task 1 gets the requeue signal through
 ``scancel --signal=USR1 --batch <array>_1`` while it trains. It checkpoints and requeues
 ``<array>_1`` (not the array's id, which would restart every task): only it restarts, the other two
-run once and are never cancelled, its wrapper says "requeued at epoch E step S", and every run
-ends with the result of the same run trained uninterrupted."""
+run once and are never cancelled, its wrapper says "requeued at epoch E step S", each start is
+recorded in the run's env/, and every run ends with the result of the same run trained
+uninterrupted."""
 
 import json
 import os
@@ -80,6 +81,14 @@ def test_one_array_task_requeues_alone_and_every_run_matches_an_uninterrupted_on
         for i in (0, 2):
             ends = [line for line in jobcomp if re.search(rf"\bJobId={facts[i]['JobId']}\b", line)]
             assert len(ends) == 1 and "JobState=COMPLETED" in ends[0], f"task {i}: {ends}"
+
+        # env/start-K/ per start: task 1 started twice, the others once, each with its own ids
+        starts = [[json.loads((p / "job.json").read_text()) for p in sorted((d / "env").glob("start-*"))]
+                  for d in run_dirs]
+        assert [len(s) for s in starts][0::2] == [1, 1] and len(starts[1]) == restarts[1] + 1, starts
+        assert [s["restart_count"] for s in starts[1]] == list(range(restarts[1] + 1))
+        assert all(s["slurm_array_job_id"] == array and s["slurm_array_task_id"] == str(i)
+                   for i, task in enumerate(starts) for s in task)
 
         summaries = [json.loads((d / "summary.json").read_text()) for d in run_dirs]
         assert [len(s["requeues"]) for s in summaries][0::2] == [0, 0], summaries
