@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,6 +16,7 @@ import pytest
 
 from mnist_hpc.cli import cluster as commands
 from mnist_hpc.cluster import queue
+from tests.slurm_support import mnist_hpc, slurm_sandbox, wait_until_done  # noqa: F401 - fixtures
 
 
 @pytest.fixture
@@ -122,3 +124,18 @@ def test_status_watch_refreshes_once_a_minute(cli, project, monkeypatch):
 def test_help_says_how_often_the_scheduler_is_asked(cli):
     assert "once a minute" in " ".join(cli("logs", "--help").out.split())
     assert "once a minute" in " ".join(cli("status", "--help").out.split())
+
+
+
+@pytest.mark.slurm
+def test_status_reads_an_ended_job_from_the_one_squeue_call_on_the_sandbox(slurm_sandbox, tmp_path):
+    """On the real sandbox (no accounting): a job that ended shows Slurm's state from
+    `squeue --states=all`, with no scontrol call per job."""
+    sub = subprocess.run(["sbatch", "--parsable", "--job-name=tiny", f"--output={tmp_path}/slurm-%j.out",
+                          "--wrap", "echo done"], capture_output=True, text=True, check=True)
+    job = sub.stdout.strip().split(";")[0]
+    (tmp_path / "runs" / f"tiny-job{job}").mkdir(parents=True)  # as a plain sbatch training names it
+    assert wait_until_done(job, timeout=300) == "COMPLETED"
+    out = mnist_hpc("status", cwd=tmp_path).stdout
+    line = next(x for x in out.splitlines() if x.startswith(job + " "))
+    assert "tiny" in line and "COMPLETED" in line, out
