@@ -688,3 +688,46 @@ def test_alliance_wheelhouse_check_is_real_with_a_fake_wheelhouse(cli, tmp_path,
     assert r.code == 0, r
     assert wheel_fits("x-1-cp39-abi3-linux_x86_64.whl", (3, 13)) and not wheel_fits("x-1-cp312-cp312-l.whl", (3, 13))
     check_wheelhouse(["anything"], fir, {})  # no /cvmfs here: nothing to check
+
+
+def _dummy_wheel(folder: Path, name: str) -> None:
+    """A minimal pure wheel named ``name`` (an empty package), for pip --no-index to install."""
+    import zipfile
+
+    dist = f"{name}-0.0.1.dist-info"
+    files = {f"{name}/__init__.py": "",
+             f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.0.1\n",
+             f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    files[f"{dist}/RECORD"] = "".join(f"{path},,\n" for path in [*files, f"{dist}/RECORD"])
+    with zipfile.ZipFile(folder / f"{name}-0.0.1-py3-none-any.whl", "w") as z:
+        for path, text in files.items():
+            z.writestr(path, text)
+
+
+def test_setup_builds_the_home_virtualenv_that_submit_then_accepts(tmp_path, monkeypatch):
+    """`mnist-hpc setup --cluster trillium` for real, with a stand-in `module` and a wheelhouse of
+    empty wheels: the virtualenv appears in $HOME with its stamp; submit's check accepts it, and
+    refuses it once the job needs another package."""
+    from mnist_hpc.cluster import jobs, nodeenv
+    from mnist_hpc.config.extras import BASE_PACKAGES
+
+    house = tmp_path / "wheelhouse"
+    house.mkdir()
+    for name in BASE_PACKAGES:
+        _dummy_wheel(house, name)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("PIP_FIND_LINKS", str(house))  # as the clusters' pip configuration does
+    monkeypatch.setenv("BASH_FUNC_module%%", "() {  echo \"module $*\" >> \"$HOME/modules.log\"; }")
+    out = jobs.setup("trillium", home=home, warn=lambda line: None)
+    venv = home / ".virtualenvs" / "mnist-hpc"
+    assert out.done and out.venv == venv and (venv / "bin" / "python").exists()
+    assert (home / "modules.log").read_text() == "module purge\nmodule load StdEnv/2023 python/3.13\n"
+    profile = get_profile("trillium")[0]
+    nodeenv.check_home_venv(profile, BASE_PACKAGES, home=home)
+    with pytest.raises(UserError, match="is stale"):
+        nodeenv.check_home_venv(profile, (*BASE_PACKAGES, "tensorboard"), home=home)
+    (venv / "bin" / "python").unlink()
+    with pytest.raises(UserError, match="does not exist"):
+        nodeenv.check_home_venv(profile, BASE_PACKAGES, home=home)
