@@ -59,3 +59,10 @@ def test_training_records_its_start(tiny_config, synth_root, tmp_path):
                     progress=False, echo=lambda line: None)
     facts = json.loads((run.path / "env" / "start-0" / "job.json").read_text())
     assert facts["start"] == 0 and facts["versions"]["torch"]
+
+
+def test_a_record_that_cannot_be_written_is_a_note_not_the_end_of_the_run(tmp_path):
+    (tmp_path / "env").write_text("a file where the folder should be")
+    said = []
+    envrecord.on_start(job(), said.append)(tmp_path)
+    assert len(said) == 1 and said[0].startswith("note: could not record the job environment")
