@@ -266,12 +266,14 @@ def _to_mnist_array(img, index: int):
 def _train_context(cfg, echo):
     """What training needs from the scheduler, read by the cluster layer (the only SLURM_* reader)."""
     from mnist_hpc.cluster import env as job_env
+    from mnist_hpc.cluster import envrecord
     from mnist_hpc.training.context import TrainContext
 
     job = job_env.current()
     launch = job_env.srun_launch_env()
     return TrainContext(
         on_preempt=job_env.requeue_on_preempt(job, cfg.runtime.max_requeues, echo),
+        on_start=envrecord.on_start(job, echo),
         job_id=job.job_id, array_job_id=job.array_job_id, array_task_id=job.array_task_id,
         run_name_suffix=job.run_name_suffix, restart_count=job.restart_count,
         cpus=job.cpus_per_task, offline=job.in_job,

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,8 @@ from mnist_hpc.cluster.spec import KINDS, JobSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden"
-PROFILES = ["fir", "nibi", "rorqual", "trillium", "narval", "tamia", "alliance", "generic", "local"]
+PROFILES = ["fir", "nibi", "rorqual", "trillium", "narval", "tamia", "killarney", "killarney-h100", "vulcan",
+            "alliance", "generic", "local"]
 UPDATE = os.environ.get("MNIST_HPC_UPDATE_GOLDEN") == "1"
 
 
@@ -127,7 +129,7 @@ def test_handout_script_is_ready_to_edit(tmp_path):
     assert "CONFIG=configs/quickstart.yaml " in text
     # typed: untyped requests "may be rejected or sent to an arbitrary GPU instance" [Using GPUs with Slurm]
     assert "#SBATCH --gpus-per-node=h100:1\n" in text and "#SBATCH --signal=B:USR1@90\n" in text
-    assert "MODULES=(StdEnv/2023 python/3.11)\n" in text
+    assert "MODULES=(StdEnv/2023 python/3.13)\n" in text
     assert "# On Narval (A100 GPUs) change h100 to a100 in the GPU request. [Narval]\n" in text
     # a whole node: what Trillium (1 GPU or whole nodes of 4) and every other cluster accept
     multi = (ROOT / "slurm" / "multi_gpu.sh").read_text()
@@ -142,7 +144,7 @@ def test_gpu_requests_follow_the_profile():
     text = R.render(example_spec("submit_job", "narval"))
     assert "#SBATCH --gpus-per-node=a100:1\n" in text and "#SBATCH --cpus-per-task=12\n" in text
     # StdEnv/2023 first everywhere; no cuda module (PyTorch page: python only)
-    assert "MODULES=(StdEnv/2023 python/3.11)\n" in text
+    assert "MODULES=(StdEnv/2023 python/3.13)\n" in text
     text = R.render(example_spec("multi_gpu", "rorqual"))
     assert "#SBATCH --gpus-per-node=h100:2\n" in text and "#SBATCH --ntasks-per-node=2\n" in text
     assert "#SBATCH --cpus-per-task=16\n" in text and "#SBATCH --mem=128G\n" in text
@@ -167,6 +169,8 @@ def _spec(*example, **change) -> JobSpec:
     ("narval", "a100_1g.5gb", 1, "15G"), ("narval", "a100_3g.20gb", 6, "62G"),
     ("nibi", "h100_1g.10gb", 2, "31G"), ("rorqual", "h100_3g.40gb", 8, "62G"),
     ("fir", "nvidia_h100_80gb_hbm3_2g.20gb", 3, "70G"),
+    # the long names Nibi and Rorqual list beside the short ones [Nibi, Rorqual § GPU instances]
+    ("nibi", "nvidia_h100_80gb_hbm3_1g.10gb", 2, "31G"), ("rorqual", "nvidia_h100_80gb_hbm3_3g.40gb", 8, "62G"),
 ])
 def test_mig_slice_gets_its_own_cores_and_memory(cluster, slice_, cpus, mem):
     text = R.render(_spec("submit_job", cluster, gpu_type=slice_))
@@ -190,7 +194,7 @@ def test_trillium_takes_one_gpu_or_whole_nodes():
     """[Trillium Quickstart] exactly 1 GPU or a multiple of 4; --gpus-per-node=4 on several nodes."""
     one = R.render(example_spec("submit_job", "trillium"))
     assert "#SBATCH --gpus-per-node=h100:1\n" in one and "#SBATCH --cpus-per-task=24\n" in one
-    assert "--mem" not in one and "MODULES=(StdEnv/2023 python/3.11)\n" in one
+    assert "--mem" not in one and "MODULES=(StdEnv/2023 python/3.13)\n" in one
     assert "# Trillium: submit from $SCRATCH ($HOME is read-only on compute nodes)" in one
     whole = R.render(example_spec("multi_gpu", "trillium"))
     assert "#SBATCH --gpus-per-node=h100:4\n" in whole and "#SBATCH --ntasks-per-node=4\n" in whole
@@ -360,3 +364,64 @@ def test_job_script_forwards_the_requeue_signal(tmp_path):
     out, _ = proc.communicate(timeout=30)
     assert "got USR1" in log.read_text(), out
     assert proc.returncode == 75, out  # the trainer's exit status, not bash's 128+10
+
+
+def test_one_place_decides_the_alliance_software_stack():
+    """Every Alliance profile loads fir's modules (StdEnv/2023, then a python the wheelhouse has
+    torch wheels for [Python; Wheels3.13]) and names the Alliance wheelhouse; jobs purge first and
+    give OpenMP one thread per core of the task."""
+    profiles = {n: get_profile(n)[0] for n in ("fir", "nibi", "rorqual", "narval", "trillium", "tamia", "alliance")}
+    assert {p.modules for p in profiles.values()} == {("StdEnv/2023", "python/3.13")}
+    assert {p.wheelhouse for p in profiles.values()} == {("/cvmfs/soft.computecanada.ca/custom/python/wheelhouse",)}
+    text = R.render(example_spec("submit_job", "nibi"))
+    assert text.index("  module purge") < text.index('  module load "${MODULES[@]}"')
+    assert "export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-" in text
+
+
+def test_trillium_job_refuses_a_missing_or_stale_home_virtualenv(tmp_path):
+    """[Trillium Quickstart; Data management at Trillium] the job activates the virtualenv made
+    once in $HOME (its $SLURM_TMPDIR is a RAM disk): missing or stale, it stops with the fix."""
+    from mnist_hpc.cluster import nodeenv
+
+    spec = _spec("submit_job", "trillium")
+    text = R.render(spec)
+    assert "HOME_VENV=$HOME/.virtualenvs/mnist-hpc\n" in text
+    assert "HOME_VENV" not in R.render(example_spec("submit_job", "fir"))
+    # run the script's venv check only: everything up to the node setup
+    head = text[:text.index("# ---- node setup")] + 'echo "python=$MNIST_HPC_PYTHON"\n'
+    head = head.replace("cd /home/someone/scratch/mnist-hpc", f"cd {tmp_path}")
+    script = tmp_path / "job.sh"
+    script.write_text(head)
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+
+    def run():
+        return subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env, cwd=tmp_path)
+
+    r = run()
+    assert r.returncode == 1 and "error: no virtualenv at" in r.stderr
+    assert "mnist-hpc setup --cluster trillium" in r.stderr
+    venv = tmp_path / ".virtualenvs" / "mnist-hpc"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").symlink_to(sys.executable)
+    (venv / nodeenv.STAMP_FILE).write_text("mnist-hpc 0.0.1; modules StdEnv/2023 python/3.11; packages torch\n")
+    r = run()
+    assert r.returncode == 1 and "is stale" in r.stderr and "mnist-hpc setup --cluster trillium" in r.stderr
+    with pytest.raises(UserError, match="is stale"):
+        nodeenv.check_home_venv(spec.profile, spec.packages, home=tmp_path)
+    (venv / nodeenv.STAMP_FILE).write_text(nodeenv.venv_stamp(spec.profile.modules, spec.packages) + "\n")
+    r = run()
+    assert r.returncode == 0 and f"python={venv}/bin/python" in r.stdout, r.stderr
+    nodeenv.check_home_venv(spec.profile, spec.packages, home=tmp_path)  # submit accepts it too
+
+
+def test_ai_clusters_follow_their_pages():
+    """[Killarney; Vulcan; Using GPUs with Slurm] L40S nodes of 4 GPUs and 64 cores (Killarney's
+    performance nodes: 8 x H100, 48 cores), specifiers l40s and h100, aip- accounts; Vulcan's
+    jobs last at most 7 days."""
+    k, kh, v = (get_profile(n)[0] for n in ("killarney", "killarney-h100", "vulcan"))
+    assert (k.gpu_type, k.gpus_per_node, k.cpus_per_gpu) == ("l40s", 4, 16)
+    assert (kh.gpu_type, kh.gpus_per_node, kh.cpus_per_gpu) == ("h100", 8, 6)
+    assert (v.gpu_type, v.gpus_per_node, v.cpus_per_gpu, v.max_time) == ("l40s", 4, 16, "7-00:00:00")
+    assert all(p.account_prefixes == ("aip-",) and not p.mig and not p.internet for p in (k, kh, v))
+    text = R.render(example_spec("submit_job", "vulcan"))
+    assert "#SBATCH --gpus-per-node=l40s:1\n" in text and "#SBATCH --account=aip-someone\n" in text

@@ -125,7 +125,7 @@ def test_trillium_refuses_two_gpus_and_renders_a_whole_node_for_four(cli):
     assert r.code == 0, r
     assert "#SBATCH --nodes=1\n#SBATCH --ntasks-per-node=4\n#SBATCH --cpus-per-task=24\n" in r.out
     assert "#SBATCH --gpus-per-node=h100:4\n" in r.out and "exec srun" in r.out
-    assert "MODULES=(StdEnv/2023 python/3.11)\n" in r.out
+    assert "MODULES=(StdEnv/2023 python/3.13)\n" in r.out
 
 
 def test_trillium_refuses_a_run_folder_under_the_read_only_home(cli, tmp_path, monkeypatch):
@@ -509,7 +509,7 @@ def test_alliance_profiles_follow_the_documentation():
     for name in alliance:
         p = profiles[name]
         assert p.account_required and p.gpu_request == "gpus-per-node" and p.gpu_type in ("h100", "a100")
-        assert p.modules[0] == "StdEnv/2023" and "python/3.11" in p.modules and not p.gpu_modules
+        assert p.modules[0] == "StdEnv/2023" and "python/3.13" in p.modules and not p.gpu_modules
     # internet on compute nodes: Fir and Nibi yes [Fir; Nibi], the others no
     assert [n for n in alliance if profiles[n].internet] == ["fir", "nibi"]
     assert {n: profiles[n].gpus_per_node for n in alliance} == {
@@ -596,3 +596,138 @@ def test_cluster_commands_do_not_import_torch(tmp_path):
                           cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "#SBATCH" in proc.stdout
+
+
+# --------------------------------------------------------------------------- Trillium's rules, the wheelhouse
+
+
+def test_trillium_refuses_project_and_data_under_read_only_file_systems(cli, tmp_path, monkeypatch):
+    """[Trillium Quickstart § Storage; Data management at Trillium] $HOME and $PROJECT are
+    read-only on compute nodes: a run folder or data folder there is refused, with $SCRATCH."""
+    project = tmp_path / "project" / "def-x"
+    work = project / "mnist-hpc"
+    work.mkdir(parents=True)
+    monkeypatch.setenv("PROJECT", str(project))
+    monkeypatch.chdir(work)
+    r = cli("submit", QUICKSTART, "--cluster", "trillium", "--dry-run", "--account", "def-x")
+    assert r.code == 1 and "$PROJECT is read-only on compute nodes" in r.err and "submit from $SCRATCH" in r.err
+    assert len(r.err.strip().splitlines()) == 1
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.chdir(scratch)
+    r = cli("submit", QUICKSTART, "--cluster", "trillium", "--dry-run", "--account", "def-x",
+            "--data-dir", str(project / "data"))
+    assert r.code == 1 and "data" in r.err and "$PROJECT is read-only" in r.err
+    r = cli("submit", QUICKSTART, "--cluster", "trillium", "--dry-run", "--account", "def-x")
+    assert r.code == 0, r
+    r = cli("submit", QUICKSTART, "--cluster", "narval", "--dry-run", "--account", "def-x",
+            "--data-dir", str(project / "data"))
+    assert r.code == 0, r  # Narval's project space is writable in jobs
+
+
+def test_trillium_submit_refuses_without_the_home_virtualenv(cli, tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.chdir(scratch)
+    r = cli("submit", QUICKSTART, "--cluster", "trillium", "--account", "def-x")
+    assert r.code == 1 and "virtualenv" in r.err and "does not exist" in r.err
+    assert "mnist-hpc setup --cluster trillium" in r.err and len(r.err.strip().splitlines()) == 1
+    assert not (scratch / "runs").exists()  # nothing made, nothing queued
+
+
+def test_setup_prints_the_login_node_commands(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    r = cli("setup", "--cluster", "trillium", "--dry-run")
+    assert r.code == 0, r
+    lines = r.out.splitlines()
+    assert lines.index("module purge") < lines.index("module load StdEnv/2023 python/3.13")
+    venv = tmp_path / ".virtualenvs" / "mnist-hpc"
+    assert f"virtualenv --no-download {venv}" in r.out and "pip install --no-index" in r.out
+    assert "mnist-hpc-env.txt" in r.out
+    r = subprocess.run(["bash", "-n"], input=r.out, text=True, capture_output=True)
+    assert r.returncode == 0, r.stderr
+    r = cli("setup", "--cluster", "narval")
+    assert r.code == 0 and "nothing to set up" in r.out
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # no `module`, no bash on PATH either way
+    r = cli("setup", "--cluster", "trillium")
+    assert r.code == 1 and len(r.err.strip().splitlines()) == 1
+
+
+def _wheel(folder: Path, name: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_bytes(b"")
+
+
+def test_alliance_wheelhouse_check_is_real_with_a_fake_wheelhouse(cli, tmp_path, monkeypatch):
+    """[Python § Available wheels] the profiles name /cvmfs/.../wheelhouse; submit refuses a job
+    whose packages have no wheel there for the profile's python (python/3.13: cp313 or py3)."""
+    from mnist_hpc.cluster.nodeenv import check_wheelhouse, wheel_fits
+
+    fir = get_profile("fir")[0]
+    assert fir.wheelhouse == ("/cvmfs/soft.computecanada.ca/custom/python/wheelhouse",)
+    house = tmp_path / "wheelhouse"
+    # laid out as on CVMFS: pure wheels in generic/, compiled ones per environment and architecture
+    for name in ("click-8.1.7+computecanada-py3-none-any.whl", "tqdm-4.66.4+computecanada-py3-none-any.whl",
+                 "PyYAML-6.0.2+computecanada-cp313-cp313-linux_x86_64.whl"):
+        _wheel(house / "generic", name)
+    for name in ("torch-2.13.0+computecanada-cp313-cp313-linux_x86_64.whl",
+                 "numpy-2.2.2+computecanada-cp313-cp313-linux_x86_64.whl",
+                 "matplotlib-3.10.0+computecanada-cp313-cp313-linux_x86_64.whl",
+                 "torchvision-0.22.1+computecanada-cp311-cp311-linux_x86_64.whl"):  # not for 3.13
+        _wheel(house / "gentoo2023" / "x86-64-v3", name)
+    profile_file = tmp_path / "clusters.yaml"
+    profile_file.write_text(f"profiles:\n  fir-here: {{extends: fir, wheelhouse: [{house}]}}\n")
+    monkeypatch.setenv("MNIST_HPC_CLUSTERS", str(profile_file))
+    r = cli("submit", QUICKSTART, "--cluster", "fir-here", "--dry-run", "--account", "def-x")
+    assert r.code == 1 and "the job needs torchvision" in r.err and "for Python 3.13" in r.err, r
+    _wheel(house / "gentoo2023" / "x86-64-v3", "torchvision-0.22.1+computecanada-cp313-cp313-linux_x86_64.whl")
+    r = cli("submit", QUICKSTART, "--cluster", "fir-here", "--dry-run", "--account", "def-x")
+    assert r.code == 0, r
+    assert wheel_fits("x-1-cp39-abi3-linux_x86_64.whl", (3, 13)) and not wheel_fits("x-1-cp312-cp312-l.whl", (3, 13))
+    check_wheelhouse(["anything"], fir, {})  # no /cvmfs here: nothing to check
+
+
+def _dummy_wheel(folder: Path, name: str) -> None:
+    """A minimal pure wheel named ``name`` (an empty package), for pip --no-index to install."""
+    import zipfile
+
+    dist = f"{name}-0.0.1.dist-info"
+    files = {f"{name}/__init__.py": "",
+             f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.0.1\n",
+             f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    files[f"{dist}/RECORD"] = "".join(f"{path},,\n" for path in [*files, f"{dist}/RECORD"])
+    with zipfile.ZipFile(folder / f"{name}-0.0.1-py3-none-any.whl", "w") as z:
+        for path, text in files.items():
+            z.writestr(path, text)
+
+
+def test_setup_builds_the_home_virtualenv_that_submit_then_accepts(tmp_path, monkeypatch):
+    """`mnist-hpc setup --cluster trillium` for real, with a stand-in `module` and a wheelhouse of
+    empty wheels: the virtualenv appears in $HOME with its stamp; submit's check accepts it, and
+    refuses it once the job needs another package."""
+    from mnist_hpc.cluster import jobs, nodeenv
+    from mnist_hpc.config.extras import BASE_PACKAGES
+
+    house = tmp_path / "wheelhouse"
+    house.mkdir()
+    for name in BASE_PACKAGES:
+        _dummy_wheel(house, name)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("PIP_FIND_LINKS", str(house))  # as the clusters' pip configuration does
+    monkeypatch.setenv("BASH_FUNC_module%%", "() {  echo \"module $*\" >> \"$HOME/modules.log\"; }")
+    out = jobs.setup("trillium", home=home, warn=lambda line: None)
+    venv = home / ".virtualenvs" / "mnist-hpc"
+    assert out.done and out.venv == venv and (venv / "bin" / "python").exists()
+    assert (home / "modules.log").read_text() == "module purge\nmodule load StdEnv/2023 python/3.13\n"
+    profile = get_profile("trillium")[0]
+    nodeenv.check_home_venv(profile, BASE_PACKAGES, home=home)
+    with pytest.raises(UserError, match="is stale"):
+        nodeenv.check_home_venv(profile, (*BASE_PACKAGES, "tensorboard"), home=home)
+    (venv / "bin" / "python").unlink()
+    with pytest.raises(UserError, match="does not exist"):
+        nodeenv.check_home_venv(profile, BASE_PACKAGES, home=home)

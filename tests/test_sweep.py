@@ -288,6 +288,11 @@ if os.environ.get("FAKE_TRAIN_FAIL") and os.environ["FAKE_TRAIN_FAIL"] in run_di
     sys.exit(3)
 cfg = load_config(base, overrides)
 run_dir.mkdir(parents=True, exist_ok=True)
+if os.environ.get("FAKE_TRAIN_REQUEUE") and os.environ["FAKE_TRAIN_REQUEUE"] in run_dir.name:
+    # what the trainer records after the time-limit signal's checkpoint and `scontrol requeue`
+    (run_dir / "state.json").write_text(json.dumps({"state": "interrupted", "signal": "SIGUSR1",
+                                                    "epoch": 2, "step": 17, "requeued": True}))
+    sys.exit(75)
 (run_dir / "config.yaml").write_text(cfg.to_yaml())
 acc = round(0.9 + cfg.optim.lr, 6)
 (run_dir / "metrics.csv").write_text(
@@ -369,6 +374,21 @@ def test_index_runs_one_run_and_exits_with_its_code(tmp_path, base, fake_train, 
     monkeypatch.setenv("FAKE_TRAIN_FAIL", "lr=0.03")
     result = CliRunner().invoke(sweep_group, ["run", str(path), "--index", "2"])
     assert result.exit_code == 3
+
+
+def test_a_requeued_run_says_so_and_where_it_resumes(tmp_path, base, fake_train, monkeypatch):
+    """An array task whose run checkpointed on the time-limit signal and requeued itself is no
+    failure: the wrapper says where it stopped and exits 75 like `train`, without "Fix the cause"."""
+    path = write_sweep(tmp_path, "grid: {optim.lr: [0.01, 0.02]}\n")
+    monkeypatch.setenv("FAKE_TRAIN_REQUEUE", "lr=0.02")
+    result = CliRunner().invoke(sweep_group, ["run", str(path), "--index", "1"])
+    assert result.exit_code == 75, result.output
+    assert "[1] lr=0.02: requeued at epoch 2 step 17; resumes in the next start" in result.output
+    assert "FAILED" not in result.output and "Fix the cause" not in result.output
+    # a run that fails for real still says so
+    monkeypatch.setenv("FAKE_TRAIN_FAIL", "lr=0.01")
+    result = CliRunner().invoke(sweep_group, ["run", str(path), "--index", "0"])
+    assert result.exit_code == 3 and "FAILED (exit 3)" in result.output and "Fix the cause" in result.output
 
 
 def test_parallel_runs_share_the_cores(tmp_path, base, fake_train, monkeypatch):

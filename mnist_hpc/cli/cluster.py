@@ -140,15 +140,33 @@ def sweep_submit_command(sweep_file, cluster, gpus, nodes, tasks, time_limit, ac
 @click.command()
 @click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(file_okay=False),
               help="Where to look for the run folders of your jobs.")
-def status(runs_dir):
+@click.option("--watch", is_flag=True,
+              help="Print it again every 60 s until Ctrl-C (never more often: one squeue and one "
+                   "sacct call a refresh, for all your jobs).")
+def status(runs_dir, watch):
     """Your jobs in the Slurm queue (like `sq`) with their run folders, then the recent ones that
     left it, with Slurm's state, elapsed time, CPU and memory efficiency (like `seff`, where the
     cluster keeps accounting) and the run's result.
 
     Jobs submitted with plain sbatch are found by their run folder (<name>-job<JOBID>, under
-    --runs) or, with accounting, by name.
+    --runs) or, with accounting, by name. One call asks squeue about all your jobs (every task
+    of a sweep's array with it) and one asks sacct; do not run this (or sq) in a fast loop:
+    --watch refreshes once a minute, as the Alliance asks.
     """
-    now = queue.status(runs_dir)
+    if not watch:
+        _print_status(queue.status(runs_dir))
+        return
+    try:
+        for i, now in enumerate(queue.watch_status(runs_dir)):
+            if i:
+                click.echo("")
+            click.echo(f"-- {now.user}'s jobs (every {queue.ASK_EVERY:.0f} s; Ctrl-C to stop) --")
+            _print_status(now)
+    except KeyboardInterrupt:
+        return
+
+
+def _print_status(now) -> None:
     rows = [(q.job.job_id, q.job.name, q.job.state, q.job.elapsed, q.job.time_limit, q.job.reason,
              _short(q.folder) if q.folder else "-") for q in now.queued]
     if rows:
@@ -169,11 +187,17 @@ def status(runs_dir):
 
 @click.command()
 @click.argument("job_id")
-@click.option("-f", "--follow", is_flag=True, help="Keep printing new output until the job ends.")
+@click.option("-f", "--follow", is_flag=True,
+              help="Keep printing new output until the job ends (like tail -f: the file is read as it "
+                   "grows; squeue is asked whether the job still runs once a minute).")
 @click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(file_okay=False),
               help="Where to look for the run folders of your jobs.")
 def logs(job_id, follow, runs_dir):
-    """Print the output of job JOB_ID (its slurm-JOBID.out), like `cat slurm-JOBID.out`."""
+    """Print the output of job JOB_ID (its slurm-JOBID.out), like `cat slurm-JOBID.out`.
+
+    With -f it follows the file itself and asks the scheduler at most once per 60 s (the Alliance
+    asks users not to poll squeue at high frequency), so it ends up to a minute after the job.
+    """
     path = queue.log_file(job_id, runs_dir, follow)
     if not follow:
         sys.stdout.write(path.read_text(errors="replace"))
@@ -192,6 +216,37 @@ def cancel(job_ids):
     """Cancel Slurm jobs (scancel), e.g. mnist-hpc cancel 123456."""
     for job_id in job_ids:
         click.echo(f"cancelled job {queue.cancel(job_id)}")
+
+
+# --------------------------------------------------------------------------- setup
+
+
+@click.command()
+@click.option("--cluster", "-c", required=True, metavar="NAME", shell_complete=complete_cluster,
+              help="The cluster's profile (trillium: a virtualenv in $HOME).")
+@click.argument("configs", nargs=-1, type=click.Path(dir_okay=False), shell_complete=complete_config)
+@click.option("--dry-run", is_flag=True, help="Print the commands; build nothing.")
+def setup(cluster, configs, dry_run):
+    """Make, once on the login node, the virtualenv the jobs of CLUSTER activate.
+
+    \b
+    On Trillium jobs cannot build one at each start ($SLURM_TMPDIR is a RAM disk there) and
+    $HOME is read-only but readable in jobs: this builds ~/.virtualenvs/mnist-hpc from the
+    Alliance wheelhouse (module purge, StdEnv and python as the job loads them, pip --no-index)
+    with the packages of CONFIGS (default: the base ones). A job refuses to start when it is
+    missing or stale (built for other packages or another mnist-hpc); so does submit.
+    Other clusters build the job's virtualenv in $SLURM_TMPDIR: nothing to set up.
+    """
+    out = jobs.setup(cluster, configs, dry_run=dry_run, warn=_warn)
+    if out.venv is None:
+        click.echo(f"cluster {out.cluster}: each job builds its virtualenv in $SLURM_TMPDIR from the "
+                   "wheelhouse; nothing to set up")
+        return
+    if dry_run:
+        click.echo(out.script, nl=False)
+        click.echo(f"dry run: nothing built; the jobs of {out.cluster} would use {out.venv}", err=True)
+        return
+    click.echo(f"virtualenv {out.venv} ready for {out.cluster} jobs ({out.stamp})")
 
 
 # --------------------------------------------------------------------------- push, data pack
@@ -239,10 +294,10 @@ def pack(datasets, data_dir, output):
 
 
 def register(cli: click.Group) -> None:
-    """Add the cluster commands to the main CLI: submit, status, logs, cancel and push at the
+    """Add the cluster commands to the main CLI: submit, status, logs, cancel, push and setup at the
     top and `pack` in the `data` group. `sweep submit` is ``sweep_submit_command``, which
     cli/main.py adds to its `sweep` group."""
-    for command in (submit, status, logs, cancel, push):
+    for command in (submit, status, logs, cancel, push, setup):
         cli.add_command(command)
     data = cli.commands.get("data")
     if isinstance(data, click.Group):

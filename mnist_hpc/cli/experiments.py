@@ -116,6 +116,12 @@ def run(sweep_file, parallel, index, data_dir, overrides, allow_large):
     if index is None:
         _print_comparison(sweep)
     failed = [r for r in results if not r.ok]
+    requeued = [r for r in results if r.status == "requeued"]
+    if requeued and not failed:
+        for r in requeued:
+            click.echo(f"[{r.run.index}] {r.run.name}: requeued at {r.where}; resumes in the next start",
+                       err=True)
+        sys.exit(75)  # like `train` after a requeue: stopped after a checkpoint, to be continued
     if failed:
         click.echo(f"\n{plural(len(failed), 'run')} failed:", err=True)
         for r in failed:

@@ -10,6 +10,7 @@ renders and checks everything and creates nothing.
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -20,6 +21,7 @@ from mnist_hpc.cluster import datapack, env, nodeenv, slurm
 from mnist_hpc.cluster.profiles import Profile, get_profile
 from mnist_hpc.cluster.render import render
 from mnist_hpc.cluster.spec import JobSpec, kind_for
+from mnist_hpc.config.extras import BASE_PACKAGES
 from mnist_hpc.errors import DataError, UserError
 
 Echo = Callable[[str], None]
@@ -142,9 +144,11 @@ def submit(config_or_source, overrides: Sequence[str] = (), cluster: str = "loca
     n_gpus, gpu_type = parse_gpus(gpus, profile)
     cwd = Path(cwd or Path.cwd())
     run_dir = new_run_dir(str(cwd / cfg.experiment.output_dir), cfg.experiment.name).resolve()
-    check_writable(profile, cwd, run_dir)
+    check_writable(profile, cwd, run_dir, data_dir)
     packages = nodeenv.job_packages([cfg])
     nodeenv.check_wheelhouse(packages, profile)  # before anything is queued
+    if not dry_run:
+        nodeenv.check_home_venv(profile, packages)
 
     def spec_for(run_dir: Path) -> JobSpec:
         return JobSpec(
@@ -221,16 +225,31 @@ def plan_arrays(total: int, parallel: int, profile: Profile, queued: int = 0) ->
     return arrays, parallel, notes
 
 
-def check_writable(profile: Profile, *folders) -> None:
-    """Refuse folders a job cannot write: $HOME is read-only on some clusters' compute nodes."""
+def read_only_roots(environ=None) -> list[tuple[str, Path]]:
+    """($NAME, folder) of the file systems some clusters' compute nodes see read-only: $HOME and
+    $PROJECT (where set) [Trillium Quickstart § Storage; Data management at Trillium]."""
+    env = os.environ if environ is None else environ
+    roots = [("$HOME", Path.home())]
+    if env.get("PROJECT"):
+        roots.append(("$PROJECT", Path(env["PROJECT"])))
+    return [(name, path.resolve()) for name, path in roots]
+
+
+def check_writable(profile: Profile, *folders, environ=None) -> None:
+    """Refuse folders a job cannot write (run folder, output, data cache): $HOME and $PROJECT are
+    read-only on some clusters' compute nodes (Trillium), where jobs write to $SCRATCH."""
     if not profile.home_read_only:
         return
-    home = Path.home().resolve()
+    roots = read_only_roots(environ)
     for folder in folders:
-        if Path(folder).resolve().is_relative_to(home):
-            raise UserError(f"{folder}: on cluster {profile.name} $HOME is read-only on compute nodes, so the "
-                            "job could not write there; submit from $SCRATCH (cd $SCRATCH, i.e. "
-                            "/scratch/$USER or ~/links/scratch)")
+        if not folder:
+            continue
+        where = Path(folder).resolve()
+        for name, root in roots:
+            if where.is_relative_to(root):
+                raise UserError(f"{folder}: on cluster {profile.name} {name} is read-only on compute nodes, so "
+                                "the job could not write there; submit from $SCRATCH (cd $SCRATCH, i.e. "
+                                "/scratch/$USER or ~/links/scratch), with the data there too")
 
 
 def sweep_submit(sweep_file, cluster: str = "local", *, overrides: Sequence[str] = (),
@@ -258,13 +277,15 @@ def sweep_submit(sweep_file, cluster: str = "local", *, overrides: Sequence[str]
     n_gpus, gpu_type = parse_gpus(gpus, profile)
     cwd = Path(cwd or Path.cwd())
     folder = new_run_dir(str(cwd / "runs"), f"{sweep.name}-sweep").resolve()
-    check_writable(profile, cwd, folder)
+    check_writable(profile, cwd, folder, data_dir)
     signal = _requeue_signal(sweep)
     total = len(sweep.runs)
     queued = slurm.count_jobs() if profile.max_jobs and not dry_run else 0
     arrays, parallel, notes = plan_arrays(total, parallel, profile, queued)
     packages = nodeenv.job_packages(run.config for run in sweep.runs)
     nodeenv.check_wheelhouse(packages, profile)  # before anything is queued
+    if not dry_run:
+        nodeenv.check_home_venv(profile, packages)
 
     def jobs_in(folder: Path) -> list:
         output = str(folder / "slurm-%A_%a.out")
@@ -323,3 +344,45 @@ def _submit_arrays(out: SweepJobs, sweep_file, arrays: list, cwd: Path) -> None:
                 "submitted_at": _now(), "argv": ["sbatch", "--parsable", submitted[0]["script"]]})
         else:
             shutil.rmtree(out.folder, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- setup
+
+
+@dataclass
+class Setup:
+    cluster: str
+    venv: Optional[Path]  # None: the cluster's jobs build their own virtualenv per start
+    script: str = ""  # the bash commands (empty where there is nothing to set up)
+    stamp: str = ""
+    done: bool = False
+
+
+def setup(cluster: str, configs: Sequence = (), *, dry_run: bool = False, home=None,
+          warn: Echo = _stderr("warning: ")) -> Setup:
+    """Make, on the login node, the virtualenv in $HOME that jobs on ``cluster`` activate (a
+    profile with ``home_venv``: Trillium), with the packages the ``configs`` (default: the base
+    ones) need, from the wheelhouse; ``dry_run`` only returns the commands."""
+    import subprocess
+
+    from mnist_hpc.config import load_config
+
+    profile = profile_for(cluster, warn)
+    venv = nodeenv.home_venv_path(profile, home)
+    if venv is None:
+        return Setup(profile.name, None)
+    packages = nodeenv.job_packages([load_config(c) for c in configs]) if configs else BASE_PACKAGES
+    script = nodeenv.setup_script(profile, packages, venv)
+    out = Setup(profile.name, venv, script, nodeenv.venv_stamp(profile.modules, packages))
+    if dry_run:
+        return out
+    if shutil.which("bash") is None:
+        raise UserError("mnist-hpc setup needs bash (run it on the cluster's login node)")
+    proc = subprocess.run(["bash", "-lc", script], text=True)  # a login shell defines `module`
+    if proc.returncode == 3:
+        raise UserError(f"no `module` command here: run mnist-hpc setup on a login node of {profile.name}")
+    if proc.returncode != 0:
+        raise UserError(f"building the virtualenv {venv} failed (exit {proc.returncode}, its messages above); "
+                        "run it on the cluster's login node, where `module` and the wheelhouse exist")
+    out.done = True
+    return out

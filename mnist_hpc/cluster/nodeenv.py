@@ -83,13 +83,44 @@ def wheelhouse_folders(profile, environ: Optional[Mapping[str, str]] = None) -> 
     return list(getattr(profile, "wheelhouse", ())), f"the wheelhouse of cluster {profile.name}"
 
 
-def wheels_in(folders: Iterable[str]) -> set[str]:
-    """The distributions (normalised names) that ``folders`` hold wheels of."""
+def python_version(modules: Iterable[str]) -> Optional[tuple[int, int]]:
+    """The (major, minor) of the ``python/X.Y[.Z]`` module among ``modules``, if any."""
+    for m in modules:
+        found = re.match(r"^python/(\d+)\.(\d+)", m)
+        if found:
+            return int(found.group(1)), int(found.group(2))
+    return None
+
+
+def wheel_fits(filename: str, python: Optional[tuple[int, int]]) -> bool:
+    """Whether a wheel (``name-version[-build]-pytag-abitag-platform.whl``) installs on
+    ``python`` (None: any): a pure ``py3`` wheel, ``cpXY`` for that very version, or an
+    ``abi3`` wheel built for that version or an older one."""
+    parts = filename[:-len(".whl")].split("-")
+    if python is None or len(parts) < 5:
+        return True
+    pytags, abi = parts[-3].split("."), parts[-2]
+    here = f"{python[0]}{python[1]}"
+    for tag in pytags:
+        if tag in ("py3", f"py{python[0]}", f"py{here}", f"cp{here}"):
+            return True
+        if abi == "abi3" and re.match(r"^cp3(\d+)$", tag) and int(tag[3:]) <= python[1] and python[0] == 3:
+            return True
+    return False
+
+
+def wheels_in(folders: Iterable[str], python: Optional[tuple[int, int]] = None) -> set[str]:
+    """The distributions (normalised names) that ``folders`` hold wheels of for ``python``.
+    Subfolders count (the Alliance wheelhouse keeps its wheels in folders per software
+    environment and CPU architecture, which this check does not tell apart) [Python § Available wheels]."""
     names = set()
     for folder in folders:
-        for path in Path(folder).iterdir():
-            if path.name.endswith(".whl"):
-                names.add(_normal(path.name.split("-", 1)[0]))
+        for root, dirs, files in os.walk(folder):
+            if len(Path(root).relative_to(folder).parts) >= 3:
+                dirs[:] = []
+            for name in files:
+                if name.endswith(".whl") and wheel_fits(name, python):
+                    names.add(_normal(name.split("-", 1)[0]))
     return names
 
 
@@ -105,13 +136,90 @@ def check_wheelhouse(packages: Iterable[str], profile, environ: Optional[Mapping
         if folders and where.startswith("$"):
             raise UserError(f"{where}={os.pathsep.join(folders)}: no such folder")
         return
-    have = wheels_in(present)
+    python = python_version(getattr(profile, "modules", ()))
+    have = wheels_in(present, python)
     lacking = [p for p in packages if _normal(p) not in have]
     if lacking:
         names = ", ".join(lacking)
+        for_python = f" for Python {python[0]}.{python[1]}" if python else ""
         raise UserError(
-            f"the job needs {names}, which {where} ({', '.join(present)}) does not have: its "
+            f"the job needs {names}, which {where} ({', '.join(present)}) does not have{for_python}: its "
             f"`pip install --no-index` would fail on the compute node. Drop what needs "
             f"{'it' if len(lacking) == 1 else 'them'} (experiment.loggers), or get "
             f"{'it' if len(lacking) == 1 else 'them'} into the wheelhouse (Alliance: `avail_wheels "
             f"{lacking[0]}`, else ask support; the local sandbox: add to LOCAL_SLURM_WHEELS and start it again)")
+
+
+# --------------------------------------------------------------------------- a virtualenv in $HOME
+# Trillium's documented way to get Python packages into jobs is a virtualenv made once on the
+# login node in $HOME (read-only but readable on compute nodes), activated by each job: its
+# $SLURM_TMPDIR is a RAM disk, not a node-local disk, so a fresh virtualenv per job start would
+# sit in the job's memory [Trillium Quickstart § example job scripts; Data management at Trillium
+# § $SLURM_TMPDIR (RAM)]. A profile's ``home_venv`` names that folder under $HOME; the stamp file
+# in it says what it was built with, and a job whose project needs something else refuses to run.
+
+STAMP_FILE = "mnist-hpc-env.txt"
+
+
+def venv_stamp(modules: Iterable[str], packages: Iterable[str]) -> str:
+    """The one line a home virtualenv must hold for a job: the mnist-hpc version (which pins the
+    dependency versions), the modules it was built under and the packages installed."""
+    from mnist_hpc import __version__
+
+    return f"mnist-hpc {__version__}; modules {' '.join(modules) or '-'}; packages {' '.join(packages)}"
+
+
+def home_venv_path(profile, home: Optional[Path] = None) -> Optional[Path]:
+    rel = getattr(profile, "home_venv", "")
+    return (Path(home) if home is not None else Path.home()) / rel if rel else None
+
+
+def check_home_venv(profile, packages: Iterable[str], home: Optional[Path] = None) -> None:
+    """Refuse a job (one UserError line) on a cluster whose jobs activate a virtualenv in $HOME
+    when that virtualenv is missing or was built for other packages (stale)."""
+    venv = home_venv_path(profile, home)
+    if venv is None:
+        return
+    fix = f"make it once on the login node with: mnist-hpc setup --cluster {profile.name}"
+    if not (venv / "bin" / "python").exists():
+        raise UserError(f"cluster {profile.name}: jobs run in the virtualenv {venv}, which does not exist; {fix}")
+    try:
+        have = (venv / STAMP_FILE).read_text().strip()
+    except OSError:
+        have = ""
+    want = venv_stamp(profile.modules, packages)
+    if have != want:
+        raise UserError(f"cluster {profile.name}: the virtualenv {venv} is stale (built with "
+                        f"{have or 'no record of its packages'!r}, the job needs {want!r}); rebuild it: "
+                        f"mnist-hpc setup --cluster {profile.name}")
+
+
+def setup_script(profile, packages: Iterable[str], venv: Path) -> str:
+    """The bash commands `mnist-hpc setup` runs on the login node: a clean module environment,
+    the profile's modules, a virtualenv at ``venv`` from the wheelhouse (``--no-index``), the
+    stamp. A pure function of its arguments (printed by ``--dry-run``)."""
+    import shlex
+
+    packages = list(packages)
+    q = shlex.quote
+    modules = " ".join(q(m) for m in profile.modules)
+    stamp = venv_stamp(profile.modules, packages)
+    v = q(str(venv))
+    lines = [
+        "set -euo pipefail",
+        "command -v module >/dev/null 2>&1 || exit 3  # no module command: not on the cluster",
+        "set +u",
+        "module purge",
+        f"module load {modules}" if modules else ":",
+        "set -u",
+        f"if [ -e {v} ] && [ ! -x {v}/bin/python ]; then",
+        f"  echo \"error: {venv} exists and is no virtualenv; move it away first\" >&2",
+        "  exit 1",
+        "fi",
+        f"rm -rf {v}",
+        f"if command -v virtualenv >/dev/null 2>&1; then virtualenv --no-download {q(str(venv))}; "
+        f"else python3 -m venv {q(str(venv))}; fi",
+        f"{q(str(venv / 'bin' / 'python'))} -m pip install --no-index --quiet {' '.join(q(p) for p in packages)}",
+        f"printf '%s\\n' {q(stamp)} > {q(str(venv / STAMP_FILE))}",
+    ]
+    return "\n".join(lines) + "\n"

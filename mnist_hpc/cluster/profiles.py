@@ -67,6 +67,7 @@ class Profile:
     account_required: bool = False
     account_prefixes: tuple[str, ...] = ()
     home_read_only: bool = False
+    home_venv: str = ""  # jobs activate this virtualenv under $HOME ("" = one in $SLURM_TMPDIR per start)
     push_dir: str = "scratch"
     wheelhouse: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
@@ -85,6 +86,9 @@ class Profile:
                 err(key, "an integer >= 0", getattr(self, key))
         if any(n < 1 for n in self.gpu_counts):
             err("gpu_counts", "a list of GPU counts >= 1", list(self.gpu_counts))
+        if self.home_venv and (self.home_venv.startswith(("/", "-")) or ".." in Path(self.home_venv).parts
+                               or not Path(self.home_venv).parts):
+            err("home_venv", "a folder under $HOME, such as .virtualenvs/mnist-hpc (or empty)", self.home_venv)
         if not self.push_dir.strip() or self.push_dir.startswith("-"):
             err("push_dir", "a folder under the remote home, such as scratch", self.push_dir)
 

@@ -104,7 +104,11 @@ def status(runs_dir="runs", limit: int = 10) -> Status:
     """The user's queued jobs (like ``sq``) with their run folders, then the ``limit`` most recent
     ones no longer queued: submitted by mnist-hpc (job.json), trained into ``<name>-job<ID>``
     folders, or (where the cluster keeps accounting) any job of the user of the last 7 days."""
-    jobs = slurm.squeue()
+    # one squeue call for every job of the user (a sweep's tasks with it), the ended ones it still
+    # remembers included, and one sacct call: never one call per job (Alliance wiki: "Running jobs")
+    known = slurm.squeue(ended=True)
+    jobs = [j for j in known if j.state not in slurm.ENDED_STATES]
+    remembered = {j.job_id: j for j in known if j.state in slurm.ENDED_STATES}
     records = submitted_jobs(runs_dir)
     queued = [Queued(j, run_folder(j.job_id, records, runs_dir)) for j in jobs]
     in_queue = {j.job_id.split("_")[0] for j in jobs}
@@ -116,7 +120,8 @@ def status(runs_dir="runs", limit: int = 10) -> Status:
         notes.append(f"{e}; CPU and memory efficiency unknown")
     usage = accounting.parse_sacct(text) if text is not None else None
     chosen = sorted(_left_queue(runs_dir, records, usage, in_queue), key=lambda c: c[0])[-limit:]
-    finished = [_finished(job_id, folder, record, usage, runs_dir) for _, job_id, folder, record in chosen]
+    finished = [_finished(job_id, folder, record, usage, runs_dir, remembered)
+                for _, job_id, folder, record in chosen]
     return Status(slurm.current_user(), queued, finished, usage is not None, notes)
 
 
@@ -175,7 +180,8 @@ def _scontrol_facts(job_id: str) -> tuple[str, str, str]:
     return info.get("JobName") or "-", _state(info["JobState"], info.get("ExitCode", "")), run_time
 
 
-def _finished(job_id: str, folder: Optional[str], record: dict, usage: Optional[dict], runs_dir) -> Finished:
+def _finished(job_id: str, folder: Optional[str], record: dict, usage: Optional[dict], runs_dir,
+              remembered: Optional[dict] = None) -> Finished:
     if record.get("template") == "sweep_array":
         return _finished_array(job_id, folder, record, usage)
     result = run_result(Path(folder)) if folder else f"no run folder in {runs_dir}/"
@@ -183,7 +189,8 @@ def _finished(job_id: str, folder: Optional[str], record: dict, usage: Optional[
     if u is not None:
         return Finished(job_id, result, folder, u.name, _state(u.state, u.exit_code),
                         accounting.format_duration(u.elapsed), accounting.efficiency_text(u))
-    name, state, elapsed = _scontrol_facts(job_id)
+    known = (remembered or {}).get(job_id)  # from the one squeue call: no call per job here
+    name, state, elapsed = (known.name, known.state, known.elapsed) if known else ("-", "-", "-")
     return Finished(job_id, result, folder, name, state, elapsed,
                     "no accounting" if usage is None else "no accounting record")
 
@@ -284,12 +291,27 @@ def log_file(job_id: str, runs_dir="runs", follow: bool = False) -> Path:
     return path
 
 
-def follow_log(path: Path, job_id: str, poll: float = 1.0) -> Iterator[str]:
-    """The text of ``path`` as it grows, until the job has left the queue and the file is read."""
+# The Alliance asks users not to run squeue (or sq) in a loop at high frequency (Alliance wiki:
+# "Running jobs", on monitoring jobs): a following command asks the scheduler at most this often,
+# and follows the log file itself (a read of a growing file asks the scheduler nothing).
+ASK_EVERY = 60.0  # seconds between two scheduler queries of one command
+
+
+def follow_log(path: Path, job_id: str, poll: float = 1.0, ask_every: float = ASK_EVERY) -> Iterator[str]:
+    """The text of ``path`` as it grows, until the job has left the queue and the file is read.
+
+    The file is read every ``poll`` seconds; whether the job is still queued is asked of Slurm
+    (one ``squeue`` call, covering every task of an array) at most once per ``ask_every`` seconds,
+    so the end of a job shows up to a minute late."""
     job_id = slurm.check_job_id(job_id)
     position = 0
+    asked_at = None
+    active = True
     while True:
-        active = is_queued(job_id)
+        now = time.monotonic()
+        if asked_at is None or now - asked_at >= ask_every:
+            active = is_queued(job_id)
+            asked_at = now
         if path.exists():
             with open(path, "rb") as f:
                 f.seek(position)
@@ -300,6 +322,15 @@ def follow_log(path: Path, job_id: str, poll: float = 1.0) -> Iterator[str]:
         if not active:
             return
         time.sleep(poll)
+
+
+def watch_status(runs_dir="runs", limit: int = 10, every: float = ASK_EVERY) -> Iterator[Status]:
+    """``status`` again and again, ``every`` seconds apart (never less than ``ASK_EVERY``): each
+    refresh is one squeue call for all the user's jobs (an array's tasks included) and one sacct."""
+    every = max(float(every), ASK_EVERY)
+    while True:
+        yield status(runs_dir, limit)
+        time.sleep(every)
 
 
 # --------------------------------------------------------------------------- cancel

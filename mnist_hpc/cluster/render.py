@@ -15,6 +15,7 @@ import re
 import shlex
 from importlib import resources
 
+from mnist_hpc.cluster.nodeenv import venv_stamp
 from mnist_hpc.cluster.spec import JobSpec, check_spec
 from mnist_hpc.cluster.units import format_time, parse_time
 
@@ -133,7 +134,10 @@ def render(spec: JobSpec) -> str:
         "signal": spec.requeue_signal,
         "workdir": _sh(spec.workdir) if spec.workdir else '"$SLURM_SUBMIT_DIR"',
         "notes": "\n".join(f"# {line}" for line in p.notes),
+        "cluster": _sh(p.name),
+        "home_venv": _sh(p.home_venv),
+        "venv_stamp": _sh(venv_stamp(p.modules, spec.packages)),
     }
     flags = {"sweep": spec.template == "sweep_array", "multi_node": spec.template == "multi_node",
-             "notes": bool(p.notes)}
+             "notes": bool(p.notes), "home_venv": bool(p.home_venv)}
     return _fill(_template_text("srun.sh" if spec.srun else "single.sh"), values, flags)

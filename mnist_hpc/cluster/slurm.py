@@ -68,9 +68,17 @@ class QueuedJob:
 _SQUEUE_FIELDS = "%i|%j|%T|%M|%l|%D|%R"
 
 
-def squeue(user: Optional[str] = None, job_ids: tuple = ()) -> list[QueuedJob]:
-    """The user's jobs still known to the queue (pending, running, completing...)."""
+# the states of a job that has ended but that slurmctld still remembers (MinJobAge)
+ENDED_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
+                          "PREEMPTED", "BOOT_FAIL", "DEADLINE", "REVOKED", "SPECIAL_EXIT"})
+
+
+def squeue(user: Optional[str] = None, job_ids: tuple = (), ended: bool = False) -> list[QueuedJob]:
+    """The user's jobs still known to the queue (pending, running, completing...); with ``ended``
+    also those that ended a few minutes ago (``--states=all``), all in one call."""
     argv = ["squeue", "--noheader", f"--format={_SQUEUE_FIELDS}", f"--user={user or current_user()}"]
+    if ended:
+        argv.append("--states=all")
     if job_ids:
         argv.append("--jobs=" + ",".join(check_job_id(j) for j in job_ids))
     proc = _run(argv, check=False)

@@ -26,6 +26,7 @@ from typing import Callable, Optional
 from mnist_hpc.errors import UserError
 from mnist_hpc.experiments.sweepfile import Sweep, SweepRun, load_sweep
 from mnist_hpc.experiments.tables import plural
+from mnist_hpc.runs.state import read_state
 from mnist_hpc.runs.summary import read_summary
 
 # The command that trains one run; tests point it at a stand-in script.
@@ -110,9 +111,10 @@ def available_cores() -> int:
 @dataclass
 class RunResult:
     run: SweepRun
-    status: str  # "completed", "skipped" (already completed before) or "failed"
+    status: str  # "completed", "skipped" (already completed before), "requeued" or "failed"
     returncode: Optional[int] = None
     seconds: float = 0.0
+    where: str = ""  # requeued: "epoch E step S", where the next start resumes
 
     @property
     def run_dir(self) -> Path:
@@ -120,6 +122,7 @@ class RunResult:
 
     @property
     def ok(self) -> bool:
+        """Completed, skipped, or requeued by its time-limit signal (it resumes in the next start)."""
         return self.status != "failed"
 
     @property
@@ -134,6 +137,15 @@ def last_line(path: Path) -> str:
     except OSError:
         return ""
     return next((line.strip() for line in reversed(lines) if line.strip()), "")
+
+
+def requeued_at(run_dir) -> Optional[str]:
+    """"epoch E step S" when the run in ``run_dir`` last stopped on a signal after a checkpoint
+    and its job was requeued (its state.json says so), else None."""
+    state = read_state(run_dir)
+    if state is None or state.state != "interrupted" or not state.requeued:
+        return None
+    return f"epoch {state.epoch} step {state.step}" if state.epoch is not None else "its last checkpoint"
 
 
 def run_sweep(sweep, runs=None, parallel: int = 1, data_dir=None,
@@ -227,6 +239,11 @@ def run_sweep(sweep, runs=None, parallel: int = 1, data_dir=None,
             result = f"test accuracy {100 * acc:.2f}%" if isinstance(acc, (int, float)) else "done"
             say(f"[{run.index}] {run.name}: {result} in {seconds:.0f} s {progress}")
             return RunResult(run, "completed", code, seconds)
+        where = requeued_at(run.run_dir)
+        if where is not None:  # the time-limit signal: checkpointed and requeued (Slurm then ends this start)
+            say(f"[{run.index}] {run.name}: requeued at {where}; resumes in the next start "
+                f"(after {seconds:.0f} s {progress})")
+            return RunResult(run, "requeued", code, seconds, where)
         why = f"exit {code}" if code != 0 else "no completed summary.json"
         say(f"[{run.index}] {run.name}: FAILED ({why}) after {seconds:.0f} s {progress}, "
             f"see {run.run_dir / 'train.log'}")

@@ -45,6 +45,9 @@ class TrainContext:
     offline: bool = False  # never download datasets (compute nodes have no internet)
     launch_env: dict = field(default_factory=dict)  # torchrun-style RANK, WORLD_SIZE, ... over os.environ
     launcher: Optional[str] = None  # name of what filled launch_env ("slurm"); recorded in summary.json
+    # once rank 0 holds the run folder, at every start: the cluster layer records the job's
+    # environment there (env/start-<K>/) and warns when versions changed since the first start
+    on_start: Optional[Callable[[Path], None]] = None
 
     def launcher_name(self) -> str:
         """The launcher of a distributed run: whoever filled launch_env, else torchrun."""

@@ -140,6 +140,8 @@ class _Run:
             except BaseException:
                 self.start.release()
                 raise
+            if self.ctx.on_start is not None:  # the job's environment, per start (cluster/envrecord)
+                self.ctx.on_start(self.start.run_dir)
         return info
 
     # -- the user's model code: one copy in the run folder, its digest in run.json ----------

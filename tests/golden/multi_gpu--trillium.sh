@@ -28,8 +28,8 @@ CONFIG=/home/someone/scratch/mnist-hpc/runs/golden-20260101-120000/config.yaml  
 RUN_DIR=/home/someone/scratch/mnist-hpc/runs/golden-20260101-120000  # empty: <output_dir>/<name>-job<JOBID>/, found again after a requeue
 DATA_ARCHIVE=/home/someone/scratch/mnist-hpc/data/mnist-hpc-data.tar  # from `mnist-hpc data pack`, unpacked into $SLURM_TMPDIR
 DATA_DIR=''  # datasets folder when there is no $SLURM_TMPDIR (empty: $MNIST_HPC_DATA_DIR or the user cache)
-MODULES=(StdEnv/2023 python/3.11)
-PACKAGES=(torch torchvision numpy pyyaml click tqdm matplotlib)  # installed into $SLURM_TMPDIR/env from the cluster's wheelhouse
+MODULES=(StdEnv/2023 python/3.13)
+PACKAGES=(torch torchvision numpy pyyaml click tqdm matplotlib)  # from the cluster's wheelhouse, into $SLURM_TMPDIR/env (or the $HOME virtualenv of `mnist-hpc setup`)
 CODE_DIR=''  # the folder holding the mnist_hpc package (empty: this script's project)
 SUBMIT_PYTHON=''  # the python where no virtualenv is built (empty: the project's .venv, else python3)
 
@@ -58,11 +58,34 @@ in_project() {  # in_project VARIABLE
 in_project CONFIG
 in_project DATA_ARCHIVE
 
-# ---- modules: Alliance clusters define `module`; a plain Slurm may not have it ----
+# ---- modules: Alliance clusters define `module`; a plain Slurm may not have it. A clean
+# module environment first (what the submitting shell had loaded does not leak in), then the
+# profile's StdEnv and a python the wheelhouse has torch wheels for [Python; Available Python
+# wheels] ----
 if [ ${#MODULES[@]} -gt 0 ] && command -v module >/dev/null 2>&1; then
   set +u  # Lmod's own scripts read unset variables
+  module purge 2>/dev/null  # sticky modules (StdEnv) stay, as Lmod says on stderr
   module load "${MODULES[@]}"
   set -u
+fi
+# one OpenMP thread per core Slurm gave the task (training sets torch's thread count the same way)
+export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-${OMP_NUM_THREADS:-1}}
+
+# ---- the virtualenv made once in $HOME by `mnist-hpc setup` (this cluster's $SLURM_TMPDIR is
+# a RAM disk; $HOME is read-only but readable in jobs) [Trillium Quickstart; Data management at
+# Trillium]: refused when missing, or stale (built for other packages than this job needs) ----
+HOME_VENV=$HOME/.virtualenvs/mnist-hpc
+VENV_STAMP='mnist-hpc 0.2.0; modules StdEnv/2023 python/3.13; packages torch torchvision numpy pyyaml click tqdm matplotlib'
+if [ -z "${MNIST_HPC_PYTHON:-}" ]; then
+  if [ ! -x "$HOME_VENV/bin/python" ]; then
+    echo "error: no virtualenv at $HOME_VENV; make it once on the login node: mnist-hpc setup --cluster trillium" >&2
+    exit 1
+  fi
+  if [ "$(cat "$HOME_VENV/mnist-hpc-env.txt" 2>/dev/null)" != "$VENV_STAMP" ]; then
+    echo "error: the virtualenv $HOME_VENV is stale (this job needs: $VENV_STAMP); rebuild it on the login node: mnist-hpc setup --cluster trillium" >&2
+    exit 1
+  fi
+  MNIST_HPC_PYTHON=$HOME_VENV/bin/python
 fi
 
 # ---- node setup: where the cluster has modules and a per-job local disk ($SLURM_TMPDIR), as

@@ -26,8 +26,8 @@ SWEEP=/home/someone/scratch/mnist-hpc/configs/sweeps/learning_rate.yaml  # the s
 INDEX_OFFSET=0  # added to the array index (a sweep longer than the cluster's largest array is split)
 DATA_ARCHIVE=/home/someone/scratch/mnist-hpc/data/mnist-hpc-data.tar  # from `mnist-hpc data pack`, unpacked into $SLURM_TMPDIR
 DATA_DIR=''  # datasets folder when there is no $SLURM_TMPDIR (empty: $MNIST_HPC_DATA_DIR or the user cache)
-MODULES=(StdEnv/2023 python/3.11)
-PACKAGES=(torch torchvision numpy pyyaml click tqdm matplotlib)  # installed into $SLURM_TMPDIR/env from the cluster's wheelhouse
+MODULES=(StdEnv/2023 python/3.13)
+PACKAGES=(torch torchvision numpy pyyaml click tqdm matplotlib)  # from the cluster's wheelhouse, into $SLURM_TMPDIR/env (or the $HOME virtualenv of `mnist-hpc setup`)
 CODE_DIR=''  # the folder holding the mnist_hpc package (empty: this script's project)
 SUBMIT_PYTHON=''  # the python where no virtualenv is built (empty: the project's .venv, else python3)
 REQUEUE_SIGNAL=USR1  # keep in step with --signal above and runtime.requeue_signal
@@ -67,12 +67,18 @@ in_project() {  # in_project VARIABLE
 in_project SWEEP
 in_project DATA_ARCHIVE
 
-# ---- modules: Alliance clusters define `module`; a plain Slurm may not have it ----
+# ---- modules: Alliance clusters define `module`; a plain Slurm may not have it. A clean
+# module environment first (what the submitting shell had loaded does not leak in), then the
+# profile's StdEnv and a python the wheelhouse has torch wheels for [Python; Available Python
+# wheels] ----
 if [ ${#MODULES[@]} -gt 0 ] && command -v module >/dev/null 2>&1; then
   set +u  # Lmod's own scripts read unset variables
+  module purge 2>/dev/null  # sticky modules (StdEnv) stay, as Lmod says on stderr
   module load "${MODULES[@]}"
   set -u
 fi
+# one OpenMP thread per core Slurm gave the task (training sets torch's thread count the same way)
+export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-${OMP_NUM_THREADS:-1}}
 
 # ---- node setup: where the cluster has modules and a per-job local disk ($SLURM_TMPDIR), as
 # the Alliance's have, a virtualenv there with PACKAGES from the cluster's wheelhouse (pip

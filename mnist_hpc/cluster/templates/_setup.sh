@@ -28,12 +28,37 @@ in_project CONFIG
 {{/sweep}}
 in_project DATA_ARCHIVE
 
-# ---- modules: Alliance clusters define `module`; a plain Slurm may not have it ----
+# ---- modules: Alliance clusters define `module`; a plain Slurm may not have it. A clean
+# module environment first (what the submitting shell had loaded does not leak in), then the
+# profile's StdEnv and a python the wheelhouse has torch wheels for [Python; Available Python
+# wheels] ----
 if [ ${#MODULES[@]} -gt 0 ] && command -v module >/dev/null 2>&1; then
   set +u  # Lmod's own scripts read unset variables
+  module purge 2>/dev/null  # sticky modules (StdEnv) stay, as Lmod says on stderr
   module load "${MODULES[@]}"
   set -u
 fi
+# one OpenMP thread per core Slurm gave the task (training sets torch's thread count the same way)
+export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-${OMP_NUM_THREADS:-1}}
+{{#home_venv}}
+
+# ---- the virtualenv made once in $HOME by `mnist-hpc setup` (this cluster's $SLURM_TMPDIR is
+# a RAM disk; $HOME is read-only but readable in jobs) [Trillium Quickstart; Data management at
+# Trillium]: refused when missing, or stale (built for other packages than this job needs) ----
+HOME_VENV=$HOME/{{home_venv}}
+VENV_STAMP={{venv_stamp}}
+if [ -z "${MNIST_HPC_PYTHON:-}" ]; then
+  if [ ! -x "$HOME_VENV/bin/python" ]; then
+    echo "error: no virtualenv at $HOME_VENV; make it once on the login node: mnist-hpc setup --cluster {{cluster}}" >&2
+    exit 1
+  fi
+  if [ "$(cat "$HOME_VENV/mnist-hpc-env.txt" 2>/dev/null)" != "$VENV_STAMP" ]; then
+    echo "error: the virtualenv $HOME_VENV is stale (this job needs: $VENV_STAMP); rebuild it on the login node: mnist-hpc setup --cluster {{cluster}}" >&2
+    exit 1
+  fi
+  MNIST_HPC_PYTHON=$HOME_VENV/bin/python
+fi
+{{/home_venv}}
 
 # ---- node setup: where the cluster has modules and a per-job local disk ($SLURM_TMPDIR), as
 # the Alliance's have, a virtualenv there with PACKAGES from the cluster's wheelhouse (pip

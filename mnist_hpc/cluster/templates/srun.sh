@@ -23,7 +23,7 @@ DATA_ARCHIVE={{data_archive}}  # from `mnist-hpc data pack`, unpacked into $SLUR
 {{/multi_node}}
 DATA_DIR={{data_dir}}  # datasets folder when there is no $SLURM_TMPDIR (empty: $MNIST_HPC_DATA_DIR or the user cache)
 MODULES=({{modules}})
-PACKAGES=({{packages}})  # installed into $SLURM_TMPDIR/env from the cluster's wheelhouse
+PACKAGES=({{packages}})  # from the cluster's wheelhouse, into $SLURM_TMPDIR/env (or the $HOME virtualenv of `mnist-hpc setup`)
 CODE_DIR={{code}}  # the folder holding the mnist_hpc package (empty: this script's project)
 SUBMIT_PYTHON={{python}}  # the python where no virtualenv is built (empty: the project's .venv, else python3)
 
