@@ -45,7 +45,7 @@ def own_cache(tmp_path, monkeypatch):
 
 def write_project(tmp_path: Path, net: str = NET, factory: str = "TinyNet", args: str = "{width: 8}",
                   extra: str = "") -> Path:
-    (tmp_path / "nets").mkdir(exist_ok=True)
+    (tmp_path / "nets").mkdir(parents=True, exist_ok=True)
     (tmp_path / "nets" / "tiny.py").write_text(textwrap.dedent(net))
     cfg = tmp_path / "own.yaml"
     cfg.write_text(f"""

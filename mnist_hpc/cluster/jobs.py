@@ -142,6 +142,7 @@ def submit(config_or_source, overrides: Sequence[str] = (), cluster: str = "loca
     else:
         cfg, source = config_or_source, "(a Config object)"
     n_gpus, gpu_type = parse_gpus(gpus, profile)
+    check_model_before_queueing(cfg)
     cwd = Path(cwd or Path.cwd())
     run_dir = new_run_dir(str(cwd / cfg.experiment.output_dir), cfg.experiment.name).resolve()
     check_writable(profile, cwd, run_dir, data_dir)
@@ -177,7 +178,7 @@ def submit(config_or_source, overrides: Sequence[str] = (), cluster: str = "loca
         from mnist_hpc.runs.folder import atomic_write
 
         atomic_write(run_dir / "config.yaml", f"# resolved config, as submitted (source: {source})\n"
-                     + cfg.to_yaml())
+                     + carry_model_code(cfg, run_dir).to_yaml())
         nodeenv.copy_code(run_dir)  # an installed mnist_hpc (no checkout): the job runs this copy
         script_path = run_dir / "job.sh"
         _write_script(script_path, script)
@@ -190,6 +191,39 @@ def submit(config_or_source, overrides: Sequence[str] = (), cluster: str = "loca
                       "overrides": list(overrides), "script": str(script_path), "submitted_at": _now(),
                       "argv": ["sbatch", "--parsable", str(script_path)]})
     return job
+
+
+def check_model_before_queueing(cfg) -> None:
+    """A custom or torchvision model is built on the meta device and run on a tiny batch here, on
+    the login node, so a mistake in the user's code (or missing pretrained weights) is one line
+    now rather than a failed job after the queue (imports torch only for those models)."""
+    if cfg.model.source == "builtin":
+        return
+    from mnist_hpc.config.datasets import data_shape
+    from mnist_hpc.training.models import prepare_model
+
+    shape = data_shape(cfg.data)
+    if shape is None:
+        raise UserError(f"data.root: {cfg.data.root}: not a folder of class subfolders")
+    prepare_model(cfg, shape)
+
+
+def carry_model_code(cfg, folder: Path):
+    """The config as the job reads it: a custom model's file copied into ``folder``/model/ and
+    named relative to the config there, so the job needs nothing from the caller's folders."""
+    if cfg.model.source != "custom":
+        return cfg
+    import copy
+
+    from mnist_hpc.runs.folder import atomic_write
+    from mnist_hpc.training.usercode import SNAPSHOT_DIR, read_code
+
+    code = read_code(cfg.model.file)
+    (Path(folder) / SNAPSHOT_DIR).mkdir(parents=True, exist_ok=True)
+    atomic_write(Path(folder) / SNAPSHOT_DIR / code.name, code.text)
+    carried = copy.deepcopy(cfg)
+    carried.model.file = f"{SNAPSHOT_DIR}/{code.name}"
+    return carried
 
 
 # --------------------------------------------------------------------------- sweep submit
@@ -275,6 +309,12 @@ def sweep_submit(sweep_file, cluster: str = "local", *, overrides: Sequence[str]
 
     sweep = load_sweep(sweep_file, tuple(overrides))
     n_gpus, gpu_type = parse_gpus(gpus, profile)
+    checked = set()
+    for run in sweep.runs:  # each distinct custom/torchvision model, built once before the queue
+        key = repr(run.config.model.to_dict())
+        if key not in checked:
+            checked.add(key)
+            check_model_before_queueing(run.config)
     cwd = Path(cwd or Path.cwd())
     folder = new_run_dir(str(cwd / "runs"), f"{sweep.name}-sweep").resolve()
     check_writable(profile, cwd, folder, data_dir)
