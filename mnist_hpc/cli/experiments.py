@@ -64,6 +64,10 @@ def sweep_group():
 def plan(sweep_file, overrides, allow_large):
     """List the runs of SWEEP_FILE without running anything."""
     sweep = load_sweep(sweep_file, overrides, allow_large=allow_large, validate=False)
+    if sweep.study is not None:
+        sweep.validate()
+        _plan_study(sweep)
+        return
     runs = sweep.runs
     if len(runs) <= MAX_RUNS:  # every run checked before a line is printed (a larger one streams)
         sweep.validate()
@@ -99,6 +103,9 @@ def run(sweep_file, parallel, index, data_dir, overrides, allow_large):
     """
     # an array task checks only its own run: the whole sweep was checked when it was submitted
     sweep = load_sweep(sweep_file, overrides, allow_large=allow_large, validate=index is None)
+    if sweep.study is not None:
+        _run_study(sweep, parallel, index, data_dir)
+        return
     runs = sweep.runs
     if index is not None:
         if index >= len(runs):
@@ -130,6 +137,53 @@ def run(sweep_file, parallel, index, data_dir, overrides, allow_large):
         sys.exit(code if code and code > 0 else 1)
 
 
+def _plan_study(sweep) -> None:
+    from mnist_hpc.experiments import studyreport
+
+    st = sweep.study
+    click.echo(f"sweep {sweep.name}: an Optuna study of {plural(st.n_trials, 'trial')} of {sweep.base} "
+               f"({st.sampler} sampler, {st.pruner} pruner, {st.direction} {st.metric}), "
+               f"into {sweep.output_dir}/")
+    if sweep.fixed:
+        click.echo("every trial: " + " ".join(f"--set {t}" for t in sweep.fixed))
+    for key, p in st.params.items():
+        click.echo(f"  {key}: {studyreport.describe_param(p)}")
+    click.echo(studyreport.progress_line(sweep))
+
+
+def _run_study(sweep, parallel, index, data_dir) -> None:
+    from mnist_hpc.experiments import search, studyreport
+
+    st = sweep.study
+    who = f"worker {index}" if index is not None else plural(parallel, "worker")
+    click.echo(f"sweep {sweep.name}: Optuna study of {plural(st.n_trials, 'trial')} ({st.sampler}, "
+               f"{st.pruner} pruner), {who}, into {sweep.output_dir}/")
+    try:
+        results = search.run_study(sweep, workers=1 if index is not None else parallel,
+                                   first_worker=index or 0, data_dir=data_dir, echo=click.echo)
+    except KeyboardInterrupt:
+        click.echo("interrupted: run the same command again to continue the study", err=True)
+        sys.exit(130)
+    click.echo(studyreport.progress_line(sweep))
+    if index is None:
+        best = studyreport.best_line(sweep)
+        if best:
+            click.echo(best)
+        click.echo(f"(mnist-hpc sweep report {sweep.path} writes the study's HTML report; "
+                   f"optuna-dashboard {search.journal_path(sweep)} shows it live)")
+    stopped = [r for r in results if r.state == "stopped"]
+    if stopped:  # a requeued array task exits like its trainer did
+        code = stopped[0].returncode
+        sys.exit(code if code and code > 0 else 1)
+    failed = [r for r in results if r.state == "failed"]
+    if failed:
+        for r in failed:
+            click.echo(f"  trial {r.number} failed (exit {r.returncode}), log {r.run_dir / 'train.log'}", err=True)
+        click.echo("Failed trials count towards n_trials (the study went on without them); see their logs.",
+                   err=True)
+        sys.exit(1)
+
+
 def _print_comparison(sweep) -> None:
     completed = [r for r in sweep.runs if is_completed(r.run_dir)]
     if not completed:
@@ -140,6 +194,48 @@ def _print_comparison(sweep) -> None:
     click.echo("\n" + tables.verdict(comp))
     click.echo(f"(mnist-hpc report {sweep.output_dir} --format markdown --plots DIR "
                f"--out FILE writes a report with figures)")
+
+
+def _study_sections(dirs, tmp) -> str:
+    """The HTML of every Optuna study among ``dirs`` (a sweep folder holding study.journal)."""
+    from mnist_hpc.experiments import studyreport
+
+    out = []
+    for d in dirs:
+        if not (Path(d) / studyreport.JOURNAL).is_file():
+            continue
+        view = studyreport.load_view(d)
+        if view is not None:
+            drawn = studyreport.make_study_plots(view, Path(tmp) / f"study-{len(out)}")
+            out.append(studyreport.html_section(view, Path(d), pages.embed_images(drawn)))
+    return "\n".join(out)
+
+
+@sweep_group.command("report")
+@click.argument("sweep_file", type=click.Path(path_type=Path), shell_complete=complete_yaml)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the HTML report (default: report.html in the sweep's folder).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP,
+              shell_complete=complete_set)
+@click.pass_context
+@user_errors
+def sweep_report(ctx, sweep_file, out, overrides):
+    """Write the HTML report of SWEEP_FILE's runs (one self-contained file); for a method: optuna
+    study also its best trial and config, history, parameter importance and slice plots, pruned
+    trials marked."""
+    sweep = load_sweep(sweep_file, overrides, allow_large=True, validate=False)
+    if sweep.study is not None:
+        from mnist_hpc.experiments import studyreport
+
+        click.echo(studyreport.progress_line(sweep))
+        best = studyreport.best_line(sweep)
+        if best:
+            click.echo(best)
+    if not sweep.output_dir.is_dir():
+        raise UserError(f"{sweep.output_dir}: no such folder: run the sweep first "
+                        f"(mnist-hpc sweep run {sweep_file})")
+    ctx.invoke(report_command, dirs=(sweep.output_dir,), fmt="table", as_html=True, plots=None,
+               title=f"Sweep {sweep.name}", out=out or sweep.output_dir / "report.html")
 
 
 @click.command("report")
@@ -183,7 +279,7 @@ def report_command(dirs, fmt, out, as_html, plots, title):
                 click.echo(f"wrote {plural(len(found), 'figure')} to {plots}/", err=True)
             if as_html:
                 drawn = found if plots is not None else figures.make_plots(comp, tmp)
-                text = pages.html_report(comp, title, drawn)
+                text = pages.html_report(comp, title, drawn, _study_sections(dirs, tmp))
             elif fmt == "markdown":
                 text = pages.markdown_report(comp, title, found,
                                              relative_to=out.parent if out else Path.cwd())
