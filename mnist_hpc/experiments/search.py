@@ -14,9 +14,12 @@ array task of `sweep submit`) loops:
 2. **train** it into ``<sweep folder>/trial-NNN_<params>/`` and, while it trains, read each new
    row of its ``metrics.csv``: each epoch's validation metric is reported to the trial and the
    pruner asked; a trial to prune gets SIGTERM, the stop signal `train` already honours (it
-   checkpoints and exits), and is told PRUNED. This crosses the process boundary without a
-   new channel: the trainer knows nothing of Optuna, the file it writes anyway is the feed, and
-   a resumed trial reports only the epochs the journal lacks.
+   checkpoints and exits), and is told PRUNED. The trainer knows nothing of Optuna: the file it
+   writes anyway is the feed, the stop is its usual signal, and a resumed trial reports only
+   the epochs the journal lacks. One small handshake keeps a short epoch from outrunning the
+   verdict: the trainer, told by ``$MNIST_HPC_EPOCH_GATE``, waits at each epoch end until the
+   worker names that epoch in the gate file, which the worker writes after any stop signal
+   (``runs.loggers.EpochGate``; it stops waiting when the worker is gone).
 3. **tell** the study the trial's value (from ``summary.json`` and ``metrics.csv``), or FAIL
    when the training failed. A worker stopped by a requeue/stop signal tells nothing: its
    trial stays RUNNING and the next worker (the requeued task itself) resumes it.
@@ -48,13 +51,15 @@ from mnist_hpc.errors import UserError
 from mnist_hpc.experiments import sweep as sw
 from mnist_hpc.experiments.sweepfile import Sweep, dump_value
 from mnist_hpc.runs.folder import atomic_write, read_metrics_csv
+from mnist_hpc.runs.loggers import GATE_ENV
 
 JOURNAL = "study.journal"
 CLAIMS = "study.claims"
 OWNER = "worker.json"
 HEARTBEAT = 15.0  # seconds between a worker's beats in worker.json
 STALE_AFTER = 600.0  # a RUNNING trial whose worker has not beaten for this long is claimed again
-POLL = 0.5  # seconds between looks at a training's metrics.csv
+POLL = 0.2  # seconds between looks at a training's metrics.csv
+GATE_FILE = "epoch-gate"
 _PRIMITIVE = (type(None), bool, int, float, str)
 
 
@@ -255,6 +260,13 @@ def stale(owner: Optional[dict], me: Me, now: Optional[float] = None, stale_afte
     return (now or time.time()) - float(owner.get("beat") or 0) > stale_after
 
 
+def dying(owner: Optional[dict], me: Me) -> bool:
+    """A trial whose worker on this host is gone but whose trainer is still saving its checkpoint
+    (it got SIGTERM when its worker died): stale in a moment."""
+    return bool(owner) and owner.get("host") == me.host and not _alive(owner.get("pid")) \
+        and _alive(owner.get("child"))
+
+
 # --------------------------------------------------------------------------- the worker
 
 
@@ -276,24 +288,31 @@ class TrialResult:
     seconds: float = 0.0
 
 
-def claim(study, sweep: Sweep, space: Space, me: Me) -> Optional[Claim]:
-    """The next trial for ``me``: a stale RUNNING one, else a new one while fewer than n_trials."""
+WAIT = "wait"  # claim(): nothing now, but a trial is about to be free (its trainer is exiting)
+
+
+def claim(study, sweep: Sweep, space: Space, me: Me):
+    """The next trial for ``me``: a stale RUNNING one, else a new one while fewer than n_trials;
+    ``WAIT`` when the study is full but a trial's orphaned trainer is still exiting; else None."""
     from optuna.trial import TrialState
 
     lock = _lock(Path(sweep.output_dir) / CLAIMS)
     lock.acquire()
     try:
         trials = study.get_trials(deepcopy=False)
+        wait = False
         for t in trials:
             if t.state != TrialState.RUNNING:
                 continue
             params = space.values(t.params)
             run_dir = sweep.trial_run(t.number, params).run_dir
-            if stale(read_owner(run_dir), me):
+            owner = read_owner(run_dir)
+            if stale(owner, me):
                 write_owner(run_dir, me)
                 return Claim(t._trial_id, t.number, params, True)
+            wait = wait or dying(owner, me)
         if len(trials) >= sweep.study.n_trials:
-            return None
+            return WAIT if wait else None
         trial = study.ask(space.distributions)
         params = space.values(trial.params)
         run = sweep.trial_run(trial.number, params)
@@ -378,6 +397,9 @@ class Workers:
         me = Me.here(worker)
         while not self.stopping.is_set():
             got = claim(study, self.sweep, self.space, me)
+            if got == WAIT:
+                time.sleep(1.0)
+                continue
             if got is None:
                 break
             result = self._trial(study, got, me)
@@ -422,7 +444,9 @@ class Workers:
             gpu = self.gpus.take()
             self.say(f"{label}: {'resumed' if got.resumed else 'started'}"
                      + (f" on GPU {gpu}" if gpu is not None else ""))
-            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+            gate = run.run_dir / GATE_FILE  # the trainer waits at each epoch end for our word here
+            gate.unlink(missing_ok=True)
+            env = {**os.environ, "PYTHONUNBUFFERED": "1", GATE_ENV: str(gate)}
             if gpu is not None:
                 env["CUDA_VISIBLE_DEVICES"] = gpu
             try:
@@ -436,7 +460,7 @@ class Workers:
                     self.children.add(proc)
                 if self.received:
                     proc.send_signal(self.received[-1])
-                since, beat = time.time(), 0.0
+                since, beat, passed = time.time(), 0.0, 0
                 while True:
                     code = proc.poll()
                     if time.monotonic() - beat >= HEARTBEAT:
@@ -444,9 +468,13 @@ class Workers:
                         beat = time.monotonic()
                     if code is not None:
                         break
-                    if not pruned and feed(read_metrics_csv(run.run_dir), True):
+                    rows = read_metrics_csv(run.run_dir)
+                    if not pruned and feed(rows, True):
                         pruned = True
                         proc.send_signal(signal.SIGTERM)  # the trainer's stop: checkpoint, exit
+                    if rows and rows[-1].epoch > passed:  # after the signal: it stops at the next step
+                        passed = rows[-1].epoch
+                        atomic_write(gate, f"{passed}\n")
                     time.sleep(POLL)
                 with self.lock:
                     self.children.discard(proc)
