@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -222,6 +223,7 @@ def test_the_study_resumes_after_kill_9_of_every_worker(synth_root, tmp_path):
     finally:
         proc.send_signal(signal.SIGKILL)  # every worker: the threads of this process
         proc.wait()
+        killed_at = time.time()
     finished = {t.number: (t.state.name, (sweep_dir / t.user_attrs["run"] / "metrics.csv").stat().st_mtime_ns)
                 for t in trials_of(sweep_dir) if t.state.is_finished()}
     in_flight = [t.number for t in trials_of(sweep_dir) if t.state.name == "RUNNING"
@@ -232,15 +234,24 @@ def test_the_study_resumes_after_kill_9_of_every_worker(synth_root, tmp_path):
     trials = trials_of(sweep_dir)
     assert [t.number for t in trials] == list(range(8)), out
     assert all(t.state.name in ("COMPLETE", "PRUNED") for t in trials), out
+    resumed = []
     for t in trials:
         run_dir = sweep_dir / t.user_attrs["run"]
         if t.number in finished:  # never trained again: the same files, one start
             assert (t.state.name, (run_dir / "metrics.csv").stat().st_mtime_ns) == finished[t.number]
             assert launches(run_dir) == 1
             assert f"[trial {t.number}]" not in out
-        elif t.number in in_flight:  # resumed from its checkpoint in its own folder
-            assert f"[trial {t.number}] " in out and "resumed" in out
-            assert launches(run_dir) == 2 and "--resume auto" in (run_dir / "train.log").read_text()
+        elif t.number in in_flight:
+            # its trainer got SIGTERM when its worker died and stopped at the next step, to be
+            # resumed from its checkpoint in its own folder; one at the end of its last epoch has
+            # no step left and finishes, and is then only told to the study
+            if launches(run_dir) == 2:
+                assert re.search(rf"\[trial {t.number}\] \S+: resumed", out), out
+                assert "--resume auto" in (run_dir / "train.log").read_text()
+                resumed.append(t.number)
+            else:
+                assert launches(run_dir) == 1 and (run_dir / "summary.json").stat().st_mtime > killed_at - 1
+    assert resumed, f"no in-flight trial was resumed: {in_flight}\n{out}"
 
 
 def test_the_study_report_opens_in_chromium_with_every_plot(study_12, synth_root, tmp_path):
@@ -263,3 +274,26 @@ def test_the_study_report_opens_in_chromium_with_every_plot(study_12, synth_root
     check_page(page, figures=figures)
     values = [float(v) for v in column(page.dom, "trials", 2) if v]
     assert values == sorted(values) and len(values) == 12
+
+
+def test_the_search_extra_and_the_job_packages_agree():
+    from mnist_hpc.config.extras import NEEDS, search_packages
+
+    tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11's tomllib")
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    names = {r.split(">")[0].split("=")[0].strip() for r in extras["search"]}
+    assert names == {n.package for k in ("optuna", "cmaes") for n in NEEDS[k]}
+    assert search_packages("tpe") == ["optuna"] and search_packages("cmaes") == ["optuna", "cmaes"]
+    assert "search" in (ROOT / "Makefile").read_text().split(".[dev,", 1)[1].split("]", 1)[0]
+
+
+def test_sweep_submit_dry_run_makes_the_study_s_workers_an_array(tmp_path):
+    path = _write(tmp_path, STUDY.format(n=12))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    code = ("import sys; from mnist_hpc.cli.main import cli, main; from mnist_hpc.cli.cluster import register; "
+            "register(cli); sys.argv[0] = 'mnist-hpc'; main()")
+    proc = subprocess.run([sys.executable, "-c", code, "sweep", "submit", str(path), "--cluster", "local",
+                           "--parallel", "3", "--dry-run"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "#SBATCH --array=0-2%3" in proc.stdout
+    assert re.search(r"PACKAGES=\(.*'?optuna'?", proc.stdout), proc.stdout

@@ -196,18 +196,33 @@ def _print_comparison(sweep) -> None:
                f"--out FILE writes a report with figures)")
 
 
-def _study_sections(dirs, tmp) -> str:
-    """The HTML of every Optuna study among ``dirs`` (a sweep folder holding study.journal)."""
+def _studies(dirs) -> list:
+    """(folder, StudyView) of every Optuna study among ``dirs`` (a sweep folder holding
+    study.journal); without optuna installed, a note and none."""
     from mnist_hpc.experiments import studyreport
 
-    out = []
+    found = []
     for d in dirs:
         if not (Path(d) / studyreport.JOURNAL).is_file():
             continue
-        view = studyreport.load_view(d)
+        try:
+            view = studyreport.load_view(d)
+        except UserError as e:
+            click.echo(f"note: {d}: the study's part of the report is left out: {e}", err=True)
+            continue
         if view is not None:
-            drawn = studyreport.make_study_plots(view, Path(tmp) / f"study-{len(out)}")
-            out.append(studyreport.html_section(view, Path(d), pages.embed_images(drawn)))
+            found.append((Path(d), view))
+    return found
+
+
+def _study_sections(studies, tmp) -> str:
+    """The HTML of each study (``_studies``), its figures embedded."""
+    from mnist_hpc.experiments import studyreport
+
+    out = []
+    for d, view in studies:
+        drawn = studyreport.make_study_plots(view, Path(tmp) / f"study-{len(out)}")
+        out.append(studyreport.html_section(view, d, pages.embed_images(drawn)))
     return "\n".join(out)
 
 
@@ -263,10 +278,16 @@ def report_command(dirs, fmt, out, as_html, plots, title):
     # a sweep file stands for its output folder
     dirs = [load_sweep(d, allow_large=True, validate=False).output_dir
             if d.suffix in (".yaml", ".yml") and d.is_file() else d for d in dirs]
+    studies = _studies(dirs)
     runs, skipped = find_runs(dirs)
     comp = compare(runs, skipped)
+    pruned = {str(d / t.run) for d, view in studies for t in view.trials if t.state == "pruned" and t.run}
     for line in skipped:
-        click.echo(f"note: skipped {line}", err=True)
+        if line.split(":", 1)[0] not in pruned:
+            click.echo(f"note: skipped {line}", err=True)
+    if pruned:
+        click.echo(f"note: {plural(len(pruned), 'pruned trial')} left out of the comparison of completed "
+                   f"runs (the study's table lists {'it' if len(pruned) == 1 else 'them'})", err=True)
     title = title or "Run comparison: " + ", ".join(d.resolve().name or str(d) for d in dirs)
     if as_html and out is None:
         out = dirs[0] / "report.html"
@@ -279,7 +300,7 @@ def report_command(dirs, fmt, out, as_html, plots, title):
                 click.echo(f"wrote {plural(len(found), 'figure')} to {plots}/", err=True)
             if as_html:
                 drawn = found if plots is not None else figures.make_plots(comp, tmp)
-                text = pages.html_report(comp, title, drawn, _study_sections(dirs, tmp))
+                text = pages.html_report(comp, title, drawn, _study_sections(studies, tmp))
             elif fmt == "markdown":
                 text = pages.markdown_report(comp, title, found,
                                              relative_to=out.parent if out else Path.cwd())

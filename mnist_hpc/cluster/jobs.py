@@ -55,6 +55,7 @@ class SweepJobs:
     jobs: list = field(default_factory=list)  # [Job]
     notes: list = field(default_factory=list)  # how the sweep was fitted to the cluster's limits
     snapshot: Optional[Path] = None  # <folder>/sweep.yaml: the copy the array tasks read (None: dry run)
+    trials: Optional[int] = None  # a method: optuna study's n_trials (then ``runs`` counts its workers)
 
     @property
     def job_ids(self) -> list:
@@ -288,7 +289,8 @@ def sweep_submit(sweep_file, cluster: str = "local", *, overrides: Sequence[str]
             made.append(Job(None, render(spec), folder, profile.name, "sweep_array", output))
         return made
 
-    out = SweepJobs(sweep.name, folder, total, parallel, profile.name, jobs=jobs_in(folder), notes=notes)
+    out = SweepJobs(sweep.name, folder, total, parallel, profile.name, jobs=jobs_in(folder), notes=notes,
+                    trials=sweep.study.n_trials if sweep.study is not None else None)
     if dry_run:
         with tempfile.TemporaryDirectory() as tmp:  # the snapshot is checked as for a real submission
             snapshot.write(sweep, tmp, overrides)
