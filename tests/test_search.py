@@ -297,3 +297,21 @@ def test_sweep_submit_dry_run_makes_the_study_s_workers_an_array(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "#SBATCH --array=0-2%3" in proc.stdout
     assert re.search(r"PACKAGES=\(.*'?optuna'?", proc.stdout), proc.stdout
+
+
+def test_a_grid_study_covers_its_grid_through_ask_and_tell(tmp_path):
+    from mnist_hpc.experiments import search
+
+    text = STUDY.format(n=4).replace("sampler: tpe", "sampler: grid").replace(
+        "{float: [1.0e-5, 0.1], log: true}", "{categorical: [0.001, 0.01]}").replace("int: [16, 64]", "int: [16, 32]")
+    sweep = load_sweep(_write(tmp_path, text))
+    space = search.Space(sweep.study)
+    study = search.open_study(sweep, worker_seed=0)
+    seen = set()
+    for _ in range(4):  # what a worker does, without the training
+        trial = study.ask(space.distributions)
+        seen.add(tuple(space.values(trial.params).items()))
+        study.tell(trial, 0.5)
+    assert len(seen) == 4  # every point once, and the last tell does not raise
+    with pytest.raises(ConfigError, match=r"n_trials: 5 trials, but the grid has 4 points"):
+        load_sweep(_write(tmp_path, text.replace("n_trials: 4", "n_trials: 5")))

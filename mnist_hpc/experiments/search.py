@@ -131,11 +131,28 @@ def make_sampler(spec, space: Space, worker_seed: Optional[int]):
     if spec.sampler == "random":
         return S.RandomSampler(seed=worker_seed)
     if spec.sampler == "grid":
-        return S.GridSampler(space.grid, seed=worker_seed)
+        return _GridSampler(space.grid, seed=worker_seed)
     if spec.sampler == "cmaes":
         require("cmaes", "sampler: cmaes")
         return S.CmaEsSampler(seed=worker_seed, n_startup_trials=_startup(spec.n_trials))
     return S.TPESampler(seed=worker_seed, n_startup_trials=_startup(spec.n_trials))
+
+
+def _grid_sampler_class():
+    from optuna.samplers import GridSampler
+
+    class Grid(GridSampler):
+        """Optuna's grid sampler, without its ``study.stop()`` once the grid is covered (only an
+        ``optimize`` loop may be stopped; the workers stop at n_trials, which fits the grid)."""
+
+        def after_trial(self, study, trial, state, values):
+            pass
+
+    return Grid
+
+
+def _GridSampler(grid, seed=None):
+    return _grid_sampler_class()(grid, seed=seed)
 
 
 def _startup(n_trials: int) -> int:

@@ -160,6 +160,9 @@ def study_spec(file, fail: Callable[[str, str], None]) -> StudySpec:
             size *= len(p.grid())
         if size > MAX_GRID:
             fail("params", f"sampler: grid over {size:,} points, more than {MAX_GRID:,}: give fewer values")
+        if file.n_trials > size:
+            fail("n_trials", f"{file.n_trials} trials, but the grid has {size} points: set n_trials: {size} "
+                             f"(each point once)")
     return StudySpec(file.n_trials, sampler, file.seed, metric, file.target, direction, pruner,
                      dict(file.params))
 
