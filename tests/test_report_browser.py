@@ -6,14 +6,12 @@ that does fetch something, so its "nothing" means something."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
 from mnist_hpc.cli.experiments import report_command
 from tests.browser_support import open_page
-from tests.test_report import lr_sweep, make_run  # noqa: F401 - the fixture
+from tests.test_report import lr_sweep  # noqa: F401 - the fixture
 
 
 def column(dom: str, table_id: str, col: int) -> list:

@@ -3,6 +3,7 @@ where it cannot start): the tasks are the study's workers; one is preempted (its
 SIGUSR1, as at the time limit) while it trains a trial, checkpoints, requeues itself, and the trial
 is resumed from its checkpoint; the journal ends with 12 trials, each once."""
 
+import gzip
 import re
 import shutil
 import subprocess
@@ -48,6 +49,9 @@ def test_a_study_as_a_job_array_survives_a_preempted_task(slurm_sandbox):
     data = Path(tempfile.mkdtemp(prefix="mnist-hpc-synth-"))
     try:
         make_dataset(data)
+        for raw in (data / "MNIST" / "raw").iterdir():  # the archive packs the downloaded .gz files
+            with open(raw, "rb") as f, gzip.open(f"{raw}.gz", "wb") as g:
+                g.write(f.read())
         (project / "configs" / "tiny_study_base.yaml").write_text(BASE)
         env = {"MNIST_HPC_PYTHON": sys.executable, "MNIST_HPC_DATA_DIR": str(data)}
         mnist_hpc("data", "pack", "mnist", cwd=project, env=env)

@@ -371,6 +371,7 @@ class Workers:
         self.received: list[int] = []
         self.children: set = set()
         self.results: list[TrialResult] = []
+        self.errors: list[BaseException] = []
         self.threads = max(1, sw.available_cores() // self.count)
         self.gpus = sw.GpuPool(sw.visible_gpus() if self.count > 1 else [])
 
@@ -389,6 +390,8 @@ class Workers:
             for t in workers:
                 while t.is_alive():
                     t.join(0.2)
+            if self.errors:  # a worker's mistake to report (one line for a UserError)
+                raise self.errors[0]
         except KeyboardInterrupt:
             self.stopping.set()
             for proc in list(self.children):
@@ -405,6 +408,15 @@ class Workers:
             proc.send_signal(signum)
 
     def _work(self, worker: int) -> None:
+        try:
+            self._loop(worker)
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread, which raises it
+            self.errors.append(e)
+            self.stopping.set()
+            for proc in list(self.children):
+                proc.terminate()
+
+    def _loop(self, worker: int) -> None:
         seed = self.spec.seed
         existing = len(journal_path(self.sweep).read_bytes()) if journal_path(self.sweep).is_file() else 0
         # each worker draws its own sequence (the same seed would propose the same trials), and a

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from mnist_hpc.experiments.figures import _figure, _save, _slug
-from mnist_hpc.experiments.tables import format_value, plural
+from mnist_hpc.experiments.figures import _figure, _save
+from mnist_hpc.experiments.tables import format_value
 
 JOURNAL = "study.journal"
 
