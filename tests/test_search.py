@@ -315,3 +315,33 @@ def test_a_grid_study_covers_its_grid_through_ask_and_tell(tmp_path):
     assert len(seen) == 4  # every point once, and the last tell does not raise
     with pytest.raises(ConfigError, match=r"n_trials: 5 trials, but the grid has 4 points"):
         load_sweep(_write(tmp_path, text.replace("n_trials: 4", "n_trials: 5")))
+
+
+def test_each_metric_s_value_and_what_epochs_report(tmp_path):
+    from mnist_hpc.experiments.search import intermediate, objective
+    from mnist_hpc.runs.folder import MetricsRow, read_metrics_csv, write_metrics_csv
+    from mnist_hpc.runs.summary import RunSummary
+
+    write_metrics_csv(tmp_path / "metrics.csv", [
+        {"epoch": 1, "train_loss": 1.0, "train_acc": 0.5, "val_loss": 0.40, "val_acc": 0.90, "lr": 0.1,
+         "seconds": 2.0, "images_per_s": 1.0},
+        {"epoch": 2, "train_loss": 0.5, "train_acc": 0.8, "val_loss": 0.30, "val_acc": 0.97, "lr": 0.1,
+         "seconds": 3.0, "images_per_s": 1.0},
+        {"epoch": 3, "train_loss": 0.4, "train_acc": 0.9, "val_loss": 0.35, "val_acc": 0.96, "lr": 0.1,
+         "seconds": 4.0, "images_per_s": 1.0}])
+    rows = read_metrics_csv(tmp_path)
+    assert isinstance(rows[0], MetricsRow)
+    summary = RunSummary(test_accuracy=0.955, best_val_accuracy=0.97)
+
+    def spec(extra):
+        text = STUDY.format(n=4).replace("metric: val_acc\n", extra)
+        return load_sweep(_write(tmp_path, text), validate=False).study
+
+    acc, test, loss = spec("metric: val_acc\n"), spec("metric: test_acc\n"), spec("metric: val_loss\n")
+    reach, never = spec("metric: time_to_target\ntarget: 0.95\n"), spec("metric: time_to_target\ntarget: 0.99\n")
+    assert (acc.direction, loss.direction, reach.direction) == ("maximize", "minimize", "minimize")
+    assert objective(acc, summary, rows) == 0.97 and objective(test, summary, rows) == 0.955
+    assert objective(loss, summary, rows) == 0.30
+    assert objective(reach, summary, rows) == 5.0 and objective(never, summary, rows) == float("inf")
+    assert [intermediate(s, rows[1]) for s in (acc, test, loss)] == [0.97, 0.97, 0.30]
+    assert intermediate(reach, rows[1]) == pytest.approx(0.03)  # the error rate: lower is better, as time
