@@ -345,3 +345,15 @@ def test_each_metric_s_value_and_what_epochs_report(tmp_path):
     assert objective(reach, summary, rows) == 5.0 and objective(never, summary, rows) == float("inf")
     assert [intermediate(s, rows[1]) for s in (acc, test, loss)] == [0.97, 0.97, 0.30]
     assert intermediate(reach, rows[1]) == pytest.approx(0.03)  # the error rate: lower is better, as time
+
+
+def test_trials_failing_in_a_row_stop_the_workers_with_one_line(tmp_path):
+    path = make_study(tmp_path, 8)
+    empty = tmp_path / "bad-data"  # every trial fails at once: the dataset's download is damaged
+    (empty / "MNIST" / "raw").mkdir(parents=True)
+    (empty / "MNIST" / "raw" / "train-images-idx3-ubyte.gz").write_bytes(b"not a gzip file")
+    proc = cli("sweep", "run", path, data=empty, check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    assert "3 trials in a row failed, the last with: error:" in line and "fix the cause" in line
+    assert [t.state.name for t in trials_of(tmp_path / "runs" / "sweeps" / "study")] == ["FAIL"] * 3

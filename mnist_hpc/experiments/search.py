@@ -59,6 +59,7 @@ OWNER = "worker.json"
 HEARTBEAT = 15.0  # seconds between a worker's beats in worker.json
 STALE_AFTER = 600.0  # a RUNNING trial whose worker has not beaten for this long is claimed again
 POLL = 0.2  # seconds between looks at a training's metrics.csv
+MAX_FAILURES = 3  # trials failing in a row stop the workers of a process (a broken config, data missing)
 GATE_FILE = "epoch-gate"
 _PRIMITIVE = (type(None), bool, int, float, str)
 
@@ -372,6 +373,7 @@ class Workers:
         self.children: set = set()
         self.results: list[TrialResult] = []
         self.errors: list[BaseException] = []
+        self.failures = 0  # trials failed in a row, over this process's workers
         self.threads = max(1, sw.available_cores() // self.count)
         self.gpus = sw.GpuPool(sw.visible_gpus() if self.count > 1 else [])
 
@@ -434,6 +436,15 @@ class Workers:
             result = self._trial(study, got, me)
             with self.lock:
                 self.results.append(result)
+                self.failures = self.failures + 1 if result.state == "failed" else 0
+                give_up = self.failures >= MAX_FAILURES and not self.stopping.is_set()
+                if give_up:
+                    self.stopping.set()  # the other workers finish their trials and stop
+            if give_up:
+                raise UserError(f"{MAX_FAILURES} trials in a row failed, the last with: "
+                                f"{sw.last_line(result.run_dir / 'train.log') or f'exit {result.returncode}'} "
+                                f"(log {result.run_dir / 'train.log'}); fix the cause and run the sweep "
+                                f"again (failed trials count towards n_trials)")
             if result.state == "stopped":
                 break
 
