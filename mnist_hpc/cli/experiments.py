@@ -86,9 +86,11 @@ def plan(sweep_file, overrides, allow_large):
 @sweep_group.command("run")
 @click.argument("sweep_file", type=click.Path(path_type=Path), shell_complete=complete_yaml)
 @click.option("--parallel", "-j", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Runs to train at the same time (each gets cores / K threads).")
+              help="Runs to train at the same time (each gets cores / K threads); for a "
+                   "method: optuna study, its workers here.")
 @click.option("--index", type=click.IntRange(min=0), default=None,
-              help="Run only the run with this index (a Slurm array task: $SLURM_ARRAY_TASK_ID).")
+              help="Run only the run with this index (a Slurm array task: $SLURM_ARRAY_TASK_ID); "
+                   "for a method: optuna study, be its worker number INDEX.")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Dataset folder, passed on to every run.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP,
@@ -99,7 +101,9 @@ def run(sweep_file, parallel, index, data_dir, overrides, allow_large):
     """Train every run of SWEEP_FILE that has not completed yet, then compare them.
 
     Each run trains in its own process into <output_dir>/sweeps/<sweep>/<run>/, with its
-    output in train.log there. Running the command again skips the completed runs.
+    output in train.log there. Running the command again skips the completed runs. A
+    method: optuna sweep runs its study until it has n_trials trials (study.journal in the
+    sweep's folder), resuming trials whose worker was killed.
     """
     # an array task checks only its own run: the whole sweep was checked when it was submitted
     sweep = load_sweep(sweep_file, overrides, allow_large=allow_large, validate=index is None)
