@@ -17,6 +17,7 @@ from typing import Optional
 
 from mnist_hpc.experiments.figures import _figure, _save
 from mnist_hpc.experiments.tables import format_value
+from mnist_hpc.runs.plots import integer_ticks
 
 JOURNAL = "study.journal"
 
@@ -139,6 +140,7 @@ def _history(view: StudyView):
             ys.append(best)
     if xs:
         ax.step(xs, ys, where="post", color="tab:green", label="best so far")
+    integer_ticks(ax.xaxis, [t.number for t in view.trials])
     ax.set_xlabel("trial")
     ax.set_ylabel(view.metric)
     ax.set_title("Study history")
@@ -211,6 +213,7 @@ def _epochs(view: StudyView):
                 color="tab:red" if pruned else "tab:blue", alpha=0.8, linestyle="--" if pruned else "-")
     ax.plot([], [], "x--", color="tab:red", label="pruned")
     ax.plot([], [], ".-", color="tab:blue", label="not pruned")
+    integer_ticks(ax.xaxis, [e for t in view.trials for e in t.epochs])
     ax.set_xlabel("epoch")
     ax.set_ylabel("reported to the pruner")
     ax.set_title("Each trial's epochs")
