@@ -319,6 +319,11 @@ def sweep(source, overrides: Sequence[str] = (), *, parallel: int = 1, data_dir=
     from mnist_hpc.experiments.sweepfile import load_sweep
 
     sw = load_sweep(source, tuple(overrides))
+    if sw.study is not None:  # method: optuna: ``parallel`` workers; the Run of each completed trial
+        from mnist_hpc.experiments.search import run_study
+
+        results = run_study(sw, workers=parallel, data_dir=data_dir, echo=echo)
+        return [Run(r.run_dir) for r in results if r.state == "completed"]
     results = run_sweep(sw, parallel=parallel, data_dir=data_dir, echo=echo)
     return [Run(r.run_dir) for r in results if r.ok]
 

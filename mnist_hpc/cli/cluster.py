@@ -107,7 +107,8 @@ def submit(config, cluster, gpus, nodes, tasks, time_limit, account, mail, cpus,
 @click.argument("sweep_file", type=click.Path(dir_okay=False), shell_complete=complete_yaml)
 @resource_options
 @click.option("--parallel", type=click.IntRange(1), default=4, show_default=True,
-              help="Array tasks running at the same time (the %K of --array=0-N%K).")
+              help="Array tasks running at the same time (the %K of --array=0-N%K); for a "
+                   "method: optuna study, the number of worker tasks.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", shell_complete=complete_set,
               help="Override a config value in every run (repeatable), as for `sweep run`.")
 def sweep_submit_command(sweep_file, cluster, gpus, nodes, tasks, time_limit, account, mail, cpus, mem,
@@ -129,7 +130,8 @@ def sweep_submit_command(sweep_file, cluster, gpus, nodes, tasks, time_limit, ac
             click.echo(job.script, nl=False)
         click.echo(f"dry run: nothing submitted; {out.runs} runs in {len(out.jobs)} job array(s)", err=True)
         return
-    click.echo(f"submitted sweep {out.name}: {out.runs} runs as job array {', '.join(out.job_ids)} on "
+    what = f"{out.runs} runs" if out.trials is None else f"{out.runs} workers of a {out.trials}-trial study"
+    click.echo(f"submitted sweep {out.name}: {what} as job array {', '.join(out.job_ids)} on "
                f"{out.cluster} ({out.parallel} at a time); scripts in {_short(out.folder)}/")
     click.echo(FOLLOW_HINT.format(job=f"{out.job_ids[0]}_0"))
 

@@ -57,6 +57,7 @@ class SweepJobs:
     jobs: list = field(default_factory=list)  # [Job]
     notes: list = field(default_factory=list)  # how the sweep was fitted to the cluster's limits
     snapshot: Optional[Path] = None  # <folder>/sweep.yaml: the copy the array tasks read (None: dry run)
+    trials: Optional[int] = None  # a method: optuna study's n_trials (then ``runs`` counts its workers)
 
     @property
     def job_ids(self) -> list:
@@ -231,7 +232,7 @@ def carry_model_code(cfg, folder: Path):
 
 def _requeue_signal(sweep) -> str:
     """The one signal of the job array: every run's runtime.requeue_signal (they must agree)."""
-    signals = sorted({run.config.runtime.requeue_signal for run in sweep.runs})
+    signals = sorted({cfg.runtime.requeue_signal for cfg in sweep.configs()})
     if len(signals) > 1:
         raise UserError(f"sweep {sweep.name}: its runs ask for different runtime.requeue_signal values "
                         f"({', '.join(signals)}); a job array has one --signal: set it in the base config")
@@ -319,10 +320,16 @@ def sweep_submit(sweep_file, cluster: str = "local", *, overrides: Sequence[str]
     folder = new_run_dir(str(cwd / "runs"), f"{sweep.name}-sweep").resolve()
     check_writable(profile, cwd, folder, data_dir)
     signal = _requeue_signal(sweep)
-    total = len(sweep.runs)
+    # a method: optuna study: each array task is a worker (task I is worker I) claiming trials
+    # from the study's journal until it has n_trials; all of them run at once
+    total = len(sweep.runs) if sweep.study is None else max(1, min(parallel, sweep.study.n_trials))
     queued = slurm.count_jobs() if profile.max_jobs and not dry_run else 0
     arrays, parallel, notes = plan_arrays(total, parallel, profile, queued)
-    packages = nodeenv.job_packages(run.config for run in sweep.runs)
+    packages = nodeenv.job_packages(sweep.configs())
+    if sweep.study is not None:
+        from mnist_hpc.config.extras import search_packages
+
+        packages = tuple(dict.fromkeys([*packages, *search_packages(sweep.study.sampler)]))
     nodeenv.check_wheelhouse(packages, profile)  # before anything is queued
     if not dry_run:
         nodeenv.check_home_venv(profile, packages)
@@ -343,12 +350,13 @@ def sweep_submit(sweep_file, cluster: str = "local", *, overrides: Sequence[str]
             made.append(Job(None, render(spec), folder, profile.name, "sweep_array", output))
         return made
 
-    out = SweepJobs(sweep.name, folder, total, parallel, profile.name, jobs=jobs_in(folder), notes=notes)
+    out = SweepJobs(sweep.name, folder, total, parallel, profile.name, jobs=jobs_in(folder), notes=notes,
+                    trials=sweep.study.n_trials if sweep.study is not None else None)
     if dry_run:
         with tempfile.TemporaryDirectory() as tmp:  # the snapshot is checked as for a real submission
             snapshot.write(sweep, tmp, overrides)
         return out
-    needed = sorted({run.config.data.dataset for run in sweep.runs})
+    needed = sorted({cfg.data.dataset for cfg in sweep.configs()})
     stage_data(profile, data_dir, needed, cwd / datapack.DEFAULT_ARCHIVE, warn, note)
     made = create_run_dir(folder.parent, "", first=folder)  # exclusive: never shared with another submit
     if made != folder:

@@ -20,6 +20,8 @@ Never imports torch or a tracker's package at import time.
 from __future__ import annotations
 
 import json
+import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -109,6 +111,34 @@ class CsvLogger(Logger):
         write_metrics_csv(self.path, history)
 
 
+GATE_ENV = "MNIST_HPC_EPOCH_GATE"  # set by a search worker (experiments/search.py) for its trainer
+GATE_TIMEOUT = 120.0  # seconds an epoch end waits for the worker's word at most
+
+
+class EpochGate(Logger):
+    """After each epoch's metrics.csv row, wait until the file ``$MNIST_HPC_EPOCH_GATE`` names that
+    epoch (or a later one): the search worker that started this training writes it once it has
+    told the pruner about the epoch, and first sends the stop signal if the trial is pruned, so
+    a pruned trial stops at the next step instead of training on while the worker looks. Waits
+    at most ``GATE_TIMEOUT`` s, and not at all once the worker (the parent process) is gone."""
+
+    name = "epoch-gate"
+
+    def __init__(self, path):
+        self.path, self.parent = Path(path), os.getppid()
+
+    def passed(self, epoch: int) -> bool:
+        try:
+            return int(self.path.read_text().strip() or 0) >= epoch
+        except (OSError, ValueError):
+            return False
+
+    def log_epoch(self, epoch, step, row, history):
+        deadline = time.monotonic() + GATE_TIMEOUT
+        while not self.passed(epoch) and time.monotonic() < deadline and os.getppid() == self.parent:
+            time.sleep(0.02)
+
+
 class Trackers:
     """The run's loggers, called as one. metrics.csv errors (a full disk) stop the run; another
     tracker's error drops that tracker with one warning line."""
@@ -178,6 +208,8 @@ def open_trackers(cfg, run_dir, *, run_id: Optional[str] = None, job_id: Optiona
     session = Session(run_dir, run_dir.name, cfg.experiment.name, cfg.to_dict(), run_id=run_id,
                       job_id=job_id, ids=read_trackers(run_dir))
     loggers: list = [CsvLogger(run_dir)]
+    if os.environ.get(GATE_ENV):
+        loggers.append(EpochGate(os.environ[GATE_ENV]))
     try:
         for name in cfg.experiment.loggers:
             if name == "csv":
