@@ -118,15 +118,16 @@ class Run:
                 if (self.path / "plots" / f"{n}.png").exists()}
 
     def checkpoint(self, which: str = "best") -> Path:
-        """The checkpoint file: ``best`` (falls back to the newest when there is no best.pt) or ``last``."""
-        from mnist_hpc.training.checkpoint import list_checkpoints
+        """The checkpoint file: ``best`` (falls back to the newest when there is no best.pt, or
+        when best.pt is damaged: not the bytes whose sha256 was recorded, saying so) or ``last``."""
+        from mnist_hpc.training.checkpoint import list_checkpoints, usable
 
         if which not in ("best", "last"):
             raise UserError(f"which={which!r}: expected 'best' or 'last'")
         cdir = self.path / "checkpoints"
         newest = list_checkpoints(cdir) if cdir.is_dir() else []
-        if which == "best" and (cdir / "best.pt").exists():
-            return cdir / "best.pt"
+        if which == "best" and cdir.is_dir() and (cdir / "best.pt").exists():
+            return usable(cdir, warn=lambda m: print(m, file=sys.stderr))  # a damaged one: the previous good one
         if not newest:
             raise UserError(f"{self.path}: no checkpoint in {cdir}")
         return newest[0]

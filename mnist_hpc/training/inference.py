@@ -3,6 +3,7 @@ set (alone or as an ensemble), classify images (files or MNIST-style arrays)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
@@ -13,30 +14,34 @@ from mnist_hpc.errors import UserError
 from mnist_hpc.training import checkpoint as ckpt
 from mnist_hpc.training import data as datamod
 from mnist_hpc.training.build import cpu_threads, pick_device
+from mnist_hpc.training import exported
 from mnist_hpc.training.evaluate import nll, predict_probs
 from mnist_hpc.training.models import build_model
 
 
-def find_checkpoint(path) -> Path:
-    """A checkpoint file as it is, or a run / checkpoints folder's best.pt, else its newest last-*.pt."""
+def _warn(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def find_checkpoint(path, echo=_warn) -> Path:
+    """A checkpoint file as it is, or a run / checkpoints folder's best.pt, else its newest
+    last-*.pt; a damaged one is skipped for the previous good one, with a warning (``echo``)."""
     p = Path(path)
     if not p.is_dir():
         return p
     cdir = p / "checkpoints" if (p / "checkpoints").is_dir() else p
-    candidates = ([cdir / "best.pt"] if (cdir / "best.pt").exists() else []) + ckpt.list_checkpoints(cdir)
-    if not candidates:
+    found = ckpt.usable(cdir, warn=echo)
+    if found is None:
         raise UserError(f"{p}: no checkpoint found (expected {cdir}/best.pt or last-*.pt)")
-    return candidates[0]
+    return found
 
 
-def load_for_inference(path, device="cpu"):
+def load_for_inference(path, device="cpu", echo=_warn):
     """A run folder, checkpoint file or exported model (ONNX, TorchScript, state_dict with its
     model card) -> (model in eval mode, its config, the file's path)."""
-    from mnist_hpc.training import export
-
-    if export.is_exported(path):
-        return export.load_exported(path, device)
-    p = find_checkpoint(path)
+    if exported.is_exported(path):
+        return exported.load_exported(path, device)
+    p = find_checkpoint(path, echo)
     state = ckpt.load(p, map_location=device)
     cfg = config_from_dict(state.get("config", {}), source=f"{p} (stored config)")
     model = build_model(cfg.model).to(device)
@@ -88,6 +93,11 @@ def predict_arrays(checkpoint_path, arrays, device="cpu", top=3):
     spec = datamod.DATASETS[cfg.data.dataset]
     if not len(arrays):
         return []
+    for i, a in enumerate(arrays):
+        if tuple(getattr(a, "shape", ())) != (28, 28):
+            raise UserError(f"image {i}: shape {tuple(getattr(a, 'shape', ()))}; predict_arrays takes 28×28 "
+                            f"uint8 digits (white ink on black); give image files or PIL images to "
+                            f"Run.predict, which prepares any size the MNIST way")
     x = torch.stack([torch.as_tensor(a, dtype=torch.uint8) for a in arrays]).to(device)
     probs = predict_probs(model, x, spec.mean, spec.std, 256)
     ranked = []
