@@ -136,8 +136,10 @@ class Run:
 
     def model(self, which: str = "best", device: str = "cpu"):
         """The trained ``torch.nn.Module`` (in eval mode) from the best or last checkpoint."""
+        from mnist_hpc.config.validate import check_device
         from mnist_hpc.training.inference import load_for_inference
 
+        check_device(device, "device")
         model, _, _ = load_for_inference(self.checkpoint(which), device)
         return model
 
@@ -145,12 +147,14 @@ class Run:
         """Test accuracy and loss of the best (else newest) checkpoint: {"test_accuracy", "test_loss", ...}."""
         from mnist_hpc.training.inference import evaluate_runs
 
-        results, _ = evaluate_runs([self.path], data_dir=data_dir, tta=tta, device=device)
+        results, _ = evaluate_runs([self.path], data_dir=data_dir, tta=tta, device=device, what="device")
         return results[0]
 
     def predict(self, images, *, which: str = "best", top: int = 3, device: str = "cpu",
                 errors: str = "raise") -> list:
         """Classify images: file paths, PIL images or arrays (any size; prepared the MNIST way).
+        An array is one image (H×W; H×W×3/4 or C×H×W colour) or, on its own, a batch (N×H×W,
+        N×1×H×W, N×3×H×W, N×H×W×3); any other shape is refused naming the accepted ones.
 
         Returns one ``Prediction`` per image (label, probability, top-k list), in input order.
         A bad image (missing, not an image, blank, ...): with ``errors="raise"`` (the default)
@@ -160,9 +164,14 @@ class Run:
         raises, even when every image is bad: check ``.error``)."""
         from mnist_hpc.training.inference import predict_arrays
 
+        from mnist_hpc.config.validate import check_device
+
         if errors not in ("raise", "skip"):
             raise UserError(f"errors={errors!r}: expected 'raise' or 'skip'")
-        if isinstance(images, (str, Path)) or not isinstance(images, Iterable) or _is_array(images):
+        check_device(device, "device")  # before any image is read
+        if _is_array(images):
+            images = _array_images(images)  # one image, or a batch of them
+        elif isinstance(images, (str, Path)) or not isinstance(images, Iterable):
             images = [images]
         prepared = []  # (name, array or None, error or None)
         for i, img in enumerate(images):
@@ -231,6 +240,29 @@ def _is_array(x) -> bool:
     return hasattr(x, "shape") and hasattr(x, "dtype")
 
 
+ARRAY_LAYOUTS = ("H×W (grayscale), H×W×3 or H×W×4 (colour, channels last), 1×H×W or C×H×W (channels "
+                 "first); a batch: N×H×W, N×1×H×W, N×3×H×W or N×H×W×3")
+
+
+def _array_images(a) -> list:
+    """The images of one array passed to ``Run.predict``: one image (H×W, H×W×C, 1×H×W) or a
+    batch (N×H×W, N×C×H×W, N×H×W×C). A 3×H×W or 4×H×W array (three digits, or one colour
+    image with its channels first?) is refused as ambiguous."""
+    import numpy as np
+
+    a = np.asarray(a)
+    if a.ndim == 2 or (a.ndim == 3 and (a.shape[-1] in (3, 4) or a.shape[0] == 1)):
+        return [a]
+    if a.ndim == 3 and a.shape[0] in (3, 4):
+        raise UserError(f"an array of shape {'×'.join(map(str, a.shape))} is ambiguous ({a.shape[0]} grayscale "
+                        f"images, or one colour image with its channels first?): pass a list of images, "
+                        f"or a 1×{a.shape[0]}×{a.shape[1]}×{a.shape[2]} batch for one colour image")
+    if a.ndim in (3, 4):
+        return list(a)
+    raise UserError(f"an array of shape {'×'.join(map(str, a.shape)) or 'scalar'}: not an image; predict takes "
+                    f"{ARRAY_LAYOUTS}")
+
+
 def _to_mnist_array(img, index: int):
     """A 28x28 uint8 array (white on black) from a path, a PIL image or an array."""
     import numpy as np
@@ -244,13 +276,22 @@ def _to_mnist_array(img, index: int):
         return imageprep.to_mnist(img, name=f"image {index}")
     if _is_array(img):
         a = np.asarray(img)
-        if a.ndim == 3 and a.shape[0] == 1:
-            a = a[0]
+        if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4):
+            a = np.moveaxis(a, 0, -1)  # channels first -> channels last
+        if a.ndim == 3 and a.shape[-1] == 1:
+            a = a[..., 0]
+        if not (a.ndim == 2 or (a.ndim == 3 and a.shape[-1] in (3, 4))) or min(a.shape[:2], default=0) < 1:
+            raise UserError(f"image {index}: an array of shape {'×'.join(map(str, a.shape)) or 'scalar'} is not "
+                            f"an image; predict takes {ARRAY_LAYOUTS}")
+        if a.dtype == bool or not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+            raise UserError(f"image {index}: an array of {a.dtype} is not an image; give numbers "
+                            f"(0-255, or 0-1 floats)")
         if a.shape == (28, 28) and a.dtype == np.uint8:
             return a  # already an MNIST-style digit
         if a.dtype != np.uint8:
+            a = np.nan_to_num(a.astype(np.float64))
             a = np.clip(a * (255.0 if a.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
-        return imageprep.to_mnist(Image.fromarray(a), name=f"image {index}")
+        return imageprep.to_mnist(Image.fromarray(np.ascontiguousarray(a)), name=f"image {index}")
     raise UserError(f"image {index}: expected a file path, a PIL image or an array, got {type(img).__name__}")
 
 

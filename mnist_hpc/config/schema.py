@@ -12,7 +12,7 @@ from typing import ClassVar, Literal, Optional
 from mnist_hpc.config.datasets import DATASETS
 from mnist_hpc.config.dump import commented_yaml
 from mnist_hpc.config.models import CNNModel, ModelSection
-from mnist_hpc.config.validate import choices
+from mnist_hpc.config.validate import DEVICES_TEXT, choices, valid_device
 
 LoggerName = Literal["csv", "tensorboard", "wandb", "mlflow"]  # experiment.loggers (config/extras.py: what each needs)
 
@@ -175,9 +175,8 @@ class RuntimeConfig:
     dist_timeout: float = 300  # seconds before a hung collective (or rendezvous) fails
 
     def check(self, err):
-        d = self.device
-        if not (d in ("auto", "cpu", "cuda", "mps") or (d.startswith("cuda:") and d[5:].isdigit())):
-            err("device", "auto, cpu, cuda, cuda:N or mps", d)
+        if not valid_device(self.device):
+            err("device", DEVICES_TEXT, self.device)
         if self.threads is not None and self.threads <= 0:
             err("threads", "a positive integer (or null for automatic)", self.threads)
         if self.max_requeues < 0:

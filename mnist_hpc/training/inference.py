@@ -36,9 +36,10 @@ def find_checkpoint(path, echo=_warn) -> Path:
     return found
 
 
-def load_for_inference(path, device="cpu", echo=_warn):
+def load_for_inference(path, device="cpu", echo=_warn, what="device"):
     """A run folder, checkpoint file or exported model (ONNX, TorchScript, state_dict with its
     model card) -> (model in eval mode, its config, the file's path)."""
+    device = pick_device(device, what=what)
     if exported.is_exported(path):
         return exported.load_exported(path, device)
     p = find_checkpoint(path, echo)
@@ -55,12 +56,13 @@ def load_for_inference(path, device="cpu", echo=_warn):
 
 
 def evaluate_runs(paths, *, data_dir=None, tta=False, device="auto", batch_size=2000, cpus=None,
-                  offline=False):
+                  offline=False, what="--device"):
     """Test accuracy and loss of each run (its best, else newest checkpoint) and, with several,
     of their averaged predictions: (one dict per run, the ensemble's dict or None).
 
-    ``cpus``: CPUs given by a scheduler (threads); ``offline``: never download the dataset."""
-    dev = pick_device(device)
+    ``cpus``: CPUs given by a scheduler (threads); ``offline``: never download the dataset;
+    ``what``: how the caller spells the device setting (for the one-line error of a bad one)."""
+    dev = pick_device(device, what=what)
     torch.set_num_threads(cpu_threads(None, cpus))
     loaded = [load_for_inference(p, dev) for p in paths]
     datasets = {c.data.dataset for _, c, _ in loaded}
@@ -89,6 +91,7 @@ def evaluate_runs(paths, *, data_dir=None, tta=False, device="auto", batch_size=
 def predict_arrays(checkpoint_path, arrays, device="cpu", top=3):
     """For each MNIST-style image (28×28 uint8, white ink on black): the ``top`` (class name,
     probability) pairs, most likely first."""
+    device = pick_device(device, what="device")
     model, cfg, _ = load_for_inference(checkpoint_path, device)
     spec = datamod.DATASETS[cfg.data.dataset]
     if not len(arrays):
