@@ -32,15 +32,18 @@ def load_config(source, overrides: Sequence[str] = ()):
     """A validated ``Config`` from a YAML path or a shipped config name (``"quickstart"``),
     with ``--set``-style ``overrides`` such as ``["optim.lr=0.01", "model.hidden=[256,64]"]``."""
     from mnist_hpc.config import load_config as _load
+    from mnist_hpc.config.loading import as_overrides
 
-    return _load(source, tuple(overrides))
+    return _load(source, as_overrides(overrides))
 
 
 def _as_config(config_or_source, overrides: Sequence[str]):
     """A validated ``Config`` from a Config, a plain dict, a path or a shipped config name;
     ``cfg.source`` says where it came from and ``cfg.notes`` what loading changed."""
     from mnist_hpc.config import Config, apply_overrides, config_from_dict
+    from mnist_hpc.config.loading import as_overrides
 
+    overrides = as_overrides(overrides)  # one string is one override, never its characters
     if isinstance(config_or_source, Config) and not overrides:
         return config_or_source
     if isinstance(config_or_source, (Config, dict)):
@@ -52,6 +55,16 @@ def _as_config(config_or_source, overrides: Sequence[str]):
         cfg.notes, cfg.source = tuple(notes), origin
         return cfg
     return load_config(config_or_source, overrides)
+
+
+def _validated_again(cfg):
+    """A caller's ``Config`` checked again as a whole: fields set after loading (``cfg.model.hidden
+    = [10**9]``) pass the same rules (types, ranges, MAX_PARAMS) as a file would."""
+    from mnist_hpc.config import config_from_dict
+
+    fresh = config_from_dict(cfg.to_dict(), source=f"{cfg.source} (as changed after loading)")
+    fresh.notes, fresh.source = cfg.notes, cfg.source
+    return fresh
 
 
 # --------------------------------------------------------------------------- runs
@@ -331,6 +344,8 @@ def train(config_or_source, overrides: Sequence[str] = (), *, data_dir=None, run
     if cfg is not config_or_source:  # loaded here: say what loading changed (a caller's Config said it)
         for note in cfg.notes:
             echo(f"note: {note}")
+    else:
+        cfg = _validated_again(cfg)
     result = run_training(cfg, ctx=_train_context(cfg, echo), data_dir=data_dir, run_dir=run_dir,
                           resume=resume, echo=echo, source=cfg.source, progress=progress, init_from=init_from)
     return Run(result.run_dir) if result is not None else None
@@ -345,7 +360,9 @@ def sweep(source, overrides: Sequence[str] = (), *, parallel: int = 1, data_dir=
     from mnist_hpc.experiments.sweep import run_sweep
     from mnist_hpc.experiments.sweepfile import load_sweep
 
-    sw = load_sweep(source, tuple(overrides))
+    from mnist_hpc.config.loading import as_overrides
+
+    sw = load_sweep(source, as_overrides(overrides))
     results = run_sweep(sw, parallel=parallel, data_dir=data_dir, echo=echo)
     return [Run(r.run_dir) for r in results if r.ok]
 
@@ -371,9 +388,12 @@ def submit(config_or_source, cluster: str = "local", *, overrides: Sequence[str]
     from mnist_hpc.config import Config
     from mnist_hpc.config.extras import check_extras
 
+    from mnist_hpc.config.loading import as_overrides
+
     if isinstance(config_or_source, Config):  # a loaded file was checked by load_config already
+        config_or_source = _validated_again(config_or_source)
         check_extras(config_or_source)
-    return _submit(config_or_source, tuple(overrides), cluster, account=account, dry_run=dry_run,
+    return _submit(config_or_source, as_overrides(overrides), cluster, account=account, dry_run=dry_run,
                    **resources)
 
 
