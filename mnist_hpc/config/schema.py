@@ -17,6 +17,27 @@ from mnist_hpc.config.validate import DEVICES_TEXT, choices, valid_device
 LoggerName = Literal["csv", "tensorboard", "wandb", "mlflow"]  # experiment.loggers (config/extras.py: what each needs)
 
 
+MAX_NAME = 100  # characters of experiment.name (a folder name gets a timestamp or job id after it)
+
+
+def name_problem(name: str) -> str | None:
+    """What is wrong with ``experiment.name``, which becomes part of folder names and job
+    scripts: empty, '/' or '\\', '..', control characters (a newline, a tab, ...), too long."""
+    import unicodedata
+
+    if not name.strip():
+        return "not empty or blank"
+    if any(c in name for c in "/\\"):
+        return "without '/' or '\\'"
+    if ".." in name or name.startswith("."):
+        return "without '..', not starting with '.'"
+    if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in name):
+        return "without control characters: newline, tab, ..."
+    if len(name) > MAX_NAME:
+        return f"at most {MAX_NAME} characters"
+    return None
+
+
 @dataclass
 class ExperimentConfig:
     name: str = "experiment"  # run folder prefix: <output_dir>/<name>-<timestamp>/
@@ -26,8 +47,8 @@ class ExperimentConfig:
     tensorboard: bool = False  # older spelling of adding tensorboard to loggers (still accepted)
 
     def check(self, err):
-        if not self.name or any(c in self.name for c in "/\\\0"):
-            err("name", "a non-empty name without '/'", self.name)
+        if name_problem(self.name):
+            err("name", f"a name for run folders and job scripts ({name_problem(self.name)})", self.name)
         if self.seed < 0:
             err("seed", "an integer >= 0", self.seed)
         # csv first and always; `tensorboard: true` means the same as listing it
