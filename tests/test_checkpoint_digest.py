@@ -77,7 +77,8 @@ def test_a_damaged_checkpoint_that_still_unpickles_is_refused_when_named(run, cl
     assert state["epoch"] == 2
     line = one_line(cli("evaluate", newest, "--data-dir", synth_root, "--device", "cpu"))
     assert line.startswith(f"error: {newest}: damaged: its sha256 is not the one recorded when it was written "
-                           f"(last-e0002-s000000.pt.sha256); use an earlier checkpoint of the run")
+                           f"(last-e0002-s000000.pt.sha256); name an earlier checkpoint, or give the run folder (it falls "
+                           f"back to the previous good one)")
 
 
 def test_evaluate_and_export_fall_back_to_the_previous_good_checkpoint_and_say_so(run, cli, synth_root):
@@ -92,7 +93,9 @@ def test_evaluate_and_export_fall_back_to_the_previous_good_checkpoint_and_say_s
     for p in (run / "checkpoints").glob("last-*.pt"):  # best.pt is damaged already
         damage(p)
     line = one_line(cli("evaluate", run, "--data-dir", synth_root, "--device", "cpu"))
-    assert line.startswith(f"error: {run}/checkpoints: no checkpoint of the run loads"), line
+    assert line == (f"error: {run}/checkpoints: no checkpoint of the run loads (best.pt, last-e0002-s000000.pt, "
+                    f"last-e0001-s000000.pt: damaged or unreadable); restore them from a copy, or train the "
+                    f"run again"), line
 
 
 def test_resume_falls_back_past_a_damaged_newest_checkpoint(run, cli, synth_root, tmp_path):

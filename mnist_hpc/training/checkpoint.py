@@ -117,10 +117,12 @@ def verify_digest(path) -> None:
     try:
         got = sha256_of(path)
     except OSError as e:
-        raise CheckpointError(f"{path}: cannot read the checkpoint ({e.strerror or e})") from None
+        raise CheckpointError(f"{path}: cannot read the checkpoint ({e.strerror or e}); check that the "
+                              f"file is readable") from None
     if got != want:
         raise CheckpointError(f"{path}: damaged: its sha256 is not the one recorded when it was written "
-                              f"({digest_path(path).name}); use an earlier checkpoint of the run")
+                              f"({digest_path(path).name}); name an earlier checkpoint, or give the run "
+                              f"folder (it falls back to the previous good one)")
 
 
 def save(state: dict, ckpt_dir: Path, *, keep: int, best: bool = False) -> Path:
@@ -231,14 +233,15 @@ def usable(ckpt_dir: Path, warn=print) -> Path | None:
         try:
             load(p)
         except CheckpointError as e:
-            errors.append(e)
+            errors.append((p, e))
             continue
-        for e in errors:
-            warn(f"warning: {e}; using {p.name} instead")
+        for _, e in errors:
+            warn(f"warning: {str(e).split('; ')[0]}; using {p.name} instead")
         return p
     if errors:
-        raise CheckpointError(f"{ckpt_dir}: no checkpoint of the run loads ({len(errors)} damaged or "
-                              f"unreadable; the newest: {errors[0]})")
+        names = ", ".join(p.name for p, _ in errors[:3]) + (" ..." if len(errors) > 3 else "")
+        raise CheckpointError(f"{ckpt_dir}: no checkpoint of the run loads ({names}: damaged or unreadable); "
+                              f"restore them from a copy, or train the run again")
     return None
 
 

@@ -101,7 +101,8 @@ def verify(path, card: dict) -> None:
     try:
         size, digest = file_digest(path)
     except OSError as e:
-        raise UserError(f"{path}: cannot read the exported model ({e.strerror or e})") from None
+        raise UserError(f"{path}: cannot read the exported model ({e.strerror or e}); check that the file "
+                        f"is readable, or export it again") from None
     if digest != want:
         how = (f"{size:,} bytes where the card says {card['bytes']:,}"
                if isinstance(card.get("bytes"), int) and card["bytes"] != size else "its sha256 differs")
@@ -188,6 +189,7 @@ def load_exported(path, device="cpu"):
             raise CheckpointError(f"{path}: weights do not load into model {cfg.model.name} "
                                   f"({str(e).splitlines()[0][:160]})") from None
     else:
-        raise UserError(f"{card_path(path)}: unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+        raise UserError(f"{card_path(path)}: unknown format {fmt!r} (expected one of {', '.join(FORMATS)}); "
+                        f"export the model again (mnist-hpc export RUN)")
     model.eval()
     return ExportedModel(model, path, card).eval(), cfg, path
