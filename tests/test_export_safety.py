@@ -114,14 +114,21 @@ def test_a_killed_export_leaves_no_temporary_file_behind(own, cli, monkeypatch):
 # --------------------------------------------------------------------------- defect 3
 
 
-def test_an_exported_model_refuses_images_of_another_shape(own, cli):
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_an_exported_model_refuses_images_of_another_shape(own, cli, fmt):
+    from mnist_hpc.config.extras import installed
     from mnist_hpc.training.inference import predict_arrays
 
-    assert cli("export", own, "--format", "torchscript").code == 0
-    path = own / "exports" / "model.torchscript.pt"
+    if fmt == "onnx" and not all(installed(m) for m in ("onnx", "onnxscript", "onnxruntime")):
+        pytest.skip("the export extra is not installed (pip install 'mnist-hpc[export]')")
+    assert cli("export", own, "--format", fmt).code == 0
+    path = own / "exports" / f"model{exported.FORMATS[fmt]}"
     model, _, _ = exported.load_exported(path)
-    with pytest.raises(UserError, match=r"takes images of batch×1×28×28 \(its model card\), got 2×1×32×32"):
-        model(torch.zeros(2, 1, 32, 32))
+    for shape in ((2, 1, 32, 32), (2, 28, 28), (2, 3, 28, 28)):
+        with pytest.raises(UserError, match=r"takes images of batch×1×28×28 \(its model card\), got "
+                                            + "×".join(map(str, shape)) + "; give 28×28 digits"):
+            model(torch.zeros(*shape))
+    assert model(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
     with pytest.raises(UserError, match=r"image 1: shape \(32, 32\); predict_arrays takes 28×28"):
         predict_arrays(path, [np.zeros((28, 28), np.uint8), np.zeros((32, 32), np.uint8)])
     assert len(predict_arrays(path, [np.zeros((28, 28), np.uint8)])) == 1

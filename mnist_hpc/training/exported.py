@@ -145,9 +145,10 @@ class ExportedModel(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.image_shape is not None and tuple(x.shape[1:]) != self.image_shape:
             want = "×".join(map(str, self.image_shape))
+            hint = ("give 28×28 digits (white on black), or image files, which predict prepares the MNIST way"
+                    if self.image_shape == (1, 28, 28) else "prepare the images as its card's preprocessing says")
             raise UserError(f"{self.path}: the model takes images of batch×{want} (its model card), got "
-                            f"{'×'.join(map(str, x.shape))}; give 28×28 digits (white on black), or image "
-                            f"files, which predict prepares the MNIST way")
+                            f"{'×'.join(map(str, x.shape))}; {hint}")
         try:
             return self.inner(x)
         except UserError:
