@@ -175,9 +175,8 @@ class Run:
         with ``errors="skip"`` each image is judged on its own and a bad one gets a
         ``Prediction`` whose ``label`` is None and ``error`` the one-line reason (nothing
         raises, even when every image is bad: check ``.error``)."""
-        from mnist_hpc.training.inference import predict_arrays
-
         from mnist_hpc.config.validate import check_device
+        from mnist_hpc.training.inference import predict_arrays
 
         if errors not in ("raise", "skip"):
             raise UserError(f"errors={errors!r}: expected 'raise' or 'skip'")
@@ -357,10 +356,9 @@ def train(config_or_source, overrides: Sequence[str] = (), *, data_dir=None, run
 def sweep(source, overrides: Sequence[str] = (), *, parallel: int = 1, data_dir=None,
           echo: Callable[[str], None] = _echo) -> list:
     """Run every run of a sweep file (skipping finished ones); return the ``Run`` of each finished run."""
+    from mnist_hpc.config.loading import as_overrides
     from mnist_hpc.experiments.sweep import run_sweep
     from mnist_hpc.experiments.sweepfile import load_sweep
-
-    from mnist_hpc.config.loading import as_overrides
 
     sw = load_sweep(source, as_overrides(overrides))
     results = run_sweep(sw, parallel=parallel, data_dir=data_dir, echo=echo)
@@ -387,7 +385,6 @@ def submit(config_or_source, cluster: str = "local", *, overrides: Sequence[str]
     from mnist_hpc.cluster.jobs import submit as _submit
     from mnist_hpc.config import Config
     from mnist_hpc.config.extras import check_extras
-
     from mnist_hpc.config.loading import as_overrides
 
     if isinstance(config_or_source, Config):  # a loaded file was checked by load_config already

@@ -13,8 +13,8 @@ from mnist_hpc.config.datasets import resolve_data_root
 from mnist_hpc.errors import UserError
 from mnist_hpc.training import checkpoint as ckpt
 from mnist_hpc.training import data as datamod
-from mnist_hpc.training.build import cpu_threads, pick_device
 from mnist_hpc.training import exported
+from mnist_hpc.training.build import cpu_threads, pick_device
 from mnist_hpc.training.evaluate import nll, predict_probs
 from mnist_hpc.training.models import build_model
 
