@@ -111,3 +111,23 @@ def test_resume_falls_back_past_a_damaged_newest_checkpoint(run, cli, synth_root
     assert ("warning: " + str(run / "checkpoints" / "last-e0002-s000000.pt") + ": damaged") in r.out + r.err
     assert "trying the previous checkpoint" in r.out + r.err
     assert ckpt.load(run / "checkpoints" / "last-e0002-s000000.pt")["epoch"] == 2  # written anew, whole
+
+
+def test_a_rewritten_best_never_keeps_the_record_of_the_file_it_replaced(tmp_path, monkeypatch):
+    cdir = tmp_path / "checkpoints"
+    ckpt.save({"epoch": 1, "step": 0}, cdir, keep=2, best=True)
+    old_record = (cdir / "best.pt.sha256").read_text()
+
+    real = ckpt.record_digest
+
+    def killed(path):
+        if path.name == "best.pt":
+            raise KeyboardInterrupt  # the process ends after the new best.pt, before its record
+        return real(path)
+
+    monkeypatch.setattr(ckpt, "record_digest", killed)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.save({"epoch": 2, "step": 0}, cdir, keep=2, best=True)
+    monkeypatch.undo()
+    assert not (cdir / "best.pt.sha256").exists() and old_record
+    assert ckpt.load(cdir / "best.pt")["epoch"] == 2  # loads: no stale record calls it damaged

@@ -73,6 +73,7 @@ def _to_tuple(x):
 def atomic_save(obj, path) -> Path:
     """``torch.save`` through the project's one atomic writer, then the file's sha256 beside it
     (written after the checkpoint is in place: a record always describes a whole file)."""
+    digest_path(path).unlink(missing_ok=True)  # a kill before the new record: no record, never a stale one
     path = atomic_write_with(path, lambda f: torch.save(obj, f))
     record_digest(path)
     return path
