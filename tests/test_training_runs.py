@@ -408,7 +408,8 @@ def test_the_final_line_never_says_training_exceeds_total(cli, trained, tiny_con
 
     run = tmp_path / "old"
     shutil.copytree(trained, run)
-    for name in ("summary.json", "run.json", "state.json", "checkpoints/last-e0002-s000000.pt"):
+    for name in ("summary.json", "run.json", "state.json", "checkpoints/last-e0002-s000000.pt",
+                 "checkpoints/last-e0001-s000000.pt.sha256"):  # earlier versions recorded no sha256
         (run / name).unlink(missing_ok=True)
     last = run / "checkpoints" / "last-e0001-s000000.pt"
     state = torch.load(last, weights_only=True)

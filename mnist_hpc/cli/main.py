@@ -203,7 +203,7 @@ def models(ctx, with_tv):
 
         import torch
 
-        click.echo(f"\ntorchvision.models (model: {{name: torchvision, arch: ARCH}}), counted on the meta device:")
+        click.echo("\ntorchvision.models (model: {name: torchvision, arch: ARCH}), counted on the meta device:")
         for arch in torchvision_arches():
             try:
                 with torch.device("meta"):
@@ -302,13 +302,18 @@ def data_verify(datasets, data_dir):
     from mnist_hpc.config.datasets import DATASETS, resolve_data_root
 
     root, _ = resolve_data_root(data_dir)
-    bad = 0
+    bad = memory = 0
     for name in datasets:
         for path, ok, note in D.verify(DATASETS[name], root):
             bad += not ok
+            memory += not ok and "ran out of memory" in note  # the files were not judged
             click.echo(f"{'ok ' if ok else 'BAD'}  {name:<14} {path}  {note}")
+    if memory and memory == bad:
+        raise UserError(f"{root}: ran out of memory checking {memory} dataset(s), so their files were not "
+                        f"judged (nothing to delete): free memory and run `mnist-hpc data verify` again")
     if bad:
-        raise UserError(f"{bad} problem(s) found under {root}: delete the bad files and run "
+        spare = f" (not the {memory} that ran out of memory: those files are not damaged)" if memory else ""
+        raise UserError(f"{bad - memory} problem(s) found under {root}: delete the bad files{spare} and run "
                         f"`mnist-hpc data download`")
 
 

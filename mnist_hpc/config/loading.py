@@ -177,6 +177,24 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return parts, value
 
 
+def as_overrides(overrides, what: str = "overrides") -> tuple:
+    """``--set``-style overrides as a tuple of strings: a list/tuple of ``"key=value"`` texts, or
+    one such text on its own (taken as one override, never as its characters); None: none."""
+    if overrides is None:
+        return ()
+    if isinstance(overrides, str):
+        return (overrides,)
+    if isinstance(overrides, dict) or not hasattr(overrides, "__iter__"):
+        raise ConfigError(f"{what}={show(overrides)}: expected a list of \"key=value\" strings, such as "
+                          f"[\"train.epochs=1\"]")
+    items = tuple(overrides)
+    for item in items:
+        if not isinstance(item, str):
+            raise ConfigError(f"{what}: {show(item)} is not a \"key=value\" string; give a list of them, "
+                              f"such as [\"train.epochs=1\", \"optim.lr=0.01\"]")
+    return items
+
+
 def apply_overrides(data: dict, overrides, notes: list | None = None) -> dict:
     """Apply ``--set`` overrides to a raw config dict; a key must exist in the schema.
 
@@ -184,7 +202,7 @@ def apply_overrides(data: dict, overrides, notes: list | None = None) -> dict:
     model starts from its defaults); one line saying so is appended to ``notes`` when given.
     """
     data = merge({}, data)
-    parsed = [(text, *_parse(text)) for text in overrides or ()]
+    parsed = [(text, *_parse(text)) for text in as_overrides(overrides)]
     old = _model_name(data)
     target = old
     for _, parts, value, _ in parsed:
@@ -266,6 +284,7 @@ def load_config(source, overrides=()) -> Config:
     """Load ``source`` (a path or a shipped config name), merge ``extends:``, apply ``--set``
     overrides and validate. Raises ConfigError. ``cfg.notes`` lists what loading changed on
     its own (one line each: print them as ``note: ...``)."""
+    overrides = as_overrides(overrides)
     data = load_raw(source)
     notes: list[str] = []
     data = apply_overrides(data, overrides, notes)

@@ -13,6 +13,7 @@ files from other people needs:
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -152,9 +153,31 @@ def yaml_problem(e: yaml.YAMLError) -> str:
     return f"invalid YAML{where}: {cut(problem, 200)}"
 
 
+def special_file(path) -> str | None:
+    """What a path that exists but is no regular file or folder is ("a named pipe (FIFO)", "a
+    device file", "a socket"): reading one may block forever. None for anything else."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device file"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return None
+
+
 def read_yaml(path) -> Any:
-    """Read one YAML file with the bounded loader; errors name the file (and the line)."""
+    """Read one YAML file with the bounded loader; errors name the file (and the line). Only a
+    regular file is opened (a FIFO or a device would block the read forever)."""
     path = Path(path)
+    kind = special_file(path)
+    if kind:
+        raise ConfigError(f"{path}: not a regular file ({kind}); give a YAML file")
     try:
         with open(path, "rb") as f:
             raw = f.read(MAX_BYTES + 1)  # never more, whatever the file claims to be

@@ -15,6 +15,7 @@ from typing import Callable, ContextManager, Optional
 
 import torch
 
+from mnist_hpc.config.validate import check_device
 from mnist_hpc.errors import ConfigError, UserError
 from mnist_hpc.training import data as datamod
 from mnist_hpc.training.distributed import DistEnv
@@ -76,11 +77,13 @@ def _mps_available() -> bool:
     return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
 
 
-def pick_device(name: str, denv: Optional[DistEnv] = None) -> torch.device:
+def pick_device(name: str, denv: Optional[DistEnv] = None, what: str = "runtime.device") -> torch.device:
     """runtime.device as a torch.device; ``auto`` prefers CUDA (this rank's GPU), then MPS, then CPU.
 
     Under DDP (``denv``) each rank takes the GPU of its local rank: an explicit index (cuda:N) is
-    refused, and so is a node whose ranks would share a GPU (``rank_gpu``)."""
+    refused, and so is a node whose ranks would share a GPU (``rank_gpu``). ``what``: how the
+    user spelt the setting (``--device``, ``device=``), for the messages."""
+    name = check_device(name, what)  # the one validator of device strings
     denv = denv or DistEnv("single")
     if name == "auto":
         if torch.cuda.is_available():
@@ -91,16 +94,16 @@ def pick_device(name: str, denv: Optional[DistEnv] = None) -> torch.device:
     dev = torch.device(name)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise UserError(f"runtime.device={name}: CUDA is not available on this machine "
-                            f"(use runtime.device=auto or cpu)")
+            raise UserError(f"{what}={name}: CUDA is not available on this machine "
+                            f"(use {what}=auto or cpu)")
         if dev.index is not None and denv.distributed:
-            raise ConfigError(f"runtime.device={name}: an explicit GPU index cannot be combined with a "
+            raise ConfigError(f"{what}={name}: an explicit GPU index cannot be combined with a "
                               f"one-process-per-GPU launch ({denv.world_size} ranks, each on the GPU of its "
-                              f"local rank); use runtime.device=cuda or auto")
+                              f"local rank); use {what}=cuda or auto")
         if dev.index is None:
             dev = rank_gpu(denv)
     if dev.type == "mps" and not _mps_available():
-        raise UserError(f"runtime.device={name}: MPS is not available on this machine")
+        raise UserError(f"{what}={name}: MPS is not available on this machine (use {what}=auto or cpu)")
     return dev
 
 

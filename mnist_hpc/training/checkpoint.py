@@ -6,10 +6,17 @@ state, the metrics so far, the resolved config and a format version. It is writt
 temporary file, fsync'ed and renamed, so a kill at any moment leaves the previous file intact.
 Loading uses ``torch.load(weights_only=True)``: tensors and plain data only, never arbitrary
 pickled objects.
+
+Each checkpoint's sha256 is recorded beside it once the file is in place (``<file>.sha256``, in
+``sha256sum`` format: ``sha256sum -c`` checks it too). ``load`` verifies it, so a file damaged
+after it was written (a bad disk, a truncated copy) is refused; ``newest_valid`` and
+``usable`` then fall back to the previous good checkpoint, saying so. Files without a record
+(earlier versions) load unverified.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import re
@@ -20,7 +27,7 @@ import torch
 
 from mnist_hpc.config import flatten
 from mnist_hpc.errors import CheckpointError
-from mnist_hpc.runs.folder import atomic_write_with
+from mnist_hpc.runs.folder import atomic_write, atomic_write_with
 
 FORMAT = "mnist-hpc-checkpoint"
 VERSION = 1
@@ -64,8 +71,59 @@ def _to_tuple(x):
 
 
 def atomic_save(obj, path) -> Path:
-    """``torch.save`` through the project's one atomic writer."""
-    return atomic_write_with(path, lambda f: torch.save(obj, f))
+    """``torch.save`` through the project's one atomic writer, then the file's sha256 beside it
+    (written after the checkpoint is in place: a record always describes a whole file)."""
+    digest_path(path).unlink(missing_ok=True)  # a kill before the new record: no record, never a stale one
+    path = atomic_write_with(path, lambda f: torch.save(obj, f))
+    record_digest(path)
+    return path
+
+
+DIGEST_SUFFIX = ".sha256"
+
+
+def digest_path(path) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + DIGEST_SUFFIX)
+
+
+def sha256_of(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def record_digest(path) -> Path:
+    """Write ``<path>.sha256`` for the file as it is on disk now."""
+    path = Path(path)
+    return atomic_write(digest_path(path), f"{sha256_of(path)}  {path.name}\n")
+
+
+def recorded_digest(path) -> str | None:
+    """The sha256 recorded for a checkpoint when it was written, None when there is no record."""
+    try:
+        text = digest_path(path).read_text().split()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text[0].lower() if text and len(text[0]) == 64 else None
+
+
+def verify_digest(path) -> None:
+    """Refuse a checkpoint whose bytes are not those recorded when it was written."""
+    want = recorded_digest(path)
+    if want is None:
+        return
+    try:
+        got = sha256_of(path)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read the checkpoint ({e.strerror or e}); check that the "
+                              f"file is readable") from None
+    if got != want:
+        raise CheckpointError(f"{path}: damaged: its sha256 is not the one recorded when it was written "
+                              f"({digest_path(path).name}); name an earlier checkpoint, or give the run "
+                              f"folder (it falls back to the previous good one)")
 
 
 def save(state: dict, ckpt_dir: Path, *, keep: int, best: bool = False) -> Path:
@@ -101,6 +159,7 @@ def _rotate(ckpt_dir: Path, newest: Path, keep: int, run_id) -> None:
     for old in older[keep:]:
         if run_id is None or stored_run_id(old) in (run_id, None):
             old.unlink(missing_ok=True)
+            digest_path(old).unlink(missing_ok=True)
 
 
 def stored_run_id(path):
@@ -126,10 +185,12 @@ def list_checkpoints(ckpt_dir: Path) -> list[Path]:
 
 
 def load(path, *, map_location="cpu") -> dict:
-    """Load a checkpoint safely; refuse files that are not mnist-hpc checkpoints."""
+    """Load a checkpoint safely; refuse files that are not mnist-hpc checkpoints, and those whose
+    sha256 is not the one recorded when they were written."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
+    verify_digest(path)
     try:
         with warnings.catch_warnings():  # e.g. torch's pickle-protocol note before a refusal
             warnings.simplefilter("ignore")
@@ -159,6 +220,30 @@ def newest_valid(ckpt_dir: Path, warn=print):
         except CheckpointError as e:
             warn(f"warning: {e}; trying the previous checkpoint")
     return None, None
+
+
+def usable(ckpt_dir: Path, warn=print) -> Path | None:
+    """The checkpoint a run folder offers for using its model: ``best.pt``, else the newest
+    ``last-*``; one that is damaged (unreadable, or not the bytes recorded when it was written)
+    is skipped with a warning naming the one used instead. None when there is none at all;
+    raises the newest's error when every one is damaged."""
+    ckpt_dir = Path(ckpt_dir)
+    candidates = ([ckpt_dir / "best.pt"] if (ckpt_dir / "best.pt").is_file() else []) + list_checkpoints(ckpt_dir)
+    errors = []
+    for p in candidates:
+        try:
+            load(p)
+        except CheckpointError as e:
+            errors.append((p, e))
+            continue
+        for _, e in errors:
+            warn(f"warning: {str(e).split('; ')[0]}; using {p.name} instead")
+        return p
+    if errors:
+        names = ", ".join(p.name for p, _ in errors[:3]) + (" ..." if len(errors) > 3 else "")
+        raise CheckpointError(f"{ckpt_dir}: no checkpoint of the run loads ({names}: damaged or unreadable); "
+                              f"restore them from a copy, or train the run again")
+    return None
 
 
 # --------------------------------------------------------------------------- resume: same run?

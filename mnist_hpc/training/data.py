@@ -122,6 +122,8 @@ def prepare(spec: DatasetSpec, root, download: bool = True) -> None:
     except PermissionError as e:
         raise DataError(f"{root}: not writable ({e.strerror}); set --data-dir to a writable folder") from None
     except Exception as e:  # noqa: BLE001 - torchvision raises RuntimeError/URLError/OSError
+        if out_of_memory(e):
+            raise DataError(memory_message(spec, root, "unpacking the archives")) from None
         if st["all_archives"]:
             raise DataError(f"{raw}: could not unpack the archives ({e}); run `mnist-hpc data verify`") from None
         raise DataError(f"dataset {spec.name}: download failed ({type(e).__name__}: "
@@ -177,6 +179,18 @@ def _read_idx(path: Path) -> torch.Tensor:
     return torch.from_numpy(np.frombuffer(bytes(data[4 + 4 * ndim:]), dtype=">i4").astype(np.int64)).reshape(dims)
 
 
+def out_of_memory(e: BaseException) -> bool:
+    """A MemoryError, or torch's allocator failing (a RuntimeError without a type of its own)."""
+    return isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and any(
+        m in str(e) for m in ("can't allocate memory", "not enough memory", "out of memory")))
+
+
+def memory_message(spec: DatasetSpec, root, doing: str) -> str:
+    return (f"{raw_folder(spec, root)}: ran out of memory while {doing} ({spec.name}); the files are not "
+            f"damaged: free memory (close other programs, lower data.subset), or ask for more (--mem "
+            f"on a cluster), and try again")
+
+
 def read_split(spec: DatasetSpec, root, train: bool):
     """One split's uint8 images (N, 28, 28) and int64 labels, read from the unpacked IDX files
     directly (importing torchvision.datasets would cost ≈2 s of every training process's start);
@@ -195,6 +209,9 @@ def read_split(spec: DatasetSpec, root, train: bool):
         if spec.label_offset:
             y = y - spec.label_offset
     except Exception as e:  # noqa: BLE001 - torchvision raises assorted errors on bad files
+        if out_of_memory(e):  # the files are fine: never tell the user to delete them
+            raise DataError(memory_message(spec, root, "reading the " + ("training" if train else "test")
+                                           + " set")) from None
         raise DataError(f"{raw_folder(spec, root)}: a data file is corrupted ({type(e).__name__}: "
                         f"{str(e).splitlines()[0][:100] if str(e) else 'unreadable'}); delete the unpacked "
                         f"files and run `mnist-hpc data download --dataset {spec.name}`") from None
