@@ -11,10 +11,11 @@ from typing import ClassVar, Literal, Optional
 
 from mnist_hpc.config.datasets import DATASETS, FOLDER, data_shape
 from mnist_hpc.config.dump import commented_yaml
+from mnist_hpc.config.extras import LOGGERS
 from mnist_hpc.config.models import CNNModel, ModelSection
 from mnist_hpc.config.validate import DEVICES_TEXT, choices, valid_device
 
-LoggerName = Literal["csv", "tensorboard", "wandb", "mlflow"]  # experiment.loggers (config/extras.py: what each needs)
+LoggerName = Literal[LOGGERS]  # experiment.loggers: the one list, in config/extras.py with what each needs
 
 
 MAX_NAME = 100  # characters of experiment.name (a folder name gets a timestamp or job id after it)
