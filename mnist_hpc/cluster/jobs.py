@@ -78,6 +78,9 @@ def parse_gpus(value: Union[int, str, None], profile: Profile) -> tuple[int, Opt
     kind, _, count = str(value).rpartition(":")
     if not count.isdigit():
         raise UserError(f"--gpus {value}: expected a number or TYPE:NUMBER, e.g. 2 or a100_3g.20gb:1")
+    if kind and int(count) == 0:  # a typed request for no GPU would quietly become a CPU job
+        raise UserError(f"--gpus {value}: a GPU type needs a count of at least 1, e.g. {kind}:1 "
+                        "(--gpus 0 asks for a CPU-only job)")
     return int(count), (kind or None)
 
 
