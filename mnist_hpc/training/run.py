@@ -69,7 +69,8 @@ def run_training(cfg, *, ctx: Optional[TrainContext] = None, data_dir=None, run_
                           f"{denv.world_size} x train.grad_accum {cfg.train.grad_accum}")
     device = pick_device(cfg.runtime.device, denv)
     precision = precision_policy(cfg.train.amp, device, deterministic=cfg.runtime.deterministic)
-    torch.set_num_threads(cpu_threads(cfg.runtime.threads, ctx.cpus, denv.local_world_size))
+    torch.set_num_threads(cpu_threads(cfg.runtime.threads, ctx.cpus, denv.local_world_size,
+                                      warn=echo if denv.is_main else None))
     keep_freed_tensor_memory()
     stop, owned = ctx.stop, False
     if stop is None:
