@@ -273,7 +273,7 @@ def _train_context(cfg, echo):
 
 
 def train(config_or_source, overrides: Sequence[str] = (), *, data_dir=None, run_dir=None,
-          resume=None, init_from=None, progress: Optional[bool] = True,
+          resume=None, init_from=None, progress: Optional[bool] = None,
           echo: Callable[[str], None] = _echo) -> Optional[Run]:
     """Train a model; return its ``Run`` (None on the non-zero ranks of a DDP job).
 
@@ -282,7 +282,8 @@ def train(config_or_source, overrides: Sequence[str] = (), *, data_dir=None, run
     continued (only epochs, checkpointing, device/threads and logging may change; a completed
     run is continued in a new folder). ``init_from``: a run folder or checkpoint whose weights
     (only) a new run starts from; its summary records ``parent_run``. ``progress``: a progress
-    bar (a widget in notebooks); None = only on a terminal."""
+    bar: True, False, or None (default) = only in a notebook (a widget) or on a terminal, never
+    into a log file."""
     from mnist_hpc.training.run import run_training
 
     cfg = _as_config(config_or_source, overrides)

@@ -119,6 +119,16 @@ def first_nonfinite(bad_step, denv) -> int | None:
 # --------------------------------------------------------------------------- the loop
 
 
+def shows_progress() -> bool:
+    """Whether a progress bar is wanted by default: in a notebook (Jupyter, Colab), or where both
+    stdout and stderr (the bar's stream) are a terminal; never into a log file or a pipe."""
+    shell = sys.modules.get("IPython")
+    ip = shell.get_ipython() if shell is not None and hasattr(shell, "get_ipython") else None
+    if ip is not None and type(ip).__name__ in ("ZMQInteractiveShell", "Shell"):  # Jupyter, Colab
+        return True
+    return all(getattr(f, "isatty", lambda: False)() for f in (sys.stdout, sys.stderr))
+
+
 class Trainer:
     """Runs ``parts`` over the epochs of ``cfg``; rank 0 writes metrics.csv and checkpoints."""
 
@@ -235,7 +245,7 @@ class Trainer:
         return bool(flags[0] > 0), steps_due or bool(flags[1] > 0), bool(flags[2] > 0)
 
     def _bar(self, epoch, steps):
-        show = self.progress if self.progress is not None else sys.stdout.isatty()
+        show = self.progress if self.progress is not None else shows_progress()
         if not (show and self.main):
             return None
         from tqdm.auto import tqdm
