@@ -213,13 +213,22 @@ class _Run:
         """--init-from: the checkpoint's weights only (every rank loads them: DDP has already
         broadcast its initial weights)."""
         state = ckpt.load(path, map_location=self.device)
+        stored = state.get("config") if isinstance(state.get("config"), dict) else {}
+        theirs = stored.get("model", {}).get("name") if isinstance(stored.get("model"), dict) else None
+        ours = self.cfg.model.name
         try:
             self.parts.raw_model.load_state_dict(state["model"])
         except (RuntimeError, KeyError, ValueError) as e:
+            if theirs and theirs != ours:
+                raise UserError(f"--init-from {path}: the checkpoint holds a `{theirs}` net; this config "
+                                f"builds `{ours}`: start from a run of the same model, or train "
+                                f"with --set model.name={theirs} (and that run's model settings)") from None
             lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
             why = next((ln for ln in lines if not ln.startswith("Error(s) in loading")), lines[0] if lines else "")
+            held = f" (the checkpoint holds a `{theirs}` net with other settings)" if theirs else ""
             raise UserError(f"--init-from {path}: its weights do not fit this config's model "
-                            f"{self.cfg.model.name}: {why[:160]}") from None
+                            f"`{ours}`{held}: {why[:160]}; use the model settings of the run it "
+                            f"came from (its config.yaml)") from None
 
     # -- how the run ended, when not normally ----------------------------------------------
 
