@@ -146,7 +146,7 @@ def _print_comparison(sweep) -> None:
     comp = compare([load_run(r.run_dir) for r in completed])
     click.echo(f"\n{len(completed)} of {plural(len(sweep.runs), 'run')} completed\n")
     click.echo(tables.format_table(comp))
-    click.echo("\n" + tables.verdict(comp))
+    click.echo("\n" + tables.wrap(tables.verdict(comp)))
     click.echo(f"(mnist-hpc report {sweep.output_dir} --format markdown --plots DIR "
                f"--out FILE writes a report with figures)")
 

@@ -101,7 +101,7 @@ class Comparison:
 
     def to_table(self) -> str:
         """The aligned plain-text table and the verdict, as `mnist-hpc report` prints them."""
-        return tables.format_table(self) + "\n\n" + tables.verdict(self) + "\n"
+        return tables.format_table(self) + "\n\n" + tables.wrap(tables.verdict(self)) + "\n"
 
     def to_csv(self) -> str:
         return tables.format_csv(self)
