@@ -37,7 +37,7 @@ from mnist_hpc.training.build import (build_components, cpu_threads, keep_freed_
 from mnist_hpc.training.context import TrainContext
 from mnist_hpc.training.evaluate import evaluate
 from mnist_hpc.training.models import count_params, size_mb
-from mnist_hpc.training.trainer import Trainer
+from mnist_hpc.training.trainer import Trainer, rate_of
 
 
 def echo_line(msg: str) -> None:
@@ -317,7 +317,9 @@ class _Run:
             data_seconds=round(self.data_seconds, 3),
             total_seconds=round(self.trainer.wall_seconds(), 3),
             process_seconds=round(time.time() - PROCESS_START, 3),
-            images_per_s=round(s.images_seen / max(s.step_seconds, 1e-9), 1),
+            images_per_s=round(rate_of(s.images_seen, s.step_seconds, self.trainer.warmup_images,
+                                       self.trainer.warmup_seconds), 1),
+            warmup_seconds=round(self.trainer.warmup_seconds, 3),
             device=self._device_text(),
             peak_gpu_memory_mb=self._peak_gpu_memory_mb(),
             world_size=denv.world_size,
