@@ -149,7 +149,7 @@ def load_run(folder) -> RunRecord:
                         else f"{folder}: no summary.json (the run has not finished)")
     config = {}
     try:
-        raw = read_yaml(folder / "config.yaml")
+        raw = read_yaml(folder / "config.yaml", fast=True)  # one per run: libyaml where present
         if isinstance(raw, dict):
             config = flatten(raw)
     except ConfigError:  # without a readable config the run only loses its columns

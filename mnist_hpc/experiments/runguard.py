@@ -43,7 +43,7 @@ def config_differences(run_dir, wanted) -> list:
     one "key: stored there, wanted now" text per key that can change a result; [] when equal."""
     path = Path(run_dir) / "config.yaml"
     try:
-        raw = read_yaml(path)
+        raw = read_yaml(path, fast=True)
         stored = flatten(config_from_dict(raw, str(path)).to_dict())
     except ConfigError:
         return ["its config.yaml is missing or unreadable"]
