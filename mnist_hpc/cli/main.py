@@ -227,7 +227,8 @@ def data_download(datasets, data_dir):
 
     root, why = resolve_data_root(data_dir)
     # inside a job (compute nodes: no internet) only local archives are unpacked
-    for name, folder, present in prepare_all(datasets, root, download=not job_env.current().in_job):
+    for name, folder, present in prepare_all(datasets, root, download=not job_env.current().in_job,
+                                             from_download=True):
         click.echo(f"{name}: already present in {folder}" if present else f"{name}: ready in {folder} ({why})")
 
 
@@ -239,15 +240,22 @@ def data_verify(datasets, data_dir):
     from mnist_hpc.training import data as D
     from mnist_hpc.config.datasets import DATASETS, resolve_data_root
 
-    root, _ = resolve_data_root(data_dir)
-    bad = 0
+    root, why = resolve_data_root(data_dir)
+    missing, damaged = [], []
     for name in datasets:
         for path, ok, note in D.verify(DATASETS[name], root):
-            bad += not ok
+            if not ok:
+                (missing if note == "missing" else damaged).append(name)
             click.echo(f"{'ok ' if ok else 'BAD'}  {name:<14} {path}  {note}")
-    if bad:
-        raise UserError(f"{bad} problem(s) found under {root}: delete the bad files and run "
-                        f"`mnist-hpc data download`")
+    if missing or damaged:
+        absent = sorted(set(missing) - set(damaged))
+        fetch = " ".join(f"--dataset {n}" for n in sorted(set(missing) | set(damaged)))
+        parts = ([f"{', '.join(absent)} missing"] if absent else []) + (
+            [f"{len(damaged)} damaged file(s) in {', '.join(sorted(set(damaged)))} (delete them first)"]
+            if damaged else [])
+        raise UserError(f"under {root} ({why}): {'; '.join(parts)}: run `mnist-hpc data download {fetch}` "
+                        f"(on a cluster, on a login node), or point --data-dir or $MNIST_HPC_DATA_DIR "
+                        f"at a folder that holds them")
 
 
 # --------------------------------------------------------------------------- evaluate / predict
