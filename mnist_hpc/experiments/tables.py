@@ -172,8 +172,9 @@ def format_csv(comp) -> str:
 
 
 def wrap(text: str, width: Optional[int] = None) -> str:
-    """``text`` wrapped to ``width`` (default: the terminal's) columns."""
-    return textwrap.fill(text, width or terminal_width(), break_on_hyphens=False, break_long_words=False)
+    """``text`` wrapped to ``width`` (default: the terminal's) columns, continuation lines indented."""
+    return textwrap.fill(text, width or terminal_width(), subsequent_indent="  ", break_on_hyphens=False,
+                         break_long_words=False)
 
 
 def verdict(comp) -> str:
