@@ -337,7 +337,7 @@ def _train_context(cfg, echo):
 
 
 def train(config_or_source, overrides: Sequence[str] = (), *, data_dir=None, run_dir=None,
-          resume=None, init_from=None, progress: Optional[bool] = True,
+          resume=None, init_from=None, progress: Optional[bool] = None,
           echo: Callable[[str], None] = _echo, model=None) -> Optional[Run]:
     """Train a model; return its ``Run`` (None on the non-zero ranks of a DDP job).
 
@@ -346,12 +346,12 @@ def train(config_or_source, overrides: Sequence[str] = (), *, data_dir=None, run
     continued (only epochs, checkpointing, device/threads and logging may change; a completed
     run is continued in a new folder). ``init_from``: a run folder or checkpoint whose weights
     (only) a new run starts from; its summary records ``parent_run``. ``progress``: a progress
-    bar (a widget in notebooks); None = only on a terminal. ``model``: your own network as an
-    ``nn.Module`` instance, a class or a function returning one (called with ``model.args`` of a
-    custom config, else with none); it replaces the config's model. A class or function from a
-    file is recorded with that file (a new process can resume, export and submit it); one defined
-    in a notebook cell trains, resumes, evaluates and predicts within this session only
-    (docs/own-model.md)."""
+    bar: True, False, or None (default) = only in a notebook (a widget) or on a terminal, never
+    into a log file. ``model``: your own network as an ``nn.Module`` instance, a class or a
+    function returning one (called with ``model.args`` of a custom config, else with none); it
+    replaces the config's model. A class or function from a file is recorded with that file (a new
+    process can resume, export and submit it); one defined in a notebook cell trains, resumes,
+    evaluates and predicts within this session only (docs/own-model.md)."""
     from mnist_hpc.training.run import run_training
 
     cfg = _as_config(config_or_source, overrides)

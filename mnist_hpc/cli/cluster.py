@@ -111,8 +111,11 @@ def submit(config, cluster, gpus, nodes, tasks, time_limit, account, mail, cpus,
                    "method: optuna study, the number of worker tasks.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", shell_complete=complete_set,
               help="Override a config value in every run (repeatable), as for `sweep run`.")
+@click.option("--force", is_flag=True,
+              help="Train anew the finished runs whose stored config differs from the one asked for "
+                   "now (moved to <sweep folder>-replaced-<time>/, not deleted), as for `sweep run`.")
 def sweep_submit_command(sweep_file, cluster, gpus, nodes, tasks, time_limit, account, mail, cpus, mem,
-                         data_dir, dry_run, parallel, overrides):
+                         data_dir, dry_run, parallel, overrides, force):
     """Submit every run of SWEEP_FILE as one Slurm job array (task I runs run I).
 
     A sweep larger than the cluster's largest array becomes several arrays, each starting
@@ -122,7 +125,8 @@ def sweep_submit_command(sweep_file, cluster, gpus, nodes, tasks, time_limit, ac
     """
     out = jobs.sweep_submit(sweep_file, cluster, overrides=overrides, account=account, dry_run=dry_run,
                             gpus=gpus, nodes=nodes, tasks=tasks, time=time_limit, mail=mail, cpus=cpus,
-                            mem=mem, data_dir=data_dir, parallel=parallel, warn=_warn, note=_note)
+                            mem=mem, data_dir=data_dir, parallel=parallel, warn=_warn, note=_note,
+                            force=force)
     for line in out.notes:
         _note(line)
     if dry_run:

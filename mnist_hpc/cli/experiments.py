@@ -96,12 +96,17 @@ def plan(sweep_file, overrides, allow_large):
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP,
               shell_complete=complete_set)
 @click.option("--allow-large", is_flag=True, help=LARGE_HELP)
+@click.option("--force", is_flag=True,
+              help="Train anew the finished runs whose stored config differs from the one asked for "
+                   "now (their folders are moved to <sweep folder>-replaced-<time>/, not deleted).")
 @user_errors
-def run(sweep_file, parallel, index, data_dir, overrides, allow_large):
+def run(sweep_file, parallel, index, data_dir, overrides, allow_large, force):
     """Train every run of SWEEP_FILE that has not completed yet, then compare them.
 
     Each run trains in its own process into <output_dir>/sweeps/<sweep>/<run>/, with its
-    output in train.log there. Running the command again skips the completed runs. A
+    output in train.log there. Running the command again skips the completed runs, if they were
+    trained with the same config (else it stops and names the keys that differ; --force trains
+    them anew). Two runners on one sweep share it: a run the other is training is left to it. A
     method: optuna sweep runs its study until it has n_trials trials (study.journal in the
     sweep's folder), resuming trials whose worker was killed.
     """
@@ -119,13 +124,17 @@ def run(sweep_file, parallel, index, data_dir, overrides, allow_large):
     at_once = f", {parallel} at a time" if parallel > 1 and len(runs) > 1 else ""
     click.echo(f"sweep {sweep.name}: {plural(len(runs), 'run')} into {sweep.output_dir}/{at_once}")
     try:
-        results = run_sweep(sweep, runs, parallel, data_dir, echo=click.echo)
+        results = run_sweep(sweep, runs, parallel, data_dir, echo=click.echo, force=force)
     except KeyboardInterrupt:
         click.echo("interrupted: run the same command again to continue", err=True)
         sys.exit(130)
 
     if index is None:
         _print_comparison(sweep)
+    busy = [r for r in results if r.status == "busy"]
+    if busy:
+        click.echo(f"\n{plural(len(busy), 'run')} left to another runner of this sweep (see above); "
+                   "run the same command again once it has finished to compare them all", err=True)
     failed = [r for r in results if not r.ok]
     requeued = [r for r in results if r.status == "requeued"]
     if requeued and not failed:
@@ -201,7 +210,7 @@ def _print_comparison(sweep) -> None:
     comp = compare([load_run(r.run_dir) for r in completed])
     click.echo(f"\n{len(completed)} of {plural(len(sweep.runs), 'run')} completed\n")
     click.echo(tables.format_table(comp))
-    click.echo("\n" + tables.verdict(comp))
+    click.echo("\n" + tables.wrap(tables.verdict(comp)))
     click.echo(f"(mnist-hpc report {sweep.output_dir} --format markdown --plots DIR "
                f"--out FILE writes a report with figures)")
 

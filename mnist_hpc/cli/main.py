@@ -295,7 +295,8 @@ def data_download(datasets, data_dir):
 
     root, why = resolve_data_root(data_dir)
     # inside a job (compute nodes: no internet) only local archives are unpacked
-    for name, folder, present in prepare_all(datasets, root, download=not job_env.current().in_job):
+    for name, folder, present in prepare_all(datasets, root, download=not job_env.current().in_job,
+                                             from_download=True):
         click.echo(f"{name}: already present in {folder}" if present else f"{name}: ready in {folder} ({why})")
 
 
@@ -307,20 +308,28 @@ def data_verify(datasets, data_dir):
     from mnist_hpc.training import data as D
     from mnist_hpc.config.datasets import DATASETS, resolve_data_root
 
-    root, _ = resolve_data_root(data_dir)
-    bad = memory = 0
+    root, why = resolve_data_root(data_dir)
+    missing, damaged, memory = [], [], 0
     for name in datasets:
         for path, ok, note in D.verify(DATASETS[name], root):
-            bad += not ok
-            memory += not ok and "ran out of memory" in note  # the files were not judged
+            if not ok:
+                if "ran out of memory" in note:
+                    memory += 1  # the files were not judged
+                else:
+                    (missing if note == "missing" else damaged).append(name)
             click.echo(f"{'ok ' if ok else 'BAD'}  {name:<14} {path}  {note}")
-    if memory and memory == bad:
+    if memory and not (missing or damaged):
         raise UserError(f"{root}: ran out of memory checking {memory} dataset(s), so their files were not "
                         f"judged (nothing to delete): free memory and run `mnist-hpc data verify` again")
-    if bad:
-        spare = f" (not the {memory} that ran out of memory: those files are not damaged)" if memory else ""
-        raise UserError(f"{bad - memory} problem(s) found under {root}: delete the bad files{spare} and run "
-                        f"`mnist-hpc data download`")
+    if missing or damaged:
+        absent = sorted(set(missing) - set(damaged))
+        fetch = " ".join(f"--dataset {n}" for n in sorted(set(missing) | set(damaged)))
+        parts = ([f"{', '.join(absent)} missing"] if absent else []) + (
+            [f"{len(damaged)} damaged file(s) in {', '.join(sorted(set(damaged)))} (delete them first)"]
+            if damaged else []) + ([f"{memory} not judged (out of memory: not damaged)"] if memory else [])
+        raise UserError(f"under {root} ({why}): {'; '.join(parts)}: run `mnist-hpc data download {fetch}` "
+                        f"(on a cluster, on a login node), or point --data-dir or $MNIST_HPC_DATA_DIR "
+                        f"at a folder that holds them")
 
 
 # --------------------------------------------------------------------------- evaluate / predict

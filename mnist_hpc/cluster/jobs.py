@@ -81,6 +81,9 @@ def parse_gpus(value: Union[int, str, None], profile: Profile) -> tuple[int, Opt
     kind, _, count = str(value).rpartition(":")
     if not count.isdigit():
         raise UserError(f"--gpus {value}: expected a number or TYPE:NUMBER, e.g. 2 or a100_3g.20gb:1")
+    if kind and int(count) == 0:  # a typed request for no GPU would quietly become a CPU job
+        raise UserError(f"--gpus {value}: a GPU type needs a count of at least 1, e.g. {kind}:1 "
+                        "(--gpus 0 asks for a CPU-only job)")
     return int(count), (kind or None)
 
 
@@ -292,12 +295,14 @@ def sweep_submit(sweep_file, cluster: str = "local", *, overrides: Sequence[str]
                  tasks: Optional[int] = None, time: str = "1:00:00", mail: Optional[str] = None,
                  cpus: Optional[int] = None, mem: Optional[str] = None, data_dir=None,
                  parallel: int = 4, cwd=None, warn: Echo = _stderr("warning: "),
-                 note: Echo = _stderr()) -> SweepJobs:
+                 note: Echo = _stderr(), force: bool = False) -> SweepJobs:
     """Submit every run of ``sweep_file`` (with the ``--set`` ``overrides`` in every run) as a
     Slurm job array (task I runs run I), at most ``parallel`` at a time; a sweep larger than the
     cluster's largest array becomes several arrays, each starting when the previous one has ended.
     The tasks read a snapshot of the sweep file and its base config in the sweep's folder
-    (``cluster.snapshot``): editing the originals afterwards changes nothing queued."""
+    (``cluster.snapshot``): editing the originals afterwards changes nothing queued. Finished
+    runs trained with another config are refused, or with ``force`` moved aside (not deleted)
+    when the arrays are submitted, as `sweep run` does."""
     import tempfile
 
     from mnist_hpc.cluster import snapshot
@@ -308,7 +313,13 @@ def sweep_submit(sweep_file, cluster: str = "local", *, overrides: Sequence[str]
     profile = profile_for(cluster, warn)
     from mnist_hpc.experiments.sweepfile import load_sweep
 
+    from mnist_hpc.experiments import runguard
+    from mnist_hpc.experiments.sweep import is_completed
+
     sweep = load_sweep(sweep_file, tuple(overrides))
+    stale = runguard.stale_runs(sweep.runs, is_completed)
+    if stale and not force:
+        runguard.refuse_stale(sweep.name, stale)
     n_gpus, gpu_type = parse_gpus(gpus, profile)
     checked = set()
     for run in sweep.runs:  # each distinct custom/torchvision model, built once before the queue
@@ -356,6 +367,9 @@ def sweep_submit(sweep_file, cluster: str = "local", *, overrides: Sequence[str]
         with tempfile.TemporaryDirectory() as tmp:  # the snapshot is checked as for a real submission
             snapshot.write(sweep, tmp, overrides)
         return out
+    moved = runguard.move_aside(stale)
+    if moved is not None:
+        note(f"--force: moved {len(stale)} finished run(s) trained with another config to {moved}/")
     needed = sorted({cfg.data.dataset for cfg in sweep.configs()})
     stage_data(profile, data_dir, needed, cwd / datapack.DEFAULT_ARCHIVE, warn, note)
     made = create_run_dir(folder.parent, "", first=folder)  # exclusive: never shared with another submit

@@ -236,7 +236,24 @@ def apply_overrides(data: dict, overrides, notes: list | None = None) -> dict:
             keys = ", ".join(f"model.{cut(k, 40)}" for k in dropped)
             notes.append(f"model.name changed {cut(old, 40)} -> {cut(target, 40)}; dropped {keys} "
                          f"({cut(target, 40)} starts from its own defaults)")
+    _name_after_model(data, parsed, old, target)
     return data
+
+
+def _name_after_model(data: dict, parsed: list, old, target) -> None:
+    """A ``model.name`` override that changes the model also names it in ``experiment.name``
+    (the run folder's prefix: ``mlp_keras-cnn-<time>``, not ``mlp_keras-<time>`` for a cnn),
+    unless the same overrides set the name themselves."""
+    if target == old or not isinstance(target, str) or not isinstance(data.get("experiment", {}), dict):
+        return
+    if any(parts[:2] == ["experiment", "name"] or (parts == ["experiment"] and isinstance(value, dict)
+                                                  and "name" in value) for _, parts, value, _ in parsed):
+        return
+    experiment = data.setdefault("experiment", {})
+    name = experiment.get("name")
+    if not isinstance(name, str) or not name or name.endswith(f"-{target}"):
+        return
+    experiment["name"] = f"{name}-{target}"  # no note: the run folder's name shows it
 
 
 def _override_type(parts: list[str], text: str, model_name):

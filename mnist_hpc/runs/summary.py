@@ -40,6 +40,7 @@ class RunSummary:
     total_seconds: Optional[float] = None  # wall time over every start of the run (requeues included)
     process_seconds: Optional[float] = None  # wall time of the process that finished the run
     images_per_s: Optional[float] = None
+    warmup_seconds: Optional[float] = None  # the process's first step, timed apart (not in train_seconds)
     device: Optional[str] = None
     peak_gpu_memory_mb: Optional[float] = None  # CUDA only: max_memory_allocated of the last process, MiB
     world_size: int = 1

@@ -31,7 +31,26 @@ from mnist_hpc.runs.folder import atomic_write, atomic_write_with
 
 FORMAT = "mnist-hpc-checkpoint"
 VERSION = 1
-_STEP_RE = re.compile(r"^last-e(\d+)-s(\d+)\.pt$")
+# last-epoch<E>-step<S>.pt: epoch E (1-based: the one in progress) after S of its steps, the
+# numbers the log and every message use. Files of earlier versions, last-e<done>-s<S>.pt, count
+# the epochs done (one less), and are still found and ordered with the others.
+_NAME_RE = re.compile(r"^last-epoch(\d+)-step(\d+)\.pt$")
+_OLD_NAME_RE = re.compile(r"^last-e(\d+)-s(\d+)\.pt$")
+
+
+def checkpoint_name(epoch: int, step: int) -> str:
+    """The file name of the checkpoint at ``epoch`` epochs done and ``step`` steps into the next:
+    ``last-epoch0001-step000102.pt`` is "epoch 1, step 102", as the log says."""
+    return f"last-epoch{epoch + 1:04d}-step{step:06d}.pt"
+
+
+def _position(name: str):
+    """(epochs done, step) of a checkpoint file name, either spelling; None for other files."""
+    m = _NAME_RE.match(name)
+    if m:
+        return int(m.group(1)) - 1, int(m.group(2))
+    m = _OLD_NAME_RE.match(name)
+    return (int(m.group(1)), int(m.group(2))) if m else None
 
 
 def rng_state() -> dict:
@@ -127,7 +146,7 @@ def verify_digest(path) -> None:
 
 
 def save(state: dict, ckpt_dir: Path, *, keep: int, best: bool = False) -> Path:
-    """Write ``last-e<epoch>-s<step>.pt`` (and ``best.pt``), keep the newest ``keep`` of this run.
+    """Write ``last-epoch<E>-step<S>.pt`` (``checkpoint_name``) and ``best.pt``; keep the newest ``keep`` of this run.
 
     The checkpoint carries the run id of the folder's ``run.json``. Rotation deletes only this
     run's own older files: never one at a later position than the one just written, never one
@@ -136,7 +155,7 @@ def save(state: dict, ckpt_dir: Path, *, keep: int, best: bool = False) -> Path:
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     run_id = folder_run_id(ckpt_dir.parent)
     state = {"format": FORMAT, "version": VERSION, "run_id": run_id, **state}
-    path = ckpt_dir / f"last-e{state['epoch']:04d}-s{state['step']:06d}.pt"
+    path = ckpt_dir / checkpoint_name(state["epoch"], state["step"])
     atomic_save(state, path)
     if best:
         atomic_save(state, ckpt_dir / "best.pt")
@@ -177,10 +196,10 @@ def stored_run_id(path):
 def list_checkpoints(ckpt_dir: Path) -> list[Path]:
     """``last-*`` checkpoints, newest position first."""
     found = []
-    for p in Path(ckpt_dir).glob("last-e*-s*.pt"):
-        m = _STEP_RE.match(p.name)
-        if m:
-            found.append(((int(m.group(1)), int(m.group(2))), p))
+    for p in Path(ckpt_dir).glob("last-*.pt"):
+        pos = _position(p.name)
+        if pos is not None:
+            found.append((pos, p))
     return [p for _, p in sorted(found, reverse=True)]
 
 

@@ -42,8 +42,26 @@ def find_checkpoint(path, echo=_warn) -> Path:
     cdir = p / "checkpoints" if (p / "checkpoints").is_dir() else p
     found = ckpt.usable(cdir, warn=echo)
     if found is None:
-        raise UserError(f"{p}: no checkpoint found (expected {cdir}/best.pt or last-*.pt)")
+        where = p if p.name == "checkpoints" else p / "checkpoints"  # where train writes them
+        raise UserError(f"{p}: no checkpoint found (expected best.pt or last-*.pt in {where}/)"
+                        + _how_the_run_ended(where.parent))
     return found
+
+
+def _how_the_run_ended(run_dir: Path) -> str:
+    """'; the run failed: ...' (or stopped, or is running) from its state.json, else ''."""
+    from mnist_hpc.runs.state import read_state
+
+    try:
+        st = read_state(run_dir)
+    except Exception:  # noqa: BLE001 - a damaged state only loses this hint
+        return ""
+    if st is None or st.state == "completed":
+        return ""
+    what = st.describe()
+    then = ("; fix the cause and train it again (see its train.log or job output)" if st.state == "failed"
+            else "; wait for it to save a checkpoint" if st.state == "running" else "")
+    return f"; the run {what}{then}"
 
 
 def load_for_inference(path, device="cpu", echo=_warn, what="device", *, trust_code: bool = False):
