@@ -242,3 +242,31 @@ def test_a_failed_download_of_a_new_dataset_is_one_line(cli, tmp_path, monkeypat
     monkeypatch.delenv("MNIST_HPC_OFFLINE", raising=False)
     r = cli("data", "download", "--dataset", "emnist-letters", "--data-dir", tmp_path / "d")
     assert r.code == 1 and "download failed" in r.err and len(r.err.strip().splitlines()) == 1, r
+
+
+def test_an_image_folder_is_staged_through_the_data_archive(cli, tmp_path):
+    """`data pack folder:PATH` packs the images; a job unpacks the archive into its data folder
+    ($SLURM_TMPDIR) and trains from there, without the shared path."""
+    import shutil
+    import tarfile
+
+    images = tmp_path / "pets"
+    _write_images(images, per_class=6)
+    r = cli("data", "pack", f"folder:{images}", "--output", tmp_path / "data.tar", "--data-dir", tmp_path / "d0")
+    assert r.code == 0 and "folder:pets-" in r.out, r
+    job_data = tmp_path / "job-tmpdir"
+    with tarfile.open(tmp_path / "data.tar") as tar:
+        tar.extractall(job_data, filter="data")
+    cfg = tmp_path / "pets.yaml"
+    cfg.write_text(f"""
+experiment: {{name: pets, output_dir: {tmp_path / 'runs'}}}
+data: {{dataset: folder, root: {images}, image_size: 16, val_split: null, batch_size: 6}}
+model: {{name: fast, width: 4}}
+train: {{epochs: 1}}
+runtime: {{threads: 1}}
+""")
+    shutil.rmtree(images)  # the compute node cannot see it
+    r = cli("train", cfg, "--data-dir", job_data)
+    assert r.code == 0, r
+    s = json.loads((next((tmp_path / "runs").iterdir()) / "summary.json").read_text())
+    assert set(s["per_class"]) == {"cat", "dog", "owl"}

@@ -91,6 +91,13 @@ def _now() -> str:
     return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
 
 
+def staged_name(cfg) -> str:
+    """What the data archive holds for ``cfg``: a dataset name, or ``folder:<path>`` for an image folder."""
+    from mnist_hpc.config.datasets import FOLDER
+
+    return f"{datapack.FOLDER_PREFIX}{cfg.data.root}" if cfg.data.dataset == FOLDER else cfg.data.dataset
+
+
 def stage_data(profile: Profile, data_dir, needed: list, archive: Path, warn: Echo, note: Echo) -> Path:
     """Make sure the data archive holds the datasets the job needs (packing it if not)."""
     from mnist_hpc.config.datasets import resolve_data_root
@@ -172,7 +179,7 @@ def submit(config_or_source, overrides: Sequence[str] = (), cluster: str = "loca
     job = Job(None, script, run_dir, profile.name, spec.template, spec.output)
     if dry_run:
         return job
-    stage_data(profile, data_dir, [cfg.data.dataset], cwd / datapack.DEFAULT_ARCHIVE, warn, note)
+    stage_data(profile, data_dir, [staged_name(cfg)], cwd / datapack.DEFAULT_ARCHIVE, warn, note)
     made = create_run_dir(run_dir.parent, cfg.experiment.name, first=run_dir)  # exclusive: never shared
     if made != run_dir:  # another submit took the name meanwhile: the job gets the next one
         run_dir, spec = made, spec_for(made)
@@ -370,7 +377,7 @@ def sweep_submit(sweep_file, cluster: str = "local", *, overrides: Sequence[str]
     moved = runguard.move_aside(stale)
     if moved is not None:
         note(f"--force: moved {len(stale)} finished run(s) trained with another config to {moved}/")
-    needed = sorted({cfg.data.dataset for cfg in sweep.configs()})
+    needed = sorted({staged_name(cfg) for cfg in sweep.configs()})
     stage_data(profile, data_dir, needed, cwd / datapack.DEFAULT_ARCHIVE, warn, note)
     made = create_run_dir(folder.parent, "", first=folder)  # exclusive: never shared with another submit
     if made != folder:

@@ -360,7 +360,12 @@ def read_folder(data_cfg, cache_root=None):
     single folder gives ``FOLDER_TEST_FRACTION`` of each class's images, chosen with a fixed
     seed, to the test split. Decoded once into a cache (``<cache_root>/folder-cache``) keyed by
     the files' names, sizes and times, the image size and channels."""
+    from mnist_hpc.config.datasets import folder_key
+
     root = Path(os.path.expanduser(data_cfg.root)).resolve()
+    staged = Path(cache_root) / "folders" / folder_key(root) if cache_root else None
+    if staged is not None and staged.is_dir():  # unpacked from the data archive (`data pack`, a job's $SLURM_TMPDIR)
+        root = staged
     if not root.is_dir():
         raise DataError(f"data.root: {data_cfg.root}: not a folder; dataset: folder needs a folder of images, "
                         f"one subfolder per class")

@@ -64,7 +64,7 @@ def run_training(cfg, *, ctx: Optional[TrainContext] = None, data_dir=None, run_
     ctx = ctx or TrainContext()
     check_extras(cfg)  # a logger's missing package: one line before anything starts
     denv = distmod.detect({**os.environ, **ctx.launch_env}, launcher=ctx.launcher_name())
-    shape = data_shape(cfg.data)
+    shape = data_shape(cfg.data, resolve_data_root(data_dir, None)[0])
     if shape is None:
         raise datamod.DataError(f"data.root: {cfg.data.root}: not a folder of class subfolders; dataset: folder "
                                 f"needs one subfolder of images per class")
