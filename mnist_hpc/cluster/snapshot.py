@@ -55,6 +55,11 @@ def texts(sweep, overrides: Sequence[str] = ()) -> dict[str, str]:
     when = datetime.now().astimezone().isoformat(timespec="seconds")
     copy = {"base": BASE_FILE, "name": sweep.name}
     copy.update({k: v for k, v in data.items() if k not in ("base", "name", "set")})
+    carried = _axis_code(sweep, data)
+    for section in ("grid", "zip"):
+        values = copy.get(section, {}).get("model.file") if isinstance(copy.get(section), dict) else None
+        if isinstance(values, list):  # each model file the axes name, read from its copy beside sweep.yaml
+            copy[section] = {**copy[section], "model.file": [carried[v][1] if v in carried else v for v in values]}
     shared = _shared_values(sweep)
     if shared:
         copy["set"] = shared
@@ -72,6 +77,22 @@ def texts(sweep, overrides: Sequence[str] = ()) -> dict[str, str]:
 
 
 CODE_DIR = "model"  # a custom model's file, copied beside base.yaml
+
+
+def _axis_code(sweep, data: dict) -> dict:
+    """{a model.file value of the sweep file's grid/zip: (its code, the copy's path beside sweep.yaml)}."""
+    import os
+
+    from mnist_hpc.training.usercode import read_code
+
+    out = {}
+    for section in ("grid", "zip"):
+        values = (data.get(section) or {}).get("model.file") if isinstance(data.get(section), dict) else None
+        for v in values if isinstance(values, list) else []:
+            if isinstance(v, str) and v not in out:
+                code = read_code(os.path.join(os.path.dirname(os.path.abspath(sweep.path)), os.path.expanduser(v)))
+                out[v] = (code, f"{CODE_DIR}/{code.sha256[:12]}/{code.name}")
+    return out
 
 
 def _base_code(sweep):
@@ -95,6 +116,9 @@ def write(sweep, folder, overrides: Sequence[str] = ()) -> Path:
     if code is not None:
         (folder / CODE_DIR).mkdir(parents=True, exist_ok=True)
         atomic_write(folder / CODE_DIR / code.name, code.text)
+    for axis_code, rel in _axis_code(sweep, read_yaml(sweep.path)).values():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(folder / rel, axis_code.text)
     for name, text in texts(sweep, overrides).items():
         atomic_write(folder / name, text)
     path = folder / SWEEP_FILE

@@ -252,6 +252,7 @@ def load_sweep(path, overrides=(), *, allow_large: bool = False, validate: bool 
     """
     path = Path(path)
     spec = build_section(SweepFile, read_yaml(path), "", str(path))
+    _anchor_file_values(spec, path.parent)
     base = _base_file(path, spec.base)
     name = spec.name if spec.name is not None else path.stem
     if ax.safe_name(name) != name:
@@ -303,6 +304,28 @@ def load_sweep(path, overrides=(), *, allow_large: bool = False, validate: bool 
     if validate:
         sweep.validate()
     return sweep
+
+
+_PATH_KEYS = ("model.file", "model.weights")  # values that name files: relative to the sweep file
+
+
+def _anchor_file_values(spec, folder: Path) -> None:
+    """Make the sweep file's relative model files (``set``, ``grid`` and ``zip`` values of
+    ``model.file`` / a torchvision ``model.weights`` file) absolute, relative to the sweep file's
+    folder, as a config's are: a sweep over several model files runs the same from any folder."""
+    from mnist_hpc.config.loading import anchor_paths
+
+    def anchored(key, value):
+        if not isinstance(value, str):
+            return value
+        return anchor_paths({"model": {key.split(".", 1)[1]: value}}, folder)["model"][key.split(".", 1)[1]]
+
+    for key in _PATH_KEYS:
+        if key in spec.set:
+            spec.set[key] = anchored(key, spec.set[key])
+        for section in (spec.grid, spec.zip):
+            if key in section and isinstance(section[key], list):
+                section[key] = [anchored(key, v) for v in section[key]]
 
 
 def validate_sweep_file(path, overrides=(), *, allow_large: bool = False) -> int:
