@@ -396,6 +396,18 @@ def report(runs_or_dirs):
     return build_report([r.path if isinstance(r, Run) else Path(r) for r in runs_or_dirs])
 
 
+def list_runs(dirs="runs") -> list:
+    """A ``Run`` for every run folder under ``dirs`` (a folder or several, searched at any depth
+    as ``report`` searches them), oldest first, finished or not (``run.state`` says how each
+    stands); a folder with a damaged summary.json is left out (``mnist-hpc runs`` names it)."""
+    from mnist_hpc.experiments.overview import list_runs as lines_of
+
+    if isinstance(dirs, (str, Path)):
+        dirs = [dirs]
+    lines, _ = lines_of([Path(d) for d in dirs])
+    return [Run(line.path) for line in lines]
+
+
 def submit(config_or_source, cluster: str = "local", *, overrides: Sequence[str] = (), account=None,
            dry_run: bool = False, **resources):
     """Submit a config as a Slurm job on ``cluster`` (a profile name); return a ``Job`` with
@@ -415,7 +427,7 @@ def submit(config_or_source, cluster: str = "local", *, overrides: Sequence[str]
                    **resources)
 
 
-__all__ = ["load_config", "train", "Run", "Prediction", "sweep", "report", "submit"]
+__all__ = ["load_config", "train", "Run", "Prediction", "sweep", "report", "list_runs", "submit"]
 
 if sys.version_info < (3, 10):  # pragma: no cover - pyproject says >=3.10
     raise ImportError("mnist-hpc needs Python 3.10 or newer")

@@ -156,6 +156,45 @@ def run(sweep_file, parallel, index, data_dir, overrides, allow_large, force):
         sys.exit(code if code and code > 0 else 1)
 
 
+@sweep_group.command("status")
+@click.argument("sweep_file", type=click.Path(path_type=Path), shell_complete=complete_yaml)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP,
+              shell_complete=complete_set)
+@click.option("--allow-large", is_flag=True, help=LARGE_HELP)
+@user_errors
+def sweep_status(sweep_file, overrides, allow_large):
+    """Say where each run of SWEEP_FILE stands, from its folder alone (no scheduler call):
+    pending (no folder yet), running (its trainer holds the run's lock), completed (with its test
+    accuracy), failed (the error), interrupted or requeued, stale (completed with another config
+    than the one asked for now: `sweep run --force` trains it anew) or damaged (an unreadable
+    summary.json); then the count of each. For a method: optuna study, the study's trials.
+    (`mnist-hpc status` asks Slurm about the jobs.)"""
+    from mnist_hpc.experiments import overview
+
+    sweep = load_sweep(sweep_file, overrides, allow_large=allow_large, validate=False)
+    if sweep.study is not None:
+        states, total = overview.study_states(sweep)
+        made = len(states)
+        click.echo(f"sweep {sweep.name}: an Optuna study of {plural(total, 'trial')}, in {sweep.output_dir}/")
+        if total > made:
+            states += [overview.RunStatus(-1, "", "pending")] * (total - made)
+        shown = [s for s in states if s.index >= 0]
+        noun = "trial"
+    else:
+        states = overview.sweep_states(sweep)
+        total = len(states)
+        click.echo(f"sweep {sweep.name}: {plural(total, 'run')} of {sweep.base}, in {sweep.output_dir}/")
+        shown = states
+        noun = "run"
+    width = tables.terminal_width()
+    name_w = min(max((len(s.name) for s in shown), default=0), width // 2)
+    digits = len(str(max((s.index for s in shown), default=0)))
+    for s in shown:
+        line = f"{s.index:>{digits}}  {s.name:<{name_w}}  {s.state:<11}  {s.detail}".rstrip()
+        click.echo(line if len(line) <= width else line[:width - 3] + "...")
+    click.echo(tables.wrap(overview.counts_line(states, total, noun)))
+
+
 def _plan_study(sweep) -> None:
     from mnist_hpc.experiments import studyreport
 
@@ -270,6 +309,31 @@ def sweep_report(ctx, sweep_file, out, overrides):
                         f"(mnist-hpc sweep run {sweep_file})")
     ctx.invoke(report_command, dirs=(sweep.output_dir,), fmt="table", as_html=True, plots=None,
                title=f"Sweep {sweep.name}", out=out or sweep.output_dir / "report.html")
+
+
+@click.command("runs")
+@click.argument("dirs", nargs=-1, type=click.Path(path_type=Path), metavar="[DIR...]")
+@user_errors
+def runs_command(dirs):
+    """List every run folder under DIRS (default: ./runs), at any depth, one line each, oldest
+    first: its state (completed, running, failed with its error, interrupted, requeued), dataset,
+    model, test accuracy, epochs, training seconds and when it finished. A damaged record is
+    named on stderr and left out."""
+    from mnist_hpc.experiments import overview
+
+    dirs = list(dirs) or [Path("runs")]
+    missing = [d for d in dirs if not d.is_dir()]
+    if missing:
+        raise UserError(f"{missing[0]}: no such folder (give the folder your runs are in: "
+                        f"mnist-hpc runs DIR)")
+    lines, damaged = overview.list_runs(dirs)
+    for line in damaged:
+        click.echo(f"note: skipped {line}", err=True)
+    if not lines:
+        click.echo(f"no run folders under {', '.join(map(str, dirs))}", err=True)
+        return
+    click.echo(overview.format_runs(lines))
+    click.echo(tables.wrap(overview.counts_line(lines, len(lines))))
 
 
 @click.command("report")

@@ -388,10 +388,11 @@ def predict(checkpoint, images, trust_code):
 from mnist_hpc.cli.bench import bench  # noqa: E402
 from mnist_hpc.cli import cluster as hpc_commands  # noqa: E402
 from mnist_hpc.cli import export as export_commands  # noqa: E402
-from mnist_hpc.cli.experiments import report_command, sweep_group  # noqa: E402
+from mnist_hpc.cli.experiments import report_command, runs_command, sweep_group  # noqa: E402
 
 cli.add_command(sweep_group)  # mnist-hpc sweep plan|run
 cli.add_command(report_command)  # mnist-hpc report
+cli.add_command(runs_command)  # mnist-hpc runs
 hpc_commands.register(cli)  # submit, status, logs, cancel, push; data pack
 export_commands.register(cli)  # export, sync
 sweep_group.add_command(hpc_commands.sweep_submit_command)  # mnist-hpc sweep submit

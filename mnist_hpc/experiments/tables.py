@@ -110,7 +110,7 @@ def format_table(comp, width: Optional[int] = None) -> str:
     return "\n".join(out)
 
 
-def _aligned(header: list, rows: list) -> str:
+def _aligned(header: list, rows: list, best: bool = True) -> str:
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     numeric = [all(_is_number(r[i]) or r[i] == "-" for r in rows) for i in range(len(header))]
 
@@ -120,7 +120,7 @@ def _aligned(header: list, rows: list) -> str:
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(header), rule,
-                      *(line(r, "<- best" if i == 0 else "") for i, r in enumerate(rows))])
+                      *(line(r, "<- best" if i == 0 and best else "") for i, r in enumerate(rows))])
 
 
 def format_markdown_table(comp) -> str:
