@@ -175,7 +175,8 @@ def sweep_status(sweep_file, overrides, allow_large):
     if sweep.study is not None:
         states, total = overview.study_states(sweep)
         made = len(states)
-        click.echo(f"sweep {sweep.name}: an Optuna study of {plural(total, 'trial')}, in {sweep.output_dir}/")
+        click.echo(tables.wrap(f"sweep {sweep.name}: an Optuna study of {plural(total, 'trial')}, "
+                               f"in {sweep.output_dir}/"))
         if total > made:
             states += [overview.RunStatus(-1, "", "pending")] * (total - made)
         shown = [s for s in states if s.index >= 0]
@@ -183,7 +184,7 @@ def sweep_status(sweep_file, overrides, allow_large):
     else:
         states = overview.sweep_states(sweep)
         total = len(states)
-        click.echo(f"sweep {sweep.name}: {plural(total, 'run')} of {sweep.base}, in {sweep.output_dir}/")
+        click.echo(tables.wrap(f"sweep {sweep.name}: {plural(total, 'run')} in {sweep.output_dir}/"))
         shown = states
         noun = "run"
     width = tables.terminal_width()
