@@ -95,7 +95,7 @@ def test_a_missing_sweep_file_is_one_line(tmp_path, cli):
 
 
 def test_a_study_s_trials_from_its_journal(tmp_path, cli):
-    pytest.importorskip("optuna")
+    optuna = pytest.importorskip("optuna")
     from mnist_hpc.experiments import search
     from tests.test_search import make_study
 
@@ -110,7 +110,7 @@ def test_a_study_s_trials_from_its_journal(tmp_path, cli):
     first = search.claim(study, sweep, space, me)
     study.tell(first.trial_id, 0.93)
     second = search.claim(study, sweep, space, me)
-    study.tell(second.trial_id, state=__import__("optuna").trial.TrialState.PRUNED)
+    study.tell(second.trial_id, state=optuna.trial.TrialState.PRUNED)
     search.claim(study, sweep, space, me)  # running, its worker is this process
     search.claim(study, sweep, space, gone)  # running, its worker has gone
     states, n = overview.study_states(load_sweep(path))
