@@ -48,7 +48,7 @@ def damage(path: Path) -> None:
 
 def test_each_checkpoint_has_its_sha256_recorded_in_sha256sum_format(run):
     files = sorted((run / "checkpoints").glob("*.pt"))
-    assert [p.name for p in files] == ["best.pt", "last-e0001-s000000.pt", "last-e0002-s000000.pt"]
+    assert [p.name for p in files] == ["best.pt", "last-epoch0002-step000000.pt", "last-epoch0003-step000000.pt"]
     for p in files:
         record = (run / "checkpoints" / (p.name + ".sha256")).read_text()
         assert record == f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}\n"
@@ -60,11 +60,11 @@ def test_rotation_removes_the_record_with_its_checkpoint(tmp_path):
     for epoch in range(1, 4):
         ckpt.save({"epoch": epoch, "step": 0}, tmp_path / "checkpoints", keep=1)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
-        "last-e0003-s000000.pt", "last-e0003-s000000.pt.sha256"]
+        "last-epoch0004-step000000.pt", "last-epoch0004-step000000.pt.sha256"]
 
 
 def test_a_damaged_checkpoint_that_still_unpickles_is_refused_when_named(run, cli, synth_root):
-    newest = run / "checkpoints" / "last-e0002-s000000.pt"
+    newest = run / "checkpoints" / "last-epoch0003-step000000.pt"
     state = ckpt.load(newest)
     bad = bytearray(newest.read_bytes())
     # change a stored number inside the archive: the file still loads, with another value
@@ -77,7 +77,7 @@ def test_a_damaged_checkpoint_that_still_unpickles_is_refused_when_named(run, cl
     assert state["epoch"] == 2
     line = one_line(cli("evaluate", newest, "--data-dir", synth_root, "--device", "cpu"))
     assert line.startswith(f"error: {newest}: damaged: its sha256 is not the one recorded when it was written "
-                           f"(last-e0002-s000000.pt.sha256); name an earlier checkpoint, or give the run folder (it falls "
+                           f"(last-epoch0003-step000000.pt.sha256); name an earlier checkpoint, or give the run folder (it falls "
                            f"back to the previous good one)")
 
 
@@ -85,32 +85,32 @@ def test_evaluate_and_export_fall_back_to_the_previous_good_checkpoint_and_say_s
     damage(run / "checkpoints" / "best.pt")
     r = cli("evaluate", run, "--data-dir", synth_root, "--device", "cpu")
     assert r.code == 0, r
-    assert f"warning: {run}/checkpoints/best.pt: damaged" in r.err and "using last-e0002-s000000.pt instead" in r.err
-    assert r.out.strip().endswith("last-e0002-s000000.pt")
+    assert f"warning: {run}/checkpoints/best.pt: damaged" in r.err and "using last-epoch0003-step000000.pt instead" in r.err
+    assert r.out.strip().endswith("last-epoch0003-step000000.pt")
     r = cli("export", run, "--format", "state_dict")
-    assert r.code == 0 and "using last-e0002-s000000.pt instead" in r.err, r
-    assert r.out.startswith(f"exported {run}/checkpoints/last-e0002-s000000.pt as state_dict")
+    assert r.code == 0 and "using last-epoch0003-step000000.pt instead" in r.err, r
+    assert r.out.startswith(f"exported {run}/checkpoints/last-epoch0003-step000000.pt as state_dict")
     for p in (run / "checkpoints").glob("last-*.pt"):  # best.pt is damaged already
         damage(p)
     line = one_line(cli("evaluate", run, "--data-dir", synth_root, "--device", "cpu"))
-    assert line == (f"error: {run}/checkpoints: no checkpoint of the run loads (best.pt, last-e0002-s000000.pt, "
-                    f"last-e0001-s000000.pt: damaged or unreadable); restore them from a copy, or train the "
+    assert line == (f"error: {run}/checkpoints: no checkpoint of the run loads (best.pt, last-epoch0003-step000000.pt, "
+                    f"last-epoch0002-step000000.pt: damaged or unreadable); restore them from a copy, or train the "
                     f"run again"), line
 
 
 def test_resume_falls_back_past_a_damaged_newest_checkpoint(run, cli, synth_root, tmp_path):
     from mnist_hpc.config import read_yaml
 
-    damage(run / "checkpoints" / "last-e0002-s000000.pt")
+    damage(run / "checkpoints" / "last-epoch0003-step000000.pt")
     (run / "summary.json").unlink()  # as if the run had stopped after its second checkpoint
     config = tmp_path / "c.yaml"
     config.write_text((run / "config.yaml").read_text())
     assert read_yaml(config)["train"]["epochs"] == 2
     r = cli("train", config, "--data-dir", synth_root, "--run-dir", run, "--resume", "auto")
     assert r.code == 0, r
-    assert ("warning: " + str(run / "checkpoints" / "last-e0002-s000000.pt") + ": damaged") in r.out + r.err
+    assert ("warning: " + str(run / "checkpoints" / "last-epoch0003-step000000.pt") + ": damaged") in r.out + r.err
     assert "trying the previous checkpoint" in r.out + r.err
-    assert ckpt.load(run / "checkpoints" / "last-e0002-s000000.pt")["epoch"] == 2  # written anew, whole
+    assert ckpt.load(run / "checkpoints" / "last-epoch0003-step000000.pt")["epoch"] == 2  # written anew, whole
 
 
 def test_a_rewritten_best_never_keeps_the_record_of_the_file_it_replaced(tmp_path, monkeypatch):

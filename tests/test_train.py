@@ -148,7 +148,7 @@ def test_checkpoint_bad_inputs(cli, tiny_config, synth_root, tmp_path):
     assert r.code == 1 and "not an mnist-hpc checkpoint" in r.err, r
     # another model: resume a cnn config from an mlp checkpoint
     r = cli("train", tiny_config, "--data-dir", synth_root, "--set", "model={name: cnn}", "--resume", good)
-    assert r.code == 1 and "the config differs from the checkpoint's: model.name 'mlp' -> 'cnn'" in r.err, r
+    assert r.code == 1 and "the config differs from the checkpoint's: experiment.name 'tiny' -> 'tiny-cnn', model.name 'mlp' -> 'cnn'" in r.err, r
     assert "--init-from" in r.err and len(r.err.strip().splitlines()) == 1, r
     assert good.exists()
 
