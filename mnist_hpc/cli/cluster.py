@@ -1,4 +1,4 @@
-"""Cluster commands: submit, status, logs, cancel, push, data pack and sweep submit.
+"""Cluster commands: submit, status, logs, cancel, preempt, push, data pack and sweep submit.
 
 Thin click commands over ``mnist_hpc.cluster`` (jobs, queue, push, datapack): parse, call,
 print. cli/main.py registers them (``register(cli)``; ``sweep_submit_command`` belongs in the
@@ -218,6 +218,34 @@ def cancel(job_ids):
         click.echo(f"cancelled job {queue.cancel(job_id)}")
 
 
+@click.command()
+@click.argument("job_id", metavar="JOBID[_TASK]")
+@click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(file_okay=False),
+              help="Where to look for the job's run folder (its job script names the signal).")
+@click.option("--dry-run", is_flag=True, help="Print the scancel command; send nothing.")
+def preempt(job_id, runs_dir, dry_run):
+    """Rehearse the time limit: send running job JOBID (an array task: JOBID_TASK) the signal Slurm
+    sends before its limit, now.
+
+    \b
+    It runs `scancel --signal=<the job's requeue signal> --batch JOBID` (--batch where the job
+    script asks for --signal=B:..., as mnist-hpc's single-process scripts do; srun jobs get it in
+    their steps, as at the limit). The job checkpoints at the next step, requeues itself and
+    resumes in its next start: watch it with mnist-hpc status and mnist-hpc logs JOBID -f. Try it
+    on a short job before trusting a long one to the time limit.
+    """
+    out = queue.preempt(job_id, runs_dir, dry_run=dry_run)
+    command = " ".join(out.argv)
+    if dry_run:
+        click.echo(command)
+        click.echo(f"dry run: nothing sent (signal {out.signal} read from {_short(out.source)})", err=True)
+        return
+    to = "its batch shell" if out.batch else "its job steps"
+    click.echo(f"sent SIG{out.signal} to {to} of job {out.job_id} ({command}; the signal read from "
+               f"{_short(out.source)}): it checkpoints, requeues and resumes; follow it with "
+               f"mnist-hpc status · mnist-hpc logs {out.job_id} -f")
+
+
 # --------------------------------------------------------------------------- setup
 
 
@@ -297,7 +325,7 @@ def register(cli: click.Group) -> None:
     """Add the cluster commands to the main CLI: submit, status, logs, cancel, push and setup at the
     top and `pack` in the `data` group. `sweep submit` is ``sweep_submit_command``, which
     cli/main.py adds to its `sweep` group."""
-    for command in (submit, status, logs, cancel, push, setup):
+    for command in (submit, status, logs, cancel, preempt, push, setup):
         cli.add_command(command)
     data = cli.commands.get("data")
     if isinstance(data, click.Group):

@@ -344,3 +344,74 @@ def cancel(job_id: str) -> str:
                         "(finished, cancelled, or someone else's)")
     slurm.scancel(job_id)
     return job_id
+
+
+# --------------------------------------------------------------------------- preempt (a time-limit rehearsal)
+
+_SIGNAL_LINE = re.compile(r"^#SBATCH\s+--signal[= ](?:(?P<batch>B):)?(?P<sig>[A-Z0-9]+)(?:@\d+)?\s*$", re.M)
+
+
+@dataclass(frozen=True)
+class Preempt:
+    job_id: str
+    signal: str  # USR1, USR2, ...
+    batch: bool  # --signal=B:...: the batch shell gets it (else only the job steps, as with srun jobs)
+    source: str  # where the signal was read: the job's script file, or the script Slurm keeps
+    argv: tuple = ()
+
+
+def requeue_signal_of(job_id: str, runs_dir="runs") -> tuple[str, bool, str]:
+    """(signal, to the batch shell?, where it was read) of ``job_id``: from the ``#SBATCH --signal``
+    line of its job script, read from its job.json record in ``runs_dir`` where there is one, else
+    from the script Slurm keeps (``scontrol write batch_script JOBID -``)."""
+    base = job_id.partition("_")[0]
+    records = submitted_jobs(runs_dir)
+    record = records.get(job_id) or records.get(base)
+    scripts = []
+    if record:
+        scripts = [j.get("script") for j in record.get("jobs") or [] if str(j.get("job_id")) == base]
+        scripts = [s for s in scripts if s] or [record.get("script")]
+    for path in scripts:
+        if not path:
+            continue
+        try:
+            text = Path(path).read_text(errors="replace")
+        except OSError:
+            continue
+        m = _SIGNAL_LINE.search(text)
+        if m:
+            return m.group("sig"), bool(m.group("batch")), str(path)
+    proc = slurm._run(["scontrol", "write", "batch_script", job_id, "-"], check=False)
+    m = _SIGNAL_LINE.search(proc.stdout or "") if proc.returncode == 0 else None
+    if m:
+        return m.group("sig"), bool(m.group("batch")), "its batch script (scontrol write batch_script)"
+    raise UserError(f"job {job_id} asks for no time-limit signal (no #SBATCH --signal line in its script): "
+                    "nothing would checkpoint it; submit it with mnist-hpc submit, or add "
+                    "#SBATCH --signal=B:USR1@90 and #SBATCH --requeue")
+
+
+def preempt(job_id: str, runs_dir="runs", dry_run: bool = False) -> Preempt:
+    """Send running job ``job_id`` (an array task as ``<array>_<task>``) what Slurm sends it before
+    its time limit: its own requeue signal (``scancel --signal=SIG [--batch]``, ``--batch`` where
+    the script asks for ``--signal=B:``), so that it checkpoints, requeues itself and resumes."""
+    job_id = slurm.check_job_id(job_id)
+    info = slurm.scontrol_show_job(job_id)
+    if info is None:
+        raise UserError(f"job {job_id} does not exist (Slurm does not know it: finished long ago, or a typo); "
+                        "see mnist-hpc status")
+    state = info.get("JobState", "?")
+    if state != "RUNNING":
+        raise UserError(f"job {job_id} is {state}, not RUNNING: only a running job can be sent its "
+                        "time-limit signal; wait until it starts (mnist-hpc status)")
+    array, task = info.get("ArrayJobId"), info.get("ArrayTaskId", "")
+    if array and "_" not in job_id:
+        if job_id == array:  # scancel <array id> would signal every task of the array
+            raise UserError(f"job {job_id} is a job array: name one task, e.g. {job_id}_0 "
+                            "(with the array's id every task would get the signal)")
+        if task.isdigit():
+            job_id = f"{array}_{task}"  # a task's own job id: named as the task
+    sig, batch, source = requeue_signal_of(job_id, runs_dir)
+    argv = ("scancel", f"--signal={sig}", *(("--batch",) if batch else ()), job_id)
+    if not dry_run:
+        slurm._run(list(argv))
+    return Preempt(job_id, sig, batch, source, argv)
