@@ -73,8 +73,26 @@ def test_golden(template, cluster):
     assert text == path.read_text(), f"{path} differs: review, then MNIST_HPC_UPDATE_GOLDEN=1"
 
 
+PACKED = ("narval", "local")  # sweep submit --pack 3: task I runs 3 runs one after another (cluster.packed)
+
+
+@pytest.mark.parametrize("cluster", PACKED)
+def test_golden_packed_sweep(cluster):
+    from dataclasses import replace
+
+    spec = replace(example_spec("sweep_array", cluster), pack=3, array="0-3%4")
+    text = R.render(spec)
+    assert 'args=(sweep task "$SWEEP" --task "$(( SLURM_ARRAY_TASK_ID + INDEX_OFFSET ))" --pack 3)' in text
+    assert "sweep run" not in text
+    path = GOLDEN / f"sweep_packed--{cluster}.sh"
+    if UPDATE:
+        path.write_text(text)
+    assert path.exists(), f"{path} missing: run with MNIST_HPC_UPDATE_GOLDEN=1 to create it"
+    assert text == path.read_text(), f"{path} differs: review, then MNIST_HPC_UPDATE_GOLDEN=1"
+
+
 def test_no_golden_file_is_orphaned():
-    expected = {f"{t}--{c}.sh" for t, c in CASES}
+    expected = {f"{t}--{c}.sh" for t, c in CASES} | {f"sweep_packed--{c}.sh" for c in PACKED}
     assert {p.name for p in GOLDEN.glob("*.sh")} == expected
 
 

@@ -108,11 +108,16 @@ def submit(config, cluster, gpus, nodes, tasks, time_limit, account, mail, cpus,
 @resource_options
 @click.option("--parallel", type=click.IntRange(1), default=4, show_default=True,
               help="Array tasks running at the same time (the %K of --array=0-N%K).")
+@click.option("--pack", type=click.IntRange(1), default=1, show_default=True, metavar="K",
+              help="Runs per array task, one after another (short runs make poor array tasks; give "
+                   "--time for K runs). A task's time-limit signal checkpoints the current run and "
+                   "requeues the task; its next start skips the finished runs.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", shell_complete=complete_set,
               help="Override a config value in every run (repeatable), as for `sweep run`.")
 def sweep_submit_command(sweep_file, cluster, gpus, nodes, tasks, time_limit, account, mail, cpus, mem,
-                         data_dir, dry_run, parallel, overrides):
-    """Submit every run of SWEEP_FILE as one Slurm job array (task I runs run I).
+                         data_dir, dry_run, parallel, pack, overrides):
+    """Submit every run of SWEEP_FILE as one Slurm job array (task I runs run I; with --pack K,
+    runs I*K .. I*K+K-1 one after another, each in its own run folder).
 
     A sweep larger than the cluster's largest array becomes several arrays, each starting
     when the previous one has ended, so that no more than --parallel runs at once. The tasks
@@ -121,17 +126,35 @@ def sweep_submit_command(sweep_file, cluster, gpus, nodes, tasks, time_limit, ac
     """
     out = jobs.sweep_submit(sweep_file, cluster, overrides=overrides, account=account, dry_run=dry_run,
                             gpus=gpus, nodes=nodes, tasks=tasks, time=time_limit, mail=mail, cpus=cpus,
-                            mem=mem, data_dir=data_dir, parallel=parallel, warn=_warn, note=_note)
+                            mem=mem, data_dir=data_dir, parallel=parallel, pack=pack, warn=_warn, note=_note)
     for line in out.notes:
         _note(line)
     if dry_run:
         for job in out.jobs:
             click.echo(job.script, nl=False)
-        click.echo(f"dry run: nothing submitted; {out.runs} runs in {len(out.jobs)} job array(s)", err=True)
+        packing = f" ({out.tasks} tasks of {out.pack})" if out.pack > 1 else ""
+        click.echo(f"dry run: nothing submitted; {out.runs} runs{packing} in {len(out.jobs)} job array(s)",
+                   err=True)
         return
-    click.echo(f"submitted sweep {out.name}: {out.runs} runs as job array {', '.join(out.job_ids)} on "
+    packing = f" in {out.tasks} tasks of {out.pack}" if out.pack > 1 else ""
+    click.echo(f"submitted sweep {out.name}: {out.runs} runs{packing} as job array {', '.join(out.job_ids)} on "
                f"{out.cluster} ({out.parallel} at a time); scripts in {_short(out.folder)}/")
     click.echo(FOLLOW_HINT.format(job=f"{out.job_ids[0]}_0"))
+
+
+@click.command("task", hidden=True)
+@click.argument("sweep_file", type=click.Path(dir_okay=False, exists=True))
+@click.option("--task", "task", type=click.IntRange(0), required=True, help="The array task ($SLURM_ARRAY_TASK_ID).")
+@click.option("--pack", type=click.IntRange(1), required=True, help="Runs per array task.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Dataset folder, for every run.")
+def sweep_task_command(sweep_file, task, pack, data_dir):
+    """Run array task TASK of a packed sweep (`sweep submit --pack K`): runs TASK*K .. TASK*K+K-1
+    one after another, skipping completed ones and resuming an interrupted one."""
+    from mnist_hpc.cluster import packed
+
+    code = packed.run_task(sweep_file, task, pack, data_dir, echo=click.echo)
+    if code:
+        sys.exit(code)
 
 
 # --------------------------------------------------------------------------- status, logs, cancel
@@ -330,3 +353,6 @@ def register(cli: click.Group) -> None:
     data = cli.commands.get("data")
     if isinstance(data, click.Group):
         data.add_command(pack)
+    sweep = cli.commands.get("sweep")
+    if isinstance(sweep, click.Group):  # what a packed array task runs (sweep submit --pack K)
+        sweep.add_command(sweep_task_command)

@@ -57,6 +57,8 @@ class SweepJobs:
     jobs: list = field(default_factory=list)  # [Job]
     notes: list = field(default_factory=list)  # how the sweep was fitted to the cluster's limits
     snapshot: Optional[Path] = None  # <folder>/sweep.yaml: the copy the array tasks read (None: dry run)
+    pack: int = 1  # runs per array task (cluster.packed), one after another
+    tasks: int = 0  # array tasks in all (runs / pack, rounded up)
 
     @property
     def job_ids(self) -> list:
@@ -204,7 +206,8 @@ def _requeue_signal(sweep) -> str:
     return signals[0] if signals else "USR1"
 
 
-def plan_arrays(total: int, parallel: int, profile: Profile, queued: int = 0) -> tuple[list, int, list]:
+def plan_arrays(total: int, parallel: int, profile: Profile, queued: int = 0,
+                what: str = "runs") -> tuple[list, int, list]:
     """Fit ``total`` runs to the cluster's limits: [(offset, size)] of each job array, the %K
     (tasks running at once) and notes on what was changed. ``queued``: the user's jobs already
     in the queue. Every array task counts as one job against the per-user limit, chained arrays
@@ -212,7 +215,7 @@ def plan_arrays(total: int, parallel: int, profile: Profile, queued: int = 0) ->
     p = profile
     if p.max_jobs and total + queued > p.max_jobs:
         have = f" and {queued} of yours are queued or running already" if queued else ""
-        raise UserError(f"sweep of {total} runs: cluster {p.name} accepts at most {p.max_jobs} jobs per user, "
+        raise UserError(f"sweep of {total} {what}: cluster {p.name} accepts at most {p.max_jobs} jobs per user, "
                         f"queued and running together, every array task counted{have}; split the sweep "
                         "into smaller files (fewer values or seeds) or wait for jobs to end")
     notes = []
@@ -257,12 +260,13 @@ def sweep_submit(sweep_file, cluster: str = "local", *, overrides: Sequence[str]
                  tasks: Optional[int] = None, time: str = "1:00:00", mail: Optional[str] = None,
                  cpus: Optional[int] = None, mem: Optional[str] = None, data_dir=None,
                  parallel: int = 4, cwd=None, warn: Echo = _stderr("warning: "),
-                 note: Echo = _stderr()) -> SweepJobs:
+                 note: Echo = _stderr(), pack: int = 1) -> SweepJobs:
     """Submit every run of ``sweep_file`` (with the ``--set`` ``overrides`` in every run) as a
     Slurm job array (task I runs run I), at most ``parallel`` at a time; a sweep larger than the
     cluster's largest array becomes several arrays, each starting when the previous one has ended.
     The tasks read a snapshot of the sweep file and its base config in the sweep's folder
-    (``cluster.snapshot``): editing the originals afterwards changes nothing queued."""
+    (``cluster.snapshot``): editing the originals afterwards changes nothing queued. ``pack`` K > 1:
+    task I runs runs I*K .. I*K+K-1 one after another (``cluster.packed``); limits count tasks."""
     import tempfile
 
     from mnist_hpc.cluster import snapshot
@@ -280,8 +284,15 @@ def sweep_submit(sweep_file, cluster: str = "local", *, overrides: Sequence[str]
     check_writable(profile, cwd, folder, data_dir)
     signal = _requeue_signal(sweep)
     total = len(sweep.runs)
+    from mnist_hpc.cluster.packed import task_count
+
+    if pack < 1:
+        raise UserError(f"--pack {pack}: pack at least one run per array task")
+    pack = min(pack, total) if total else 1
+    tasks = task_count(total, pack)  # what the per-user job limit counts: array tasks, not runs
     queued = slurm.count_jobs() if profile.max_jobs and not dry_run else 0
-    arrays, parallel, notes = plan_arrays(total, parallel, profile, queued)
+    what = f"array tasks ({total} runs, {pack} per task)" if pack > 1 else "runs"
+    arrays, parallel, notes = plan_arrays(tasks, parallel, profile, queued, what)
     packages = nodeenv.job_packages(run.config for run in sweep.runs)
     nodeenv.check_wheelhouse(packages, profile)  # before anything is queued
     if not dry_run:
@@ -296,14 +307,16 @@ def sweep_submit(sweep_file, cluster: str = "local", *, overrides: Sequence[str]
                 sweep=str(folder / snapshot.SWEEP_FILE), time=time, gpus_per_node=n_gpus, gpu_type=gpu_type,
                 cpus_per_task=cpus, mem=mem, account=account or env.default_account(), mail_user=mail,
                 output=output, array=f"0-{size - 1}%{min(parallel, size)}", index_offset=offset,
-                requeue_signal=signal, workdir=str(cwd), data_archive=str(cwd / datapack.DEFAULT_ARCHIVE),
+                pack=pack, requeue_signal=signal, workdir=str(cwd),
+                data_archive=str(cwd / datapack.DEFAULT_ARCHIVE),
                 data_dir=str(Path(data_dir).resolve()) if data_dir else "",
                 script_name=str(folder / f"job-{k}.sh"), code=nodeenv.code_dir(folder),
                 python=nodeenv.submitting_python(), packages=packages)
             made.append(Job(None, render(spec), folder, profile.name, "sweep_array", output))
         return made
 
-    out = SweepJobs(sweep.name, folder, total, parallel, profile.name, jobs=jobs_in(folder), notes=notes)
+    out = SweepJobs(sweep.name, folder, total, parallel, profile.name, jobs=jobs_in(folder), notes=notes,
+                    pack=pack, tasks=tasks)
     if dry_run:
         with tempfile.TemporaryDirectory() as tmp:  # the snapshot is checked as for a real submission
             snapshot.write(sweep, tmp, overrides)
@@ -339,7 +352,7 @@ def _submit_arrays(out: SweepJobs, sweep_file, arrays: list, cwd: Path) -> None:
             _record(out.folder, {
                 "job_id": submitted[0]["job_id"], "cluster": out.cluster, "template": "sweep_array",
                 "sweep": str(sweep_file), "snapshot": str(out.snapshot), "runs": out.runs,
-                "run_dir": str(out.folder),
+                "run_dir": str(out.folder), "pack": out.pack, "tasks": out.tasks,
                 "output": out.jobs[0].output, "script": submitted[0]["script"], "jobs": submitted,
                 "submitted_at": _now(), "argv": ["sbatch", "--parsable", submitted[0]["script"]]})
         else:

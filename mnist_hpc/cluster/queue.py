@@ -214,7 +214,25 @@ def _finished_array(job_id: str, folder: str, record: dict, usage: Optional[dict
 
 def _sweep_result(record: dict) -> str:
     sweep = record.get("snapshot") or record.get("sweep", "")
-    return f"sweep of {record.get('runs', '?')} runs (mnist-hpc report {sweep})"
+    pack = record.get("pack") or 1
+    if pack <= 1:
+        return f"sweep of {record.get('runs', '?')} runs (mnist-hpc report {sweep})"
+    return (f"sweep of {record.get('runs', '?')} runs in {record.get('tasks', '?')} tasks of {pack}: "
+            f"{_packed_states(record)} (mnist-hpc report {sweep})")
+
+
+def _packed_states(record: dict) -> str:
+    """How the runs of a packed sweep stand, each read from its own run folder: "4 completed, 1 requeued"."""
+    from mnist_hpc.cluster import packed
+
+    try:
+        states = packed.sweep_states(record.get("run_dir") or record["folder"])
+    except (UserError, OSError, KeyError) as e:
+        return f"run states unknown ({str(e)[:80]})"
+    counts = Counter(states.values())
+    order = ("completed", "running", "requeued", "interrupted", "failed", "pending")
+    return ", ".join(f"{counts[s]} {s}" for s in sorted(counts, key=lambda s: (order.index(s) if s in order
+                                                                                else len(order), s)))
 
 
 def run_result(folder: Path) -> str:

@@ -46,6 +46,7 @@ class JobSpec:
     output: str = "slurm-%j.out"
     array: Optional[str] = None  # e.g. "0-9%4" (sweep_array)
     index_offset: int = 0  # added to $SLURM_ARRAY_TASK_ID (sweep_array)
+    pack: int = 1  # runs per array task, one after another (sweep_array; cluster.packed)
     requeue_signal: str = "USR1"
     signal_seconds: int = 90  # how long before the time limit the signal comes
     workdir: Optional[str] = None  # None = "$SLURM_SUBMIT_DIR" (the folder sbatch ran in)

@@ -41,10 +41,14 @@ trap 'if [ -n "$child" ]; then kill -s "$REQUEUE_SIGNAL" "$child" 2>/dev/null ||
 
 {{> _setup.sh}}
 
-{{#sweep}}
+{{#sweep_one}}
 # ---- run this task's member of the sweep ----
 args=(sweep run "$SWEEP" --index "$(( SLURM_ARRAY_TASK_ID + INDEX_OFFSET ))")
-{{/sweep}}
+{{/sweep_one}}
+{{#sweep_packed}}
+# ---- run this task's {{pack}} runs of the sweep, one after another (completed ones are skipped) ----
+args=(sweep task "$SWEEP" --task "$(( SLURM_ARRAY_TASK_ID + INDEX_OFFSET ))" --pack {{pack}})
+{{/sweep_packed}}
 {{^sweep}}
 # ---- train ----
 args=(train "$CONFIG" --resume auto)
