@@ -94,10 +94,107 @@ def submit(config, cluster, gpus, nodes, tasks, time_limit, account, mail, cpus,
                       data_dir=data_dir, warn=_warn, note=_note)
     if job.job_id is None:
         click.echo(job.script, nl=False)
+        _dry_run_estimate(config, overrides, cluster, gpus, 1, time_limit)
         click.echo(f"dry run: nothing submitted; the job would run in {job.run_dir}", err=True)
         return
     click.echo(f"submitted job {job.job_id} to {job.cluster}: {_short(job.run_dir)}/")
     click.echo(FOLLOW_HINT.format(job=job.job_id))
+
+
+# --------------------------------------------------------------------------- estimate
+
+
+def _probe(cfg):
+    """Seconds per step of ``cfg``'s model and batch here (training.probe; tests replace it)."""
+    from mnist_hpc.training.probe import probe
+
+    return probe(cfg)
+
+
+def _is_sweep_file(path) -> bool:
+    from mnist_hpc.config import read_yaml
+
+    try:
+        raw = read_yaml(path)
+    except Exception:  # not ours to judge here: load_config says what is wrong with it
+        return False
+    return isinstance(raw, dict) and "base" in raw
+
+
+def cost_estimate(source, overrides, cluster, gpus, pack=1, time_limit=None, warn=None, stored_only=False):
+    """The ``cluster.estimate.Estimate`` of a config or sweep file (probing its model(s) here;
+    ``stored_only``: from stored probes only, torch-free, None where one is missing)."""
+    from mnist_hpc.cluster import estimate as est
+
+    profile = jobs.profile_for(cluster, warn or (lambda text: None))
+    n_gpus, gpu_type = jobs.parse_gpus(gpus, profile)
+    if _is_sweep_file(source):
+        from mnist_hpc.experiments.sweepfile import load_sweep
+
+        cfgs = [run.config for run in load_sweep(source, tuple(overrides)).runs]
+    else:
+        from mnist_hpc.config import load_config
+
+        cfgs = [load_config(source, overrides)]
+        pack = 1
+    seen = {}
+    probes = []
+    for cfg in cfgs:
+        key = (repr(cfg.model), cfg.data.batch_size, cfg.data.dataset)
+        if key not in seen:
+            seen[key] = est.stored_probe(cfg) if stored_only else _probe(cfg)
+            if seen[key] is None:
+                return None
+        probes.append(seen[key])
+    return est.estimate(cfgs, probes, profile, n_gpus, gpu_type, pack=pack, time_limit=time_limit)
+
+
+def _dry_run_estimate(source, overrides, cluster, gpus, pack, time_limit) -> None:
+    """The estimate under a dry run's script, from stored probes (a dry run stays torch-free and
+    quick); without one, the line that makes it."""
+    from mnist_hpc.errors import UserError
+
+    try:
+        e = cost_estimate(source, overrides, cluster, gpus, pack, time_limit, stored_only=True)
+    except UserError as err:
+        _note(f"no cost estimate: {str(err).splitlines()[0]}")
+        return
+    if e is None:
+        sets = "".join(f" --set {o}" for o in overrides)
+        _note(f"no cost estimate yet (no stored probe of this model here): mnist-hpc estimate {source} "
+              f"--cluster {cluster}{sets} times a few steps once; dry runs then show it")
+        return
+    _show_estimate(e)
+
+
+def _show_estimate(e, err: bool = True) -> None:
+    for line in e.lines:
+        click.echo(line, err=err)
+    for text in e.warnings:
+        _warn(text)
+
+
+@click.command()
+@click.argument("source", metavar="CONFIG|SWEEP", type=click.Path(dir_okay=False), shell_complete=complete_yaml)
+@click.option("--cluster", "-c", required=True, metavar="NAME", shell_complete=complete_cluster,
+              help="The cluster profile whose GPUs, limits and RGU values to use.")
+@click.option("--gpus", default=None, metavar="N|TYPE:N", help="As for submit (a MIG slice: a100_1g.5gb:1).")
+@click.option("--pack", type=click.IntRange(1), default=1, show_default=True, metavar="K",
+              help="Runs per array task (a sweep), as for sweep submit.")
+@click.option("--time", "time_limit", default=None, help="The --time you mean to ask for: warned about "
+              "when below the estimate or far above it.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", shell_complete=complete_set,
+              help="Override a config value (repeatable).")
+def estimate(source, cluster, gpus, pack, time_limit, overrides):
+    """What CONFIG (or every run of SWEEP) will cost on CLUSTER, before anything is queued.
+
+    \b
+    Per-run time from a short timed probe of the model and batch on this machine (stored and
+    reused), the walltime to ask for (with margin), GPU-hours and RGU-hours from the RGU value of
+    the GPU or MIG slice [Alliance wiki: Allocations and compute scheduling]. Every figure is an
+    estimate and says how it was obtained; no GPU speed has been measured, so none is claimed.
+    """
+    _show_estimate(cost_estimate(source, overrides, cluster, gpus, pack, time_limit, _warn), err=False)
 
 
 # --------------------------------------------------------------------------- sweep submit
@@ -132,6 +229,7 @@ def sweep_submit_command(sweep_file, cluster, gpus, nodes, tasks, time_limit, ac
     if dry_run:
         for job in out.jobs:
             click.echo(job.script, nl=False)
+        _dry_run_estimate(sweep_file, overrides, cluster, gpus, out.pack, time_limit)
         packing = f" ({out.tasks} tasks of {out.pack})" if out.pack > 1 else ""
         click.echo(f"dry run: nothing submitted; {out.runs} runs{packing} in {len(out.jobs)} job array(s)",
                    err=True)
@@ -348,7 +446,7 @@ def register(cli: click.Group) -> None:
     """Add the cluster commands to the main CLI: submit, status, logs, cancel, push and setup at the
     top and `pack` in the `data` group. `sweep submit` is ``sweep_submit_command``, which
     cli/main.py adds to its `sweep` group."""
-    for command in (submit, status, logs, cancel, preempt, push, setup):
+    for command in (submit, estimate, status, logs, cancel, preempt, push, setup):
         cli.add_command(command)
     data = cli.commands.get("data")
     if isinstance(data, click.Group):

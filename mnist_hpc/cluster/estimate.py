@@ -1,0 +1,186 @@
+"""What a job or a sweep will cost, before anything is queued (``mnist-hpc estimate``, and the
+same lines in ``submit --dry-run`` / ``sweep submit --dry-run``).
+
+The per-run time comes from ONE measured figure: seconds per training step of the config's model
+and batch, timed on this machine by a short probe (``training.probe``, stored and reused). No GPU
+figures have been measured in this project's benchmarks/, so a figure for a cluster GPU is never
+scaled: it is this machine's figure, printed as an estimate that says so. GPU-hours follow from the
+estimated time and the GPUs asked for; RGU-hours from the RGU value of the GPU or MIG slice that the
+profile cites from the Alliance wiki page "Allocations and compute scheduling" (none where the page
+documents none). Torch-free: the probe's figure is handed in.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+from mnist_hpc.cluster.profiles import Profile
+from mnist_hpc.cluster.units import format_time, parse_time
+
+# training images of each dataset (their pages; config/datasets.py describes the same counts)
+TRAIN_IMAGES = {"mnist": 60_000, "fashion": 60_000, "fashion-mnist": 60_000, "kmnist": 60_000,
+                "qmnist": 60_000, "emnist-balanced": 112_800, "emnist-letters": 124_800,
+                "emnist-digits": 240_000, "emnist-byclass": 697_932, "emnist-bymerge": 697_932}
+SETUP_SECONDS = 120  # assumed, not measured: modules, virtualenv from the wheelhouse, data unpacking
+MARGIN = 1.5  # the walltime asks for the estimate x this, plus the setup, rounded up to 5 minutes
+FAR_ABOVE = 4.0  # a --time this many times the request waits longer in the queue for nothing
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One measured figure: seconds per training step of a model and batch on some device."""
+
+    step_seconds: float
+    device: str  # e.g. "cpu (2 threads)"
+    source: str  # "probe just now", "stored probe of 2026-12-02 15:40", "given"
+
+
+@dataclass
+class Estimate:
+    runs: int
+    tasks: int
+    pack: int
+    run_seconds: float  # one run, estimated
+    task_seconds: float  # one array task (pack runs one after another), estimated
+    request_seconds: int  # the walltime to ask for
+    gpus: float  # GPUs a task holds (a MIG slice: 1 slice)
+    what: str  # "1 x a100", "1 MIG slice a100_1g.5gb", "CPU only"
+    rgu: Optional[float]  # per GPU or slice; None: not documented
+    lines: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)
+
+    @property
+    def gpu_hours(self) -> float:
+        return self.tasks * self.task_seconds / 3600 * self.gpus
+
+    @property
+    def rgu_hours(self) -> Optional[float]:
+        return None if self.rgu is None else self.gpu_hours * self.rgu
+
+
+def store_path():
+    """Where probes are kept: $XDG_CACHE_HOME/mnist-hpc/probes.json (~/.cache/...)."""
+    import os
+    from pathlib import Path
+
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "mnist-hpc" / "probes.json"
+
+
+def probe_key(cfg) -> str:
+    """What a stored probe stands for, torch-free: the model section, the batch, the data's shape
+    and this host (its name and cores)."""
+    import hashlib
+    import json
+    import os
+    import socket
+
+    from mnist_hpc.config.datasets import MNIST_SHAPE, data_shape
+
+    shape = data_shape(cfg.data) or MNIST_SHAPE
+    text = json.dumps({"model": cfg.model.to_dict(), "batch": cfg.data.batch_size,
+                       "shape": list(shape.input_shape), "classes": shape.num_classes,
+                       "host": socket.gethostname(), "cores": os.cpu_count()}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def read_store() -> dict:
+    import json
+
+    try:
+        stored = json.loads(store_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    return stored if isinstance(stored, dict) else {}
+
+
+def stored_probe(cfg) -> Optional[Probe]:
+    """The probe stored for ``cfg`` on this host, or None (``mnist-hpc estimate`` measures one)."""
+    s = read_store().get(probe_key(cfg))
+    if not isinstance(s, dict):
+        return None
+    try:
+        return Probe(float(s["step_seconds"]), str(s["device"]), f"stored probe of {s['when']}")
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def steps_per_epoch(cfg) -> int:
+    n = TRAIN_IMAGES.get(str(cfg.data.dataset).lower(), 60_000)
+    if cfg.data.subset:
+        n = min(n, int(cfg.data.subset))
+    if cfg.data.val_split:
+        n = int(n * (1 - cfg.data.val_split))
+    return max(1, math.ceil(n / cfg.data.batch_size))
+
+
+def _round_up(seconds: float, to: int = 300) -> int:
+    return int(math.ceil(seconds / to) * to)
+
+
+def _hours(h: float) -> str:
+    return f"{h:.3f}" if h < 1 else f"{h:.2f}" if h < 100 else f"{h:,.0f}"
+
+
+def estimate(cfgs, probe, profile: Profile, n_gpus: int, gpu_type: Optional[str], *,
+             pack: int = 1, time_limit: Optional[str] = None) -> Estimate:
+    """The cost of running ``cfgs`` (one config, or every run of a sweep), ``pack`` per array task,
+    each task holding ``n_gpus`` GPUs of ``gpu_type`` (a MIG slice name: one slice). ``probe``: one
+    ``Probe`` for all, or one per config."""
+    cfgs = list(cfgs)
+    probes = list(probe) if isinstance(probe, (list, tuple)) else [probe] * len(cfgs)
+    probe = probes[0]
+    runs = len(cfgs)
+    pack = max(1, min(pack, runs))
+    tasks = -(-runs // pack)
+    run_seconds = [c.train.epochs * steps_per_epoch(c) * p.step_seconds for c, p in zip(cfgs, probes)]
+    longest_task = max(sum(run_seconds[i:i + pack]) for i in range(0, runs, pack))
+    mean_run = sum(run_seconds) / runs
+    request = _round_up(longest_task * MARGIN + SETUP_SECONDS)
+    request = min(request, profile.max_seconds)
+    slice_ = profile.mig.get(gpu_type) if gpu_type else None
+    if n_gpus <= 0:
+        what, gpus, rgu, rgu_from = "CPU only", 0.0, None, "no GPU: charged in core-years, not RGU"
+    elif slice_ is not None:
+        what, gpus, rgu = f"1 MIG slice {gpu_type}", 1.0, slice_.rgu
+        rgu_from = (f"{rgu} RGU per {gpu_type} slice [Allocations and compute scheduling]" if rgu is not None
+                    else f"no RGU value documented for {gpu_type}")
+    else:
+        kind = gpu_type or profile.gpu_type or "GPU"
+        what, gpus = f"{n_gpus} x {kind} per task", float(n_gpus)
+        rgu = profile.rgu_per_gpu if kind == profile.gpu_type else None
+        rgu_from = (f"{rgu} RGU per {kind} [Allocations and compute scheduling]" if rgu is not None
+                    else f"no RGU value documented for {kind} on {profile.name}")
+    out = Estimate(runs, tasks, pack, mean_run, longest_task, request, gpus, what, rgu)
+    where = ("this machine's figure, not scaled: no GPU figure is measured in benchmarks/, so a GPU "
+             "run is assumed no slower than this" if n_gpus > 0 else "this machine's figure")
+    out.lines = [
+        f"estimate for {runs} run{'s' if runs != 1 else ''} on {profile.name} ({what}"
+        + (f", {pack} runs per array task, {tasks} tasks" if pack > 1 or runs > 1 else "") + "):",
+        f"  per run      ~{format_time(round(mean_run))} (estimate: {cfgs[0].train.epochs} epochs x "
+        f"{steps_per_epoch(cfgs[0])} steps x {probe.step_seconds * 1000:.1f} ms/step measured on "
+        f"{probe.device}, {probe.source}" + (" (first run; each run its own)" if len(set(probes)) > 1 else "")
+        + f"; {where})",
+        f"  per task     ~{format_time(round(longest_task))} (estimate)",
+        f"  walltime     {format_time(request)} to ask for (the estimate x {MARGIN} + {SETUP_SECONDS} s "
+        "assumed for node setup, rounded up to 5 min)",
+    ]
+    if n_gpus > 0:
+        rgu_text = (f"~{_hours(out.rgu_hours)} RGU-hours ({rgu_from})" if out.rgu_hours is not None
+                    else f"RGU-hours unknown ({rgu_from})")
+        out.lines.append(f"  GPU-hours    ~{_hours(out.gpu_hours)} (estimate, all tasks) · {rgu_text}")
+    else:
+        out.lines.append(f"  core-hours   see --cpus; {rgu_from}")
+    if time_limit:
+        asked = parse_time(time_limit)
+        if asked < longest_task + SETUP_SECONDS:
+            out.warnings.append(f"--time {time_limit} is below the estimated {format_time(round(longest_task + SETUP_SECONDS))} "
+                                "per task: the task would get its time-limit signal and be requeued (or die); "
+                                f"ask for {format_time(request)}")
+        elif asked > FAR_ABOVE * request:
+            out.warnings.append(f"--time {time_limit} is far above the {format_time(request)} this needs: a long "
+                                "limit waits longer in the queue (backfill fits short jobs first); "
+                                f"ask for {format_time(request)}")
+    return out
