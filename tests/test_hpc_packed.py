@@ -93,3 +93,15 @@ def test_the_job_limit_counts_tasks_not_runs(tmp_path, monkeypatch):
     assert arrays == [(0, 3)]
     with pytest.raises(UserError, match="sweep of 4 array tasks"):
         jobs.plan_arrays(4, 4, small, what="array tasks")
+
+
+def test_the_report_job_names_the_runs_that_did_not_complete(sweep_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("REQUEUE_RUN", "lr=0.2")
+    assert packed.run_task(sweep_file, 0, 2, echo=lambda line: None) == packed.REQUEUED_EXIT
+    path, missing = packed.write_report(sweep_file)
+    text = path.read_text()
+    assert path == sweep_file.parent / "report.md"
+    assert text.startswith("# Sweep sweep: 1 of 5 runs completed")
+    assert missing == ["[1] lr=0.2 (requeued)", "[2] lr=0.3 (pending)", "[3] lr=0.4 (pending)",
+                       "[4] lr=0.5 (pending)"]
+    assert "## Runs that did not complete" in text and "- [1] lr=0.2 (requeued): log" in text

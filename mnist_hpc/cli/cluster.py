@@ -78,8 +78,11 @@ def _table(header, rows):
 @resource_options
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", shell_complete=complete_set,
               help="Override a config value (repeatable), as for `train`.")
+@click.option("--after", metavar="JOBID[:afterany]", default=None,
+              help="Start only after job JOBID completed successfully (afterok), or ended in any way "
+                   "(JOBID:afterany). The job must exist.")
 def submit(config, cluster, gpus, nodes, tasks, time_limit, account, mail, cpus, mem, data_dir,
-           dry_run, overrides):
+           dry_run, overrides, after):
     """Submit CONFIG as a Slurm job on CLUSTER and record it in a new run folder.
 
     \b
@@ -91,7 +94,7 @@ def submit(config, cluster, gpus, nodes, tasks, time_limit, account, mail, cpus,
     """
     job = jobs.submit(config, overrides, cluster, account=account, dry_run=dry_run, gpus=gpus,
                       nodes=nodes, tasks=tasks, time=time_limit, mail=mail, cpus=cpus, mem=mem,
-                      data_dir=data_dir, warn=_warn, note=_note)
+                      data_dir=data_dir, warn=_warn, note=_note, after=after)
     if job.job_id is None:
         click.echo(job.script, nl=False)
         _dry_run_estimate(config, overrides, cluster, gpus, 1, time_limit)
@@ -205,6 +208,9 @@ def estimate(source, cluster, gpus, pack, time_limit, overrides):
 @resource_options
 @click.option("--parallel", type=click.IntRange(1), default=4, show_default=True,
               help="Array tasks running at the same time (the %K of --array=0-N%K).")
+@click.option("--then", "then", type=click.Choice(["report"]), default=None,
+              help="After the array has ended (afterany), a small CPU job writes the sweep's report.md "
+                   "into the sweep folder, naming the runs that did not complete.")
 @click.option("--pack", type=click.IntRange(1), default=1, show_default=True, metavar="K",
               help="Runs per array task, one after another (short runs make poor array tasks; give "
                    "--time for K runs). A task's time-limit signal checkpoints the current run and "
@@ -212,7 +218,7 @@ def estimate(source, cluster, gpus, pack, time_limit, overrides):
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", shell_complete=complete_set,
               help="Override a config value in every run (repeatable), as for `sweep run`.")
 def sweep_submit_command(sweep_file, cluster, gpus, nodes, tasks, time_limit, account, mail, cpus, mem,
-                         data_dir, dry_run, parallel, pack, overrides):
+                         data_dir, dry_run, parallel, then, pack, overrides):
     """Submit every run of SWEEP_FILE as one Slurm job array (task I runs run I; with --pack K,
     runs I*K .. I*K+K-1 one after another, each in its own run folder).
 
@@ -223,11 +229,12 @@ def sweep_submit_command(sweep_file, cluster, gpus, nodes, tasks, time_limit, ac
     """
     out = jobs.sweep_submit(sweep_file, cluster, overrides=overrides, account=account, dry_run=dry_run,
                             gpus=gpus, nodes=nodes, tasks=tasks, time=time_limit, mail=mail, cpus=cpus,
-                            mem=mem, data_dir=data_dir, parallel=parallel, pack=pack, warn=_warn, note=_note)
+                            mem=mem, data_dir=data_dir, parallel=parallel, pack=pack, warn=_warn, note=_note,
+                            then=then)
     for line in out.notes:
         _note(line)
     if dry_run:
-        for job in out.jobs:
+        for job in out.jobs + ([out.report_job] if out.report_job else []):
             click.echo(job.script, nl=False)
         _dry_run_estimate(sweep_file, overrides, cluster, gpus, out.pack, time_limit)
         packing = f" ({out.tasks} tasks of {out.pack})" if out.pack > 1 else ""
@@ -237,6 +244,8 @@ def sweep_submit_command(sweep_file, cluster, gpus, nodes, tasks, time_limit, ac
     packing = f" in {out.tasks} tasks of {out.pack}" if out.pack > 1 else ""
     click.echo(f"submitted sweep {out.name}: {out.runs} runs{packing} as job array {', '.join(out.job_ids)} on "
                f"{out.cluster} ({out.parallel} at a time); scripts in {_short(out.folder)}/")
+    if out.report_job is not None:
+        click.echo(f"then job {out.report_job.job_id} writes {_short(out.folder)}/report.md once the array has ended")
     click.echo(FOLLOW_HINT.format(job=f"{out.job_ids[0]}_0"))
 
 
@@ -253,6 +262,19 @@ def sweep_task_command(sweep_file, task, pack, data_dir):
     code = packed.run_task(sweep_file, task, pack, data_dir, echo=click.echo)
     if code:
         sys.exit(code)
+
+
+@click.command("report-job", hidden=True)
+@click.argument("sweep_file", type=click.Path(dir_okay=False, exists=True))
+def sweep_report_job_command(sweep_file):
+    """What `sweep submit --then report` runs after the array: report.md in the sweep folder,
+    with the runs that did not complete named."""
+    from mnist_hpc.cluster import packed
+
+    path, missing = packed.write_report(sweep_file)
+    click.echo(f"wrote {path}")
+    if missing:
+        click.echo(f"{len(missing)} run(s) did not complete: " + ", ".join(missing), err=True)
 
 
 # --------------------------------------------------------------------------- status, logs, cancel
@@ -454,3 +476,4 @@ def register(cli: click.Group) -> None:
     sweep = cli.commands.get("sweep")
     if isinstance(sweep, click.Group):  # what a packed array task runs (sweep submit --pack K)
         sweep.add_command(sweep_task_command)
+        sweep.add_command(sweep_report_job_command)

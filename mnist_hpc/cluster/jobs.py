@@ -10,6 +10,7 @@ renders and checks everything and creates nothing.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ class SweepJobs:
     snapshot: Optional[Path] = None  # <folder>/sweep.yaml: the copy the array tasks read (None: dry run)
     pack: int = 1  # runs per array task (cluster.packed), one after another
     tasks: int = 0  # array tasks in all (runs / pack, rounded up)
+    report_job: Optional[Job] = None  # --then report: the CPU job after the array(s)
 
     @property
     def job_ids(self) -> list:
@@ -119,6 +121,29 @@ def _record(folder: Path, record: dict) -> None:
     write_json(folder / "job.json", record)
 
 
+# --------------------------------------------------------------------------- chains
+
+
+DEPENDENCY_KINDS = ("afterok", "afterany")
+
+
+def dependency(after: Optional[str], dry_run: bool = False) -> str:
+    """``--after JOBID[:afterany|afterok]`` as sbatch's ``--dependency`` value (afterok by default);
+    the job must exist (asked once with ``scontrol``; a dry run without Slurm skips the check)."""
+    if not after:
+        return ""
+    job_id, _, kind = str(after).strip().partition(":")
+    kind = kind or "afterok"
+    if kind not in DEPENDENCY_KINDS:
+        raise UserError(f"--after {after}: expected JOBID, JOBID:afterok or JOBID:afterany")
+    job_id = slurm.check_job_id(job_id)
+    if not (dry_run and shutil.which("scontrol") is None):
+        if slurm.scontrol_show_job(job_id) is None:
+            raise UserError(f"--after {after}: job {job_id} does not exist (Slurm does not know it); "
+                            "check the id with mnist-hpc status or sq")
+    return f"{kind}:{job_id}"
+
+
 # --------------------------------------------------------------------------- submit
 
 
@@ -126,13 +151,14 @@ def submit(config_or_source, overrides: Sequence[str] = (), cluster: str = "loca
            account: Optional[str] = None, dry_run: bool = False, gpus=None, nodes: int = 1,
            tasks: Optional[int] = None, time: str = "1:00:00", mail: Optional[str] = None,
            cpus: Optional[int] = None, mem: Optional[str] = None, data_dir=None, cwd=None,
-           warn: Echo = _stderr("warning: "), note: Echo = _stderr()) -> Job:
+           warn: Echo = _stderr("warning: "), note: Echo = _stderr(), after: Optional[str] = None) -> Job:
     """Submit a config (a path, a shipped config name or a ``Config``) as a Slurm job on the
     cluster profile ``cluster``, in a new run folder under the config's output_dir.
 
     ``gpus``: GPUs per node, N or TYPE:N (None: 1 on GPU clusters); ``time``: the time limit;
     ``cpus``/``mem``: per task / per node (None: the profile's share). ``warn``/``note`` get the
-    warnings (a retired cluster name) and notes (the data archive packed) as lines."""
+    warnings (a retired cluster name) and notes (the data archive packed) as lines. ``after``:
+    ``JOBID[:afterany]``, start after that job (``--dependency``, afterok by default)."""
     from mnist_hpc.config import load_config
     from mnist_hpc.runs.folder import create_run_dir, new_run_dir
 
@@ -144,6 +170,7 @@ def submit(config_or_source, overrides: Sequence[str] = (), cluster: str = "loca
     else:
         cfg, source = config_or_source, "(a Config object)"
     n_gpus, gpu_type = parse_gpus(gpus, profile)
+    depends = dependency(after, dry_run)
     cwd = Path(cwd or Path.cwd())
     run_dir = new_run_dir(str(cwd / cfg.experiment.output_dir), cfg.experiment.name).resolve()
     check_writable(profile, cwd, run_dir, data_dir)
@@ -162,7 +189,7 @@ def submit(config_or_source, overrides: Sequence[str] = (), cluster: str = "loca
             data_archive=str(cwd / datapack.DEFAULT_ARCHIVE),
             data_dir=str(Path(data_dir).resolve()) if data_dir else "",
             script_name=str(run_dir / "job.sh"), code=nodeenv.code_dir(run_dir),
-            python=nodeenv.submitting_python(), packages=packages)
+            python=nodeenv.submitting_python(), packages=packages, dependency=depends)
 
     spec = spec_for(run_dir)
     script = render(spec)
@@ -190,6 +217,7 @@ def submit(config_or_source, overrides: Sequence[str] = (), cluster: str = "loca
     _record(run_dir, {"job_id": job.job_id, "cluster": profile.name, "template": spec.template,
                       "run_dir": str(run_dir), "output": spec.output, "config": source,
                       "overrides": list(overrides), "script": str(script_path), "submitted_at": _now(),
+                      **({"after": depends} if depends else {}),
                       "argv": ["sbatch", "--parsable", str(script_path)]})
     return job
 
@@ -260,13 +288,14 @@ def sweep_submit(sweep_file, cluster: str = "local", *, overrides: Sequence[str]
                  tasks: Optional[int] = None, time: str = "1:00:00", mail: Optional[str] = None,
                  cpus: Optional[int] = None, mem: Optional[str] = None, data_dir=None,
                  parallel: int = 4, cwd=None, warn: Echo = _stderr("warning: "),
-                 note: Echo = _stderr(), pack: int = 1) -> SweepJobs:
+                 note: Echo = _stderr(), pack: int = 1, then: Optional[str] = None) -> SweepJobs:
     """Submit every run of ``sweep_file`` (with the ``--set`` ``overrides`` in every run) as a
     Slurm job array (task I runs run I), at most ``parallel`` at a time; a sweep larger than the
     cluster's largest array becomes several arrays, each starting when the previous one has ended.
     The tasks read a snapshot of the sweep file and its base config in the sweep's folder
     (``cluster.snapshot``): editing the originals afterwards changes nothing queued. ``pack`` K > 1:
-    task I runs runs I*K .. I*K+K-1 one after another (``cluster.packed``); limits count tasks."""
+    task I runs runs I*K .. I*K+K-1 one after another (``cluster.packed``); limits count tasks.
+    ``then="report"``: a small CPU job, afterany on the (last) array, writes report.md there."""
     import tempfile
 
     from mnist_hpc.cluster import snapshot
@@ -315,8 +344,27 @@ def sweep_submit(sweep_file, cluster: str = "local", *, overrides: Sequence[str]
             made.append(Job(None, render(spec), folder, profile.name, "sweep_array", output))
         return made
 
+    if then not in (None, "report"):
+        raise UserError(f"--then {then}: expected report")
+    if then and profile.cpu_node_cores:
+        raise UserError(f"--then report: cluster {profile.name} runs CPU jobs on whole {profile.cpu_node_cores}-core "
+                        "nodes, too much for a report; run mnist-hpc report on the login node after the array")
+
+    def report_in(folder: Path, after: str) -> Job:
+        output = str(folder / "slurm-report-%j.out")
+        spec = JobSpec(
+            template="sweep_report", profile=profile, job_name=f"{sweep.name}-report",
+            sweep=str(folder / snapshot.SWEEP_FILE), time="0:15:00", gpus_per_node=0, cpus_per_task=1,
+            mem="2G" if profile.mem_cpu_job else None, account=account or env.default_account(),
+            mail_user=mail, output=output, requeue_signal=signal, workdir=str(cwd), data_archive="",
+            script_name=str(folder / "report.sh"), code=nodeenv.code_dir(folder),
+            python=nodeenv.submitting_python(), packages=packages, dependency=after)
+        return Job(None, render(spec), folder, profile.name, "sweep_report", output)
+
     out = SweepJobs(sweep.name, folder, total, parallel, profile.name, jobs=jobs_in(folder), notes=notes,
                     pack=pack, tasks=tasks)
+    if then:
+        out.report_job = report_in(folder, "afterany:ARRAY_JOB_ID")  # the id sbatch gives the array
     if dry_run:
         with tempfile.TemporaryDirectory() as tmp:  # the snapshot is checked as for a real submission
             snapshot.write(sweep, tmp, overrides)
@@ -333,6 +381,14 @@ def sweep_submit(sweep_file, cluster: str = "local", *, overrides: Sequence[str]
         shutil.rmtree(out.folder, ignore_errors=True)
         raise
     _submit_arrays(out, sweep_file, arrays, cwd)
+    if then:
+        out.report_job = report_in(out.folder, f"afterany:{out.jobs[-1].job_id}")
+        path = out.folder / "report.sh"
+        _write_script(path, out.report_job.script)
+        out.report_job.job_id = slurm.sbatch(str(path), cwd=str(cwd))
+        record = json.loads((out.folder / "job.json").read_text())
+        record["then"] = {"job_id": out.report_job.job_id, "script": str(path), "after": out.jobs[-1].job_id}
+        _record(out.folder, record)
     return out
 
 

@@ -165,3 +165,35 @@ def sweep_states(folder) -> dict:
 
     sweep = load_sweep(Path(folder) / SWEEP_FILE, validate=False)
     return {run.index: run_state(run.run_dir) for run in sweep.runs}
+
+
+def write_report(sweep_file) -> tuple[Path, list]:
+    """What ``sweep submit --then report`` runs once the array has ended: ``report.md`` in the sweep
+    folder (the comparison of the completed runs, as ``mnist-hpc report --format markdown``), then a
+    section naming every run that did not complete, with its state and log. Returns (path, those runs)."""
+    from mnist_hpc.experiments import pages
+    from mnist_hpc.experiments.report import compare, find_runs
+    from mnist_hpc.experiments.sweepfile import load_sweep
+    from mnist_hpc.runs.folder import atomic_write
+
+    sweep = load_sweep(sweep_file, validate=False)
+    folder = Path(sweep_file).resolve().parent
+    states = {run.index: run_state(run.run_dir) for run in sweep.runs}
+    done = [run.run_dir for run in sweep.runs if states[run.index] == "completed"]
+    missing = [f"[{run.index}] {run.name} ({states[run.index]})" for run in sweep.runs
+               if states[run.index] != "completed"]
+    title = f"Sweep {sweep.name}: {len(done)} of {len(sweep.runs)} runs completed"
+    if done:
+        runs, skipped = find_runs(done)
+        text = pages.markdown_report(compare(runs, skipped), title, [], relative_to=folder)
+    else:
+        text = f"# {title}\n"
+    if missing:
+        text += "\n## Runs that did not complete\n\n" + "".join(
+            f"- {m}: log {run.run_dir / 'train.log'}\n" for m, run in
+            zip(missing, [r for r in sweep.runs if states[r.index] != "completed"]))
+        text += ("\nSubmit the sweep again (sweep submit, the same file): completed runs are skipped, "
+                 "interrupted ones resume.\n")
+    path = folder / "report.md"
+    atomic_write(path, text)
+    return path, missing

@@ -27,6 +27,8 @@ ABOUT = {
     "sweep_array": "A sweep as one job array: task I runs run I + INDEX_OFFSET of the sweep file.",
     "multi_gpu": "Data-parallel training on one node: one task per GPU, started by srun, joined by PyTorch\n"
                  "DDP.",
+    "sweep_report": "A sweep's report, after its job array has ended (sweep submit --then report): a small CPU\n"
+                    "job writing report.md into the sweep folder, naming the runs that did not complete.",
     "multi_node": "Data-parallel training across nodes: one task per GPU on every node, started by srun,\n"
                   "joined by PyTorch DDP.",
 }
@@ -76,6 +78,8 @@ def directives(spec: JobSpec) -> list[str]:
         opts.append(("--partition", p.partition))
     if spec.array:
         opts.append(("--array", spec.array))
+    if spec.dependency:
+        opts.append(("--dependency", spec.dependency))
     opts.append(("--output", spec.output))
     # the warning must come after the start: a short job gets it halfway through its time
     lead = min(spec.signal_seconds, max(10, parse_time(spec.time) // 2))
@@ -147,7 +151,9 @@ def render(spec: JobSpec) -> str:
         "venv_stamp": _sh(venv_stamp(p.modules, spec.packages)),
     }
     sweep = spec.template == "sweep_array"
-    flags = {"sweep": sweep, "sweep_one": sweep and spec.pack <= 1, "sweep_packed": sweep and spec.pack > 1,
+    report = spec.template == "sweep_report"
+    flags = {"sweep": sweep or report, "sweep_array": sweep, "sweep_report": report,
+             "sweep_one": sweep and spec.pack <= 1, "sweep_packed": sweep and spec.pack > 1,
              "multi_node": spec.template == "multi_node",
              "notes": bool(p.notes), "home_venv": bool(p.home_venv)}
     return _fill(_template_text("srun.sh" if spec.srun else "single.sh"), values, flags)
