@@ -105,3 +105,52 @@ def test_the_probe_is_stored_and_reused_by_torch_free_dry_runs(tmp_path, monkeyp
     assert again is not None and again.step_seconds == first.step_seconds and "stored probe" in again.source
     other = load_config("quickstart", ["model.name=mlp", "model.hidden=[16]", "data.batch_size=64"])
     assert est.stored_probe(other) is None  # another batch is another figure
+
+
+# --------------------------------------------------------------------------- --gpus auto, pinned
+
+# (profile, config) -> what --gpus auto asks for without a probe (no CPU judgement possible)
+AUTO = {
+    ("narval", "quickstart"): "a100_1g.5gb:1", ("narval", "cnn_classic"): "a100_1g.5gb:1",
+    ("narval", "resnet18"): "a100_3g.20gb:1",
+    ("nibi", "quickstart"): "h100_1g.10gb:1", ("nibi", "cnn_classic"): "h100_1g.10gb:1",
+    ("nibi", "resnet18"): "h100_3g.40gb:1",
+    ("rorqual", "quickstart"): "h100_1g.10gb:1", ("rorqual", "resnet18"): "h100_3g.40gb:1",
+    ("fir", "quickstart"): "nvidia_h100_80gb_hbm3_1g.10gb:1", ("fir", "resnet18"): "nvidia_h100_80gb_hbm3_3g.40gb:1",
+    ("trillium", "quickstart"): "1", ("trillium", "resnet18"): "1",
+    ("killarney", "quickstart"): "1", ("vulcan", "quickstart"): "1", ("tamia", "quickstart"): "4",
+    ("local", "quickstart"): "0", ("generic", "quickstart"): "1",
+}
+
+
+@pytest.mark.parametrize("cluster,config", sorted(AUTO), ids=[f"{c}-{m}" for c, m in sorted(AUTO)])
+def test_gpus_auto_choices(cluster, config):
+    from mnist_hpc.config import load_config
+
+    choice = est.choose_gpus([load_config(config)], get_profile(cluster)[0], time_limit="1:00:00")
+    assert choice.gpus == AUTO[(cluster, config)], choice.why
+
+
+def test_gpus_auto_cpu_ddp_and_unknown_sizes():
+    from mnist_hpc.config import load_config
+
+    narval = get_profile("narval")[0]
+    quick = load_config("quickstart")  # 2 epochs x 422 steps
+    fast_cpu = est.Probe(0.010, "cpu (test)", "given")  # ~8 s a run: the CPU, within an hour
+    assert est.choose_gpus([quick], narval, time_limit="1:00:00", probe=fast_cpu).gpus == "0"
+    slow_cpu = est.Probe(5.0, "cpu (test)", "given")  # ~70 min a run: not within the hour
+    assert est.choose_gpus([quick], narval, time_limit="1:00:00", probe=slow_cpu).gpus == "a100_1g.5gb:1"
+    trillium = get_profile("trillium")[0]  # CPU jobs are whole 192-core nodes there: never chosen
+    assert est.choose_gpus([quick], trillium, time_limit="1:00:00", probe=fast_cpu).gpus == "1"
+    ddp = est.choose_gpus([quick], narval, time_limit="1:00:00", nodes=2)
+    assert ddp.gpus == "1" and "DDP" in ddp.why
+    big = load_config("quickstart", ["model.name=mlp", "model.hidden=[4096,4096,4096]"])  # ~37M parameters
+    assert est.choose_gpus([big], narval, time_limit="1:00:00").gpus == "1"
+
+
+def test_explicit_gpus_win_and_auto_says_why(cli, injected):
+    r = cli("submit", "quickstart", "--cluster", "narval", "--account", "def-x", "--gpus", "a100:1", "--dry-run")
+    assert r.code == 0 and "--gpus-per-node=a100:1" in r.out and "--gpus auto" not in r.err, r
+    r = cli("submit", "quickstart", "--cluster", "narval", "--account", "def-x", "--gpus", "auto", "--dry-run")
+    assert r.code == 0 and "--gpus-per-node=a100_1g.5gb:1" in r.out, r
+    assert "--gpus auto: a100_1g.5gb:1 -- MIG slice a100_1g.5gb" in r.err

@@ -27,7 +27,8 @@ def resource_options(f):
                      help="Cluster profile: fir, nibi, rorqual, trillium, narval, tamia, alliance, generic, "
                           "local, or one of yours (~/.config/mnist-hpc/clusters.yaml)."),
         click.option("--gpus", default=None, metavar="N|TYPE:N",
-                     help="GPUs per node, optionally typed (narval: a100_3g.20gb:1). "
+                     help="GPUs per node, optionally typed (narval: a100_3g.20gb:1), or auto (the cheapest "
+                          "request the model fits: a MIG slice, a whole GPU, or the CPU; says why). "
                           "Default: 1 on GPU clusters (4 where jobs take whole nodes), 0 on CPU-only ones."),
         click.option("--nodes", type=click.IntRange(1), default=1, show_default=True, help="Nodes."),
         click.option("--tasks", type=click.IntRange(1), default=None,
@@ -124,13 +125,13 @@ def _is_sweep_file(path) -> bool:
     return isinstance(raw, dict) and "base" in raw
 
 
-def cost_estimate(source, overrides, cluster, gpus, pack=1, time_limit=None, warn=None, stored_only=False):
+def cost_estimate(source, overrides, cluster, gpus, pack=1, time_limit=None, warn=None, stored_only=False,
+                  note=None):
     """The ``cluster.estimate.Estimate`` of a config or sweep file (probing its model(s) here;
     ``stored_only``: from stored probes only, torch-free, None where one is missing)."""
     from mnist_hpc.cluster import estimate as est
 
     profile = jobs.profile_for(cluster, warn or (lambda text: None))
-    n_gpus, gpu_type = jobs.parse_gpus(gpus, profile)
     if _is_sweep_file(source):
         from mnist_hpc.experiments.sweepfile import load_sweep
 
@@ -149,6 +150,10 @@ def cost_estimate(source, overrides, cluster, gpus, pack=1, time_limit=None, war
             if seen[key] is None:
                 return None
         probes.append(seen[key])
+    if str(gpus).strip().lower() == "auto":  # what submit would choose (it says why itself)
+        gpus = jobs.auto_gpus(cfgs, profile, time_limit or "1:00:00", 1, None, note or (lambda text: None), pack,
+                              probe=probes[0])
+    n_gpus, gpu_type = jobs.parse_gpus(gpus, profile)
     return est.estimate(cfgs, probes, profile, n_gpus, gpu_type, pack=pack, time_limit=time_limit)
 
 
@@ -181,7 +186,8 @@ def _show_estimate(e, err: bool = True) -> None:
 @click.argument("source", metavar="CONFIG|SWEEP", type=click.Path(dir_okay=False), shell_complete=complete_yaml)
 @click.option("--cluster", "-c", required=True, metavar="NAME", shell_complete=complete_cluster,
               help="The cluster profile whose GPUs, limits and RGU values to use.")
-@click.option("--gpus", default=None, metavar="N|TYPE:N", help="As for submit (a MIG slice: a100_1g.5gb:1).")
+@click.option("--gpus", default=None, metavar="N|TYPE:N|auto",
+              help="As for submit (a MIG slice: a100_1g.5gb:1; auto: what submit --gpus auto would choose).")
 @click.option("--pack", type=click.IntRange(1), default=1, show_default=True, metavar="K",
               help="Runs per array task (a sweep), as for sweep submit.")
 @click.option("--time", "time_limit", default=None, help="The --time you mean to ask for: warned about "
@@ -197,7 +203,7 @@ def estimate(source, cluster, gpus, pack, time_limit, overrides):
     the GPU or MIG slice [Alliance wiki: Allocations and compute scheduling]. Every figure is an
     estimate and says how it was obtained; no GPU speed has been measured, so none is claimed.
     """
-    _show_estimate(cost_estimate(source, overrides, cluster, gpus, pack, time_limit, _warn), err=False)
+    _show_estimate(cost_estimate(source, overrides, cluster, gpus, pack, time_limit, _warn, note=_note), err=False)
 
 
 # --------------------------------------------------------------------------- sweep submit

@@ -184,3 +184,90 @@ def estimate(cfgs, probe, profile: Profile, n_gpus: int, gpu_type: Optional[str]
                                 "limit waits longer in the queue (backfill fits short jobs first); "
                                 f"ask for {format_time(request)}")
     return out
+
+
+# --------------------------------------------------------------------------- --gpus auto
+
+# Assumptions of `--gpus auto`, printed with its choice (none of them is a measurement):
+BYTES_PER_PARAM = 16  # fp32 weights + gradients + two optimizer moments (Adam's; SGD needs less)
+ACTIVATION_BYTES_PER_PIXEL = 4 * 64  # fp32 activations of ~64 feature maps per input pixel, per image
+# the most parameters a slice of G sevenths of a GPU is given (compute: a 1g slice is 1/7 of the GPU)
+MIG_MAX_PARAMS = {1: 2_000_000, 2: 10_000_000, 3: 30_000_000}
+_SLICE_RE = __import__("re").compile(r"(\d)g\.(\d+)gb$")
+
+
+@dataclass(frozen=True)
+class GpuChoice:
+    gpus: str  # what --gpus would have said: "0", "1", "a100_1g.5gb:1"
+    why: str  # one line: what was chosen, from which figures and assumptions
+
+
+def memory_estimate(cfg) -> Optional[float]:
+    """Bytes of GPU memory a run needs, estimated (None where the model's size is unknown)."""
+    from mnist_hpc.config.datasets import MNIST_SHAPE, data_shape
+
+    shape = data_shape(cfg.data) or MNIST_SHAPE
+    try:
+        params = cfg.model.param_count(shape)
+    except Exception:  # a custom or torchvision model: no torch-free count
+        params = None
+    if params is None:
+        return None
+    c, h, w = shape.input_shape
+    return params * BYTES_PER_PARAM + cfg.data.batch_size * c * h * w * ACTIVATION_BYTES_PER_PIXEL
+
+
+def _params(cfg) -> Optional[int]:
+    from mnist_hpc.config.datasets import MNIST_SHAPE, data_shape
+
+    try:
+        return cfg.model.param_count(data_shape(cfg.data) or MNIST_SHAPE)
+    except Exception:
+        return None
+
+
+def choose_gpus(cfgs, profile: Profile, *, time_limit: str, nodes: int = 1, tasks: Optional[int] = None,
+                probe: Optional[Probe] = None, pack: int = 1) -> GpuChoice:
+    """``--gpus auto``: the cheapest request the runs' estimated compute and memory fit. DDP (several
+    nodes or tasks) and models of unknown or large size get a whole GPU; the CPU where the cluster's
+    CPU jobs are not whole nodes and this machine's probe (a CPU figure) says the task fits in the
+    time limit with margin; else the MIG slice of fewest RGU whose memory and share of the GPU fit."""
+    cfgs = list(cfgs)
+    if not profile.gpus_per_node:
+        return GpuChoice("0", f"CPU: cluster {profile.name} has no GPUs")
+    whole = str(min(profile.gpu_counts or (1,)))
+    if nodes > 1 or (tasks or 1) > 1:
+        return GpuChoice(whole, f"{whole} whole GPU(s) per node: DDP ({nodes} node(s), {tasks or 1} task(s)) "
+                                "takes one whole GPU per process")
+    sizes = [_params(c) for c in cfgs]
+    if any(s is None for s in sizes):
+        return GpuChoice(whole, f"{whole} whole GPU: the model's size is unknown before it is built "
+                                "(custom or torchvision), so no slice is assumed to fit")
+    params = max(sizes)
+    mem = max(memory_estimate(c) for c in cfgs)
+    mem_text = f"{params:,} parameters, ~{mem / 2**30:.2f} GiB estimated GPU memory"
+    if probe is not None and probe.device.startswith("cpu") and not profile.cpu_node_cores:
+        steps = max(sum(c.train.epochs * steps_per_epoch(c) for c in cfgs[i:i + pack])
+                    for i in range(0, len(cfgs), max(pack, 1)))
+        task = steps * probe.step_seconds
+        if task * MARGIN + SETUP_SECONDS <= parse_time(time_limit):
+            return GpuChoice("0", f"CPU: {mem_text}; a task is estimated at {format_time(round(task))} on "
+                                  f"{probe.device} ({probe.source}), within --time {time_limit} with margin "
+                                  "(no GPU is charged); pass --gpus 1 for a GPU")
+    fits = []
+    for name, s in profile.mig.items():
+        m = _SLICE_RE.search(name)
+        if not m or int(m.group(1)) not in MIG_MAX_PARAMS:  # 4g slices: "not available" [Allocations and compute scheduling]
+            continue
+        sevenths, gb = int(m.group(1)), int(m.group(2))
+        if params <= MIG_MAX_PARAMS[sevenths] and mem <= gb * 2**30 * 0.8:
+            fits.append((s.rgu if s.rgu is not None else 99.0, len(name), name))
+    if fits:
+        rgu, _, name = min(fits)
+        cost = f"{rgu} RGU against {profile.rgu_per_gpu} for a whole GPU" if profile.rgu_per_gpu else "a fraction of a GPU"
+        return GpuChoice(f"{name}:1", f"MIG slice {name}: {mem_text} fit it ({cost}) [Allocations and compute "
+                                      "scheduling]; assumed: 16 bytes a parameter, 256 bytes a pixel per image, "
+                                      f"at most {MIG_MAX_PARAMS[int(_SLICE_RE.search(name).group(1))]:,} "
+                                      "parameters for its share")
+    why = "no MIG slices on this cluster" if not profile.mig else "too large for every MIG slice"
+    return GpuChoice(whole, f"{whole} whole GPU: {mem_text}; {why}")

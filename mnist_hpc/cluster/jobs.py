@@ -121,6 +121,21 @@ def _record(folder: Path, record: dict) -> None:
     write_json(folder / "job.json", record)
 
 
+def auto_gpus(cfgs, profile: Profile, time: str, nodes: int, tasks: Optional[int], note: Echo,
+              pack: int = 1, probe=None) -> str:
+    """``--gpus auto``: ``cluster.estimate.choose_gpus`` with this host's stored probe (if any);
+    says what it chose and why."""
+    from mnist_hpc.cluster import estimate
+
+    cfgs = list(cfgs)
+    probe = probe or (estimate.stored_probe(cfgs[0]) if cfgs else None)
+    choice = estimate.choose_gpus(cfgs, profile, time_limit=time, nodes=nodes, tasks=tasks, probe=probe,
+                                  pack=pack)
+    extra = "" if probe is not None else " (no stored probe here: mnist-hpc estimate makes one, which may choose the CPU)"
+    note(f"--gpus auto: {choice.gpus} -- {choice.why}{extra}")
+    return choice.gpus
+
+
 # --------------------------------------------------------------------------- chains
 
 
@@ -169,6 +184,8 @@ def submit(config_or_source, overrides: Sequence[str] = (), cluster: str = "loca
         raise UserError("overrides apply to a config file or name; apply them to the Config first")
     else:
         cfg, source = config_or_source, "(a Config object)"
+    if str(gpus).strip().lower() == "auto":
+        gpus = auto_gpus([cfg], profile, time, nodes, tasks, note)
     n_gpus, gpu_type = parse_gpus(gpus, profile)
     depends = dependency(after, dry_run)
     cwd = Path(cwd or Path.cwd())
@@ -307,6 +324,8 @@ def sweep_submit(sweep_file, cluster: str = "local", *, overrides: Sequence[str]
     from mnist_hpc.experiments.sweepfile import load_sweep
 
     sweep = load_sweep(sweep_file, tuple(overrides))
+    if str(gpus).strip().lower() == "auto":
+        gpus = auto_gpus([run.config for run in sweep.runs], profile, time, 1, None, note, pack)
     n_gpus, gpu_type = parse_gpus(gpus, profile)
     cwd = Path(cwd or Path.cwd())
     folder = new_run_dir(str(cwd / "runs"), f"{sweep.name}-sweep").resolve()
