@@ -100,7 +100,7 @@ def test_the_probe_is_stored_and_reused_by_torch_free_dry_runs(tmp_path, monkeyp
     cfg = load_config("quickstart", ["model.name=mlp", "model.hidden=[16]", "data.batch_size=32"])
     assert est.stored_probe(cfg) is None
     first = probing.probe(cfg)
-    assert first.step_seconds > 0 and first.source.startswith("probe of 5 steps")
+    assert first.step_seconds > 0 and first.source.startswith("median of ")
     again = est.stored_probe(cfg)
     assert again is not None and again.step_seconds == first.step_seconds and "stored probe" in again.source
     other = load_config("quickstart", ["model.name=mlp", "model.hidden=[16]", "data.batch_size=64"])

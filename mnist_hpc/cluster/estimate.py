@@ -158,8 +158,9 @@ def estimate(cfgs, probe, profile: Profile, n_gpus: int, gpu_type: Optional[str]
              "run is assumed no slower than this" if n_gpus > 0 else "this machine's figure")
     out.lines = [
         f"estimate for {runs} run{'s' if runs != 1 else ''} on {profile.name} ({what}"
-        + (f", {pack} runs per array task, {tasks} tasks" if pack > 1 or runs > 1 else "") + "):",
-        f"  per run      ~{format_time(round(mean_run))} (estimate: {cfgs[0].train.epochs} epochs x "
+        + (f", {pack} runs per array task, {tasks} task{'s' if tasks != 1 else ''}" if pack > 1 or runs > 1
+           else "") + "):",
+        f"  per run      ~{format_time(round(mean_run))} (estimate, training steps only: {cfgs[0].train.epochs} epochs x "
         f"{steps_per_epoch(cfgs[0])} steps x {probe.step_seconds * 1000:.1f} ms/step measured on "
         f"{probe.device}, {probe.source}" + (" (first run; each run its own)" if len(set(probes)) > 1 else "")
         + f"; {where})",

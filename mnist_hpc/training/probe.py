@@ -14,7 +14,7 @@ from datetime import datetime
 
 from mnist_hpc.cluster.estimate import Probe, probe_key, read_store, store_path
 
-WARMUP, STEPS = 2, 5
+WARMUP, STEPS, MAX_STEPS, MIN_SECONDS = 3, 5, 50, 1.0  # at least 5 timed steps, up to 50 within ~1 s
 
 
 def _device_and_name():
@@ -54,16 +54,18 @@ def probe(cfg, *, reuse: bool = True) -> Probe:
 
     for _ in range(WARMUP):
         step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(STEPS):
+    times = []  # each step timed alone; the median resists a busy machine's outliers
+    began = time.perf_counter()
+    while len(times) < STEPS or (len(times) < MAX_STEPS and time.perf_counter() - began < MIN_SECONDS):
+        start = time.perf_counter()
         step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = (time.perf_counter() - start) / STEPS
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    seconds = sorted(times)[len(times) // 2]
     when = datetime.now().strftime("%Y-%m-%d %H:%M")
     stored[key] = {"step_seconds": seconds, "device": name, "when": when, "batch": cfg.data.batch_size,
+                   "steps": len(times),
                    "load": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
     path = store_path()
     try:
@@ -73,4 +75,4 @@ def probe(cfg, *, reuse: bool = True) -> Probe:
         tmp.replace(path)
     except OSError:
         pass  # not stored: measured again next time
-    return Probe(seconds, name, f"probe of {STEPS} steps just now")
+    return Probe(seconds, name, f"median of {len(times)} probe steps just now")
