@@ -21,8 +21,7 @@ SWEEP = "base: quickstart\nset: {train.epochs: 2}\ngrid: {optim.lr: [0.1, 0.2, 0
 # (cluster, --gpus) pairs: each profile's default, and its MIG slices where it has them
 CASES = [(name, None) for name in sorted(load_profiles()[0]) if name != "tamia"] + [
     ("narval", "a100_1g.5gb:1"), ("narval", "a100_3g.20gb:1"), ("nibi", "h100_1g.10gb:1"),
-    ("rorqual", "h100_3g.40gb:1"), ("fir", "nvidia_h100_80gb_hbm3_2g.20gb:1"), ("narval", "0"),
-    ("tamia", "4")]
+    ("rorqual", "h100_3g.40gb:1"), ("fir", "nvidia_h100_80gb_hbm3_2g.20gb:1"), ("narval", "0")]
 
 
 @pytest.fixture
@@ -66,6 +65,15 @@ def test_rgu_values_are_the_pages():
             {}, {"1g.10gb": 1.74, "2g.20gb": 3.48, "3g.40gb": 6.1})
     for name in ("killarney", "vulcan", "tamia", "generic"):
         assert get_profile(name)[0].rgu_per_gpu is None
+
+
+def test_a_request_submit_would_refuse_is_refused(cli, injected):
+    r = cli("estimate", "sweep.yaml", "--cluster", "tamia", "--gpus", "4")  # whole nodes; arrays: one GPU
+    assert r.code == 1 and "one GPU at most" in r.err, r
+    r = cli("estimate", "quickstart", "--cluster", "narval", "--gpus", "a100_9g.5gb:1")
+    assert r.code == 1 and "did you mean 'a100_1g.5gb'" in r.err and len(r.err.strip().splitlines()) == 1, r
+    r = cli("estimate", "quickstart", "--cluster", "tamia", "--gpus", "4")  # one config: a whole node is fine
+    assert r.code == 0 and "4 x h100 per task" in r.out and "RGU-hours unknown" in r.out, r
 
 
 def test_time_warnings(cli, injected):

@@ -132,7 +132,8 @@ def cost_estimate(source, overrides, cluster, gpus, pack=1, time_limit=None, war
     from mnist_hpc.cluster import estimate as est
 
     profile = jobs.profile_for(cluster, warn or (lambda text: None))
-    if _is_sweep_file(source):
+    is_sweep = _is_sweep_file(source)
+    if is_sweep:
         from mnist_hpc.experiments.sweepfile import load_sweep
 
         cfgs = [run.config for run in load_sweep(source, tuple(overrides)).runs]
@@ -154,6 +155,12 @@ def cost_estimate(source, overrides, cluster, gpus, pack=1, time_limit=None, war
         gpus = jobs.auto_gpus(cfgs, profile, time_limit or "1:00:00", 1, None, note or (lambda text: None), pack,
                               probe=probes[0])
     n_gpus, gpu_type = jobs.parse_gpus(gpus, profile)
+    from mnist_hpc.cluster.spec import JobSpec, check_spec, kind_for
+
+    # the request as submit would check it: a GPU type or slice the cluster lacks is refused here too
+    check_spec(JobSpec(template="sweep_array" if is_sweep else kind_for(1, n_gpus, None), profile=profile,
+                       job_name="estimate", sweep="s", array="0-0", gpus_per_node=n_gpus, gpu_type=gpu_type,
+                       time=time_limit or "1:00:00", account=(profile.account_prefixes or ("def-",))[0] + "estimate" if profile.account_required else None))
     return est.estimate(cfgs, probes, profile, n_gpus, gpu_type, pack=pack, time_limit=time_limit)
 
 
