@@ -162,3 +162,17 @@ def test_explicit_gpus_win_and_auto_says_why(cli, injected):
     r = cli("submit", "quickstart", "--cluster", "narval", "--account", "def-x", "--gpus", "auto", "--dry-run")
     assert r.code == 0 and "--gpus-per-node=a100_1g.5gb:1" in r.out, r
     assert "--gpus auto: a100_1g.5gb:1 -- MIG slice a100_1g.5gb" in r.err
+
+
+def test_pack_auto_fills_the_task_time_from_the_stored_probe(cli, injected, monkeypatch):
+    r = cli("sweep", "submit", "sweep.yaml", "--cluster", "narval", "--account", "def-x", "--pack", "auto",
+            "--dry-run")
+    assert r.code == 1 and "--pack auto needs the runs' time: run mnist-hpc estimate" in r.err, r
+    monkeypatch.setattr(est, "stored_probe", lambda cfg: est.Probe(0.1, "cpu (test)", "given"))
+    # a run: 2 epochs x 422 steps x 0.1 s = 84 s; x 1.5 = 126 s; (600 - 120) // 126 = 3 per task
+    r = cli("sweep", "submit", "sweep.yaml", "--cluster", "narval", "--account", "def-x", "--pack", "auto",
+            "--task-time", "0:10:00", "--dry-run")
+    assert r.code == 0 and "--pack auto: 3 runs per array task, 2 tasks" in r.err and "(2 tasks of 3)" in r.err, r
+    assert 'args=(sweep task "$SWEEP" --task "$(( SLURM_ARRAY_TASK_ID + INDEX_OFFSET ))" --pack 3)' in r.out
+    r = cli("sweep", "submit", "sweep.yaml", "--cluster", "narval", "--account", "def-x", "--pack", "x", "--dry-run")
+    assert r.code == 1 and "expected a number of runs per array task" in r.err, r

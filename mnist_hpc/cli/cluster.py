@@ -189,6 +189,31 @@ def _show_estimate(e, err: bool = True) -> None:
         _warn(text)
 
 
+def _pack_value(pack: str, sweep_file, overrides, task_time: str) -> int:
+    """--pack K or auto (from the stored probes: torch-free, no training here)."""
+    from mnist_hpc.cluster import estimate as est
+    from mnist_hpc.cluster.units import is_time
+    from mnist_hpc.errors import UserError
+
+    text = str(pack).strip().lower()
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    if text != "auto":
+        raise UserError(f"--pack {pack}: expected a number of runs per array task (1 or more) or auto")
+    if not is_time(task_time):
+        raise UserError(f"--task-time {task_time}: expected minutes, H:MM:SS or D-HH:MM:SS")
+    from mnist_hpc.experiments.sweepfile import load_sweep
+
+    cfgs = [run.config for run in load_sweep(sweep_file, tuple(overrides)).runs]
+    probes = [est.stored_probe(c) for c in cfgs]
+    if any(p is None for p in probes):
+        raise UserError(f"--pack auto needs the runs' time: run mnist-hpc estimate {sweep_file} --cluster NAME "
+                        "once (it times the model here), or give --pack K")
+    k, why = est.choose_pack(cfgs, probes, task_time)
+    _note(why)
+    return k
+
+
 @click.command()
 @click.argument("source", metavar="CONFIG|SWEEP", type=click.Path(dir_okay=False), shell_complete=complete_yaml)
 @click.option("--cluster", "-c", required=True, metavar="NAME", shell_complete=complete_cluster,
@@ -224,14 +249,17 @@ def estimate(source, cluster, gpus, pack, time_limit, overrides):
 @click.option("--then", "then", type=click.Choice(["report"]), default=None,
               help="After the array has ended (afterany), a small CPU job writes the sweep's report.md "
                    "into the sweep folder, naming the runs that did not complete.")
-@click.option("--pack", type=click.IntRange(1), default=1, show_default=True, metavar="K",
+@click.option("--pack", default="1", show_default=True, metavar="K|auto",
               help="Runs per array task, one after another (short runs make poor array tasks; give "
                    "--time for K runs). A task's time-limit signal checkpoints the current run and "
-                   "requeues the task; its next start skips the finished runs.")
+                   "requeues the task; its next start skips the finished runs. auto: as many as fit "
+                   "--task-time, from the stored estimate (mnist-hpc estimate makes it).")
+@click.option("--task-time", default="1:00:00", show_default=True,
+              help="With --pack auto: how long each array task should last.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", shell_complete=complete_set,
               help="Override a config value in every run (repeatable), as for `sweep run`.")
 def sweep_submit_command(sweep_file, cluster, gpus, nodes, tasks, time_limit, account, mail, cpus, mem,
-                         data_dir, dry_run, parallel, then, pack, overrides):
+                         data_dir, dry_run, parallel, then, pack, task_time, overrides):
     """Submit every run of SWEEP_FILE as one Slurm job array (task I runs run I; with --pack K,
     runs I*K .. I*K+K-1 one after another, each in its own run folder).
 
@@ -240,6 +268,7 @@ def sweep_submit_command(sweep_file, cluster, gpus, nodes, tasks, time_limit, ac
     read a copy of SWEEP_FILE and its base config (--set folded in) kept in the sweep's folder
     runs/<sweep>-sweep-<time>/: editing the files afterwards changes nothing already submitted.
     """
+    pack = _pack_value(pack, sweep_file, overrides, task_time)
     out = jobs.sweep_submit(sweep_file, cluster, overrides=overrides, account=account, dry_run=dry_run,
                             gpus=gpus, nodes=nodes, tasks=tasks, time=time_limit, mail=mail, cpus=cpus,
                             mem=mem, data_dir=data_dir, parallel=parallel, pack=pack, warn=_warn, note=_note,
@@ -250,11 +279,11 @@ def sweep_submit_command(sweep_file, cluster, gpus, nodes, tasks, time_limit, ac
         for job in out.jobs + ([out.report_job] if out.report_job else []):
             click.echo(job.script, nl=False)
         _dry_run_estimate(sweep_file, overrides, cluster, gpus, out.pack, time_limit)
-        packing = f" ({out.tasks} tasks of {out.pack})" if out.pack > 1 else ""
+        packing = f" ({out.tasks} task{'s' if out.tasks != 1 else ''} of {out.pack})" if out.pack > 1 else ""
         click.echo(f"dry run: nothing submitted; {out.runs} runs{packing} in {len(out.jobs)} job array(s)",
                    err=True)
         return
-    packing = f" in {out.tasks} tasks of {out.pack}" if out.pack > 1 else ""
+    packing = f" in {out.tasks} task{'s' if out.tasks != 1 else ''} of {out.pack}" if out.pack > 1 else ""
     click.echo(f"submitted sweep {out.name}: {out.runs} runs{packing} as job array {', '.join(out.job_ids)} on "
                f"{out.cluster} ({out.parallel} at a time); scripts in {_short(out.folder)}/")
     if out.report_job is not None:

@@ -272,3 +272,21 @@ def choose_gpus(cfgs, profile: Profile, *, time_limit: str, nodes: int = 1, task
                                       "parameters for its share")
     why = "no MIG slices on this cluster" if not profile.mig else "too large for every MIG slice"
     return GpuChoice(whole, f"{whole} whole GPU: {mem_text}; {why}")
+
+
+# --------------------------------------------------------------------------- --pack auto
+
+
+def choose_pack(cfgs, probes, task_time: str) -> tuple[int, str]:
+    """``--pack auto``: as many runs per array task as fit ``task_time`` (default an hour: arrays
+    suit tasks of about an hour or more [Job arrays]) with the walltime's margin; at least 1."""
+    cfgs = list(cfgs)
+    probes = list(probes) if isinstance(probes, (list, tuple)) else [probes] * len(cfgs)
+    run = max(c.train.epochs * steps_per_epoch(c) * p.step_seconds for c, p in zip(cfgs, probes))
+    room = parse_time(task_time) - SETUP_SECONDS
+    k = max(1, min(len(cfgs), int(room // max(run * MARGIN, 1e-9)))) if room > 0 else 1
+    n = -(-len(cfgs) // k)
+    why = (f"--pack auto: {k} run{'s' if k != 1 else ''} per array task, {n} task{'s' if n != 1 else ''} (a run "
+           f"~{format_time(round(run))} estimated from {probes[0].device}, {probes[0].source}; x {MARGIN} each, "
+           f"+ {SETUP_SECONDS} s setup, within --task-time {task_time})")
+    return k, why
