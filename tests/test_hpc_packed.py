@@ -105,3 +105,16 @@ def test_the_report_job_names_the_runs_that_did_not_complete(sweep_file, tmp_pat
     assert missing == ["[1] lr=0.2 (requeued)", "[2] lr=0.3 (pending)", "[3] lr=0.4 (pending)",
                        "[4] lr=0.5 (pending)"]
     assert "## Runs that did not complete" in text and "- [1] lr=0.2 (requeued): log" in text
+
+
+def test_status_shows_where_a_running_packed_task_is(sweep_file, tmp_path, monkeypatch):
+    from mnist_hpc.cluster import queue, slurm
+
+    folder = sweep_file.parent
+    (folder / "tasks").mkdir()
+    (folder / "tasks" / "task-3.json").write_text(json.dumps(
+        {"task": 3, "runs": [6, 7, 8], "current": 7, "states": {"6": "completed", "7": "running", "8": "pending"}}))
+    records = {"41": {"folder": str(folder), "pack": 3, "jobs": [{"job_id": "40", "index_offset": 0},
+                                                                 {"job_id": "41", "index_offset": 2}]}}
+    assert queue._packed_task("41_1", records) == "run 7 of 6-8, 1 completed"  # task 1 of the 2nd array
+    assert queue._packed_task("41", records) == "" and queue._packed_task("9_0", records) == ""

@@ -353,7 +353,8 @@ def status(runs_dir, watch):
 
 def _print_status(now) -> None:
     rows = [(q.job.job_id, q.job.name, q.job.state, q.job.elapsed, q.job.time_limit, q.job.reason,
-             _short(q.folder) if q.folder else "-") for q in now.queued]
+             (_short(q.folder) if q.folder else "-") + (f" ({q.detail})" if getattr(q, "detail", "") else ""))
+            for q in now.queued]
     if rows:
         _table(("JOBID", "NAME", "STATE", "TIME", "LIMIT", "NODES/REASON", "RUN FOLDER"), rows)
     else:

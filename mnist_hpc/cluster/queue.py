@@ -62,6 +62,7 @@ def run_folder(job_id: str, records: dict, runs_dir) -> Optional[str]:
 class Queued:
     job: slurm.QueuedJob
     folder: Optional[str]  # its run folder, when known
+    detail: str = ""  # a packed array task: which of its runs it is on, how many are done
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ def status(runs_dir="runs", limit: int = 10) -> Status:
     jobs = [j for j in known if j.state not in slurm.ENDED_STATES]
     remembered = {j.job_id: j for j in known if j.state in slurm.ENDED_STATES}
     records = submitted_jobs(runs_dir)
-    queued = [Queued(j, run_folder(j.job_id, records, runs_dir)) for j in jobs]
+    queued = [Queued(j, run_folder(j.job_id, records, runs_dir), _packed_task(j.job_id, records)) for j in jobs]
     in_queue = {j.job_id.split("_")[0] for j in jobs}
     notes = []
     try:
@@ -219,6 +220,28 @@ def _sweep_result(record: dict) -> str:
         return f"sweep of {record.get('runs', '?')} runs (mnist-hpc report {sweep})"
     return (f"sweep of {record.get('runs', '?')} runs in {record.get('tasks', '?')} tasks of {pack}: "
             f"{_packed_states(record)} (mnist-hpc report {sweep})")
+
+
+def _packed_task(job_id: str, records: dict) -> str:
+    """"run 4 of 3-5, 1 completed" for a running task of a packed sweep (its tasks/task-T.json), else ""."""
+    base, _, task = job_id.partition("_")
+    record = records.get(base)
+    if not task.isdigit() or not record or (record.get("pack") or 1) <= 1:
+        return ""
+    from mnist_hpc.cluster.packed import TASKS_DIR
+
+    offset = next((int(j.get("index_offset") or 0) for j in record.get("jobs") or []
+                   if str(j.get("job_id")) == base), 0)  # a later array of a long sweep starts further on
+    path = Path(record.get("run_dir") or record["folder"]) / TASKS_DIR / f"task-{int(task) + offset}.json"
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return ""
+    runs = info.get("runs") or []
+    done = sum(1 for state in (info.get("states") or {}).values() if state == "completed")
+    where = f"run {info['current']}" if info.get("current") is not None else "between runs"
+    span = f"{runs[0]}-{runs[-1]}" if runs else "?"
+    return f"{where} of {span}, {done} completed"
 
 
 def _packed_states(record: dict) -> str:
