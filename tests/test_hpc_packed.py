@@ -108,7 +108,7 @@ def test_the_report_job_names_the_runs_that_did_not_complete(sweep_file, tmp_pat
 
 
 def test_status_shows_where_a_running_packed_task_is(sweep_file, tmp_path, monkeypatch):
-    from mnist_hpc.cluster import queue, slurm
+    from mnist_hpc.cluster import queue
 
     folder = sweep_file.parent
     (folder / "tasks").mkdir()
