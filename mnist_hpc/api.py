@@ -32,15 +32,18 @@ def load_config(source, overrides: Sequence[str] = ()):
     """A validated ``Config`` from a YAML path or a shipped config name (``"quickstart"``),
     with ``--set``-style ``overrides`` such as ``["optim.lr=0.01", "model.hidden=[256,64]"]``."""
     from mnist_hpc.config import load_config as _load
+    from mnist_hpc.config.loading import as_overrides
 
-    return _load(source, tuple(overrides))
+    return _load(source, as_overrides(overrides))
 
 
 def _as_config(config_or_source, overrides: Sequence[str]):
     """A validated ``Config`` from a Config, a plain dict, a path or a shipped config name;
     ``cfg.source`` says where it came from and ``cfg.notes`` what loading changed."""
     from mnist_hpc.config import Config, apply_overrides, config_from_dict
+    from mnist_hpc.config.loading import as_overrides
 
+    overrides = as_overrides(overrides)  # one string is one override, never its characters
     if isinstance(config_or_source, Config) and not overrides:
         return config_or_source
     if isinstance(config_or_source, (Config, dict)):
@@ -52,6 +55,16 @@ def _as_config(config_or_source, overrides: Sequence[str]):
         cfg.notes, cfg.source = tuple(notes), origin
         return cfg
     return load_config(config_or_source, overrides)
+
+
+def _validated_again(cfg):
+    """A caller's ``Config`` checked again as a whole: fields set after loading (``cfg.model.hidden
+    = [10**9]``) pass the same rules (types, ranges, MAX_PARAMS) as a file would."""
+    from mnist_hpc.config import config_from_dict
+
+    fresh = config_from_dict(cfg.to_dict(), source=f"{cfg.source} (as changed after loading)")
+    fresh.notes, fresh.source = cfg.notes, cfg.source
+    return fresh
 
 
 # --------------------------------------------------------------------------- runs
@@ -125,15 +138,16 @@ class Run:
                 if (self.path / "plots" / f"{n}.png").exists()}
 
     def checkpoint(self, which: str = "best") -> Path:
-        """The checkpoint file: ``best`` (falls back to the newest when there is no best.pt) or ``last``."""
-        from mnist_hpc.training.checkpoint import list_checkpoints
+        """The checkpoint file: ``best`` (falls back to the newest when there is no best.pt, or
+        when best.pt is damaged: not the bytes whose sha256 was recorded, saying so) or ``last``."""
+        from mnist_hpc.training.checkpoint import list_checkpoints, usable
 
         if which not in ("best", "last"):
             raise UserError(f"which={which!r}: expected 'best' or 'last'")
         cdir = self.path / "checkpoints"
         newest = list_checkpoints(cdir) if cdir.is_dir() else []
-        if which == "best" and (cdir / "best.pt").exists():
-            return cdir / "best.pt"
+        if which == "best" and cdir.is_dir() and (cdir / "best.pt").exists():
+            return usable(cdir, warn=lambda m: print(m, file=sys.stderr))  # a damaged one: the previous good one
         if not newest:
             raise UserError(f"{self.path}: no checkpoint in {cdir}")
         return newest[0]
@@ -142,20 +156,25 @@ class Run:
 
     def model(self, which: str = "best", device: str = "cpu"):
         """The trained ``torch.nn.Module`` (in eval mode) from the best or last checkpoint."""
+        from mnist_hpc.config.validate import check_device
         from mnist_hpc.training.inference import load_model
 
+        check_device(device, "device")
         return load_model(self.checkpoint(which), device, **self._code()).model
 
     def evaluate(self, tta: bool = False, *, data_dir=None, device: str = "auto") -> dict:
         """Test accuracy and loss of the best (else newest) checkpoint: {"test_accuracy", "test_loss", ...}."""
         from mnist_hpc.training.inference import evaluate_runs
 
-        results, _ = evaluate_runs([self.path], data_dir=data_dir, tta=tta, device=device, **self._code())
+        results, _ = evaluate_runs([self.path], data_dir=data_dir, tta=tta, device=device, what="device",
+                                   **self._code())
         return results[0]
 
     def predict(self, images, *, which: str = "best", top: int = 3, device: str = "cpu",
                 errors: str = "raise") -> list:
         """Classify images: file paths, PIL images or arrays (any size; prepared the MNIST way).
+        An array is one image (H×W; H×W×3/4 or C×H×W colour) or, on its own, a batch (N×H×W,
+        N×1×H×W, N×3×H×W, N×H×W×3); any other shape is refused naming the accepted ones.
 
         Returns one ``Prediction`` per image (label, probability, top-k list), in input order.
         A bad image (missing, not an image, blank, ...): with ``errors="raise"`` (the default)
@@ -163,11 +182,15 @@ class Run:
         with ``errors="skip"`` each image is judged on its own and a bad one gets a
         ``Prediction`` whose ``label`` is None and ``error`` the one-line reason (nothing
         raises, even when every image is bad: check ``.error``)."""
+        from mnist_hpc.config.validate import check_device
         from mnist_hpc.training.inference import predict_arrays
 
         if errors not in ("raise", "skip"):
             raise UserError(f"errors={errors!r}: expected 'raise' or 'skip'")
-        if isinstance(images, (str, Path)) or not isinstance(images, Iterable) or _is_array(images):
+        check_device(device, "device")  # before any image is read
+        if _is_array(images):
+            images = _array_images(images)  # one image, or a batch of them
+        elif isinstance(images, (str, Path)) or not isinstance(images, Iterable):
             images = [images]
         prepared = []  # (name, array or None, error or None)
         for i, img in enumerate(images):
@@ -237,6 +260,29 @@ def _is_array(x) -> bool:
     return hasattr(x, "shape") and hasattr(x, "dtype")
 
 
+ARRAY_LAYOUTS = ("H×W (grayscale), H×W×3 or H×W×4 (colour, channels last), 1×H×W or C×H×W (channels "
+                 "first); a batch: N×H×W, N×1×H×W, N×3×H×W or N×H×W×3")
+
+
+def _array_images(a) -> list:
+    """The images of one array passed to ``Run.predict``: one image (H×W, H×W×C, 1×H×W) or a
+    batch (N×H×W, N×C×H×W, N×H×W×C). A 3×H×W or 4×H×W array (three digits, or one colour
+    image with its channels first?) is refused as ambiguous."""
+    import numpy as np
+
+    a = np.asarray(a)
+    if a.ndim == 2 or (a.ndim == 3 and (a.shape[-1] in (3, 4) or a.shape[0] == 1)):
+        return [a]
+    if a.ndim == 3 and a.shape[0] in (3, 4):
+        raise UserError(f"an array of shape {'×'.join(map(str, a.shape))} is ambiguous ({a.shape[0]} grayscale "
+                        f"images, or one colour image with its channels first?): pass a list of images, "
+                        f"or a 1×{a.shape[0]}×{a.shape[1]}×{a.shape[2]} batch for one colour image")
+    if a.ndim in (3, 4):
+        return list(a)
+    raise UserError(f"an array of shape {'×'.join(map(str, a.shape)) or 'scalar'}: not an image; predict takes "
+                    f"{ARRAY_LAYOUTS}")
+
+
 def _to_mnist_array(img, index: int):
     """A 28x28 uint8 array (white on black) from a path, a PIL image or an array."""
     import numpy as np
@@ -250,13 +296,22 @@ def _to_mnist_array(img, index: int):
         return imageprep.to_mnist(img, name=f"image {index}")
     if _is_array(img):
         a = np.asarray(img)
-        if a.ndim == 3 and a.shape[0] == 1:
-            a = a[0]
+        if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4):
+            a = np.moveaxis(a, 0, -1)  # channels first -> channels last
+        if a.ndim == 3 and a.shape[-1] == 1:
+            a = a[..., 0]
+        if not (a.ndim == 2 or (a.ndim == 3 and a.shape[-1] in (3, 4))) or min(a.shape[:2], default=0) < 1:
+            raise UserError(f"image {index}: an array of shape {'×'.join(map(str, a.shape)) or 'scalar'} is not "
+                            f"an image; predict takes {ARRAY_LAYOUTS}")
+        if a.dtype == bool or not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+            raise UserError(f"image {index}: an array of {a.dtype} is not an image; give numbers "
+                            f"(0-255, or 0-1 floats)")
         if a.shape == (28, 28) and a.dtype == np.uint8:
             return a  # already an MNIST-style digit
         if a.dtype != np.uint8:
+            a = np.nan_to_num(a.astype(np.float64))
             a = np.clip(a * (255.0 if a.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
-        return imageprep.to_mnist(Image.fromarray(a), name=f"image {index}")
+        return imageprep.to_mnist(Image.fromarray(np.ascontiguousarray(a)), name=f"image {index}")
     raise UserError(f"image {index}: expected a file path, a PIL image or an array, got {type(img).__name__}")
 
 
@@ -282,7 +337,7 @@ def _train_context(cfg, echo):
 
 
 def train(config_or_source, overrides: Sequence[str] = (), *, data_dir=None, run_dir=None,
-          resume=None, init_from=None, progress: Optional[bool] = True,
+          resume=None, init_from=None, progress: Optional[bool] = None,
           echo: Callable[[str], None] = _echo, model=None) -> Optional[Run]:
     """Train a model; return its ``Run`` (None on the non-zero ranks of a DDP job).
 
@@ -291,18 +346,20 @@ def train(config_or_source, overrides: Sequence[str] = (), *, data_dir=None, run
     continued (only epochs, checkpointing, device/threads and logging may change; a completed
     run is continued in a new folder). ``init_from``: a run folder or checkpoint whose weights
     (only) a new run starts from; its summary records ``parent_run``. ``progress``: a progress
-    bar (a widget in notebooks); None = only on a terminal. ``model``: your own network as an
-    ``nn.Module`` instance, a class or a function returning one (called with ``model.args`` of a
-    custom config, else with none); it replaces the config's model. A class or function from a
-    file is recorded with that file (a new process can resume, export and submit it); one defined
-    in a notebook cell trains, resumes, evaluates and predicts within this session only
-    (docs/own-model.md)."""
+    bar: True, False, or None (default) = only in a notebook (a widget) or on a terminal, never
+    into a log file. ``model``: your own network as an ``nn.Module`` instance, a class or a
+    function returning one (called with ``model.args`` of a custom config, else with none); it
+    replaces the config's model. A class or function from a file is recorded with that file (a new
+    process can resume, export and submit it); one defined in a notebook cell trains, resumes,
+    evaluates and predicts within this session only (docs/own-model.md)."""
     from mnist_hpc.training.run import run_training
 
     cfg = _as_config(config_or_source, overrides)
     if cfg is not config_or_source:  # loaded here: say what loading changed (a caller's Config said it)
         for note in cfg.notes:
             echo(f"note: {note}")
+    else:
+        cfg = _validated_again(cfg)
     result = run_training(cfg, ctx=_train_context(cfg, echo), data_dir=data_dir, run_dir=run_dir,
                           resume=resume, echo=echo, source=cfg.source, progress=progress, init_from=init_from,
                           model=model)
@@ -315,10 +372,16 @@ def train(config_or_source, overrides: Sequence[str] = (), *, data_dir=None, run
 def sweep(source, overrides: Sequence[str] = (), *, parallel: int = 1, data_dir=None,
           echo: Callable[[str], None] = _echo) -> list:
     """Run every run of a sweep file (skipping finished ones); return the ``Run`` of each finished run."""
+    from mnist_hpc.config.loading import as_overrides
     from mnist_hpc.experiments.sweep import run_sweep
     from mnist_hpc.experiments.sweepfile import load_sweep
 
-    sw = load_sweep(source, tuple(overrides))
+    sw = load_sweep(source, as_overrides(overrides))
+    if sw.study is not None:  # method: optuna: ``parallel`` workers; the Run of each completed trial
+        from mnist_hpc.experiments.search import run_study
+
+        results = run_study(sw, workers=parallel, data_dir=data_dir, echo=echo)
+        return [Run(r.run_dir) for r in results if r.state == "completed"]
     results = run_sweep(sw, parallel=parallel, data_dir=data_dir, echo=echo)
     return [Run(r.run_dir) for r in results if r.ok]
 
@@ -343,10 +406,12 @@ def submit(config_or_source, cluster: str = "local", *, overrides: Sequence[str]
     from mnist_hpc.cluster.jobs import submit as _submit
     from mnist_hpc.config import Config
     from mnist_hpc.config.extras import check_extras
+    from mnist_hpc.config.loading import as_overrides
 
     if isinstance(config_or_source, Config):  # a loaded file was checked by load_config already
+        config_or_source = _validated_again(config_or_source)
         check_extras(config_or_source)
-    return _submit(config_or_source, tuple(overrides), cluster, account=account, dry_run=dry_run,
+    return _submit(config_or_source, as_overrides(overrides), cluster, account=account, dry_run=dry_run,
                    **resources)
 
 

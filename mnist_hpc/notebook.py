@@ -49,6 +49,8 @@ def setup(datasets=("mnist",), data_dir=None, quiet: bool = False) -> str:
     from mnist_hpc.training.data import prepare_all
 
     _one_line_errors()
+    if isinstance(datasets, str):
+        datasets = (datasets,)  # one name, never its letters
     unknown = [n for n in datasets if n not in DATASETS]
     if unknown:
         raise UserError(f"unknown dataset {unknown[0]!r}; expected one of {', '.join(DATASETS)}")

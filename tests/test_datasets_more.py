@@ -30,7 +30,7 @@ def make_emnist(root: Path, split: str, n_classes: int, offset: int = 0, n=(600,
     raw.mkdir(parents=True, exist_ok=True)
     for part, count, seed in (("train", n[0], 1), ("test", n[1], 2)):
         x, y = synthetic_split(count, seed)
-        y = (y.astype(np.int64) * 7 + seed) % n_classes  # more classes than ten, same learnable images
+        y = (y.astype(np.int64) * 7) % n_classes  # more classes than ten, the same learnable images
         write_idx(raw / f"emnist-{split}-{part}-images-idx3-ubyte", x.transpose(0, 2, 1))
         write_idx(raw / f"emnist-{split}-{part}-labels-idx1-ubyte", (y + offset).astype(np.uint8))
     return root
@@ -157,3 +157,116 @@ def test_folder_options_are_refused_for_the_idx_datasets(cli, tmp_path):
     cfg.write_text("data: {dataset: mnist, image_size: 64}\n")
     r = cli("config", "validate", cfg)
     assert r.code == 2 and "only for dataset: folder" in r.err, r
+
+
+# --------------------------------------------------------------------------- the real download code, offline
+
+
+@pytest.fixture
+def file_server(tmp_path):
+    """A local HTTP server over a folder (the only network these tests use: 127.0.0.1)."""
+    import functools
+    import http.server
+    import threading
+
+    served = tmp_path / "served"
+    served.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield served, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def _md5(path: Path) -> str:
+    import hashlib
+
+    return hashlib.md5(path.read_bytes()).hexdigest()  # noqa: S324 - torchvision's own check
+
+
+def test_qmnist_downloads_and_unpacks_through_torchvision(tmp_path, file_server, monkeypatch):
+    """torchvision's QMNIST download (one subset per call, .gz archives, MD5-checked), served locally."""
+    import gzip
+
+    import torchvision.datasets as tvd
+
+    from mnist_hpc.training import data
+
+    served, url = file_server
+    src = make_qmnist(tmp_path / "src") / "QMNIST" / "raw"
+    resources = {}
+    for part in ("train", "test"):
+        pair = []
+        for kind in ("images-idx3-ubyte", "labels-idx2-int"):
+            name = f"qmnist-{part}-{kind}"
+            (served / f"{name}.gz").write_bytes(gzip.compress((src / name).read_bytes()))
+            pair.append((f"{url}/{name}.gz", _md5(served / f"{name}.gz")))
+        resources[part] = pair
+    monkeypatch.setattr(tvd.QMNIST, "resources", {**resources, "nist": tvd.QMNIST.resources["nist"]})
+    monkeypatch.delenv("MNIST_HPC_OFFLINE", raising=False)
+    root = tmp_path / "data"
+    data.prepare(DATASETS["qmnist"], root, download=True)
+    x, y = data.read_split(DATASETS["qmnist"], root, False)
+    assert tuple(x.shape) == (300, 28, 28) and (y.numpy() == synthetic_split(300, 2)[1]).all()
+
+
+def test_emnist_downloads_its_zip_through_torchvision(tmp_path, file_server, monkeypatch):
+    """torchvision's EMNIST download: one gzip.zip of every split's .gz files, MD5-checked."""
+    import gzip
+    import zipfile
+
+    import torchvision.datasets as tvd
+
+    from mnist_hpc.training import data
+
+    served, url = file_server
+    src = make_emnist(tmp_path / "src", "digits", 10) / "EMNIST" / "raw"
+    with zipfile.ZipFile(served / "gzip.zip", "w") as z:
+        for f in sorted(src.iterdir()):
+            z.writestr(f"gzip/{f.name}.gz", gzip.compress(f.read_bytes()))
+    monkeypatch.setattr(tvd.EMNIST, "url", f"{url}/gzip.zip")
+    monkeypatch.setattr(tvd.EMNIST, "md5", _md5(served / "gzip.zip"))
+    monkeypatch.delenv("MNIST_HPC_OFFLINE", raising=False)
+    root = tmp_path / "data"
+    data.prepare(DATASETS["emnist-digits"], root, download=True)
+    x, _ = data.read_split(DATASETS["emnist-digits"], root, True)
+    assert (x.numpy() == synthetic_split(600, 1)[0]).all()  # upright after the transposed storage
+
+
+def test_a_failed_download_of_a_new_dataset_is_one_line(cli, tmp_path, monkeypatch):
+    import torchvision.datasets as tvd
+
+    monkeypatch.setattr(tvd.EMNIST, "url", "http://127.0.0.1:9/gzip.zip")  # nothing listens there
+    monkeypatch.delenv("MNIST_HPC_OFFLINE", raising=False)
+    r = cli("data", "download", "--dataset", "emnist-letters", "--data-dir", tmp_path / "d")
+    assert r.code == 1 and "download failed" in r.err and len(r.err.strip().splitlines()) == 1, r
+
+
+def test_an_image_folder_is_staged_through_the_data_archive(cli, tmp_path):
+    """`data pack folder:PATH` packs the images; a job unpacks the archive into its data folder
+    ($SLURM_TMPDIR) and trains from there, without the shared path."""
+    import shutil
+    import tarfile
+
+    images = tmp_path / "pets"
+    _write_images(images, per_class=6)
+    r = cli("data", "pack", f"folder:{images}", "--output", tmp_path / "data.tar", "--data-dir", tmp_path / "d0")
+    assert r.code == 0 and "folder:pets-" in r.out, r
+    job_data = tmp_path / "job-tmpdir"
+    with tarfile.open(tmp_path / "data.tar") as tar:
+        tar.extractall(job_data, filter="data")
+    cfg = tmp_path / "pets.yaml"
+    cfg.write_text(f"""
+experiment: {{name: pets, output_dir: {tmp_path / 'runs'}}}
+data: {{dataset: folder, root: {images}, image_size: 16, val_split: null, batch_size: 6}}
+model: {{name: fast, width: 4}}
+train: {{epochs: 1}}
+runtime: {{threads: 1}}
+""")
+    shutil.rmtree(images)  # the compute node cannot see it
+    r = cli("train", cfg, "--data-dir", job_data)
+    assert r.code == 0, r
+    s = json.loads((next((tmp_path / "runs").iterdir()) / "summary.json").read_text())
+    assert set(s["per_class"]) == {"cat", "dog", "owl"}

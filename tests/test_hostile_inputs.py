@@ -620,7 +620,7 @@ def signal_sigint_names_the_kept_checkpoint(env):
     from mnist_hpc.runs import read_state
 
     r = _with_signal(env, signal.SIGINT)
-    refused(r, 130, "last-e0001-s000000.pt", "--resume auto")
+    refused(r, 130, "last-epoch0002-step000000.pt", "--resume auto")
     assert read_state(env.tmp / "r").signal == "SIGINT"
 
 

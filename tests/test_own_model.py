@@ -45,7 +45,7 @@ def own_cache(tmp_path, monkeypatch):
 
 def write_project(tmp_path: Path, net: str = NET, factory: str = "TinyNet", args: str = "{width: 8}",
                   extra: str = "") -> Path:
-    (tmp_path / "nets").mkdir(exist_ok=True)
+    (tmp_path / "nets").mkdir(parents=True, exist_ok=True)
     (tmp_path / "nets" / "tiny.py").write_text(textwrap.dedent(net))
     cfg = tmp_path / "own.yaml"
     cfg.write_text(f"""
@@ -265,3 +265,39 @@ def test_a_class_from_a_file_is_recorded_with_its_file(tmp_path, synth_root, mon
     run = mnist_hpc.train(cfg, model=mod.TinyNet, data_dir=synth_root, progress=False, echo=lambda s: None)
     assert (run.path / "model" / "tiny.py").is_file()
     assert mnist_hpc.Run.load(run.path).model().head.out_features == 10  # a fresh Run rebuilds it from the copy
+
+
+def test_a_sweep_over_several_model_files_from_another_folder(cli, tmp_path, synth_root, monkeypatch):
+    write_project(tmp_path)
+    (tmp_path / "nets" / "wide.py").write_text(textwrap.dedent(NET).replace("width=8", "width=12"))
+    sweep = tmp_path / "files.yaml"
+    sweep.write_text("""
+base: own.yaml
+set: {model.args: {}}
+grid:
+  model.file: [nets/tiny.py, nets/wide.py]
+""")
+    monkeypatch.chdir(tmp_path.parent)  # the files are named relative to the sweep file, not here
+    r = cli("sweep", "run", sweep, "--data-dir", synth_root)
+    assert r.code == 0, r
+    runs = sorted((tmp_path / "runs" / "sweeps" / "files").iterdir())
+    copies = sorted(p.name for run in runs for p in (run / "model").iterdir())
+    assert copies == ["tiny.py", "wide.py"], copies
+
+
+def test_sweep_submit_carries_every_model_file_of_its_axes(cli, tmp_path, monkeypatch):
+    write_project(tmp_path)
+    (tmp_path / "nets" / "wide.py").write_text(textwrap.dedent(NET).replace("width=8", "width=12"))
+    sweep = tmp_path / "files.yaml"
+    sweep.write_text("base: own.yaml\nset: {model.args: {}}\ngrid:\n  model.file: [nets/tiny.py, nets/wide.py]\n")
+    from mnist_hpc.cluster import snapshot
+    from mnist_hpc.experiments.sweepfile import load_sweep
+
+    folder = tmp_path / "job"
+    folder.mkdir()
+    path = snapshot.write(load_sweep(sweep), folder)  # checks that the copy makes the same runs
+    (tmp_path / "nets" / "tiny.py").unlink()
+    (tmp_path / "nets" / "wide.py").unlink()
+    copy = load_sweep(path)  # the copy needs nothing from the user's folder
+    files = sorted(Path(r.config.model.file).name for r in copy.runs)
+    assert files == ["tiny.py", "wide.py"] and all(str(folder) in r.config.model.file for r in copy.runs)

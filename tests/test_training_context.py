@@ -97,7 +97,8 @@ def test_threads_come_from_the_context(synth_root, tmp_path, capsys):
     cfg = config_from_dict({**tiny(tmp_path).to_dict(), "runtime": {"threads": None}})
     run_training(cfg, ctx=TrainContext(cpus=1), data_dir=synth_root, run_dir=tmp_path / "t", progress=False)
     assert "cpu (1 CPU threads)" in capsys.readouterr().out
-    assert cpu_threads(3, 8, 2) == 3 and cpu_threads(None, 8, 2) == 8 and cpu_threads(None, None, 10**6) == 1
+    assert cpu_threads(3, 8, 2, usable=16) == 3 and cpu_threads(None, 8, 2, usable=16) == 8
+    assert cpu_threads(None, None, 10**6) == 1
 
 
 def test_epoch_clock_counts_queued_device_work(synth_root, tmp_path, monkeypatch):

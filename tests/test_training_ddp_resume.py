@@ -28,7 +28,7 @@ def train(config, data, nproc, *extra):
 
 def mid(run, epoch, step):
     """The checkpoint ``run`` saved at (epoch, step): every rank's position; its partial sums."""
-    return run / "checkpoints" / f"last-e{epoch:04d}-s{step:06d}.pt"
+    return run / "checkpoints" / ckpt.checkpoint_name(epoch, step)
 
 
 def newest(run) -> dict:

@@ -111,7 +111,7 @@ def test_a_checkpoint_due_on_one_rank_clock_is_taken_by_all_at_one_step(synth_ro
     run = tmp_path / "clock-job1"  # the folder named by the context's job suffix
     names = sorted(p.name for p in ckpt.list_checkpoints(run / "checkpoints"))
     # 60 steps per epoch: rank 1's clock asks at every agreement point, steps 20 and 40 of each epoch
-    for mid in ("last-e0000-s000020.pt", "last-e0000-s000040.pt", "last-e0001-s000020.pt"):
+    for mid in ("last-epoch0001-step000020.pt", "last-epoch0001-step000040.pt", "last-epoch0002-step000020.pt"):
         assert mid in names, names
     summary = json.loads((run / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["launcher"] == "slurm"

@@ -177,9 +177,9 @@ def test_rotation_deletes_only_this_runs_checkpoints(tmp_path):
     for epoch in (2, 3, 4):
         ckpt.save({"epoch": epoch, "step": 0}, run / "checkpoints", keep=2)
     names = sorted(p.name for p in ckpt.list_checkpoints(run / "checkpoints"))
-    assert names == ["last-e0001-s000000.pt", "last-e0003-s000000.pt", "last-e0004-s000000.pt",
-                     "last-e0009-s000000.pt"]
-    assert ckpt.load(run / "checkpoints" / "last-e0004-s000000.pt")["run_id"] == "ours"
+    assert names == ["last-e0001-s000000.pt", "last-e0009-s000000.pt", "last-epoch0004-step000000.pt",
+                     "last-epoch0005-step000000.pt"]  # the foreign files have an earlier version's names
+    assert ckpt.load(run / "checkpoints" / "last-epoch0005-step000000.pt")["run_id"] == "ours"
 
 
 def test_run_folders_are_claimed_exclusively(synth_root, tmp_path, monkeypatch):
@@ -215,7 +215,7 @@ def test_a_run_records_its_state(cli, trained, tiny_config, synth_root, tmp_path
                      run_dir=tmp_path / "stopped", progress=False, echo=lambda m: None)
     st = read_state(tmp_path / "stopped")
     assert (st.state, st.signal, st.epoch, st.step) == ("interrupted", "SIGUSR1", 1, 1)
-    assert st.describe().startswith("interrupted by SIGUSR1 at epoch 1, step 1; checkpoint last-e0000-s000001.pt")
+    assert st.describe().startswith("interrupted by SIGUSR1 at epoch 1, step 1; checkpoint last-epoch0001-step000001.pt")
     # report lists the unfinished runs as skipped, with their state
     from mnist_hpc.experiments.report import find_runs
 
@@ -260,7 +260,7 @@ def test_disk_full_is_one_line_and_keeps_earlier_checkpoints(cli, tiny_config, s
     def writer(path, fill):
         path = Path(path)
         calls.append(path.name)
-        is_ckpt = path.name.startswith("last-e0002")
+        is_ckpt = path.name.startswith("last-epoch0003")  # epoch 2 done
         second = calls.count(path.name) == 2 if path.name == "metrics.csv" else True  # after a checkpoint
         if (target.startswith("checkpoint") and is_ckpt) or (path.name == target and second):
             def full(f):
@@ -391,7 +391,7 @@ def test_ctrl_c_names_the_kept_checkpoint_and_the_resume_command(cli, tiny_confi
     r = cli("train", tiny_config, "--data-dir", synth_root, "--run-dir", run, "--set", "optim.lr=0.002")
     assert r.code == 130, r
     line = one_line(r.err)
-    kept = run / "checkpoints" / "last-e0001-s000000.pt"
+    kept = run / "checkpoints" / "last-epoch0002-step000000.pt"
     assert f"kept the newest checkpoint {kept}" in line and "at epoch 2, step 4" in line
     command = f"mnist-hpc train {run / 'config.yaml'} --run-dir {run} --resume auto"
     assert command in line
@@ -408,9 +408,10 @@ def test_the_final_line_never_says_training_exceeds_total(cli, trained, tiny_con
 
     run = tmp_path / "old"
     shutil.copytree(trained, run)
-    for name in ("summary.json", "run.json", "state.json", "checkpoints/last-e0002-s000000.pt"):
+    for name in ("summary.json", "run.json", "state.json", "checkpoints/last-epoch0003-step000000.pt",
+                 "checkpoints/last-epoch0002-step000000.pt.sha256"):  # earlier versions recorded no sha256
         (run / name).unlink(missing_ok=True)
-    last = run / "checkpoints" / "last-e0001-s000000.pt"
+    last = run / "checkpoints" / "last-epoch0002-step000000.pt"
     state = torch.load(last, weights_only=True)
     state.pop("wall_seconds"), state.pop("run_id", None)
     state["train_seconds"] = 1000.0  # a long first start

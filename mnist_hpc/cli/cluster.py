@@ -130,13 +130,18 @@ def cost_estimate(source, overrides, cluster, gpus, pack=1, time_limit=None, war
     """The ``cluster.estimate.Estimate`` of a config or sweep file (probing its model(s) here;
     ``stored_only``: from stored probes only, torch-free, None where one is missing)."""
     from mnist_hpc.cluster import estimate as est
+    from mnist_hpc.errors import UserError
 
     profile = jobs.profile_for(cluster, warn or (lambda text: None))
     is_sweep = _is_sweep_file(source)
     if is_sweep:
         from mnist_hpc.experiments.sweepfile import load_sweep
 
-        cfgs = [run.config for run in load_sweep(source, tuple(overrides)).runs]
+        sweep = load_sweep(source, tuple(overrides))
+        if getattr(sweep, "study", None) is not None:
+            raise UserError(f"{source}: an optuna study has no fixed runs to estimate; estimate its base "
+                            "config (one trial) instead")
+        cfgs = [run.config for run in sweep.runs]
     else:
         from mnist_hpc.config import load_config
 
@@ -204,7 +209,10 @@ def _pack_value(pack: str, sweep_file, overrides, task_time: str) -> int:
         raise UserError(f"--task-time {task_time}: expected minutes, H:MM:SS or D-HH:MM:SS")
     from mnist_hpc.experiments.sweepfile import load_sweep
 
-    cfgs = [run.config for run in load_sweep(sweep_file, tuple(overrides)).runs]
+    sweep = load_sweep(sweep_file, tuple(overrides))
+    if getattr(sweep, "study", None) is not None:
+        raise UserError("--pack auto: an optuna study's array tasks are workers claiming trials; drop --pack")
+    cfgs = [run.config for run in sweep.runs]
     probes = [est.stored_probe(c) for c in cfgs]
     if any(p is None for p in probes):
         raise UserError(f"--pack auto needs the runs' time: run mnist-hpc estimate {sweep_file} --cluster NAME "
@@ -245,7 +253,8 @@ def estimate(source, cluster, gpus, pack, time_limit, overrides):
 @click.argument("sweep_file", type=click.Path(dir_okay=False), shell_complete=complete_yaml)
 @resource_options
 @click.option("--parallel", type=click.IntRange(1), default=4, show_default=True,
-              help="Array tasks running at the same time (the %K of --array=0-N%K).")
+              help="Array tasks running at the same time (the %K of --array=0-N%K); for a "
+                   "method: optuna study, the number of worker tasks.")
 @click.option("--then", "then", type=click.Choice(["report"]), default=None,
               help="After the array has ended (afterany), a small CPU job writes the sweep's report.md "
                    "into the sweep folder, naming the runs that did not complete.")
@@ -258,8 +267,11 @@ def estimate(source, cluster, gpus, pack, time_limit, overrides):
               help="With --pack auto: how long each array task should last.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", shell_complete=complete_set,
               help="Override a config value in every run (repeatable), as for `sweep run`.")
+@click.option("--force", is_flag=True,
+              help="Train anew the finished runs whose stored config differs from the one asked for "
+                   "now (moved to <sweep folder>-replaced-<time>/, not deleted), as for `sweep run`.")
 def sweep_submit_command(sweep_file, cluster, gpus, nodes, tasks, time_limit, account, mail, cpus, mem,
-                         data_dir, dry_run, parallel, then, pack, task_time, overrides):
+                         data_dir, dry_run, parallel, then, pack, task_time, overrides, force):
     """Submit every run of SWEEP_FILE as one Slurm job array (task I runs run I; with --pack K,
     runs I*K .. I*K+K-1 one after another, each in its own run folder).
 
@@ -272,7 +284,7 @@ def sweep_submit_command(sweep_file, cluster, gpus, nodes, tasks, time_limit, ac
     out = jobs.sweep_submit(sweep_file, cluster, overrides=overrides, account=account, dry_run=dry_run,
                             gpus=gpus, nodes=nodes, tasks=tasks, time=time_limit, mail=mail, cpus=cpus,
                             mem=mem, data_dir=data_dir, parallel=parallel, pack=pack, warn=_warn, note=_note,
-                            then=then)
+                            then=then, force=force)
     for line in out.notes:
         _note(line)
     if dry_run:
@@ -284,7 +296,8 @@ def sweep_submit_command(sweep_file, cluster, gpus, nodes, tasks, time_limit, ac
                    err=True)
         return
     packing = f" in {out.tasks} task{'s' if out.tasks != 1 else ''} of {out.pack}" if out.pack > 1 else ""
-    click.echo(f"submitted sweep {out.name}: {out.runs} runs{packing} as job array {', '.join(out.job_ids)} on "
+    what = f"{out.runs} runs{packing}" if out.trials is None else f"{out.runs} workers of a {out.trials}-trial study"
+    click.echo(f"submitted sweep {out.name}: {what} as job array {', '.join(out.job_ids)} on "
                f"{out.cluster} ({out.parallel} at a time); scripts in {_short(out.folder)}/")
     if out.report_job is not None:
         click.echo(f"then job {out.report_job.job_id} writes {_short(out.folder)}/report.md once the array has ended")

@@ -64,6 +64,10 @@ def sweep_group():
 def plan(sweep_file, overrides, allow_large):
     """List the runs of SWEEP_FILE without running anything."""
     sweep = load_sweep(sweep_file, overrides, allow_large=allow_large, validate=False)
+    if sweep.study is not None:
+        sweep.validate()
+        _plan_study(sweep)
+        return
     runs = sweep.runs
     if len(runs) <= MAX_RUNS:  # every run checked before a line is printed (a larger one streams)
         sweep.validate()
@@ -82,23 +86,35 @@ def plan(sweep_file, overrides, allow_large):
 @sweep_group.command("run")
 @click.argument("sweep_file", type=click.Path(path_type=Path), shell_complete=complete_yaml)
 @click.option("--parallel", "-j", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Runs to train at the same time (each gets cores / K threads).")
+              help="Runs to train at the same time (each gets cores / K threads); for a "
+                   "method: optuna study, its workers here.")
 @click.option("--index", type=click.IntRange(min=0), default=None,
-              help="Run only the run with this index (a Slurm array task: $SLURM_ARRAY_TASK_ID).")
+              help="Run only the run with this index (a Slurm array task: $SLURM_ARRAY_TASK_ID); "
+                   "for a method: optuna study, be its worker number INDEX.")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Dataset folder, passed on to every run.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP,
               shell_complete=complete_set)
 @click.option("--allow-large", is_flag=True, help=LARGE_HELP)
+@click.option("--force", is_flag=True,
+              help="Train anew the finished runs whose stored config differs from the one asked for "
+                   "now (their folders are moved to <sweep folder>-replaced-<time>/, not deleted).")
 @user_errors
-def run(sweep_file, parallel, index, data_dir, overrides, allow_large):
+def run(sweep_file, parallel, index, data_dir, overrides, allow_large, force):
     """Train every run of SWEEP_FILE that has not completed yet, then compare them.
 
     Each run trains in its own process into <output_dir>/sweeps/<sweep>/<run>/, with its
-    output in train.log there. Running the command again skips the completed runs.
+    output in train.log there. Running the command again skips the completed runs, if they were
+    trained with the same config (else it stops and names the keys that differ; --force trains
+    them anew). Two runners on one sweep share it: a run the other is training is left to it. A
+    method: optuna sweep runs its study until it has n_trials trials (study.journal in the
+    sweep's folder), resuming trials whose worker was killed.
     """
     # an array task checks only its own run: the whole sweep was checked when it was submitted
     sweep = load_sweep(sweep_file, overrides, allow_large=allow_large, validate=index is None)
+    if sweep.study is not None:
+        _run_study(sweep, parallel, index, data_dir)
+        return
     runs = sweep.runs
     if index is not None:
         if index >= len(runs):
@@ -108,13 +124,17 @@ def run(sweep_file, parallel, index, data_dir, overrides, allow_large):
     at_once = f", {parallel} at a time" if parallel > 1 and len(runs) > 1 else ""
     click.echo(f"sweep {sweep.name}: {plural(len(runs), 'run')} into {sweep.output_dir}/{at_once}")
     try:
-        results = run_sweep(sweep, runs, parallel, data_dir, echo=click.echo)
+        results = run_sweep(sweep, runs, parallel, data_dir, echo=click.echo, force=force)
     except KeyboardInterrupt:
         click.echo("interrupted: run the same command again to continue", err=True)
         sys.exit(130)
 
     if index is None:
         _print_comparison(sweep)
+    busy = [r for r in results if r.status == "busy"]
+    if busy:
+        click.echo(f"\n{plural(len(busy), 'run')} left to another runner of this sweep (see above); "
+                   "run the same command again once it has finished to compare them all", err=True)
     failed = [r for r in results if not r.ok]
     requeued = [r for r in results if r.status == "requeued"]
     if requeued and not failed:
@@ -136,6 +156,53 @@ def run(sweep_file, parallel, index, data_dir, overrides, allow_large):
         sys.exit(code if code and code > 0 else 1)
 
 
+def _plan_study(sweep) -> None:
+    from mnist_hpc.experiments import studyreport
+
+    st = sweep.study
+    click.echo(f"sweep {sweep.name}: an Optuna study of {plural(st.n_trials, 'trial')} of {sweep.base} "
+               f"({st.sampler} sampler, {st.pruner} pruner, {st.direction} {st.metric}), "
+               f"into {sweep.output_dir}/")
+    if sweep.fixed:
+        click.echo("every trial: " + " ".join(f"--set {t}" for t in sweep.fixed))
+    for key, p in st.params.items():
+        click.echo(f"  {key}: {studyreport.describe_param(p)}")
+    click.echo(studyreport.progress_line(sweep))
+
+
+def _run_study(sweep, parallel, index, data_dir) -> None:
+    from mnist_hpc.experiments import search, studyreport
+
+    st = sweep.study
+    who = f"worker {index}" if index is not None else plural(parallel, "worker")
+    click.echo(f"sweep {sweep.name}: Optuna study of {plural(st.n_trials, 'trial')} ({st.sampler}, "
+               f"{st.pruner} pruner), {who}, into {sweep.output_dir}/")
+    try:
+        results = search.run_study(sweep, workers=1 if index is not None else parallel,
+                                   first_worker=index or 0, data_dir=data_dir, echo=click.echo)
+    except KeyboardInterrupt:
+        click.echo("interrupted: run the same command again to continue the study", err=True)
+        sys.exit(130)
+    click.echo(studyreport.progress_line(sweep))
+    if index is None:
+        best = studyreport.best_line(sweep)
+        if best:
+            click.echo(best)
+        click.echo(f"(mnist-hpc sweep report {sweep.path} writes the study's HTML report; "
+                   f"optuna-dashboard {search.journal_path(sweep)} shows it live)")
+    stopped = [r for r in results if r.state == "stopped"]
+    if stopped:  # a requeued array task exits like its trainer did
+        code = stopped[0].returncode
+        sys.exit(code if code and code > 0 else 1)
+    failed = [r for r in results if r.state == "failed"]
+    if failed:
+        for r in failed:
+            click.echo(f"  trial {r.number} failed (exit {r.returncode}), log {r.run_dir / 'train.log'}", err=True)
+        click.echo("Failed trials count towards n_trials (the study went on without them); see their logs.",
+                   err=True)
+        sys.exit(1)
+
+
 def _print_comparison(sweep) -> None:
     completed = [r for r in sweep.runs if is_completed(r.run_dir)]
     if not completed:
@@ -143,9 +210,66 @@ def _print_comparison(sweep) -> None:
     comp = compare([load_run(r.run_dir) for r in completed])
     click.echo(f"\n{len(completed)} of {plural(len(sweep.runs), 'run')} completed\n")
     click.echo(tables.format_table(comp))
-    click.echo("\n" + tables.verdict(comp))
+    click.echo("\n" + tables.wrap(tables.verdict(comp)))
     click.echo(f"(mnist-hpc report {sweep.output_dir} --format markdown --plots DIR "
                f"--out FILE writes a report with figures)")
+
+
+def _studies(dirs) -> list:
+    """(folder, StudyView) of every Optuna study among ``dirs`` (a sweep folder holding
+    study.journal); without optuna installed, a note and none."""
+    from mnist_hpc.experiments import studyreport
+
+    found = []
+    for d in dirs:
+        if not (Path(d) / studyreport.JOURNAL).is_file():
+            continue
+        try:
+            view = studyreport.load_view(d)
+        except UserError as e:
+            click.echo(f"note: {d}: the study's part of the report is left out: {e}", err=True)
+            continue
+        if view is not None:
+            found.append((Path(d), view))
+    return found
+
+
+def _study_sections(studies, tmp) -> str:
+    """The HTML of each study (``_studies``), its figures embedded."""
+    from mnist_hpc.experiments import studyreport
+
+    out = []
+    for d, view in studies:
+        drawn = studyreport.make_study_plots(view, Path(tmp) / f"study-{len(out)}")
+        out.append(studyreport.html_section(view, d, pages.embed_images(drawn)))
+    return "\n".join(out)
+
+
+@sweep_group.command("report")
+@click.argument("sweep_file", type=click.Path(path_type=Path), shell_complete=complete_yaml)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the HTML report (default: report.html in the sweep's folder).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP,
+              shell_complete=complete_set)
+@click.pass_context
+@user_errors
+def sweep_report(ctx, sweep_file, out, overrides):
+    """Write the HTML report of SWEEP_FILE's runs (one self-contained file); for a method: optuna
+    study also its best trial and config, history, parameter importance and slice plots, pruned
+    trials marked."""
+    sweep = load_sweep(sweep_file, overrides, allow_large=True, validate=False)
+    if sweep.study is not None:
+        from mnist_hpc.experiments import studyreport
+
+        click.echo(studyreport.progress_line(sweep))
+        best = studyreport.best_line(sweep)
+        if best:
+            click.echo(best)
+    if not sweep.output_dir.is_dir():
+        raise UserError(f"{sweep.output_dir}: no such folder: run the sweep first "
+                        f"(mnist-hpc sweep run {sweep_file})")
+    ctx.invoke(report_command, dirs=(sweep.output_dir,), fmt="table", as_html=True, plots=None,
+               title=f"Sweep {sweep.name}", out=out or sweep.output_dir / "report.html")
 
 
 @click.command("report")
@@ -173,10 +297,16 @@ def report_command(dirs, fmt, out, as_html, plots, title):
     # a sweep file stands for its output folder
     dirs = [load_sweep(d, allow_large=True, validate=False).output_dir
             if d.suffix in (".yaml", ".yml") and d.is_file() else d for d in dirs]
+    studies = _studies(dirs)
     runs, skipped = find_runs(dirs)
     comp = compare(runs, skipped)
+    pruned = {str(d / t.run) for d, view in studies for t in view.trials if t.state == "pruned" and t.run}
     for line in skipped:
-        click.echo(f"note: skipped {line}", err=True)
+        if line.split(":", 1)[0] not in pruned:
+            click.echo(f"note: skipped {line}", err=True)
+    if pruned:
+        click.echo(f"note: {plural(len(pruned), 'pruned trial')} left out of the comparison of completed "
+                   f"runs (the study's table lists {'it' if len(pruned) == 1 else 'them'})", err=True)
     title = title or "Run comparison: " + ", ".join(d.resolve().name or str(d) for d in dirs)
     if as_html and out is None:
         out = dirs[0] / "report.html"
@@ -189,7 +319,7 @@ def report_command(dirs, fmt, out, as_html, plots, title):
                 click.echo(f"wrote {plural(len(found), 'figure')} to {plots}/", err=True)
             if as_html:
                 drawn = found if plots is not None else figures.make_plots(comp, tmp)
-                text = pages.html_report(comp, title, drawn)
+                text = pages.html_report(comp, title, drawn, _study_sections(studies, tmp))
             elif fmt == "markdown":
                 text = pages.markdown_report(comp, title, found,
                                              relative_to=out.parent if out else Path.cwd())

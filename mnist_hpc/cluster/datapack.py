@@ -3,7 +3,10 @@
 Cluster file systems handle one big file far better than trees of small ones, so job
 scripts copy and unpack a single archive onto the node's local disk. The archive holds
 ``<Folder>/raw/<file>.gz`` for each dataset (the torchvision layout under a data root); it is
-not compressed again, as the files already are.
+not compressed again, as the files already are. An image folder (``dataset: folder``) is named
+``folder:<its path>`` and packed as ``folders/<key>/<class>/<image>`` (``config.datasets.folder_key``):
+training reads the staged copy in the job's data folder instead of the path on the shared file
+system.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import tarfile
 from pathlib import Path
 
 from mnist_hpc.config import did_you_mean
-from mnist_hpc.config.datasets import DATASETS, RAW_FILES
+from mnist_hpc.config.datasets import DATASETS, IMAGE_SUFFIXES, RAW_FILES, folder_key
 from mnist_hpc.errors import DataError, UserError
 from mnist_hpc.runs.folder import atomic_write_with
 
@@ -30,6 +33,17 @@ def dataset_files(root, name: str) -> list[Path]:
     return [folder / f"{f}.gz" for f in RAW_FILES]
 
 
+FOLDER_PREFIX = "folder:"
+
+
+def _folder_files(name: str) -> tuple[Path, list[Path]]:
+    """An image folder's path and its image files (``name`` is ``folder:<path>``)."""
+    src = Path(name[len(FOLDER_PREFIX):]).expanduser().resolve()
+    if not src.is_dir():
+        raise DataError(f"data.root: {src}: not a folder of class subfolders; nothing to pack")
+    return src, sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
 def available(root) -> list[str]:
     """Datasets whose four .gz files are all present under ``root``."""
     return [n for n in DATASETS if all(p.is_file() for p in dataset_files(root, n))]
@@ -37,7 +51,7 @@ def available(root) -> list[str]:
 
 def check_names(names) -> list[str]:
     for n in names:
-        if n not in DATASETS:
+        if n not in DATASETS and not n.startswith(FOLDER_PREFIX):
             raise UserError(f"unknown dataset {n!r}{did_you_mean(n, DATASETS)}; "
                             f"known: {', '.join(DATASETS)}")
     return list(dict.fromkeys(names))
@@ -51,6 +65,8 @@ def pack(root, names, output=DEFAULT_ARCHIVE) -> Path:
         raise DataError(f"no dataset found under {root} (looked for <Dataset>/raw/*.gz); "
                         "run `mnist-hpc data download` first")
     for name in names:
+        if name.startswith(FOLDER_PREFIX):
+            continue
         missing = [p for p in dataset_files(root, name) if not p.is_file()]
         if missing:
             raise DataError(f"dataset {name}: {missing[0]} is missing; run "
@@ -61,6 +77,11 @@ def pack(root, names, output=DEFAULT_ARCHIVE) -> Path:
     def write(f):
         with tarfile.open(fileobj=f, mode="w") as tar:
             for name in names:
+                if name.startswith(FOLDER_PREFIX):
+                    src, files = _folder_files(name)
+                    for path in files:
+                        tar.add(path, arcname=f"folders/{folder_key(src)}/{path.relative_to(src)}")
+                    continue
                 for path in dataset_files(root, name):
                     tar.add(path, arcname=f"{DATASETS[name].folder}/raw/{path.name}")
 
@@ -74,8 +95,10 @@ def contents(archive) -> list[str]:
             members = set(tar.getnames())
     except (OSError, tarfile.TarError):
         return []
-    return [n for n in DATASETS
-            if all(f"{DATASETS[n].folder}/raw/{f}.gz" in members for f in RAW_FILES)]
+    found = [n for n in DATASETS
+             if all(f"{DATASETS[n].folder}/raw/{p.name}" in members for p in dataset_files(".", n))]
+    keys = sorted({m.split("/")[1] for m in members if m.startswith("folders/") and m.count("/") >= 2})
+    return found + [f"{FOLDER_PREFIX}{k}" for k in keys]
 
 
 def ensure(archive, root, needed) -> tuple[Path, bool]:
@@ -86,7 +109,11 @@ def ensure(archive, root, needed) -> tuple[Path, bool]:
     """
     archive = Path(archive)
     have = contents(archive)
-    if all(n in have for n in needed):
+
+    def held(n):  # an image folder counts as held when its key is in the archive
+        return n in have or (n.startswith(FOLDER_PREFIX) and f"{FOLDER_PREFIX}{folder_key(_folder_files(n)[0])}" in have)
+
+    if all(held(n) for n in needed):
         return archive, False
-    keep = [n for n in have if n in available(root)]
+    keep = [n for n in have if n in available(root)]  # (a staged image folder is packed again when needed)
     return pack(root, [*keep, *[n for n in needed if n not in keep]], archive), True

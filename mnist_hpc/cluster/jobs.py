@@ -61,6 +61,7 @@ class SweepJobs:
     pack: int = 1  # runs per array task (cluster.packed), one after another
     tasks: int = 0  # array tasks in all (runs / pack, rounded up)
     report_job: Optional[Job] = None  # --then report: the CPU job after the array(s)
+    trials: Optional[int] = None  # a method: optuna study's n_trials (then ``runs`` counts its workers)
 
     @property
     def job_ids(self) -> list:
@@ -84,11 +85,21 @@ def parse_gpus(value: Union[int, str, None], profile: Profile) -> tuple[int, Opt
     kind, _, count = str(value).rpartition(":")
     if not count.isdigit():
         raise UserError(f"--gpus {value}: expected a number or TYPE:NUMBER, e.g. 2 or a100_3g.20gb:1")
+    if kind and int(count) == 0:  # a typed request for no GPU would quietly become a CPU job
+        raise UserError(f"--gpus {value}: a GPU type needs a count of at least 1, e.g. {kind}:1 "
+                        "(--gpus 0 asks for a CPU-only job)")
     return int(count), (kind or None)
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def staged_name(cfg) -> str:
+    """What the data archive holds for ``cfg``: a dataset name, or ``folder:<path>`` for an image folder."""
+    from mnist_hpc.config.datasets import FOLDER
+
+    return f"{datapack.FOLDER_PREFIX}{cfg.data.root}" if cfg.data.dataset == FOLDER else cfg.data.dataset
 
 
 def stage_data(profile: Profile, data_dir, needed: list, archive: Path, warn: Echo, note: Echo) -> Path:
@@ -188,6 +199,7 @@ def submit(config_or_source, overrides: Sequence[str] = (), cluster: str = "loca
         gpus = auto_gpus([cfg], profile, time, nodes, tasks, note)
     n_gpus, gpu_type = parse_gpus(gpus, profile)
     depends = dependency(after, dry_run)
+    check_model_before_queueing(cfg)
     cwd = Path(cwd or Path.cwd())
     run_dir = new_run_dir(str(cwd / cfg.experiment.output_dir), cfg.experiment.name).resolve()
     check_writable(profile, cwd, run_dir, data_dir)
@@ -213,7 +225,7 @@ def submit(config_or_source, overrides: Sequence[str] = (), cluster: str = "loca
     job = Job(None, script, run_dir, profile.name, spec.template, spec.output)
     if dry_run:
         return job
-    stage_data(profile, data_dir, [cfg.data.dataset], cwd / datapack.DEFAULT_ARCHIVE, warn, note)
+    stage_data(profile, data_dir, [staged_name(cfg)], cwd / datapack.DEFAULT_ARCHIVE, warn, note)
     made = create_run_dir(run_dir.parent, cfg.experiment.name, first=run_dir)  # exclusive: never shared
     if made != run_dir:  # another submit took the name meanwhile: the job gets the next one
         run_dir, spec = made, spec_for(made)
@@ -223,7 +235,7 @@ def submit(config_or_source, overrides: Sequence[str] = (), cluster: str = "loca
         from mnist_hpc.runs.folder import atomic_write
 
         atomic_write(run_dir / "config.yaml", f"# resolved config, as submitted (source: {source})\n"
-                     + cfg.to_yaml())
+                     + carry_model_code(cfg, run_dir).to_yaml())
         nodeenv.copy_code(run_dir)  # an installed mnist_hpc (no checkout): the job runs this copy
         script_path = run_dir / "job.sh"
         _write_script(script_path, script)
@@ -239,12 +251,45 @@ def submit(config_or_source, overrides: Sequence[str] = (), cluster: str = "loca
     return job
 
 
+def check_model_before_queueing(cfg) -> None:
+    """A custom or torchvision model is built on the meta device and run on a tiny batch here, on
+    the login node, so a mistake in the user's code (or missing pretrained weights) is one line
+    now rather than a failed job after the queue (imports torch only for those models)."""
+    if cfg.model.source == "builtin":
+        return
+    from mnist_hpc.config.datasets import data_shape
+    from mnist_hpc.training.models import prepare_model
+
+    shape = data_shape(cfg.data)
+    if shape is None:
+        raise UserError(f"data.root: {cfg.data.root}: not a folder of class subfolders")
+    prepare_model(cfg, shape)
+
+
+def carry_model_code(cfg, folder: Path):
+    """The config as the job reads it: a custom model's file copied into ``folder``/model/ and
+    named relative to the config there, so the job needs nothing from the caller's folders."""
+    if cfg.model.source != "custom":
+        return cfg
+    import copy
+
+    from mnist_hpc.runs.folder import atomic_write
+    from mnist_hpc.training.usercode import SNAPSHOT_DIR, read_code
+
+    code = read_code(cfg.model.file)
+    (Path(folder) / SNAPSHOT_DIR).mkdir(parents=True, exist_ok=True)
+    atomic_write(Path(folder) / SNAPSHOT_DIR / code.name, code.text)
+    carried = copy.deepcopy(cfg)
+    carried.model.file = f"{SNAPSHOT_DIR}/{code.name}"
+    return carried
+
+
 # --------------------------------------------------------------------------- sweep submit
 
 
 def _requeue_signal(sweep) -> str:
     """The one signal of the job array: every run's runtime.requeue_signal (they must agree)."""
-    signals = sorted({run.config.runtime.requeue_signal for run in sweep.runs})
+    signals = sorted({cfg.runtime.requeue_signal for cfg in sweep.configs()})
     if len(signals) > 1:
         raise UserError(f"sweep {sweep.name}: its runs ask for different runtime.requeue_signal values "
                         f"({', '.join(signals)}); a job array has one --signal: set it in the base config")
@@ -305,14 +350,17 @@ def sweep_submit(sweep_file, cluster: str = "local", *, overrides: Sequence[str]
                  tasks: Optional[int] = None, time: str = "1:00:00", mail: Optional[str] = None,
                  cpus: Optional[int] = None, mem: Optional[str] = None, data_dir=None,
                  parallel: int = 4, cwd=None, warn: Echo = _stderr("warning: "),
-                 note: Echo = _stderr(), pack: int = 1, then: Optional[str] = None) -> SweepJobs:
+                 note: Echo = _stderr(), force: bool = False, pack: int = 1,
+                 then: Optional[str] = None) -> SweepJobs:
     """Submit every run of ``sweep_file`` (with the ``--set`` ``overrides`` in every run) as a
     Slurm job array (task I runs run I), at most ``parallel`` at a time; a sweep larger than the
     cluster's largest array becomes several arrays, each starting when the previous one has ended.
     The tasks read a snapshot of the sweep file and its base config in the sweep's folder
-    (``cluster.snapshot``): editing the originals afterwards changes nothing queued. ``pack`` K > 1:
-    task I runs runs I*K .. I*K+K-1 one after another (``cluster.packed``); limits count tasks.
-    ``then="report"``: a small CPU job, afterany on the (last) array, writes report.md there."""
+    (``cluster.snapshot``): editing the originals afterwards changes nothing queued. Finished
+    runs trained with another config are refused, or with ``force`` moved aside (not deleted)
+    when the arrays are submitted, as `sweep run` does. ``pack`` K > 1: task I runs runs
+    I*K .. I*K+K-1 one after another (``cluster.packed``); limits count tasks. ``then="report"``:
+    a small CPU job, afterany on the (last) array, writes report.md there."""
     import tempfile
 
     from mnist_hpc.cluster import snapshot
@@ -323,25 +371,46 @@ def sweep_submit(sweep_file, cluster: str = "local", *, overrides: Sequence[str]
     profile = profile_for(cluster, warn)
     from mnist_hpc.experiments.sweepfile import load_sweep
 
+    from mnist_hpc.experiments import runguard
+    from mnist_hpc.experiments.sweep import is_completed
+
     sweep = load_sweep(sweep_file, tuple(overrides))
+    stale = runguard.stale_runs(sweep.runs, is_completed)
+    if stale and not force:
+        runguard.refuse_stale(sweep.name, stale)
     if str(gpus).strip().lower() == "auto":
-        gpus = auto_gpus([run.config for run in sweep.runs], profile, time, 1, None, note, pack)
+        gpus = auto_gpus(list(sweep.configs()), profile, time, 1, None, note, pack)
     n_gpus, gpu_type = parse_gpus(gpus, profile)
+    checked = set()
+    for run in sweep.runs:  # each distinct custom/torchvision model, built once before the queue
+        key = repr(run.config.model.to_dict())
+        if key not in checked:
+            checked.add(key)
+            check_model_before_queueing(run.config)
     cwd = Path(cwd or Path.cwd())
     folder = new_run_dir(str(cwd / "runs"), f"{sweep.name}-sweep").resolve()
     check_writable(profile, cwd, folder, data_dir)
     signal = _requeue_signal(sweep)
-    total = len(sweep.runs)
     from mnist_hpc.cluster.packed import task_count
 
     if pack < 1:
         raise UserError(f"--pack {pack}: pack at least one run per array task")
+    if sweep.study is not None and pack > 1:
+        raise UserError(f"--pack {pack}: an optuna study's array tasks are workers claiming trials; "
+                        "packing does not apply: drop --pack (use --parallel for the workers)")
+    # a method: optuna study: each array task is a worker (task I is worker I) claiming trials
+    # from the study's journal until it has n_trials; all of them run at once
+    total = len(sweep.runs) if sweep.study is None else max(1, min(parallel, sweep.study.n_trials))
     pack = min(pack, total) if total else 1
     tasks = task_count(total, pack)  # what the per-user job limit counts: array tasks, not runs
     queued = slurm.count_jobs() if profile.max_jobs and not dry_run else 0
     what = f"array tasks ({total} runs, {pack} per task)" if pack > 1 else "runs"
     arrays, parallel, notes = plan_arrays(tasks, parallel, profile, queued, what)
-    packages = nodeenv.job_packages(run.config for run in sweep.runs)
+    packages = nodeenv.job_packages(sweep.configs())
+    if sweep.study is not None:
+        from mnist_hpc.config.extras import search_packages
+
+        packages = tuple(dict.fromkeys([*packages, *search_packages(sweep.study.sampler)]))
     nodeenv.check_wheelhouse(packages, profile)  # before anything is queued
     if not dry_run:
         nodeenv.check_home_venv(profile, packages)
@@ -381,14 +450,17 @@ def sweep_submit(sweep_file, cluster: str = "local", *, overrides: Sequence[str]
         return Job(None, render(spec), folder, profile.name, "sweep_report", output)
 
     out = SweepJobs(sweep.name, folder, total, parallel, profile.name, jobs=jobs_in(folder), notes=notes,
-                    pack=pack, tasks=tasks)
+                    pack=pack, tasks=tasks, trials=sweep.study.n_trials if sweep.study is not None else None)
     if then:
         out.report_job = report_in(folder, "afterany:ARRAY_JOB_ID")  # the id sbatch gives the array
     if dry_run:
         with tempfile.TemporaryDirectory() as tmp:  # the snapshot is checked as for a real submission
             snapshot.write(sweep, tmp, overrides)
         return out
-    needed = sorted({run.config.data.dataset for run in sweep.runs})
+    moved = runguard.move_aside(stale)
+    if moved is not None:
+        note(f"--force: moved {len(stale)} finished run(s) trained with another config to {moved}/")
+    needed = sorted({staged_name(cfg) for cfg in sweep.configs()})
     stage_data(profile, data_dir, needed, cwd / datapack.DEFAULT_ARCHIVE, warn, note)
     made = create_run_dir(folder.parent, "", first=folder)  # exclusive: never shared with another submit
     if made != folder:

@@ -9,6 +9,7 @@ scratch is linked there (Trillium, whose $HOME compute nodes cannot write; Rorqu
 from __future__ import annotations
 
 import fnmatch
+import re
 import shlex
 import shutil
 import subprocess
@@ -22,13 +23,47 @@ PUSH_EXCLUDES = (".venv", "runs", "__pycache__", ".git", ".pytest_cache", "*.egg
 DEFAULT_REMOTE_PARENT = "scratch"
 
 
+EXAMPLE = "you@narval.alliancecan.ca:scratch/mnist"
+_USER = re.compile(r"[A-Za-z0-9._][A-Za-z0-9._-]*")
+_HOST = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")  # a host name, an address or an ssh alias
+_DIR = re.compile(r"[A-Za-z0-9._~+%=,@/-]+")  # no spaces, quotes or shell characters
+
+
+def check_target(target: str) -> tuple[str, Optional[str]]:
+    """``[USER@]HOST[:DIR]`` -> (``[USER@]HOST``, DIR or None), checked before any rsync, scp or
+    ssh sees it: one UserError line naming what is wrong otherwise."""
+    def bad(why: str) -> UserError:
+        return UserError(f"push {target!r}: {why}; expected USER@HOST[:DIR], e.g. {EXAMPLE} (or USER@HOST "
+                         f"alone for the cluster's default folder)")
+
+    if not isinstance(target, str) or not target:
+        raise bad("no destination")
+    if any(c.isspace() or not c.isprintable() for c in target):
+        raise bad("spaces or control characters in it")
+    login, sep, remote = target.partition(":")
+    user, at, host = login.rpartition("@")
+    if not login:
+        raise bad("no host before ':'")
+    if at and not user:
+        raise bad("nothing before '@' (the user name)")
+    if at and not host:
+        raise bad("no host after '@'")
+    if "@" in user or (user and not _USER.fullmatch(user)):
+        raise bad(f"{user!r} is not a user name")
+    if not _HOST.fullmatch(host):
+        raise bad(f"{host!r} is not a host name")
+    if sep and not remote:
+        raise bad("no folder after ':'")
+    if sep and (remote.startswith("-") or not _DIR.fullmatch(remote)):
+        raise bad(f"{remote!r} is not a folder name for the cluster (letters, digits, . _ - / ~ only)")
+    return login, (remote.rstrip("/") or "/") if sep else None
+
+
 def push_commands(project: Path, target: str, with_data: bool, have_rsync: bool,
                   remote_parent: str = DEFAULT_REMOTE_PARENT) -> list[list[str]]:
     """The argv lists that copy ``project`` to ``target`` (USER@HOST[:DIR])."""
-    host, sep, remote = target.partition(":")
-    if not host or host.startswith("-"):
-        raise UserError(f"push {target}: expected USER@HOST[:DIR], e.g. you@narval.alliancecan.ca:scratch/mnist")
-    remote = remote if sep and remote else f"{remote_parent}/{project.name}"
+    host, remote = check_target(target)
+    remote = remote or f"{remote_parent}/{project.name}"
     remote = remote.rstrip("/")
     archive = project / datapack.DEFAULT_ARCHIVE
     data_folder = archive.parent.name
@@ -75,6 +110,7 @@ def push(target: str, *, project=".", with_data: bool = False, dry_run: bool = F
          cluster: Optional[str] = None, show: Callable[[str], None] = print) -> Path:
     """Copy ``project`` to ``target``; ``show`` gets each command (``$ rsync ...``) before it runs
     and a line about packing the data. Returns the project folder."""
+    check_target(target)  # before anything is packed or copied
     project_dir = project_folder(project)
     parent = remote_parent(target, cluster)
     archive = project_dir / datapack.DEFAULT_ARCHIVE

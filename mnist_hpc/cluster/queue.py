@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -23,24 +24,65 @@ from mnist_hpc.cluster import accounting, slurm
 from mnist_hpc.errors import UserError
 
 
-def submitted_jobs(runs_dir) -> dict[str, dict]:
-    """job id -> its job.json record (with the folder), for every job.json under ``runs_dir``."""
+def submitted_jobs(runs_dir, warn=None) -> dict[str, dict]:
+    """job id -> its job.json record (with the folder), for every job.json under ``runs_dir``.
+    A record that is unreadable or of the wrong shape is named (``warn``, default stderr) and
+    left out; the others are still listed."""
     found = {}
     root = Path(runs_dir)
     if not root.is_dir():
         return found
     for path in sorted(root.rglob("job.json")):
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError):
+        record = read_job_record(path, warn)
+        if record is None:
             continue
-        if not isinstance(record, dict):
-            continue
-        record["folder"] = str(path.parent)
         for job in record.get("jobs") or [record]:
-            if job.get("job_id"):
+            if job.get("job_id") not in (None, ""):
                 found[str(job["job_id"])] = record
     return found
+
+
+_TEXT_KEYS = ("output", "template", "snapshot", "sweep", "script", "cluster")
+
+
+def read_job_record(path, warn=None) -> Optional[dict]:
+    """One job.json, checked for the shape the readers use: a JSON object with a ``job_id``
+    (text or number), or a ``jobs`` list of such objects; ``output``, ``template`` and the other
+    names it gives, text. Anything else is named in one line (``warn``) and gives None. A
+    ``job_id`` that is absent or null (no job yet) is not a fault: that entry is just not listed."""
+    warn = warn or (lambda m: print(m, file=sys.stderr, flush=True))
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        warn(f"warning: {path}: not a readable job record ({type(e).__name__}); left out (delete it, or "
+             f"submit again)")
+        return None
+    problem = _job_record_problem(record)
+    if problem:
+        warn(f"warning: {path}: not a job record of mnist-hpc ({problem}); left out (delete it, or submit again)")
+        return None
+    record["folder"] = str(path.parent)
+    return record
+
+
+def _job_record_problem(record) -> Optional[str]:
+    def job_id_ok(job) -> bool:  # absent or null: a record without a job (yet)
+        v = job.get("job_id")
+        return v is None or isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool))
+
+    if not isinstance(record, dict):
+        return f"a JSON {type(record).__name__}, expected an object"
+    jobs = record.get("jobs")
+    if jobs is not None and (not isinstance(jobs, list) or not all(isinstance(j, dict) for j in jobs)):
+        return "'jobs' is not a list of objects"
+    for job in jobs or [record]:
+        if not job_id_ok(job):
+            return "'job_id' is not text or a number"
+    for key in _TEXT_KEYS:
+        if record.get(key) is not None and not isinstance(record[key], str):
+            return f"{key!r} is not text"
+    return None
 
 
 def run_folder(job_id: str, records: dict, runs_dir) -> Optional[str]:

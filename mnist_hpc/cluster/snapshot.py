@@ -55,6 +55,11 @@ def texts(sweep, overrides: Sequence[str] = ()) -> dict[str, str]:
     when = datetime.now().astimezone().isoformat(timespec="seconds")
     copy = {"base": BASE_FILE, "name": sweep.name}
     copy.update({k: v for k, v in data.items() if k not in ("base", "name", "set")})
+    carried = _axis_code(sweep, data)
+    for section in ("grid", "zip"):
+        values = copy.get(section, {}).get("model.file") if isinstance(copy.get(section), dict) else None
+        if isinstance(values, list):  # each model file the axes name, read from its copy beside sweep.yaml
+            copy[section] = {**copy[section], "model.file": [carried[v][1] if v in carried else v for v in values]}
     shared = _shared_values(sweep)
     if shared:
         copy["set"] = shared
@@ -62,9 +67,42 @@ def texts(sweep, overrides: Sequence[str] = ()) -> dict[str, str]:
     sweep_text = (f"# The sweep {sweep.name} as submitted at {when}: a copy of {sweep.path}{given}\n"
                   f"# (command-line --set folded into set:). The job array reads this file and\n"
                   f"# {BASE_FILE} beside it; edits to the originals do not change it.\n" + _dump(copy))
+    base = sweep.base_raw
+    code = _base_code(sweep)
+    if code is not None:  # the job reads the model file's copy beside base.yaml
+        base = {**base, "model": {**base["model"], "file": f"{CODE_DIR}/{code.name}"}}
     base_text = (f"# The base config of the sweep {sweep.name} as submitted at {when}:\n"
-                 f"# {sweep.base} with its extends: merged.\n" + _dump(sweep.base_raw))
+                 f"# {sweep.base} with its extends: merged.\n" + _dump(base))
     return {SWEEP_FILE: sweep_text, BASE_FILE: base_text}
+
+
+CODE_DIR = "model"  # a custom model's file, copied beside base.yaml
+
+
+def _axis_code(sweep, data: dict) -> dict:
+    """{a model.file value of the sweep file's grid/zip: (its code, the copy's path beside sweep.yaml)}."""
+    import os
+
+    from mnist_hpc.training.usercode import read_code
+
+    out = {}
+    for section in ("grid", "zip"):
+        values = (data.get(section) or {}).get("model.file") if isinstance(data.get(section), dict) else None
+        for v in values if isinstance(values, list) else []:
+            if isinstance(v, str) and v not in out:
+                code = read_code(os.path.join(os.path.dirname(os.path.abspath(sweep.path)), os.path.expanduser(v)))
+                out[v] = (code, f"{CODE_DIR}/{code.sha256[:12]}/{code.name}")
+    return out
+
+
+def _base_code(sweep):
+    """The custom model file the sweep's base config names (None for other models)."""
+    model = sweep.base_raw.get("model") if isinstance(sweep.base_raw, dict) else None
+    if not (isinstance(model, dict) and model.get("name") == "custom" and model.get("file")):
+        return None
+    from mnist_hpc.training.usercode import read_code
+
+    return read_code(model["file"])
 
 
 def write(sweep, folder, overrides: Sequence[str] = ()) -> Path:
@@ -74,12 +112,29 @@ def write(sweep, folder, overrides: Sequence[str] = ()) -> Path:
     from mnist_hpc.runs.folder import atomic_write
 
     folder = Path(folder)
+    code = _base_code(sweep)
+    if code is not None:
+        (folder / CODE_DIR).mkdir(parents=True, exist_ok=True)
+        atomic_write(folder / CODE_DIR / code.name, code.text)
+    for axis_code, rel in _axis_code(sweep, read_yaml(sweep.path)).values():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(folder / rel, axis_code.text)
     for name, text in texts(sweep, overrides).items():
         atomic_write(folder / name, text)
     path = folder / SWEEP_FILE
     copy = load_sweep(path, validate=False)
     check_same(sweep, copy)
     return path
+
+
+def _comparable(cfg) -> dict:
+    """A run's config with a custom model's file as its content's digest (the copy is elsewhere)."""
+    data = cfg.to_dict()
+    if data.get("model", {}).get("name") == "custom" and data["model"].get("file"):
+        from mnist_hpc.training.usercode import read_code
+
+        data["model"] = {**data["model"], "file": read_code(data["model"]["file"]).sha256}
+    return data
 
 
 def check_same(original, copy) -> None:
@@ -90,7 +145,7 @@ def check_same(original, copy) -> None:
                    f"{original.count} into {original.output_dir}")
     else:
         for a, b in zip(original.runs, copy.runs):
-            if a.name != b.name or a.config.to_dict() != b.config.to_dict():
+            if a.name != b.name or _comparable(a.config) != _comparable(b.config):
                 problem = f"run {a.index} ({a.name}) differs"
                 break
     if problem:

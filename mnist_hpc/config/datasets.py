@@ -115,6 +115,15 @@ FOLDER = "folder"  # data.dataset for the user's own images: <data.root>/<class>
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
+def folder_key(root) -> str:
+    """The name of an image folder's staged copy in a data folder (``folders/<key>``): its base
+    name and a digest of its absolute path."""
+    import hashlib
+
+    path = os.path.abspath(os.path.expanduser(str(root)))
+    return f"{os.path.basename(path.rstrip(os.sep)) or 'images'}-{hashlib.sha256(path.encode()).hexdigest()[:10]}"
+
+
 def folder_classes(root) -> Optional[tuple]:
     """The class names of an image folder (its subfolders holding at least one entry, sorted), or
     None when ``root`` is not a folder."""
@@ -125,11 +134,14 @@ def folder_classes(root) -> Optional[tuple]:
     return tuple(entries)
 
 
-def data_shape(data_cfg) -> Optional[DataShape]:
+def data_shape(data_cfg, data_dir=None) -> Optional[DataShape]:
     """The shape models are built for, from ``cfg.data`` alone (no torch, no image read); None for
-    an image folder that is not there (yet: a config checked on a laptop for a cluster path)."""
+    an image folder that is not there (yet: a config checked on a laptop for a cluster path). An
+    image folder staged into ``data_dir`` (``folders/<key>``, from the data archive) counts."""
     if data_cfg.dataset == FOLDER:
-        classes = folder_classes(data_cfg.root) if data_cfg.root else None
+        staged = os.path.join(str(data_dir), "folders", folder_key(data_cfg.root)) if data_dir and data_cfg.root else None
+        classes = folder_classes(staged) if staged and os.path.isdir(staged) else None
+        classes = classes or (folder_classes(data_cfg.root) if data_cfg.root else None)
         if not classes:
             return None
         return DataShape(classes, data_cfg.channels, data_cfg.image_size)

@@ -38,6 +38,9 @@ NEEDS = {
     "onnx": (Need("onnx", "onnx", "export"), Need("onnxscript", "onnxscript", "export"),
              Need("onnxruntime", "onnxruntime", "export")),
     "onnxruntime": (Need("onnxruntime", "onnxruntime", "export"),),  # running an exported .onnx file
+    # sweep files with method: optuna (the journal-file study), and its CMA-ES sampler
+    "optuna": (Need("optuna", "optuna", "search"),),
+    "cmaes": (Need("cmaes", "cmaes", "search"),),
 }
 
 
@@ -85,6 +88,12 @@ def check_extras(cfg, source: str | None = None) -> None:
 def extra_packages(cfg) -> list[str]:
     """The packages beyond the base dependencies that ``cfg`` needs (e.g. ``["wandb"]``)."""
     return list(dict.fromkeys(n.package for name in cfg.experiment.loggers for n in NEEDS.get(name, ())))
+
+
+def search_packages(sampler: str) -> list[str]:
+    """What a job running workers of a ``method: optuna`` study installs beyond a config's needs."""
+    return [n.package for name in ("optuna", "cmaes") if name == "optuna" or sampler == name
+            for n in NEEDS[name]]
 
 
 def required_packages(cfg) -> list[str]:

@@ -177,6 +177,24 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return parts, value
 
 
+def as_overrides(overrides, what: str = "overrides") -> tuple:
+    """``--set``-style overrides as a tuple of strings: a list/tuple of ``"key=value"`` texts, or
+    one such text on its own (taken as one override, never as its characters); None: none."""
+    if overrides is None:
+        return ()
+    if isinstance(overrides, str):
+        return (overrides,)
+    if isinstance(overrides, dict) or not hasattr(overrides, "__iter__"):
+        raise ConfigError(f"{what}={show(overrides)}: expected a list of \"key=value\" strings, such as "
+                          f"[\"train.epochs=1\"]")
+    items = tuple(overrides)
+    for item in items:
+        if not isinstance(item, str):
+            raise ConfigError(f"{what}: {show(item)} is not a \"key=value\" string; give a list of them, "
+                              f"such as [\"train.epochs=1\", \"optim.lr=0.01\"]")
+    return items
+
+
 def apply_overrides(data: dict, overrides, notes: list | None = None) -> dict:
     """Apply ``--set`` overrides to a raw config dict; a key must exist in the schema.
 
@@ -184,7 +202,7 @@ def apply_overrides(data: dict, overrides, notes: list | None = None) -> dict:
     model starts from its defaults); one line saying so is appended to ``notes`` when given.
     """
     data = merge({}, data)
-    parsed = [(text, *_parse(text)) for text in overrides or ()]
+    parsed = [(text, *_parse(text)) for text in as_overrides(overrides)]
     old = _model_name(data)
     target = old
     for _, parts, value, _ in parsed:
@@ -218,7 +236,24 @@ def apply_overrides(data: dict, overrides, notes: list | None = None) -> dict:
             keys = ", ".join(f"model.{cut(k, 40)}" for k in dropped)
             notes.append(f"model.name changed {cut(old, 40)} -> {cut(target, 40)}; dropped {keys} "
                          f"({cut(target, 40)} starts from its own defaults)")
+    _name_after_model(data, parsed, old, target)
     return data
+
+
+def _name_after_model(data: dict, parsed: list, old, target) -> None:
+    """A ``model.name`` override that changes the model also names it in ``experiment.name``
+    (the run folder's prefix: ``mlp_keras-cnn-<time>``, not ``mlp_keras-<time>`` for a cnn),
+    unless the same overrides set the name themselves."""
+    if target == old or not isinstance(target, str) or not isinstance(data.get("experiment", {}), dict):
+        return
+    if any(parts[:2] == ["experiment", "name"] or (parts == ["experiment"] and isinstance(value, dict)
+                                                  and "name" in value) for _, parts, value, _ in parsed):
+        return
+    experiment = data.setdefault("experiment", {})
+    name = experiment.get("name")
+    if not isinstance(name, str) or not name or name.endswith(f"-{target}"):
+        return
+    experiment["name"] = f"{name}-{target}"  # no note: the run folder's name shows it
 
 
 def _override_type(parts: list[str], text: str, model_name):
@@ -266,6 +301,7 @@ def load_config(source, overrides=()) -> Config:
     """Load ``source`` (a path or a shipped config name), merge ``extends:``, apply ``--set``
     overrides and validate. Raises ConfigError. ``cfg.notes`` lists what loading changed on
     its own (one line each: print them as ``note: ...``)."""
+    overrides = as_overrides(overrides)
     data = load_raw(source)
     notes: list[str] = []
     data = apply_overrides(data, overrides, notes)

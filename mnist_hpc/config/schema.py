@@ -11,10 +11,32 @@ from typing import ClassVar, Literal, Optional
 
 from mnist_hpc.config.datasets import DATASETS, FOLDER, data_shape
 from mnist_hpc.config.dump import commented_yaml
+from mnist_hpc.config.extras import LOGGERS
 from mnist_hpc.config.models import CNNModel, ModelSection
-from mnist_hpc.config.validate import choices
+from mnist_hpc.config.validate import DEVICES_TEXT, choices, valid_device
 
-LoggerName = Literal["csv", "tensorboard", "wandb", "mlflow"]  # experiment.loggers (config/extras.py: what each needs)
+LoggerName = Literal[LOGGERS]  # experiment.loggers: the one list, in config/extras.py with what each needs
+
+
+MAX_NAME = 100  # characters of experiment.name (a folder name gets a timestamp or job id after it)
+
+
+def name_problem(name: str) -> str | None:
+    """What is wrong with ``experiment.name``, which becomes part of folder names and job
+    scripts: empty, '/' or '\\', '..', control characters (a newline, a tab, ...), too long."""
+    import unicodedata
+
+    if not name.strip():
+        return "not empty or blank"
+    if any(c in name for c in "/\\"):
+        return "without '/' or '\\'"
+    if ".." in name or name.startswith("."):
+        return "without '..', not starting with '.'"
+    if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in name):
+        return "without control characters: newline, tab, ..."
+    if len(name) > MAX_NAME:
+        return f"at most {MAX_NAME} characters"
+    return None
 
 
 @dataclass
@@ -26,8 +48,8 @@ class ExperimentConfig:
     tensorboard: bool = False  # older spelling of adding tensorboard to loggers (still accepted)
 
     def check(self, err):
-        if not self.name or any(c in self.name for c in "/\\\0"):
-            err("name", "a non-empty name without '/'", self.name)
+        if name_problem(self.name):
+            err("name", f"a name for run folders and job scripts ({name_problem(self.name)})", self.name)
         if self.seed < 0:
             err("seed", "an integer >= 0", self.seed)
         # csv first and always; `tensorboard: true` means the same as listing it
@@ -184,9 +206,8 @@ class RuntimeConfig:
     dist_timeout: float = 300  # seconds before a hung collective (or rendezvous) fails
 
     def check(self, err):
-        d = self.device
-        if not (d in ("auto", "cpu", "cuda", "mps") or (d.startswith("cuda:") and d[5:].isdigit())):
-            err("device", "auto, cpu, cuda, cuda:N or mps", d)
+        if not valid_device(self.device):
+            err("device", DEVICES_TEXT, self.device)
         if self.threads is not None and self.threads <= 0:
             err("threads", "a positive integer (or null for automatic)", self.threads)
         if self.max_requeues < 0:

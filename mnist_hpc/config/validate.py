@@ -54,6 +54,29 @@ def did_you_mean(word, options) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DEVICES_TEXT = "auto, cpu, cuda, cuda:N or mps"
+
+
+def valid_device(name) -> bool:
+    """A device string mnist-hpc takes: auto, cpu, cuda, cuda:N (N a GPU index) or mps."""
+    return isinstance(name, str) and (name in DEVICES or (name.startswith("cuda:") and name[5:].isdigit()))
+
+
+def check_device(name, what: str = "--device") -> str:
+    """The one validator of device strings (runtime.device, --device, ``device=`` in Python):
+    the name as a string, or one ConfigError line saying what is accepted. A ``torch.device``
+    is taken as its string."""
+    if type(name).__name__ == "device" and hasattr(name, "type"):  # torch.device, without importing torch
+        name = str(name)
+    if valid_device(name):
+        return name
+    text = str(name).strip().lower() if isinstance(name, str) else ""
+    hint = (" (for a GPU write cuda, or cuda:N for GPU N)" if text.startswith(("gpu", "nvidia", "cuda"))
+            else did_you_mean(text, DEVICES))
+    raise ConfigError(f"{what}={show(name)}: not a device{hint}; expected {DEVICES_TEXT}")
+
+
 def choices(options) -> str:
     return "one of " + ", ".join(sorted(str(o) for o in options))
 

@@ -200,6 +200,13 @@ def short_names(keys: Sequence[str]) -> dict[str, str]:
     return {k: (k if s in clashing else s) for k, s in short.items()}
 
 
+def _file_label(key: str, value):
+    """A model file is named by its file name in run names (``file=tiny.py``), not its whole path."""
+    if key in ("model.file", "model.weights") and isinstance(value, str) and ("/" in value or "\\" in value):
+        return value.replace("\\", "/").rsplit("/", 1)[-1]
+    return value
+
+
 class Namer:
     """Readable, unique run names (``lr=0.01_bs=64_seed=1``), given in run order.
 
@@ -212,7 +219,7 @@ class Namer:
         self.seen: dict[str, int] = {}
 
     def name(self, params: dict) -> str:
-        name = safe_name("_".join(f"{self.short[k]}={name_value(v)}" for k, v in params.items()))
+        name = safe_name("_".join(f"{self.short[k]}={name_value(_file_label(k, v))}" for k, v in params.items()))
         name = name[:MAX_NAME_LENGTH]
         self.seen[name] = self.seen.get(name, 0) + 1
         return name if self.seen[name] == 1 else f"{name}_{self.seen[name]}"

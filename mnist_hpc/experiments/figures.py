@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mnist_hpc.experiments.tables import format_value
 from mnist_hpc.runs.folder import atomic_write_with
-from mnist_hpc.runs.plots import integer_ticks
+from mnist_hpc.runs.plots import integer_ticks, savefig_quietly
 
 DPI = 120
 
@@ -53,8 +53,8 @@ def _figure(width: float, height: float):
 
 
 def _save(fig, path: Path) -> Path:
-    return atomic_write_with(path, lambda f: fig.savefig(f, format="png", dpi=DPI,
-                                                         bbox_inches="tight", facecolor="white"))
+    return atomic_write_with(path, lambda f: savefig_quietly(fig, f, format="png", dpi=DPI,
+                                                             bbox_inches="tight", facecolor="white"))
 
 
 def _accuracy_vs(comp, key: str):

@@ -89,16 +89,50 @@ def _inline(text: str) -> str:
     return re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(text))
 
 
-def html_report(comp, title: str, figures=()) -> str:
-    """A self-contained HTML page: the same content, the figures embedded as base64 PNGs."""
+# Sorts a table.sortable by the column whose heading is clicked (again: the other way), numbers
+# as numbers ("99.12", "1,234", "97.1 ± 0.2" by their first number); "#sort=N" (or "#sort=-N",
+# descending) in the page's address sorts table N-th column at load. Inline: the page fetches nothing.
+SORT_SCRIPT = """
+function sortKey(text) {
+  var m = text.replace(/,/g, "").match(/^\\s*[-+]?[0-9]*\\.?[0-9]+(e[-+]?[0-9]+)?/i);
+  return m ? [0, parseFloat(m[0]), ""] : [1, 0, text.trim().toLowerCase()];
+}
+function sortTable(table, col, descending) {
+  var body = table.tBodies[0], rows = Array.prototype.slice.call(body.rows);
+  rows.sort(function (a, b) {
+    var x = sortKey(a.cells[col].textContent), y = sortKey(b.cells[col].textContent);
+    var c = x[0] - y[0] || (x[1] - y[1]) || (x[2] < y[2] ? -1 : x[2] > y[2] ? 1 : 0);
+    return descending ? -c : c;
+  });
+  rows.forEach(function (r) { body.appendChild(r); });
+  table.setAttribute("data-sorted", (descending ? "-" : "") + col);
+}
+document.querySelectorAll("table.sortable").forEach(function (table) {
+  Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th, col) {
+    th.style.cursor = "pointer";
+    th.title = "sort by this column";
+    th.addEventListener("click", function () {
+      sortTable(table, col, table.getAttribute("data-sorted") === String(col));
+    });
+  });
+});
+var wanted = location.hash.match(/^#sort=(-?)([0-9]+)$/);
+if (wanted) {
+  document.querySelectorAll("table.sortable").forEach(function (t) { sortTable(t, +wanted[2], wanted[1] === "-"); });
+}
+"""
+
+
+def html_report(comp, title: str, figures=(), sections: str = "") -> str:
+    """A self-contained HTML page: the same content, the figures embedded as base64 PNGs, the
+    table sortable by a click on a heading (inline script); ``sections``: HTML put before the
+    table (a study's part)."""
     header, rows = table_rows(comp)
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join(
         ("<tr class=best>" if i == 0 else "<tr>")
         + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for i, row in enumerate(rows))
-    images = "".join(
-        f'<figure><img alt="{html.escape(Path(p).stem)}" src="data:image/png;base64,'
-        f'{base64.b64encode(Path(p).read_bytes()).decode()}"></figure>' for p in figures)
+    images = embed_images(figures)
     settings = settings_line(comp)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
@@ -107,18 +141,30 @@ body {{ font-family: sans-serif; max-width: 60em; margin: 2em auto; padding: 0 1
 table {{ border-collapse: collapse; }}
 th, td {{ border: 1px solid #ccc; padding: .3em .6em; text-align: right; }}
 tr.best {{ font-weight: bold; background: #eef6ee; }}
+tr.pruned {{ color: #a33; background: #fbeeee; }}
+tr.failed {{ color: #777; text-decoration: line-through; }}
 caption {{ caption-side: bottom; text-align: left; color: #555; padding-top: .3em; }}
 img {{ max-width: 100%; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 <p>{_inline(intro(comp))}</p>
 {f"<p>{_inline(settings)}</p>" if settings else ""}
+{sections}
 <p>{_inline(verdict(comp))}</p>
-<table><caption>Best first; the best configuration is in bold.</caption>
+<table class="sortable" id="runs"><caption>Best first; the best configuration is in bold. Click a
+column heading to sort.</caption>
 <thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
 {"<h2>Figures</h2>" + images if figures else ""}
+<script>{SORT_SCRIPT}</script>
 </body></html>
 """
+
+
+def embed_images(figures) -> str:
+    """``<figure>``s holding the PNGs themselves (base64 data: URLs)."""
+    return "".join(
+        f'<figure><img alt="{html.escape(Path(p).stem)}" src="data:image/png;base64,'
+        f'{base64.b64encode(Path(p).read_bytes()).decode()}"></figure>' for p in figures)
 
 
 def write_html(comp, path, title: str) -> Path:

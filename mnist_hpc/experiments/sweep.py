@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from mnist_hpc.errors import UserError
+from mnist_hpc.experiments import runguard
 from mnist_hpc.experiments.sweepfile import Sweep, SweepRun, load_sweep
 from mnist_hpc.experiments.tables import plural
 from mnist_hpc.runs.state import read_state
@@ -111,7 +112,7 @@ def available_cores() -> int:
 @dataclass
 class RunResult:
     run: SweepRun
-    status: str  # "completed", "skipped" (already completed before), "requeued" or "failed"
+    status: str  # "completed", "skipped" (already completed before), "busy" (another runner has it), "requeued" or "failed"
     returncode: Optional[int] = None
     seconds: float = 0.0
     where: str = ""  # requeued: "epoch E step S", where the next start resumes
@@ -149,7 +150,7 @@ def requeued_at(run_dir) -> Optional[str]:
 
 
 def run_sweep(sweep, runs=None, parallel: int = 1, data_dir=None,
-              echo: Callable[[str], None] = print) -> list[RunResult]:
+              echo: Callable[[str], None] = print, force: bool = False) -> list[RunResult]:
     """Train ``runs`` (default: all) of ``sweep`` (a ``Sweep`` or a sweep file) as subprocesses,
     ``parallel`` at a time, skipping finished ones; one ``RunResult`` per run, in sweep order
     (``.run_dir`` the run folder, ``.ok`` False where it failed).
@@ -161,10 +162,21 @@ def run_sweep(sweep, runs=None, parallel: int = 1, data_dir=None,
     SIGUSR2 and SIGTERM are passed on to the running trainers (which checkpoint) and no further
     run starts. Ctrl-C stops the children and re-raises KeyboardInterrupt; running the sweep
     again continues it.
+
+    A finished run counts as done only if its stored config is the one asked for now: otherwise
+    a ``ConfigError`` names the keys that differ, or with ``force`` the old run folders are
+    moved aside (``runguard.move_aside``) and trained anew. A run another runner is training
+    (``runguard.RunLock``) is left to it: status "busy", not "failed".
     """
     if not isinstance(sweep, Sweep):
         sweep = load_sweep(sweep)
     runs = sweep.runs if runs is None else runs
+    stale = runguard.stale_runs(runs, is_completed)
+    if stale and not force:
+        runguard.refuse_stale(sweep.name, stale)
+    moved = runguard.move_aside(stale)
+    if moved is not None:
+        echo(f"--force: moved {plural(len(stale), 'finished run')} trained with another config to {moved}/")
     results: dict[int, RunResult] = {}
     todo = []
     for run in runs:
@@ -200,11 +212,17 @@ def run_sweep(sweep, runs=None, parallel: int = 1, data_dir=None,
         if any((run.run_dir / "checkpoints").glob("*.pt")):  # an interrupted run: continue it
             argv += ["--resume", "auto"]
         run.run_dir.mkdir(parents=True, exist_ok=True)
-        gpu = gpus.take()
-        try:
-            return launch(run, argv, gpu)
-        finally:
-            gpus.give_back(gpu)
+        with runguard.RunLock(run.run_dir) as owned:
+            if not owned.acquired:  # another `sweep run` trains it: never a failure of this one
+                say(f"[{run.index}] {run.name}: being trained by {owned.holder}; left to it")
+                return RunResult(run, "busy")
+            if is_completed(run.run_dir):  # another runner finished it since this one looked
+                return RunResult(run, "skipped")
+            gpu = gpus.take()
+            try:
+                return launch(run, argv, gpu)
+            finally:
+                gpus.give_back(gpu)
 
     def launch(run: SweepRun, argv: list[str], gpu: Optional[str]) -> RunResult:
         say(f"[{run.index}] {run.name}: started" + (f" on GPU {gpu}" if gpu is not None else ""))

@@ -10,6 +10,7 @@ A sweep file is YAML::
     zip: {model.name: [...], optim.lr: [...]}   # lists of equal length, varied together
     random: {count: 8, seed: 0, params: {optim.lr: {loguniform: [1e-4, 1e-1]}}}
     seeds: [0, 1, 2]                # or {repeat: 3}: repeat every run with these experiment.seed
+    method: optuna                  # instead of the axes: an adaptive search (``space``, ``search``)
 
 Axes combine as a product (grid x zip x random x seeds, the seed varying fastest). Every run is
 a list of ``--set`` overrides on the base config, validated with the config's own rules, and a
@@ -39,6 +40,7 @@ from mnist_hpc.config import (
 )
 from mnist_hpc.config.extras import check_extras
 from mnist_hpc.experiments import axes as ax
+from mnist_hpc.experiments import space
 
 # A sweep of more runs than this is refused unless asked for (``--allow-large``): it is more
 # often a typo (a list pasted twice, a count with three zeros too many) than a plan, and
@@ -65,11 +67,21 @@ class SweepFile:
     # runs drawn at random (no Optional[...]: a mistake inside gets its own message)
     random: ax.RandomSection = None  # type: ignore[assignment]
     seeds: Union[list[int], dict, None] = None  # [0, 1, 2] or {repeat: 3}
+    # method: optuna, an adaptive search instead of the axes (experiments/space.py says each key)
+    method: Optional[str] = None
+    n_trials: Optional[int] = None  # trials in the whole study
+    sampler: Optional[str] = None  # tpe (default) | random | cmaes | grid
+    seed: Optional[int] = None  # the sampler's seed
+    metric: Optional[str] = None  # val_acc (default) | test_acc | val_loss | time_to_target
+    target: Optional[float] = None  # time_to_target: the validation accuracy to reach
+    direction: Optional[str] = None  # maximize | minimize (default: what suits the metric)
+    pruner: Optional[str] = None  # median (default) | hyperband | none
+    params: dict[str, space.SearchParam] = field(default_factory=dict)  # the search space
 
 
 def looks_like_sweep(data) -> bool:
     """A parsed YAML document that is a sweep file rather than a config (configs have no such keys)."""
-    return isinstance(data, dict) and any(k in data for k in ("base", *AXIS_SECTIONS))
+    return isinstance(data, dict) and any(k in data for k in ("base", "method", *AXIS_SECTIONS))
 
 
 def is_sweep_file(path) -> bool:
@@ -144,17 +156,45 @@ class Sweep:
     dims: list = field(repr=False)  # [axes.Dimension]
     base_raw: dict = field(repr=False)  # the base config as read (extends: merged)
     origins: dict = field(repr=False)  # axis key -> where the sweep file gives it, for messages
+    study: Optional[space.StudySpec] = None  # method: optuna (then no dims: the runs are its trials)
+    shared_config: Optional[Config] = field(default=None, repr=False)  # the base with the shared overrides
     runs: SweepRuns = field(init=False, repr=False)
 
     def __post_init__(self):
-        self.runs = SweepRuns(self)
+        self.runs = SweepRuns(self) if self.study is None else ()
 
     @property
     def count(self) -> int:
-        return ax.count(self.dims)
+        return 0 if self.study is not None else ax.count(self.dims)
+
+    def configs(self):
+        """The configs the sweep runs (a study: the shared one, then one at each probe of its space)."""
+        if self.study is None:
+            return (run.config for run in self.runs)
+        return [self.shared_config, *self._probe_configs()]
+
+    def _probe_configs(self) -> list:
+        out = []
+        for key, p in self.study.params.items():
+            for value in p.probes():
+                text = f"{key}={dump_value(value)}"
+                raw = _apply(self.path, self.base_raw, self.fixed + [text], {text: f"params.{key}"})
+                out.append(config_from_dict(raw, f"{self.path}: params.{key} = {show(value)}"))
+        return out
+
+    def trial_run(self, number: int, params: dict) -> SweepRun:
+        """Trial ``number`` of a study with these ``params`` ({dotted key: value}): a run like any other,
+        in ``trial-NNN_<params>`` (the same name whenever it is made again, so a trial resumes there)."""
+        width = max(3, len(str(self.study.n_trials - 1)))
+        name = f"trial-{number:0{width}d}_" + ax.Namer(self.axes).name(params)
+        return self.make_run(number, ax.safe_name(name)[: ax.MAX_NAME_LENGTH], params)
 
     def validate(self) -> int:
-        """Make (and so check) every run; returns how many there are."""
+        """Make (and so check) every run; returns how many there are (a study: its n_trials, each key
+        of its space checked at its bounds and choices)."""
+        if self.study is not None:
+            self._probe_configs()
+            return self.study.n_trials
         n = 0
         for n, _ in enumerate(self.runs, 1):
             pass
@@ -212,6 +252,7 @@ def load_sweep(path, overrides=(), *, allow_large: bool = False, validate: bool 
     """
     path = Path(path)
     spec = build_section(SweepFile, read_yaml(path), "", str(path))
+    _anchor_file_values(spec, path.parent)
     base = _base_file(path, spec.base)
     name = spec.name if spec.name is not None else path.stem
     if ax.safe_name(name) != name:
@@ -230,6 +271,26 @@ def load_sweep(path, overrides=(), *, allow_large: bool = False, validate: bool 
                                   f"{path}: {base} with the shared overrides")
     check_extras(shared_cfg, str(path))  # a logger's missing package: before any run or job starts
 
+    study = None
+    if spec.method is not None:
+        study = space.study_spec(spec, functools.partial(_fail, path))
+        for key in study.params:
+            _dotted(path, "params", key)
+        dims = []
+        origins = _check_keys(path, [_SpaceKeys(study.params)], shared, overrides)
+        if shared_cfg.data.val_split is None and (study.pruner != "none" or study.metric != "test_acc"):
+            _fail(path, "metric" if study.metric != "test_acc" else "pruner",
+                  "needs each epoch's validation metric, and the base config has no validation "
+                  "split: set data.val_split (e.g. set: {data.val_split: 0.1})")
+        output_dir = Path(shared_cfg.experiment.output_dir) / "sweeps" / name
+        sweep = Sweep(name, path, base, fixed, list(origins), output_dir, dims, base_raw, origins,
+                      study=study, shared_config=shared_cfg)
+        if validate:
+            sweep.validate()
+        return sweep
+    for key in space.STUDY_KEYS:
+        if getattr(spec, key) not in (None, {}):
+            _fail(path, key, "belongs to an adaptive search: add method: optuna (or drop it)")
     dims = _dimensions(path, spec, shared_cfg.experiment.seed)
     origins = _check_keys(path, dims, shared, overrides)
     total = ax.count(dims)
@@ -243,6 +304,28 @@ def load_sweep(path, overrides=(), *, allow_large: bool = False, validate: bool 
     if validate:
         sweep.validate()
     return sweep
+
+
+_PATH_KEYS = ("model.file", "model.weights")  # values that name files: relative to the sweep file
+
+
+def _anchor_file_values(spec, folder: Path) -> None:
+    """Make the sweep file's relative model files (``set``, ``grid`` and ``zip`` values of
+    ``model.file`` / a torchvision ``model.weights`` file) absolute, relative to the sweep file's
+    folder, as a config's are: a sweep over several model files runs the same from any folder."""
+    from mnist_hpc.config.loading import anchor_paths
+
+    def anchored(key, value):
+        if not isinstance(value, str):
+            return value
+        return anchor_paths({"model": {key.split(".", 1)[1]: value}}, folder)["model"][key.split(".", 1)[1]]
+
+    for key in _PATH_KEYS:
+        if key in spec.set:
+            spec.set[key] = anchored(key, spec.set[key])
+        for section in (spec.grid, spec.zip):
+            if key in section and isinstance(section[key], list):
+                section[key] = [anchored(key, v) for v in section[key]]
 
 
 def validate_sweep_file(path, overrides=(), *, allow_large: bool = False) -> int:
@@ -323,6 +406,15 @@ def _seeds(path: Path, value, base_seed: int) -> ax.Seeds:
     if any(s < 0 for s in value):
         _fail(path, "seeds", f"expected integers >= 0, got {show(value)}")
     return ax.Seeds(seeds=value)
+
+
+class _SpaceKeys(ax.Dimension):
+    """A study's search space as far as ``_check_keys`` sees it: keys given in params:."""
+
+    section = "params"
+
+    def __init__(self, params: dict):
+        self.keys = tuple(params)
 
 
 def _overlap(a: str, b: str) -> bool:

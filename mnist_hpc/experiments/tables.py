@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import io
 import re
+import shutil
+import textwrap
 from typing import Optional
 
 HEADERS = ["test acc %", "n", "best epoch", "train s", "params", "images/s"]
@@ -82,10 +84,33 @@ def _is_number(text: str) -> bool:
     return bool(re.fullmatch(r"[-+]?[\d,.]+( ± [\d.]+)?", text))
 
 
-def format_table(comp) -> str:
+def terminal_width() -> int:
+    """The terminal's columns ($COLUMNS first), 100 where there is no terminal."""
+    return max(40, shutil.get_terminal_size((100, 24)).columns)
+
+
+def format_table(comp, width: Optional[int] = None) -> str:
     """An aligned plain-text table for the terminal (numbers right-aligned); the rule under the
-    header spans exactly the columns, and ``<- best`` follows the best row."""
+    header spans exactly the columns, and ``<- best`` follows the best row. A table wider than
+    ``width`` (default: the terminal's) keeps only the figures in its columns and lists each
+    row's settings (those it has) on wrapped lines under it."""
+    text = _aligned(*table_rows(comp))
+    width = width or terminal_width()
+    if not comp.varied or max(map(len, text.splitlines())) <= width:
+        return text
     header, rows = table_rows(comp)
+    cut = 1 + len(comp.varied)
+    lines = _aligned([header[0], *header[cut:]], [[r[0], *r[cut:]] for r in rows]).splitlines()
+    out = lines[:2]
+    for group, line in zip(comp.groups, lines[2:]):
+        out.append(line)
+        settings = ", ".join(f"{k}={format_value(v)}" for k, v in group.params.items() if v is not None)
+        out += textwrap.wrap(settings, width, initial_indent="   ", subsequent_indent="     ",
+                             break_on_hyphens=False)
+    return "\n".join(out)
+
+
+def _aligned(header: list, rows: list) -> str:
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     numeric = [all(_is_number(r[i]) or r[i] == "-" for r in rows) for i in range(len(header))]
 
@@ -144,6 +169,12 @@ def format_csv(comp) -> str:
                  "best": int(row["best"]), "runs": ";".join(str(p) for p in row["runs"])}
         writer.writerow(["" if cells[c] is None else cells[c] for c in columns])
     return buf.getvalue()
+
+
+def wrap(text: str, width: Optional[int] = None) -> str:
+    """``text`` wrapped to ``width`` (default: the terminal's) columns, continuation lines indented."""
+    return textwrap.fill(text, width or terminal_width(), subsequent_indent="  ", break_on_hyphens=False,
+                         break_long_words=False)
 
 
 def verdict(comp) -> str:

@@ -53,6 +53,41 @@ def atomic_write_with(path, writer: Callable[[BinaryIO], object]) -> Path:
     return path
 
 
+def remove_stale_temps(path) -> list:
+    """Remove the temporary files ``atomic_write_with`` left beside ``path`` when a process was
+    killed while writing it (``.<name>.tmp-<pid>`` of a process that no longer runs); a live
+    writer's file is left alone. Returns the files removed."""
+    path = Path(path)
+    removed = []
+    prefix = f".{path.name}.tmp-"
+    try:
+        entries = list(path.parent.iterdir()) if path.parent.is_dir() else []
+    except OSError:
+        return removed
+    for p in entries:
+        pid = p.name[len(prefix):] if p.name.startswith(prefix) else ""
+        if not pid.isdigit() or _process_alive(int(pid)):
+            continue
+        try:
+            p.unlink()
+            removed.append(p)
+        except OSError:
+            pass
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process
+        return True
+    return True
+
+
 # --------------------------------------------------------------------------- a full disk
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from mnist_hpc.runs.folder import atomic_write_with
@@ -39,7 +40,64 @@ def _save(fig, path) -> Path:
     """Write ``fig`` to ``path`` as a PNG, atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write_with(path, lambda f: fig.savefig(f, format="png", dpi=DPI, facecolor="white"))
+    return atomic_write_with(path, lambda f: savefig_quietly(fig, f, format="png", dpi=DPI, facecolor="white"))
+
+
+MISSING_GLYPH = "?"
+
+
+def _font_has(prop, char: str, cache: dict) -> bool:
+    from matplotlib.font_manager import findfont, get_font
+
+    path = findfont(prop)
+    if path not in cache:
+        try:
+            cache[path] = set(get_font(path).get_charmap())
+        except Exception:  # noqa: BLE001 - an unreadable font: leave the text as it is
+            cache[path] = None
+    codes = cache[path]
+    return codes is None or ord(char) in codes
+
+
+def drawable_texts(fig) -> None:
+    """Replace each character no font of its text can draw (an emoji in a run name, say) by
+    ``?``, so the figure draws without a missing-glyph warning per plot."""
+    from matplotlib.text import Text
+
+    cache: dict = {}
+    for t in fig.findobj(Text):
+        text = t.get_text()
+        if not text or text.isascii() or "$" in text:  # ASCII: every font has it; $: mathtext
+            continue
+        prop = t.get_fontproperties()
+        fixed = "".join(c if c.isspace() or _font_has(prop, c, cache) else MISSING_GLYPH for c in text)
+        if fixed != text:
+            t.set_text(fixed)
+
+
+@contextmanager
+def _quiet_glyphs():
+    """No missing-glyph warning (the texts were made drawable; any left still draw, as boxes)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"(?i).*glyph.*missing", category=UserWarning)
+        yield
+
+
+def _layout(fig) -> None:
+    """``tight_layout`` (which draws the texts to measure them) after making them drawable."""
+    drawable_texts(fig)
+    with _quiet_glyphs():
+        fig.tight_layout()
+
+
+def savefig_quietly(fig, f, **kwargs) -> None:
+    """``fig.savefig`` with texts made drawable first (and, should a glyph still be missing, no
+    warning for it: the figure is written all the same)."""
+    drawable_texts(fig)
+    with _quiet_glyphs():
+        fig.savefig(f, **kwargs)
 
 
 def _num(value):
@@ -144,7 +202,7 @@ def learning_curves(rows: Sequence[Mapping], path, title: str | None = None) -> 
                      color="tab:orange")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    _layout(fig)
     return _save(fig, path)
 
 
@@ -202,7 +260,7 @@ def confusion_matrix_plot(cm: Sequence[Sequence], class_names: Sequence[str], pa
     ax.set_yticks(np.arange(-0.5, n, 1), minor=True)
     ax.grid(which="minor", color="white", linewidth=0.5)
     ax.tick_params(which="minor", length=0)
-    fig.tight_layout()
+    _layout(fig)
     return _save(fig, path)
 
 
@@ -281,5 +339,5 @@ def misclassified_grid(images, true, pred, probs, class_names: Sequence[str], pa
     heading = f"{title} (true → predicted): {shown} of {total}" if total > shown \
         else f"{title} (true → predicted): {shown}"
     fig.suptitle(heading, fontsize=10)
-    fig.tight_layout()
+    _layout(fig)
     return _save(fig, path)

@@ -40,6 +40,7 @@ class RunSummary:
     total_seconds: Optional[float] = None  # wall time over every start of the run (requeues included)
     process_seconds: Optional[float] = None  # wall time of the process that finished the run
     images_per_s: Optional[float] = None
+    warmup_seconds: Optional[float] = None  # the process's first step, timed apart (not in train_seconds)
     device: Optional[str] = None
     peak_gpu_memory_mb: Optional[float] = None  # CUDA only: max_memory_allocated of the last process, MiB
     world_size: int = 1
@@ -112,9 +113,33 @@ def read_summary(run_dir) -> Optional[RunSummary]:
         raise UserError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    bad = _out_of_range(data)
+    if bad:
+        raise UserError(f"{path}: a damaged record: {bad[0]} holds {bad[1]}, beyond any "
+                        f"float; the run is left out (train it again, or restore that file)")
     summary = RunSummary.from_dict(data)
     summary.run_dir = Path(run_dir)
     return summary
+
+
+def _out_of_range(value, key: str = ""):
+    """(dotted key, text) of the first number no float holds (``1e400`` reads as inf, ``10**400``
+    as an int no float can take), else None. NaN is left alone: a diverged run may record it."""
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = ((f"[{i}]", v) for i, v in enumerate(value))
+    else:
+        if isinstance(value, float) and value in (float("inf"), float("-inf")):
+            return key, "an infinite number (such as 1e400)"
+        if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 1000:
+            return key, f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+        return None
+    for k, v in items:
+        found = _out_of_range(v, f"{key}{k}" if k.startswith("[") or not key else f"{key}.{k}")
+        if found:
+            return found
+    return None
 
 
 def write_summary(run_dir, summary: RunSummary) -> Path:

@@ -11,10 +11,12 @@ import os
 import random
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, ContextManager, Optional
 
 import torch
 
+from mnist_hpc.config.validate import check_device
 from mnist_hpc.errors import ConfigError, UserError
 from mnist_hpc.training import data as datamod
 from mnist_hpc.training.distributed import DistEnv
@@ -23,19 +25,82 @@ from mnist_hpc.training.models import build_model
 # --------------------------------------------------------------------------- host set-up
 
 
-def cpu_threads(requested: Optional[int] = None, cpus_per_task: Optional[int] = None,
-                local_world: int = 1) -> int:
-    """runtime.threads, else the scheduler's CPUs per task, else the affinity mask split over
-    the ranks of this node."""
-    if requested:
-        return requested
-    if cpus_per_task:
-        return max(1, int(cpus_per_task))
+def cgroup_cpu_limit(proc_cgroup: str = "/proc/self/cgroup", root: str = "/sys/fs/cgroup") -> Optional[float]:
+    """The CPUs a cgroup quota lets this process use (cgroup v2 ``cpu.max``, v1
+    ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``; the smallest along the path up to the root),
+    or None where no quota is set or none can be read (not Linux)."""
+    try:
+        lines = Path(proc_cgroup).read_text().splitlines()
+    except OSError:
+        return None
+    limits = []
+    for line in lines:
+        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if controllers == "":  # v2: one unified tree
+            folders = [Path(root)]
+        elif "cpu" in controllers.split(","):  # v1: the cpu controller's own tree
+            folders = [Path(root) / controllers, Path(root) / "cpu", Path(root) / "cpu,cpuacct"]
+        else:
+            continue
+        for base in folders:
+            here = base / path.lstrip("/")
+            while True:
+                limits.append(_quota(here, v2=controllers == ""))
+                if here == base or base not in here.parents:
+                    break
+                here = here.parent
+    found = [q for q in limits if q]
+    return min(found) if found else None
+
+
+def _quota(folder: Path, v2: bool) -> Optional[float]:
+    try:
+        if v2:
+            quota, period = (folder / "cpu.max").read_text().split()[:2]
+        else:
+            quota = (folder / "cpu.cfs_quota_us").read_text().strip()
+            period = (folder / "cpu.cfs_period_us").read_text().strip()
+        if quota in ("max", "-1"):
+            return None
+        return int(quota) / int(period) if int(period) > 0 and int(quota) > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity mask, lowered by a cgroup CPU quota (a
+    container or a Slurm job's cgroup), at least 1."""
     try:
         n = len(os.sched_getaffinity(0))
-    except AttributeError:
+    except AttributeError:  # macOS, Windows
         n = os.cpu_count() or 1
-    return max(1, n // max(1, local_world))
+    quota = cgroup_cpu_limit()
+    if quota is not None:
+        n = min(n, max(1, math.floor(quota)))
+    return max(1, n)
+
+
+def cpu_threads(requested: Optional[int] = None, cpus_per_task: Optional[int] = None,
+                local_world: int = 1, warn: Optional[Callable[[str], None]] = None,
+                usable: Optional[int] = None) -> int:
+    """runtime.threads, else the scheduler's CPUs per task, else the affinity mask split over
+    the ranks of this node; never more than the CPUs this process may use (``usable_cpus``):
+    more threads than cores slow training several times over. ``warn`` hears when a request
+    was capped, and where the request came from."""
+    usable = usable or usable_cpus()
+    if requested:
+        asked, source = int(requested), f"runtime.threads: {requested}"
+    elif cpus_per_task:
+        asked, source = max(1, int(cpus_per_task)), f"$SLURM_CPUS_PER_TASK={cpus_per_task}"
+    else:
+        return max(1, usable // max(1, local_world))
+    if asked > usable:
+        if warn is not None:
+            warn(f"warning: {source} asks for {asked} CPU threads, but this process may use "
+                 f"{usable} CPU(s) (affinity mask, cgroup quota); using {usable} (more threads than "
+                 f"cores slow training); set runtime.threads: {usable} or less to silence this")
+        return usable
+    return asked
 
 
 # glibc's mallopt parameters (malloc.h)
@@ -76,11 +141,13 @@ def _mps_available() -> bool:
     return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
 
 
-def pick_device(name: str, denv: Optional[DistEnv] = None) -> torch.device:
+def pick_device(name: str, denv: Optional[DistEnv] = None, what: str = "runtime.device") -> torch.device:
     """runtime.device as a torch.device; ``auto`` prefers CUDA (this rank's GPU), then MPS, then CPU.
 
     Under DDP (``denv``) each rank takes the GPU of its local rank: an explicit index (cuda:N) is
-    refused, and so is a node whose ranks would share a GPU (``rank_gpu``)."""
+    refused, and so is a node whose ranks would share a GPU (``rank_gpu``). ``what``: how the
+    user spelt the setting (``--device``, ``device=``), for the messages."""
+    name = check_device(name, what)  # the one validator of device strings
     denv = denv or DistEnv("single")
     if name == "auto":
         if torch.cuda.is_available():
@@ -91,16 +158,16 @@ def pick_device(name: str, denv: Optional[DistEnv] = None) -> torch.device:
     dev = torch.device(name)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise UserError(f"runtime.device={name}: CUDA is not available on this machine "
-                            f"(use runtime.device=auto or cpu)")
+            raise UserError(f"{what}={name}: CUDA is not available on this machine "
+                            f"(use {what}=auto or cpu)")
         if dev.index is not None and denv.distributed:
-            raise ConfigError(f"runtime.device={name}: an explicit GPU index cannot be combined with a "
+            raise ConfigError(f"{what}={name}: an explicit GPU index cannot be combined with a "
                               f"one-process-per-GPU launch ({denv.world_size} ranks, each on the GPU of its "
-                              f"local rank); use runtime.device=cuda or auto")
+                              f"local rank); use {what}=cuda or auto")
         if dev.index is None:
             dev = rank_gpu(denv)
     if dev.type == "mps" and not _mps_available():
-        raise UserError(f"runtime.device={name}: MPS is not available on this machine")
+        raise UserError(f"{what}={name}: MPS is not available on this machine (use {what}=auto or cpu)")
     return dev
 
 

@@ -6,10 +6,17 @@ state, the metrics so far, the resolved config and a format version. It is writt
 temporary file, fsync'ed and renamed, so a kill at any moment leaves the previous file intact.
 Loading uses ``torch.load(weights_only=True)``: tensors and plain data only, never arbitrary
 pickled objects.
+
+Each checkpoint's sha256 is recorded beside it once the file is in place (``<file>.sha256``, in
+``sha256sum`` format: ``sha256sum -c`` checks it too). ``load`` verifies it, so a file damaged
+after it was written (a bad disk, a truncated copy) is refused; ``newest_valid`` and
+``usable`` then fall back to the previous good checkpoint, saying so. Files without a record
+(earlier versions) load unverified.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import re
@@ -20,11 +27,30 @@ import torch
 
 from mnist_hpc.config import flatten
 from mnist_hpc.errors import CheckpointError
-from mnist_hpc.runs.folder import atomic_write_with
+from mnist_hpc.runs.folder import atomic_write, atomic_write_with
 
 FORMAT = "mnist-hpc-checkpoint"
 VERSION = 1
-_STEP_RE = re.compile(r"^last-e(\d+)-s(\d+)\.pt$")
+# last-epoch<E>-step<S>.pt: epoch E (1-based: the one in progress) after S of its steps, the
+# numbers the log and every message use. Files of earlier versions, last-e<done>-s<S>.pt, count
+# the epochs done (one less), and are still found and ordered with the others.
+_NAME_RE = re.compile(r"^last-epoch(\d+)-step(\d+)\.pt$")
+_OLD_NAME_RE = re.compile(r"^last-e(\d+)-s(\d+)\.pt$")
+
+
+def checkpoint_name(epoch: int, step: int) -> str:
+    """The file name of the checkpoint at ``epoch`` epochs done and ``step`` steps into the next:
+    ``last-epoch0001-step000102.pt`` is "epoch 1, step 102", as the log says."""
+    return f"last-epoch{epoch + 1:04d}-step{step:06d}.pt"
+
+
+def _position(name: str):
+    """(epochs done, step) of a checkpoint file name, either spelling; None for other files."""
+    m = _NAME_RE.match(name)
+    if m:
+        return int(m.group(1)) - 1, int(m.group(2))
+    m = _OLD_NAME_RE.match(name)
+    return (int(m.group(1)), int(m.group(2))) if m else None
 
 
 def rng_state() -> dict:
@@ -64,12 +90,63 @@ def _to_tuple(x):
 
 
 def atomic_save(obj, path) -> Path:
-    """``torch.save`` through the project's one atomic writer."""
-    return atomic_write_with(path, lambda f: torch.save(obj, f))
+    """``torch.save`` through the project's one atomic writer, then the file's sha256 beside it
+    (written after the checkpoint is in place: a record always describes a whole file)."""
+    digest_path(path).unlink(missing_ok=True)  # a kill before the new record: no record, never a stale one
+    path = atomic_write_with(path, lambda f: torch.save(obj, f))
+    record_digest(path)
+    return path
+
+
+DIGEST_SUFFIX = ".sha256"
+
+
+def digest_path(path) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + DIGEST_SUFFIX)
+
+
+def sha256_of(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def record_digest(path) -> Path:
+    """Write ``<path>.sha256`` for the file as it is on disk now."""
+    path = Path(path)
+    return atomic_write(digest_path(path), f"{sha256_of(path)}  {path.name}\n")
+
+
+def recorded_digest(path) -> str | None:
+    """The sha256 recorded for a checkpoint when it was written, None when there is no record."""
+    try:
+        text = digest_path(path).read_text().split()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text[0].lower() if text and len(text[0]) == 64 else None
+
+
+def verify_digest(path) -> None:
+    """Refuse a checkpoint whose bytes are not those recorded when it was written."""
+    want = recorded_digest(path)
+    if want is None:
+        return
+    try:
+        got = sha256_of(path)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read the checkpoint ({e.strerror or e}); check that the "
+                              f"file is readable") from None
+    if got != want:
+        raise CheckpointError(f"{path}: damaged: its sha256 is not the one recorded when it was written "
+                              f"({digest_path(path).name}); name an earlier checkpoint, or give the run "
+                              f"folder (it falls back to the previous good one)")
 
 
 def save(state: dict, ckpt_dir: Path, *, keep: int, best: bool = False) -> Path:
-    """Write ``last-e<epoch>-s<step>.pt`` (and ``best.pt``), keep the newest ``keep`` of this run.
+    """Write ``last-epoch<E>-step<S>.pt`` (``checkpoint_name``) and ``best.pt``; keep the newest ``keep`` of this run.
 
     The checkpoint carries the run id of the folder's ``run.json``. Rotation deletes only this
     run's own older files: never one at a later position than the one just written, never one
@@ -78,7 +155,7 @@ def save(state: dict, ckpt_dir: Path, *, keep: int, best: bool = False) -> Path:
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     run_id = folder_run_id(ckpt_dir.parent)
     state = {"format": FORMAT, "version": VERSION, "run_id": run_id, **state}
-    path = ckpt_dir / f"last-e{state['epoch']:04d}-s{state['step']:06d}.pt"
+    path = ckpt_dir / checkpoint_name(state["epoch"], state["step"])
     atomic_save(state, path)
     if best:
         atomic_save(state, ckpt_dir / "best.pt")
@@ -101,6 +178,7 @@ def _rotate(ckpt_dir: Path, newest: Path, keep: int, run_id) -> None:
     for old in older[keep:]:
         if run_id is None or stored_run_id(old) in (run_id, None):
             old.unlink(missing_ok=True)
+            digest_path(old).unlink(missing_ok=True)
 
 
 def stored_run_id(path):
@@ -118,18 +196,20 @@ def stored_run_id(path):
 def list_checkpoints(ckpt_dir: Path) -> list[Path]:
     """``last-*`` checkpoints, newest position first."""
     found = []
-    for p in Path(ckpt_dir).glob("last-e*-s*.pt"):
-        m = _STEP_RE.match(p.name)
-        if m:
-            found.append(((int(m.group(1)), int(m.group(2))), p))
+    for p in Path(ckpt_dir).glob("last-*.pt"):
+        pos = _position(p.name)
+        if pos is not None:
+            found.append((pos, p))
     return [p for _, p in sorted(found, reverse=True)]
 
 
 def load(path, *, map_location="cpu") -> dict:
-    """Load a checkpoint safely; refuse files that are not mnist-hpc checkpoints."""
+    """Load a checkpoint safely; refuse files that are not mnist-hpc checkpoints, and those whose
+    sha256 is not the one recorded when they were written."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
+    verify_digest(path)
     try:
         with warnings.catch_warnings():  # e.g. torch's pickle-protocol note before a refusal
             warnings.simplefilter("ignore")
@@ -159,6 +239,30 @@ def newest_valid(ckpt_dir: Path, warn=print):
         except CheckpointError as e:
             warn(f"warning: {e}; trying the previous checkpoint")
     return None, None
+
+
+def usable(ckpt_dir: Path, warn=print) -> Path | None:
+    """The checkpoint a run folder offers for using its model: ``best.pt``, else the newest
+    ``last-*``; one that is damaged (unreadable, or not the bytes recorded when it was written)
+    is skipped with a warning naming the one used instead. None when there is none at all;
+    raises the newest's error when every one is damaged."""
+    ckpt_dir = Path(ckpt_dir)
+    candidates = ([ckpt_dir / "best.pt"] if (ckpt_dir / "best.pt").is_file() else []) + list_checkpoints(ckpt_dir)
+    errors = []
+    for p in candidates:
+        try:
+            load(p)
+        except CheckpointError as e:
+            errors.append((p, e))
+            continue
+        for _, e in errors:
+            warn(f"warning: {str(e).split('; ')[0]}; using {p.name} instead")
+        return p
+    if errors:
+        names = ", ".join(p.name for p, _ in errors[:3]) + (" ..." if len(errors) > 3 else "")
+        raise CheckpointError(f"{ckpt_dir}: no checkpoint of the run loads ({names}: damaged or unreadable); "
+                              f"restore them from a copy, or train the run again")
+    return None
 
 
 # --------------------------------------------------------------------------- resume: same run?

@@ -86,14 +86,48 @@ def verify(spec: DatasetSpec, root) -> list[tuple[str, bool, str]]:
     return out
 
 
+def _reason(e: BaseException) -> str:
+    """The first non-empty message along an exception's causes (torchvision often wraps the
+    network's error in an empty RuntimeError), with its type: 'URLError: ...'."""
+    seen = e
+    while seen is not None:
+        text = str(seen).strip().splitlines()[0] if str(seen).strip() else ""
+        if text:
+            return f"{type(seen).__name__}: {text[:120]}"
+        seen = seen.__cause__ or seen.__context__
+    return f"{type(e).__name__}, no details"
+
+
+def _download_hint(spec: DatasetSpec, root, from_download: bool) -> str:
+    """What to do when a download failed on a machine that may have internet (not a job)."""
+    again = "" if from_download else (" (on a cluster, where compute nodes have no internet: "
+                                       "run `mnist-hpc data download` on a login node first)")
+    return (f"check the internet connection and try again, or copy the files into "
+            f"{raw_folder(spec, root)}/, or point --data-dir, $MNIST_HPC_DATA_DIR or data.root at "
+            f"a folder that holds {spec.folder}/raw/{again}")
+
+
+def _remove_empty(made: list) -> None:
+    """Remove the folders a failed download created, innermost first, while they are empty."""
+    for folder in reversed(made):
+        try:
+            folder.rmdir()  # only an empty folder: a file in it (ours or not) keeps it
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return
+
+
 def _offline_forced() -> bool:
     return bool(os.environ.get("MNIST_HPC_OFFLINE"))
 
 
-def prepare(spec: DatasetSpec, root, download: bool = True) -> None:
+def prepare(spec: DatasetSpec, root, download: bool = True, from_download: bool = False) -> None:
     """Make sure the unpacked files exist under root: unpack local archives (offline, MD5
     checked) or download them (when ``download`` and $MNIST_HPC_OFFLINE is unset; callers inside
-    a batch job pass ``download=False``: compute nodes have no internet)."""
+    a batch job pass ``download=False``: compute nodes have no internet). A failed download
+    removes the empty folders it made and says where it looked; ``from_download``: the caller
+    is `data download` itself (its message does not suggest running it)."""
     if _unpacked(spec, root):  # the common case: no torchvision import (≈2 s) needed
         return
     nearest = next(p for p in (raw_folder(spec, root), *raw_folder(spec, root).parents) if p.exists())
@@ -108,7 +142,8 @@ def prepare(spec: DatasetSpec, root, download: bool = True) -> None:
             raise DataError(f"{p}: corrupted (MD5 mismatch); delete it and run `mnist-hpc data download "
                             f"--dataset {spec.name}`")
     if not st["all_archives"] and (not download or _offline_forced()):
-        raise DataError(f"dataset {spec.name} not found under {root}: {OFFLINE_HINT}")
+        raise DataError(f"dataset {spec.name} not found under {root} (looked in {raw}/): {OFFLINE_HINT}")
+    made = [p for p in reversed((raw, *raw.parents)) if not p.exists()]  # outermost first
     try:
         Path(root).mkdir(parents=True, exist_ok=True)
         if not os.access(root, os.W_OK):
@@ -122,10 +157,14 @@ def prepare(spec: DatasetSpec, root, download: bool = True) -> None:
     except PermissionError as e:
         raise DataError(f"{root}: not writable ({e.strerror}); set --data-dir to a writable folder") from None
     except Exception as e:  # noqa: BLE001 - torchvision raises RuntimeError/URLError/OSError
+        if out_of_memory(e):
+            raise DataError(memory_message(spec, root, "unpacking the archives")) from None
         if st["all_archives"]:
-            raise DataError(f"{raw}: could not unpack the archives ({e}); run `mnist-hpc data verify`") from None
-        raise DataError(f"dataset {spec.name}: download failed ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0][:120]}); {OFFLINE_HINT}") from None
+            raise DataError(f"{raw}: could not unpack the archives ({_reason(e)}); run "
+                            f"`mnist-hpc data verify`") from None
+        _remove_empty(made)
+        raise DataError(f"dataset {spec.name}: not found in {raw}/ and the download failed "
+                        f"({_reason(e)}); {_download_hint(spec, root, from_download)}") from None
 
 
 def prepare_per_node(spec: DatasetSpec, root, denv, download: bool = True) -> None:
@@ -143,13 +182,13 @@ def prepare_per_node(spec: DatasetSpec, root, denv, download: bool = True) -> No
     barrier(denv)
 
 
-def prepare_all(names, root, download: bool = True) -> list:
+def prepare_all(names, root, download: bool = True, from_download: bool = False) -> list:
     """``prepare`` each named dataset under ``root``; one (name, raw folder, was already there) each."""
     out = []
     for name in names:
         spec = DATASETS[name]
         present = _unpacked(spec, root)
-        prepare(spec, root, download=download)
+        prepare(spec, root, download=download, from_download=from_download)
         out.append((name, raw_folder(spec, root), present))
     return out
 
@@ -177,6 +216,18 @@ def _read_idx(path: Path) -> torch.Tensor:
     return torch.from_numpy(np.frombuffer(bytes(data[4 + 4 * ndim:]), dtype=">i4").astype(np.int64)).reshape(dims)
 
 
+def out_of_memory(e: BaseException) -> bool:
+    """A MemoryError, or torch's allocator failing (a RuntimeError without a type of its own)."""
+    return isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and any(
+        m in str(e) for m in ("can't allocate memory", "not enough memory", "out of memory")))
+
+
+def memory_message(spec: DatasetSpec, root, doing: str) -> str:
+    return (f"{raw_folder(spec, root)}: ran out of memory while {doing} ({spec.name}); the files are not "
+            f"damaged: free memory (close other programs, lower data.subset), or ask for more (--mem "
+            f"on a cluster), and try again")
+
+
 def read_split(spec: DatasetSpec, root, train: bool):
     """One split's uint8 images (N, 28, 28) and int64 labels, read from the unpacked IDX files
     directly (importing torchvision.datasets would cost ≈2 s of every training process's start);
@@ -195,6 +246,9 @@ def read_split(spec: DatasetSpec, root, train: bool):
         if spec.label_offset:
             y = y - spec.label_offset
     except Exception as e:  # noqa: BLE001 - torchvision raises assorted errors on bad files
+        if out_of_memory(e):  # the files are fine: never tell the user to delete them
+            raise DataError(memory_message(spec, root, "reading the " + ("training" if train else "test")
+                                           + " set")) from None
         raise DataError(f"{raw_folder(spec, root)}: a data file is corrupted ({type(e).__name__}: "
                         f"{str(e).splitlines()[0][:100] if str(e) else 'unreadable'}); delete the unpacked "
                         f"files and run `mnist-hpc data download --dataset {spec.name}`") from None
@@ -306,7 +360,12 @@ def read_folder(data_cfg, cache_root=None):
     single folder gives ``FOLDER_TEST_FRACTION`` of each class's images, chosen with a fixed
     seed, to the test split. Decoded once into a cache (``<cache_root>/folder-cache``) keyed by
     the files' names, sizes and times, the image size and channels."""
+    from mnist_hpc.config.datasets import folder_key
+
     root = Path(os.path.expanduser(data_cfg.root)).resolve()
+    staged = Path(cache_root) / "folders" / folder_key(root) if cache_root else None
+    if staged is not None and staged.is_dir():  # unpacked from the data archive (`data pack`, a job's $SLURM_TMPDIR)
+        root = staged
     if not root.is_dir():
         raise DataError(f"data.root: {data_cfg.root}: not a folder; dataset: folder needs a folder of images, "
                         f"one subfolder per class")

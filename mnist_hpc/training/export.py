@@ -6,15 +6,14 @@ was trained on and how well it does (dataset, classes, test accuracy), how to fe
 (28x28, one channel, white on black, ``(pixel / 255 - mean) / std``), the run's config and the
 versions. The exported graph is the model itself: normalised images in, logits out.
 
-``load_exported(file)`` loads any of them back for ``predict`` and ``evaluate`` (ONNX through
-onnxruntime, TorchScript through torch.jit); the card beside the file supplies the dataset and
-the normalisation.
+Loading them back (``load_exported``, for ``predict`` and ``evaluate``: ONNX through onnxruntime,
+TorchScript through torch.jit, with the card's checks) lives in ``exported.py``, the one module
+that this writer and ``inference.py`` both use.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -22,16 +21,14 @@ from pathlib import Path
 
 import torch
 
-from mnist_hpc.config import config_from_dict, did_you_mean
+from mnist_hpc.config import did_you_mean
 from mnist_hpc.config.extras import require
-from mnist_hpc.errors import CheckpointError, UserError
-from mnist_hpc.runs.folder import atomic_write, atomic_write_with, write_json
+from mnist_hpc.errors import UserError
+from mnist_hpc.runs.folder import atomic_write, atomic_write_with, remove_stale_temps, write_json
 from mnist_hpc.runs.summary import read_summary
-
-FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "state_dict": ".state_dict.pt"}
-CARD_SUFFIX = ".card.json"
-CARD_FORMAT = "mnist-hpc-model-card"
-INPUT, OUTPUT = "image", "logits"
+from mnist_hpc.training.exported import (  # noqa: F401 - card_path, is_exported, ...: the names of before
+    CARD_FORMAT, CARD_SUFFIX, FORMATS, INPUT, OUTPUT, card_path, file_digest, is_exported, load_exported, read_card)
+from mnist_hpc.training.inference import find_checkpoint, load_model
 
 
 @dataclass
@@ -42,48 +39,99 @@ class Exported:
     checkpoint: Path  # what it was exported from
 
 
-def card_path(path) -> Path:
-    path = Path(path)
-    return path.with_name(path.name + CARD_SUFFIX)
-
-
-def is_exported(path) -> bool:
-    """An exported model: a file with a model card beside it, or any ``.onnx`` file."""
-    path = Path(path)
-    return path.is_file() and (card_path(path).is_file() or path.suffix == ".onnx")
-
-
 # --------------------------------------------------------------------------- export
 
 
-def export_model(source, fmt: str = "onnx", out=None, *, trust_code: bool = False, python_model=None) -> Exported:
+def export_model(source, fmt: str = "onnx", out=None, *, echo=None, trust_code: bool = False,
+                 python_model=None) -> Exported:
     """Export the model of a run folder (its best, else newest checkpoint) or of a checkpoint file
     as ``fmt`` (onnx, torchscript, state_dict) to ``out`` (a file or a folder; default the run
-    folder's ``exports/``), with its model card beside it. Every mistake is one ``UserError`` line."""
-    from mnist_hpc.training.inference import load_model
-
+    folder's ``exports/``), with its model card beside it. Every mistake is one ``UserError`` line;
+    the output never replaces an input or any file that is not an earlier export, and a failed or
+    stopped export leaves no partial file."""
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt}: unknown format{did_you_mean(fmt, FORMATS)}; "
                         f"expected one of {', '.join(FORMATS)}")
-    checkpoint, run_dir = _checkpoint_of(Path(source))
+    checkpoint, run_dir = _checkpoint_of(Path(source), echo)
     model, cfg, checkpoint, info = load_model(checkpoint, "cpu", trust_code=trust_code, python_model=python_model)
     if fmt == "onnx":
         require("onnx", "--format onnx")
     target = _target(out, run_dir, fmt)
+    for path in (target, card_path(target)):
+        _refuse_overwriting(path, checkpoint)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UserError(f"{target.parent}: cannot create the export folder ({e.strerror or e})") from None
-    EXPORTERS[fmt](model, target, _example(info))
-    card = model_card(model, cfg, fmt, target, checkpoint, run_dir, info)
-    write_json(card_path(target), card)
+        raise UserError(f"{target.parent}: cannot create the export folder ({e.strerror or e}); "
+                        f"choose a writable place with --out") from None
+    for path in (target, card_path(target)):
+        remove_stale_temps(path)  # left by an export that was killed while writing
+    try:
+        with _sigterm_stops_the_write(target):
+            EXPORTERS[fmt](model, target, _example(info))
+            card = model_card(model, cfg, fmt, target, checkpoint, run_dir, info)
+            write_json(card_path(target), card)
+    except UserError:
+        raise
+    except OSError as e:
+        raise UserError(f"{target.parent}: cannot write the export ({e.strerror or e}); choose a "
+                        f"writable place with --out (nothing was written)") from None
     return Exported(target, card_path(target), fmt, checkpoint)
 
 
-def _checkpoint_of(source: Path) -> tuple[Path, Path]:
+def _refuse_overwriting(path: Path, checkpoint: Path) -> None:
+    """The output may replace an earlier export, never its input (or a link to it) nor any other file."""
+    if not (path.exists() or path.is_symlink()):
+        return
+    same = os.path.realpath(path) == os.path.realpath(checkpoint)
+    try:
+        same = same or os.path.samefile(path, checkpoint)  # a hard link too
+    except OSError:
+        pass
+    if same:
+        raise UserError(f"--out {path}: that is the checkpoint being exported ({checkpoint}) or a link to "
+                        f"it, and writing there would destroy it; choose another --out (default: "
+                        f"RUN/exports/)")
+    if path.is_dir():
+        raise UserError(f"--out {path}: a folder is in the way; choose another --out")
+    if not (is_exported(path) or path.name.endswith(CARD_SUFFIX)):
+        raise UserError(f"--out {path}: the file exists and is not an exported model; export replaces only "
+                        f"earlier exports, so choose another --out (or move that file away)")
+
+
+class ExportStopped(UserError):
+    exit_code = 143  # 128 + SIGTERM, as a shell reports a terminated command
+
+
+class _sigterm_stops_the_write:
+    """While the export writes, SIGTERM raises (so the atomic writer removes its temporary file)
+    instead of ending the process on the spot."""
+
+    def __init__(self, target: Path):
+        self.target, self.previous = target, None
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            def stop(signum, frame):
+                raise ExportStopped(f"{self.target}: export stopped by SIGTERM; nothing was written "
+                                    f"(run the export again)")
+            self.previous = signal.signal(signal.SIGTERM, stop)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+        return False
+
+
+def _checkpoint_of(source: Path, echo=None) -> tuple[Path, Path]:
     """(the checkpoint to export, the run folder it belongs to) for a run folder or a checkpoint."""
     from mnist_hpc.training.checkpoint import run_of
-    from mnist_hpc.training.inference import find_checkpoint
 
     if not source.exists():
         raise UserError(f"{source}: no such run folder or checkpoint")
@@ -93,7 +141,7 @@ def _checkpoint_of(source: Path) -> tuple[Path, Path]:
         if not is_run:
             raise UserError(f"{source}: not a run folder (no config.yaml or checkpoints/ in it); "
                             f"give a run folder or a checkpoint file")
-        checkpoint = find_checkpoint(source)
+        checkpoint = find_checkpoint(source, **({"echo": echo} if echo else {}))
         return checkpoint, run_of(checkpoint)
     if is_exported(source):
         raise UserError(f"{source}: already an exported model; export from its run folder or checkpoint")
@@ -146,11 +194,11 @@ def model_card(model, cfg, fmt: str, target: Path, checkpoint: Path, run_dir: Pa
     from mnist_hpc.training.models import count_params, size_mb
 
     state = ckpt.load(checkpoint)
-    blob = target.read_bytes()
+    size_bytes, digest = file_digest(target)
     size, channels, classes = int(info.get("size", 28)), int(info.get("channels", 1)), list(info["classes"])
     return {
         "card_format": CARD_FORMAT, "card_version": 1,
-        "file": target.name, "format": fmt, "bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest(),
+        "file": target.name, "format": fmt, "bytes": size_bytes, "sha256": digest,
         "model": cfg.model.name, "parameters": count_params(model), "size_mb": round(size_mb(model), 3),
         "dataset": cfg.data.dataset, "classes": classes, "data_info": info,
         **_accuracy(state, cfg, run_dir),
@@ -196,71 +244,3 @@ def _runtime_versions(fmt: str) -> dict:
     import onnxruntime
 
     return {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
-
-
-# --------------------------------------------------------------------------- loading back
-
-
-def read_card(path) -> dict:
-    card = card_path(path)
-    if not card.is_file():
-        raise UserError(f"{path}: no model card beside it ({card.name}), which says the dataset and the "
-                        f"normalisation; export it again with: mnist-hpc export RUN --format ...")
-    try:
-        data = json.loads(card.read_text())
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise UserError(f"{card}: not a readable model card ({e})") from None
-    if not isinstance(data, dict) or data.get("card_format") != CARD_FORMAT:
-        raise UserError(f"{card}: not an mnist-hpc model card")
-    return data
-
-
-class OnnxModel(torch.nn.Module):
-    """An ONNX file run by onnxruntime, called like the torch model (tensor in, logits out)."""
-
-    def __init__(self, path: Path):
-        super().__init__()
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own error types
-            raise UserError(f"{path}: not a loadable ONNX model ({str(e).splitlines()[0][:160]})") from None
-        self.input = self.session.get_inputs()[0].name
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.session.run(None, {self.input: x.detach().float().cpu().contiguous().numpy()})[0]
-        return torch.from_numpy(out).to(x.device)
-
-
-def load_exported(path, device="cpu", *, trust_code: bool = False):
-    """An exported file -> (model in eval mode, the run's config from its card, the path)."""
-    path = Path(path)
-    card = read_card(path)
-    cfg = config_from_dict(card.get("config", {}), source=f"{card_path(path)} (config)")
-    fmt = card.get("format")
-    if fmt == "onnx" or path.suffix == ".onnx":
-        require("onnxruntime", f"{path}: an ONNX model")
-        model = OnnxModel(path)
-    elif fmt == "torchscript":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                model = torch.jit.load(str(path), map_location=device)
-            except Exception as e:  # noqa: BLE001
-                raise UserError(f"{path}: not a loadable TorchScript model ({str(e).splitlines()[0][:160]})") from None
-    elif fmt == "state_dict":
-        from mnist_hpc.training.inference import model_for_state
-
-        model = model_for_state(cfg, card, path, trust_code=trust_code).to(device)
-        try:
-            model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
-        except Exception as e:  # noqa: BLE001
-            raise CheckpointError(f"{path}: weights do not load into model {cfg.model.name} "
-                                  f"({str(e).splitlines()[0][:160]})") from None
-    else:
-        raise UserError(f"{card_path(path)}: unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    model.eval()
-    return model, cfg, path

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from mnist_hpc.config.yamlio import special_file
 from mnist_hpc.errors import UserError
 
 SIZE = 28  # output frame
@@ -52,6 +53,9 @@ def load_image(path) -> Image.Image:
         raise UserError(f"{name}: no such file")
     if p.is_dir():
         raise UserError(f"{name}: not an image (it is a directory)")
+    kind = special_file(p)
+    if kind:
+        raise UserError(f"{name}: not an image file ({kind}); give a PNG or JPEG file")
     try:
         with Image.open(p) as im:
             im.load()

@@ -3,8 +3,9 @@ set (alone or as an ensemble), classify images (files or MNIST-style arrays)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import torch
 
@@ -13,9 +14,10 @@ from mnist_hpc.config.datasets import resolve_data_root
 from mnist_hpc.errors import UserError
 from mnist_hpc.training import checkpoint as ckpt
 from mnist_hpc.training import data as datamod
+from mnist_hpc.training import exported
 from mnist_hpc.training.build import cpu_threads, pick_device
 from mnist_hpc.training.evaluate import nll, predict_probs
-from mnist_hpc.training.models import build_model
+from mnist_hpc.training.restore import data_info, model_for_state
 
 
 class Loaded(NamedTuple):
@@ -27,74 +29,56 @@ class Loaded(NamedTuple):
     info: dict  # dataset, classes, channels, size, mean, std (``data_info``)
 
 
-def data_info(cfg, state: Optional[dict] = None) -> dict:
-    """The classes and normalisation a model was trained with: as its checkpoint (or export card)
-    recorded them, else the dataset registry's (checkpoints of earlier versions; MNIST-family only)."""
-    stored = (state or {}).get("data_info")
-    if isinstance(stored, dict) and stored.get("classes"):
-        return stored
-    spec = datamod.DATASETS.get(cfg.data.dataset)
-    if spec is None or spec.mean is None:
-        raise UserError(f"{cfg.data.dataset}: this checkpoint does not record its classes and normalisation; "
-                        f"re-export or retrain it with this version")
-    return {"dataset": spec.name, "classes": list(spec.classes), "channels": 1, "size": 28,
-            "mean": spec.mean, "std": spec.std}
+def _warn(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
 
 
-def model_for_state(cfg, state: dict, where, *, run_dir=None, trust_code: bool = False,
-                    python_model=None) -> torch.nn.Module:
-    """The (untrained) module a checkpoint's weights belong to: a built-in or torchvision net from
-    its config, a custom one from the code the checkpoint carries (the run folder's copy when it
-    matches), which runs only when trusted (training/usercode.py)."""
-    from mnist_hpc.config.datasets import DataShape
-    from mnist_hpc.training import usercode
-
-    info = data_info(cfg, state)
-    shape = DataShape(tuple(info["classes"]), int(info.get("channels", 1)), int(info.get("size", 28)))
-    code = None
-    if cfg.model.source == "custom":
-        record = state.get("model_code") or {}
-        if not record.get("sha256") and python_model is not None:  # defined in this Python session
-            if isinstance(python_model, torch.nn.Module):
-                import copy
-
-                return copy.deepcopy(python_model)
-            return build_model(cfg.model, shape, factory=python_model)
-        if not record.get("sha256"):
-            raise UserError(f"{where}: the network ({cfg.model.factory}) was defined in Python without a file, so "
-                            f"no other process can rebuild it; move the class into a file (e.g. nets/mynet.py), "
-                            f"set model.file and model.factory, and train again")
-        code = usercode.code_from_record(record, record.get("text"), where, run_dir=run_dir, trust_code=trust_code)
-    return build_model(cfg.model, shape, code=code, load_weights=False)
-
-
-def find_checkpoint(path) -> Path:
-    """A checkpoint file as it is, or a run / checkpoints folder's best.pt, else its newest last-*.pt."""
+def find_checkpoint(path, echo=_warn) -> Path:
+    """A checkpoint file as it is, or a run / checkpoints folder's best.pt, else its newest
+    last-*.pt; a damaged one is skipped for the previous good one, with a warning (``echo``)."""
     p = Path(path)
     if not p.is_dir():
         return p
     cdir = p / "checkpoints" if (p / "checkpoints").is_dir() else p
-    candidates = ([cdir / "best.pt"] if (cdir / "best.pt").exists() else []) + ckpt.list_checkpoints(cdir)
-    if not candidates:
-        raise UserError(f"{p}: no checkpoint found (expected {cdir}/best.pt or last-*.pt)")
-    return candidates[0]
+    found = ckpt.usable(cdir, warn=echo)
+    if found is None:
+        where = p if p.name == "checkpoints" else p / "checkpoints"  # where train writes them
+        raise UserError(f"{p}: no checkpoint found (expected best.pt or last-*.pt in {where}/)"
+                        + _how_the_run_ended(where.parent))
+    return found
 
 
-def load_for_inference(path, device="cpu", *, trust_code: bool = False):
+def _how_the_run_ended(run_dir: Path) -> str:
+    """'; the run failed: ...' (or stopped, or is running) from its state.json, else ''."""
+    from mnist_hpc.runs.state import read_state
+
+    try:
+        st = read_state(run_dir)
+    except Exception:  # noqa: BLE001 - a damaged state only loses this hint
+        return ""
+    if st is None or st.state == "completed":
+        return ""
+    what = st.describe()
+    then = ("; fix the cause and train it again (see its train.log or job output)" if st.state == "failed"
+            else "; wait for it to save a checkpoint" if st.state == "running" else "")
+    return f"; the run {what}{then}"
+
+
+def load_for_inference(path, device="cpu", echo=_warn, what="device", *, trust_code: bool = False):
     """A run folder, checkpoint file or exported model (ONNX, TorchScript, state_dict with its
     model card) -> (model in eval mode, its config, the file's path)."""
-    loaded = load_model(path, device, trust_code=trust_code)
+    loaded = load_model(path, device, echo, what, trust_code=trust_code)
     return loaded.model, loaded.cfg, loaded.path
 
 
-def load_model(path, device="cpu", *, trust_code: bool = False, python_model=None) -> Loaded:
+def load_model(path, device="cpu", echo=_warn, what="device", *, trust_code: bool = False,
+               python_model=None) -> Loaded:
     """``load_for_inference`` plus the data the model expects (``Loaded.info``)."""
-    from mnist_hpc.training import export
-
-    if export.is_exported(path):
-        model, cfg, p = export.load_exported(path, device, trust_code=trust_code)
-        return Loaded(model, cfg, p, export.read_card(p).get("data_info") or data_info(cfg))
-    p = find_checkpoint(path)
+    device = pick_device(device, what=what)
+    if exported.is_exported(path):
+        model, cfg, p = exported.load_exported(path, device, trust_code=trust_code)
+        return Loaded(model, cfg, p, exported.read_card(p).get("data_info") or data_info(cfg))
+    p = find_checkpoint(path, echo)
     state = ckpt.load(p, map_location=device)
     cfg = config_from_dict(state.get("config", {}), source=f"{p} (stored config)")
     model = model_for_state(cfg, state, p, run_dir=ckpt.run_of(p), trust_code=trust_code,
@@ -109,12 +93,13 @@ def load_model(path, device="cpu", *, trust_code: bool = False, python_model=Non
 
 
 def evaluate_runs(paths, *, data_dir=None, tta=False, device="auto", batch_size=2000, cpus=None,
-                  offline=False, trust_code: bool = False, python_model=None):
+                  offline=False, what="--device", trust_code: bool = False, python_model=None):
     """Test accuracy and loss of each run (its best, else newest checkpoint) and, with several,
     of their averaged predictions: (one dict per run, the ensemble's dict or None).
 
-    ``cpus``: CPUs given by a scheduler (threads); ``offline``: never download the dataset."""
-    dev = pick_device(device)
+    ``cpus``: CPUs given by a scheduler (threads); ``offline``: never download the dataset;
+    ``what``: how the caller spells the device setting (for the one-line error of a bad one)."""
+    dev = pick_device(device, what=what)
     torch.set_num_threads(cpu_threads(None, cpus))
     loaded = [load_model(p, dev, trust_code=trust_code, python_model=python_model) for p in paths]
     datasets = {c.data.dataset for _, c, _, _ in loaded}
@@ -146,10 +131,16 @@ def evaluate_runs(paths, *, data_dir=None, tta=False, device="auto", batch_size=
 def predict_arrays(checkpoint_path, arrays, device="cpu", top=3, *, trust_code: bool = False, python_model=None):
     """For each MNIST-style image (28×28 uint8, white ink on black): the ``top`` (class name,
     probability) pairs, most likely first."""
+    device = pick_device(device, what="device")
     model, cfg, _, info = load_model(checkpoint_path, device, trust_code=trust_code, python_model=python_model)
     classes = info["classes"]
     if not len(arrays):
         return []
+    for i, a in enumerate(arrays):
+        if tuple(getattr(a, "shape", ())) != (28, 28):
+            raise UserError(f"image {i}: shape {tuple(getattr(a, 'shape', ()))}; predict_arrays takes 28×28 "
+                            f"uint8 digits (white ink on black); give image files or PIL images to "
+                            f"Run.predict, which prepares any size the MNIST way")
     x = torch.stack([torch.as_tensor(a, dtype=torch.uint8) for a in arrays]).to(device)
     size = int(info.get("size", 28))
     if x.shape[-1] != size:  # a model trained on images of another side (an image folder)

@@ -368,8 +368,7 @@ def check_model(model_cfg, shape: DataShape, *, code: Optional[ModelCode] = None
     (2, num_classes). Returns the parameter count. Each failure is one line in the user's terms;
     built-in models are checked by the config validator and skip the forward."""
     if model is None:
-        with torch.device("meta"):
-            meta = build_model(model_cfg, shape, code=code, factory=factory, load_weights=False)
+        meta = _build_on_meta(model_cfg, shape, code, factory)
     else:
         meta = model
     n = sum(p.numel() for p in meta.parameters())
@@ -387,6 +386,21 @@ def check_model(model_cfg, shape: DataShape, *, code: Optional[ModelCode] = None
                                                        load_weights=False)
     probe_forward(real, shape, code, what)
     return n
+
+
+def _build_on_meta(model_cfg, shape: DataShape, code, factory) -> nn.Module:
+    """The model built on the meta device (shapes only, no memory). Code that reads tensor values
+    while building (RegNet's initialisation does, as may a user's) cannot run there: then it is
+    built on the CPU, which allocates its weights."""
+    try:
+        with torch.device("meta"):
+            return build_model(model_cfg, shape, code=code, factory=factory, load_weights=False)
+    except UserCodeError as e:
+        if "meta tensor" not in str(e) and "meta device" not in str(e):
+            raise
+    except NotImplementedError:
+        pass
+    return build_model(model_cfg, shape, code=code, factory=factory, load_weights=False)
 
 
 def probe_forward(model: nn.Module, shape: DataShape, code: Optional[ModelCode], what: str) -> None:

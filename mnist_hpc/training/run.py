@@ -37,8 +37,8 @@ from mnist_hpc.training.build import (build_components, cpu_threads, keep_freed_
 from mnist_hpc.training.context import TrainContext
 from mnist_hpc.training.evaluate import evaluate
 from mnist_hpc.training.models import PreparedModel, count_params, prepare_model, size_mb
+from mnist_hpc.training.trainer import Trainer, rate_of
 from mnist_hpc.training.usercode import SNAPSHOT_DIR
-from mnist_hpc.training.trainer import Trainer
 
 
 def echo_line(msg: str) -> None:
@@ -64,7 +64,7 @@ def run_training(cfg, *, ctx: Optional[TrainContext] = None, data_dir=None, run_
     ctx = ctx or TrainContext()
     check_extras(cfg)  # a logger's missing package: one line before anything starts
     denv = distmod.detect({**os.environ, **ctx.launch_env}, launcher=ctx.launcher_name())
-    shape = data_shape(cfg.data)
+    shape = data_shape(cfg.data, resolve_data_root(data_dir, None)[0])
     if shape is None:
         raise datamod.DataError(f"data.root: {cfg.data.root}: not a folder of class subfolders; dataset: folder "
                                 f"needs one subfolder of images per class")
@@ -74,7 +74,8 @@ def run_training(cfg, *, ctx: Optional[TrainContext] = None, data_dir=None, run_
                           f"{denv.world_size} x train.grad_accum {cfg.train.grad_accum}")
     device = pick_device(cfg.runtime.device, denv)
     precision = precision_policy(cfg.train.amp, device, deterministic=cfg.runtime.deterministic)
-    torch.set_num_threads(cpu_threads(cfg.runtime.threads, ctx.cpus, denv.local_world_size))
+    torch.set_num_threads(cpu_threads(cfg.runtime.threads, ctx.cpus, denv.local_world_size,
+                                      warn=echo if denv.is_main else None))
     keep_freed_tensor_memory()
     stop, owned = ctx.stop, False
     if stop is None:
@@ -264,13 +265,22 @@ class _Run:
         """--init-from: the checkpoint's weights only (every rank loads them: DDP has already
         broadcast its initial weights)."""
         state = ckpt.load(path, map_location=self.device)
+        stored = state.get("config") if isinstance(state.get("config"), dict) else {}
+        theirs = stored.get("model", {}).get("name") if isinstance(stored.get("model"), dict) else None
+        ours = self.cfg.model.name
         try:
             self.parts.raw_model.load_state_dict(state["model"])
         except (RuntimeError, KeyError, ValueError) as e:
+            if theirs and theirs != ours:
+                raise UserError(f"--init-from {path}: the checkpoint holds a `{theirs}` net; this config "
+                                f"builds `{ours}`: start from a run of the same model, or train "
+                                f"with --set model.name={theirs} (and that run's model settings)") from None
             lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
             why = next((ln for ln in lines if not ln.startswith("Error(s) in loading")), lines[0] if lines else "")
+            held = f" (the checkpoint holds a `{theirs}` net with other settings)" if theirs else ""
             raise UserError(f"--init-from {path}: its weights do not fit this config's model "
-                            f"{self.cfg.model.name}: {why[:160]}") from None
+                            f"`{ours}`{held}: {why[:160]}; use the model settings of the run it "
+                            f"came from (its config.yaml)") from None
 
     # -- how the run ended, when not normally ----------------------------------------------
 
@@ -359,7 +369,9 @@ class _Run:
             data_seconds=round(self.data_seconds, 3),
             total_seconds=round(self.trainer.wall_seconds(), 3),
             process_seconds=round(time.time() - PROCESS_START, 3),
-            images_per_s=round(s.images_seen / max(s.step_seconds, 1e-9), 1),
+            images_per_s=round(rate_of(s.images_seen, s.step_seconds, self.trainer.warmup_images,
+                                       self.trainer.warmup_seconds), 1),
+            warmup_seconds=round(self.trainer.warmup_seconds, 3),
             device=self._device_text(),
             peak_gpu_memory_mb=self._peak_gpu_memory_mb(),
             world_size=denv.world_size,

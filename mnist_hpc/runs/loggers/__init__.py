@@ -19,81 +19,17 @@ Never imports torch or a tracker's package at import time.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
+import os
+import time
 from pathlib import Path
 from typing import Callable, Optional
 
 from mnist_hpc.config import flatten
 from mnist_hpc.errors import UserError
-from mnist_hpc.runs.folder import write_json, write_metrics_csv
+from mnist_hpc.runs.folder import write_metrics_csv
 
-TRACKERS_FILE = "trackers.json"
-
-# metrics.csv columns -> tracker tags (train and validation side by side in one chart)
-TAGS = {"train_loss": "loss/train", "val_loss": "loss/val", "train_acc": "accuracy/train",
-        "val_acc": "accuracy/val", "lr": "optim/lr", "seconds": "speed/epoch_seconds",
-        "images_per_s": "speed/images_per_s"}
-# summary.json keys a tracker records as the run's final numbers
-SUMMARY_KEYS = ("test_accuracy", "test_loss", "macro_f1", "best_val_accuracy", "best_epoch", "epochs_run",
-                "params", "model_size_mb", "train_seconds", "total_seconds", "images_per_s")
-STATUSES = ("completed", "failed", "interrupted")
-
-
-def numbers(values: dict) -> dict:
-    """The finite int/float entries of ``values`` (bools, None and NaN dropped)."""
-    return {k: v for k, v in values.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")}
-
-
-def read_trackers(run_dir) -> dict:
-    """``<run>/trackers.json``: {logger name: what it needs to continue its tracker run}."""
-    try:
-        data = json.loads((Path(run_dir) / TRACKERS_FILE).read_text())
-    except (OSError, ValueError, UnicodeDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-@dataclass
-class Session:
-    """What a logger needs to start (or continue) its tracker run."""
-
-    run_dir: Path
-    name: str  # the run folder's name: the tracker run's name
-    experiment: str  # experiment.name: the W&B group, the MLflow experiment
-    config: dict  # the resolved config (nested)
-    run_id: Optional[str] = None  # the run's id (run.json)
-    job_id: Optional[str] = None  # the scheduler's job id, when the run is inside a job
-    ids: dict = field(default_factory=dict)  # trackers.json as read at the start
-
-    def remember(self, logger: str, data: dict) -> None:
-        """Store what ``logger`` needs to continue its tracker run after a restart."""
-        self.ids[logger] = data
-        write_json(self.run_dir / TRACKERS_FILE, self.ids)
-
-
-class Logger:
-    """One tracker. Every method may be left as it is (a no-op)."""
-
-    name = "?"
-
-    def log_step(self, step: int, values: dict) -> None:
-        """Scalars at optimizer step ``step`` (names without prefix: train_loss, train_acc, lr)."""
-
-    def log_epoch(self, epoch: int, step: int, row: dict, history: list) -> None:
-        """The metrics.csv ``row`` of epoch ``epoch`` (1-based), ending at step ``step``;
-        ``history``: every row so far, this one included."""
-
-    def log_summary(self, summary: dict, plots: dict, step: int) -> None:
-        """The run's summary.json as a dict and its plots ({name: png path})."""
-
-    def close(self, status: str) -> None:
-        """End the tracker run: ``completed``, ``failed`` or ``interrupted`` (to be resumed)."""
-
-    def lines(self) -> list:
-        """What to tell the user at the end of the run (e.g. how to upload it)."""
-        return []
+from mnist_hpc.runs.loggers.base import (  # noqa: F401 - the package's names of before
+    STATUSES, SUMMARY_KEYS, TAGS, TRACKERS_FILE, Logger, Session, numbers, read_trackers)
 
 
 class CsvLogger(Logger):
@@ -107,6 +43,34 @@ class CsvLogger(Logger):
 
     def log_epoch(self, epoch, step, row, history):
         write_metrics_csv(self.path, history)
+
+
+GATE_ENV = "MNIST_HPC_EPOCH_GATE"  # set by a search worker (experiments/search.py) for its trainer
+GATE_TIMEOUT = 120.0  # seconds an epoch end waits for the worker's word at most
+
+
+class EpochGate(Logger):
+    """After each epoch's metrics.csv row, wait until the file ``$MNIST_HPC_EPOCH_GATE`` names that
+    epoch (or a later one): the search worker that started this training writes it once it has
+    told the pruner about the epoch, and first sends the stop signal if the trial is pruned, so
+    a pruned trial stops at the next step instead of training on while the worker looks. Waits
+    at most ``GATE_TIMEOUT`` s, and not at all once the worker (the parent process) is gone."""
+
+    name = "epoch-gate"
+
+    def __init__(self, path):
+        self.path, self.parent = Path(path), os.getppid()
+
+    def passed(self, epoch: int) -> bool:
+        try:
+            return int(self.path.read_text().strip() or 0) >= epoch
+        except (OSError, ValueError):
+            return False
+
+    def log_epoch(self, epoch, step, row, history):
+        deadline = time.monotonic() + GATE_TIMEOUT
+        while not self.passed(epoch) and time.monotonic() < deadline and os.getppid() == self.parent:
+            time.sleep(0.02)
 
 
 class Trackers:
@@ -178,6 +142,8 @@ def open_trackers(cfg, run_dir, *, run_id: Optional[str] = None, job_id: Optiona
     session = Session(run_dir, run_dir.name, cfg.experiment.name, cfg.to_dict(), run_id=run_id,
                       job_id=job_id, ids=read_trackers(run_dir))
     loggers: list = [CsvLogger(run_dir)]
+    if os.environ.get(GATE_ENV):
+        loggers.append(EpochGate(os.environ[GATE_ENV]))
     try:
         for name in cfg.experiment.loggers:
             if name == "csv":

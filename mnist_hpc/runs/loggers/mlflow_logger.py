@@ -18,7 +18,8 @@ import shlex
 import time
 from pathlib import Path
 
-from mnist_hpc.runs.loggers import SUMMARY_KEYS, TAGS, Logger, Session, flatten, numbers
+from mnist_hpc.config import flatten
+from mnist_hpc.runs.loggers.base import SUMMARY_KEYS, TAGS, Logger, Session, numbers
 
 STATUS = {"completed": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}
 ARTIFACTS = ("summary.json", "config.yaml", "metrics.csv")

@@ -12,7 +12,8 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from mnist_hpc.runs.loggers import TAGS, Logger, Session, flatten, numbers
+from mnist_hpc.config import flatten
+from mnist_hpc.runs.loggers.base import TAGS, Logger, Session, numbers
 
 HPARAM_METRICS = ("test/accuracy", "accuracy/val", "test/loss")
 

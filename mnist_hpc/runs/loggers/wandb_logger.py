@@ -15,7 +15,7 @@ import shlex
 import uuid
 from pathlib import Path
 
-from mnist_hpc.runs.loggers import SUMMARY_KEYS, TAGS, Logger, Session, numbers
+from mnist_hpc.runs.loggers.base import SUMMARY_KEYS, TAGS, Logger, Session, numbers
 
 EXIT_CODES = {"completed": 0, "interrupted": 75, "failed": 1}  # 75: the CLI's code for "stopped, resume me"
 

@@ -1,0 +1,94 @@
+"""The package's import graph has no circle: every import of a mnist_hpc module by another,
+at the top of a file or inside a function (a lazy import is still an arrow), read from the
+source. The lazy public API of ``mnist_hpc/__init__.py`` (its ``__getattr__``) is left aside."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "mnist_hpc"
+
+
+def modules() -> dict:
+    found = {}
+    for p in PACKAGE.rglob("*.py"):
+        parts = list(p.relative_to(PACKAGE.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        found[".".join(parts)] = p
+    return found
+
+
+def import_graph() -> dict:
+    """{module: the mnist_hpc modules it imports}; ``from a.b import c`` is an arrow to a.b.c
+    when that is a module, else to a.b."""
+    mods = modules()
+    graph = {}
+    for name, path in mods.items():
+        if name == "mnist_hpc":
+            continue  # the lazy public API
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        arrows = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                arrows |= {a.name for a in node.names if a.name in mods}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = package.split(".")[:len(package.split(".")) - node.level + 1]
+                    base = ".".join(up + ([base] if base else []))
+                for a in node.names:
+                    full = f"{base}.{a.name}"
+                    arrows.add(full if full in mods else base)
+        graph[name] = {m for m in arrows if m in mods and m not in ("mnist_hpc", name)}
+    return graph
+
+
+def circles(graph: dict) -> list:
+    """The strongly connected groups of more than one module (Tarjan)."""
+    index, low, stack, on, out, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                out.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_the_package_has_no_import_circle():
+    graph = import_graph()
+    assert len(graph) > 50 and "mnist_hpc.training.inference" in graph["mnist_hpc.training.export"]
+    assert circles(graph) == []
+
+
+def test_the_walker_sees_a_circle_made_of_lazy_imports():
+    assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_exported_models_have_one_module_that_writer_and_user_share():
+    graph = import_graph()
+    shared = "mnist_hpc.training.exported"
+    assert shared in graph["mnist_hpc.training.export"] and shared in graph["mnist_hpc.training.inference"]
+    assert "mnist_hpc.training.export" not in graph["mnist_hpc.training.inference"]
