@@ -33,14 +33,15 @@ UPDATE = os.environ.get("MNIST_HPC_UPDATE_GOLDEN") == "1"
 def example_spec(template: str, cluster: str) -> JobSpec:
     """A typical job of ``template`` on ``cluster``, as `mnist-hpc submit` would describe it."""
     profile, _ = get_profile(cluster)
-    wanted = {"submit_job": 1, "multi_gpu": 2, "multi_node": 4, "sweep_array": 1, "cpu_only": 0}[template]
+    wanted = {"submit_job": 1, "multi_gpu": 2, "multi_node": 4, "sweep_array": 1, "cpu_only": 0,
+              "sweep_report": 0}[template]
     gpus = min(wanted, profile.gpus_per_node)
     if gpus and profile.gpu_counts:  # the smallest count the cluster takes (Trillium: 1 or 4)
         gpus = min((n for n in profile.gpu_counts if n >= gpus), default=gpus)
     run = "/home/someone/scratch/mnist-hpc/runs/golden-20260101-120000"
     return JobSpec(
         template=template, profile=profile, job_name="golden",
-        config=f"{run}/config.yaml", run_dir=run if template != "sweep_array" else "",
+        config=f"{run}/config.yaml", run_dir=run if template not in ("sweep_array", "sweep_report") else "",
         sweep="/home/someone/scratch/mnist-hpc/configs/sweeps/learning_rate.yaml",
         time="2:00:00", nodes=2 if template == "multi_node" else 1, gpus_per_node=gpus,
         tasks_per_node=2 if template == "multi_gpu" and not gpus else None,
@@ -48,6 +49,7 @@ def example_spec(template: str, cluster: str) -> JobSpec:
         mail_user="someone@example.com",
         output=f"{run}/slurm-%A_%a.out" if template == "sweep_array" else f"{run}/slurm-%j.out",
         array="0-9%4" if template == "sweep_array" else None,
+        dependency="afterany:1234" if template == "sweep_report" else "",
         workdir="/home/someone/scratch/mnist-hpc",
         data_archive="/home/someone/scratch/mnist-hpc/data/mnist-hpc-data.tar",
         script_name=f"{run}/job.sh")
@@ -73,8 +75,26 @@ def test_golden(template, cluster):
     assert text == path.read_text(), f"{path} differs: review, then MNIST_HPC_UPDATE_GOLDEN=1"
 
 
+PACKED = ("narval", "local")  # sweep submit --pack 3: task I runs 3 runs one after another (cluster.packed)
+
+
+@pytest.mark.parametrize("cluster", PACKED)
+def test_golden_packed_sweep(cluster):
+    from dataclasses import replace
+
+    spec = replace(example_spec("sweep_array", cluster), pack=3, array="0-3%4")
+    text = R.render(spec)
+    assert 'args=(sweep task "$SWEEP" --task "$(( SLURM_ARRAY_TASK_ID + INDEX_OFFSET ))" --pack 3)' in text
+    assert "sweep run" not in text
+    path = GOLDEN / f"sweep_packed--{cluster}.sh"
+    if UPDATE:
+        path.write_text(text)
+    assert path.exists(), f"{path} missing: run with MNIST_HPC_UPDATE_GOLDEN=1 to create it"
+    assert text == path.read_text(), f"{path} differs: review, then MNIST_HPC_UPDATE_GOLDEN=1"
+
+
 def test_no_golden_file_is_orphaned():
-    expected = {f"{t}--{c}.sh" for t, c in CASES}
+    expected = {f"{t}--{c}.sh" for t, c in CASES} | {f"sweep_packed--{c}.sh" for c in PACKED}
     assert {p.name for p in GOLDEN.glob("*.sh")} == expected
 
 

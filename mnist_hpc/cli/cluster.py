@@ -1,4 +1,4 @@
-"""Cluster commands: submit, status, logs, cancel, push, data pack and sweep submit.
+"""Cluster commands: submit, status, logs, cancel, preempt, push, data pack and sweep submit.
 
 Thin click commands over ``mnist_hpc.cluster`` (jobs, queue, push, datapack): parse, call,
 print. cli/main.py registers them (``register(cli)``; ``sweep_submit_command`` belongs in the
@@ -27,7 +27,8 @@ def resource_options(f):
                      help="Cluster profile: fir, nibi, rorqual, trillium, narval, tamia, alliance, generic, "
                           "local, or one of yours (~/.config/mnist-hpc/clusters.yaml)."),
         click.option("--gpus", default=None, metavar="N|TYPE:N",
-                     help="GPUs per node, optionally typed (narval: a100_3g.20gb:1). "
+                     help="GPUs per node, optionally typed (narval: a100_3g.20gb:1), or auto (the cheapest "
+                          "request the model fits: a MIG slice, a whole GPU, or the CPU; says why). "
                           "Default: 1 on GPU clusters (4 where jobs take whole nodes), 0 on CPU-only ones."),
         click.option("--nodes", type=click.IntRange(1), default=1, show_default=True, help="Nodes."),
         click.option("--tasks", type=click.IntRange(1), default=None,
@@ -78,8 +79,11 @@ def _table(header, rows):
 @resource_options
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", shell_complete=complete_set,
               help="Override a config value (repeatable), as for `train`.")
+@click.option("--after", metavar="JOBID[:afterany]", default=None,
+              help="Start only after job JOBID completed successfully (afterok), or ended in any way "
+                   "(JOBID:afterany). The job must exist.")
 def submit(config, cluster, gpus, nodes, tasks, time_limit, account, mail, cpus, mem, data_dir,
-           dry_run, overrides):
+           dry_run, overrides, after):
     """Submit CONFIG as a Slurm job on CLUSTER and record it in a new run folder.
 
     \b
@@ -91,13 +95,155 @@ def submit(config, cluster, gpus, nodes, tasks, time_limit, account, mail, cpus,
     """
     job = jobs.submit(config, overrides, cluster, account=account, dry_run=dry_run, gpus=gpus,
                       nodes=nodes, tasks=tasks, time=time_limit, mail=mail, cpus=cpus, mem=mem,
-                      data_dir=data_dir, warn=_warn, note=_note)
+                      data_dir=data_dir, warn=_warn, note=_note, after=after)
     if job.job_id is None:
         click.echo(job.script, nl=False)
+        _dry_run_estimate(config, overrides, cluster, gpus, 1, time_limit)
         click.echo(f"dry run: nothing submitted; the job would run in {job.run_dir}", err=True)
         return
     click.echo(f"submitted job {job.job_id} to {job.cluster}: {_short(job.run_dir)}/")
     click.echo(FOLLOW_HINT.format(job=job.job_id))
+
+
+# --------------------------------------------------------------------------- estimate
+
+
+def _probe(cfg):
+    """Seconds per step of ``cfg``'s model and batch here (training.probe; tests replace it)."""
+    from mnist_hpc.training.probe import probe
+
+    return probe(cfg)
+
+
+def _is_sweep_file(path) -> bool:
+    from mnist_hpc.config import read_yaml
+
+    try:
+        raw = read_yaml(path)
+    except Exception:  # not ours to judge here: load_config says what is wrong with it
+        return False
+    return isinstance(raw, dict) and "base" in raw
+
+
+def cost_estimate(source, overrides, cluster, gpus, pack=1, time_limit=None, warn=None, stored_only=False,
+                  note=None):
+    """The ``cluster.estimate.Estimate`` of a config or sweep file (probing its model(s) here;
+    ``stored_only``: from stored probes only, torch-free, None where one is missing)."""
+    from mnist_hpc.cluster import estimate as est
+    from mnist_hpc.errors import UserError
+
+    profile = jobs.profile_for(cluster, warn or (lambda text: None))
+    is_sweep = _is_sweep_file(source)
+    if is_sweep:
+        from mnist_hpc.experiments.sweepfile import load_sweep
+
+        sweep = load_sweep(source, tuple(overrides))
+        if getattr(sweep, "study", None) is not None:
+            raise UserError(f"{source}: an optuna study has no fixed runs to estimate; estimate its base "
+                            "config (one trial) instead")
+        cfgs = [run.config for run in sweep.runs]
+    else:
+        from mnist_hpc.config import load_config
+
+        cfgs = [load_config(source, overrides)]
+        pack = 1
+    seen = {}
+    probes = []
+    for cfg in cfgs:
+        key = (repr(cfg.model), cfg.data.batch_size, cfg.data.dataset)
+        if key not in seen:
+            seen[key] = est.stored_probe(cfg) if stored_only else _probe(cfg)
+            if seen[key] is None:
+                return None
+        probes.append(seen[key])
+    if str(gpus).strip().lower() == "auto":  # what submit would choose (it says why itself)
+        gpus = jobs.auto_gpus(cfgs, profile, time_limit or "1:00:00", 1, None, note or (lambda text: None), pack,
+                              probe=probes[0])
+    n_gpus, gpu_type = jobs.parse_gpus(gpus, profile)
+    from mnist_hpc.cluster.spec import JobSpec, check_spec, kind_for
+
+    # the request as submit would check it: a GPU type or slice the cluster lacks is refused here too
+    check_spec(JobSpec(template="sweep_array" if is_sweep else kind_for(1, n_gpus, None), profile=profile,
+                       job_name="estimate", sweep="s", array="0-0", gpus_per_node=n_gpus, gpu_type=gpu_type,
+                       time=time_limit or "1:00:00", account=(profile.account_prefixes or ("def-",))[0] + "estimate" if profile.account_required else None))
+    return est.estimate(cfgs, probes, profile, n_gpus, gpu_type, pack=pack, time_limit=time_limit)
+
+
+def _dry_run_estimate(source, overrides, cluster, gpus, pack, time_limit) -> None:
+    """The estimate under a dry run's script, from stored probes (a dry run stays torch-free and
+    quick); without one, the line that makes it."""
+    from mnist_hpc.errors import UserError
+
+    try:
+        e = cost_estimate(source, overrides, cluster, gpus, pack, time_limit, stored_only=True)
+    except UserError as err:
+        _note(f"no cost estimate: {str(err).splitlines()[0]}")
+        return
+    if e is None:
+        sets = "".join(f" --set {o}" for o in overrides)
+        _note(f"no cost estimate yet (no stored probe of this model here): mnist-hpc estimate {source} "
+              f"--cluster {cluster}{sets} times a few steps once; dry runs then show it")
+        return
+    _show_estimate(e)
+
+
+def _show_estimate(e, err: bool = True) -> None:
+    for line in e.lines:
+        click.echo(line, err=err)
+    for text in e.warnings:
+        _warn(text)
+
+
+def _pack_value(pack: str, sweep_file, overrides, task_time: str) -> int:
+    """--pack K or auto (from the stored probes: torch-free, no training here)."""
+    from mnist_hpc.cluster import estimate as est
+    from mnist_hpc.cluster.units import is_time
+    from mnist_hpc.errors import UserError
+
+    text = str(pack).strip().lower()
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    if text != "auto":
+        raise UserError(f"--pack {pack}: expected a number of runs per array task (1 or more) or auto")
+    if not is_time(task_time):
+        raise UserError(f"--task-time {task_time}: expected minutes, H:MM:SS or D-HH:MM:SS")
+    from mnist_hpc.experiments.sweepfile import load_sweep
+
+    sweep = load_sweep(sweep_file, tuple(overrides))
+    if getattr(sweep, "study", None) is not None:
+        raise UserError("--pack auto: an optuna study's array tasks are workers claiming trials; drop --pack")
+    cfgs = [run.config for run in sweep.runs]
+    probes = [est.stored_probe(c) for c in cfgs]
+    if any(p is None for p in probes):
+        raise UserError(f"--pack auto needs the runs' time: run mnist-hpc estimate {sweep_file} --cluster NAME "
+                        "once (it times the model here), or give --pack K")
+    k, why = est.choose_pack(cfgs, probes, task_time)
+    _note(why)
+    return k
+
+
+@click.command()
+@click.argument("source", metavar="CONFIG|SWEEP", type=click.Path(dir_okay=False), shell_complete=complete_yaml)
+@click.option("--cluster", "-c", required=True, metavar="NAME", shell_complete=complete_cluster,
+              help="The cluster profile whose GPUs, limits and RGU values to use.")
+@click.option("--gpus", default=None, metavar="N|TYPE:N|auto",
+              help="As for submit (a MIG slice: a100_1g.5gb:1; auto: what submit --gpus auto would choose).")
+@click.option("--pack", type=click.IntRange(1), default=1, show_default=True, metavar="K",
+              help="Runs per array task (a sweep), as for sweep submit.")
+@click.option("--time", "time_limit", default=None, help="The --time you mean to ask for: warned about "
+              "when below the estimate or far above it.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", shell_complete=complete_set,
+              help="Override a config value (repeatable).")
+def estimate(source, cluster, gpus, pack, time_limit, overrides):
+    """What CONFIG (or every run of SWEEP) will cost on CLUSTER, before anything is queued.
+
+    \b
+    Per-run time from a short timed probe of the model and batch on this machine (stored and
+    reused), the walltime to ask for (with margin), GPU-hours and RGU-hours from the RGU value of
+    the GPU or MIG slice [Alliance wiki: Allocations and compute scheduling]. Every figure is an
+    estimate and says how it was obtained; no GPU speed has been measured, so none is claimed.
+    """
+    _show_estimate(cost_estimate(source, overrides, cluster, gpus, pack, time_limit, _warn, note=_note), err=False)
 
 
 # --------------------------------------------------------------------------- sweep submit
@@ -109,35 +255,81 @@ def submit(config, cluster, gpus, nodes, tasks, time_limit, account, mail, cpus,
 @click.option("--parallel", type=click.IntRange(1), default=4, show_default=True,
               help="Array tasks running at the same time (the %K of --array=0-N%K); for a "
                    "method: optuna study, the number of worker tasks.")
+@click.option("--then", "then", type=click.Choice(["report"]), default=None,
+              help="After the array has ended (afterany), a small CPU job writes the sweep's report.md "
+                   "into the sweep folder, naming the runs that did not complete.")
+@click.option("--pack", default="1", show_default=True, metavar="K|auto",
+              help="Runs per array task, one after another (short runs make poor array tasks; give "
+                   "--time for K runs). A task's time-limit signal checkpoints the current run and "
+                   "requeues the task; its next start skips the finished runs. auto: as many as fit "
+                   "--task-time, from the stored estimate (mnist-hpc estimate makes it).")
+@click.option("--task-time", default="1:00:00", show_default=True,
+              help="With --pack auto: how long each array task should last.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", shell_complete=complete_set,
               help="Override a config value in every run (repeatable), as for `sweep run`.")
 @click.option("--force", is_flag=True,
               help="Train anew the finished runs whose stored config differs from the one asked for "
                    "now (moved to <sweep folder>-replaced-<time>/, not deleted), as for `sweep run`.")
 def sweep_submit_command(sweep_file, cluster, gpus, nodes, tasks, time_limit, account, mail, cpus, mem,
-                         data_dir, dry_run, parallel, overrides, force):
-    """Submit every run of SWEEP_FILE as one Slurm job array (task I runs run I).
+                         data_dir, dry_run, parallel, then, pack, task_time, overrides, force):
+    """Submit every run of SWEEP_FILE as one Slurm job array (task I runs run I; with --pack K,
+    runs I*K .. I*K+K-1 one after another, each in its own run folder).
 
     A sweep larger than the cluster's largest array becomes several arrays, each starting
     when the previous one has ended, so that no more than --parallel runs at once. The tasks
     read a copy of SWEEP_FILE and its base config (--set folded in) kept in the sweep's folder
     runs/<sweep>-sweep-<time>/: editing the files afterwards changes nothing already submitted.
     """
+    pack = _pack_value(pack, sweep_file, overrides, task_time)
     out = jobs.sweep_submit(sweep_file, cluster, overrides=overrides, account=account, dry_run=dry_run,
                             gpus=gpus, nodes=nodes, tasks=tasks, time=time_limit, mail=mail, cpus=cpus,
-                            mem=mem, data_dir=data_dir, parallel=parallel, warn=_warn, note=_note,
-                            force=force)
+                            mem=mem, data_dir=data_dir, parallel=parallel, pack=pack, warn=_warn, note=_note,
+                            then=then, force=force)
     for line in out.notes:
         _note(line)
     if dry_run:
-        for job in out.jobs:
+        for job in out.jobs + ([out.report_job] if out.report_job else []):
             click.echo(job.script, nl=False)
-        click.echo(f"dry run: nothing submitted; {out.runs} runs in {len(out.jobs)} job array(s)", err=True)
+        _dry_run_estimate(sweep_file, overrides, cluster, gpus, out.pack, time_limit)
+        packing = f" ({out.tasks} task{'s' if out.tasks != 1 else ''} of {out.pack})" if out.pack > 1 else ""
+        click.echo(f"dry run: nothing submitted; {out.runs} runs{packing} in {len(out.jobs)} job array(s)",
+                   err=True)
         return
-    what = f"{out.runs} runs" if out.trials is None else f"{out.runs} workers of a {out.trials}-trial study"
+    packing = f" in {out.tasks} task{'s' if out.tasks != 1 else ''} of {out.pack}" if out.pack > 1 else ""
+    what = f"{out.runs} runs{packing}" if out.trials is None else f"{out.runs} workers of a {out.trials}-trial study"
     click.echo(f"submitted sweep {out.name}: {what} as job array {', '.join(out.job_ids)} on "
                f"{out.cluster} ({out.parallel} at a time); scripts in {_short(out.folder)}/")
+    if out.report_job is not None:
+        click.echo(f"then job {out.report_job.job_id} writes {_short(out.folder)}/report.md once the array has ended")
     click.echo(FOLLOW_HINT.format(job=f"{out.job_ids[0]}_0"))
+
+
+@click.command("task", hidden=True)
+@click.argument("sweep_file", type=click.Path(dir_okay=False, exists=True))
+@click.option("--task", "task", type=click.IntRange(0), required=True, help="The array task ($SLURM_ARRAY_TASK_ID).")
+@click.option("--pack", type=click.IntRange(1), required=True, help="Runs per array task.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Dataset folder, for every run.")
+def sweep_task_command(sweep_file, task, pack, data_dir):
+    """Run array task TASK of a packed sweep (`sweep submit --pack K`): runs TASK*K .. TASK*K+K-1
+    one after another, skipping completed ones and resuming an interrupted one."""
+    from mnist_hpc.cluster import packed
+
+    code = packed.run_task(sweep_file, task, pack, data_dir, echo=click.echo)
+    if code:
+        sys.exit(code)
+
+
+@click.command("report-job", hidden=True)
+@click.argument("sweep_file", type=click.Path(dir_okay=False, exists=True))
+def sweep_report_job_command(sweep_file):
+    """What `sweep submit --then report` runs after the array: report.md in the sweep folder,
+    with the runs that did not complete named."""
+    from mnist_hpc.cluster import packed
+
+    path, missing = packed.write_report(sweep_file)
+    click.echo(f"wrote {path}")
+    if missing:
+        click.echo(f"{len(missing)} run(s) did not complete: " + ", ".join(missing), err=True)
 
 
 # --------------------------------------------------------------------------- status, logs, cancel
@@ -174,7 +366,8 @@ def status(runs_dir, watch):
 
 def _print_status(now) -> None:
     rows = [(q.job.job_id, q.job.name, q.job.state, q.job.elapsed, q.job.time_limit, q.job.reason,
-             _short(q.folder) if q.folder else "-") for q in now.queued]
+             (_short(q.folder) if q.folder else "-") + (f" ({q.detail})" if getattr(q, "detail", "") else ""))
+            for q in now.queued]
     if rows:
         _table(("JOBID", "NAME", "STATE", "TIME", "LIMIT", "NODES/REASON", "RUN FOLDER"), rows)
     else:
@@ -222,6 +415,34 @@ def cancel(job_ids):
     """Cancel Slurm jobs (scancel), e.g. mnist-hpc cancel 123456."""
     for job_id in job_ids:
         click.echo(f"cancelled job {queue.cancel(job_id)}")
+
+
+@click.command()
+@click.argument("job_id", metavar="JOBID[_TASK]")
+@click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(file_okay=False),
+              help="Where to look for the job's run folder (its job script names the signal).")
+@click.option("--dry-run", is_flag=True, help="Print the scancel command; send nothing.")
+def preempt(job_id, runs_dir, dry_run):
+    """Rehearse the time limit: send running job JOBID (an array task: JOBID_TASK) the signal Slurm
+    sends before its limit, now.
+
+    \b
+    It runs `scancel --signal=<the job's requeue signal> --batch JOBID` (--batch where the job
+    script asks for --signal=B:..., as mnist-hpc's single-process scripts do; srun jobs get it in
+    their steps, as at the limit). The job checkpoints at the next step, requeues itself and
+    resumes in its next start: watch it with mnist-hpc status and mnist-hpc logs JOBID -f. Try it
+    on a short job before trusting a long one to the time limit.
+    """
+    out = queue.preempt(job_id, runs_dir, dry_run=dry_run)
+    command = " ".join(out.argv)
+    if dry_run:
+        click.echo(command)
+        click.echo(f"dry run: nothing sent (signal {out.signal} read from {_short(out.source)})", err=True)
+        return
+    to = "its batch shell" if out.batch else "its job steps"
+    click.echo(f"sent SIG{out.signal} to {to} of job {out.job_id} ({command}; the signal read from "
+               f"{_short(out.source)}): it checkpoints, requeues and resumes; follow it with "
+               f"mnist-hpc status · mnist-hpc logs {out.job_id} -f")
 
 
 # --------------------------------------------------------------------------- setup
@@ -303,8 +524,12 @@ def register(cli: click.Group) -> None:
     """Add the cluster commands to the main CLI: submit, status, logs, cancel, push and setup at the
     top and `pack` in the `data` group. `sweep submit` is ``sweep_submit_command``, which
     cli/main.py adds to its `sweep` group."""
-    for command in (submit, status, logs, cancel, push, setup):
+    for command in (submit, estimate, status, logs, cancel, preempt, push, setup):
         cli.add_command(command)
     data = cli.commands.get("data")
     if isinstance(data, click.Group):
         data.add_command(pack)
+    sweep = cli.commands.get("sweep")
+    if isinstance(sweep, click.Group):  # what a packed array task runs (sweep submit --pack K)
+        sweep.add_command(sweep_task_command)
+        sweep.add_command(sweep_report_job_command)

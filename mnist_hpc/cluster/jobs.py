@@ -10,6 +10,7 @@ renders and checks everything and creates nothing.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -57,6 +58,9 @@ class SweepJobs:
     jobs: list = field(default_factory=list)  # [Job]
     notes: list = field(default_factory=list)  # how the sweep was fitted to the cluster's limits
     snapshot: Optional[Path] = None  # <folder>/sweep.yaml: the copy the array tasks read (None: dry run)
+    pack: int = 1  # runs per array task (cluster.packed), one after another
+    tasks: int = 0  # array tasks in all (runs / pack, rounded up)
+    report_job: Optional[Job] = None  # --then report: the CPU job after the array(s)
     trials: Optional[int] = None  # a method: optuna study's n_trials (then ``runs`` counts its workers)
 
     @property
@@ -128,6 +132,44 @@ def _record(folder: Path, record: dict) -> None:
     write_json(folder / "job.json", record)
 
 
+def auto_gpus(cfgs, profile: Profile, time: str, nodes: int, tasks: Optional[int], note: Echo,
+              pack: int = 1, probe=None) -> str:
+    """``--gpus auto``: ``cluster.estimate.choose_gpus`` with this host's stored probe (if any);
+    says what it chose and why."""
+    from mnist_hpc.cluster import estimate
+
+    cfgs = list(cfgs)
+    probe = probe or (estimate.stored_probe(cfgs[0]) if cfgs else None)
+    choice = estimate.choose_gpus(cfgs, profile, time_limit=time, nodes=nodes, tasks=tasks, probe=probe,
+                                  pack=pack)
+    extra = "" if probe is not None else " (no stored probe here: mnist-hpc estimate makes one, which may choose the CPU)"
+    note(f"--gpus auto: {choice.gpus} -- {choice.why}{extra}")
+    return choice.gpus
+
+
+# --------------------------------------------------------------------------- chains
+
+
+DEPENDENCY_KINDS = ("afterok", "afterany")
+
+
+def dependency(after: Optional[str], dry_run: bool = False) -> str:
+    """``--after JOBID[:afterany|afterok]`` as sbatch's ``--dependency`` value (afterok by default);
+    the job must exist (asked once with ``scontrol``; a dry run without Slurm skips the check)."""
+    if not after:
+        return ""
+    job_id, _, kind = str(after).strip().partition(":")
+    kind = kind or "afterok"
+    if kind not in DEPENDENCY_KINDS:
+        raise UserError(f"--after {after}: expected JOBID, JOBID:afterok or JOBID:afterany")
+    job_id = slurm.check_job_id(job_id)
+    if not (dry_run and shutil.which("scontrol") is None):
+        if slurm.scontrol_show_job(job_id) is None:
+            raise UserError(f"--after {after}: job {job_id} does not exist (Slurm does not know it); "
+                            "check the id with mnist-hpc status or sq")
+    return f"{kind}:{job_id}"
+
+
 # --------------------------------------------------------------------------- submit
 
 
@@ -135,13 +177,14 @@ def submit(config_or_source, overrides: Sequence[str] = (), cluster: str = "loca
            account: Optional[str] = None, dry_run: bool = False, gpus=None, nodes: int = 1,
            tasks: Optional[int] = None, time: str = "1:00:00", mail: Optional[str] = None,
            cpus: Optional[int] = None, mem: Optional[str] = None, data_dir=None, cwd=None,
-           warn: Echo = _stderr("warning: "), note: Echo = _stderr()) -> Job:
+           warn: Echo = _stderr("warning: "), note: Echo = _stderr(), after: Optional[str] = None) -> Job:
     """Submit a config (a path, a shipped config name or a ``Config``) as a Slurm job on the
     cluster profile ``cluster``, in a new run folder under the config's output_dir.
 
     ``gpus``: GPUs per node, N or TYPE:N (None: 1 on GPU clusters); ``time``: the time limit;
     ``cpus``/``mem``: per task / per node (None: the profile's share). ``warn``/``note`` get the
-    warnings (a retired cluster name) and notes (the data archive packed) as lines."""
+    warnings (a retired cluster name) and notes (the data archive packed) as lines. ``after``:
+    ``JOBID[:afterany]``, start after that job (``--dependency``, afterok by default)."""
     from mnist_hpc.config import load_config
     from mnist_hpc.runs.folder import create_run_dir, new_run_dir
 
@@ -152,7 +195,10 @@ def submit(config_or_source, overrides: Sequence[str] = (), cluster: str = "loca
         raise UserError("overrides apply to a config file or name; apply them to the Config first")
     else:
         cfg, source = config_or_source, "(a Config object)"
+    if str(gpus).strip().lower() == "auto":
+        gpus = auto_gpus([cfg], profile, time, nodes, tasks, note)
     n_gpus, gpu_type = parse_gpus(gpus, profile)
+    depends = dependency(after, dry_run)
     check_model_before_queueing(cfg)
     cwd = Path(cwd or Path.cwd())
     run_dir = new_run_dir(str(cwd / cfg.experiment.output_dir), cfg.experiment.name).resolve()
@@ -172,7 +218,7 @@ def submit(config_or_source, overrides: Sequence[str] = (), cluster: str = "loca
             data_archive=str(cwd / datapack.DEFAULT_ARCHIVE),
             data_dir=str(Path(data_dir).resolve()) if data_dir else "",
             script_name=str(run_dir / "job.sh"), code=nodeenv.code_dir(run_dir),
-            python=nodeenv.submitting_python(), packages=packages)
+            python=nodeenv.submitting_python(), packages=packages, dependency=depends)
 
     spec = spec_for(run_dir)
     script = render(spec)
@@ -200,6 +246,7 @@ def submit(config_or_source, overrides: Sequence[str] = (), cluster: str = "loca
     _record(run_dir, {"job_id": job.job_id, "cluster": profile.name, "template": spec.template,
                       "run_dir": str(run_dir), "output": spec.output, "config": source,
                       "overrides": list(overrides), "script": str(script_path), "submitted_at": _now(),
+                      **({"after": depends} if depends else {}),
                       "argv": ["sbatch", "--parsable", str(script_path)]})
     return job
 
@@ -249,7 +296,8 @@ def _requeue_signal(sweep) -> str:
     return signals[0] if signals else "USR1"
 
 
-def plan_arrays(total: int, parallel: int, profile: Profile, queued: int = 0) -> tuple[list, int, list]:
+def plan_arrays(total: int, parallel: int, profile: Profile, queued: int = 0,
+                what: str = "runs") -> tuple[list, int, list]:
     """Fit ``total`` runs to the cluster's limits: [(offset, size)] of each job array, the %K
     (tasks running at once) and notes on what was changed. ``queued``: the user's jobs already
     in the queue. Every array task counts as one job against the per-user limit, chained arrays
@@ -257,7 +305,7 @@ def plan_arrays(total: int, parallel: int, profile: Profile, queued: int = 0) ->
     p = profile
     if p.max_jobs and total + queued > p.max_jobs:
         have = f" and {queued} of yours are queued or running already" if queued else ""
-        raise UserError(f"sweep of {total} runs: cluster {p.name} accepts at most {p.max_jobs} jobs per user, "
+        raise UserError(f"sweep of {total} {what}: cluster {p.name} accepts at most {p.max_jobs} jobs per user, "
                         f"queued and running together, every array task counted{have}; split the sweep "
                         "into smaller files (fewer values or seeds) or wait for jobs to end")
     notes = []
@@ -302,14 +350,17 @@ def sweep_submit(sweep_file, cluster: str = "local", *, overrides: Sequence[str]
                  tasks: Optional[int] = None, time: str = "1:00:00", mail: Optional[str] = None,
                  cpus: Optional[int] = None, mem: Optional[str] = None, data_dir=None,
                  parallel: int = 4, cwd=None, warn: Echo = _stderr("warning: "),
-                 note: Echo = _stderr(), force: bool = False) -> SweepJobs:
+                 note: Echo = _stderr(), force: bool = False, pack: int = 1,
+                 then: Optional[str] = None) -> SweepJobs:
     """Submit every run of ``sweep_file`` (with the ``--set`` ``overrides`` in every run) as a
     Slurm job array (task I runs run I), at most ``parallel`` at a time; a sweep larger than the
     cluster's largest array becomes several arrays, each starting when the previous one has ended.
     The tasks read a snapshot of the sweep file and its base config in the sweep's folder
     (``cluster.snapshot``): editing the originals afterwards changes nothing queued. Finished
     runs trained with another config are refused, or with ``force`` moved aside (not deleted)
-    when the arrays are submitted, as `sweep run` does."""
+    when the arrays are submitted, as `sweep run` does. ``pack`` K > 1: task I runs runs
+    I*K .. I*K+K-1 one after another (``cluster.packed``); limits count tasks. ``then="report"``:
+    a small CPU job, afterany on the (last) array, writes report.md there."""
     import tempfile
 
     from mnist_hpc.cluster import snapshot
@@ -327,6 +378,8 @@ def sweep_submit(sweep_file, cluster: str = "local", *, overrides: Sequence[str]
     stale = runguard.stale_runs(sweep.runs, is_completed)
     if stale and not force:
         runguard.refuse_stale(sweep.name, stale)
+    if str(gpus).strip().lower() == "auto":
+        gpus = auto_gpus(list(sweep.configs()), profile, time, 1, None, note, pack)
     n_gpus, gpu_type = parse_gpus(gpus, profile)
     checked = set()
     for run in sweep.runs:  # each distinct custom/torchvision model, built once before the queue
@@ -338,11 +391,21 @@ def sweep_submit(sweep_file, cluster: str = "local", *, overrides: Sequence[str]
     folder = new_run_dir(str(cwd / "runs"), f"{sweep.name}-sweep").resolve()
     check_writable(profile, cwd, folder, data_dir)
     signal = _requeue_signal(sweep)
+    from mnist_hpc.cluster.packed import task_count
+
+    if pack < 1:
+        raise UserError(f"--pack {pack}: pack at least one run per array task")
+    if sweep.study is not None and pack > 1:
+        raise UserError(f"--pack {pack}: an optuna study's array tasks are workers claiming trials; "
+                        "packing does not apply: drop --pack (use --parallel for the workers)")
     # a method: optuna study: each array task is a worker (task I is worker I) claiming trials
     # from the study's journal until it has n_trials; all of them run at once
     total = len(sweep.runs) if sweep.study is None else max(1, min(parallel, sweep.study.n_trials))
+    pack = min(pack, total) if total else 1
+    tasks = task_count(total, pack)  # what the per-user job limit counts: array tasks, not runs
     queued = slurm.count_jobs() if profile.max_jobs and not dry_run else 0
-    arrays, parallel, notes = plan_arrays(total, parallel, profile, queued)
+    what = f"array tasks ({total} runs, {pack} per task)" if pack > 1 else "runs"
+    arrays, parallel, notes = plan_arrays(tasks, parallel, profile, queued, what)
     packages = nodeenv.job_packages(sweep.configs())
     if sweep.study is not None:
         from mnist_hpc.config.extras import search_packages
@@ -361,15 +424,35 @@ def sweep_submit(sweep_file, cluster: str = "local", *, overrides: Sequence[str]
                 sweep=str(folder / snapshot.SWEEP_FILE), time=time, gpus_per_node=n_gpus, gpu_type=gpu_type,
                 cpus_per_task=cpus, mem=mem, account=account or env.default_account(), mail_user=mail,
                 output=output, array=f"0-{size - 1}%{min(parallel, size)}", index_offset=offset,
-                requeue_signal=signal, workdir=str(cwd), data_archive=str(cwd / datapack.DEFAULT_ARCHIVE),
+                pack=pack, requeue_signal=signal, workdir=str(cwd),
+                data_archive=str(cwd / datapack.DEFAULT_ARCHIVE),
                 data_dir=str(Path(data_dir).resolve()) if data_dir else "",
                 script_name=str(folder / f"job-{k}.sh"), code=nodeenv.code_dir(folder),
                 python=nodeenv.submitting_python(), packages=packages)
             made.append(Job(None, render(spec), folder, profile.name, "sweep_array", output))
         return made
 
+    if then not in (None, "report"):
+        raise UserError(f"--then {then}: expected report")
+    if then and profile.cpu_node_cores:
+        raise UserError(f"--then report: cluster {profile.name} runs CPU jobs on whole {profile.cpu_node_cores}-core "
+                        "nodes, too much for a report; run mnist-hpc report on the login node after the array")
+
+    def report_in(folder: Path, after: str) -> Job:
+        output = str(folder / "slurm-report-%j.out")
+        spec = JobSpec(
+            template="sweep_report", profile=profile, job_name=f"{sweep.name}-report",
+            sweep=str(folder / snapshot.SWEEP_FILE), time="0:15:00", gpus_per_node=0, cpus_per_task=1,
+            mem="2G" if profile.mem_cpu_job else None, account=account or env.default_account(),
+            mail_user=mail, output=output, requeue_signal=signal, workdir=str(cwd), data_archive="",
+            script_name=str(folder / "report.sh"), code=nodeenv.code_dir(folder),
+            python=nodeenv.submitting_python(), packages=packages, dependency=after)
+        return Job(None, render(spec), folder, profile.name, "sweep_report", output)
+
     out = SweepJobs(sweep.name, folder, total, parallel, profile.name, jobs=jobs_in(folder), notes=notes,
-                    trials=sweep.study.n_trials if sweep.study is not None else None)
+                    pack=pack, tasks=tasks, trials=sweep.study.n_trials if sweep.study is not None else None)
+    if then:
+        out.report_job = report_in(folder, "afterany:ARRAY_JOB_ID")  # the id sbatch gives the array
     if dry_run:
         with tempfile.TemporaryDirectory() as tmp:  # the snapshot is checked as for a real submission
             snapshot.write(sweep, tmp, overrides)
@@ -389,6 +472,14 @@ def sweep_submit(sweep_file, cluster: str = "local", *, overrides: Sequence[str]
         shutil.rmtree(out.folder, ignore_errors=True)
         raise
     _submit_arrays(out, sweep_file, arrays, cwd)
+    if then:
+        out.report_job = report_in(out.folder, f"afterany:{out.jobs[-1].job_id}")
+        path = out.folder / "report.sh"
+        _write_script(path, out.report_job.script)
+        out.report_job.job_id = slurm.sbatch(str(path), cwd=str(cwd))
+        record = json.loads((out.folder / "job.json").read_text())
+        record["then"] = {"job_id": out.report_job.job_id, "script": str(path), "after": out.jobs[-1].job_id}
+        _record(out.folder, record)
     return out
 
 
@@ -408,7 +499,7 @@ def _submit_arrays(out: SweepJobs, sweep_file, arrays: list, cwd: Path) -> None:
             _record(out.folder, {
                 "job_id": submitted[0]["job_id"], "cluster": out.cluster, "template": "sweep_array",
                 "sweep": str(sweep_file), "snapshot": str(out.snapshot), "runs": out.runs,
-                "run_dir": str(out.folder),
+                "run_dir": str(out.folder), "pack": out.pack, "tasks": out.tasks,
                 "output": out.jobs[0].output, "script": submitted[0]["script"], "jobs": submitted,
                 "submitted_at": _now(), "argv": ["sbatch", "--parsable", submitted[0]["script"]]})
         else:

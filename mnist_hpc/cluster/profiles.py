@@ -31,8 +31,11 @@ class MigSlice:
 
     cpus: int = 1
     mem: str = "1G"
+    rgu: Optional[float] = None  # Reference GPU Units charged for the slice (None: not documented)
 
     def check(self, err):
+        if self.rgu is not None and not (isinstance(self.rgu, (int, float)) and self.rgu > 0):
+            err("rgu", "a positive number of RGU (or null)", self.rgu)
         if self.cpus < 1:
             err("cpus", "an integer >= 1", self.cpus)
         if not is_mem(self.mem):
@@ -52,6 +55,7 @@ class Profile:
     gpu_counts: tuple[int, ...] = ()
     mig: dict[str, MigSlice] = field(default_factory=dict)
     cpus_per_gpu: int = 1
+    rgu_per_gpu: Optional[float] = None  # RGU charged for one whole GPU of gpu_type (None: not documented)
     mem_per_gpu: Optional[str] = None
     cpus_cpu_job: int = 1
     mem_cpu_job: Optional[str] = None
@@ -84,6 +88,9 @@ class Profile:
                     "max_running", "max_array_size"):
             if getattr(self, key) < 0:
                 err(key, "an integer >= 0", getattr(self, key))
+        if self.rgu_per_gpu is not None and not (isinstance(self.rgu_per_gpu, (int, float))
+                                                 and self.rgu_per_gpu > 0):
+            err("rgu_per_gpu", "a positive number of RGU (or null)", self.rgu_per_gpu)
         if any(n < 1 for n in self.gpu_counts):
             err("gpu_counts", "a list of GPU counts >= 1", list(self.gpu_counts))
         if self.home_venv and (self.home_venv.startswith(("/", "-")) or ".." in Path(self.home_venv).parts

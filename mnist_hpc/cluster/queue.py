@@ -104,6 +104,7 @@ def run_folder(job_id: str, records: dict, runs_dir) -> Optional[str]:
 class Queued:
     job: slurm.QueuedJob
     folder: Optional[str]  # its run folder, when known
+    detail: str = ""  # a packed array task: which of its runs it is on, how many are done
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,7 @@ def status(runs_dir="runs", limit: int = 10) -> Status:
     jobs = [j for j in known if j.state not in slurm.ENDED_STATES]
     remembered = {j.job_id: j for j in known if j.state in slurm.ENDED_STATES}
     records = submitted_jobs(runs_dir)
-    queued = [Queued(j, run_folder(j.job_id, records, runs_dir)) for j in jobs]
+    queued = [Queued(j, run_folder(j.job_id, records, runs_dir), _packed_task(j.job_id, records)) for j in jobs]
     in_queue = {j.job_id.split("_")[0] for j in jobs}
     notes = []
     try:
@@ -256,7 +257,47 @@ def _finished_array(job_id: str, folder: str, record: dict, usage: Optional[dict
 
 def _sweep_result(record: dict) -> str:
     sweep = record.get("snapshot") or record.get("sweep", "")
-    return f"sweep of {record.get('runs', '?')} runs (mnist-hpc report {sweep})"
+    pack = record.get("pack") or 1
+    if pack <= 1:
+        return f"sweep of {record.get('runs', '?')} runs (mnist-hpc report {sweep})"
+    return (f"sweep of {record.get('runs', '?')} runs in {record.get('tasks', '?')} tasks of {pack}: "
+            f"{_packed_states(record)} (mnist-hpc report {sweep})")
+
+
+def _packed_task(job_id: str, records: dict) -> str:
+    """"run 4 of 3-5, 1 completed" for a running task of a packed sweep (its tasks/task-T.json), else ""."""
+    base, _, task = job_id.partition("_")
+    record = records.get(base)
+    if not task.isdigit() or not record or (record.get("pack") or 1) <= 1:
+        return ""
+    from mnist_hpc.cluster.packed import TASKS_DIR
+
+    offset = next((int(j.get("index_offset") or 0) for j in record.get("jobs") or []
+                   if str(j.get("job_id")) == base), 0)  # a later array of a long sweep starts further on
+    path = Path(record.get("run_dir") or record["folder"]) / TASKS_DIR / f"task-{int(task) + offset}.json"
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return ""
+    runs = info.get("runs") or []
+    done = sum(1 for state in (info.get("states") or {}).values() if state == "completed")
+    where = f"run {info['current']}" if info.get("current") is not None else "between runs"
+    span = f"{runs[0]}-{runs[-1]}" if runs else "?"
+    return f"{where} of {span}, {done} completed"
+
+
+def _packed_states(record: dict) -> str:
+    """How the runs of a packed sweep stand, each read from its own run folder: "4 completed, 1 requeued"."""
+    from mnist_hpc.cluster import packed
+
+    try:
+        states = packed.sweep_states(record.get("run_dir") or record["folder"])
+    except (UserError, OSError, KeyError) as e:
+        return f"run states unknown ({str(e)[:80]})"
+    counts = Counter(states.values())
+    order = ("completed", "running", "requeued", "interrupted", "failed", "pending")
+    return ", ".join(f"{counts[s]} {s}" for s in sorted(counts, key=lambda s: (order.index(s) if s in order
+                                                                                else len(order), s)))
 
 
 def run_result(folder: Path) -> str:
@@ -386,3 +427,74 @@ def cancel(job_id: str) -> str:
                         "(finished, cancelled, or someone else's)")
     slurm.scancel(job_id)
     return job_id
+
+
+# --------------------------------------------------------------------------- preempt (a time-limit rehearsal)
+
+_SIGNAL_LINE = re.compile(r"^#SBATCH\s+--signal[= ](?:(?P<batch>B):)?(?P<sig>[A-Z0-9]+)(?:@\d+)?\s*$", re.M)
+
+
+@dataclass(frozen=True)
+class Preempt:
+    job_id: str
+    signal: str  # USR1, USR2, ...
+    batch: bool  # --signal=B:...: the batch shell gets it (else only the job steps, as with srun jobs)
+    source: str  # where the signal was read: the job's script file, or the script Slurm keeps
+    argv: tuple = ()
+
+
+def requeue_signal_of(job_id: str, runs_dir="runs") -> tuple[str, bool, str]:
+    """(signal, to the batch shell?, where it was read) of ``job_id``: from the ``#SBATCH --signal``
+    line of its job script, read from its job.json record in ``runs_dir`` where there is one, else
+    from the script Slurm keeps (``scontrol write batch_script JOBID -``)."""
+    base = job_id.partition("_")[0]
+    records = submitted_jobs(runs_dir)
+    record = records.get(job_id) or records.get(base)
+    scripts = []
+    if record:
+        scripts = [j.get("script") for j in record.get("jobs") or [] if str(j.get("job_id")) == base]
+        scripts = [s for s in scripts if s] or [record.get("script")]
+    for path in scripts:
+        if not path:
+            continue
+        try:
+            text = Path(path).read_text(errors="replace")
+        except OSError:
+            continue
+        m = _SIGNAL_LINE.search(text)
+        if m:
+            return m.group("sig"), bool(m.group("batch")), str(path)
+    proc = slurm._run(["scontrol", "write", "batch_script", job_id, "-"], check=False)
+    m = _SIGNAL_LINE.search(proc.stdout or "") if proc.returncode == 0 else None
+    if m:
+        return m.group("sig"), bool(m.group("batch")), "its batch script (scontrol write batch_script)"
+    raise UserError(f"job {job_id} asks for no time-limit signal (no #SBATCH --signal line in its script): "
+                    "nothing would checkpoint it; submit it with mnist-hpc submit, or add "
+                    "#SBATCH --signal=B:USR1@90 and #SBATCH --requeue")
+
+
+def preempt(job_id: str, runs_dir="runs", dry_run: bool = False) -> Preempt:
+    """Send running job ``job_id`` (an array task as ``<array>_<task>``) what Slurm sends it before
+    its time limit: its own requeue signal (``scancel --signal=SIG [--batch]``, ``--batch`` where
+    the script asks for ``--signal=B:``), so that it checkpoints, requeues itself and resumes."""
+    job_id = slurm.check_job_id(job_id)
+    info = slurm.scontrol_show_job(job_id)
+    if info is None:
+        raise UserError(f"job {job_id} does not exist (Slurm does not know it: finished long ago, or a typo); "
+                        "see mnist-hpc status")
+    state = info.get("JobState", "?")
+    if state != "RUNNING":
+        raise UserError(f"job {job_id} is {state}, not RUNNING: only a running job can be sent its "
+                        "time-limit signal; wait until it starts (mnist-hpc status)")
+    array, task = info.get("ArrayJobId"), info.get("ArrayTaskId", "")
+    if array and "_" not in job_id:
+        if job_id == array:  # scancel <array id> would signal every task of the array
+            raise UserError(f"job {job_id} is a job array: name one task, e.g. {job_id}_0 "
+                            "(with the array's id every task would get the signal)")
+        if task.isdigit():
+            job_id = f"{array}_{task}"  # a task's own job id: named as the task
+    sig, batch, source = requeue_signal_of(job_id, runs_dir)
+    argv = ("scancel", f"--signal={sig}", *(("--batch",) if batch else ()), job_id)
+    if not dry_run:
+        slurm._run(list(argv))
+    return Preempt(job_id, sig, batch, source, argv)

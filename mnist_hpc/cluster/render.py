@@ -27,6 +27,8 @@ ABOUT = {
     "sweep_array": "A sweep as one job array: task I runs run I + INDEX_OFFSET of the sweep file.",
     "multi_gpu": "Data-parallel training on one node: one task per GPU, started by srun, joined by PyTorch\n"
                  "DDP.",
+    "sweep_report": "A sweep's report, after its job array has ended (sweep submit --then report): a small CPU\n"
+                    "job writing report.md into the sweep folder, naming the runs that did not complete.",
     "multi_node": "Data-parallel training across nodes: one task per GPU on every node, started by srun,\n"
                   "joined by PyTorch DDP.",
 }
@@ -36,6 +38,11 @@ ABOUT = {
 
 
 _PLAIN = re.compile(r"^[A-Za-z0-9_.,:%@/=+-]+$")
+
+
+PACKED_ABOUT = ("A packed sweep as one job array: task I runs the {k} runs from (I + INDEX_OFFSET) * {k} of the\n"
+                "sweep file, one after another, each in its own run folder; a requeued task skips the\n"
+                "completed runs and resumes the interrupted one.")
 
 
 def directive_quote(value: str) -> str:
@@ -71,6 +78,8 @@ def directives(spec: JobSpec) -> list[str]:
         opts.append(("--partition", p.partition))
     if spec.array:
         opts.append(("--array", spec.array))
+    if spec.dependency:
+        opts.append(("--dependency", spec.dependency))
     opts.append(("--output", spec.output))
     # the warning must come after the start: a short job gets it halfway through its time
     lead = min(spec.signal_seconds, max(10, parse_time(spec.time) // 2))
@@ -117,13 +126,16 @@ def render(spec: JobSpec) -> str:
     modules = list(p.modules) + (list(p.gpu_modules) if spec.gpus_per_node else [])
     values = {
         "directives": "\n".join(directives(spec)),
-        "about": "\n".join(f"# {line}" for line in ABOUT[spec.template].splitlines()),
+        "about": "\n".join(f"# {line}" for line in (PACKED_ABOUT.format(k=spec.pack) if spec.pack > 1 and
+                                                     spec.template == "sweep_array"
+                                                     else ABOUT[spec.template]).splitlines()),
         "generated": f"Made by mnist-hpc for the cluster profile {p.name} ({p.description}).",
         "script_name": _sh(spec.script_name),
         "log": _sh(spec.output.replace("%A", "JOBID").replace("%a", "TASK").replace("%j", "JOBID")),
         "config": _sh(spec.config),
         "sweep_file": _sh(spec.sweep),
         "index_offset": str(int(spec.index_offset)),
+        "pack": str(int(spec.pack)),
         "run_dir": _sh(spec.run_dir),
         "data_archive": _sh(spec.data_archive),
         "data_dir": _sh(spec.data_dir),
@@ -138,6 +150,10 @@ def render(spec: JobSpec) -> str:
         "home_venv": _sh(p.home_venv),
         "venv_stamp": _sh(venv_stamp(p.modules, spec.packages)),
     }
-    flags = {"sweep": spec.template == "sweep_array", "multi_node": spec.template == "multi_node",
+    sweep = spec.template == "sweep_array"
+    report = spec.template == "sweep_report"
+    flags = {"sweep": sweep or report, "sweep_array": sweep, "sweep_report": report,
+             "sweep_one": sweep and spec.pack <= 1, "sweep_packed": sweep and spec.pack > 1,
+             "multi_node": spec.template == "multi_node",
              "notes": bool(p.notes), "home_venv": bool(p.home_venv)}
     return _fill(_template_text("srun.sh" if spec.srun else "single.sh"), values, flags)

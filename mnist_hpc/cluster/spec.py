@@ -19,7 +19,7 @@ from mnist_hpc.errors import UserError
 
 # the kinds of job script; the first three run one process in the batch shell, the last two
 # start one task per GPU with srun
-KINDS = ("submit_job", "multi_gpu", "multi_node", "sweep_array", "cpu_only")
+KINDS = ("submit_job", "multi_gpu", "multi_node", "sweep_array", "cpu_only", "sweep_report")
 SRUN_KINDS = ("multi_gpu", "multi_node")
 SIGNALS = ("USR1", "USR2")
 DEFAULT_ARCHIVE = "data/mnist-hpc-data.tar"
@@ -46,6 +46,8 @@ class JobSpec:
     output: str = "slurm-%j.out"
     array: Optional[str] = None  # e.g. "0-9%4" (sweep_array)
     index_offset: int = 0  # added to $SLURM_ARRAY_TASK_ID (sweep_array)
+    pack: int = 1  # runs per array task, one after another (sweep_array; cluster.packed)
+    dependency: str = ""  # e.g. "afterok:123" (submit --after) or "afterany:123" (sweep submit --then report)
     requeue_signal: str = "USR1"
     signal_seconds: int = 90  # how long before the time limit the signal comes
     workdir: Optional[str] = None  # None = "$SLURM_SUBMIT_DIR" (the folder sbatch ran in)
@@ -157,7 +159,9 @@ def _check_cpus(spec: JobSpec) -> None:
 def _check_shape(spec: JobSpec) -> None:
     if spec.template == "sweep_array" and not (spec.array and spec.sweep):
         raise UserError("a sweep array job needs a sweep file and an --array range")
-    if spec.template != "sweep_array" and not spec.config:
+    if spec.template == "sweep_report" and (not spec.sweep or spec.gpus_per_node):
+        raise UserError("a sweep report job needs the sweep file and no GPU")
+    if spec.template not in ("sweep_array", "sweep_report") and not spec.config:
         raise UserError("a training job needs a config file")
     if not spec.srun and spec.gpus_per_node > 1:
         raise UserError(f"--gpus {spec.gpus_per_node}: a {spec.template} job runs one process: one GPU at most "

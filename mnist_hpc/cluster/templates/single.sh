@@ -6,17 +6,19 @@
 {{#notes}}
 {{notes}}
 {{/notes}}
-{{#sweep}}
+{{#sweep_array}}
 # Set --array to 0-(N-1)%K for N runs, K at a time (`mnist-hpc sweep submit` does it for you).
-{{/sweep}}
+{{/sweep_array}}
 # Submit:   sbatch {{script_name}}   (from the project folder, or any other)
 # Follow it:   sq   (or mnist-hpc status)   and   cat {{log}}   (or mnist-hpc logs JOBID -f)
 set -euo pipefail
 
 {{#sweep}}
 SWEEP={{sweep_file}}  # the sweep file
-INDEX_OFFSET={{index_offset}}  # added to the array index (a sweep longer than the cluster's largest array is split)
 {{/sweep}}
+{{#sweep_array}}
+INDEX_OFFSET={{index_offset}}  # added to the array index (a sweep longer than the cluster's largest array is split)
+{{/sweep_array}}
 {{^sweep}}
 CONFIG={{config}}  # the experiment to run: a shipped config's name or a file
 RUN_DIR={{run_dir}}  # empty: <output_dir>/<name>-job<JOBID>/, found again after a requeue
@@ -41,10 +43,18 @@ trap 'if [ -n "$child" ]; then kill -s "$REQUEUE_SIGNAL" "$child" 2>/dev/null ||
 
 {{> _setup.sh}}
 
-{{#sweep}}
+{{#sweep_one}}
 # ---- run this task's member of the sweep ----
 args=(sweep run "$SWEEP" --index "$(( SLURM_ARRAY_TASK_ID + INDEX_OFFSET ))")
-{{/sweep}}
+{{/sweep_one}}
+{{#sweep_packed}}
+# ---- run this task's {{pack}} runs of the sweep, one after another (completed ones are skipped) ----
+args=(sweep task "$SWEEP" --task "$(( SLURM_ARRAY_TASK_ID + INDEX_OFFSET ))" --pack {{pack}})
+{{/sweep_packed}}
+{{#sweep_report}}
+# ---- the sweep's report, into its folder, with the runs that did not complete ----
+args=(sweep report-job "$SWEEP")
+{{/sweep_report}}
 {{^sweep}}
 # ---- train ----
 args=(train "$CONFIG" --resume auto)
