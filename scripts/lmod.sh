@@ -6,16 +6,17 @@
 # to eval (the `module` function of the node's profile does: eval "$(lmod.sh bash "$@")") and
 # writes its messages to stderr. Subcommands: load (add), unload (del, rm), list, purge,
 # avail (spider). Modules it knows, as on the clusters' StdEnv/2023 (defaults marked D):
-#   StdEnv/2023 (D, sticky)   gcc/12.3 (D)   cuda/12.2 (D), cuda/12.6   python/3.11.5 (D)
-# `python/3.11` and `python` mean python/3.11.5, which puts the sandbox's python and
-# `virtualenv` on PATH. An unknown module is an error in Lmod's words, and nothing is loaded.
+#   StdEnv/2023 (D, sticky)   gcc/12.3 (D)   cuda/12.2 (D), cuda/12.6   python/3.11.5 (D), python/3.13
+# `python/3.11` and `python` mean python/3.11.5; python/3.11.5 and python/3.13 (what the project's
+# cluster profiles load: the newest Pythons have the wheels) both put the sandbox's one python and
+# `virtualenv` on PATH (a stand-in: the interpreter is whichever local_slurm.sh was given). An unknown module is an error in Lmod's words, and nothing is loaded.
 #
 # State lives where Lmod keeps it: $LOADEDMODULES (colon-separated full names). Needs
 # ALLIANCE_SOFTWARE: the folder whose <name>/<version>/bin a module puts on PATH.
 set -euo pipefail
 
 SOFTWARE=${ALLIANCE_SOFTWARE:?ALLIANCE_SOFTWARE is not set}
-KNOWN=(StdEnv/2023 gcc/12.3 cuda/12.2 cuda/12.6 python/3.11.5)
+KNOWN=(StdEnv/2023 gcc/12.3 cuda/12.2 cuda/12.6 python/3.11.5 python/3.13)
 STICKY=(StdEnv/2023)
 
 # full_name NAME: the module NAME stands for (NAME or NAME/PARTIAL-VERSION), '' if none
@@ -26,6 +27,7 @@ full_name() {
     cuda | cuda/12.2) echo cuda/12.2 ;;
     cuda/12.6) echo cuda/12.6 ;;
     python | python/3 | python/3.11 | python/3.11.5) echo python/3.11.5 ;;
+    python/3.13) echo python/3.13 ;;
     *) echo "" ;;
   esac
 }

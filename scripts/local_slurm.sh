@@ -41,7 +41,8 @@
 # The Alliance-like node (LOCAL_SLURM_ALLIANCE=1): what a job on an Alliance cluster meets
 # before its first line of Python, so that job scripts run here exactly as they will there:
 #   - Lmod's `module` command in every job shell (load, unload, list, purge, avail; it knows
-#     StdEnv/2023, gcc/12.3, cuda/12.2, cuda/12.6, python/3.11 = python/3.11.5; an unknown
+#     StdEnv/2023, gcc/12.3, cuda/12.2, cuda/12.6, python/3.11 = python/3.11.5, python/3.13 (the
+#     same interpreter: the cluster profiles load it); an unknown
 #     module fails with Lmod's message); `virtualenv` once python is loaded (scripts/lmod.sh);
 #   - a wheelhouse reached through a pip configuration file (PIP_CONFIG_FILE: find-links to
 #     it, no-index), the way the clusters point pip at theirs; the submitting shell's PIP_*
@@ -294,16 +295,18 @@ build_cache() {  # build_cache PYTHON
 # DIR/alliance: what the jobs of the node see (the module command, python/3.11.5 and virtualenv,
 # the pip configuration, the relay)
 write_node() {  # write_node PYTHON
-  local a=$DIR/alliance bin name
-  bin=$a/software/python/3.11.5/bin
+  local a=$DIR/alliance bin name version
   rm -rf "$a"
-  mkdir -p "$bin"
-  for name in python python3 python3.11; do ln -s "$1" "$bin/$name"; done
-  cat >"$bin/virtualenv" <<EOF
+  for version in 3.11.5 3.13; do  # python/3.13 (the profiles' choice) loads the same interpreter
+    bin=$a/software/python/$version/bin
+    mkdir -p "$bin"
+    for name in python python3 python3.11 python3.13; do ln -s "$1" "$bin/$name"; done
+    cat >"$bin/virtualenv" <<EOF
 #!/bin/sh
 PYTHONPATH="$CACHE/software/virtualenv" exec "$1" -m virtualenv "\$@"
 EOF
-  chmod 755 "$bin/virtualenv"
+    chmod 755 "$bin/virtualenv"
+  done
   install -m 755 "$HERE/lmod.sh" "$a/lmod"
   install -m 644 "$HERE/netns_relay.py" "$a/netns_relay.py"
   cat >"$a/profile.sh" <<EOF

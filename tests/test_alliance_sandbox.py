@@ -344,7 +344,7 @@ def alliance_jobs(alliance, slurm_data, workspace):
     # 4. a misspelled module
     typo = project / "slurm" / "typo.sh"
     typo.write_text((project / "slurm" / "submit_job.sh").read_text().replace(
-        "MODULES=(StdEnv/2023 python/3.11)", "MODULES=(StdEnv/2023 pyton/3.11)"))
+        "MODULES=(StdEnv/2023 python/3.13)", "MODULES=(StdEnv/2023 pyton/3.13)"))
     bad = alliance.sbatch("--cpus-per-task=1", "--mem=1G", "slurm/typo.sh", cwd=project, env=env)
     return {"project": project, "env": env, "handout": handout, "quick": quick, "ddp": ddp, "typo": bad}
 
@@ -359,7 +359,7 @@ def test_misspelled_module_fails_in_the_first_seconds(alliance, alliance_jobs):
     job, project = alliance_jobs["typo"], alliance_jobs["project"]
     assert alliance.wait(job, 300) == "FAILED"
     log = (project / f"slurm-{job}.out").read_text()
-    assert 'The following module(s) are unknown: "pyton/3.11"' in log, log
+    assert 'The following module(s) are unknown: "pyton/3.13"' in log, log
     assert "virtualenv" not in log and "mnist-hpc:" not in log
     elapsed = alliance.job(job).get("RunTime") or alliance.job(job).get("Elapsed", "")
     assert elapsed.startswith("00:00:"), elapsed
