@@ -667,3 +667,31 @@ def test_hostile_input(name, env):
 
 def test_the_corpus_is_large_enough():
     assert len(CASES) > 40
+
+
+def test_ctrl_c_inside_a_checkpoint_write_is_an_interrupt_not_a_full_disk(tmp_path):
+    """torch.save's writer reports a Ctrl-C during its write as a short-write RuntimeError (the
+    KeyboardInterrupt as its context); that once read as 'no space left on device'."""
+    import torch
+
+    from mnist_hpc.runs.folder import atomic_write_with
+
+    def writer(f):
+        class Interrupting:
+            def __init__(self):
+                self.n = 0
+
+            def write(self, b):
+                self.n += 1
+                if self.n == 3:
+                    raise KeyboardInterrupt
+                return f.write(b)
+
+            def flush(self):
+                f.flush()
+
+        torch.save({"a": torch.zeros(100_000)}, Interrupting())
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_with(tmp_path / "x.pt", writer)
+    assert not list(tmp_path.iterdir())  # the temporary file is gone, nothing half-written

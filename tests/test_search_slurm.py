@@ -79,7 +79,7 @@ def test_a_study_as_a_job_array_survives_a_preempted_task(slurm_sandbox, slurm_d
         number, run_dir = victim
         trial_log = (run_dir / "train.log").read_text()  # the trainer's own output
         assert "requeued Slurm job" in trial_log, trial_log
-        assert re.search(rf"\[trial {number}\] \S+: stopped \(exit \d+\); the next worker resumes it", logs), logs
+        assert re.search(rf"\[trial {number}\] \S+: stopped \(exit -?\d+\); the next worker resumes it", logs), logs
         assert re.search(rf"\[trial {number}\] \S+: resumed", logs), logs
         assert launches(run_dir) == 2 and "--resume auto" in trial_log, trial_log  # resumed, once
         for t in trials:

@@ -46,6 +46,9 @@ def atomic_write_with(path, writer: Callable[[BinaryIO], object]) -> Path:
             tmp.unlink()
         except OSError:
             pass
+        interrupt = _interrupt_behind(e)
+        if interrupt is not None and interrupt is not e:  # Ctrl-C inside torch.save's writer
+            raise interrupt from None
         if is_disk_full(e):
             raise disk_full_error(path, e) from None
         raise
@@ -99,8 +102,22 @@ class DiskFullError(UserError):
 _SHORT_WRITE = ("unexpected pos", "PytorchStreamWriter failed", "file write failed")
 
 
+def _interrupt_behind(exc: BaseException):
+    """The KeyboardInterrupt that ``exc`` stands for, if any: torch.save's writer turns a Ctrl-C
+    during its write into a short-write RuntimeError whose context is the KeyboardInterrupt."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, KeyboardInterrupt):
+            return exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
+
+
 def is_disk_full(exc: BaseException) -> bool:
-    """ENOSPC / EDQUOT, or torch.save's short-write RuntimeError ("enforce fail ... unexpected pos")."""
+    """ENOSPC / EDQUOT, or torch.save's short-write RuntimeError ("enforce fail ... unexpected pos")
+    that no Ctrl-C caused."""
+    if _interrupt_behind(exc) is not None:
+        return False
     if isinstance(exc, DiskFullError):
         return True
     if isinstance(exc, OSError):
