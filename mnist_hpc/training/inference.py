@@ -107,7 +107,9 @@ def evaluate_runs(paths, *, data_dir=None, tta=False, device="auto", batch_size=
         raise UserError(f"--ensemble: the runs were trained on different datasets ({', '.join(sorted(datasets))})")
     cfg = loaded[0].cfg
     if cfg.data.dataset == datamod.FOLDER:
-        _, _, x, y, _ = datamod.read_folder(cfg.data, resolve_data_root(data_dir, None)[0])
+        from mnist_hpc.training.imagefolder import read_folder
+
+        _, _, x, y, _ = read_folder(cfg.data, resolve_data_root(data_dir, None)[0])
     else:
         root, _ = resolve_data_root(data_dir, cfg.data.root)
         spec = datamod.DATASETS[cfg.data.dataset]
