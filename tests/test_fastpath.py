@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mnist_hpc.config import AugmentConfig
 from mnist_hpc.training import data as datamod
+from mnist_hpc.config import AugmentConfig
 
 MEAN, STD = 0.1307, 0.3081
 AUG = AugmentConfig(shift=2.0, rotate=15.0, scale=0.1)
@@ -22,19 +22,8 @@ def images(n: int, seed: int = 0) -> torch.Tensor:
 def loader(n=103, bs=16, seed=0, augment=None, rank=0, world=1, shuffle=True, x=None, channels_last=False):
     x = images(n) if x is None else x
     y = torch.arange(len(x))  # the label is the sample's index: batches tell which samples they hold
-    return datamod.ResidentLoader(
-        x,
-        y,
-        batch_size=bs,
-        mean=MEAN,
-        std=STD,
-        seed=seed,
-        shuffle=shuffle,
-        augment_cfg=augment,
-        rank=rank,
-        world_size=world,
-        channels_last=channels_last,
-    )
+    return datamod.ResidentLoader(x, y, batch_size=bs, mean=MEAN, std=STD, seed=seed, shuffle=shuffle,
+                                  augment_cfg=augment, rank=rank, world_size=world, channels_last=channels_last)
 
 
 def epoch_batches(ld, epoch=0, start=0):
@@ -155,9 +144,7 @@ def test_pure_shift_moves_pixels_by_whole_pixels_at_most():
 
 def test_hflip_mirrors_about_half_the_images_exactly_and_leaves_the_rest():
     x = images(200, seed=11).unsqueeze(1).float() / 255
-    out = datamod.augment(
-        x, shift=0, rotate=0, scale=0, hflip=True, generator=torch.Generator().manual_seed(2)
-    )
+    out = datamod.augment(x, shift=0, rotate=0, scale=0, hflip=True, generator=torch.Generator().manual_seed(2))
     mirrored = (out - x.flip(-1)).abs().amax((1, 2, 3)) < 1e-5
     kept = (out - x).abs().amax((1, 2, 3)) < 1e-5
     assert bool((mirrored ^ kept).all())  # each image is either mirrored or untouched, exactly
@@ -206,19 +193,12 @@ def test_augmentation_differs_between_epochs_and_steps():
 # --------------------------------------------------------------------------- the fast net
 
 
-@pytest.mark.parametrize(
-    "params",
-    [
-        {},
-        {"width": 8, "depth": 2},
-        {"channels": [12, 24, 32], "head": "flatten"},
-        {"width": 4, "depth": 4, "head": "flatten"},
-        {"channels": [8, 16, 32], "head": "flatten", "downsample": "stride"},
-        {"width": 4, "depth": 4, "downsample": "stride"},
-        {"channels": [8, 16, 32], "convs": 2, "head": "flatten"},
-        {"width": 4, "depth": 2, "convs": 3, "downsample": "stride"},
-    ],
-)
+@pytest.mark.parametrize("params", [{}, {"width": 8, "depth": 2}, {"channels": [12, 24, 32], "head": "flatten"},
+                                    {"width": 4, "depth": 4, "head": "flatten"},
+                                    {"channels": [8, 16, 32], "head": "flatten", "downsample": "stride"},
+                                    {"width": 4, "depth": 4, "downsample": "stride"},
+                                    {"channels": [8, 16, 32], "convs": 2, "head": "flatten"},
+                                    {"width": 4, "depth": 2, "convs": 3, "downsample": "stride"}])
 def test_fast_net_shapes(params):
     from mnist_hpc.config import config_from_dict
     from mnist_hpc.training.models import build_model

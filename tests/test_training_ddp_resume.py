@@ -14,30 +14,14 @@ from mnist_hpc.training import checkpoint as ckpt
 from tests.test_distributed import _free_port, _rank_env, clean_env, train_argv
 
 # 960 training images, global batch 16: 60 steps per epoch; a checkpoint every 7 steps
-SETS = [
-    "--set",
-    "data.batch_size=16",
-    "--set",
-    "train.epochs=2",
-    "--set",
-    "runtime.deterministic=true",
-    "--set",
-    "optim={name: sgd, lr: 0.05, momentum: 0.9}",
-    "--set",
-    "runtime.dist_timeout=60",
-    "--set",
-    "train.checkpoint={every: 7, unit: steps, keep: 100}",
-]
+SETS = ["--set", "data.batch_size=16", "--set", "train.epochs=2", "--set", "runtime.deterministic=true",
+        "--set", "optim={name: sgd, lr: 0.05, momentum: 0.9}", "--set", "runtime.dist_timeout=60",
+        "--set", "train.checkpoint={every: 7, unit: steps, keep: 100}"]
 
 
 def train(config, data, nproc, *extra):
-    r = subprocess.run(
-        train_argv(config, data, "--nproc", str(nproc), *SETS, *extra),
-        capture_output=True,
-        text=True,
-        env=clean_env(),
-        timeout=300,
-    )
+    r = subprocess.run(train_argv(config, data, "--nproc", str(nproc), *SETS, *extra),
+                       capture_output=True, text=True, env=clean_env(), timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return r.stdout
 
@@ -57,7 +41,7 @@ def ref(tmp_path_factory, synth_root):
     tmp = tmp_path_factory.mktemp("ddp-resume")
     config = tmp / "tiny.yaml"
     config.write_text(f"""
-experiment: {{name: tiny, seed: 0, output_dir: {tmp / "runs"}}}
+experiment: {{name: tiny, seed: 0, output_dir: {tmp / 'runs'}}}
 data: {{dataset: mnist, val_split: 0.2, batch_size: 64, eval_batch_size: 256}}
 model: {{name: mlp, hidden: [32]}}
 optim: {{name: adam, lr: 0.003}}
@@ -106,26 +90,13 @@ def test_a_world_size_that_changes_the_steps_is_refused_in_one_line(ref, synth_r
     odd = ["--set", "data.subset=945", "--set", "train.epochs=1"]
     train(config, synth_root, 1, *odd, "--run-dir", str(tmp / "odd"))
     port = _free_port()
-    argv = train_argv(
-        config,
-        synth_root,
-        *SETS,
-        *odd,
-        "--resume",
-        str(mid(tmp / "odd", 0, 14)),
-        "--run-dir",
-        str(tmp / "odd-2"),
-    )
-    procs = [
-        subprocess.Popen(
-            argv, env=_rank_env(rank, port), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        for rank in (0, 1)
-    ]
+    argv = train_argv(config, synth_root, *SETS, *odd, "--resume", str(mid(tmp / "odd", 0, 14)),
+                      "--run-dir", str(tmp / "odd-2"))
+    procs = [subprocess.Popen(argv, env=_rank_env(rank, port), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for rank in (0, 1)]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [1, 1], outs
     for _, err in outs:
         assert err.strip().splitlines() == [
             f"error: {mid(tmp / 'odd', 0, 14)}: saved by 1 rank(s) with 60 steps per epoch, but with 2 rank(s) "
-            f"an epoch has 59 (a last batch smaller than the world size is dropped): resume with 1 rank(s)"
-        ], err
+            f"an epoch has 59 (a last batch smaller than the world size is dropped): resume with 1 rank(s)"], err

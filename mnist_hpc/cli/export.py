@@ -16,26 +16,13 @@ from mnist_hpc.errors import UserError
 
 @click.command("export")
 @click.argument("source", metavar="RUN_OR_CHECKPOINT", type=click.Path())
-@click.option(
-    "--format",
-    "fmt",
-    default="onnx",
-    show_default=True,
-    metavar="onnx|torchscript|state_dict",
-    help="onnx (onnxruntime, browsers, phones; needs `pip install 'mnist-hpc[export]'`), "
-    "torchscript (torch.jit.load, C++) or state_dict (torch.load + the model's config).",
-)
-@click.option(
-    "--out",
-    type=click.Path(),
-    default=None,
-    help="File or folder to write (default: RUN/exports/model.<format>); the model card goes beside it.",
-)
-@click.option(
-    "--trust-code",
-    is_flag=True,
-    help="Run the model code a run folder carries although you did not train it here (read it first).",
-)
+@click.option("--format", "fmt", default="onnx", show_default=True, metavar="onnx|torchscript|state_dict",
+              help="onnx (onnxruntime, browsers, phones; needs `pip install 'mnist-hpc[export]'`), "
+                   "torchscript (torch.jit.load, C++) or state_dict (torch.load + the model's config).")
+@click.option("--out", type=click.Path(), default=None,
+              help="File or folder to write (default: RUN/exports/model.<format>); the model card goes beside it.")
+@click.option("--trust-code", is_flag=True,
+              help="Run the model code a run folder carries although you did not train it here (read it first).")
 def export_command(source, fmt, out, trust_code):
     """Export a run's model (its best, else newest checkpoint) or a checkpoint's for use outside
     mnist-hpc, with a model card (dataset, test accuracy, preprocessing, config) beside it.

@@ -34,17 +34,15 @@ def confusion_matrix(y_true: Iterable, y_pred: Iterable, num_classes: int) -> li
         if not (0 <= t < n and 0 <= p < n):
             raise ValueError(f"label out of range 0..{n - 1}: true={t}, pred={p}")
         flat[t * n + p] += 1
-    return [flat[i * n : (i + 1) * n] for i in range(n)]
+    return [flat[i * n:(i + 1) * n] for i in range(n)]
 
 
 def _as_square(cm: Sequence[Sequence]) -> list[list[int]]:
     """The matrix as a list of lists of ints (accepts numpy arrays or nested lists)."""
     rows = [[int(v) for v in row] for row in cm]
     if any(len(row) != len(rows) for row in rows):
-        raise ValueError(
-            f"the confusion matrix must be square, got {len(rows)} rows of lengths "
-            f"{sorted({len(r) for r in rows})}"
-        )
+        raise ValueError(f"the confusion matrix must be square, got {len(rows)} rows of lengths "
+                         f"{sorted({len(r) for r in rows})}")
     return rows
 
 
@@ -96,8 +94,7 @@ def top_confusions(cm: Sequence[Sequence], class_names: Sequence[str], k: int = 
     """
     rows = _as_square(cm)
     names = [str(c) for c in class_names]
-    pairs = [
-        (rows[t][p], t, p) for t in range(len(rows)) for p in range(len(rows)) if t != p and rows[t][p] > 0
-    ]
+    pairs = [(rows[t][p], t, p) for t in range(len(rows)) for p in range(len(rows))
+             if t != p and rows[t][p] > 0]
     pairs.sort(key=lambda x: (-x[0], x[1], x[2]))
-    return [(names[t], names[p], c) for c, t, p in pairs[: max(0, int(k))]]
+    return [(names[t], names[p], c) for c, t, p in pairs[:max(0, int(k))]]

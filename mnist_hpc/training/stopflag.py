@@ -18,7 +18,7 @@ class StopFlag:
         self.received = None  # the first signal number seen, or None
         self._old = {}
 
-    def install(self) -> StopFlag:
+    def install(self) -> "StopFlag":
         for s in WATCHED:
             try:
                 self._old[s] = signal.signal(s, self._handle)
