@@ -51,17 +51,32 @@ def table(headers, rows) -> str:
     cells = [[str(h) for h in headers]] + [["—" if c is None else str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     line = "  ".join("-" * w for w in widths)
-    out = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells[0], widths))), line]
+    out = [
+        "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells[0], widths, strict=False))
+        ),
+        line,
+    ]
     for r in cells[1:]:
-        out.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+        out.append(
+            "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=False))
+            )
+        )
     return "\n".join(out)
 
 
 def environment(device=None) -> dict:
     """Hardware and software the figures were measured on (stored with every result)."""
-    env = {"python": platform.python_version(), "platform": platform.platform(), "host": platform.node(),
-           "cpu": _cpu_name(), "logical_cpus": os.cpu_count(),
-           "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    env = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "host": platform.node(),
+        "cpu": _cpu_name(),
+        "logical_cpus": os.cpu_count(),
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
     try:
         env["affinity_cpus"] = len(os.sched_getaffinity(0))
         env["load_average_1min"] = round(os.getloadavg()[0], 2)
@@ -99,7 +114,7 @@ def _job_cpus():
 
 def _cpu_name() -> str:
     try:
-        for line in open("/proc/cpuinfo"):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     except OSError:
@@ -152,8 +167,8 @@ def data_root(data_dir=None) -> str:
 
 def mnist_train(device, data_dir=None):
     """The real MNIST training images (uint8) and labels, on ``device``."""
-    from mnist_hpc.training import data as datamod
     from mnist_hpc.config.datasets import DATASETS
+    from mnist_hpc.training import data as datamod
 
     root = data_root(data_dir)
     datamod.prepare(DATASETS["mnist"], root, download=False)
@@ -164,8 +179,14 @@ def mnist_train(device, data_dir=None):
 def load_splits(cfg, device, data_dir=None):
     from mnist_hpc.training import data as datamod
 
-    return datamod.load(cfg.data.dataset, data_root(data_dir or cfg.data.root), val_split=cfg.data.val_split,
-                        subset=cfg.data.subset, seed=cfg.experiment.seed, device=device)
+    return datamod.load(
+        cfg.data.dataset,
+        data_root(data_dir or cfg.data.root),
+        val_split=cfg.data.val_split,
+        subset=cfg.data.subset,
+        seed=cfg.experiment.seed,
+        device=device,
+    )
 
 
 class StepRunner:
@@ -210,9 +231,17 @@ class StepRunner:
     def evaluate(self, x_u8, y, mean, std):
         from mnist_hpc.training.evaluate import evaluate
 
-        return evaluate(self.parts.model, x_u8, y, mean, std, self.cfg.data.eval_batch_size,
-                        autocast=self.parts.autocast, channels_last=self.cfg.runtime.channels_last,
-                        num_classes=10)  # the benchmarks train on MNIST
+        return evaluate(
+            self.parts.model,
+            x_u8,
+            y,
+            mean,
+            std,
+            self.cfg.data.eval_batch_size,
+            autocast=self.parts.autocast,
+            channels_last=self.cfg.runtime.channels_last,
+            num_classes=10,
+        )  # the benchmarks train on MNIST
 
 
 def synthetic_mnist(n: int, device, seed: int = 0):

@@ -24,7 +24,10 @@ from pathlib import Path
 from benchmarks import common
 
 ROOT = Path(__file__).resolve().parent.parent
-CONFIGS = {"built-in fast": ROOT / "configs" / "fast.yaml", "own file (same net)": ROOT / "configs" / "own.yaml"}
+CONFIGS = {
+    "built-in fast": ROOT / "configs" / "fast.yaml",
+    "own file (same net)": ROOT / "configs" / "own.yaml",
+}
 
 
 def one_run(config: Path, out: Path, sets) -> tuple[float, float, float]:
@@ -38,7 +41,7 @@ def one_run(config: Path, out: Path, sets) -> tuple[float, float, float]:
     if proc.returncode != 0:
         raise SystemExit(f"{config}: training failed:\n{proc.stdout}\n{proc.stderr}")
     run = sorted(out.iterdir())[-1]
-    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    rows = list(csv.DictReader((run / "metrics.csv").read_text().splitlines()))
     import json
 
     acc = json.loads((run / "summary.json").read_text())["test_accuracy"]
@@ -57,24 +60,45 @@ def main(argv=None) -> None:
         for i in range(args.repeats):
             for name, cfg in CONFIGS.items():
                 epoch, wall, acc = one_run(cfg, Path(tmp) / f"{name.split()[0]}-{i}", args.sets)
-                times[name].append({"epoch_seconds": round(epoch, 3), "wall_seconds": round(wall, 3),
-                                    "test_accuracy": acc, "load_average_1min": round(os.getloadavg()[0], 2)})
-                print(f"{name:<20} repeat {i + 1}: epoch {epoch:6.2f} s · whole command {wall:6.2f} s · "
-                      f"{acc * 100:.2f}% · load {os.getloadavg()[0]:.2f}", flush=True)
-    med = {k: (common.median([r["epoch_seconds"] for r in v]), common.median([r["wall_seconds"] for r in v]))
-           for k, v in times.items()}
+                times[name].append(
+                    {
+                        "epoch_seconds": round(epoch, 3),
+                        "wall_seconds": round(wall, 3),
+                        "test_accuracy": acc,
+                        "load_average_1min": round(os.getloadavg()[0], 2),
+                    }
+                )
+                print(
+                    f"{name:<20} repeat {i + 1}: epoch {epoch:6.2f} s · whole command {wall:6.2f} s · "
+                    f"{acc * 100:.2f}% · load {os.getloadavg()[0]:.2f}",
+                    flush=True,
+                )
+    med = {
+        k: (common.median([r["epoch_seconds"] for r in v]), common.median([r["wall_seconds"] for r in v]))
+        for k, v in times.items()
+    }
     (b_epoch, b_wall), (o_epoch, o_wall) = med["built-in fast"], med["own file (same net)"]
     rows = [[k, f"{e:.2f} s", f"{w:.2f} s"] for k, (e, w) in med.items()]
     print(common.table(["config", "median epoch", "median whole command"], rows))
-    print(f"own / built-in: {o_epoch / b_epoch:.3f}x per epoch, {o_wall / b_wall:.3f}x whole command "
-          f"(load average {load_before:.2f} at the start)")
-    path = common.write_results("own-model", {
-        "command": "python -m benchmarks.own_model " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "environment": common.environment(), "load_average_at_start": round(load_before, 2),
-        "runs": times, "median_epoch_seconds": {k: e for k, (e, _) in med.items()},
-        "median_wall_seconds": {k: w for k, (_, w) in med.items()},
-        "ratio_epoch_own_over_builtin": round(o_epoch / b_epoch, 4),
-        "ratio_wall_own_over_builtin": round(o_wall / b_wall, 4)}, args.out)
+    print(
+        f"own / built-in: {o_epoch / b_epoch:.3f}x per epoch, {o_wall / b_wall:.3f}x whole command "
+        f"(load average {load_before:.2f} at the start)"
+    )
+    path = common.write_results(
+        "own-model",
+        {
+            "command": "python -m benchmarks.own_model "
+            + " ".join(argv if argv is not None else sys.argv[1:]),
+            "environment": common.environment(),
+            "load_average_at_start": round(load_before, 2),
+            "runs": times,
+            "median_epoch_seconds": {k: e for k, (e, _) in med.items()},
+            "median_wall_seconds": {k: w for k, (_, w) in med.items()},
+            "ratio_epoch_own_over_builtin": round(o_epoch / b_epoch, 4),
+            "ratio_wall_own_over_builtin": round(o_wall / b_wall, 4),
+        },
+        args.out,
+    )
     print(f"results: {path}")
 
 

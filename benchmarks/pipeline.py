@@ -24,8 +24,8 @@ AUG = {"shift": 2.0, "rotate": 10.0, "scale": 0.1}
 
 
 def resident(x, y, device, n_images, batch_size, augment: bool) -> float:
-    from mnist_hpc.training import data as datamod
     from mnist_hpc.config import AugmentConfig
+    from mnist_hpc.training import data as datamod
 
     aug = AugmentConfig(**AUG) if augment else None
     common.sync(device)
@@ -33,7 +33,7 @@ def resident(x, y, device, n_images, batch_size, augment: bool) -> float:
     loader = datamod.ResidentLoader(x, y, batch_size=batch_size, mean=MEAN, std=STD, seed=0, augment_cfg=aug)
     seen, epoch = 0, 0
     while seen < n_images:
-        for _, xb, yb, _ in loader.batches(epoch):
+        for _, _xb, yb, _ in loader.batches(epoch):
             seen += len(yb)
             if seen >= n_images:
                 break
@@ -63,11 +63,20 @@ def dataloader(root, device, n_images, batch_size, workers) -> float:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="mnist-hpc bench pipeline", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--images", type=int, default=None, help="images per timed run (default 20000; --quick 6400)")
-    p.add_argument("--resident-images", type=int, default=None,
-                   help="images per resident-loader run (default: 5x --images; it is much faster)")
+    p = argparse.ArgumentParser(
+        prog="mnist-hpc bench pipeline",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--images", type=int, default=None, help="images per timed run (default 20000; --quick 6400)"
+    )
+    p.add_argument(
+        "--resident-images",
+        type=int,
+        default=None,
+        help="images per resident-loader run (default: 5x --images; it is much faster)",
+    )
     p.add_argument("--batch-sizes", type=int, nargs="*", default=[64, 512])
     p.add_argument("--workers", type=int, nargs="*", default=[0, 1])
     p.add_argument("--repeats", type=int, default=None, help="default 3; --quick 2")
@@ -87,10 +96,16 @@ def main(argv=None) -> int:
 
     variants = []
     for bs in args.batch_sizes:
-        variants.append((f"ResidentLoader, batch {bs}", lambda bs=bs: resident(x, y, device, n_res, bs, False)))
-        variants.append((f"ResidentLoader + augment, batch {bs}", lambda bs=bs: resident(x, y, device, n_res, bs, True)))
+        variants.append(
+            (f"ResidentLoader, batch {bs}", lambda bs=bs: resident(x, y, device, n_res, bs, False))
+        )
+        variants.append(
+            (f"ResidentLoader + augment, batch {bs}", lambda bs=bs: resident(x, y, device, n_res, bs, True))
+        )
         for w in args.workers:
-            variants.append((f"DataLoader workers={w}, batch {bs}", lambda bs=bs, w=w: dataloader(root, device, n, bs, w)))
+            variants.append(
+                (f"DataLoader workers={w}, batch {bs}", lambda bs=bs, w=w: dataloader(root, device, n, bs, w))
+            )
     runs = {name: [] for name, _ in variants}
     for r in range(repeats):
         for name, fn in variants:
@@ -102,16 +117,34 @@ def main(argv=None) -> int:
         base = max(med[k] for k in med if k.startswith("DataLoader") and k.endswith(f"batch {bs}"))
         for k in med:
             if k.endswith(f"batch {bs}"):
-                rows.append([k, common.rate(med[k]), f"{common.rate(min(runs[k]))}–{common.rate(max(runs[k]))}",
-                             f"{med[k] / base:.1f}×"])
+                rows.append(
+                    [
+                        k,
+                        common.rate(med[k]),
+                        f"{common.rate(min(runs[k]))}–{common.rate(max(runs[k]))}",
+                        f"{med[k] / base:.1f}×",
+                    ]
+                )
     env = common.environment(device)
     print()
-    print(f"data pipeline alone (no model) · {device} · {env.get('gpu') or env.get('cpu')} · "
-          f"{env.get('torch_threads')} threads · median of {repeats} · augment = {AUG}")
+    print(
+        f"data pipeline alone (no model) · {device} · {env.get('gpu') or env.get('cpu')} · "
+        f"{env.get('torch_threads')} threads · median of {repeats} · augment = {AUG}"
+    )
     print(common.table(["pipeline", "images/s", "range", "vs best DataLoader (same batch)"], rows))
-    path = common.write_results("pipeline", {"benchmark": "pipeline", "augment": AUG, "images_per_run": n,
-                                             "resident_images_per_run": n_res, "environment": env,
-                                             "images_per_s": runs, "median_images_per_s": med}, args.out)
+    path = common.write_results(
+        "pipeline",
+        {
+            "benchmark": "pipeline",
+            "augment": AUG,
+            "images_per_run": n,
+            "resident_images_per_run": n_res,
+            "environment": env,
+            "images_per_s": runs,
+            "median_images_per_s": med,
+        },
+        args.out,
+    )
     print(f"\nwritten {path}")
     return 0
 

@@ -29,9 +29,13 @@ MEAN, STD = 0.1307, 0.3081
 def engine_cfg(batch_size: int, device, overrides=(), seed: int = 0):
     from mnist_hpc.config import apply_overrides, config_from_dict
 
-    raw = {"experiment": {"seed": seed}, "model": {"name": "cnn"},
-           "data": {"batch_size": batch_size, "val_split": None},
-           "optim": {"name": "adadelta", "lr": 1.0, "schedule": "none"}, "runtime": {"device": device.type}}
+    raw = {
+        "experiment": {"seed": seed},
+        "model": {"name": "cnn"},
+        "data": {"batch_size": batch_size, "val_split": None},
+        "optim": {"name": "adadelta", "lr": 1.0, "schedule": "none"},
+        "runtime": {"device": device.type},
+    }
     return config_from_dict(apply_overrides(raw, list(overrides)), source="side-by-side")
 
 
@@ -50,8 +54,9 @@ def run_dataloader(root, device, n_images, batch_size, workers, seed):
     kw = {"num_workers": workers, "shuffle": True}
     if device.type == "cuda":
         kw["pin_memory"] = True
-    model = build_model({"name": "cnn", "channels": [32, 64], "hidden": 128, "dropout1": 0.25,
-                         "dropout2": 0.5}).to(device)
+    model = build_model(
+        {"name": "cnn", "channels": [32, 64], "hidden": 128, "dropout1": 0.25, "dropout2": 0.5}
+    ).to(device)
     optimizer = torch.optim.Adadelta(model.parameters(), lr=1.0)
     common.sync(device)
     t = time.perf_counter()
@@ -97,14 +102,24 @@ def run_engine(x, y, device, n_images, batch_size, seed, overrides=()):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="mnist-hpc bench side-by-side", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--images", type=int, default=None, help="images per timed run (default 12800; --quick 3200)")
+    p = argparse.ArgumentParser(
+        prog="mnist-hpc bench side-by-side",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--images", type=int, default=None, help="images per timed run (default 12800; --quick 3200)"
+    )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--repeats", type=int, default=None, help="runs of each variant (default 3; --quick 2)")
     p.add_argument("--workers", type=int, nargs="*", default=[0, 1], help="DataLoader num_workers variants")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override for the mnist-hpc side only, e.g. runtime.channels_last=true")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override for the mnist-hpc side only, e.g. runtime.channels_last=true",
+    )
     p.add_argument("--quick", action="store_true")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None)
@@ -118,10 +133,12 @@ def main(argv=None) -> int:
     root = common.data_root(args.data_dir)  # the DataLoader baseline reads the same files
     x, y = common.mnist_train(device, args.data_dir)
 
-    variants = [(f"DataLoader, num_workers={w}", "dl", w) for w in args.workers] + [("mnist-hpc engine", "engine", None)]
+    variants = [(f"DataLoader, num_workers={w}", "dl", w) for w in args.workers] + [
+        ("mnist-hpc engine", "engine", None)
+    ]
     runs = {name: [] for name, _, _ in variants}
     # one untimed short pass of each: first-call costs (allocator, oneDNN primitives) hit nobody
-    for name, kind, w in variants:
+    for _name, kind, w in variants:
         if kind == "dl":
             run_dataloader(root, device, 4 * args.batch_size, args.batch_size, w, 0)
         else:
@@ -133,22 +150,48 @@ def main(argv=None) -> int:
             else:
                 secs, n = run_engine(x, y, device, n_images, args.batch_size, r, args.set)
             runs[name].append(n / secs)
-            print(f"  repeat {r + 1}/{repeats} · {name:28s} {common.rate(n / secs)} img/s ({secs:.2f} s)", flush=True)
+            print(
+                f"  repeat {r + 1}/{repeats} · {name:28s} {common.rate(n / secs)} img/s ({secs:.2f} s)",
+                flush=True,
+            )
     med = {name: common.median(v) for name, v in runs.items()}
     best_dl = max((k for k in med if k.startswith("DataLoader")), key=lambda k: med[k])
     ratio = med["mnist-hpc engine"] / med[best_dl]
-    rows = [[name, common.rate(med[name]), f"{common.rate(min(v))}–{common.rate(max(v))}",
-             f"{med[name] / med[best_dl]:.2f}×"] for name, v in runs.items()]
+    rows = [
+        [
+            name,
+            common.rate(med[name]),
+            f"{common.rate(min(v))}–{common.rate(max(v))}",
+            f"{med[name] / med[best_dl]:.2f}×",
+        ]
+        for name, v in runs.items()
+    ]
     env = common.environment(device)
     print()
-    print(f"classic cnn (Adadelta lr 1.0, batch {args.batch_size}), {n_images} training images per run · {device} · "
-          f"{env.get('gpu') or env.get('cpu')} · {env.get('torch_threads')} threads · median of {repeats}")
+    print(
+        f"classic cnn (Adadelta lr 1.0, batch {args.batch_size}), {n_images} training images per run · {device} · "
+        f"{env.get('gpu') or env.get('cpu')} · {env.get('torch_threads')} threads · median of {repeats}"
+    )
     print(common.table(["pipeline + loop", "images/s", "range", "vs best DataLoader"], rows))
     print(f"mnist-hpc / best DataLoader ({best_dl}): {ratio:.2f}×")
-    path = common.write_results("side_by_side", {
-        "benchmark": "side-by-side", "model": "cnn", "optimizer": "adadelta lr 1.0", "batch_size": args.batch_size,
-        "images_per_run": n_images, "repeats": repeats, "engine_overrides": args.set, "environment": env,
-        "images_per_s": runs, "median_images_per_s": med, "best_dataloader": best_dl, "ratio": ratio}, args.out)
+    path = common.write_results(
+        "side_by_side",
+        {
+            "benchmark": "side-by-side",
+            "model": "cnn",
+            "optimizer": "adadelta lr 1.0",
+            "batch_size": args.batch_size,
+            "images_per_run": n_images,
+            "repeats": repeats,
+            "engine_overrides": args.set,
+            "environment": env,
+            "images_per_s": runs,
+            "median_images_per_s": med,
+            "best_dataloader": best_dl,
+            "ratio": ratio,
+        },
+        args.out,
+    )
     print(f"\nwritten {path}")
     return 0
 

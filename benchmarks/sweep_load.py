@@ -22,7 +22,6 @@ load average before and after (on a shared machine the figures move with it).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import shutil
@@ -36,8 +35,13 @@ from pathlib import Path
 from benchmarks.common import environment, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
-GOALS = {"sweep plan": (1.0, None), "sweep status": (2.0, None), "sweep report": (10.0, 1024),
-         "report": (10.0, 1024), "runs": (3.0, None)}
+GOALS = {
+    "sweep plan": (1.0, None),
+    "sweep status": (2.0, None),
+    "sweep report": (10.0, 1024),
+    "report": (10.0, 1024),
+    "runs": (3.0, None),
+}
 CLASSES = [str(i) for i in range(10)]
 
 
@@ -50,7 +54,9 @@ def write_run_folder(run_dir: Path, cfg, rng: random.Random, epochs: int = 3) ->
     from mnist_hpc.runs.summary import RunSummary, write_summary
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text("# resolved config of this run (source: benchmark)\n" + cfg.to_yaml())
+    (run_dir / "config.yaml").write_text(
+        "# resolved config of this run (source: benchmark)\n" + cfg.to_yaml()
+    )
     identity = new_identity(cfg.experiment.name)
     write_identity(run_dir, identity)
     acc = rng.uniform(0.90, 0.99)
@@ -60,23 +66,54 @@ def write_run_folder(run_dir: Path, cfg, rng: random.Random, epochs: int = 3) ->
         rows.append(f"{e},{0.5 / e:.6f},{va - 0.005:.6f},{0.4 / e:.6f},{va:.6f},0.001,1.2,25000.0")
         lines.append(f"epoch {e:>3}/{epochs}  loss {0.5 / e:.4f}  acc {100 * va:6.2f}%  1.2 s  25.0k img/s")
     (run_dir / "metrics.csv").write_text(
-        "epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds,images_per_s\n" + "\n".join(rows) + "\n")
+        "epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds,images_per_s\n" + "\n".join(rows) + "\n"
+    )
     (run_dir / "train.log").write_text("\n".join(lines) + f"\ntest accuracy {100 * acc:.2f}%\n")
     support = 1000
-    per_class = {c: {"precision": round(acc, 4), "recall": round(acc, 4), "f1": round(acc, 4),
-                     "support": support} for c in CLASSES}
-    confusion = [[int(support * acc) if i == j else int(support * (1 - acc) / 9) for j in range(10)]
-                 for i in range(10)]
-    write_summary(run_dir, RunSummary(
-        status="completed", test_accuracy=round(acc, 6), test_loss=round(1 - acc, 6),
-        best_val_accuracy=round(acc, 6), best_epoch=epochs, epochs_run=epochs, macro_f1=round(acc, 6),
-        per_class=per_class, confusion_matrix=confusion, params=25_818, model_size_mb=0.1,
-        train_seconds=3.6, eval_seconds=0.2, data_seconds=0.3, total_seconds=5.0, process_seconds=7.0,
-        images_per_s=25_000.0, warmup_seconds=0.4, device="cpu (2 CPU threads)", precision="fp32",
-        global_batch_size=cfg.data.batch_size, per_rank_batch_size=cfg.data.batch_size,
-        dataset=cfg.data.dataset, train_images=3000, val_images=300, test_images=10_000,
-        model=cfg.model.name, config_name=cfg.experiment.name, seed=cfg.experiment.seed,
-        run_id=identity["run_id"], started_at="2026-01-01T00:00:00", finished_at="2026-01-01T00:00:07"))
+    per_class = {
+        c: {"precision": round(acc, 4), "recall": round(acc, 4), "f1": round(acc, 4), "support": support}
+        for c in CLASSES
+    }
+    confusion = [
+        [int(support * acc) if i == j else int(support * (1 - acc) / 9) for j in range(10)] for i in range(10)
+    ]
+    write_summary(
+        run_dir,
+        RunSummary(
+            status="completed",
+            test_accuracy=round(acc, 6),
+            test_loss=round(1 - acc, 6),
+            best_val_accuracy=round(acc, 6),
+            best_epoch=epochs,
+            epochs_run=epochs,
+            macro_f1=round(acc, 6),
+            per_class=per_class,
+            confusion_matrix=confusion,
+            params=25_818,
+            model_size_mb=0.1,
+            train_seconds=3.6,
+            eval_seconds=0.2,
+            data_seconds=0.3,
+            total_seconds=5.0,
+            process_seconds=7.0,
+            images_per_s=25_000.0,
+            warmup_seconds=0.4,
+            device="cpu (2 CPU threads)",
+            precision="fp32",
+            global_batch_size=cfg.data.batch_size,
+            per_rank_batch_size=cfg.data.batch_size,
+            dataset=cfg.data.dataset,
+            train_images=3000,
+            val_images=300,
+            test_images=10_000,
+            model=cfg.model.name,
+            config_name=cfg.experiment.name,
+            seed=cfg.experiment.seed,
+            run_id=identity["run_id"],
+            started_at="2026-01-01T00:00:00",
+            finished_at="2026-01-01T00:00:07",
+        ),
+    )
     write_state(run_dir, RunState("completed", identity["run_id"]))
     (run_dir / "plots").mkdir(exist_ok=True)
     for name in ("learning_curves.png", "confusion_matrix.png", "misclassified.png"):
@@ -92,12 +129,16 @@ def build(work: Path, n_plain: int) -> tuple[Path, Path]:
     from mnist_hpc.experiments.sweepfile import load_sweep
 
     base = work / "tiny.yaml"
-    base.write_text(f"experiment: {{name: tiny, seed: 0, output_dir: {work / 'runs'}}}\n"
-                    "model: {name: mlp, hidden: [16]}\ndata: {subset: 3000}\ntrain: {epochs: 3}\n")
+    base.write_text(
+        f"experiment: {{name: tiny, seed: 0, output_dir: {work / 'runs'}}}\n"
+        "model: {name: mlp, hidden: [16]}\ndata: {subset: 3000}\ntrain: {epochs: 3}\n"
+    )
     sweep_file = work / "load200.yaml"
-    sweep_file.write_text("base: tiny.yaml\nname: load200\n"
-                          "grid: {optim.lr: [0.1, 0.03, 0.01, 0.003, 0.001], data.batch_size: [32, 64, 128, 256]}\n"
-                          "seeds: {repeat: 10}\n")
+    sweep_file.write_text(
+        "base: tiny.yaml\nname: load200\n"
+        "grid: {optim.lr: [0.1, 0.03, 0.01, 0.003, 0.001], data.batch_size: [32, 64, 128, 256]}\n"
+        "seeds: {repeat: 10}\n"
+    )
     rng = random.Random(0)
     sweep = load_sweep(sweep_file)
     assert len(sweep.runs) == 200, len(sweep.runs)
@@ -114,16 +155,18 @@ def build(work: Path, n_plain: int) -> tuple[Path, Path]:
 
 
 def has_command(*words) -> bool:
-    proc = subprocess.run([sys.executable, "-m", "mnist_hpc", *words, "--help"], capture_output=True,
-                          text=True, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mnist_hpc", *words, "--help"], capture_output=True, text=True, cwd=ROOT
+    )
     return proc.returncode == 0
 
 
 def timed(argv: list, cwd: Path) -> tuple[float, float, int, str]:
     """(seconds, peak memory in MiB, exit code, last line of stderr) of one run of ``argv``."""
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env={**os.environ, "COLUMNS": "120"})
+    proc = subprocess.Popen(
+        argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "COLUMNS": "120"}
+    )
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start
     err = proc.stderr.read().decode(errors="replace").strip().splitlines()
@@ -139,10 +182,17 @@ def measure(name: str, words: list, cwd: Path, repeat: int) -> dict:
     goal_s, goal_mb = GOALS.get(name, (None, None))
     med = statistics.median(seconds)
     peak = max(r[1] for r in runs)
-    out = {"command": "mnist-hpc " + " ".join(map(str, words)), "median_s": round(med, 3),
-           "min_s": round(min(seconds), 3), "max_s": round(max(seconds), 3), "peak_rss_mb": round(peak, 1),
-           "exit_codes": sorted({r[2] for r in runs}), "goal_s": goal_s, "goal_mb": goal_mb,
-           "meets_goal": (goal_s is None or med <= goal_s) and (goal_mb is None or peak <= goal_mb)}
+    out = {
+        "command": "mnist-hpc " + " ".join(map(str, words)),
+        "median_s": round(med, 3),
+        "min_s": round(min(seconds), 3),
+        "max_s": round(max(seconds), 3),
+        "peak_rss_mb": round(peak, 1),
+        "exit_codes": sorted({r[2] for r in runs}),
+        "goal_s": goal_s,
+        "goal_mb": goal_mb,
+        "meets_goal": (goal_s is None or med <= goal_s) and (goal_mb is None or peak <= goal_mb),
+    }
     if any(r[2] for r in runs):
         out["stderr_last_line"] = runs[-1][3]
     return out
@@ -175,11 +225,14 @@ def main(argv=None) -> int:
         "benchmark": "sweep_load",
         "command": "python -m benchmarks.sweep_load " + " ".join(argv if argv is not None else sys.argv[1:]),
         "what": "fresh-process wall time (median of --repeat) and peak RSS of each command over 200 "
-                f"finished sweep runs and {args.plain} plain run folders, generated in the run-folder layout",
+        f"finished sweep runs and {args.plain} plain run folders, generated in the run-folder layout",
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        "generated_in_s": round(built_s, 1), "repeat": args.repeat, "results": results,
-        "commands_absent_on_this_branch": absent, "environment": environment(),
+        "generated_in_s": round(built_s, 1),
+        "repeat": args.repeat,
+        "results": results,
+        "commands_absent_on_this_branch": absent,
+        "environment": environment(),
     }
     path = write_results("sweep_load", payload, args.out)
     width = max(map(len, results))

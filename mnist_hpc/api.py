@@ -12,9 +12,9 @@ Nothing here imports torch at import time; each function imports what it needs.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Sequence
 
 from mnist_hpc.errors import UserError
 
@@ -83,7 +83,7 @@ class Run:
         self._python_model = python_model  # a network given to train() as a Python object
 
     @classmethod
-    def load(cls, path, *, trust_code: bool = False) -> "Run":
+    def load(cls, path, *, trust_code: bool = False) -> Run:
         p = Path(path)
         if not p.is_dir():
             raise UserError(f"{p}: no such run folder")
@@ -134,8 +134,11 @@ class Run:
     @property
     def plots(self) -> dict:
         """{name: path} of the figures the run wrote (learning curves, confusion matrix, misclassified)."""
-        return {n: self.path / "plots" / f"{n}.png" for n in PLOT_NAMES
-                if (self.path / "plots" / f"{n}.png").exists()}
+        return {
+            n: self.path / "plots" / f"{n}.png"
+            for n in PLOT_NAMES
+            if (self.path / "plots" / f"{n}.png").exists()
+        }
 
     def checkpoint(self, which: str = "best") -> Path:
         """The checkpoint file: ``best`` (falls back to the newest when there is no best.pt, or
@@ -147,7 +150,9 @@ class Run:
         cdir = self.path / "checkpoints"
         newest = list_checkpoints(cdir) if cdir.is_dir() else []
         if which == "best" and cdir.is_dir() and (cdir / "best.pt").exists():
-            return usable(cdir, warn=lambda m: print(m, file=sys.stderr))  # a damaged one: the previous good one
+            return usable(
+                cdir, warn=lambda m: print(m, file=sys.stderr)
+            )  # a damaged one: the previous good one
         if not newest:
             raise UserError(f"{self.path}: no checkpoint in {cdir}")
         return newest[0]
@@ -166,12 +171,14 @@ class Run:
         """Test accuracy and loss of the best (else newest) checkpoint: {"test_accuracy", "test_loss", ...}."""
         from mnist_hpc.training.inference import evaluate_runs
 
-        results, _ = evaluate_runs([self.path], data_dir=data_dir, tta=tta, device=device, what="device",
-                                   **self._code())
+        results, _ = evaluate_runs(
+            [self.path], data_dir=data_dir, tta=tta, device=device, what="device", **self._code()
+        )
         return results[0]
 
-    def predict(self, images, *, which: str = "best", top: int = 3, device: str = "cpu",
-                errors: str = "raise") -> list:
+    def predict(
+        self, images, *, which: str = "best", top: int = 3, device: str = "cpu", errors: str = "raise"
+    ) -> list:
         """Classify images: file paths, PIL images or arrays (any size; prepared the MNIST way).
         An array is one image (H×W; H×W×3/4 or C×H×W colour) or, on its own, a batch (N×H×W,
         N×1×H×W, N×3×H×W, N×H×W×3); any other shape is refused naming the accepted ones.
@@ -202,10 +209,15 @@ class Run:
                     raise
                 prepared.append((name, None, str(e)))
         good = [a for _, a, err in prepared if err is None]
-        ranked = iter(predict_arrays(self.checkpoint(which), good, device=device, top=top, **self._code())
-                      if good else [])
-        return [Prediction(n, None, None, [], err) if err else _prediction(n, next(ranked))
-                for n, _, err in prepared]
+        ranked = iter(
+            predict_arrays(self.checkpoint(which), good, device=device, top=top, **self._code())
+            if good
+            else []
+        )
+        return [
+            Prediction(n, None, None, [], err) if err else _prediction(n, next(ranked))
+            for n, _, err in prepared
+        ]
 
     def export(self, format: str = "onnx", out=None, *, which: str = "best") -> Path:
         """Write the model as ``format`` (``"onnx"``, ``"torchscript"`` or ``"state_dict"``) to
@@ -221,8 +233,10 @@ class Run:
         s = self.summary
         if s is None:
             return f"**{self.path.name}** — no summary yet (running, failed or interrupted)"
-        return (f"**{self.path.name}** — test accuracy **{s.test_accuracy * 100:.2f}%** · "
-                f"{s.model} ({s.params:,} params) on {s.dataset} · {s.train_seconds:.1f} s training")
+        return (
+            f"**{self.path.name}** — test accuracy **{s.test_accuracy * 100:.2f}%** · "
+            f"{s.model} ({s.params:,} params) on {s.dataset} · {s.train_seconds:.1f} s training"
+        )
 
     def show(self) -> None:
         """Display the summary line and every plot inline (Jupyter), or print their paths."""
@@ -241,10 +255,10 @@ class Run:
 @dataclass
 class Prediction:
     source: str  # the file name, or "image N" for in-memory images
-    label: Optional[str]  # the most likely class name (None for a bad image)
-    probability: Optional[float]
+    label: str | None  # the most likely class name (None for a bad image)
+    probability: float | None
     top: list  # [(class name, probability), ...] best first
-    error: Optional[str] = None  # predict(errors="skip"): why this image could not be classified
+    error: str | None = None  # predict(errors="skip"): why this image could not be classified
 
     def __str__(self) -> str:
         if self.error:
@@ -260,8 +274,10 @@ def _is_array(x) -> bool:
     return hasattr(x, "shape") and hasattr(x, "dtype")
 
 
-ARRAY_LAYOUTS = ("H×W (grayscale), H×W×3 or H×W×4 (colour, channels last), 1×H×W or C×H×W (channels "
-                 "first); a batch: N×H×W, N×1×H×W, N×3×H×W or N×H×W×3")
+ARRAY_LAYOUTS = (
+    "H×W (grayscale), H×W×3 or H×W×4 (colour, channels last), 1×H×W or C×H×W (channels "
+    "first); a batch: N×H×W, N×1×H×W, N×3×H×W or N×H×W×3"
+)
 
 
 def _array_images(a) -> list:
@@ -274,13 +290,17 @@ def _array_images(a) -> list:
     if a.ndim == 2 or (a.ndim == 3 and (a.shape[-1] in (3, 4) or a.shape[0] == 1)):
         return [a]
     if a.ndim == 3 and a.shape[0] in (3, 4):
-        raise UserError(f"an array of shape {'×'.join(map(str, a.shape))} is ambiguous ({a.shape[0]} grayscale "
-                        f"images, or one colour image with its channels first?): pass a list of images, "
-                        f"or a 1×{a.shape[0]}×{a.shape[1]}×{a.shape[2]} batch for one colour image")
+        raise UserError(
+            f"an array of shape {'×'.join(map(str, a.shape))} is ambiguous ({a.shape[0]} grayscale "
+            f"images, or one colour image with its channels first?): pass a list of images, "
+            f"or a 1×{a.shape[0]}×{a.shape[1]}×{a.shape[2]} batch for one colour image"
+        )
     if a.ndim in (3, 4):
         return list(a)
-    raise UserError(f"an array of shape {'×'.join(map(str, a.shape)) or 'scalar'}: not an image; predict takes "
-                    f"{ARRAY_LAYOUTS}")
+    raise UserError(
+        f"an array of shape {'×'.join(map(str, a.shape)) or 'scalar'}: not an image; predict takes "
+        f"{ARRAY_LAYOUTS}"
+    )
 
 
 def _to_mnist_array(img, index: int):
@@ -301,11 +321,14 @@ def _to_mnist_array(img, index: int):
         if a.ndim == 3 and a.shape[-1] == 1:
             a = a[..., 0]
         if not (a.ndim == 2 or (a.ndim == 3 and a.shape[-1] in (3, 4))) or min(a.shape[:2], default=0) < 1:
-            raise UserError(f"image {index}: an array of shape {'×'.join(map(str, a.shape)) or 'scalar'} is not "
-                            f"an image; predict takes {ARRAY_LAYOUTS}")
+            raise UserError(
+                f"image {index}: an array of shape {'×'.join(map(str, a.shape)) or 'scalar'} is not "
+                f"an image; predict takes {ARRAY_LAYOUTS}"
+            )
         if a.dtype == bool or not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
-            raise UserError(f"image {index}: an array of {a.dtype} is not an image; give numbers "
-                            f"(0-255, or 0-1 floats)")
+            raise UserError(
+                f"image {index}: an array of {a.dtype} is not an image; give numbers (0-255, or 0-1 floats)"
+            )
         if a.shape == (28, 28) and a.dtype == np.uint8:
             return a  # already an MNIST-style digit
         if a.dtype != np.uint8:
@@ -329,16 +352,30 @@ def _train_context(cfg, echo):
     return TrainContext(
         on_preempt=job_env.requeue_on_preempt(job, cfg.runtime.max_requeues, echo),
         on_start=envrecord.on_start(job, echo),
-        job_id=job.job_id, array_job_id=job.array_job_id, array_task_id=job.array_task_id,
-        run_name_suffix=job.run_name_suffix, restart_count=job.restart_count,
-        cpus=job.cpus_per_task, offline=job.in_job,
-        launch_env=launch, launcher="slurm" if launch else None,
+        job_id=job.job_id,
+        array_job_id=job.array_job_id,
+        array_task_id=job.array_task_id,
+        run_name_suffix=job.run_name_suffix,
+        restart_count=job.restart_count,
+        cpus=job.cpus_per_task,
+        offline=job.in_job,
+        launch_env=launch,
+        launcher="slurm" if launch else None,
     )
 
 
-def train(config_or_source, overrides: Sequence[str] = (), *, data_dir=None, run_dir=None,
-          resume=None, init_from=None, progress: Optional[bool] = None,
-          echo: Callable[[str], None] = _echo, model=None) -> Optional[Run]:
+def train(
+    config_or_source,
+    overrides: Sequence[str] = (),
+    *,
+    data_dir=None,
+    run_dir=None,
+    resume=None,
+    init_from=None,
+    progress: bool | None = None,
+    echo: Callable[[str], None] = _echo,
+    model=None,
+) -> Run | None:
     """Train a model; return its ``Run`` (None on the non-zero ranks of a DDP job).
 
     ``config_or_source``: a ``Config``, a dict, a YAML path or a shipped config name. ``resume``:
@@ -360,17 +397,32 @@ def train(config_or_source, overrides: Sequence[str] = (), *, data_dir=None, run
             echo(f"note: {note}")
     else:
         cfg = _validated_again(cfg)
-    result = run_training(cfg, ctx=_train_context(cfg, echo), data_dir=data_dir, run_dir=run_dir,
-                          resume=resume, echo=echo, source=cfg.source, progress=progress, init_from=init_from,
-                          model=model)
+    result = run_training(
+        cfg,
+        ctx=_train_context(cfg, echo),
+        data_dir=data_dir,
+        run_dir=run_dir,
+        resume=resume,
+        echo=echo,
+        source=cfg.source,
+        progress=progress,
+        init_from=init_from,
+        model=model,
+    )
     return Run(result.run_dir, python_model=model) if result is not None else None
 
 
 # --------------------------------------------------------------------------- many runs
 
 
-def sweep(source, overrides: Sequence[str] = (), *, parallel: int = 1, data_dir=None,
-          echo: Callable[[str], None] = _echo) -> list:
+def sweep(
+    source,
+    overrides: Sequence[str] = (),
+    *,
+    parallel: int = 1,
+    data_dir=None,
+    echo: Callable[[str], None] = _echo,
+) -> list:
     """Run every run of a sweep file (skipping finished ones); return the ``Run`` of each finished run."""
     from mnist_hpc.config.loading import as_overrides
     from mnist_hpc.experiments.sweep import run_sweep
@@ -408,8 +460,15 @@ def list_runs(dirs="runs") -> list:
     return [Run(line.path) for line in lines]
 
 
-def submit(config_or_source, cluster: str = "local", *, overrides: Sequence[str] = (), account=None,
-           dry_run: bool = False, **resources):
+def submit(
+    config_or_source,
+    cluster: str = "local",
+    *,
+    overrides: Sequence[str] = (),
+    account=None,
+    dry_run: bool = False,
+    **resources,
+):
     """Submit a config as a Slurm job on ``cluster`` (a profile name); return a ``Job`` with
     ``.job_id`` (None on a dry run), ``.script`` (the rendered job script) and ``.run_dir``.
 
@@ -423,11 +482,9 @@ def submit(config_or_source, cluster: str = "local", *, overrides: Sequence[str]
     if isinstance(config_or_source, Config):  # a loaded file was checked by load_config already
         config_or_source = _validated_again(config_or_source)
         check_extras(config_or_source)
-    return _submit(config_or_source, as_overrides(overrides), cluster, account=account, dry_run=dry_run,
-                   **resources)
+    return _submit(
+        config_or_source, as_overrides(overrides), cluster, account=account, dry_run=dry_run, **resources
+    )
 
 
-__all__ = ["load_config", "train", "Run", "Prediction", "sweep", "report", "list_runs", "submit"]
-
-if sys.version_info < (3, 10):  # pragma: no cover - pyproject says >=3.10
-    raise ImportError("mnist-hpc needs Python 3.10 or newer")
+__all__ = ["Prediction", "Run", "list_runs", "load_config", "report", "submit", "sweep", "train"]

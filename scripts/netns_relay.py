@@ -13,6 +13,7 @@ connections from the host into the namespace are possible, never the other way.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import socket
@@ -44,10 +45,8 @@ def pump(src: socket.socket, dst: socket.socket) -> None:
         pass
     finally:
         for sock, how in ((dst, socket.SHUT_WR), (src, socket.SHUT_RD)):
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(how)
-            except OSError:
-                pass
 
 
 def serve(client: socket.socket, port: int) -> None:

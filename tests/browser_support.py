@@ -20,9 +20,18 @@ from pathlib import Path
 import pytest
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
-FLAGS = ["--headless", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--disable-default-apps",
-         "--proxy-server=127.0.0.1:9", "--virtual-time-budget=5000", "--hide-scrollbars"]
+FLAGS = [
+    "--headless",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--proxy-server=127.0.0.1:9",
+    "--virtual-time-budget=5000",
+    "--hide-scrollbars",
+]
 
 
 def chromium() -> str:
@@ -58,8 +67,13 @@ def page_requests(netlog: Path) -> list:
         for key in ("url", "initiator"):
             if key in params:
                 entry[key] = params[key]
-    return sorted({s["url"] for s in sources.values()
-                   if "url" in s and s.get("initiator", "not an origin") != "not an origin"})
+    return sorted(
+        {
+            s["url"]
+            for s in sources.values()
+            if "url" in s and s.get("initiator", "not an origin") != "not an origin"
+        }
+    )
 
 
 def open_page(page: Path, work: Path, clicks: str = "", width: int = 1200, height: int = 3000) -> Page:
@@ -72,8 +86,9 @@ def open_page(page: Path, work: Path, clicks: str = "", width: int = 1200, heigh
     netlog, shot = work / "net.json", work / "screenshot.png"
 
     def run(*extra):
-        proc = subprocess.run([browser, *flags, *extra, copy.as_uri()], capture_output=True, text=True,
-                              timeout=120, cwd=work)
+        proc = subprocess.run(
+            [browser, *flags, *extra, copy.as_uri()], capture_output=True, text=True, timeout=120, cwd=work
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
         return proc.stdout
 

@@ -14,6 +14,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # `benchmarks` and `tests` helpers import from the project root
 
+# fixtures shared by several test files: the Slurm sandbox, the fake sweep trainer, synthetic run folders
+pytest_plugins = ("tests.slurm_support", "tests.sweep_fakes", "tests.run_fakes")
+
 
 def write_idx(path: Path, array: np.ndarray) -> None:
     """Write an IDX file (the MNIST format): magic, big-endian dims, uint8 data."""
@@ -32,7 +35,7 @@ def synthetic_split(n: int, seed: int):
     for i, k in enumerate(y):
         r = 3 + 2 * int(k) + rng.integers(-1, 2)
         c0 = 4 + rng.integers(0, 4)
-        x[i, r:r + 2, c0:c0 + 16] = 255
+        x[i, r : r + 2, c0 : c0 + 16] = 255
         x[i, 4:24, 2 + 2 * int(k)] = 200
     return x, y
 
@@ -60,8 +63,10 @@ def real_root() -> Path:
     """The real MNIST files (a writable copy named by $MNIST_HPC_DATA_DIR), or skip."""
     d = os.environ.get("MNIST_HPC_DATA_DIR")
     if not d or not (Path(d) / "MNIST" / "raw").is_dir():
-        pytest.skip("real MNIST not found: set MNIST_HPC_DATA_DIR to a writable copy of the datasets "
-                    "(e.g. cp -r ../shared/datasets /tmp/mnist-data)")
+        pytest.skip(
+            "real MNIST not found: set MNIST_HPC_DATA_DIR to a writable copy of the datasets "
+            "(e.g. cp -r ../shared/datasets /tmp/mnist-data)"
+        )
     return Path(d)
 
 
@@ -70,7 +75,7 @@ def tiny_config(tmp_path) -> Path:
     """A fast config on the synthetic data: a small MLP, 2 epochs."""
     p = tmp_path / "tiny.yaml"
     p.write_text(f"""
-experiment: {{name: tiny, seed: 0, output_dir: {tmp_path / 'runs'}}}
+experiment: {{name: tiny, seed: 0, output_dir: {tmp_path / "runs"}}}
 data: {{dataset: mnist, val_split: 0.2, batch_size: 64, eval_batch_size: 256}}
 model: {{name: mlp, hidden: [32]}}
 optim: {{name: adam, lr: 0.003}}

@@ -32,15 +32,37 @@ PRIVATE_DIR = os.environ.get("MNIST_HPC_SLURM_TEST_DIR", "/tmp/mnist-hpc-slurm-t
 # What the tests ask of a sandbox: jobs side by side, the handout script's typed GPU request,
 # and the Alliance's per-job $SLURM_TMPDIR (the data archive is unpacked there).
 NEEDS = {"cpus": 4, "mem_mb": 4096, "gpu_type": "h100"}
-PRIVATE_KNOBS = {"LOCAL_SLURM_CPUS": "6", "LOCAL_SLURM_GPUS": "2", "LOCAL_SLURM_GPU_TYPE": "h100",
-                 "LOCAL_SLURM_SLURM_TMPDIR": "1", "LOCAL_SLURM_LINK_ETC": "0", "LOCAL_SLURM_ALLIANCE": "0"}
+PRIVATE_KNOBS = {
+    "LOCAL_SLURM_CPUS": "6",
+    "LOCAL_SLURM_GPUS": "2",
+    "LOCAL_SLURM_GPU_TYPE": "h100",
+    "LOCAL_SLURM_SLURM_TMPDIR": "1",
+    "LOCAL_SLURM_LINK_ETC": "0",
+    "LOCAL_SLURM_ALLIANCE": "0",
+}
 _ACTIVE = {"dir": Path(SANDBOX_DIR)}  # the sandbox the session uses (its jobcomp log)
-TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
-            "BOOT_FAIL", "DEADLINE"}
+TERMINAL = {
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "PREEMPTED",
+    "BOOT_FAIL",
+    "DEADLINE",
+}
 SHARED_DATA = ROOT.parent / "shared" / "datasets"
 
-__all__ = ["slurm_sandbox", "slurm_data", "job_state", "wait_for_state", "wait_until_done", "mnist_hpc",
-           "misfits"]
+__all__ = [
+    "job_state",
+    "misfits",
+    "mnist_hpc",
+    "slurm_data",
+    "slurm_sandbox",
+    "wait_for_state",
+    "wait_until_done",
+]
 
 
 def _cannot_start() -> str | None:
@@ -60,16 +82,25 @@ def _conf(folder) -> str:
 
 
 def _running(folder) -> bool:
-    return subprocess.run(["bash", str(SCRIPT), "status", str(folder)], capture_output=True, text=True,
-                          timeout=120).returncode == 0
+    return (
+        subprocess.run(
+            ["bash", str(SCRIPT), "status", str(folder)], capture_output=True, text=True, timeout=120
+        ).returncode
+        == 0
+    )
 
 
 def _scontrol(conf: str, *args) -> list[dict]:
     """``scontrol show ... --oneliner`` of the Slurm of ``conf``, one dict per line."""
     from mnist_hpc.cluster.slurm import parse_scontrol
 
-    proc = subprocess.run(["scontrol", "show", *args, "--oneliner"], capture_output=True, text=True,
-                          timeout=60, env={**os.environ, "SLURM_CONF": conf})
+    proc = subprocess.run(
+        ["scontrol", "show", *args, "--oneliner"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "SLURM_CONF": conf},
+    )
     return [parse_scontrol(line) for line in proc.stdout.splitlines() if line.strip()]
 
 
@@ -80,7 +111,7 @@ def misfits(conf: str) -> list[str]:
         problems.append("no default partition that is up")
     nodes = _scontrol(conf, "node")
     if not nodes:
-        return problems + ["no node answers"]
+        return [*problems, "no node answers"]
     node = nodes[0]
     state = node.get("State", "").split("+")[0]
     if state not in ("IDLE", "MIXED", "ALLOCATED", "COMPLETING"):
@@ -91,14 +122,29 @@ def misfits(conf: str) -> list[str]:
     if mem < NEEDS["mem_mb"]:
         problems.append(f"{mem} MB of memory, the tests need {NEEDS['mem_mb']}")
     if f"gpu:{NEEDS['gpu_type']}:" not in node.get("Gres", ""):
-        problems.append(f"GPUs {node.get('Gres', '(null)')}: slurm/submit_job.sh asks for "
-                        f"{NEEDS['gpu_type']} (LOCAL_SLURM_GPUS, LOCAL_SLURM_GPU_TYPE)")
-    config = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=60,
-                            env={**os.environ, "SLURM_CONF": conf}).stdout
-    prolog = next((line.split("=", 1)[1].strip() for line in config.splitlines()
-                   if line.split("=", 1)[0].strip() == "TaskProlog"), "")
+        problems.append(
+            f"GPUs {node.get('Gres', '(null)')}: slurm/submit_job.sh asks for "
+            f"{NEEDS['gpu_type']} (LOCAL_SLURM_GPUS, LOCAL_SLURM_GPU_TYPE)"
+        )
+    config = subprocess.run(
+        ["scontrol", "show", "config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "SLURM_CONF": conf},
+    ).stdout
+    prolog = next(
+        (
+            line.split("=", 1)[1].strip()
+            for line in config.splitlines()
+            if line.split("=", 1)[0].strip() == "TaskProlog"
+        ),
+        "",
+    )
     try:
-        emulated = "SLURM_TMPDIR" in Path(prolog).read_text(errors="replace") if prolog.startswith("/") else False
+        emulated = (
+            "SLURM_TMPDIR" in Path(prolog).read_text(errors="replace") if prolog.startswith("/") else False
+        )
     except OSError:
         emulated = False
     if not emulated:
@@ -130,17 +176,24 @@ def _sandbox() -> tuple[Path, bool]:
                 return Path(folder), False
             seen.append(f"{folder}: {'; '.join(problems)}")
     if _running(PRIVATE_DIR):  # the tests' own, started with other settings: start it again
-        subprocess.run(["bash", str(SCRIPT), "stop", PRIVATE_DIR], capture_output=True, text=True, timeout=300)
+        subprocess.run(
+            ["bash", str(SCRIPT), "stop", PRIVATE_DIR], capture_output=True, text=True, timeout=300
+        )
     env = {**os.environ, **PRIVATE_KNOBS, "LOCAL_SLURM_PORT": str(_free_ports())}
     env.pop("SLURM_CONF", None)
-    proc = subprocess.run(["bash", str(SCRIPT), "start", PRIVATE_DIR], capture_output=True, text=True,
-                          env=env, timeout=600)
+    proc = subprocess.run(
+        ["bash", str(SCRIPT), "start", PRIVATE_DIR], capture_output=True, text=True, env=env, timeout=600
+    )
     why = f" (a running sandbox does not fit: {' | '.join(seen)})" if seen else ""
     if proc.returncode != 0:
-        pytest.skip(f"the tests' Slurm sandbox did not start{why}: {(proc.stderr or proc.stdout).strip()[-500:]}")
+        pytest.skip(
+            f"the tests' Slurm sandbox did not start{why}: {(proc.stderr or proc.stdout).strip()[-500:]}"
+        )
     problems = misfits(_conf(PRIVATE_DIR))
     if problems:
-        subprocess.run(["bash", str(SCRIPT), "stop", PRIVATE_DIR], capture_output=True, text=True, timeout=300)
+        subprocess.run(
+            ["bash", str(SCRIPT), "stop", PRIVATE_DIR], capture_output=True, text=True, timeout=300
+        )
         pytest.skip(f"the tests' own Slurm sandbox does not fit: {'; '.join(problems)}")
     return Path(PRIVATE_DIR), True
 
@@ -160,7 +213,9 @@ def slurm_sandbox():
         yield folder
     finally:
         if started:
-            subprocess.run(["bash", str(SCRIPT), "stop", str(folder)], capture_output=True, text=True, timeout=300)
+            subprocess.run(
+                ["bash", str(SCRIPT), "stop", str(folder)], capture_output=True, text=True, timeout=300
+            )
         if saved is None:
             os.environ.pop("SLURM_CONF", None)
         else:
@@ -185,22 +240,32 @@ def slurm_data():
 
 def mnist_hpc(*args, cwd, env=None, check=True) -> subprocess.CompletedProcess:
     """Run the CLI in a subprocess (as a user would), with the cluster commands registered."""
-    code = ("import sys; from mnist_hpc.cli.main import cli, main; from mnist_hpc.cli.cluster import register; "
-            "register(cli); sys.argv[0] = 'mnist-hpc'; main()")
+    code = (
+        "import sys; from mnist_hpc.cli.main import cli, main; from mnist_hpc.cli.cluster import register; "
+        "register(cli); sys.argv[0] = 'mnist-hpc'; main()"
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    proc = subprocess.run([sys.executable, "-c", code, *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"mnist-hpc {' '.join(map(str, args))} failed ({proc.returncode}):\n"
-                             f"{proc.stdout}\n{proc.stderr}")
+        raise AssertionError(
+            f"mnist-hpc {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        )
     return proc
 
 
 def job_state(job_id: str) -> str:
     """JobState from ``scontrol show job``, else from the sandbox's record of finished jobs
     (its jobcomp log); '' when neither knows the job."""
-    proc = subprocess.run(["scontrol", "show", "job", "--oneliner", str(job_id)], capture_output=True,
-                          text=True)
+    proc = subprocess.run(
+        ["scontrol", "show", "job", "--oneliner", str(job_id)], capture_output=True, text=True
+    )
     for field in proc.stdout.split():
         if field.startswith("JobState="):
             return field.split("=", 1)[1]
@@ -224,8 +289,10 @@ def wait_for_state(job_id: str, states, timeout: float) -> str:
         if state in states or state in TERMINAL:
             return state
         time.sleep(1)
-    raise AssertionError(f"job {job_id} still {state or 'unknown'} after {timeout:.0f} s "
-                         f"(waiting for {', '.join(sorted(states))})")
+    raise AssertionError(
+        f"job {job_id} still {state or 'unknown'} after {timeout:.0f} s "
+        f"(waiting for {', '.join(sorted(states))})"
+    )
 
 
 def wait_until_done(job_id: str, timeout: float) -> str:

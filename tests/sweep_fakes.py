@@ -14,7 +14,7 @@ from mnist_hpc.experiments import sweep as sweep_mod
 
 ROOT = Path(__file__).resolve().parent.parent
 
-FAKE_TRAIN = '''
+FAKE_TRAIN = """
 import json, os, sys, time
 from pathlib import Path
 from mnist_hpc.config import load_config
@@ -45,7 +45,7 @@ acc = round(0.9 + cfg.optim.lr, 6)
 (run_dir / "summary.json").write_text(json.dumps({
     "status": "completed", "test_accuracy": acc, "best_epoch": 1, "train_seconds": 1.5,
     "params": 1234, "images_per_s": 1000.0, "epochs": cfg.train.epochs}))
-'''
+"""
 
 
 @pytest.fixture
@@ -66,8 +66,10 @@ def fake_train(tmp_path, monkeypatch):
 
 def write_base(tmp_path: Path) -> Path:
     path = tmp_path / "base.yaml"
-    path.write_text(f"experiment: {{name: tiny, seed: 10, output_dir: {tmp_path / 'runs'}}}\n"
-                    "model: {name: mlp, hidden: [8]}\ntrain: {epochs: 3}\n")
+    path.write_text(
+        f"experiment: {{name: tiny, seed: 10, output_dir: {tmp_path / 'runs'}}}\n"
+        "model: {name: mlp, hidden: [8]}\ntrain: {epochs: 3}\n"
+    )
     return path
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from mnist_hpc.cluster.slurm import parse_scontrol
-from tests.slurm_support import ROOT, SCRIPT, TERMINAL, _cannot_start, _free_ports, slurm_data  # noqa: F401
+from tests.slurm_support import ROOT, SCRIPT, TERMINAL, _cannot_start, _free_ports
 
 WHEELHOUSE = Path(os.environ.get("LOCAL_SLURM_CACHE", "/var/cache/mnist-hpc")) / "wheelhouse"
 JOB_TIMEOUT = 900  # a virtualenv of torch & co. takes about a minute to install, training 1-2 min more
@@ -40,15 +40,26 @@ class Sandbox:
             self.env.pop(name, None)  # the jobs find their python and code themselves
 
     def sbatch(self, *args, cwd, env=None) -> str:
-        proc = subprocess.run(["sbatch", "--parsable", *map(str, args)], cwd=cwd, capture_output=True,
-                              text=True, env={**self.env, **(env or {})}, timeout=120)
+        proc = subprocess.run(
+            ["sbatch", "--parsable", *map(str, args)],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            env={**self.env, **(env or {})},
+            timeout=120,
+        )
         assert proc.returncode == 0, proc.stderr
         return proc.stdout.strip().split(";")[0]
 
     def job(self, job_id: str) -> dict:
         """scontrol's fields of the job, else its line in the record of finished jobs."""
-        proc = subprocess.run(["scontrol", "show", "job", "--oneliner", job_id], capture_output=True,
-                              text=True, env=self.env, timeout=60)
+        proc = subprocess.run(
+            ["scontrol", "show", "job", "--oneliner", job_id],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=60,
+        )
         if proc.returncode == 0 and proc.stdout.strip():
             return parse_scontrol(proc.stdout.splitlines()[0])
         jobcomp = self.folder / "log" / "jobcomp.log"
@@ -69,8 +80,9 @@ class Sandbox:
         raise AssertionError(f"job {job_id} not done after {timeout:.0f} s")
 
     def queued(self) -> list[str]:
-        out = subprocess.run(["squeue", "--noheader", "--format=%i"], capture_output=True, text=True,
-                             env=self.env, timeout=60).stdout
+        out = subprocess.run(
+            ["squeue", "--noheader", "--format=%i"], capture_output=True, text=True, env=self.env, timeout=60
+        ).stdout
         return out.split()
 
 
@@ -84,30 +96,42 @@ def start_sandbox(folder: str, first_port: int, **knobs):
     env.update({"LOCAL_SLURM_PORT": str(_free_ports(first_port)), "LOCAL_SLURM_LINK_ETC": "0", **knobs})
     if running.returncode == 0:  # its port is taken by itself; reused only if started the same way
         conf = Path(folder, "etc", "slurm.conf").read_text()
-        env["LOCAL_SLURM_PORT"] = next(line.split("=")[1] for line in conf.splitlines()
-                                       if line.startswith("SlurmctldPort="))
-    proc = subprocess.run(["bash", str(SCRIPT), "start", folder], capture_output=True, text=True, env=env,
-                          timeout=1200)
+        env["LOCAL_SLURM_PORT"] = next(
+            line.split("=")[1] for line in conf.splitlines() if line.startswith("SlurmctldPort=")
+        )
+    proc = subprocess.run(
+        ["bash", str(SCRIPT), "start", folder], capture_output=True, text=True, env=env, timeout=1200
+    )
     if proc.returncode != 0:
         pytest.skip(f"the sandbox in {folder} did not start: {(proc.stderr or proc.stdout).strip()[-600:]}")
     try:
         yield Sandbox(Path(folder))
     finally:
         if running.returncode != 0:
-            subprocess.run(["bash", str(SCRIPT), "stop", folder], capture_output=True, text=True, env=env,
-                           timeout=300)
+            subprocess.run(
+                ["bash", str(SCRIPT), "stop", folder], capture_output=True, text=True, env=env, timeout=300
+            )
 
 
 def cli(*args, cwd, env, site=ROOT, check=True) -> subprocess.CompletedProcess:
     """The CLI as a user runs it, importing mnist_hpc from ``site`` without putting it in the
     environment that sbatch hands on to the job (no PYTHONPATH)."""
-    code = (f"import sys; sys.path.insert(0, {str(site)!r}); from mnist_hpc.cli.main import main; "
-            "sys.argv[0] = 'mnist-hpc'; main()")
-    proc = subprocess.run([sys.executable, "-c", code, *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    code = (
+        f"import sys; sys.path.insert(0, {str(site)!r}); from mnist_hpc.cli.main import main; "
+        "sys.argv[0] = 'mnist-hpc'; main()"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"mnist-hpc {' '.join(map(str, args))} failed ({proc.returncode}):\n"
-                             f"{proc.stdout}\n{proc.stderr}")
+        raise AssertionError(
+            f"mnist-hpc {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        )
     return proc
 
 
@@ -132,7 +156,9 @@ def make_project(folder: Path) -> Path:
     script = folder / "slurm" / "submit_job.sh"
     text = script.read_text()
     assert text.count("def-someuser") == 1 and text.count("someone@example.com") == 1
-    script.write_text(text.replace("def-someuser", "def-tester").replace("someone@example.com", "me@example.org"))
+    script.write_text(
+        text.replace("def-someuser", "def-tester").replace("someone@example.com", "me@example.org")
+    )
     return folder
 
 
@@ -148,19 +174,29 @@ def workspace():
 
 
 def lmod(*commands: str) -> subprocess.CompletedProcess:
-    script = (f'module() {{ eval "$({ROOT}/scripts/lmod.sh bash "$@")"; }}\n' + "\n".join(commands))
-    return subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "ALLIANCE_SOFTWARE": "/nonexistent", "LOADEDMODULES": "StdEnv/2023"})
+    script = f'module() {{ eval "$({ROOT}/scripts/lmod.sh bash "$@")"; }}\n' + "\n".join(commands)
+    return subprocess.run(
+        ["bash", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "ALLIANCE_SOFTWARE": "/nonexistent", "LOADEDMODULES": "StdEnv/2023"},
+    )
 
 
 def test_module_command_speaks_lmod():
-    proc = lmod("module load StdEnv/2023 python/3.11 cuda/12.6", 'echo "loaded=$LOADEDMODULES"', "module list")
+    proc = lmod(
+        "module load StdEnv/2023 python/3.11 cuda/12.6", 'echo "loaded=$LOADEDMODULES"', "module list"
+    )
     assert proc.returncode == 0, proc.stderr
     assert "loaded=StdEnv/2023:python/3.11.5:cuda/12.6" in proc.stdout
     assert "1) StdEnv/2023 (S)" in proc.stderr and "2) python/3.11.5" in proc.stderr
     proc = lmod("set -e", "module load StdEnv/2023 pyton/3.11", "echo not reached")
     assert proc.returncode != 0 and "not reached" not in proc.stdout
-    assert 'Lmod has detected the following error:  The following module(s) are unknown: "pyton/3.11"' in proc.stderr
+    assert (
+        'Lmod has detected the following error:  The following module(s) are unknown: "pyton/3.11"'
+        in proc.stderr
+    )
     proc = lmod("module load python cuda", "module purge", 'echo "left=$LOADEDMODULES"')
     assert "left=StdEnv/2023" in proc.stdout and 'Use "module --force purge"' in proc.stderr
 
@@ -183,13 +219,23 @@ def test_wheelhouse_check(tmp_path):
     from mnist_hpc.cluster.profiles import get_profile
     from mnist_hpc.errors import UserError
 
-    for name in ("torch-2.15.0-cp311-cp311-manylinux_2_28_x86_64.whl", "PyYAML-6.0.2-cp311-cp311-linux.whl",
-                 "tensorboard_data_server-0.7.2-py3-none-any.whl", "click-8.1.0.tar.gz"):
+    for name in (
+        "torch-2.15.0-cp311-cp311-manylinux_2_28_x86_64.whl",
+        "PyYAML-6.0.2-cp311-cp311-linux.whl",
+        "tensorboard_data_server-0.7.2-py3-none-any.whl",
+        "click-8.1.0.tar.gz",
+    ):
         (tmp_path / name).write_bytes(b"")
     local, _ = get_profile("local")
-    check_wheelhouse(["torch", "pyyaml", "tensorboard-data-server"], local, {"MNIST_HPC_WHEELHOUSE": str(tmp_path)})
-    with pytest.raises(UserError, match=r"the job needs click, which \$MNIST_HPC_WHEELHOUSE .* does not have"):
-        check_wheelhouse(["torch", "click"], local, {"MNIST_HPC_WHEELHOUSE": str(tmp_path)})  # an sdist is no wheel
+    check_wheelhouse(
+        ["torch", "pyyaml", "tensorboard-data-server"], local, {"MNIST_HPC_WHEELHOUSE": str(tmp_path)}
+    )
+    with pytest.raises(
+        UserError, match=r"the job needs click, which \$MNIST_HPC_WHEELHOUSE .* does not have"
+    ):
+        check_wheelhouse(
+            ["torch", "click"], local, {"MNIST_HPC_WHEELHOUSE": str(tmp_path)}
+        )  # an sdist is no wheel
     with pytest.raises(UserError, match="no such folder"):
         check_wheelhouse(["torch"], local, {"MNIST_HPC_WHEELHOUSE": str(tmp_path / "nope")})
     check_wheelhouse(["anything"], local, {})  # no wheelhouse known: nothing to check
@@ -246,16 +292,19 @@ def plain_jobs(plain, slurm_data, workspace):
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
     pip = [sys.executable, "-m", "pip", "-q"]
-    for command in (["wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", workspace / "wheel", src],
-                    ["install", "--no-deps", "--no-index", "--target", site, workspace / "wheel" / "*.whl"]):
+    for command in (
+        ["wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", workspace / "wheel", src],
+        ["install", "--no-deps", "--no-index", "--target", site, workspace / "wheel" / "*.whl"],
+    ):
         command = [str(c) for c in command]
         command[-1:] = [str(p) for p in Path(command[-1]).parent.glob(Path(command[-1]).name)] or command[-1:]
         proc = subprocess.run(pip + command, capture_output=True, text=True, cwd=workspace, timeout=300)
         assert proc.returncode == 0, proc.stderr
     installed = workspace / "installed"
     installed.mkdir()
-    from_pip = submitted(cli("submit", "quickstart", "--cluster", "local", *short, cwd=installed, env=env,
-                             site=site))
+    from_pip = submitted(
+        cli("submit", "quickstart", "--cluster", "local", *short, cwd=installed, env=env, site=site)
+    )
     # 3. the handout script submitted from the folder above the project (it used to fail with
     #    configs/quickstart.yaml: no such file), its experiment changed to the one-epoch fast.yaml;
     #    the node is smaller than an Alliance node's share
@@ -263,7 +312,9 @@ def plain_jobs(plain, slurm_data, workspace):
     project = make_project(parent / "mnist")
     (project / ".venv").symlink_to(sys.prefix)  # the clone's .venv (`make train` makes it)
     script = project / "slurm" / "submit_job.sh"
-    script.write_text(script.read_text().replace("CONFIG=configs/quickstart.yaml ", "CONFIG=configs/fast.yaml "))
+    script.write_text(
+        script.read_text().replace("CONFIG=configs/quickstart.yaml ", "CONFIG=configs/fast.yaml ")
+    )
     handout = plain.sbatch("--cpus-per-task=2", "--mem=3G", "mnist/slurm/submit_job.sh", cwd=parent, env=env)
     return {"anywhere": (anywhere, outside), "pip": (from_pip, installed), "handout": (handout, parent)}
 
@@ -273,8 +324,14 @@ def plain_jobs(plain, slurm_data, workspace):
 def test_default_sandbox_accepts_the_handout_script(plain, workspace):
     """[issue 13] its typed GPU, 12 cores and 32G fit the default node (pretend GPUs, CPUs)."""
     project = make_project(workspace / "test-only")
-    proc = subprocess.run(["sbatch", "--test-only", "slurm/submit_job.sh"], cwd=project, capture_output=True,
-                          text=True, env=plain.env, timeout=120)
+    proc = subprocess.run(
+        ["sbatch", "--test-only", "slurm/submit_job.sh"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env=plain.env,
+        timeout=120,
+    )
     assert proc.returncode == 0 and "to start at" in proc.stderr, proc.stderr
 
 
@@ -312,7 +369,10 @@ def test_handout_script_from_the_parent_folder(plain, plain_jobs):
     log = (parent / f"slurm-{job}.out").read_text()
     assert state == "COMPLETED", log[-3000:]
     assert f"python {parent / 'mnist' / '.venv' / 'bin' / 'python'}, code {parent / 'mnist'}," in log
-    assert json.loads((parent / "runs" / f"fast-job{job}" / "summary.json").read_text())["test_accuracy"] >= 0.985
+    assert (
+        json.loads((parent / "runs" / f"fast-job{job}" / "summary.json").read_text())["test_accuracy"]
+        >= 0.985
+    )
 
 
 # --------------------------------------------------------------------------- the Alliance-like sandbox
@@ -335,16 +395,50 @@ def alliance_jobs(alliance, slurm_data, workspace):
     #    command line: the sandbox node is smaller than an Alliance node)
     handout = alliance.sbatch("--cpus-per-task=2", "--mem=3G", "slurm/submit_job.sh", cwd=project, env=env)
     # 2. the tool's flow, with a logger whose package the base list lacks
-    quick = submitted(cli("submit", "quickstart", "--cluster", "local", "--cpus", "2", "--set", "train.epochs=1",
-                          "--set", "experiment.loggers=[csv,tensorboard]", cwd=project, env=env))
+    quick = submitted(
+        cli(
+            "submit",
+            "quickstart",
+            "--cluster",
+            "local",
+            "--cpus",
+            "2",
+            "--set",
+            "train.epochs=1",
+            "--set",
+            "experiment.loggers=[csv,tensorboard]",
+            cwd=project,
+            env=env,
+        )
+    )
     # 3. two tasks under srun, joined by DDP
-    ddp = submitted(cli("submit", "quickstart", "--cluster", "local", "--tasks", "2", "--cpus", "1",
-                        "--set", "data.subset=2000", "--set", "train.epochs=1", "--set", "experiment.name=ddp",
-                        cwd=project, env=env))
+    ddp = submitted(
+        cli(
+            "submit",
+            "quickstart",
+            "--cluster",
+            "local",
+            "--tasks",
+            "2",
+            "--cpus",
+            "1",
+            "--set",
+            "data.subset=2000",
+            "--set",
+            "train.epochs=1",
+            "--set",
+            "experiment.name=ddp",
+            cwd=project,
+            env=env,
+        )
+    )
     # 4. a misspelled module
     typo = project / "slurm" / "typo.sh"
-    typo.write_text((project / "slurm" / "submit_job.sh").read_text().replace(
-        "MODULES=(StdEnv/2023 python/3.13)", "MODULES=(StdEnv/2023 pyton/3.13)"))
+    typo.write_text(
+        (project / "slurm" / "submit_job.sh")
+        .read_text()
+        .replace("MODULES=(StdEnv/2023 python/3.13)", "MODULES=(StdEnv/2023 pyton/3.13)")
+    )
     bad = alliance.sbatch("--cpus-per-task=1", "--mem=1G", "slurm/typo.sh", cwd=project, env=env)
     return {"project": project, "env": env, "handout": handout, "quick": quick, "ddp": ddp, "typo": bad}
 
@@ -375,11 +469,22 @@ def test_package_missing_from_the_wheelhouse_is_refused_before_queueing(alliance
             (lean / wheel.name).symlink_to(wheel)
     project = alliance_jobs["project"]
     runs_before, queued_before = sorted(project.glob("runs/*")), alliance.queued()
-    proc = cli("submit", "quickstart", "--cluster", "local", "--set", "experiment.loggers=[csv,tensorboard]",
-               cwd=project, env={**alliance_jobs["env"], "MNIST_HPC_WHEELHOUSE": str(lean)}, check=False)
+    proc = cli(
+        "submit",
+        "quickstart",
+        "--cluster",
+        "local",
+        "--set",
+        "experiment.loggers=[csv,tensorboard]",
+        cwd=project,
+        env={**alliance_jobs["env"], "MNIST_HPC_WHEELHOUSE": str(lean)},
+        check=False,
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert proc.stderr.startswith("error: the job needs tensorboard, which $MNIST_HPC_WHEELHOUSE") and \
-        proc.stderr.count("\n") == 1, proc.stderr
+    assert (
+        proc.stderr.startswith("error: the job needs tensorboard, which $MNIST_HPC_WHEELHOUSE")
+        and proc.stderr.count("\n") == 1
+    ), proc.stderr
     assert sorted(project.glob("runs/*")) == runs_before and len(alliance.queued()) <= len(queued_before)
 
 
@@ -412,8 +517,9 @@ def test_submit_installs_what_the_config_needs(alliance, alliance_jobs):
     log = (run / f"slurm-{job}.out").read_text()
     assert state == "COMPLETED", log[-3000:]
     summary = json.loads((run / "summary.json").read_text())
-    _check_alliance_run(alliance, job, log, summary,
-                        "torch torchvision numpy pyyaml click tqdm matplotlib tensorboard")
+    _check_alliance_run(
+        alliance, job, log, summary, "torch torchvision numpy pyyaml click tqdm matplotlib tensorboard"
+    )
     assert summary["test_accuracy"] >= 0.985, summary
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
 

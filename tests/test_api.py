@@ -17,9 +17,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_import_loads_no_torch_and_is_quick():
-    code = ("import sys, time; t = time.perf_counter(); import mnist_hpc; dt = time.perf_counter() - t; "
-            "print(dt, 'torch' in sys.modules, 'click' in sys.modules, callable(mnist_hpc.train))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    code = (
+        "import sys, time; t = time.perf_counter(); import mnist_hpc; dt = time.perf_counter() - t; "
+        "print(dt, 'torch' in sys.modules, 'click' in sys.modules, callable(mnist_hpc.train))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
     seconds, torch_loaded, click_loaded, has_train = float(out[0]), out[1], out[2], out[3]
     assert torch_loaded == "False" and click_loaded == "False" and has_train == "True"
     assert seconds < 0.5  # ~1 ms here; the bound only catches an eager torch import
@@ -48,8 +52,13 @@ def test_train_returns_a_run_that_loads_back(tiny_config, synth_root, monkeypatc
 
 def test_train_from_a_source_with_overrides(tiny_config, synth_root, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
-    run = mnist_hpc.train(str(tiny_config), ["train.epochs=1", "experiment.name=from-path"],
-                          data_dir=synth_root, progress=False, echo=lambda m: None)
+    run = mnist_hpc.train(
+        str(tiny_config),
+        ["train.epochs=1", "experiment.name=from-path"],
+        data_dir=synth_root,
+        progress=False,
+        echo=lambda m: None,
+    )
     assert run.path.name.startswith("from-path-")
     assert run.summary.config_name == "from-path"
 
@@ -59,8 +68,9 @@ def test_predict_paths_arrays_and_pil(tiny_config, synth_root, monkeypatch, tmp_
     from PIL import Image
 
     monkeypatch.chdir(tmp_path)
-    run = mnist_hpc.train(tiny_config, ["train.epochs=1"], data_dir=synth_root, progress=False,
-                          echo=lambda m: None)
+    run = mnist_hpc.train(
+        tiny_config, ["train.epochs=1"], data_dir=synth_root, progress=False, echo=lambda m: None
+    )
     digit = np.zeros((56, 40), dtype=np.uint8)
     digit[10:46, 18:22] = 255
     Image.fromarray(255 - digit).save(tmp_path / "one.png")  # dark ink on white paper
@@ -109,7 +119,7 @@ def test_docs_api_examples_run(real_root, monkeypatch, tmp_path, capsys):
     assert len(blocks) >= 5
     namespace: dict = {}
     for i, block in enumerate(blocks):
-        exec(compile(block, f"docs/api.md block {i + 1}", "exec"), namespace)  # noqa: S102
+        exec(compile(block, f"docs/api.md block {i + 1}", "exec"), namespace)
     out = capsys.readouterr().out
     assert "fast 0.003 1" in out
     acc = float(re.search(r"test accuracy (\d+\.\d+)%", out).group(1))

@@ -31,7 +31,9 @@ def test_one_override_as_a_string_is_one_override(tiny_config):
 
 def test_a_submit_takes_one_override_as_a_string(tmp_path, tiny_config, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
-    job = mnist_hpc.submit(tiny_config, "local", overrides="train.epochs=1", dry_run=True)  # once: 't' had no '='
+    job = mnist_hpc.submit(
+        tiny_config, "local", overrides="train.epochs=1", dry_run=True
+    )  # once: 't' had no '='
     assert job.job_id is None and "#SBATCH --job-name=tiny" in job.script
 
 

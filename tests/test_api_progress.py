@@ -13,10 +13,15 @@ from mnist_hpc.training import trainer
 
 
 def tiny(tmp_path):
-    return config_from_dict({
-        "experiment": {"name": "tiny", "seed": 0, "output_dir": str(tmp_path / "runs")},
-        "data": {"dataset": "mnist", "val_split": 0.2, "batch_size": 32, "subset": 256},
-        "model": {"name": "mlp", "hidden": [8]}, "train": {"epochs": 1}, "runtime": {"threads": 1}})
+    return config_from_dict(
+        {
+            "experiment": {"name": "tiny", "seed": 0, "output_dir": str(tmp_path / "runs")},
+            "data": {"dataset": "mnist", "val_split": 0.2, "batch_size": 32, "subset": 256},
+            "model": {"name": "mlp", "hidden": [8]},
+            "train": {"epochs": 1},
+            "runtime": {"threads": 1},
+        }
+    )
 
 
 def test_the_api_draws_no_bar_into_a_log(synth_root, tmp_path, capfd):
@@ -26,10 +31,17 @@ def test_the_api_draws_no_bar_into_a_log(synth_root, tmp_path, capfd):
 
 
 class _Tty:
-    def __init__(self, tty): self.tty = tty
-    def isatty(self): return self.tty
-    def write(self, text): pass
-    def flush(self): pass
+    def __init__(self, tty):
+        self.tty = tty
+
+    def isatty(self):
+        return self.tty
+
+    def write(self, text):
+        pass
+
+    def flush(self):
+        pass
 
 
 def test_a_bar_by_default_on_a_terminal_or_in_a_notebook(monkeypatch):

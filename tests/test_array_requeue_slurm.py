@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.slurm_support import _ACTIVE, mnist_hpc, slurm_data, slurm_sandbox, wait_until_done  # noqa: F401 - fixtures
+from tests.slurm_support import _ACTIVE, mnist_hpc, wait_until_done
 from tests.test_sweep_slurm import make_project
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -36,7 +36,9 @@ grid:
 
 
 def scontrol_fields(job: str) -> dict:
-    out = subprocess.run(["scontrol", "show", "job", "--oneliner", job], capture_output=True, text=True).stdout
+    out = subprocess.run(
+        ["scontrol", "show", "job", "--oneliner", job], capture_output=True, text=True
+    ).stdout
     return dict(f.split("=", 1) for f in out.split() if "=" in f)
 
 
@@ -57,8 +59,21 @@ def test_one_array_task_requeues_alone_and_every_run_matches_an_uninterrupted_on
         names = re.findall(r"^\s*(\d+)\s+(\S+)", plan, re.M)
         assert [i for i, _ in names] == ["0", "1", "2"], plan
         run_dirs = [project / "runs" / "sweeps" / "three" / name for _, name in names]
-        out = mnist_hpc("sweep", "submit", sweep_file, "--cluster", "local", "--parallel", "3", "--cpus", "1",
-                        "--time", "0:30:00", cwd=project, env=env).stdout
+        out = mnist_hpc(
+            "sweep",
+            "submit",
+            sweep_file,
+            "--cluster",
+            "local",
+            "--parallel",
+            "3",
+            "--cpus",
+            "1",
+            "--time",
+            "0:30:00",
+            cwd=project,
+            env=env,
+        ).stdout
         array = re.search(r"job array (\d+)", out).group(1)
 
         # signal task 1 once it has trained an epoch (3 more to go: the signal lands mid-run)
@@ -69,8 +84,10 @@ def test_one_array_task_requeues_alone_and_every_run_matches_an_uninterrupted_on
         subprocess.run(["scancel", "--signal=USR1", "--batch", f"{array}_1"], check=True)
 
         states = [wait_until_done(f"{array}_{i}", timeout=1500) for i in range(3)]
-        logs = "\n".join(f"== {p.name}\n" + p.read_text()[-2500:]
-                         for p in sorted(project.glob("runs/three-sweep*/slurm-*.out")))
+        logs = "\n".join(
+            f"== {p.name}\n" + p.read_text()[-2500:]
+            for p in sorted(project.glob("runs/three-sweep*/slurm-*.out"))
+        )
         assert states == ["COMPLETED"] * 3, f"{states}\n{logs}"
 
         facts = [scontrol_fields(f"{array}_{i}") for i in range(3)]
@@ -83,12 +100,17 @@ def test_one_array_task_requeues_alone_and_every_run_matches_an_uninterrupted_on
             assert len(ends) == 1 and "JobState=COMPLETED" in ends[0], f"task {i}: {ends}"
 
         # env/start-K/ per start: task 1 started twice, the others once, each with its own ids
-        starts = [[json.loads((p / "job.json").read_text()) for p in sorted((d / "env").glob("start-*"))]
-                  for d in run_dirs]
+        starts = [
+            [json.loads((p / "job.json").read_text()) for p in sorted((d / "env").glob("start-*"))]
+            for d in run_dirs
+        ]
         assert [len(s) for s in starts][0::2] == [1, 1] and len(starts[1]) == restarts[1] + 1, starts
         assert [s["restart_count"] for s in starts[1]] == list(range(restarts[1] + 1))
-        assert all(s["slurm_array_job_id"] == array and s["slurm_array_task_id"] == str(i)
-                   for i, task in enumerate(starts) for s in task)
+        assert all(
+            s["slurm_array_job_id"] == array and s["slurm_array_task_id"] == str(i)
+            for i, task in enumerate(starts)
+            for s in task
+        )
 
         summaries = [json.loads((d / "summary.json").read_text()) for d in run_dirs]
         assert [len(s["requeues"]) for s in summaries][0::2] == [0, 0], summaries
@@ -98,14 +120,21 @@ def test_one_array_task_requeues_alone_and_every_run_matches_an_uninterrupted_on
         assert "FAILED" not in logs and "Fix the cause" not in logs, logs
 
         # the same three runs uninterrupted, from the configs the tasks resolved
-        for d, s in zip(run_dirs, summaries):
+        for d, s in zip(run_dirs, summaries, strict=False):
             ref = Path(tempfile.mkdtemp(prefix="mnist-hpc-ref-", dir=project)) / "run"
-            done = subprocess.run([sys.executable, "-m", "mnist_hpc", "train", str(d / "config.yaml"),
-                                   "--run-dir", str(ref)], cwd=project, capture_output=True, text=True,
-                                  env={**{k: v for k, v in os.environ.items()
-                                          if not k.startswith("SLURM_")}, **env}, timeout=900)
+            done = subprocess.run(
+                [sys.executable, "-m", "mnist_hpc", "train", str(d / "config.yaml"), "--run-dir", str(ref)],
+                cwd=project,
+                capture_output=True,
+                text=True,
+                env={**{k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}, **env},
+                timeout=900,
+            )
             assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
             reference = json.loads((ref / "summary.json").read_text())
-            assert (s["test_accuracy"], s["test_loss"]) == (reference["test_accuracy"], reference["test_loss"]), d
+            assert (s["test_accuracy"], s["test_loss"]) == (
+                reference["test_accuracy"],
+                reference["test_loss"],
+            ), d
     finally:
         shutil.rmtree(project, ignore_errors=True)

@@ -15,8 +15,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_cli_and_bench_group_do_not_import_torch():
-    code = ("import sys, mnist_hpc.cli.main, mnist_hpc.cli.bench; "
-            "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))")
+    code = (
+        "import sys, mnist_hpc.cli.main, mnist_hpc.cli.bench; "
+        "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
@@ -71,12 +73,37 @@ def test_pipeline_benchmark(synth_root, tmp_path):
     from benchmarks import pipeline
 
     out = tmp_path / "p.json"
-    assert pipeline.main(["--images", "128", "--resident-images", "256", "--batch-sizes", "32", "--workers", "0",
-                          "--repeats", "1", "--device", "cpu", "--threads", "1", "--data-dir", str(synth_root),
-                          "--out", str(out)]) == 0
+    assert (
+        pipeline.main(
+            [
+                "--images",
+                "128",
+                "--resident-images",
+                "256",
+                "--batch-sizes",
+                "32",
+                "--workers",
+                "0",
+                "--repeats",
+                "1",
+                "--device",
+                "cpu",
+                "--threads",
+                "1",
+                "--data-dir",
+                str(synth_root),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     med = _json(out)["median_images_per_s"]
-    assert set(med) == {"ResidentLoader, batch 32", "ResidentLoader + augment, batch 32",
-                        "DataLoader workers=0, batch 32"}
+    assert set(med) == {
+        "ResidentLoader, batch 32",
+        "ResidentLoader + augment, batch 32",
+        "DataLoader workers=0, batch 32",
+    }
     assert all(v > 0 for v in med.values())
 
 
@@ -84,9 +111,34 @@ def test_throughput_benchmark(synth_root, tmp_path):
     from benchmarks import throughput
 
     out = tmp_path / "t.json"
-    assert throughput.main(["--models", "mlp", "fast", "--batch-sizes", "32", "--repeats", "2", "--seconds", "0.02",
-                            "--warmup", "1", "--device", "cpu", "--threads", "1", "--data-dir", str(synth_root),
-                            "--set", "runtime.channels_last=true", "--out", str(out)]) == 0
+    assert (
+        throughput.main(
+            [
+                "--models",
+                "mlp",
+                "fast",
+                "--batch-sizes",
+                "32",
+                "--repeats",
+                "2",
+                "--seconds",
+                "0.02",
+                "--warmup",
+                "1",
+                "--device",
+                "cpu",
+                "--threads",
+                "1",
+                "--data-dir",
+                str(synth_root),
+                "--set",
+                "runtime.channels_last=true",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     res = _json(out)["results"]
     assert [(r["model"], r["batch_size"]) for r in res] == [("mlp", 32), ("fast", 32)]
     assert all(r["median_images_per_s"] > 0 and len(r["images_per_s"]) == 2 for r in res)
@@ -96,9 +148,29 @@ def test_side_by_side_benchmark(synth_root, tmp_path):
     from benchmarks import side_by_side
 
     out = tmp_path / "s.json"
-    assert side_by_side.main(["--images", "64", "--batch-size", "32", "--repeats", "1", "--workers", "0",
-                              "--device", "cpu", "--threads", "1", "--data-dir", str(synth_root),
-                              "--out", str(out)]) == 0
+    assert (
+        side_by_side.main(
+            [
+                "--images",
+                "64",
+                "--batch-size",
+                "32",
+                "--repeats",
+                "1",
+                "--workers",
+                "0",
+                "--device",
+                "cpu",
+                "--threads",
+                "1",
+                "--data-dir",
+                str(synth_root),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     d = _json(out)
     assert set(d["median_images_per_s"]) == {"DataLoader, num_workers=0", "mnist-hpc engine"}
     assert d["ratio"] > 0
@@ -117,8 +189,23 @@ train: {epochs: 2, checkpoint: {every: 0}}
 runtime: {threads: 1, device: cpu, channels_last: true}
 """)
     out = tmp_path / "tta.json"
-    assert tta.main([str(cfg), "--seeds", "2", "--eval-every", "0.5", "--data-dir", str(synth_root), "--cli",
-                     "--out", str(out)]) == 0
+    assert (
+        tta.main(
+            [
+                str(cfg),
+                "--seeds",
+                "2",
+                "--eval-every",
+                "0.5",
+                "--data-dir",
+                str(synth_root),
+                "--cli",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     d = _json(out)
     (res,) = d["results"]
     assert res["seeds"] == [0, 1]

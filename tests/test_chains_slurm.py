@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.slurm_support import mnist_hpc, slurm_data, slurm_sandbox, wait_until_done  # noqa: F401 - fixtures
+from tests.slurm_support import mnist_hpc, wait_until_done
 from tests.test_array_requeue_slurm import scontrol_fields
 from tests.test_sweep_slurm import make_project
 
@@ -26,8 +26,21 @@ def test_then_report_writes_the_report_after_the_array(slurm_sandbox, slurm_data
     try:
         env = {"MNIST_HPC_PYTHON": sys.executable, "MNIST_HPC_DATA_DIR": str(slurm_data)}
         mnist_hpc("data", "pack", "mnist", cwd=project, env=env)
-        out = mnist_hpc("sweep", "submit", project / "configs" / "sweeps" / "chain.yaml", "--cluster", "local",
-                        "--cpus", "1", "--time", "0:20:00", "--then", "report", cwd=project, env=env).stdout
+        out = mnist_hpc(
+            "sweep",
+            "submit",
+            project / "configs" / "sweeps" / "chain.yaml",
+            "--cluster",
+            "local",
+            "--cpus",
+            "1",
+            "--time",
+            "0:20:00",
+            "--then",
+            "report",
+            cwd=project,
+            env=env,
+        ).stdout
         array = re.search(r"job array (\d+)", out).group(1)
         report_job = re.search(r"then job (\d+) writes", out).group(1)
         assert wait_until_done(report_job, timeout=1200) == "COMPLETED", out
@@ -35,7 +48,9 @@ def test_then_report_writes_the_report_after_the_array(slurm_sandbox, slurm_data
         assert states == ["COMPLETED"] * 2
         folder = next(project.glob("runs/chain-sweep-*"))
         text = (folder / "report.md").read_text()
-        assert text.startswith("# Sweep chain: 2 of 2 runs completed") and "did not complete" not in text, text
+        assert text.startswith("# Sweep chain: 2 of 2 runs completed") and "did not complete" not in text, (
+            text
+        )
         ends = [scontrol_fields(f"{array}_{i}")["EndTime"] for i in range(2)]
         assert scontrol_fields(report_job)["StartTime"] >= max(ends)  # ISO times compare as text
     finally:
@@ -47,14 +62,36 @@ def test_after_orders_two_jobs(slurm_sandbox, slurm_data):
     try:
         env = {"MNIST_HPC_PYTHON": sys.executable, "MNIST_HPC_DATA_DIR": str(slurm_data)}
         mnist_hpc("data", "pack", "mnist", cwd=project, env=env)
-        common = ["--cluster", "local", "--cpus", "1", "--time", "0:20:00", "--set", "train.epochs=1",
-                  "--set", "data.subset=2000", "--set", "data.val_split=null"]
+        common = [
+            "--cluster",
+            "local",
+            "--cpus",
+            "1",
+            "--time",
+            "0:20:00",
+            "--set",
+            "train.epochs=1",
+            "--set",
+            "data.subset=2000",
+            "--set",
+            "data.val_split=null",
+        ]
         first = mnist_hpc("submit", "configs/quickstart.yaml", *common, cwd=project, env=env).stdout
         a = re.search(r"submitted job (\d+)", first).group(1)
-        refused = mnist_hpc("submit", "configs/quickstart.yaml", *common, "--after", "999999", cwd=project,
-                            env=env, check=False)
+        refused = mnist_hpc(
+            "submit",
+            "configs/quickstart.yaml",
+            *common,
+            "--after",
+            "999999",
+            cwd=project,
+            env=env,
+            check=False,
+        )
         assert refused.returncode != 0 and "job 999999 does not exist" in refused.stderr, refused.stderr
-        second = mnist_hpc("submit", "configs/quickstart.yaml", *common, "--after", a, cwd=project, env=env).stdout
+        second = mnist_hpc(
+            "submit", "configs/quickstart.yaml", *common, "--after", a, cwd=project, env=env
+        ).stdout
         b = re.search(r"submitted job (\d+)", second).group(1)
         fields_a, fields_b = scontrol_fields(a), scontrol_fields(b)
         if fields_a.get("JobState") in ("PENDING", "RUNNING"):  # A still going: B waits for it

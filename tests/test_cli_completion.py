@@ -35,12 +35,26 @@ def test_config_names_then_yaml_files(tmp_path, monkeypatch):
 
 def test_yaml_files_below_the_current_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    for path in ("a.yaml", "b.yml", "notes.txt", "configs/x.yaml", "configs/sweeps/lr.yaml",
-                 ".hidden/h.yaml", "runs/r1/config.yaml", "1/2/3/deep.yaml", "1/2/3/4/too-deep.yaml"):
+    for path in (
+        "a.yaml",
+        "b.yml",
+        "notes.txt",
+        "configs/x.yaml",
+        "configs/sweeps/lr.yaml",
+        ".hidden/h.yaml",
+        "runs/r1/config.yaml",
+        "1/2/3/deep.yaml",
+        "1/2/3/4/too-deep.yaml",
+    ):
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path).write_text("{}")
-    assert C.yaml_files("") == ["a.yaml", "b.yml", "1/2/3/deep.yaml", "configs/x.yaml",
-                                "configs/sweeps/lr.yaml"]
+    assert C.yaml_files("") == [
+        "a.yaml",
+        "b.yml",
+        "1/2/3/deep.yaml",
+        "configs/x.yaml",
+        "configs/sweeps/lr.yaml",
+    ]
     assert C.yaml_files("configs/s") == ["configs/sweeps/lr.yaml"]
     assert C.yaml_files("configs/") == ["configs/x.yaml", "configs/sweeps/lr.yaml"]
     assert C.yaml_files(f"{tmp_path}/configs/x") == [f"{tmp_path}/configs/x.yaml"]
@@ -51,7 +65,8 @@ def test_yaml_files_below_the_current_folder(tmp_path, monkeypatch):
 def test_cluster_names_with_the_users_profiles(tmp_path, monkeypatch):
     (tmp_path / "mnist-hpc").mkdir()
     (tmp_path / "mnist-hpc" / "clusters.yaml").write_text(
-        "profiles:\n  mylab:\n    extends: generic\n    description: the lab's cluster\n")
+        "profiles:\n  mylab:\n    extends: generic\n    description: the lab's cluster\n"
+    )
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
     monkeypatch.delenv("MNIST_HPC_CLUSTERS", raising=False)
     assert values(C.complete_cluster(None, None, "n")) == ["narval", "nibi"]
@@ -67,8 +82,15 @@ def test_a_broken_profile_file_offers_nothing_instead_of_a_traceback(tmp_path, m
 
 def test_config_keys_follow_the_schema_and_the_model():
     keys = C.config_keys("mlp")
-    assert {"optim.lr", "train.checkpoint.every", "data.augment.shift", "model.name", "model.hidden",
-            "runtime.device", "experiment.name"} <= set(keys)
+    assert {
+        "optim.lr",
+        "train.checkpoint.every",
+        "data.augment.shift",
+        "model.name",
+        "model.hidden",
+        "runtime.device",
+        "experiment.name",
+    } <= set(keys)
     assert "model.channels" not in keys and "optim" not in keys and "train.checkpoint" not in keys
     assert keys["optim.lr"] == "peak learning rate"
     assert {"model.channels", "model.dropout1"} <= set(C.config_keys("cnn"))
@@ -91,8 +113,9 @@ def test_set_completes_keys_with_an_equals_sign(monkeypatch):
 
     monkeypatch.delenv(C.COMPLETE_VAR, raising=False)
     ctx = cli.make_context("mnist-hpc", ["train"], resilient_parsing=True)
-    train = cli.commands["train"].make_context("train", ["mlp_keras", "--set", "x=1"], parent=ctx,
-                                               resilient_parsing=True)
+    train = cli.commands["train"].make_context(
+        "train", ["mlp_keras", "--set", "x=1"], parent=ctx, resilient_parsing=True
+    )
     items = C.complete_set(train, None, "model.")
     assert values(items) == ["model.name=", "model.hidden=", "model.activation=", "model.dropout="]
     assert items[1].help.startswith("hidden layer widths")
@@ -100,8 +123,14 @@ def test_set_completes_keys_with_an_equals_sign(monkeypatch):
 
 
 def test_rejoin_undoes_bash_word_breaks():
-    assert C.rejoin(["--set", "model.name", "=", "mlp", "--gpus", "a100", ":", "1", "--set", "x", "="]) == \
-        ["--set", "model.name=mlp", "--gpus", "a100:1", "--set", "x="]
+    assert C.rejoin(["--set", "model.name", "=", "mlp", "--gpus", "a100", ":", "1", "--set", "x", "="]) == [
+        "--set",
+        "model.name=mlp",
+        "--gpus",
+        "a100:1",
+        "--set",
+        "x=",
+    ]
 
 
 # --------------------------------------------------------------------------- end to end
@@ -119,9 +148,14 @@ def shell_env(tmp_path):
 
 
 def _complete(env, cwd, words: str, cword: int) -> list[str]:
-    proc = subprocess.run(["mnist-hpc"], env={**env, "COMP_WORDS": words, "COMP_CWORD": str(cword),
-                                              C.COMPLETE_VAR: "bash_complete"},
-                          cwd=cwd, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        ["mnist-hpc"],
+        env={**env, "COMP_WORDS": words, "COMP_CWORD": str(cword), C.COMPLETE_VAR: "bash_complete"},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0 and not proc.stderr, proc.stderr
     return proc.stdout.splitlines()
 
@@ -132,27 +166,53 @@ def test_bash_protocol_end_to_end(shell_env, tmp_path):
     assert "plain,quickstart" in _complete(shell_env, tmp_path, "mnist-hpc train q", 2)
     assert _complete(shell_env, tmp_path, "mnist-hpc submit quickstart --cluster tr", 4) == ["plain,trillium"]
     out = _complete(shell_env, tmp_path, "mnist-hpc submit quickstart --cluster local --set model.", 6)
-    assert out == ["plain,model.name=", "plain,model.width=", "plain,model.depth=", "plain,model.channels=",
-                   "plain,model.head=", "plain,model.downsample=", "plain,model.convs="]  # quickstart's model: fast
+    assert out == [
+        "plain,model.name=",
+        "plain,model.width=",
+        "plain,model.depth=",
+        "plain,model.channels=",
+        "plain,model.head=",
+        "plain,model.downsample=",
+        "plain,model.convs=",
+    ]  # quickstart's model: fast
     # as bash splits it, at '=': the model named on the line wins over the config's
     out = _complete(shell_env, tmp_path, "mnist-hpc train quickstart --set model.name = mlp --set model.h", 8)
     assert out == ["plain,model.hidden="]
 
 
 def test_completion_imports_no_torch(shell_env, tmp_path):
-    code = ("import sys\nfrom mnist_hpc.cli.main import main\ntry:\n    main()\nexcept SystemExit:\n    pass\n"
-            "assert 'torch' not in sys.modules, 'torch imported'\n")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
-                          env={**shell_env, "COMP_WORDS": "mnist-hpc train mlp_keras --set model.",
-                               "COMP_CWORD": "4", C.COMPLETE_VAR: "bash_complete"}, timeout=60)
+    code = (
+        "import sys\nfrom mnist_hpc.cli.main import main\ntry:\n    main()\nexcept SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={
+            **shell_env,
+            "COMP_WORDS": "mnist-hpc train mlp_keras --set model.",
+            "COMP_CWORD": "4",
+            C.COMPLETE_VAR: "bash_complete",
+        },
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "plain,model.hidden=" in proc.stdout
 
 
 def test_bash_script_adds_no_space_after_a_key(shell_env, tmp_path):
     script = tmp_path / "mnist-hpc.bash"
-    script.write_text(subprocess.run(["mnist-hpc"], env={**shell_env, C.COMPLETE_VAR: "bash_source"},
-                                     capture_output=True, text=True, check=True).stdout)
+    script.write_text(
+        subprocess.run(
+            ["mnist-hpc"],
+            env={**shell_env, C.COMPLETE_VAR: "bash_source"},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     test = f"""
 source {script}
 compopt() {{ local IFS=" "; echo "compopt $*" >&2; }}  # the builtin works only inside a real TAB
@@ -164,8 +224,9 @@ COMP_WORDS=(mnist-hpc submit quickstart --cluster nar); COMP_CWORD=4; COMPREPLY=
 _mnist_hpc_completion mnist-hpc
 printf 'reply: %s\\n' "${{COMPREPLY[@]}}"
 """
-    proc = subprocess.run(["bash", "-c", test], env=shell_env, cwd=tmp_path, capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run(
+        ["bash", "-c", test], env=shell_env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     assert "complete -o nosort -F _mnist_hpc_completion mnist-hpc" in proc.stdout
     assert proc.stdout.splitlines()[1:] == ["reply: optim.lr=", "reply: narval"]
@@ -175,8 +236,14 @@ printf 'reply: %s\\n' "${{COMPREPLY[@]}}"
 @pytest.mark.skipif(shutil.which("fish") is None, reason="fish is not installed")
 def test_fish_end_to_end(shell_env, tmp_path):
     script = 'mnist-hpc | source; complete -C"mnist-hpc train --set optim.l"; complete -C"mnist-hpc train q"'
-    proc = subprocess.run(["fish", "--no-config", "-c", script], env={**shell_env, C.COMPLETE_VAR: "fish_source"},
-                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        ["fish", "--no-config", "-c", script],
+        env={**shell_env, C.COMPLETE_VAR: "fish_source"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0] == "optim.lr=\tpeak learning rate" and lines[1].startswith("quickstart\t")
@@ -187,8 +254,15 @@ def test_zsh_script_adds_no_space_after_a_key(shell_env, tmp_path):
     """compadd and _describe work only inside a real completion widget: stand-ins print what
     the script hands them."""
     script = tmp_path / "mnist-hpc.zsh"
-    script.write_text(subprocess.run(["mnist-hpc"], env={**shell_env, C.COMPLETE_VAR: "zsh_source"},
-                                     capture_output=True, text=True, check=True).stdout)
+    script.write_text(
+        subprocess.run(
+            ["mnist-hpc"],
+            env={**shell_env, C.COMPLETE_VAR: "zsh_source"},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     test = f"""
 compdef() {{ : }}
 source {script}
@@ -197,8 +271,9 @@ _describe() {{ print -r -- "_describe ${{(q)@}}"; print -rl -- ${{(P)3}} }}
 words=(mnist-hpc train --set optim.l); CURRENT=4; _mnist_hpc_completion
 words=(mnist-hpc submit quickstart --cluster nar); CURRENT=5; _mnist_hpc_completion
 """
-    proc = subprocess.run(["zsh", "-f", "-c", test], env=shell_env, cwd=tmp_path, capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run(
+        ["zsh", "-f", "-c", test], env=shell_env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0] == "_describe -V unsorted open -U -S ''" and lines[1] == "optim.lr=:peak learning rate"

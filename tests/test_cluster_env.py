@@ -13,8 +13,14 @@ def _preempt(run_dir="runs/x"):
 
 def test_an_array_task_requeues_itself_not_the_whole_array(monkeypatch):
     # Task 1_1 can carry SLURM_JOB_ID=1, the array's own id: `scontrol requeue 1` would restart every task.
-    job = cluster_env.current({"SLURM_JOB_ID": "1", "SLURM_ARRAY_JOB_ID": "1", "SLURM_ARRAY_TASK_ID": "1",
-                               "SLURM_RESTART_COUNT": "0"})
+    job = cluster_env.current(
+        {
+            "SLURM_JOB_ID": "1",
+            "SLURM_ARRAY_JOB_ID": "1",
+            "SLURM_ARRAY_TASK_ID": "1",
+            "SLURM_RESTART_COUNT": "0",
+        }
+    )
     asked = []
     monkeypatch.setattr("mnist_hpc.cluster.slurm.scontrol_requeue", asked.append)
     lines = []
@@ -32,9 +38,17 @@ def test_a_plain_job_requeues_its_job_id(monkeypatch):
 
 
 def test_the_restart_budget_is_the_tasks_own(monkeypatch):
-    job = cluster_env.current({"SLURM_JOB_ID": "7", "SLURM_ARRAY_JOB_ID": "5", "SLURM_ARRAY_TASK_ID": "2",
-                               "SLURM_RESTART_COUNT": "2"})
-    monkeypatch.setattr("mnist_hpc.cluster.slurm.scontrol_requeue", lambda i: (_ for _ in ()).throw(AssertionError))
+    job = cluster_env.current(
+        {
+            "SLURM_JOB_ID": "7",
+            "SLURM_ARRAY_JOB_ID": "5",
+            "SLURM_ARRAY_TASK_ID": "2",
+            "SLURM_RESTART_COUNT": "2",
+        }
+    )
+    monkeypatch.setattr(
+        "mnist_hpc.cluster.slurm.scontrol_requeue", lambda i: (_ for _ in ()).throw(AssertionError)
+    )
     lines = []
     assert cluster_env.requeue_on_preempt(job, max_requeues=2, echo=lines.append)(_preempt()) is False
     assert "2 requeues already" in lines[0]

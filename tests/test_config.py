@@ -3,7 +3,6 @@
 import pytest
 
 from mnist_hpc.config import load_config, yaml_load
-from mnist_hpc.errors import ConfigError
 
 
 def write(tmp_path, name, text):
@@ -55,9 +54,16 @@ BAD = [
     ("dataset.yaml", "data: {dataset: mnsit}\n", "did you mean 'mnist'?"),
     ("model.yaml", "model: {name: lenet}\n", "model.name: expected one of"),
     ("optim.yaml", "optim: {name: adamm}\n", "did you mean 'adam'?"),
-    ("modelparam.yaml", "model: {name: mlp, hiden: [3]}\n", "model.hiden: unknown key for model 'mlp' (did you mean 'hidden'?)"),
-    ("tag.yaml", "experiment: !!python/object/apply:os.system ['touch /tmp/pwned']\n",
-     "YAML tags that construct Python objects are not allowed"),
+    (
+        "modelparam.yaml",
+        "model: {name: mlp, hiden: [3]}\n",
+        "model.hiden: unknown key for model 'mlp' (did you mean 'hidden'?)",
+    ),
+    (
+        "tag.yaml",
+        "experiment: !!python/object/apply:os.system ['touch /tmp/pwned']\n",
+        "YAML tags that construct Python objects are not allowed",
+    ),
     ("dup.yaml", "train: {epochs: 1}\ntrain: {epochs: 2}\n", "duplicate key 'train'"),
     ("missing_parent.yaml", "extends: nowhere.yaml\n", "extends: nowhere.yaml: no such file"),
 ]
@@ -80,14 +86,17 @@ def test_extends_loop(tmp_path, cli):
     assert r.code == 2 and "extends: loop" in r.err, r
 
 
-@pytest.mark.parametrize("override,message", [
-    ("trian.epochs=3", "unknown key trian (did you mean 'train'?)"),
-    ("optim.lrr=0.1", "unknown key optim.lrr (did you mean 'optim.lr'?)".replace("optim.lr'", "lr'")),
-    ("model.hiden=[1]", "unknown key model.hiden for model 'cnn'"),
-    ("optim.lr", "expected KEY=VALUE"),
-    ("optim.lr=[1", "not valid YAML"),
-    ("optim.lr=-1", "optim.lr: expected a learning rate > 0"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("trian.epochs=3", "unknown key trian (did you mean 'train'?)"),
+        ("optim.lrr=0.1", "unknown key optim.lrr (did you mean 'optim.lr'?)".replace("optim.lr'", "lr'")),
+        ("model.hiden=[1]", "unknown key model.hiden for model 'cnn'"),
+        ("optim.lr", "expected KEY=VALUE"),
+        ("optim.lr=[1", "not valid YAML"),
+        ("optim.lr=-1", "optim.lr: expected a learning rate > 0"),
+    ],
+)
 def test_bad_set(tmp_path, cli, override, message):
     p = write(tmp_path, "ok.yaml", "model: {name: cnn}\n")
     r = cli("config", "show", p, "--set", override)
@@ -104,9 +113,11 @@ def test_config_show_does_not_import_torch(tmp_path):
     import sys
 
     p = write(tmp_path, "a.yaml", "model: {name: mlp}\n")
-    code = ("import sys; from mnist_hpc.cli.main import main\n"
-            "try: main(['config', 'show', %r])\nexcept SystemExit: pass\n"
-            "assert 'torch' not in sys.modules, 'torch imported'" % str(p))
+    code = (
+        "import sys; from mnist_hpc.cli.main import main\n"
+        f"try: main(['config', 'show', {str(p)!r}])\nexcept SystemExit: pass\n"
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "name: mlp" in r.stdout

@@ -8,13 +8,22 @@ import dataclasses
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
 
 import pytest
 
 from mnist_hpc.config import (
-    MAX_BYTES, MAX_NODES, CNNModel, ConfigError, SHIPPED_DIR, build_section, config_from_dict,
-    load_config, read_yaml, resolve_extends, shipped_configs, yaml_load,
+    MAX_BYTES,
+    MAX_NODES,
+    SHIPPED_DIR,
+    CNNModel,
+    ConfigError,
+    build_section,
+    config_from_dict,
+    load_config,
+    read_yaml,
+    resolve_extends,
+    shipped_configs,
+    yaml_load,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,8 +57,13 @@ def test_model_section_is_typed_and_serialises_as_before():
 def test_set_model_name_switches_to_that_models_defaults():
     cfg = load_config("configs/mlp_keras.yaml", ["model.name=cnn"])
     assert cfg.model == CNNModel()
-    assert cfg.to_dict()["model"] == {"name": "cnn", "channels": [32, 64], "hidden": 128,
-                                      "dropout1": 0.25, "dropout2": 0.5}
+    assert cfg.to_dict()["model"] == {
+        "name": "cnn",
+        "channels": [32, 64],
+        "hidden": 128,
+        "dropout1": 0.25,
+        "dropout2": 0.5,
+    }
     (note,) = cfg.notes
     assert note.startswith("model.name changed mlp -> cnn; dropped model.hidden, model.activation")
     assert "cnn starts from its own defaults" in note
@@ -110,14 +124,21 @@ def test_shipped_configs_are_package_data():
     assert (ROOT / "configs").resolve() == SHIPPED_DIR.resolve()  # the old paths keep working
     patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
     shipped = {str(p.relative_to(SHIPPED_DIR.parent)) for p in SHIPPED_DIR.rglob("*.yaml")}
-    matched = {str(p.relative_to(SHIPPED_DIR.parent)) for pat in patterns["mnist_hpc"]
-               for p in SHIPPED_DIR.parent.glob(pat)}
+    matched = {
+        str(p.relative_to(SHIPPED_DIR.parent))
+        for pat in patterns["mnist_hpc"]
+        for p in SHIPPED_DIR.parent.glob(pat)
+    }
     assert shipped and shipped <= matched
 
 
 def test_config_by_name_from_another_folder(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "mnist_hpc", "config", "show", "quickstart",
-                        "--set", "train.epochs=1"], cwd=tmp_path, capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "mnist_hpc", "config", "show", "quickstart", "--set", "train.epochs=1"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     assert "name: quickstart" in r.stdout and "epochs: 1" in r.stdout
 
@@ -164,13 +185,16 @@ def test_sweep_base_next_to_the_shipped_configs_still_resolves():
 # --------------------------------------------------------------------------- strings stay strings
 
 
-@pytest.mark.parametrize("override,field,expected", [
-    ("experiment.name=on", "name", "on"),
-    ("experiment.name=2024", "name", "2024"),
-    ("experiment.name=1e-3", "name", "1e-3"),
-    ("experiment.name='quoted'", "name", "quoted"),
-    ("experiment.seed=2024", "seed", 2024),
-])
+@pytest.mark.parametrize(
+    "override,field,expected",
+    [
+        ("experiment.name=on", "name", "on"),
+        ("experiment.name=2024", "name", "2024"),
+        ("experiment.name=1e-3", "name", "1e-3"),
+        ("experiment.name='quoted'", "name", "quoted"),
+        ("experiment.seed=2024", "seed", 2024),
+    ],
+)
 def test_string_fields_keep_the_text_typed(override, field, expected):
     cfg = load_config("quickstart", [override])
     assert getattr(cfg.experiment, field) == expected
@@ -180,14 +204,14 @@ def test_string_fields_keep_the_text_typed(override, field, expected):
 def test_optional_and_choice_strings():
     assert load_config("quickstart", ["data.root=2024"]).data.root == "2024"
     assert load_config("quickstart", ["data.root=null"]).data.root is None
-    with pytest.raises(ConfigError, match="optim.schedule: expected one of .* got 'off'"):
+    with pytest.raises(ConfigError, match=r"optim.schedule: expected one of .* got 'off'"):
         load_config("quickstart", ["optim.schedule=off"])
-    with pytest.raises(ConfigError, match="model.hidden: expected a list, got True"):
+    with pytest.raises(ConfigError, match=r"model.hidden: expected a list, got True"):
         load_config("mlp_keras", ["model.hidden=on"])  # not a string field: YAML as before
 
 
 def test_non_finite_numbers_are_refused():
-    with pytest.raises(ConfigError, match="optim.lr: expected a finite number, got nan"):
+    with pytest.raises(ConfigError, match=r"optim.lr: expected a finite number, got nan"):
         load_config("quickstart", ["optim.lr=.nan"])
 
 
@@ -234,12 +258,15 @@ def test_file_size_cap(tmp_path, cli):
     assert str(p) in line and "larger than 1024 KiB" in line
 
 
-@pytest.mark.parametrize("text,message", [
-    ("a: &a [*a]\n", "refers to the node that contains it"),
-    ("[" * 5000 + "]" * 5000 + "\n", "nested more than"),
-    ("? [a, b]\n: 1\n", "unhashable"),
-    ("a: 1\na: 2\n", "duplicate key 'a'"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("a: &a [*a]\n", "refers to the node that contains it"),
+        ("[" * 5000 + "]" * 5000 + "\n", "nested more than"),
+        ("? [a, b]\n: 1\n", "unhashable"),
+        ("a: 1\na: 2\n", "duplicate key 'a'"),
+    ],
+)
 def test_hostile_documents_are_one_line_errors(tmp_path, text, message):
     p = write(tmp_path, "x.yaml", text)
     with pytest.raises(ConfigError) as e:
@@ -248,7 +275,10 @@ def test_hostile_documents_are_one_line_errors(tmp_path, text, message):
 
 
 def test_plain_documents_still_load():
-    assert yaml_load("lr: 1e-3\nanchors: {a: &x [1, 2], b: *x}\n") == {"lr": 0.001, "anchors": {"a": [1, 2], "b": [1, 2]}}
+    assert yaml_load("lr: 1e-3\nanchors: {a: &x [1, 2], b: *x}\n") == {
+        "lr": 0.001,
+        "anchors": {"a": [1, 2], "b": [1, 2]},
+    }
 
 
 # --------------------------------------------------------------------------- validator and resolver
@@ -258,14 +288,18 @@ def test_plain_documents_still_load():
 class _Entry:
     name: str
     modules: tuple = ()  # bare tuples accept YAML lists
-    widths: "dict[str, int]" = dataclasses.field(default_factory=dict)
-    memory: Optional[str] = None
+    widths: dict[str, int] = dataclasses.field(default_factory=dict)
+    memory: str | None = None
 
 
 def test_build_section_serves_any_schema():
-    e = build_section(_Entry, {"name": "x", "modules": ["a", "b"], "widths": {"a": 1}}, "profiles.x", "f.yaml")
+    e = build_section(
+        _Entry, {"name": "x", "modules": ["a", "b"], "widths": {"a": 1}}, "profiles.x", "f.yaml"
+    )
     assert e == _Entry("x", ("a", "b"), {"a": 1})
-    with pytest.raises(ConfigError, match=r"^f.yaml: profiles.x.modles: unknown key \(did you mean 'modules'\?\)"):
+    with pytest.raises(
+        ConfigError, match=r"^f.yaml: profiles.x.modles: unknown key \(did you mean 'modules'\?\)"
+    ):
         build_section(_Entry, {"name": "x", "modles": []}, "profiles.x", "f.yaml")
     with pytest.raises(ConfigError, match=r"^f.yaml: profiles.x.widths.a: expected an integer, got 'b'$"):
         build_section(_Entry, {"name": "x", "widths": {"a": "b"}}, "profiles.x", "f.yaml")

@@ -72,7 +72,7 @@ def test_a_47_class_run_has_a_47_wide_head_metrics_and_card(cli, tmp_path):
     make_emnist(tmp_path / "data", "balanced", 47)
     cfg = tmp_path / "em.yaml"
     cfg.write_text(f"""
-experiment: {{name: em, output_dir: {tmp_path / 'runs'}}}
+experiment: {{name: em, output_dir: {tmp_path / "runs"}}}
 data: {{dataset: emnist-balanced, batch_size: 100, eval_batch_size: 200}}
 model: {{name: fast, width: 8}}
 train: {{epochs: 1}}
@@ -102,7 +102,7 @@ def _write_images(folder: Path, classes=("cat", "dog", "owl"), per_class=12, siz
         (folder / c).mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
             a = rng.integers(0, 60, (*size[::-1], 3)).astype(np.uint8)
-            a[:, k * 10:(k * 10) + 8] = 250  # a class-specific bright band
+            a[:, k * 10 : (k * 10) + 8] = 250  # a class-specific bright band
             Image.fromarray(a if colour else a[..., 0]).save(folder / c / f"{i}.{'png' if i % 2 else 'jpg'}")
 
 
@@ -111,7 +111,7 @@ def test_an_image_folder_trains_with_its_classes_and_names_a_bad_file(cli, tmp_p
     _write_images(images)
     cfg = tmp_path / "pets.yaml"
     cfg.write_text(f"""
-experiment: {{name: pets, output_dir: {tmp_path / 'runs'}}}
+experiment: {{name: pets, output_dir: {tmp_path / "runs"}}}
 data: {{dataset: folder, root: {images}, image_size: 32, channels: 1, val_split: 0.2, batch_size: 8, eval_batch_size: 32}}
 model: {{name: fast, width: 8}}
 train: {{epochs: 1}}
@@ -139,7 +139,7 @@ def test_a_colour_folder_and_a_missing_one(cli, tmp_path):
     _write_images(images, per_class=6)
     cfg = tmp_path / "pets.yaml"
     cfg.write_text(f"""
-experiment: {{name: pets, output_dir: {tmp_path / 'runs'}}}
+experiment: {{name: pets, output_dir: {tmp_path / "runs"}}}
 data: {{dataset: folder, root: {images}, image_size: 16, channels: 3, val_split: null, batch_size: 6}}
 model: {{name: cnn, channels: [4, 8], hidden: 16}}
 train: {{epochs: 1}}
@@ -183,7 +183,7 @@ def file_server(tmp_path):
 def _md5(path: Path) -> str:
     import hashlib
 
-    return hashlib.md5(path.read_bytes()).hexdigest()  # noqa: S324 - torchvision's own check
+    return hashlib.md5(path.read_bytes()).hexdigest()
 
 
 def test_qmnist_downloads_and_unpacks_through_torchvision(tmp_path, file_server, monkeypatch):
@@ -252,14 +252,16 @@ def test_an_image_folder_is_staged_through_the_data_archive(cli, tmp_path):
 
     images = tmp_path / "pets"
     _write_images(images, per_class=6)
-    r = cli("data", "pack", f"folder:{images}", "--output", tmp_path / "data.tar", "--data-dir", tmp_path / "d0")
+    r = cli(
+        "data", "pack", f"folder:{images}", "--output", tmp_path / "data.tar", "--data-dir", tmp_path / "d0"
+    )
     assert r.code == 0 and "folder:pets-" in r.out, r
     job_data = tmp_path / "job-tmpdir"
     with tarfile.open(tmp_path / "data.tar") as tar:
         tar.extractall(job_data, filter="data")
     cfg = tmp_path / "pets.yaml"
     cfg.write_text(f"""
-experiment: {{name: pets, output_dir: {tmp_path / 'runs'}}}
+experiment: {{name: pets, output_dir: {tmp_path / "runs"}}}
 data: {{dataset: folder, root: {images}, image_size: 16, val_split: null, batch_size: 6}}
 model: {{name: fast, width: 4}}
 train: {{epochs: 1}}

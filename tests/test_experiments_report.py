@@ -67,8 +67,10 @@ def test_learning_curves_of_one_epoch_have_integer_ticks(tmp_path, monkeypatch):
 
     saved = []
     monkeypatch.setattr(plots, "_save", lambda fig, path: saved.append(fig) or path)
-    plots.learning_curves([{"epoch": 1, "train_loss": 0.3, "train_acc": 0.9, "val_loss": 0.2,
-                            "val_acc": 0.95}], tmp_path / "curves.png")
+    plots.learning_curves(
+        [{"epoch": 1, "train_loss": 0.3, "train_acc": 0.9, "val_loss": 0.2, "val_acc": 0.95}],
+        tmp_path / "curves.png",
+    )
     for ax in saved[0].axes:
         assert all(float(t).is_integer() for t in ax.get_xticks()), ax.get_xticks()
 
@@ -78,8 +80,10 @@ def test_the_best_label_stays_inside_the_axes(tmp_path, monkeypatch, val_acc):
     pytest.importorskip("matplotlib")
     saved = []
     monkeypatch.setattr(plots, "_save", lambda fig, path: saved.append(fig) or path)
-    rows = [{"epoch": e, "train_loss": 0.3, "train_acc": min(1.0, v + 0.02), "val_loss": 0.2,
-             "val_acc": v} for e, v in enumerate(val_acc, 1)]
+    rows = [
+        {"epoch": e, "train_loss": 0.3, "train_acc": min(1.0, v + 0.02), "val_loss": 0.2, "val_acc": v}
+        for e, v in enumerate(val_acc, 1)
+    ]
     plots.learning_curves(rows, tmp_path / "curves.png")
     fig = saved[0]
     fig.canvas.draw()

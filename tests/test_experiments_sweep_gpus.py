@@ -15,7 +15,6 @@ import torch
 from mnist_hpc.experiments import sweep as sweep_mod
 from mnist_hpc.experiments.sweepfile import load_sweep
 
-
 STAND_IN = '''
 """Stands in for `mnist-hpc train ... --run-dir DIR`: records its GPUs and when it ran."""
 import json, os, sys, time
@@ -76,8 +75,10 @@ def test_parallel_runs_spread_over_the_visible_gpus(sweep_of, monkeypatch):
     started = sorted(line for line in lines if ": started" in line)
     # the first two start together (in either order on a loaded machine) on different GPUs
     assert sorted(line.rsplit(" ", 1)[1] for line in started[:2]) == ["0", "1"], lines
-    assert all(line.startswith(("[0] lr=0.01: started on GPU", "[1] lr=0.02: started on GPU"))
-               for line in started[:2]), lines
+    assert all(
+        line.startswith(("[0] lr=0.01: started on GPU", "[1] lr=0.02: started on GPU"))
+        for line in started[:2]
+    ), lines
 
 
 def test_the_parents_gpu_list_is_respected(sweep_of, monkeypatch):
@@ -101,5 +102,7 @@ def test_without_gpus_or_in_series_the_environment_is_unchanged(sweep_of, monkey
     lines = []
     assert all(r.ok for r in sweep_mod.run_sweep(sweep, parallel=parallel, echo=lines.append))
     assert [c["gpus"] for c in calls()] == [None, None]
-    assert sorted(line for line in lines if ": started" in line) == ["[0] lr=0.01: started",
-                                                                    "[1] lr=0.02: started"]
+    assert sorted(line for line in lines if ": started" in line) == [
+        "[0] lr=0.01: started",
+        "[1] lr=0.02: started",
+    ]

@@ -23,11 +23,13 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture
 def base(tmp_path) -> Path:
     path = tmp_path / "base.yaml"
-    path.write_text(textwrap.dedent(f"""\
-        experiment: {{name: tiny, seed: 10, output_dir: {tmp_path / 'runs'}}}
+    path.write_text(
+        textwrap.dedent(f"""\
+        experiment: {{name: tiny, seed: 10, output_dir: {tmp_path / "runs"}}}
         model: {{name: mlp, hidden: [8]}}
         train: {{epochs: 1}}
-        """))
+        """)
+    )
     return path
 
 
@@ -94,12 +96,17 @@ def test_an_absurd_random_count_is_refused_before_anything_is_drawn(tmp_path, ba
 
 def test_random_access_and_iteration_agree(tmp_path, base):
     """The lazy product gives the runs in the order (and with the names) of a plain expansion."""
-    sweep = load_sweep(write(tmp_path, """\
+    sweep = load_sweep(
+        write(
+            tmp_path,
+            """\
         grid: {model.hidden: [[4], [4]], optim.lr: [0.1, 0.2]}
         zip: {data.batch_size: [16, 32], train.epochs: [1, 2]}
         random: {count: 3, seed: 7, params: {optim.weight_decay: {choice: [0.0, 0.1]}}}
         seeds: {repeat: 2}
-        """))
+        """,
+        )
+    )
     runs = list(sweep.runs)
     assert len(runs) == 2 * 2 * 2 * 3 * 2
     assert [sweep.runs[i].name for i in reversed(range(len(runs)))] == [r.name for r in reversed(runs)]
@@ -111,8 +118,10 @@ def test_random_access_and_iteration_agree(tmp_path, base):
     draws = [rng.choice([0.0, 0.1]) for _ in range(3)]
     assert [r.params["optim.weight_decay"] for r in runs[:6:2]] == draws
     dims = sweep.dims
-    expected = [{k: v for p in combo for k, v in p.items()}
-                for combo in itertools.product(*([d.point(i) for i in range(d.size)] for d in dims))]
+    expected = [
+        {k: v for p in combo for k, v in p.items()}
+        for combo in itertools.product(*([d.point(i) for i in range(d.size)] for d in dims))
+    ]
     assert [r.params for r in runs] == expected
     assert [axes.params_at(dims, i) for i in range(len(runs))] == expected
 
@@ -148,8 +157,9 @@ def test_a_yaml_bomb_is_refused_quickly_in_one_short_line(tmp_path, base, where)
 
 def test_base_may_name_a_shipped_config(tmp_path):
     path = tmp_path / "named.yaml"
-    path.write_text(f"base: quickstart\nset: {{experiment.output_dir: {tmp_path}}}\n"
-                    f"grid: {{optim.lr: [0.001, 0.01]}}\n")
+    path.write_text(
+        f"base: quickstart\nset: {{experiment.output_dir: {tmp_path}}}\ngrid: {{optim.lr: [0.001, 0.01]}}\n"
+    )
     sweep = load_sweep(path)
     assert sweep.base.name == "quickstart.yaml" and sweep.base.is_file()
     assert [r.config.model.name for r in sweep.runs] == ["fast", "fast"]
@@ -170,7 +180,7 @@ def test_config_validate_checks_every_run_of_a_sweep_file(cli, tmp_path, base):
     r = cli("config", "validate", *shipped, ROOT / "configs" / "quickstart.yaml")
     assert r.code == 0, r
     lines = r.out.splitlines()
-    for path, line in zip(shipped, lines):
+    for path, line in zip(shipped, lines, strict=False):
         assert line == f"ok    {path} ({validate_sweep_file(path)} runs)"
     assert lines[-1] == f"ok    {ROOT / 'configs' / 'quickstart.yaml'}"
 

@@ -23,7 +23,8 @@ from tests.conftest import synthetic_split
 
 needs_onnx = pytest.mark.skipif(
     not all(installed(m) for m in ("onnx", "onnxscript", "onnxruntime")),
-    reason="the export extra is not installed (pip install 'mnist-hpc[export]')")
+    reason="the export extra is not installed (pip install 'mnist-hpc[export]')",
+)
 
 
 @pytest.fixture(scope="module")
@@ -34,13 +35,23 @@ def run(tmp_path_factory, synth_root) -> Path:
     from mnist_hpc.training.run import run_training
 
     tmp = tmp_path_factory.mktemp("export")
-    cfg = config_from_dict({
-        "experiment": {"name": "tiny", "seed": 0, "output_dir": str(tmp / "runs")},
-        "data": {"dataset": "mnist", "val_split": None, "batch_size": 64, "eval_batch_size": 256},
-        "model": {"name": "fast", "width": 8, "depth": 2},  # conv + batch norm: more to get right than an MLP
-        "optim": {"name": "adam", "lr": 0.003}, "train": {"epochs": 1}, "runtime": {"threads": 1}})
-    run_training(cfg, ctx=TrainContext(), data_dir=synth_root, run_dir=tmp / "run", progress=False,
-                 echo=lambda m: None)
+    cfg = config_from_dict(
+        {
+            "experiment": {"name": "tiny", "seed": 0, "output_dir": str(tmp / "runs")},
+            "data": {"dataset": "mnist", "val_split": None, "batch_size": 64, "eval_batch_size": 256},
+            "model": {
+                "name": "fast",
+                "width": 8,
+                "depth": 2,
+            },  # conv + batch norm: more to get right than an MLP
+            "optim": {"name": "adam", "lr": 0.003},
+            "train": {"epochs": 1},
+            "runtime": {"threads": 1},
+        }
+    )
+    run_training(
+        cfg, ctx=TrainContext(), data_dir=synth_root, run_dir=tmp / "run", progress=False, echo=lambda m: None
+    )
     return tmp / "run"
 
 
@@ -119,7 +130,9 @@ def test_predict_and_evaluate_take_an_exported_file(fmt, run, cli, tmp_path, syn
         return [line.split(": ")[1].split()[0] for line in out.splitlines()]
 
     assert labels(by_file.out) == labels(by_run.out) and len(labels(by_run.out)) == 4
-    by_run, by_file = (cli("evaluate", p, "--data-dir", synth_root, "--device", "cpu") for p in (run, exported))
+    by_run, by_file = (
+        cli("evaluate", p, "--data-dir", synth_root, "--device", "cpu") for p in (run, exported)
+    )
     assert by_run.code == by_file.code == 0, (by_run, by_file)
     assert by_file.out.split("  ")[0] == by_run.out.split("  ")[0]  # "test accuracy NN.NN%"
 
@@ -132,7 +145,9 @@ def test_the_model_card_says_what_the_file_is_and_how_to_feed_it(run):
     card = json.loads((run / "exports" / "model.state_dict.pt.card.json").read_text())
     summary = json.loads((run / "summary.json").read_text())
     spec = DATASETS["mnist"]
-    assert card["file"] == path.name and card["format"] == "state_dict" and card["bytes"] == path.stat().st_size
+    assert (
+        card["file"] == path.name and card["format"] == "state_dict" and card["bytes"] == path.stat().st_size
+    )
     assert (card["dataset"], card["classes"], card["model"]) == ("mnist", list(spec.classes), "fast")
     assert card["parameters"] == summary["params"] and card["size_mb"] == summary["model_size_mb"]
     assert card["test_accuracy"] == summary["test_accuracy"]  # the same weights the summary evaluated
@@ -165,15 +180,21 @@ def test_a_folder_that_is_not_a_run(cli, tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     assert one_line(cli("export", tmp_path)) == (
         f"error: {tmp_path}: not a run folder (no config.yaml or checkpoints/ in it); "
-        f"give a run folder or a checkpoint file")
-    assert one_line(cli("export", tmp_path / "nope")) == f"error: {tmp_path / 'nope'}: no such run folder or checkpoint"
+        f"give a run folder or a checkpoint file"
+    )
+    assert (
+        one_line(cli("export", tmp_path / "nope"))
+        == f"error: {tmp_path / 'nope'}: no such run folder or checkpoint"
+    )
     assert one_line(cli("export", tmp_path / "notes.txt")).startswith(  # the checkpoint loader's own line
-        f"error: {tmp_path / 'notes.txt'}: not a readable checkpoint")
+        f"error: {tmp_path / 'notes.txt'}: not a readable checkpoint"
+    )
 
 
 def test_an_unknown_format(cli, run):
     assert one_line(cli("export", run, "--format", "onx")) == (
-        "error: --format onx: unknown format (did you mean 'onnx'?); expected one of onnx, torchscript, state_dict")
+        "error: --format onx: unknown format (did you mean 'onnx'?); expected one of onnx, torchscript, state_dict"
+    )
     with pytest.raises(UserError, match="unknown format"):
         mnist_hpc.Run.load(run).export("tflite")
 
@@ -183,7 +204,8 @@ def test_a_missing_extra(cli, run, monkeypatch):
         monkeypatch.setitem(sys.modules, module, None)
     assert one_line(cli("export", run, "--format", "onnx")) == (
         "error: --format onnx needs onnx, onnxscript, onnxruntime, which are not installed: "
-        "pip install 'mnist-hpc[export]' (or just: pip install onnx onnxscript onnxruntime)")
+        "pip install 'mnist-hpc[export]' (or just: pip install onnx onnxscript onnxruntime)"
+    )
 
 
 def test_an_exported_file_without_its_card_or_runtime(cli, run, tmp_path, monkeypatch):
@@ -193,11 +215,14 @@ def test_an_exported_file_without_its_card_or_runtime(cli, run, tmp_path, monkey
     assert one_line(r).startswith(f"error: {bare}: no model card beside it (bare.onnx.card.json)")
     already = mnist_hpc.Run.load(run).export("state_dict")
     assert one_line(cli("export", already)) == (
-        f"error: {already}: already an exported model; export from its run folder or checkpoint")
+        f"error: {already}: already an exported model; export from its run folder or checkpoint"
+    )
     if installed("onnxruntime"):
-        (tmp_path / "bare.onnx.card.json").write_text((already.parent / (already.name + ".card.json")).read_text()
-                                                      .replace('"state_dict"', '"onnx"'))
+        (tmp_path / "bare.onnx.card.json").write_text(
+            (already.parent / (already.name + ".card.json")).read_text().replace('"state_dict"', '"onnx"')
+        )
         monkeypatch.setitem(sys.modules, "onnxruntime", None)
         assert one_line(cli("evaluate", bare)) == (
             f"error: {bare}: an ONNX model needs onnxruntime, which is not installed: "
-            "pip install 'mnist-hpc[export]' (or just: pip install onnxruntime)")
+            "pip install 'mnist-hpc[export]' (or just: pip install onnxruntime)"
+        )

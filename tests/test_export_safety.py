@@ -44,19 +44,24 @@ def test_export_refuses_to_write_over_its_own_checkpoint(own, cli, tmp_path):
     checkpoint = last(own)
     before = sha(checkpoint)
     line = one_line(cli("export", checkpoint, "--format", "state_dict", "--out", checkpoint))
-    assert line.startswith(f"error: --out {checkpoint}: that is the checkpoint being exported") and \
-        "choose another --out" in line
+    assert (
+        line.startswith(f"error: --out {checkpoint}: that is the checkpoint being exported")
+        and "choose another --out" in line
+    )
     (tmp_path / "link.pt").symlink_to(checkpoint)
     os.link(checkpoint, tmp_path / "hard.pt")
     for out in (tmp_path / "link.pt", tmp_path / "hard.pt"):
         assert "that is the checkpoint being exported" in one_line(
-            cli("export", checkpoint, "--format", "torchscript", "--out", out))
+            cli("export", checkpoint, "--format", "torchscript", "--out", out)
+        )
     # from the run folder too (its best, else newest checkpoint), and any other saved file of the run
     assert "that is the checkpoint being exported" in one_line(
-        cli("export", own, "--format", "state_dict", "--out", checkpoint))
+        cli("export", own, "--format", "state_dict", "--out", checkpoint)
+    )
     config = (own / "config.yaml").read_bytes()
     assert "is not an exported model" in one_line(
-        cli("export", own, "--format", "state_dict", "--out", own / "config.yaml"))
+        cli("export", own, "--format", "state_dict", "--out", own / "config.yaml")
+    )
     assert sha(checkpoint) == before and (own / "config.yaml").read_bytes() == config
     assert cli("export", own, "--format", "state_dict").code == 0  # an earlier export may be replaced
     assert cli("export", own, "--format", "state_dict").code == 0
@@ -79,8 +84,9 @@ def test_export_into_a_folder_it_cannot_write_is_one_line(own, cli, tmp_path, mo
 
         monkeypatch.setattr(folder, "open", refusing_open, raising=False)
     line = one_line(cli("export", own, "--format", "torchscript", "--out", ro / "m.torchscript.pt"))
-    assert line.startswith(f"error: {ro}: cannot write the export (Permission denied); choose a writable place "
-                           f"with --out"), line
+    assert line.startswith(
+        f"error: {ro}: cannot write the export (Permission denied); choose a writable place with --out"
+    ), line
     assert list(ro.iterdir()) == []
 
 
@@ -94,7 +100,10 @@ def test_a_killed_export_leaves_no_temporary_file_behind(own, cli, monkeypatch):
     stale = exports / f".model.torchscript.pt.tmp-{dead}"
     stale.write_bytes(b"half a model")
     assert cli("export", own, "--format", "torchscript").code == 0
-    assert sorted(p.name for p in exports.iterdir()) == ["model.torchscript.pt", "model.torchscript.pt.card.json"]
+    assert sorted(p.name for p in exports.iterdir()) == [
+        "model.torchscript.pt",
+        "model.torchscript.pt.card.json",
+    ]
 
     real_save = torch.jit.save
 
@@ -105,8 +114,9 @@ def test_a_killed_export_leaves_no_temporary_file_behind(own, cli, monkeypatch):
     before = {p.name: sha(p) for p in exports.iterdir()}
     monkeypatch.setattr(torch.jit, "save", save_then_sigterm)
     r = cli("export", own, "--format", "torchscript")
-    assert r.code == 143 and one_line(r).endswith("export stopped by SIGTERM; nothing was written "
-                                                  "(run the export again)")
+    assert r.code == 143 and one_line(r).endswith(
+        "export stopped by SIGTERM; nothing was written (run the export again)"
+    )
     assert {p.name: sha(p) for p in exports.iterdir()} == before  # the earlier export, whole; no .tmp
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
@@ -125,8 +135,12 @@ def test_an_exported_model_refuses_images_of_another_shape(own, cli, fmt):
     path = own / "exports" / f"model{exported.FORMATS[fmt]}"
     model, _, _ = exported.load_exported(path)
     for shape in ((2, 1, 32, 32), (2, 28, 28), (2, 3, 28, 28)):
-        with pytest.raises(UserError, match=r"takes images of batch×1×28×28 \(its model card\), got "
-                                            + "×".join(map(str, shape)) + "; give 28×28 digits"):
+        with pytest.raises(
+            UserError,
+            match=r"takes images of batch×1×28×28 \(its model card\), got "
+            + "×".join(map(str, shape))
+            + "; give 28×28 digits",
+        ):
             model(torch.zeros(*shape))
     assert model(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
     with pytest.raises(UserError, match=r"image 1: shape \(32, 32\); predict_arrays takes 28×28"):
@@ -145,8 +159,13 @@ def test_an_exported_file_replaced_or_truncated_after_export_is_refused(own, cli
     data = path.read_bytes()
     path.write_bytes(data[:-100])
     line = one_line(cli("predict", path, digit))
-    assert line.startswith(f"error: {path}: not the file its model card describes ({len(data) - 100:,} bytes "
-                           f"where the card says {len(data):,})") and "export it again" in line
+    assert (
+        line.startswith(
+            f"error: {path}: not the file its model card describes ({len(data) - 100:,} bytes "
+            f"where the card says {len(data):,})"
+        )
+        and "export it again" in line
+    )
     flipped = bytearray(data)
     flipped[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(flipped))
@@ -167,7 +186,9 @@ def test_a_torchscript_file_copied_without_its_card_says_the_card_is_missing(own
         digit = tmp_path / "d.png"
         Image.fromarray(np.eye(28, dtype=np.uint8) * 255).save(digit)
         line = one_line(cli("predict", alone, digit))
-        assert line.startswith(f"error: {alone}: no model card beside it ({name}.card.json): the file looks like "
-                               f"a torchscript export, and its card holds the dataset, the class names and the "
-                               f"normalisation"), line
+        assert line.startswith(
+            f"error: {alone}: no model card beside it ({name}.card.json): the file looks like "
+            f"a torchscript export, and its card holds the dataset, the class names and the "
+            f"normalisation"
+        ), line
         assert "copy the card along with the file" in line

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mnist_hpc.training import data as datamod
 from mnist_hpc.config import AugmentConfig
+from mnist_hpc.training import data as datamod
 
 MEAN, STD = 0.1307, 0.3081
 AUG = AugmentConfig(shift=2.0, rotate=15.0, scale=0.1)
@@ -22,8 +22,19 @@ def images(n: int, seed: int = 0) -> torch.Tensor:
 def loader(n=103, bs=16, seed=0, augment=None, rank=0, world=1, shuffle=True, x=None, channels_last=False):
     x = images(n) if x is None else x
     y = torch.arange(len(x))  # the label is the sample's index: batches tell which samples they hold
-    return datamod.ResidentLoader(x, y, batch_size=bs, mean=MEAN, std=STD, seed=seed, shuffle=shuffle,
-                                  augment_cfg=augment, rank=rank, world_size=world, channels_last=channels_last)
+    return datamod.ResidentLoader(
+        x,
+        y,
+        batch_size=bs,
+        mean=MEAN,
+        std=STD,
+        seed=seed,
+        shuffle=shuffle,
+        augment_cfg=augment,
+        rank=rank,
+        world_size=world,
+        channels_last=channels_last,
+    )
 
 
 def epoch_batches(ld, epoch=0, start=0):
@@ -53,12 +64,12 @@ def test_two_ranks_shard_one_permutation(n, bs):
         s1 = torch.cat([yb for _, _, yb, _ in b1])
         assert not set(s0.tolist()) & set(s1.tolist()), "the ranks' shards overlap"
         assert sorted(s0.tolist() + s1.tolist()) == list(range(n))
-        for (_, _, y0, g0), (_, _, y1, g1) in zip(b0, b1):
+        for (_, _, y0, g0), (_, _, y1, g1) in zip(b0, b1, strict=False):
             assert g0 == g1 == len(y0) + len(y1)  # both ranks agree on the global batch
             assert abs(len(y0) - len(y1)) <= 1
         # the union of the shards is the one-process batch, in order
         single = epoch_batches(loader(n, bs), epoch)
-        for (_, _, y0, _), (_, _, y1, _), (_, _, ys, _) in zip(b0, b1, single):
+        for (_, _, y0, _), (_, _, y1, _), (_, _, ys, _) in zip(b0, b1, single, strict=False):
             assert torch.equal(torch.cat([y0, y1]), ys)
 
 
@@ -75,7 +86,7 @@ def test_resuming_mid_epoch_gives_the_remaining_batches():
     full = epoch_batches(ld, 2)
     tail = epoch_batches(loader(103, 16, augment=AUG), 2, start=3)
     assert [s for s, *_ in tail] == [s for s, *_ in full[3:]]
-    for (_, xa, ya, _), (_, xb, yb, _) in zip(full[3:], tail):
+    for (_, xa, ya, _), (_, xb, yb, _) in zip(full[3:], tail, strict=False):
         assert torch.equal(ya, yb) and torch.equal(xa, xb)
 
 
@@ -114,7 +125,7 @@ def test_augmented_batches_keep_shape_dtype_and_value_range():
     plain = epoch_batches(loader(x=x, bs=32))
     aug = epoch_batches(loader(x=x, bs=32, augment=AUG))
     lo, hi = (0 - MEAN) / STD, (1 - MEAN) / STD
-    for (_, xp, yp, _), (_, xa, ya, _) in zip(plain, aug):
+    for (_, xp, yp, _), (_, xa, ya, _) in zip(plain, aug, strict=False):
         assert xa.shape == xp.shape == (32, 1, 28, 28)
         assert xa.dtype == torch.float32
         assert torch.isfinite(xa).all()
@@ -144,7 +155,9 @@ def test_pure_shift_moves_pixels_by_whole_pixels_at_most():
 
 def test_hflip_mirrors_about_half_the_images_exactly_and_leaves_the_rest():
     x = images(200, seed=11).unsqueeze(1).float() / 255
-    out = datamod.augment(x, shift=0, rotate=0, scale=0, hflip=True, generator=torch.Generator().manual_seed(2))
+    out = datamod.augment(
+        x, shift=0, rotate=0, scale=0, hflip=True, generator=torch.Generator().manual_seed(2)
+    )
     mirrored = (out - x.flip(-1)).abs().amax((1, 2, 3)) < 1e-5
     kept = (out - x).abs().amax((1, 2, 3)) < 1e-5
     assert bool((mirrored ^ kept).all())  # each image is either mirrored or untouched, exactly
@@ -193,12 +206,19 @@ def test_augmentation_differs_between_epochs_and_steps():
 # --------------------------------------------------------------------------- the fast net
 
 
-@pytest.mark.parametrize("params", [{}, {"width": 8, "depth": 2}, {"channels": [12, 24, 32], "head": "flatten"},
-                                    {"width": 4, "depth": 4, "head": "flatten"},
-                                    {"channels": [8, 16, 32], "head": "flatten", "downsample": "stride"},
-                                    {"width": 4, "depth": 4, "downsample": "stride"},
-                                    {"channels": [8, 16, 32], "convs": 2, "head": "flatten"},
-                                    {"width": 4, "depth": 2, "convs": 3, "downsample": "stride"}])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {"width": 8, "depth": 2},
+        {"channels": [12, 24, 32], "head": "flatten"},
+        {"width": 4, "depth": 4, "head": "flatten"},
+        {"channels": [8, 16, 32], "head": "flatten", "downsample": "stride"},
+        {"width": 4, "depth": 4, "downsample": "stride"},
+        {"channels": [8, 16, 32], "convs": 2, "head": "flatten"},
+        {"width": 4, "depth": 2, "convs": 3, "downsample": "stride"},
+    ],
+)
 def test_fast_net_shapes(params):
     from mnist_hpc.config import config_from_dict
     from mnist_hpc.training.models import build_model

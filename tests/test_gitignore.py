@@ -27,11 +27,15 @@ def readme_outputs() -> list[str]:
     return found
 
 
-@pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(),
-                    reason="needs git and a git checkout")
+@pytest.mark.skipif(
+    shutil.which("git") is None or not (ROOT / ".git").exists(), reason="needs git and a git checkout"
+)
 def test_files_the_readme_writes_are_ignored():
     paths = ALWAYS + readme_outputs()
     assert {"report.md", "figures/x.png", "report.html", "models/x.png"} <= set(paths)
-    missed = [p for p in paths
-              if subprocess.run(["git", "check-ignore", "-q", "--no-index", p], cwd=ROOT).returncode != 0]
+    missed = [
+        p
+        for p in paths
+        if subprocess.run(["git", "check-ignore", "-q", "--no-index", p], cwd=ROOT).returncode != 0
+    ]
     assert not missed, f"not git-ignored: {missed}"

@@ -22,7 +22,7 @@ def _within(seconds, fn):
     def call():
         try:
             out["value"] = fn()
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             out["error"] = e
 
     t = threading.Thread(target=call, daemon=True)
@@ -52,7 +52,9 @@ def test_a_config_path_that_is_a_fifo_or_a_device_is_refused_at_once(tmp_path, c
     assert one_line(r).endswith(f"{fifo}: not a regular file (a named pipe (FIFO)); give a YAML file")
     assert r.code != 0
     load = _within(10, lambda: mnist_hpc.load_config("/dev/zero"))
-    assert isinstance(load.get("error"), ConfigError) and "not a regular file (a device file)" in str(load["error"])
+    assert isinstance(load.get("error"), ConfigError) and "not a regular file (a device file)" in str(
+        load["error"]
+    )
     r = cli("train", "/dev/null")
     assert "/dev/null: not a regular file (a device file); give a YAML file" in one_line(r)
 
@@ -73,19 +75,31 @@ def test_an_image_to_predict_that_is_a_fifo_is_refused_at_once(tmp_path):
     assert str(out["error"]) == f"{fifo}: not an image file (a named pipe (FIFO)); give a PNG or JPEG file"
 
 
-@pytest.mark.parametrize("name, why", [
-    ("two\nlines", "without control characters"), ("tab\there", "without control characters"),
-    ("bell\a", "without control characters"), ("a/b", "without '/'"), ("..", "without '..'"),
-    ("x..y", "without '..'"), (".hidden", "not starting with '.'"), ("  ", "not empty or blank"),
-    ("n" * 101, "at most 100 characters"), ("para\u2029graph", "without control characters"),
-])
+@pytest.mark.parametrize(
+    "name, why",
+    [
+        ("two\nlines", "without control characters"),
+        ("tab\there", "without control characters"),
+        ("bell\a", "without control characters"),
+        ("a/b", "without '/'"),
+        ("..", "without '..'"),
+        ("x..y", "without '..'"),
+        (".hidden", "not starting with '.'"),
+        ("  ", "not empty or blank"),
+        ("n" * 101, "at most 100 characters"),
+        ("para\u2029graph", "without control characters"),
+    ],
+)
 def test_experiment_name_with_control_characters_or_path_parts_is_refused(tmp_path, cli, name, why):
     import json
 
     config = tmp_path / "c.yaml"
     config.write_text(f"experiment: {{name: {json.dumps(name)}, output_dir: {tmp_path / 'runs'}}}\n")
     line = one_line(cli("config", "validate", config))
-    assert line.startswith("error") and f"{config}: experiment.name: expected a name for run folders and job scripts (" in line
+    assert (
+        line.startswith("error")
+        and f"{config}: experiment.name: expected a name for run folders and job scripts (" in line
+    )
     assert why in line
     r = cli("train", config)
     assert r.code == 2 and why in one_line(r) and not (tmp_path / "runs").exists()

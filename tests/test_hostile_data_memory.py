@@ -13,9 +13,17 @@ from mnist_hpc.training import data as datamod
 from tests.test_export import one_line
 
 
-@pytest.mark.parametrize("error", [MemoryError(), RuntimeError("[enforce fail at alloc_cpu.cpp:117] "
-                                                                 "DefaultCPUAllocator: can't allocate memory: "
-                                                                 "you tried to allocate 188160000 bytes")])
+@pytest.mark.parametrize(
+    "error",
+    [
+        MemoryError(),
+        RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:117] "
+            "DefaultCPUAllocator: can't allocate memory: "
+            "you tried to allocate 188160000 bytes"
+        ),
+    ],
+)
 def test_a_memory_error_while_reading_data_says_what_ran_out(synth_root, tmp_path, monkeypatch, cli, error):
     root = tmp_path / "data"
     shutil.copytree(synth_root, root)
@@ -33,5 +41,6 @@ def test_a_memory_error_while_reading_data_says_what_ran_out(synth_root, tmp_pat
     r = cli("data", "verify", "--data-dir", root, "--dataset", "mnist")
     assert "ran out of memory" in r.out and one_line(r) == (
         f"error: {root}: ran out of memory checking 1 dataset(s), so their files were not judged (nothing "
-        f"to delete): free memory and run `mnist-hpc data verify` again")
+        f"to delete): free memory and run `mnist-hpc data verify` again"
+    )
     assert sorted(p.name for p in (root / "MNIST" / "raw").iterdir()) == before  # nothing was deleted

@@ -92,7 +92,7 @@ def template(tmp_path_factory):
     data = make_dataset(root / "data")
     config = root / "tiny.yaml"
     config.write_text(f"""
-experiment: {{name: tiny, seed: 0, output_dir: {root / 'unused'}}}
+experiment: {{name: tiny, seed: 0, output_dir: {root / "unused"}}}
 data: {{dataset: mnist, val_split: 0.2, batch_size: 64, eval_batch_size: 256}}
 model: {{name: mlp, hidden: [32]}}
 optim: {{name: adam, lr: 0.003}}
@@ -113,16 +113,23 @@ def env(template, tmp_path, cli, monkeypatch):
     monkeypatch.delenv("MNIST_HPC_CLUSTERS", raising=False)
     monkeypatch.delenv("MNIST_HPC_DATA_DIR", raising=False)
     config = tmp_path / "tiny.yaml"
-    config.write_text((template / "tiny.yaml").read_text().replace(str(template / "unused"), str(tmp_path / "runs")))
+    config.write_text(
+        (template / "tiny.yaml").read_text().replace(str(template / "unused"), str(tmp_path / "runs"))
+    )
     shutil.copytree(template / "done", tmp_path / "done")
     return Env(tmp_path, template / "data", config, tmp_path / "done", cli)
 
 
 # --------------------------------------------------------------------------- sweep files
 
-LAUGHS = "\n".join(["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
-                   + [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, "
-                      f"*a{i - 1}, *a{i - 1}, *a{i - 1}]" for i in range(1, 9)])
+LAUGHS = "\n".join(
+    ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    + [
+        f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, "
+        f"*a{i - 1}, *a{i - 1}, *a{i - 1}]"
+        for i in range(1, 9)
+    ]
+)
 
 
 @case
@@ -133,23 +140,31 @@ def sweep_billion_laughs_in_grid(env):
 
 @case
 def sweep_billion_laughs_in_set(env):
-    f = env.write("s.yaml", f"base: tiny.yaml\n{LAUGHS}\nset:\n  model.hidden: *a8\ngrid:\n  optim.lr: [0.1]\n")
+    f = env.write(
+        "s.yaml", f"base: tiny.yaml\n{LAUGHS}\nset:\n  model.hidden: *a8\ngrid:\n  optim.lr: [0.1]\n"
+    )
     refused(env.run("sweep", "plan", f), 2, str(f))
 
 
 @case
 def sweep_random_count_of_a_billion(env):
-    f = env.write("s.yaml", """\
+    f = env.write(
+        "s.yaml",
+        """\
         base: tiny.yaml
         random: {count: 1000000000, seed: 0, params: {optim.lr: {loguniform: [1.0e-4, 1.0e-1]}}}
-        """)
+        """,
+    )
     refused(env.run("sweep", "plan", f), 2, "1,000,000,000")
 
 
 @case
 def sweep_of_100000_runs_is_refused_quickly(env):
     lrs = ", ".join(f"{0.001 + i * 1e-6:.6f}" for i in range(1000))
-    f = env.write("s.yaml", f"base: tiny.yaml\ngrid:\n  optim.lr: [{lrs}]\n  data.batch_size: [{', '.join(str(8 + i) for i in range(100))}]\n")
+    f = env.write(
+        "s.yaml",
+        f"base: tiny.yaml\ngrid:\n  optim.lr: [{lrs}]\n  data.batch_size: [{', '.join(str(8 + i) for i in range(100))}]\n",
+    )
     t0 = time.time()
     refused(env.run("sweep", "plan", f), 2, "100,000 runs")
     assert time.time() - t0 < 5
@@ -412,14 +427,18 @@ def resume_with_another_learning_rate(env):
 
 @case
 def resume_with_another_model(env):
-    refused(env.train("--resume", env.done, "--set", "model={name: lenet5}"), 1, "model.name 'mlp' -> 'lenet5'")
+    refused(
+        env.train("--resume", env.done, "--set", "model={name: lenet5}"), 1, "model.name 'mlp' -> 'lenet5'"
+    )
 
 
 @case
 def resume_with_fewer_epochs_than_done(env):
     (env.done / "summary.json").unlink()
     env.mark()
-    refused(env.train("--resume", "auto", "--run-dir", env.done, "--set", "train.epochs=1"), 1, "train.epochs=1")
+    refused(
+        env.train("--resume", "auto", "--run-dir", env.done, "--set", "train.epochs=1"), 1, "train.epochs=1"
+    )
 
 
 @case
@@ -450,8 +469,11 @@ def init_from_a_garbage_file(env):
 
 @case
 def init_from_another_architecture(env):
-    refused(env.train("--init-from", env.done, "--set", "model.hidden=[16]", "--run-dir", env.tmp / "r"),
-            1, "do not fit")
+    refused(
+        env.train("--init-from", env.done, "--set", "model.hidden=[16]", "--run-dir", env.tmp / "r"),
+        1,
+        "do not fit",
+    )
 
 
 @case
@@ -478,8 +500,13 @@ def run_dir_being_trained_by_another_process(env):
 @case
 def output_dir_under_a_file(env):
     blocker = env.write("blocker", "x")
-    refused(env.run("train", env.config, "--data-dir", env.data, "--set", f"experiment.output_dir={blocker}/runs"),
-            1, "not writable")
+    refused(
+        env.run(
+            "train", env.config, "--data-dir", env.data, "--set", f"experiment.output_dir={blocker}/runs"
+        ),
+        1,
+        "not writable",
+    )
 
 
 @case
@@ -496,8 +523,12 @@ def extending_a_completed_run_leaves_it_alone(env):
 def _tmpfs(env, size) -> Path:
     mnt = env.tmp / "small"
     mnt.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)],
-                                           capture_output=True).returncode:
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], capture_output=True
+        ).returncode
+    ):
         pytest.skip("cannot mount a tmpfs here (needs root)")
     return mnt
 
@@ -629,17 +660,34 @@ def signal_sigusr1_then_resume_with_a_changed_config(env):
     r = _with_signal(env, signal.SIGUSR1)
     assert r.code == 75, r
     env.mark()
-    refused(env.train("--run-dir", env.tmp / "r", "--resume", "auto", "--set", "optim.name=sgd"), 1, "optim.name")
+    refused(
+        env.train("--run-dir", env.tmp / "r", "--resume", "auto", "--set", "optim.name=sgd"), 1, "optim.name"
+    )
 
 
 @case
 def signal_sigint_to_a_real_process(env):
     """Ctrl-C from a terminal to a training process (end to end, with its exit code)."""
     run = env.tmp / "r"
-    p = subprocess.Popen([sys.executable, "-m", "mnist_hpc", "train", str(env.config), "--data-dir", str(env.data),
-                          "--run-dir", str(run), "--set", "train.epochs=200"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env={k: v for k, v in os.environ.items() if not k.startswith("SLURM_")})
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mnist_hpc",
+            "train",
+            str(env.config),
+            "--data-dir",
+            str(env.data),
+            "--run-dir",
+            str(run),
+            "--set",
+            "train.epochs=200",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("SLURM_")},
+    )
     t0 = time.time()
     while not list((run / "checkpoints").glob("last-*.pt")) and time.time() - t0 < 15 and p.poll() is None:
         time.sleep(0.02)

@@ -25,8 +25,10 @@ def project(tmp_path, monkeypatch):
     (tmp_path / "bin").mkdir()
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
     scontrol = tmp_path / "bin" / "scontrol"
-    scontrol.write_text('#!/bin/sh\ncase "$*" in *" 77") echo "JobId=77 JobState=RUNNING";; '
-                        '*) echo "slurm_load_jobs error: Invalid job id specified" >&2; exit 1;; esac\n')
+    scontrol.write_text(
+        '#!/bin/sh\ncase "$*" in *" 77") echo "JobId=77 JobState=RUNNING";; '
+        '*) echo "slurm_load_jobs error: Invalid job id specified" >&2; exit 1;; esac\n'
+    )
     scontrol.chmod(0o755)
     (tmp_path / "sweep.yaml").write_text(SWEEP)
     return tmp_path
@@ -52,9 +54,19 @@ def test_submit_after_in_the_dry_run_and_refused_for_an_unknown_job(cli, project
 def test_sweep_then_report_in_the_dry_run(cli, project):
     r = cli("sweep", "submit", "sweep.yaml", "--cluster", "local", "--then", "report", "--dry-run")
     assert r.code == 0, r
-    report = r.out[r.out.rindex("#!/bin/bash"):]
+    report = r.out[r.out.rindex("#!/bin/bash") :]
     assert "#SBATCH --dependency=afterany:ARRAY_JOB_ID" in report and "--gpus" not in report
     assert 'args=(sweep report-job "$SWEEP")' in report and "--array" not in report
-    r = cli("sweep", "submit", "sweep.yaml", "--cluster", "trillium", "--account", "def-x", "--then", "report",
-            "--dry-run")
+    r = cli(
+        "sweep",
+        "submit",
+        "sweep.yaml",
+        "--cluster",
+        "trillium",
+        "--account",
+        "def-x",
+        "--then",
+        "report",
+        "--dry-run",
+    )
     assert r.code != 0 and "whole 192-core nodes" in r.err, r

@@ -20,8 +20,13 @@ PROBE = est.Probe(0.010, "cpu (test)", "given")
 SWEEP = "base: quickstart\nset: {train.epochs: 2}\ngrid: {optim.lr: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]}\n"
 # (cluster, --gpus) pairs: each profile's default, and its MIG slices where it has them
 CASES = [(name, None) for name in sorted(load_profiles()[0]) if name != "tamia"] + [
-    ("narval", "a100_1g.5gb:1"), ("narval", "a100_3g.20gb:1"), ("nibi", "h100_1g.10gb:1"),
-    ("rorqual", "h100_3g.40gb:1"), ("fir", "nvidia_h100_80gb_hbm3_2g.20gb:1"), ("narval", "0")]
+    ("narval", "a100_1g.5gb:1"),
+    ("narval", "a100_3g.20gb:1"),
+    ("nibi", "h100_1g.10gb:1"),
+    ("rorqual", "h100_3g.40gb:1"),
+    ("fir", "nvidia_h100_80gb_hbm3_2g.20gb:1"),
+    ("narval", "0"),
+]
 
 
 @pytest.fixture
@@ -56,13 +61,19 @@ def test_rgu_values_are_the_pages():
     # "Allocations and compute scheduling", RGU per GPU (bundle table), checked 2026-12-02
     narval, _ = get_profile("narval")
     assert narval.rgu_per_gpu == 4.0
-    assert {k: v.rgu for k, v in narval.mig.items()} == {"a100_1g.5gb": 0.57, "a100_2g.10gb": 1.14,
-                                                         "a100_3g.20gb": 2.0, "a100_4g.20gb": 2.3}
+    assert {k: v.rgu for k, v in narval.mig.items()} == {
+        "a100_1g.5gb": 0.57,
+        "a100_2g.10gb": 1.14,
+        "a100_3g.20gb": 2.0,
+        "a100_4g.20gb": 2.3,
+    }
     for name in ("fir", "nibi", "rorqual", "trillium"):
         p, _ = get_profile(name)
         assert p.rgu_per_gpu == 12.2
         assert {k.split("_")[-1]: v.rgu for k, v in p.mig.items()} in (
-            {}, {"1g.10gb": 1.74, "2g.20gb": 3.48, "3g.40gb": 6.1})
+            {},
+            {"1g.10gb": 1.74, "2g.20gb": 3.48, "3g.40gb": 6.1},
+        )
     for name in ("killarney", "vulcan", "tamia", "generic"):
         assert get_profile(name)[0].rgu_per_gpu is None
 
@@ -89,13 +100,32 @@ def test_dry_runs_print_the_estimate(cli, injected, monkeypatch):
     r = cli("submit", "quickstart", "--cluster", "narval", "--account", "def-x", "--dry-run")
     assert r.code == 0 and "no cost estimate yet" in r.err and "mnist-hpc estimate quickstart" in r.err, r
     monkeypatch.setattr(est, "stored_probe", lambda cfg: PROBE)  # as if `estimate` had probed here
-    r = cli("sweep", "submit", "sweep.yaml", "--cluster", "narval", "--account", "def-x", "--pack", "3",
-            "--dry-run")
+    r = cli(
+        "sweep",
+        "submit",
+        "sweep.yaml",
+        "--cluster",
+        "narval",
+        "--account",
+        "def-x",
+        "--pack",
+        "3",
+        "--dry-run",
+    )
     assert r.code == 0, r
     assert "estimate for 6 runs on narval (1 x a100 per task, 3 runs per array task, 2 tasks):" in r.err
     assert "RGU-hours (4.0 RGU per a100" in r.err and "(2 tasks of 3)" in r.err
-    r = cli("submit", "quickstart", "--cluster", "nibi", "--account", "def-x", "--gpus", "h100_1g.10gb:1",
-            "--dry-run")
+    r = cli(
+        "submit",
+        "quickstart",
+        "--cluster",
+        "nibi",
+        "--account",
+        "def-x",
+        "--gpus",
+        "h100_1g.10gb:1",
+        "--dry-run",
+    )
     assert r.code == 0, r
     assert "estimate for 1 run on nibi (1 MIG slice h100_1g.10gb)" in r.err and "1.74 RGU per" in r.err
 
@@ -119,15 +149,23 @@ def test_the_probe_is_stored_and_reused_by_torch_free_dry_runs(tmp_path, monkeyp
 
 # (profile, config) -> what --gpus auto asks for without a probe (no CPU judgement possible)
 AUTO = {
-    ("narval", "quickstart"): "a100_1g.5gb:1", ("narval", "cnn_classic"): "a100_1g.5gb:1",
+    ("narval", "quickstart"): "a100_1g.5gb:1",
+    ("narval", "cnn_classic"): "a100_1g.5gb:1",
     ("narval", "resnet18"): "a100_3g.20gb:1",
-    ("nibi", "quickstart"): "h100_1g.10gb:1", ("nibi", "cnn_classic"): "h100_1g.10gb:1",
+    ("nibi", "quickstart"): "h100_1g.10gb:1",
+    ("nibi", "cnn_classic"): "h100_1g.10gb:1",
     ("nibi", "resnet18"): "h100_3g.40gb:1",
-    ("rorqual", "quickstart"): "h100_1g.10gb:1", ("rorqual", "resnet18"): "h100_3g.40gb:1",
-    ("fir", "quickstart"): "nvidia_h100_80gb_hbm3_1g.10gb:1", ("fir", "resnet18"): "nvidia_h100_80gb_hbm3_3g.40gb:1",
-    ("trillium", "quickstart"): "1", ("trillium", "resnet18"): "1",
-    ("killarney", "quickstart"): "1", ("vulcan", "quickstart"): "1", ("tamia", "quickstart"): "4",
-    ("local", "quickstart"): "0", ("generic", "quickstart"): "1",
+    ("rorqual", "quickstart"): "h100_1g.10gb:1",
+    ("rorqual", "resnet18"): "h100_3g.40gb:1",
+    ("fir", "quickstart"): "nvidia_h100_80gb_hbm3_1g.10gb:1",
+    ("fir", "resnet18"): "nvidia_h100_80gb_hbm3_3g.40gb:1",
+    ("trillium", "quickstart"): "1",
+    ("trillium", "resnet18"): "1",
+    ("killarney", "quickstart"): "1",
+    ("vulcan", "quickstart"): "1",
+    ("tamia", "quickstart"): "4",
+    ("local", "quickstart"): "0",
+    ("generic", "quickstart"): "1",
 }
 
 
@@ -157,22 +195,61 @@ def test_gpus_auto_cpu_ddp_and_unknown_sizes():
 
 
 def test_explicit_gpus_win_and_auto_says_why(cli, injected):
-    r = cli("submit", "quickstart", "--cluster", "narval", "--account", "def-x", "--gpus", "a100:1", "--dry-run")
+    r = cli(
+        "submit", "quickstart", "--cluster", "narval", "--account", "def-x", "--gpus", "a100:1", "--dry-run"
+    )
     assert r.code == 0 and "--gpus-per-node=a100:1" in r.out and "--gpus auto" not in r.err, r
-    r = cli("submit", "quickstart", "--cluster", "narval", "--account", "def-x", "--gpus", "auto", "--dry-run")
+    r = cli(
+        "submit", "quickstart", "--cluster", "narval", "--account", "def-x", "--gpus", "auto", "--dry-run"
+    )
     assert r.code == 0 and "--gpus-per-node=a100_1g.5gb:1" in r.out, r
     assert "--gpus auto: a100_1g.5gb:1 -- MIG slice a100_1g.5gb" in r.err
 
 
 def test_pack_auto_fills_the_task_time_from_the_stored_probe(cli, injected, monkeypatch):
-    r = cli("sweep", "submit", "sweep.yaml", "--cluster", "narval", "--account", "def-x", "--pack", "auto",
-            "--dry-run")
+    r = cli(
+        "sweep",
+        "submit",
+        "sweep.yaml",
+        "--cluster",
+        "narval",
+        "--account",
+        "def-x",
+        "--pack",
+        "auto",
+        "--dry-run",
+    )
     assert r.code == 1 and "--pack auto needs the runs' time: run mnist-hpc estimate" in r.err, r
     monkeypatch.setattr(est, "stored_probe", lambda cfg: est.Probe(0.1, "cpu (test)", "given"))
     # a run: 2 epochs x 422 steps x 0.1 s = 84 s; x 1.5 = 126 s; (600 - 120) // 126 = 3 per task
-    r = cli("sweep", "submit", "sweep.yaml", "--cluster", "narval", "--account", "def-x", "--pack", "auto",
-            "--task-time", "0:10:00", "--dry-run")
-    assert r.code == 0 and "--pack auto: 3 runs per array task, 2 tasks" in r.err and "(2 tasks of 3)" in r.err, r
+    r = cli(
+        "sweep",
+        "submit",
+        "sweep.yaml",
+        "--cluster",
+        "narval",
+        "--account",
+        "def-x",
+        "--pack",
+        "auto",
+        "--task-time",
+        "0:10:00",
+        "--dry-run",
+    )
+    assert (
+        r.code == 0 and "--pack auto: 3 runs per array task, 2 tasks" in r.err and "(2 tasks of 3)" in r.err
+    ), r
     assert 'args=(sweep task "$SWEEP" --task "$(( SLURM_ARRAY_TASK_ID + INDEX_OFFSET ))" --pack 3)' in r.out
-    r = cli("sweep", "submit", "sweep.yaml", "--cluster", "narval", "--account", "def-x", "--pack", "x", "--dry-run")
+    r = cli(
+        "sweep",
+        "submit",
+        "sweep.yaml",
+        "--cluster",
+        "narval",
+        "--account",
+        "def-x",
+        "--pack",
+        "x",
+        "--dry-run",
+    )
     assert r.code == 1 and "expected a number of runs per array task" in r.err, r

@@ -31,7 +31,9 @@ def test_a_typed_zero_or_negative_gpu_count_is_refused(cli, gpus):
 def test_the_sweep_submit_refuses_it_too(cli, tmp_path):
     sweep = tmp_path / "s.yaml"
     sweep.write_text(f"base: {QUICKSTART}\ngrid: {{optim.lr: [0.1, 0.01]}}\n")
-    r = cli("sweep", "submit", sweep, "--cluster", "fir", "--gpus", "h100:0", "--dry-run", "--account", "def-x")
+    r = cli(
+        "sweep", "submit", sweep, "--cluster", "fir", "--gpus", "h100:0", "--dry-run", "--account", "def-x"
+    )
     assert r.code != 0 and "error: --gpus h100:0:" in r.err and "at least 1" in r.err, r
 
 

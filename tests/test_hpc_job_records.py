@@ -25,8 +25,12 @@ def test_status_and_logs_name_a_job_record_of_the_wrong_shape_and_carry_on(cli, 
     fake(project, "squeue", "true\n")
     fake(project, "sacct", f'echo "{DISABLED}" >&2; exit 1\n')
     fake(project, "scontrol", "exit 1\n")
-    good = _run(project, "good", {"status": "completed", "test_accuracy": 0.985},
-                record={"job_id": "30", "output": str(project / "runs" / "good" / "slurm-%j.out")})
+    good = _run(
+        project,
+        "good",
+        {"status": "completed", "test_accuracy": 0.985},
+        record={"job_id": "30", "output": str(project / "runs" / "good" / "slurm-%j.out")},
+    )
     (good / "slurm-30.out").write_text("epoch 1 done\n")
     bad = _run(project, "bad")
     (bad / "job.json").write_text(json.dumps(BAD[kind]))

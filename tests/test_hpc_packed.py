@@ -65,8 +65,13 @@ def test_a_task_runs_its_runs_in_turn_and_skips_completed_ones(sweep_file, tmp_p
     assert record["runs"] == [2, 3] and record["states"] == {"2": "completed", "3": "completed"}
     assert packed.run_task(sweep_file, 1, 2, echo=lines.append) == 0  # a second start trains nothing
     assert len(calls(tmp_path)) == 2 and "completed in an earlier start, skipped" in "\n".join(lines)
-    assert packed.sweep_states(sweep_file.parent) == {0: "pending", 1: "pending", 2: "completed",
-                                                       3: "completed", 4: "pending"}
+    assert packed.sweep_states(sweep_file.parent) == {
+        0: "pending",
+        1: "pending",
+        2: "completed",
+        3: "completed",
+        4: "pending",
+    }
 
 
 def test_a_requeued_run_ends_the_start_and_the_next_start_resumes_it(sweep_file, tmp_path, monkeypatch):
@@ -85,8 +90,9 @@ def test_an_index_past_the_sweep_is_refused(sweep_file):
 
 
 def test_the_job_limit_counts_tasks_not_runs(tmp_path, monkeypatch):
-    from mnist_hpc.cluster.profiles import get_profile
     from dataclasses import replace
+
+    from mnist_hpc.cluster.profiles import get_profile
 
     small = replace(get_profile("local")[0], max_jobs=3)
     arrays, _, _ = jobs.plan_arrays(packed.task_count(6, 2), 4, small)
@@ -102,8 +108,12 @@ def test_the_report_job_names_the_runs_that_did_not_complete(sweep_file, tmp_pat
     text = path.read_text()
     assert path == sweep_file.parent / "report.md"
     assert text.startswith("# Sweep sweep: 1 of 5 runs completed")
-    assert missing == ["[1] lr=0.2 (requeued)", "[2] lr=0.3 (pending)", "[3] lr=0.4 (pending)",
-                       "[4] lr=0.5 (pending)"]
+    assert missing == [
+        "[1] lr=0.2 (requeued)",
+        "[2] lr=0.3 (pending)",
+        "[3] lr=0.4 (pending)",
+        "[4] lr=0.5 (pending)",
+    ]
     assert "## Runs that did not complete" in text and "- [1] lr=0.2 (requeued): log" in text
 
 
@@ -112,9 +122,22 @@ def test_status_shows_where_a_running_packed_task_is(sweep_file, tmp_path, monke
 
     folder = sweep_file.parent
     (folder / "tasks").mkdir()
-    (folder / "tasks" / "task-3.json").write_text(json.dumps(
-        {"task": 3, "runs": [6, 7, 8], "current": 7, "states": {"6": "completed", "7": "running", "8": "pending"}}))
-    records = {"41": {"folder": str(folder), "pack": 3, "jobs": [{"job_id": "40", "index_offset": 0},
-                                                                 {"job_id": "41", "index_offset": 2}]}}
+    (folder / "tasks" / "task-3.json").write_text(
+        json.dumps(
+            {
+                "task": 3,
+                "runs": [6, 7, 8],
+                "current": 7,
+                "states": {"6": "completed", "7": "running", "8": "pending"},
+            }
+        )
+    )
+    records = {
+        "41": {
+            "folder": str(folder),
+            "pack": 3,
+            "jobs": [{"job_id": "40", "index_offset": 0}, {"job_id": "41", "index_offset": 2}],
+        }
+    }
     assert queue._packed_task("41_1", records) == "run 7 of 6-8, 1 completed"  # task 1 of the 2nd array
     assert queue._packed_task("41", records) == "" and queue._packed_task("9_0", records) == ""

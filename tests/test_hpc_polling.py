@@ -16,7 +16,7 @@ import pytest
 
 from mnist_hpc.cli import cluster as commands
 from mnist_hpc.cluster import queue
-from tests.slurm_support import mnist_hpc, slurm_sandbox, wait_until_done  # noqa: F401 - fixtures
+from tests.slurm_support import mnist_hpc, wait_until_done
 
 
 @pytest.fixture
@@ -63,8 +63,12 @@ def test_logs_follow_reads_the_file_and_asks_squeue_once_a_minute(cli, project, 
     log = project / "slurm-13.out"
     log.write_text("start\n")
     # queued for the first 5 questions, then gone (the job ended)
-    fake(project, "squeue", 'n=$(grep -c "^squeue" "$CALLS")\n'
-                            'if [ "$n" -le 5 ]; then echo "13|mnist|RUNNING|0:12|0:30:00|1|node1"; fi\n')
+    fake(
+        project,
+        "squeue",
+        'n=$(grep -c "^squeue" "$CALLS")\n'
+        'if [ "$n" -le 5 ]; then echo "13|mnist|RUNNING|0:12|0:30:00|1|node1"; fi\n',
+    )
     fake(project, "scontrol", f'echo "JobId=13 JobName=mnist JobState=RUNNING StdOut={log}"\n')
     fake(project, "sacct", "exit 1\n")
 
@@ -126,13 +130,23 @@ def test_help_says_how_often_the_scheduler_is_asked(cli):
     assert "once a minute" in " ".join(cli("status", "--help").out.split())
 
 
-
 @pytest.mark.slurm
 def test_status_reads_an_ended_job_from_the_one_squeue_call_on_the_sandbox(slurm_sandbox, tmp_path):
     """On the real sandbox (no accounting): a job that ended shows Slurm's state from
     `squeue --states=all`, with no scontrol call per job."""
-    sub = subprocess.run(["sbatch", "--parsable", "--job-name=tiny", f"--output={tmp_path}/slurm-%j.out",
-                          "--wrap", "echo done"], capture_output=True, text=True, check=True)
+    sub = subprocess.run(
+        [
+            "sbatch",
+            "--parsable",
+            "--job-name=tiny",
+            f"--output={tmp_path}/slurm-%j.out",
+            "--wrap",
+            "echo done",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     job = sub.stdout.strip().split(";")[0]
     (tmp_path / "runs" / f"tiny-job{job}").mkdir(parents=True)  # as a plain sbatch training names it
     assert wait_until_done(job, timeout=300) == "COMPLETED"

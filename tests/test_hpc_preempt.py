@@ -32,8 +32,11 @@ def fake(project: Path, name: str, body: str) -> None:
 
 def scontrol(project: Path, line: str, script: str = "") -> None:
     (project / "batch_script").write_text(script)
-    fake(project, "scontrol", f'case "$1" in show) echo "{line}";; write) cat "{project}/batch_script";; '
-                              'esac\n')
+    fake(
+        project,
+        "scontrol",
+        f'case "$1" in show) echo "{line}";; write) cat "{project}/batch_script";; esac\n',
+    )
 
 
 def record_scancel(project: Path) -> Path:
@@ -49,36 +52,48 @@ def test_preempt_reads_the_signal_from_the_run_folders_job_script(cli, project):
     (run / "job.json").write_text(json.dumps({"job_id": "41", "script": str(run / "job.sh")}))
     scontrol(project, "JobId=41 JobName=q JobState=RUNNING")
     log = record_scancel(project)
-    r = cli("preempt", "41"); code, out, err = r.code, r.out, r.err
+    r = cli("preempt", "41")
+    code, out, err = r.code, r.out, r.err
     assert code == 0, err
     assert log.read_text().split() == ["--signal=USR2", "--batch", "41"]
     assert "sent SIGUSR2 to its batch shell of job 41" in out and "job.sh" in out
 
 
 def test_preempt_an_array_task_and_a_srun_job_from_slurms_copy_of_the_script(cli, project):
-    scontrol(project, "JobId=57 ArrayJobId=55 ArrayTaskId=2 JobState=RUNNING",
-             "#!/bin/bash\n#SBATCH --signal=USR1@60\nsrun python train.py\n")
+    scontrol(
+        project,
+        "JobId=57 ArrayJobId=55 ArrayTaskId=2 JobState=RUNNING",
+        "#!/bin/bash\n#SBATCH --signal=USR1@60\nsrun python train.py\n",
+    )
     log = record_scancel(project)
-    r = cli("preempt", "57"); code, out, err = r.code, r.out, r.err  # the task's own job id is named as the task
+    r = cli("preempt", "57")
+    code, out, err = r.code, r.out, r.err  # the task's own job id is named as the task
     assert code == 0, err
     assert log.read_text().split() == ["--signal=USR1", "55_2"]  # no B: -> the steps, as at the limit
     assert "its job steps" in out and "scontrol write batch_script" in out
 
 
-@pytest.mark.parametrize("line, script, words", [
-    ("", "", "does not exist"),
-    ("JobId=60 JobState=PENDING", "#SBATCH --signal=B:USR1@90\n", "PENDING, not RUNNING"),
-    ("JobId=55 ArrayJobId=55 ArrayTaskId=0-3 JobState=RUNNING", "#SBATCH --signal=B:USR1@90\n",
-     "name one task, e.g. 55_0"),
-    ("JobId=61 JobState=RUNNING", "#!/bin/bash\necho no signal\n", "asks for no time-limit signal"),
-])
+@pytest.mark.parametrize(
+    "line, script, words",
+    [
+        ("", "", "does not exist"),
+        ("JobId=60 JobState=PENDING", "#SBATCH --signal=B:USR1@90\n", "PENDING, not RUNNING"),
+        (
+            "JobId=55 ArrayJobId=55 ArrayTaskId=0-3 JobState=RUNNING",
+            "#SBATCH --signal=B:USR1@90\n",
+            "name one task, e.g. 55_0",
+        ),
+        ("JobId=61 JobState=RUNNING", "#!/bin/bash\necho no signal\n", "asks for no time-limit signal"),
+    ],
+)
 def test_preempt_refusals_are_one_line_and_send_nothing(cli, project, line, script, words):
     if line:
         scontrol(project, line, script)
     else:
         fake(project, "scontrol", 'echo "slurm_load_jobs error: Invalid job id specified" >&2; exit 1\n')
     log = record_scancel(project)
-    r = cli("preempt", line.split()[0].split("=")[1] if line else "99"); code, out, err = r.code, r.out, r.err
+    r = cli("preempt", line.split()[0].split("=")[1] if line else "99")
+    code, _out, err = r.code, r.out, r.err
     assert code != 0 and words in err and len(err.strip().splitlines()) == 1, err
     assert not log.exists()
 
@@ -86,5 +101,6 @@ def test_preempt_refusals_are_one_line_and_send_nothing(cli, project, line, scri
 def test_preempt_dry_run_prints_the_command(cli, project):
     scontrol(project, "JobId=70 JobState=RUNNING", "#SBATCH --signal=B:USR1@90\n")
     log = record_scancel(project)
-    r = cli("preempt", "70", "--dry-run"); code, out, err = r.code, r.out, r.err
+    r = cli("preempt", "70", "--dry-run")
+    code, out, _err = r.code, r.out, r.err
     assert code == 0 and out.strip() == "scancel --signal=USR1 --batch 70" and not log.exists()

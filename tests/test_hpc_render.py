@@ -17,33 +17,56 @@ from pathlib import Path
 
 import pytest
 
-from mnist_hpc.errors import UserError
 from mnist_hpc.cluster import handouts
 from mnist_hpc.cluster import render as R
 from mnist_hpc.cluster.profiles import get_profile, load_profiles
 from mnist_hpc.cluster.spec import KINDS, JobSpec
+from mnist_hpc.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden"
-PROFILES = ["fir", "nibi", "rorqual", "trillium", "narval", "tamia", "killarney", "killarney-h100", "vulcan",
-            "alliance", "generic", "local"]
+PROFILES = [
+    "fir",
+    "nibi",
+    "rorqual",
+    "trillium",
+    "narval",
+    "tamia",
+    "killarney",
+    "killarney-h100",
+    "vulcan",
+    "alliance",
+    "generic",
+    "local",
+]
 UPDATE = os.environ.get("MNIST_HPC_UPDATE_GOLDEN") == "1"
 
 
 def example_spec(template: str, cluster: str) -> JobSpec:
     """A typical job of ``template`` on ``cluster``, as `mnist-hpc submit` would describe it."""
     profile, _ = get_profile(cluster)
-    wanted = {"submit_job": 1, "multi_gpu": 2, "multi_node": 4, "sweep_array": 1, "cpu_only": 0,
-              "sweep_report": 0}[template]
+    wanted = {
+        "submit_job": 1,
+        "multi_gpu": 2,
+        "multi_node": 4,
+        "sweep_array": 1,
+        "cpu_only": 0,
+        "sweep_report": 0,
+    }[template]
     gpus = min(wanted, profile.gpus_per_node)
     if gpus and profile.gpu_counts:  # the smallest count the cluster takes (Trillium: 1 or 4)
         gpus = min((n for n in profile.gpu_counts if n >= gpus), default=gpus)
     run = "/home/someone/scratch/mnist-hpc/runs/golden-20260101-120000"
     return JobSpec(
-        template=template, profile=profile, job_name="golden",
-        config=f"{run}/config.yaml", run_dir=run if template not in ("sweep_array", "sweep_report") else "",
+        template=template,
+        profile=profile,
+        job_name="golden",
+        config=f"{run}/config.yaml",
+        run_dir=run if template not in ("sweep_array", "sweep_report") else "",
         sweep="/home/someone/scratch/mnist-hpc/configs/sweeps/learning_rate.yaml",
-        time="2:00:00", nodes=2 if template == "multi_node" else 1, gpus_per_node=gpus,
+        time="2:00:00",
+        nodes=2 if template == "multi_node" else 1,
+        gpus_per_node=gpus,
         tasks_per_node=2 if template == "multi_gpu" and not gpus else None,
         account=f"{(profile.account_prefixes or ('def-',))[0]}someone" if profile.account_required else None,
         mail_user="someone@example.com",
@@ -52,7 +75,8 @@ def example_spec(template: str, cluster: str) -> JobSpec:
         dependency="afterany:1234" if template == "sweep_report" else "",
         workdir="/home/someone/scratch/mnist-hpc",
         data_archive="/home/someone/scratch/mnist-hpc/data/mnist-hpc-data.tar",
-        script_name=f"{run}/job.sh")
+        script_name=f"{run}/job.sh",
+    )
 
 
 # one process with one GPU cannot run where jobs take whole nodes only (pinned by a refusal test)
@@ -106,16 +130,20 @@ _USER_LINES = re.compile(r"^(#SBATCH --(?:account|mail-user)=).*$", re.MULTILINE
 def stale_handouts(folder: Path, rendered: Path) -> list[str]:
     """The scripts of ``folder`` that differ from the generator's (in ``rendered``), the
     account and mail lines aside."""
-    return [name for name in handouts.handout_specs()
-            if _USER_LINES.sub(r"\1...", (folder / name).read_text())
-            != _USER_LINES.sub(r"\1...", (rendered / name).read_text())]
+    return [
+        name
+        for name in handouts.handout_specs()
+        if _USER_LINES.sub(r"\1...", (folder / name).read_text())
+        != _USER_LINES.sub(r"\1...", (rendered / name).read_text())
+    ]
 
 
 def test_slurm_dir_matches_generator(tmp_path):
     handouts.write_slurm_dir(tmp_path)
     stale = stale_handouts(ROOT / "slurm", tmp_path)
-    assert not stale, (f"slurm/{', '.join(stale)} stale: run "
-                       "python -m mnist_hpc.cluster.handouts --write-slurm-dir slurm/")
+    assert not stale, (
+        f"slurm/{', '.join(stale)} stale: run python -m mnist_hpc.cluster.handouts --write-slurm-dir slurm/"
+    )
     assert sorted(p.name for p in (ROOT / "slurm").glob("*.sh")) == sorted(handouts.handout_specs())
 
 
@@ -127,8 +155,9 @@ def test_handouts_with_account_and_mail_edited_are_not_stale(tmp_path):
     for path in copy.glob("*.sh"):
         text = path.read_text()
         text = re.sub(r"^#SBATCH --account=.*$", "#SBATCH --account=def-mypi", text, flags=re.MULTILINE)
-        path.write_text(re.sub(r"^#SBATCH --mail-user=.*$", "#SBATCH --mail-user=me@uni.ca", text,
-                               flags=re.MULTILINE))
+        path.write_text(
+            re.sub(r"^#SBATCH --mail-user=.*$", "#SBATCH --mail-user=me@uni.ca", text, flags=re.MULTILINE)
+        )
     assert "#SBATCH --account=def-mypi\n" in (copy / "submit_job.sh").read_text()
     assert stale_handouts(copy, rendered) == []
     # any other change still counts
@@ -184,30 +213,41 @@ def _spec(*example, **change) -> JobSpec:
     return JobSpec(**{**example_spec(*example).__dict__, **change})
 
 
-@pytest.mark.parametrize("cluster,slice_,cpus,mem", [
-    # the recommended cores and memory per slice [Allocations and compute scheduling § Ratios in bundles]
-    ("narval", "a100_1g.5gb", 1, "15G"), ("narval", "a100_3g.20gb", 6, "62G"),
-    ("nibi", "h100_1g.10gb", 2, "31G"), ("rorqual", "h100_3g.40gb", 8, "62G"),
-    ("fir", "nvidia_h100_80gb_hbm3_2g.20gb", 3, "70G"),
-    # the long names Nibi and Rorqual list beside the short ones [Nibi, Rorqual § GPU instances]
-    ("nibi", "nvidia_h100_80gb_hbm3_1g.10gb", 2, "31G"), ("rorqual", "nvidia_h100_80gb_hbm3_3g.40gb", 8, "62G"),
-])
+@pytest.mark.parametrize(
+    "cluster,slice_,cpus,mem",
+    [
+        # the recommended cores and memory per slice [Allocations and compute scheduling § Ratios in bundles]
+        ("narval", "a100_1g.5gb", 1, "15G"),
+        ("narval", "a100_3g.20gb", 6, "62G"),
+        ("nibi", "h100_1g.10gb", 2, "31G"),
+        ("rorqual", "h100_3g.40gb", 8, "62G"),
+        ("fir", "nvidia_h100_80gb_hbm3_2g.20gb", 3, "70G"),
+        # the long names Nibi and Rorqual list beside the short ones [Nibi, Rorqual § GPU instances]
+        ("nibi", "nvidia_h100_80gb_hbm3_1g.10gb", 2, "31G"),
+        ("rorqual", "nvidia_h100_80gb_hbm3_3g.40gb", 8, "62G"),
+    ],
+)
 def test_mig_slice_gets_its_own_cores_and_memory(cluster, slice_, cpus, mem):
     text = R.render(_spec("submit_job", cluster, gpu_type=slice_))
     assert f"#SBATCH --gpus-per-node={slice_}:1\n" in text
     assert f"#SBATCH --cpus-per-task={cpus}\n" in text and f"#SBATCH --mem={mem}\n" in text
 
 
-@pytest.mark.parametrize("change,message", [
-    # "requesting more than one MIG instance in a job is not permitted" [Multi-Instance GPU]
-    ({"gpu_type": "a100_1g.5gb", "gpus_per_node": 2}, "one MIG instance only, on one node"),
-    ({"template": "multi_node", "gpu_type": "a100_1g.5gb", "nodes": 2}, "one MIG instance only"),
-    ({"gpu_type": "h100_1g.10gb"}, "not known on cluster narval"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        # "requesting more than one MIG instance in a job is not permitted" [Multi-Instance GPU]
+        ({"gpu_type": "a100_1g.5gb", "gpus_per_node": 2}, "one MIG instance only, on one node"),
+        ({"template": "multi_node", "gpu_type": "a100_1g.5gb", "nodes": 2}, "one MIG instance only"),
+        ({"gpu_type": "h100_1g.10gb"}, "not known on cluster narval"),
+    ],
+)
 def test_mig_rules(change, message):
     with pytest.raises(UserError, match=message):
         R.render(_spec("submit_job", "narval", **change))
-    assert "trillium" in get_profile("trillium")[0].name and not get_profile("trillium")[0].mig  # no MIG there
+    assert (
+        "trillium" in get_profile("trillium")[0].name and not get_profile("trillium")[0].mig
+    )  # no MIG there
 
 
 def test_trillium_takes_one_gpu_or_whole_nodes():
@@ -229,8 +269,9 @@ def test_trillium_cpu_jobs_take_whole_nodes():
     """[Trillium] CPU resources are "scheduled by whole 192-core node"; --mem is ignored."""
     text = R.render(example_spec("cpu_only", "trillium"))
     assert "#SBATCH --cpus-per-task=192\n" in text and "--mem" not in text
-    assert "#SBATCH --ntasks-per-node=2\n" in R.render(_spec("multi_gpu", "trillium", gpus_per_node=0,
-                                                               tasks_per_node=2, cpus_per_task=96))
+    assert "#SBATCH --ntasks-per-node=2\n" in R.render(
+        _spec("multi_gpu", "trillium", gpus_per_node=0, tasks_per_node=2, cpus_per_task=96)
+    )
     with pytest.raises(UserError, match="runs CPU-only jobs on whole 192-core nodes; ask for --cpus 192"):
         R.render(_spec("cpu_only", "trillium", cpus_per_task=4))
 
@@ -243,7 +284,7 @@ def test_tamia_takes_whole_nodes_and_aip_accounts():
             R.render(_spec(template, cluster, gpus_per_node=1))
         with pytest.raises(UserError, match="runs one process: one GPU at most"):
             R.render(_spec(template, cluster, gpus_per_node=4))
-    with pytest.raises(UserError, match="runs jobs of aip-... accounts only"):
+    with pytest.raises(UserError, match=r"runs jobs of aip-... accounts only"):
         R.render(_spec("multi_gpu", "tamia", account="def-someone"))
 
 
@@ -266,16 +307,19 @@ def test_requeue_signal_follows_the_spec():
     assert "#SBATCH --signal=B:USR2@90\n" in text and "REQUEUE_SIGNAL=USR2 " in text
 
 
-@pytest.mark.parametrize("change,message", [
-    ({"account": None}, "needs a Slurm account"),
-    ({"gpus_per_node": 5}, "has 4 GPUs per node"),
-    ({"time": "7-00:00:01"}, "above the 7-00:00:00 maximum"),
-    ({"time": "soon"}, "expected a Slurm time"),
-    ({"gpu_type": "v100"}, "not known on cluster fir"),
-    ({"mem": "lots"}, "expected a size"),
-    ({"job_name": "two\nlines"}, "control characters"),
-    ({"nodes": 2}, "use multi_node"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"account": None}, "needs a Slurm account"),
+        ({"gpus_per_node": 5}, "has 4 GPUs per node"),
+        ({"time": "7-00:00:01"}, "above the 7-00:00:00 maximum"),
+        ({"time": "soon"}, "expected a Slurm time"),
+        ({"gpu_type": "v100"}, "not known on cluster fir"),
+        ({"mem": "lots"}, "expected a size"),
+        ({"job_name": "two\nlines"}, "control characters"),
+        ({"nodes": 2}, "use multi_node"),
+    ],
+)
 def test_bad_specs_are_refused(change, message):
     spec = JobSpec(**{**example_spec("submit_job", "fir").__dict__, **change})
     with pytest.raises(UserError, match=message):
@@ -288,14 +332,22 @@ def test_cpu_only_cluster_refuses_gpus():
         R.render(spec)
 
 
-HOSTILE = "/tmp/it's a \"job\" $(touch pwned) `x` \\ dir"
+HOSTILE = '/tmp/it\'s a "job" $(touch pwned) `x` \\ dir'
 
 
 def hostile_spec(tmp: str = HOSTILE) -> JobSpec:
     profile, _ = get_profile("local")
-    return JobSpec(template="cpu_only", profile=profile, job_name="it's a \"job\" $HOME",
-                     config=f"{tmp}/config.yaml", run_dir=tmp, output=f"{tmp}/slurm-%j.out",
-                     workdir=tmp, data_archive=f"{tmp}/data.tar", data_dir=f"{tmp}/data")
+    return JobSpec(
+        template="cpu_only",
+        profile=profile,
+        job_name='it\'s a "job" $HOME',
+        config=f"{tmp}/config.yaml",
+        run_dir=tmp,
+        output=f"{tmp}/slurm-%j.out",
+        workdir=tmp,
+        data_archive=f"{tmp}/data.tar",
+        data_dir=f"{tmp}/data",
+    )
 
 
 def test_hostile_values_are_quoted():
@@ -303,8 +355,11 @@ def test_hostile_values_are_quoted():
     assert '#SBATCH --job-name="it\'s a \\"job\\" $HOME"\n' in text
     assert '#SBATCH --output="/tmp/it\'s a \\"job\\" $(touch pwned) `x` \\\\ dir/slurm-%j.out"\n' in text
     # the shell reads every assignment back as exactly the value given
-    lines = [line.split("  #")[0] for line in text.splitlines()
-             if line.split("=")[0] in ("CONFIG", "RUN_DIR", "DATA_ARCHIVE", "DATA_DIR")]
+    lines = [
+        line.split("  #")[0]
+        for line in text.splitlines()
+        if line.split("=")[0] in ("CONFIG", "RUN_DIR", "DATA_ARCHIVE", "DATA_DIR")
+    ]
     script = "\n".join(lines) + '\nprintf "%s\\n" "$CONFIG" "$RUN_DIR" "$DATA_ARCHIVE" "$DATA_DIR"\n'
     out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout
     assert out.splitlines() == [f"{HOSTILE}/config.yaml", HOSTILE, f"{HOSTILE}/data.tar", f"{HOSTILE}/data"]
@@ -315,13 +370,16 @@ def test_hostile_values_are_quoted():
 
 def test_rendered_scripts_parse():
     for t, c in CASES:
-        proc = subprocess.run(["bash", "-n"], input=R.render(example_spec(t, c)), text=True,
-                              capture_output=True)
+        proc = subprocess.run(
+            ["bash", "-n"], input=R.render(example_spec(t, c)), text=True, capture_output=True
+        )
         assert proc.returncode == 0, (t, c, proc.stderr)
 
 
-@pytest.mark.skipif(shutil.which("shellcheck") is None,
-                    reason="shellcheck not installed (apt-get install shellcheck; .ci/run installs it)")
+@pytest.mark.skipif(
+    shutil.which("shellcheck") is None,
+    reason="shellcheck not installed (apt-get install shellcheck; .ci/run installs it)",
+)
 def test_shellcheck_clean(tmp_path):
     files = [str(p) for p in sorted((ROOT / "slurm").glob("*.sh"))]
     files += [str(p) for p in sorted((ROOT / "scripts").glob("*.sh"))]
@@ -332,8 +390,9 @@ def test_shellcheck_clean(tmp_path):
     # single quotes") is the point there, so only that note is allowed.
     hostile = tmp_path / "hostile.sh"
     hostile.write_text(R.render(hostile_spec()))
-    proc = subprocess.run(["shellcheck", "--severity=style", "--exclude=SC2016", str(hostile)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        ["shellcheck", "--severity=style", "--exclude=SC2016", str(hostile)], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -349,15 +408,32 @@ def _fake_python(tmp_path, body: str) -> Path:
 
 
 def _run_script(tmp_path, fake: Path, **env) -> subprocess.Popen:
-    spec = JobSpec(**{**example_spec("cpu_only", "local").__dict__, "workdir": str(tmp_path),
-                        "run_dir": str(tmp_path / "run dir"), "config": str(tmp_path / "my config.yaml"),
-                        "data_archive": "", "data_dir": ""})
+    spec = JobSpec(
+        **{
+            **example_spec("cpu_only", "local").__dict__,
+            "workdir": str(tmp_path),
+            "run_dir": str(tmp_path / "run dir"),
+            "config": str(tmp_path / "my config.yaml"),
+            "data_archive": "",
+            "data_dir": "",
+        }
+    )
     script = tmp_path / "job.sh"
     script.write_text(R.render(spec))
     clean = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
-    return subprocess.Popen(["bash", str(script)], env={**clean, "MNIST_HPC_PYTHON": str(fake),
-                            "FAKE_LOG": str(tmp_path / "log"), "SLURM_JOB_ID": "7", **env},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        ["bash", str(script)],
+        env={
+            **clean,
+            "MNIST_HPC_PYTHON": str(fake),
+            "FAKE_LOG": str(tmp_path / "log"),
+            "SLURM_JOB_ID": "7",
+            **env,
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def test_job_script_runs_train_and_returns_its_exit_status(tmp_path):
@@ -365,7 +441,10 @@ def test_job_script_runs_train_and_returns_its_exit_status(tmp_path):
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 3, out
     log = (tmp_path / "log").read_text()
-    assert log == f"args: -m mnist_hpc train {tmp_path}/my config.yaml --resume auto --run-dir {tmp_path}/run dir\n"
+    assert (
+        log
+        == f"args: -m mnist_hpc train {tmp_path}/my config.yaml --resume auto --run-dir {tmp_path}/run dir\n"
+    )
 
 
 def test_job_script_forwards_the_requeue_signal(tmp_path):
@@ -373,8 +452,11 @@ def test_job_script_forwards_the_requeue_signal(tmp_path):
     import signal
     import time
 
-    fake = _fake_python(tmp_path, 'trap \'echo "got USR1" >> "$FAKE_LOG"; exit 75\' USR1\n'
-                                  'echo ready >> "$FAKE_LOG"\nwhile true; do sleep 0.1; done')
+    fake = _fake_python(
+        tmp_path,
+        'trap \'echo "got USR1" >> "$FAKE_LOG"; exit 75\' USR1\n'
+        'echo ready >> "$FAKE_LOG"\nwhile true; do sleep 0.1; done',
+    )
     proc = _run_script(tmp_path, fake)
     log = tmp_path / "log"
     deadline = time.monotonic() + 20
@@ -390,9 +472,13 @@ def test_one_place_decides_the_alliance_software_stack():
     """Every Alliance profile loads fir's modules (StdEnv/2023, then a python the wheelhouse has
     torch wheels for [Python; Wheels3.13]) and names the Alliance wheelhouse; jobs purge first and
     give OpenMP one thread per core of the task."""
-    profiles = {n: get_profile(n)[0] for n in ("fir", "nibi", "rorqual", "narval", "trillium", "tamia", "alliance")}
+    profiles = {
+        n: get_profile(n)[0] for n in ("fir", "nibi", "rorqual", "narval", "trillium", "tamia", "alliance")
+    }
     assert {p.modules for p in profiles.values()} == {("StdEnv/2023", "python/3.13")}
-    assert {p.wheelhouse for p in profiles.values()} == {("/cvmfs/soft.computecanada.ca/custom/python/wheelhouse",)}
+    assert {p.wheelhouse for p in profiles.values()} == {
+        ("/cvmfs/soft.computecanada.ca/custom/python/wheelhouse",)
+    }
     text = R.render(example_spec("submit_job", "nibi"))
     assert text.index("  module purge") < text.index('  module load "${MODULES[@]}"')
     assert "export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-" in text
@@ -408,7 +494,7 @@ def test_trillium_job_refuses_a_missing_or_stale_home_virtualenv(tmp_path):
     assert "HOME_VENV=$HOME/.virtualenvs/mnist-hpc\n" in text
     assert "HOME_VENV" not in R.render(example_spec("submit_job", "fir"))
     # run the script's venv check only: everything up to the node setup
-    head = text[:text.index("# ---- node setup")] + 'echo "python=$MNIST_HPC_PYTHON"\n'
+    head = text[: text.index("# ---- node setup")] + 'echo "python=$MNIST_HPC_PYTHON"\n'
     head = head.replace("cd /home/someone/scratch/mnist-hpc", f"cd {tmp_path}")
     script = tmp_path / "job.sh"
     script.write_text(head)
@@ -423,7 +509,9 @@ def test_trillium_job_refuses_a_missing_or_stale_home_virtualenv(tmp_path):
     venv = tmp_path / ".virtualenvs" / "mnist-hpc"
     (venv / "bin").mkdir(parents=True)
     (venv / "bin" / "python").symlink_to(sys.executable)
-    (venv / nodeenv.STAMP_FILE).write_text("mnist-hpc 0.0.1; modules StdEnv/2023 python/3.11; packages torch\n")
+    (venv / nodeenv.STAMP_FILE).write_text(
+        "mnist-hpc 0.0.1; modules StdEnv/2023 python/3.11; packages torch\n"
+    )
     r = run()
     assert r.returncode == 1 and "is stale" in r.stderr and "mnist-hpc setup --cluster trillium" in r.stderr
     with pytest.raises(UserError, match="is stale"):

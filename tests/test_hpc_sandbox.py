@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.slurm_support import (misfits, mnist_hpc, slurm_data, slurm_sandbox, wait_for_state,  # noqa: F401
-                                 wait_until_done)
+from tests.slurm_support import misfits, mnist_hpc, wait_for_state, wait_until_done
 
 pytestmark = pytest.mark.slurm
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,20 +76,42 @@ def jobs(project, env, workspace):
     text, mails = re.subn(r"^#SBATCH --mail-user=.*$", "#SBATCH --mail-user=me@example.org", text, flags=re.M)
     assert accounts == 1 and mails == 1
     script.write_text(text)
-    proc = subprocess.run(["sbatch", "--parsable", "--cpus-per-task=2", "--mem=3G", "slurm/submit_job.sh"],
-                          cwd=project, capture_output=True, text=True, env={**os.environ, **env})
+    proc = subprocess.run(
+        ["sbatch", "--parsable", "--cpus-per-task=2", "--mem=3G", "slurm/submit_job.sh"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+    )
     assert proc.returncode == 0, proc.stderr
     handout = proc.stdout.strip().split(";")[0]
     # 3. a job name and a project path full of spaces, quotes and shell syntax
-    hostile = make_project(workspace / "hostile" / "it's a \"project\" $(touch PWNED) `x`")
+    hostile = make_project(workspace / "hostile" / 'it\'s a "project" $(touch PWNED) `x`')
     (hostile / "configs" / "hostile.yaml").write_text(
-        "extends: quickstart.yaml\nexperiment:\n  name: it's a \"job\" $HOME\n"
-        "data:\n  subset: 2000\ntrain:\n  epochs: 1\n")
+        'extends: quickstart.yaml\nexperiment:\n  name: it\'s a "job" $HOME\n'
+        "data:\n  subset: 2000\ntrain:\n  epochs: 1\n"
+    )
     bad = _job_id(mnist_hpc("submit", "configs/hostile.yaml", "--cluster", "local", cwd=hostile).stdout)
     # 4. two processes under srun (the multi_gpu template, CPU tasks here) joined by DDP
-    ddp = _job_id(mnist_hpc("submit", "configs/quickstart.yaml", "--cluster", "local", "--tasks", "2",
-                            "--cpus", "1", "--set", "data.subset=2000", "--set", "train.epochs=1",
-                            "--set", "experiment.name=ddp", cwd=project).stdout)
+    ddp = _job_id(
+        mnist_hpc(
+            "submit",
+            "configs/quickstart.yaml",
+            "--cluster",
+            "local",
+            "--tasks",
+            "2",
+            "--cpus",
+            "1",
+            "--set",
+            "data.subset=2000",
+            "--set",
+            "train.epochs=1",
+            "--set",
+            "experiment.name=ddp",
+            cwd=project,
+        ).stdout
+    )
     return {"quickstart": quick, "handout": handout, "hostile": bad, "hostile_dir": hostile, "ddp": ddp}
 
 
@@ -139,8 +160,9 @@ def test_handout_script_with_account_and_mail_edited(project, jobs):
     log = mnist_hpc("logs", jobs["handout"], cwd=project).stdout
     assert log == (project / f"slurm-{jobs['handout']}.out").read_text() and "test accuracy" in log
     # a plain sbatch job: status finds it by the run folder training named after it
-    line = next(x for x in mnist_hpc("status", cwd=project).stdout.splitlines()
-                if x.startswith(jobs["handout"] + " "))
+    line = next(
+        x for x in mnist_hpc("status", cwd=project).stdout.splitlines() if x.startswith(jobs["handout"] + " ")
+    )
     assert "COMPLETED" in line and f"runs/quickstart-job{jobs['handout']}" in line and "test accuracy" in line
 
 
@@ -148,11 +170,11 @@ def test_hostile_names_and_paths(jobs):
     folder = jobs["hostile_dir"]
     assert wait_until_done(jobs["hostile"], JOB_TIMEOUT) == "COMPLETED"
     run = _run_folder(folder, jobs["hostile"])
-    assert run.name.startswith("it's a \"job\" $HOME-")
+    assert run.name.startswith('it\'s a "job" $HOME-')
     assert json.loads((run / "summary.json").read_text())["status"] == "completed"
     assert not list(folder.rglob("PWNED")) and not (Path.cwd() / "PWNED").exists()
     out = subprocess.run(["scontrol", "show", "job", jobs["hostile"]], capture_output=True, text=True).stdout
-    assert "JobName=it's a \"job\" $HOME" in out
+    assert 'JobName=it\'s a "job" $HOME' in out
 
 
 def test_two_task_srun_job_trains_with_ddp(project, jobs):
@@ -164,8 +186,17 @@ def test_two_task_srun_job_trains_with_ddp(project, jobs):
 
 
 def test_cancel_a_running_job(project, env):
-    out = mnist_hpc("submit", "configs/quickstart.yaml", "--cluster", "local", "--set", "train.epochs=50",
-                    "--cpus", "1", cwd=project).stdout
+    out = mnist_hpc(
+        "submit",
+        "configs/quickstart.yaml",
+        "--cluster",
+        "local",
+        "--set",
+        "train.epochs=50",
+        "--cpus",
+        "1",
+        cwd=project,
+    ).stdout
     job_id = _job_id(out)
     wait_for_state(job_id, {"RUNNING"}, 120)
     assert f"cancelled job {job_id}" in mnist_hpc("cancel", job_id, cwd=project).stdout

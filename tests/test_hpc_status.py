@@ -65,15 +65,34 @@ def test_efficiency_text_like_seff():
     assert A.efficiency_text(jobs["4"]) == "did not run"
 
 
-@pytest.mark.parametrize("text,seconds", [("00:09.294", 9.294), ("01:02:03", 3723), ("2-01:00:00", 176400),
-                                          ("1-02:03:04.5", 93784.5), ("42", 42), ("", 0), ("INVALID", 0)])
+@pytest.mark.parametrize(
+    "text,seconds",
+    [
+        ("00:09.294", 9.294),
+        ("01:02:03", 3723),
+        ("2-01:00:00", 176400),
+        ("1-02:03:04.5", 93784.5),
+        ("42", 42),
+        ("", 0),
+        ("INVALID", 0),
+    ],
+)
 def test_parse_seconds(text, seconds):
     assert A.parse_seconds(text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text,cpus,nodes,size", [
-    ("221192K", 1, 1, 221192 * 1024), ("1.50G", 1, 1, int(1.5 * 2**30)), ("0", 1, 1, 0),
-    ("3000Mn", 1, 2, 6000 * 2**20), ("2Gc", 4, 1, 8 * 2**30), ("", 1, 1, None), ("16?", 1, 1, None)])
+@pytest.mark.parametrize(
+    "text,cpus,nodes,size",
+    [
+        ("221192K", 1, 1, 221192 * 1024),
+        ("1.50G", 1, 1, int(1.5 * 2**30)),
+        ("0", 1, 1, 0),
+        ("3000Mn", 1, 2, 6000 * 2**20),
+        ("2Gc", 4, 1, 8 * 2**30),
+        ("", 1, 1, None),
+        ("16?", 1, 1, None),
+    ],
+)
 def test_parse_size(text, cpus, nodes, size):
     assert A.parse_size(text, cpus, nodes) == size
 
@@ -83,8 +102,13 @@ def test_lines_that_are_not_sacct_rows_are_ignored():
 
 
 def test_format_helpers():
-    assert [A.format_size(n) for n in (512, 300 * 1024, 1.5 * 2**30, 12 * 2**30, 3 * 2**40)] == \
-        ["512B", "300K", "1.5G", "12G", "3.0T"]
+    assert [A.format_size(n) for n in (512, 300 * 1024, 1.5 * 2**30, 12 * 2**30, 3 * 2**40)] == [
+        "512B",
+        "300K",
+        "1.5G",
+        "12G",
+        "3.0T",
+    ]
     assert [A.format_duration(s) for s in (42, 3723, 176400)] == ["0:42", "1:02:03", "2-01:00:00"]
 
 
@@ -134,9 +158,17 @@ def test_status_with_accounting(cli, project):
     _run(project, "quickstart-job6", {"status": "completed", "test_accuracy": 0.9912})
     _run(project, "quickstart-job1")  # no summary: it ended before writing one
     _run(project, "quickstart-job13")  # still running
-    sweep = _run(project, "lr-sweep-20261121-063000",
-                 record={"job_id": "7", "template": "sweep_array", "runs": 2, "sweep": "lr.yaml",
-                         "snapshot": "runs/lr-sweep-20261121-063000/sweep.yaml"})
+    sweep = _run(
+        project,
+        "lr-sweep-20261121-063000",
+        record={
+            "job_id": "7",
+            "template": "sweep_array",
+            "runs": 2,
+            "sweep": "lr.yaml",
+            "snapshot": "runs/lr-sweep-20261121-063000/sweep.yaml",
+        },
+    )
     r = cli("status")
     assert r.code == 0, r
     assert "runs/quickstart-job13" in _line(r.out, "13") and "RUNNING" in _line(r.out, "13")
@@ -158,7 +190,9 @@ def test_status_with_accounting(cli, project):
 
 def test_status_without_accounting(cli, project):
     # squeue --states=all still remembers job 12 (ended minutes ago); job 5 it forgot
-    fake(project, "squeue", 'case "$*" in *--states=all*) echo "12|mnist|FAILED|1:05|0:30:00|1|None";; esac\n')
+    fake(
+        project, "squeue", 'case "$*" in *--states=all*) echo "12|mnist|FAILED|1:05|0:30:00|1|None";; esac\n'
+    )
     fake(project, "sacct", f'echo "{DISABLED}" >&2; exit 1\n')
     fake(project, "scontrol", "echo scontrol must not be asked per job >&2; exit 1\n")
     folder = _run(project, "quickstart-job12")
@@ -210,12 +244,15 @@ def test_job_folders_finds_plain_sbatch_runs(tmp_path):
         (tmp_path / name).mkdir()
     (tmp_path / "a-job99").write_text("a file, not a run folder")
     assert {k: p.name for k, p in queue.job_folders(tmp_path).items()} == {
-        "12": "quickstart-job12", "34_5": "my-exp-job34_5"}
+        "12": "quickstart-job12",
+        "34_5": "my-exp-job34_5",
+    }
 
 
 def test_result_keeps_slurm_state_when_the_run_wrote_no_summary(tmp_path, monkeypatch):
-    monkeypatch.setattr(queue.slurm, "scontrol_show_job",
-                        lambda job_id: {"JobState": "TIMEOUT", "ExitCode": "0:0"})
+    monkeypatch.setattr(
+        queue.slurm, "scontrol_show_job", lambda job_id: {"JobState": "TIMEOUT", "ExitCode": "0:0"}
+    )
     assert queue.result("3", tmp_path, {}).startswith("TIMEOUT, no summary.json")
 
 
@@ -227,7 +264,9 @@ def test_peak_gpu_memory_goes_into_the_summary_on_cuda(monkeypatch):
     from mnist_hpc.training import run as R
 
     asked = []
-    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: asked.append(device) or 812.4 * 2**20)
+    monkeypatch.setattr(
+        torch.cuda, "max_memory_allocated", lambda device=None: asked.append(device) or 812.4 * 2**20
+    )
     cuda = SimpleNamespace(device=torch.device("cuda", 0))
     assert R._Run._peak_gpu_memory_mb(cuda) == 812.4 and asked == [torch.device("cuda", 0)]
     assert R._Run._peak_gpu_memory_mb(SimpleNamespace(device=torch.device("cpu"))) is None

@@ -12,13 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from mnist_hpc.errors import ConfigError, UserError
 from mnist_hpc.cli import cluster as commands
-from mnist_hpc.cluster import datapack
-from mnist_hpc.cluster import slurm
+from mnist_hpc.cluster import datapack, slurm
 from mnist_hpc.cluster.profiles import get_profile, load_profiles
 from mnist_hpc.cluster.push import push_commands
 from mnist_hpc.cluster.units import format_time, parse_time
+from mnist_hpc.errors import ConfigError, UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "configs" / "quickstart.yaml"
@@ -83,8 +82,17 @@ def test_fir_dry_run_asks_for_an_h100(cli):
 
 
 def test_narval_mig_slice(cli):
-    r = cli("submit", QUICKSTART, "--cluster", "narval", "--account", "def-x", "--gpus", "a100_2g.10gb:1",
-            "--dry-run")
+    r = cli(
+        "submit",
+        QUICKSTART,
+        "--cluster",
+        "narval",
+        "--account",
+        "def-x",
+        "--gpus",
+        "a100_2g.10gb:1",
+        "--dry-run",
+    )
     assert r.code == 0, r
     assert "#SBATCH --gpus-per-node=a100_2g.10gb:1\n" in r.out
 
@@ -96,8 +104,9 @@ def test_cedar_warns_and_uses_fir(cli):
     assert "#SBATCH --gpus-per-node=h100:1\n" in r.out
 
 
-@pytest.mark.parametrize("old,new", [("graham", "nibi"), ("beluga", "rorqual"), ("niagara", "trillium"),
-                                     ("mist", "trillium")])
+@pytest.mark.parametrize(
+    "old,new", [("graham", "nibi"), ("beluga", "rorqual"), ("niagara", "trillium"), ("mist", "trillium")]
+)
 def test_other_retired_names(old, new):
     profile, warning = get_profile(old)
     assert profile.name == new and new in warning
@@ -147,8 +156,17 @@ def test_tamia_defaults_to_a_whole_node(cli):
 
 def test_narval_refuses_two_mig_slices(cli):
     """[Multi-Instance GPU] one MIG instance per job."""
-    r = cli("submit", QUICKSTART, "--cluster", "narval", "--account", "def-x", "--gpus", "a100_1g.5gb:2",
-            "--dry-run")
+    r = cli(
+        "submit",
+        QUICKSTART,
+        "--cluster",
+        "narval",
+        "--account",
+        "def-x",
+        "--gpus",
+        "a100_1g.5gb:2",
+        "--dry-run",
+    )
     assert r.code == 1 and "a job may use one MIG instance only" in r.err, r
 
 
@@ -165,17 +183,20 @@ def test_account_from_the_environment(cli, monkeypatch):
     assert r.code == 0 and "#SBATCH --account=def-env\n" in r.out
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--cluster", "fir", "--account", "a", "--gpus", "5"], "--gpus 5: cluster fir has 4 GPUs per node"),
-    (["--cluster", "trillium", "--account", "a", "--time", "1-00:00:01"], "above the 1-00:00:00 maximum"),
-    (["--cluster", "fir", "--account", "a", "--time", "8-00:00:00"], "above the 7-00:00:00 maximum"),
-    (["--cluster", "fir", "--account", "a", "--time", "half an hour"], "expected a Slurm time"),
-    (["--cluster", "fir", "--account", "a", "--gpus", "two"], "expected a number or TYPE:NUMBER"),
-    (["--cluster", "narval", "--account", "a", "--gpus", "h100:1"], "not known on cluster narval"),
-    (["--cluster", "local", "--gpus", "1"], "cluster local has no GPUs"),
-    (["--cluster", "narwal"], "unknown cluster 'narwal' (did you mean 'narval'?)"),
-    (["--cluster", "fir", "--account", "a", "--set", "optim.lr=-1"], "optim.lr"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--cluster", "fir", "--account", "a", "--gpus", "5"], "--gpus 5: cluster fir has 4 GPUs per node"),
+        (["--cluster", "trillium", "--account", "a", "--time", "1-00:00:01"], "above the 1-00:00:00 maximum"),
+        (["--cluster", "fir", "--account", "a", "--time", "8-00:00:00"], "above the 7-00:00:00 maximum"),
+        (["--cluster", "fir", "--account", "a", "--time", "half an hour"], "expected a Slurm time"),
+        (["--cluster", "fir", "--account", "a", "--gpus", "two"], "expected a number or TYPE:NUMBER"),
+        (["--cluster", "narval", "--account", "a", "--gpus", "h100:1"], "not known on cluster narval"),
+        (["--cluster", "local", "--gpus", "1"], "cluster local has no GPUs"),
+        (["--cluster", "narwal"], "unknown cluster 'narwal' (did you mean 'narval'?)"),
+        (["--cluster", "fir", "--account", "a", "--set", "optim.lr=-1"], "optim.lr"),
+    ],
+)
 def test_bad_requests_are_refused(cli, args, message):
     r = cli("submit", QUICKSTART, *args, "--dry-run")
     assert r.code in (1, 2) and message in r.err, r
@@ -193,8 +214,9 @@ SWEEP = ROOT / "configs" / "sweeps" / "learning_rate.yaml"
 
 
 def test_sweep_submit_dry_run(cli, tmp_path):
-    r = cli("sweep", "submit", SWEEP, "--cluster", "narval", "--account", "def-x", "--parallel", "2",
-            "--dry-run")
+    r = cli(
+        "sweep", "submit", SWEEP, "--cluster", "narval", "--account", "def-x", "--parallel", "2", "--dry-run"
+    )
     assert r.code == 0, r
     assert r.out.count("#!/bin/bash") == 1 and "#SBATCH --array=0-4%2\n" in r.out
     assert f"SWEEP={tmp_path}/runs/learning_rate-sweep-" in r.out and "INDEX_OFFSET=0 " in r.out
@@ -225,8 +247,17 @@ def test_sweep_larger_than_the_array_limit_is_split(cli, tmp_path, gz_data, keep
 # --------------------------------------------------------------------------- time strings
 
 
-@pytest.mark.parametrize("text,seconds", [("30", 1800), ("5:30", 330), ("0:30:00", 1800),
-                                          ("2-00", 172800), ("1-02:03", 93780), ("7-00:00:00", 604800)])
+@pytest.mark.parametrize(
+    "text,seconds",
+    [
+        ("30", 1800),
+        ("5:30", 330),
+        ("0:30:00", 1800),
+        ("2-00", 172800),
+        ("1-02:03", 93780),
+        ("7-00:00:00", 604800),
+    ],
+)
 def test_parse_time(text, seconds):
     assert parse_time(text) == seconds
 
@@ -260,7 +291,9 @@ def test_submit_records_the_job(cli, tmp_path, gz_data, keep_path):
 
 
 def test_sbatch_failing_shows_its_stderr(cli, tmp_path, gz_data, keep_path):
-    fake_command(tmp_path, "sbatch", 'echo "sbatch: error: Batch job submission failed: Invalid account" >&2\nexit 1\n')
+    fake_command(
+        tmp_path, "sbatch", 'echo "sbatch: error: Batch job submission failed: Invalid account" >&2\nexit 1\n'
+    )
     r = cli("submit", QUICKSTART, "--cluster", "local")
     assert r.code == 1
     assert "sbatch failed: sbatch: error: Batch job submission failed: Invalid account" in r.err
@@ -351,8 +384,10 @@ def test_cancel_of_a_job_not_queued(cli, tmp_path, keep_path):
 
 
 def test_parse_scontrol_values_with_spaces():
-    info = slurm.parse_scontrol('JobId=5 JobName=my "job" x UserId=root(0) JobState=COMPLETED '
-                                'StdOut=/tmp/a b/slurm-5.out StdIn=/dev/null')
+    info = slurm.parse_scontrol(
+        'JobId=5 JobName=my "job" x UserId=root(0) JobState=COMPLETED '
+        "StdOut=/tmp/a b/slurm-5.out StdIn=/dev/null"
+    )
     assert info["JobName"] == 'my "job" x' and info["StdOut"] == "/tmp/a b/slurm-5.out"
     assert info["JobState"] == "COMPLETED"
 
@@ -365,7 +400,9 @@ def test_data_pack(cli, tmp_path, gz_data):
     assert r.code == 0, r
     archive = tmp_path / "data" / "mnist-hpc-data.tar"
     with tarfile.open(archive) as tar:
-        assert sorted(tar.getnames()) == sorted(f"MNIST/raw/{p.name}" for p in datapack.dataset_files(gz_data, "mnist"))
+        assert sorted(tar.getnames()) == sorted(
+            f"MNIST/raw/{p.name}" for p in datapack.dataset_files(gz_data, "mnist")
+        )
 
 
 def test_data_pack_of_a_missing_dataset(cli, gz_data):
@@ -386,7 +423,10 @@ def test_ensure_repacks_when_a_dataset_is_missing(tmp_path, gz_data):
 
 def test_push_with_rsync_excludes_the_heavy_folders(tmp_path):
     (cmd,) = push_commands(ROOT, "me@narval.alliancecan.ca", False, have_rsync=True)
-    assert cmd[:2] == ["rsync", "-a"] and cmd[-2:] == [f"{ROOT}/", f"me@narval.alliancecan.ca:scratch/{ROOT.name}/"]
+    assert cmd[:2] == ["rsync", "-a"] and cmd[-2:] == [
+        f"{ROOT}/",
+        f"me@narval.alliancecan.ca:scratch/{ROOT.name}/",
+    ]
     for name in (".venv", "runs", "__pycache__", ".git"):
         assert f"--exclude={name}" in cmd
     assert "--exclude=/data/" in cmd
@@ -400,8 +440,15 @@ def test_push_rsync_really_copies(tmp_path):
     if not shutil.which("rsync"):
         pytest.skip("rsync not installed")
     project = tmp_path / "proj"
-    for rel in ("mnist_hpc/x.py", "configs/a.yaml", ".venv/bin/python", "runs/r/summary.json",
-                "mnist_hpc/__pycache__/x.pyc", "data/mnist-hpc-data.tar", "data/MNIST/raw/x.gz"):
+    for rel in (
+        "mnist_hpc/x.py",
+        "configs/a.yaml",
+        ".venv/bin/python",
+        "runs/r/summary.json",
+        "mnist_hpc/__pycache__/x.pyc",
+        "data/mnist-hpc-data.tar",
+        "data/MNIST/raw/x.gz",
+    ):
         (project / rel).parent.mkdir(parents=True, exist_ok=True)
         (project / rel).write_text("x")
     dest = tmp_path / "dest"
@@ -444,13 +491,21 @@ def test_push_to_trillium_goes_to_scratch(cli):
 
 
 def test_push_script_wrapper(tmp_path):
-    check = subprocess.run([sys.executable, "-c", "from mnist_hpc.cli.main import cli; print('push' in cli.commands)"],
-                           capture_output=True, text=True, cwd=ROOT)
+    check = subprocess.run(
+        [sys.executable, "-c", "from mnist_hpc.cli.main import cli; print('push' in cli.commands)"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     if check.stdout.strip() != "True":
         pytest.skip("mnist_hpc/cli.py does not register the cluster commands yet (commands.register)")
-    proc = subprocess.run(["bash", str(ROOT / "scripts" / "push.sh"), "me@fir", "--project", str(ROOT),
-                           "--dry-run"], capture_output=True, text=True, cwd=tmp_path,
-                          env={**os.environ, "MNIST_HPC_PYTHON": sys.executable})
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "push.sh"), "me@fir", "--project", str(ROOT), "--dry-run"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "MNIST_HPC_PYTHON": sys.executable},
+    )
     assert proc.returncode == 0, proc.stderr
     assert "me@fir:scratch/" in proc.stderr
 
@@ -460,8 +515,10 @@ def test_push_script_wrapper(tmp_path):
 
 def test_user_profile_file(tmp_path, monkeypatch):
     path = tmp_path / "clusters.yaml"
-    path.write_text("profiles:\n  mylab:\n    extends: generic\n    gpu_type: rtx6000\n"
-                    "    gpu_types: [rtx6000]\n    gpus_per_node: 2\n    partition: gpu\n")
+    path.write_text(
+        "profiles:\n  mylab:\n    extends: generic\n    gpu_type: rtx6000\n"
+        "    gpu_types: [rtx6000]\n    gpus_per_node: 2\n    partition: gpu\n"
+    )
     monkeypatch.setenv("MNIST_HPC_CLUSTERS", str(path))
     profile, warning = get_profile("mylab")
     assert warning is None and profile.gpu_directive(2) == "--gres=gpu:rtx6000:2"
@@ -478,15 +535,18 @@ def test_user_profiles_from_the_config_home(tmp_path):
     assert get_profile("myfir")[0].partition == "debug"
 
 
-@pytest.mark.parametrize("body,message", [
-    ("profiles:\n  x:\n    gpus_per_nod: 2\n", "unknown key (did you mean 'gpus_per_node'?)"),
-    ("profiles:\n  x:\n    gpus_per_node: two\n", "expected an integer"),
-    ("profiles:\n  x:\n    max_time: forever\n", "expected a Slurm time"),
-    ("profiles:\n  x:\n    mem_per_gpu: lots\n", "expected a memory size"),
-    ("profiles:\n  x:\n    gpu_request: gpu\n", "expected one of gpus-per-node, gres"),
-    ("profiles:\n  x:\n    extends: nowhere\n", "unknown profile 'nowhere'"),
-    ("profile:\n  x: {}\n", "unknown key (did you mean 'profiles'?)"),
-])
+@pytest.mark.parametrize(
+    "body,message",
+    [
+        ("profiles:\n  x:\n    gpus_per_nod: 2\n", "unknown key (did you mean 'gpus_per_node'?)"),
+        ("profiles:\n  x:\n    gpus_per_node: two\n", "expected an integer"),
+        ("profiles:\n  x:\n    max_time: forever\n", "expected a Slurm time"),
+        ("profiles:\n  x:\n    mem_per_gpu: lots\n", "expected a memory size"),
+        ("profiles:\n  x:\n    gpu_request: gpu\n", "expected one of gpus-per-node, gres"),
+        ("profiles:\n  x:\n    extends: nowhere\n", "unknown profile 'nowhere'"),
+        ("profile:\n  x: {}\n", "unknown key (did you mean 'profiles'?)"),
+    ],
+)
 def test_bad_user_profiles_are_refused(tmp_path, monkeypatch, body, message):
     path = tmp_path / "clusters.yaml"
     path.write_text(body)
@@ -513,8 +573,21 @@ def test_alliance_profiles_follow_the_documentation():
     # internet on compute nodes: Fir and Nibi yes [Fir; Nibi], the others no
     assert [n for n in alliance if profiles[n].internet] == ["fir", "nibi"]
     assert {n: profiles[n].gpus_per_node for n in alliance} == {
-        "fir": 4, "nibi": 8, "rorqual": 4, "trillium": 4, "narval": 4, "tamia": 4, "alliance": 4}
-    assert [profiles[n].cpus_per_gpu for n in ("fir", "narval", "nibi", "rorqual", "trillium")] == [12, 12, 14, 16, 24]
+        "fir": 4,
+        "nibi": 8,
+        "rorqual": 4,
+        "trillium": 4,
+        "narval": 4,
+        "tamia": 4,
+        "alliance": 4,
+    }
+    assert [profiles[n].cpus_per_gpu for n in ("fir", "narval", "nibi", "rorqual", "trillium")] == [
+        12,
+        12,
+        14,
+        16,
+        24,
+    ]
     assert profiles["narval"].gpu_type == "a100" and profiles["fir"].gpu_type == "h100"
     # per-user job limits, array tasks counted [Job scheduling policies; Running jobs; Trillium Quickstart]
     assert [profiles[n].max_jobs for n in ("fir", "narval", "nibi", "rorqual")] == [1000] * 4
@@ -529,16 +602,33 @@ def test_every_alliance_fact_names_its_documentation_page():
     """Issue 17: each fact in the profiles has the wiki page it comes from beside it, as [Page]."""
     import re
 
-    facts = ("gpu_type", "gpus_per_node", "gpu_counts", "mig", "cpus_per_gpu", "cpu_node_cores", "internet",
-             "max_time", "max_jobs", "max_running", "home_read_only", "push_dir", "account_prefixes")
+    facts = (
+        "gpu_type",
+        "gpus_per_node",
+        "gpu_counts",
+        "mig",
+        "cpus_per_gpu",
+        "cpu_node_cores",
+        "internet",
+        "max_time",
+        "max_jobs",
+        "max_running",
+        "home_read_only",
+        "push_dir",
+        "account_prefixes",
+    )
     text = (ROOT / "mnist_hpc" / "cluster" / "clusters.yaml").read_text()
     profile, bare = None, []
     for line in text.splitlines():
         if re.match(r"^  [\w.-]+:\s*$", line):
             profile = line.strip(" :")
         key = re.match(r"^    (\w+):", line)
-        if key and key.group(1) in facts and profile in ("fir", "nibi", "rorqual", "trillium", "narval", "tamia") \
-                and not re.search(r"#.*\[[^\]]+\]", line):
+        if (
+            key
+            and key.group(1) in facts
+            and profile in ("fir", "nibi", "rorqual", "trillium", "narval", "tamia")
+            and not re.search(r"#.*\[[^\]]+\]", line)
+        ):
             bare.append(f"{profile}: {line.strip()}")
     assert not bare, bare
 
@@ -558,8 +648,18 @@ def test_sweep_above_the_per_user_job_limit_is_refused(cli, tmp_path, monkeypatc
 
 
 def test_trillium_sweep_parallel_is_capped_at_150(cli):
-    r = cli("sweep", "submit", SWEEP, "--cluster", "trillium", "--account", "def-x", "--parallel", "200",
-            "--dry-run")
+    r = cli(
+        "sweep",
+        "submit",
+        SWEEP,
+        "--cluster",
+        "trillium",
+        "--account",
+        "def-x",
+        "--parallel",
+        "200",
+        "--dry-run",
+    )
     assert r.code == 0 and "--parallel 200 lowered to 150" in r.err and "#SBATCH --array=0-4%5\n" in r.out
 
 
@@ -576,7 +676,9 @@ def test_sweep_counts_the_jobs_already_queued(cli, tmp_path, gz_data, keep_path,
 def test_sweep_job_carries_the_configs_requeue_signal(cli, tmp_path):
     """The job's --signal comes from the sweep's base config, as for `submit`."""
     sweep = tmp_path / "usr2.yaml"
-    sweep.write_text(f"base: {QUICKSTART}\nset: {{runtime.requeue_signal: USR2}}\ngrid: {{optim.lr: [0.1, 0.01]}}\n")
+    sweep.write_text(
+        f"base: {QUICKSTART}\nset: {{runtime.requeue_signal: USR2}}\ngrid: {{optim.lr: [0.1, 0.01]}}\n"
+    )
     r = cli("sweep", "submit", sweep, "--cluster", "local", "--dry-run", "--time", "0:10:00")
     assert r.code == 0, r
     assert "#SBATCH --signal=B:USR2@90\n" in r.out and "REQUEUE_SIGNAL=USR2 " in r.out
@@ -589,11 +691,14 @@ def test_sweep_job_carries_the_configs_requeue_signal(cli, tmp_path):
 
 
 def test_cluster_commands_do_not_import_torch(tmp_path):
-    code = ("import sys; from mnist_hpc.cli.main import cli, main; from mnist_hpc.cli.cluster import register; "
-            "register(cli); sys.argv=['mnist-hpc','submit',sys.argv[1],'--cluster','local','--dry-run'];"
-            "\ntry: main()\nexcept SystemExit: pass\nassert 'torch' not in sys.modules, 'torch imported'")
-    proc = subprocess.run([sys.executable, "-c", code, str(QUICKSTART)], capture_output=True, text=True,
-                          cwd=tmp_path)
+    code = (
+        "import sys; from mnist_hpc.cli.main import cli, main; from mnist_hpc.cli.cluster import register; "
+        "register(cli); sys.argv=['mnist-hpc','submit',sys.argv[1],'--cluster','local','--dry-run'];"
+        "\ntry: main()\nexcept SystemExit: pass\nassert 'torch' not in sys.modules, 'torch imported'"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(QUICKSTART)], capture_output=True, text=True, cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr
     assert "#SBATCH" in proc.stdout
 
@@ -610,18 +715,38 @@ def test_trillium_refuses_project_and_data_under_read_only_file_systems(cli, tmp
     monkeypatch.setenv("PROJECT", str(project))
     monkeypatch.chdir(work)
     r = cli("submit", QUICKSTART, "--cluster", "trillium", "--dry-run", "--account", "def-x")
-    assert r.code == 1 and "$PROJECT is read-only on compute nodes" in r.err and "submit from $SCRATCH" in r.err
+    assert (
+        r.code == 1 and "$PROJECT is read-only on compute nodes" in r.err and "submit from $SCRATCH" in r.err
+    )
     assert len(r.err.strip().splitlines()) == 1
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     monkeypatch.chdir(scratch)
-    r = cli("submit", QUICKSTART, "--cluster", "trillium", "--dry-run", "--account", "def-x",
-            "--data-dir", str(project / "data"))
+    r = cli(
+        "submit",
+        QUICKSTART,
+        "--cluster",
+        "trillium",
+        "--dry-run",
+        "--account",
+        "def-x",
+        "--data-dir",
+        str(project / "data"),
+    )
     assert r.code == 1 and "data" in r.err and "$PROJECT is read-only" in r.err
     r = cli("submit", QUICKSTART, "--cluster", "trillium", "--dry-run", "--account", "def-x")
     assert r.code == 0, r
-    r = cli("submit", QUICKSTART, "--cluster", "narval", "--dry-run", "--account", "def-x",
-            "--data-dir", str(project / "data"))
+    r = cli(
+        "submit",
+        QUICKSTART,
+        "--cluster",
+        "narval",
+        "--dry-run",
+        "--account",
+        "def-x",
+        "--data-dir",
+        str(project / "data"),
+    )
     assert r.code == 0, r  # Narval's project space is writable in jobs
 
 
@@ -670,23 +795,32 @@ def test_alliance_wheelhouse_check_is_real_with_a_fake_wheelhouse(cli, tmp_path,
     assert fir.wheelhouse == ("/cvmfs/soft.computecanada.ca/custom/python/wheelhouse",)
     house = tmp_path / "wheelhouse"
     # laid out as on CVMFS: pure wheels in generic/, compiled ones per environment and architecture
-    for name in ("click-8.1.7+computecanada-py3-none-any.whl", "tqdm-4.66.4+computecanada-py3-none-any.whl",
-                 "PyYAML-6.0.2+computecanada-cp313-cp313-linux_x86_64.whl"):
+    for name in (
+        "click-8.1.7+computecanada-py3-none-any.whl",
+        "tqdm-4.66.4+computecanada-py3-none-any.whl",
+        "PyYAML-6.0.2+computecanada-cp313-cp313-linux_x86_64.whl",
+    ):
         _wheel(house / "generic", name)
-    for name in ("torch-2.13.0+computecanada-cp313-cp313-linux_x86_64.whl",
-                 "numpy-2.2.2+computecanada-cp313-cp313-linux_x86_64.whl",
-                 "matplotlib-3.10.0+computecanada-cp313-cp313-linux_x86_64.whl",
-                 "torchvision-0.22.1+computecanada-cp311-cp311-linux_x86_64.whl"):  # not for 3.13
+    for name in (
+        "torch-2.13.0+computecanada-cp313-cp313-linux_x86_64.whl",
+        "numpy-2.2.2+computecanada-cp313-cp313-linux_x86_64.whl",
+        "matplotlib-3.10.0+computecanada-cp313-cp313-linux_x86_64.whl",
+        "torchvision-0.22.1+computecanada-cp311-cp311-linux_x86_64.whl",
+    ):  # not for 3.13
         _wheel(house / "gentoo2023" / "x86-64-v3", name)
     profile_file = tmp_path / "clusters.yaml"
     profile_file.write_text(f"profiles:\n  fir-here: {{extends: fir, wheelhouse: [{house}]}}\n")
     monkeypatch.setenv("MNIST_HPC_CLUSTERS", str(profile_file))
     r = cli("submit", QUICKSTART, "--cluster", "fir-here", "--dry-run", "--account", "def-x")
     assert r.code == 1 and "the job needs torchvision" in r.err and "for Python 3.13" in r.err, r
-    _wheel(house / "gentoo2023" / "x86-64-v3", "torchvision-0.22.1+computecanada-cp313-cp313-linux_x86_64.whl")
+    _wheel(
+        house / "gentoo2023" / "x86-64-v3", "torchvision-0.22.1+computecanada-cp313-cp313-linux_x86_64.whl"
+    )
     r = cli("submit", QUICKSTART, "--cluster", "fir-here", "--dry-run", "--account", "def-x")
     assert r.code == 0, r
-    assert wheel_fits("x-1-cp39-abi3-linux_x86_64.whl", (3, 13)) and not wheel_fits("x-1-cp312-cp312-l.whl", (3, 13))
+    assert wheel_fits("x-1-cp39-abi3-linux_x86_64.whl", (3, 13)) and not wheel_fits(
+        "x-1-cp312-cp312-l.whl", (3, 13)
+    )
     check_wheelhouse(["anything"], fir, {})  # no /cvmfs here: nothing to check
 
 
@@ -695,9 +829,11 @@ def _dummy_wheel(folder: Path, name: str) -> None:
     import zipfile
 
     dist = f"{name}-0.0.1.dist-info"
-    files = {f"{name}/__init__.py": "",
-             f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.0.1\n",
-             f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    files = {
+        f"{name}/__init__.py": "",
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.0.1\n",
+        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
     files[f"{dist}/RECORD"] = "".join(f"{path},,\n" for path in [*files, f"{dist}/RECORD"])
     with zipfile.ZipFile(folder / f"{name}-0.0.1-py3-none-any.whl", "w") as z:
         for path, text in files.items():
@@ -719,7 +855,7 @@ def test_setup_builds_the_home_virtualenv_that_submit_then_accepts(tmp_path, mon
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("PIP_FIND_LINKS", str(house))  # as the clusters' pip configuration does
-    monkeypatch.setenv("BASH_FUNC_module%%", "() {  echo \"module $*\" >> \"$HOME/modules.log\"; }")
+    monkeypatch.setenv("BASH_FUNC_module%%", '() {  echo "module $*" >> "$HOME/modules.log"; }')
     out = jobs.setup("trillium", home=home, warn=lambda line: None)
     venv = home / ".virtualenvs" / "mnist-hpc"
     assert out.done and out.venv == venv and (venv / "bin" / "python").exists()

@@ -54,8 +54,18 @@ def fake_sbatch(tmp_path, monkeypatch):
 
 
 def _submit(cli, *extra):
-    return cli("sweep", "submit", "sw.yaml", "--cluster", "local", "--set", "experiment.name=on",
-               "--set", "train.epochs=2", *extra)
+    return cli(
+        "sweep",
+        "submit",
+        "sw.yaml",
+        "--cluster",
+        "local",
+        "--set",
+        "experiment.name=on",
+        "--set",
+        "train.epochs=2",
+        *extra,
+    )
 
 
 def test_dry_run_points_the_array_at_the_snapshot_and_creates_nothing(cli, tmp_path):
@@ -120,8 +130,9 @@ def test_a_bad_set_is_refused_before_anything_is_made(cli, tmp_path, fake_sbatch
 
 def test_the_snapshot_keeps_the_order_of_overrides(tmp_path):
     """A later --set replaces a whole section the file's set: gave; the copy applies the same."""
-    (tmp_path / "o.yaml").write_text("base: base.yaml\nset: {model.hidden: [8], optim.lr: 0.5}\n"
-                                     "grid: {data.batch_size: [32, 64]}\n")
+    (tmp_path / "o.yaml").write_text(
+        "base: base.yaml\nset: {model.hidden: [8], optim.lr: 0.5}\ngrid: {data.batch_size: [32, 64]}\n"
+    )
     sweep = load_sweep(tmp_path / "o.yaml", ("model={name: mlp, dropout: 0.5}",))
     (tmp_path / "snap").mkdir()
     path = snapshot.write(sweep, tmp_path / "snap")  # raises if the copy would differ

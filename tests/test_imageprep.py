@@ -8,19 +8,18 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from mnist_hpc.training import imageprep
 from mnist_hpc.errors import UserError
+from mnist_hpc.training import imageprep
 from mnist_hpc.training.imageprep import ink_is_dark, load_image, prepare, to_mnist
 
-SHARED_MNIST = (Path(__file__).resolve().parents[2]
-                / "shared/datasets/MNIST/raw/t10k-images-idx3-ubyte.gz")
+SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared/datasets/MNIST/raw/t10k-images-idx3-ubyte.gz"
 
 
 def mnist_test_images():
     """The MNIST test images file: under $MNIST_HPC_DATA_DIR (unpacked or the archive), else the
     shared datasets folder beside the checkout; None when neither has it."""
     roots = [Path(d) / "MNIST" / "raw" for d in [os.environ.get("MNIST_HPC_DATA_DIR")] if d]
-    for raw in roots + [SHARED_MNIST.parent]:
+    for raw in [*roots, SHARED_MNIST.parent]:
         for name in ("t10k-images-idx3-ubyte", "t10k-images-idx3-ubyte.gz"):
             if (raw / name).is_file():
                 return raw / name
@@ -109,15 +108,22 @@ def test_white_on_black_is_not_inverted():
     assert_mnist_like(to_mnist(light_on_dark))
 
 
-@pytest.mark.parametrize("paper, ink, dark", [
-    (235, 25, True),  # pen on white paper
-    (110, 20, True),  # dim photo: paper below mid-grey, ink still darker
-    (20, 240, False),  # chalk on a blackboard / MNIST itself
-    (140, 250, False),  # light ink on a mid-grey background
-])
+@pytest.mark.parametrize(
+    "paper, ink, dark",
+    [
+        (235, 25, True),  # pen on white paper
+        (110, 20, True),  # dim photo: paper below mid-grey, ink still darker
+        (20, 240, False),  # chalk on a blackboard / MNIST itself
+        (140, 250, False),  # light ink on a mid-grey background
+    ],
+)
 def test_inversion_decision_follows_the_ink_not_the_absolute_brightness(paper, ink, dark):
-    img = page(size=(200, 160), paper=paper, ink=ink,
-               draw=lambda d, f: d.line([(100, 20), (100, 140)], fill=f, width=8))
+    img = page(
+        size=(200, 160),
+        paper=paper,
+        ink=ink,
+        draw=lambda d, f: d.line([(100, 20), (100, 140)], fill=f, width=8),
+    )
     assert ink_is_dark(np.asarray(img, dtype=float)) is dark
     assert_mnist_like(to_mnist(img))
 
@@ -143,11 +149,13 @@ def test_mnist_like_input_comes_out_nearly_unchanged():
     assert np.abs(again.astype(int) - digit.astype(int)).mean() < 1.0
 
 
-@pytest.mark.skipif(mnist_test_images() is None, reason="MNIST test images not available "
-                    "(set MNIST_HPC_DATA_DIR to a folder holding MNIST/raw)")
+@pytest.mark.skipif(
+    mnist_test_images() is None,
+    reason="MNIST test images not available (set MNIST_HPC_DATA_DIR to a folder holding MNIST/raw)",
+)
 def test_real_mnist_images_come_out_nearly_unchanged():
     path = mnist_test_images()
-    with (gzip.open(path) if path.suffix == ".gz" else open(path, "rb")) as f:
+    with gzip.open(path) if path.suffix == ".gz" else open(path, "rb") as f:
         images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)[:300]
     diffs = np.array([np.abs(to_mnist(Image.fromarray(a)).astype(int) - a).mean() for a in images])
     assert np.median(diffs) < 1.0
@@ -166,8 +174,15 @@ def test_rgba_with_transparency_is_flattened_onto_white():
 
 
 def test_light_ink_on_transparent_background_is_still_found():
-    alpha = 255 - np.asarray(page(size=(300, 300), draw=lambda d, f: d.line(
-        [(150, 40), (150, 260)], fill=f, width=20), paper=255, ink=0), dtype=np.uint8)
+    alpha = 255 - np.asarray(
+        page(
+            size=(300, 300),
+            draw=lambda d, f: d.line([(150, 40), (150, 260)], fill=f, width=20),
+            paper=255,
+            ink=0,
+        ),
+        dtype=np.uint8,
+    )
     rgba = np.full((300, 300, 4), 255, dtype=np.uint8)
     rgba[..., 3] = alpha
     assert_mnist_like(to_mnist(Image.fromarray(rgba)))
@@ -186,8 +201,9 @@ def test_other_modes(mode, tmp_path):
 
 
 def test_thin_pen_strokes_are_thickened_towards_mnist_width():
-    out = to_mnist(page(size=(1200, 1200), draw=lambda d, f: d.line(
-        [(600, 100), (560, 1100)], fill=f, width=4)))
+    out = to_mnist(
+        page(size=(1200, 1200), draw=lambda d, f: d.line([(600, 100), (560, 1100)], fill=f, width=4))
+    )
     assert_mnist_like(out)
     assert imageprep.stroke_width(out) >= 1.0
     assert (out > 128).sum() >= 20
@@ -202,6 +218,7 @@ def test_small_drawing_in_a_big_frame_is_scaled_up():
 
 
 # --- errors ---------------------------------------------------------------------------------
+
 
 def test_non_image_file_raises_user_error_with_the_path(tmp_path):
     p = tmp_path / "notes.txt"

@@ -7,16 +7,17 @@ import sys
 
 import pytest
 
-from mnist_hpc.training.metrics import (accuracy, confusion_matrix, macro_f1, per_class_metrics,
-                               top_confusions)
+from mnist_hpc.training.metrics import accuracy, confusion_matrix, macro_f1, per_class_metrics, top_confusions
 
 # 3 classes; class 2 ("c") is never predicted.
 Y_TRUE = [0, 0, 0, 1, 1, 2, 2, 0]
 Y_PRED = [0, 0, 1, 1, 0, 1, 0, 0]
 #               pred 0  1  2
-EXPECTED_CM = [[3, 1, 0],  # true 0: 4 samples
-               [1, 1, 0],  # true 1: 2 samples
-               [1, 1, 0]]  # true 2: 2 samples, never right
+EXPECTED_CM = [
+    [3, 1, 0],  # true 0: 4 samples
+    [1, 1, 0],  # true 1: 2 samples
+    [1, 1, 0],
+]  # true 2: 2 samples, never right
 
 
 def test_confusion_matrix_rows_are_true_class():
@@ -97,12 +98,15 @@ def test_ten_thousand_samples_are_fast_enough():
     assert elapsed < 1.0  # generous: a few milliseconds in practice
 
 
-@pytest.mark.parametrize("true, pred, n, message", [
-    ([0, 1], [0], 2, "y_true has 2 labels but y_pred has 1"),
-    ([0, 2], [0, 1], 2, "out of range"),
-    ([0, -1], [0, 1], 2, "out of range"),
-    ([0], [0], 0, "num_classes"),
-])
+@pytest.mark.parametrize(
+    "true, pred, n, message",
+    [
+        ([0, 1], [0], 2, "y_true has 2 labels but y_pred has 1"),
+        ([0, 2], [0, 1], 2, "out of range"),
+        ([0, -1], [0, 1], 2, "out of range"),
+        ([0], [0], 0, "num_classes"),
+    ],
+)
 def test_bad_inputs(true, pred, n, message):
     with pytest.raises(ValueError, match=message):
         confusion_matrix(true, pred, n)

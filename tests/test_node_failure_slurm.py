@@ -19,15 +19,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.slurm_support import *  # noqa: F401,F403 - fixtures
 from tests.slurm_support import PRIVATE_DIR, ROOT, SANDBOX_DIR, job_state, mnist_hpc, wait_until_done
 
 pytestmark = pytest.mark.slurm
 
 # two epochs of the quickstart net on 20,000 images (~30 s on two cores), a checkpoint every
 # 10 steps, deterministic on the CPU: a resumed run must end exactly where an uninterrupted one does
-SETS = ["data.subset=20000", "train.epochs=2", "runtime.deterministic=true", "runtime.threads=2",
-        "data.val_split=null", "train.checkpoint.every=10", "train.checkpoint.unit=steps"]
+SETS = [
+    "data.subset=20000",
+    "train.epochs=2",
+    "runtime.deterministic=true",
+    "runtime.threads=2",
+    "data.val_split=null",
+    "train.checkpoint.every=10",
+    "train.checkpoint.unit=steps",
+]
 
 
 def scontrol(*args) -> str:
@@ -37,8 +43,10 @@ def scontrol(*args) -> str:
 
 
 def job_field(job: str, name: str) -> str:
-    found = re.search(rf"\b{name}=(\S*)", subprocess.run(
-        ["scontrol", "show", "job", "--oneliner", job], capture_output=True, text=True).stdout)
+    found = re.search(
+        rf"\b{name}=(\S*)",
+        subprocess.run(["scontrol", "show", "job", "--oneliner", job], capture_output=True, text=True).stdout,
+    )
     return found.group(1) if found else ""
 
 
@@ -52,20 +60,35 @@ def wait(what, predicate, timeout: float, poll: float = 0.2):
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def test_a_job_on_a_failed_node_is_requeued_and_resumes_to_the_same_result(slurm_sandbox, slurm_data, tmp_path):
+def test_a_job_on_a_failed_node_is_requeued_and_resumes_to_the_same_result(
+    slurm_sandbox, slurm_data, tmp_path
+):
     private = os.environ.get("MNIST_HPC_SLURM_TEST_DIR")
     if not private or Path(slurm_sandbox) != Path(PRIVATE_DIR) or Path(SANDBOX_DIR) != Path(PRIVATE_DIR):
-        pytest.skip("downs the sandbox's node: only in a private sandbox (set MNIST_HPC_SLURM_TEST_DIR "
-                    "and MNIST_HPC_SLURM_DIR to the same folder of your own)")
+        pytest.skip(
+            "downs the sandbox's node: only in a private sandbox (set MNIST_HPC_SLURM_TEST_DIR "
+            "and MNIST_HPC_SLURM_DIR to the same folder of your own)"
+        )
     assert os.environ["SLURM_CONF"].startswith(str(slurm_sandbox))
     (node,) = re.findall(r"NodeName=(\S+)", scontrol("show", "node", "--oneliner"))
 
     out = tmp_path / "runs"
-    overrides = [a for s in SETS + [f"experiment.output_dir={out}"] for a in ("--set", s)]
-    dry = mnist_hpc("submit", "configs/quickstart.yaml", "--cluster", "local", "--cpus", "2",
-                    "--time", "0:20:00", "--dry-run", *overrides, cwd=ROOT,
-                    env={"MNIST_HPC_DATA_DIR": str(slurm_data)})
-    script = dry.stdout[dry.stdout.index("#!/bin/bash"):]
+    overrides = [a for s in [*SETS, f"experiment.output_dir={out}"] for a in ("--set", s)]
+    dry = mnist_hpc(
+        "submit",
+        "configs/quickstart.yaml",
+        "--cluster",
+        "local",
+        "--cpus",
+        "2",
+        "--time",
+        "0:20:00",
+        "--dry-run",
+        *overrides,
+        cwd=ROOT,
+        env={"MNIST_HPC_DATA_DIR": str(slurm_data)},
+    )
+    script = dry.stdout[dry.stdout.index("#!/bin/bash") :]
     assert "--requeue" in script
     config_path = re.search(r"^CONFIG=(\S+)", script, re.M).group(1).strip("'")
     run_dir = Path(re.search(r"^RUN_DIR=(\S+)", script, re.M).group(1).strip("'"))
@@ -75,8 +98,14 @@ def test_a_job_on_a_failed_node_is_requeued_and_resumes_to_the_same_result(slurm
     job_file = tmp_path / "job.sh"
     job_file.write_text(script)
     env = {**os.environ, "MNIST_HPC_DATA_DIR": str(slurm_data), "MNIST_HPC_PYTHON": sys.executable}
-    sub = subprocess.run(["sbatch", "--parsable", f"--output={tmp_path}/slurm-%j.out", str(job_file)],
-                         cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    sub = subprocess.run(
+        ["sbatch", "--parsable", f"--output={tmp_path}/slurm-%j.out", str(job_file)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     job = sub.stdout.strip().split(";")[0]
 
     downed = False
@@ -94,9 +123,23 @@ def test_a_job_on_a_failed_node_is_requeued_and_resumes_to_the_same_result(slurm
 
         # while the node is down: the same training, uninterrupted, outside Slurm
         ref_dir = tmp_path / "reference"
-        ref = subprocess.run([sys.executable, "-m", "mnist_hpc", "train", "configs/quickstart.yaml",
-                              "--run-dir", str(ref_dir), *overrides], cwd=ROOT, capture_output=True, text=True,
-                             env={k: v for k, v in env.items() if not k.startswith("SLURM_")}, timeout=900)
+        ref = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mnist_hpc",
+                "train",
+                "configs/quickstart.yaml",
+                "--run-dir",
+                str(ref_dir),
+                *overrides,
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env={k: v for k, v in env.items() if not k.startswith("SLURM_")},
+            timeout=900,
+        )
         assert ref.returncode == 0, ref.stdout[-2000:] + ref.stderr[-2000:]
     finally:
         if downed:  # always bring the node back (unless it has come back on its own)

@@ -21,8 +21,11 @@ def test_there_are_notebooks():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_committed_without_outputs(path):
     nb = json.loads(path.read_text())
-    dirty = [i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code"
-             and (c.get("outputs") or c.get("execution_count") is not None)]
+    dirty = [
+        i
+        for i, c in enumerate(nb["cells"])
+        if c["cell_type"] == "code" and (c.get("outputs") or c.get("execution_count") is not None)
+    ]
     assert not dirty, f"{path.name}: cells {dirty} have outputs or execution counts; clear them"
 
 
@@ -33,8 +36,9 @@ def _execute(path: Path, workdir: Path, timeout: int = 600, cells: int | None = 
     nb = nbformat.read(str(path), as_version=4)
     if cells is not None:
         nb.cells = nb.cells[:cells]
-    client = nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                                     resources={"metadata": {"path": str(workdir)}})
+    client = nbclient.NotebookClient(
+        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}
+    )
     client.execute()
     return nb
 
@@ -69,7 +73,9 @@ def test_notebook_runs_as_shipped(path, real_root, tmp_path, monkeypatch):
     acc = [float(a) for a in re.findall(r"test accuracy (\d+\.\d+)%", text)]
     assert acc and acc[0] >= 98.0, f"{path.name}: test accuracy lines {acc}"
     assert seconds < 600, f"{path.name} took {seconds:.0f} s"
-    if path.name == "workshop.ipynb":  # the section "Your own network": a cell's class, then the same in a file
+    if (
+        path.name == "workshop.ipynb"
+    ):  # the section "Your own network": a cell's class, then the same in a file
         assert re.search(r"MyNet: test accuracy \d+\.\d+% with 20,586 parameters", text), text[-2000:]
         assert "job script it would queue" in text or "submitted job" in text
     print(f"{path.name}: executed in {seconds:.0f} s, {pngs} figures, test accuracy {acc[0]:.2f}%")
@@ -84,13 +90,19 @@ def test_without_data_or_internet_the_data_cell_says_so_in_one_line(tmp_path, mo
     with pytest.raises(nbclient.exceptions.CellExecutionError):
         _execute(path, tmp_path, timeout=120, cells=3)  # install, imports, data
     nb = __import__("nbformat").read(str(path), as_version=4)
-    client = nbclient.NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=True,
-                                     resources={"metadata": {"path": str(tmp_path)}})
+    client = nbclient.NotebookClient(
+        nb,
+        timeout=120,
+        kernel_name="python3",
+        allow_errors=True,
+        resources={"metadata": {"path": str(tmp_path)}},
+    )
     nb.cells = nb.cells[:3]
     client.execute()
     outputs = nb.cells[2].get("outputs", [])
     lines = [ln for o in outputs if o.get("output_type") == "stream" for ln in o["text"].splitlines() if ln]
-    assert lines == [l for l in lines if l.startswith("error: dataset mnist not found under")], lines
+    assert lines == [ln for ln in lines if ln.startswith("error: dataset mnist not found under")], lines
     assert len(lines) == 1
-    assert not any(o.get("output_type") == "error" and "Traceback" in "".join(o.get("traceback", []))
-                   for o in outputs)
+    assert not any(
+        o.get("output_type") == "error" and "Traceback" in "".join(o.get("traceback", [])) for o in outputs
+    )

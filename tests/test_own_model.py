@@ -5,7 +5,6 @@ mistake in the user's code as one line plus the user's own frames (exit 2, nothi
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -43,13 +42,14 @@ def own_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
 
-def write_project(tmp_path: Path, net: str = NET, factory: str = "TinyNet", args: str = "{width: 8}",
-                  extra: str = "") -> Path:
+def write_project(
+    tmp_path: Path, net: str = NET, factory: str = "TinyNet", args: str = "{width: 8}", extra: str = ""
+) -> Path:
     (tmp_path / "nets").mkdir(parents=True, exist_ok=True)
     (tmp_path / "nets" / "tiny.py").write_text(textwrap.dedent(net))
     cfg = tmp_path / "own.yaml"
     cfg.write_text(f"""
-experiment: {{name: own, output_dir: {tmp_path / 'runs'}}}
+experiment: {{name: own, output_dir: {tmp_path / "runs"}}}
 data: {{subset: 300, val_split: 0.2, batch_size: 50, eval_batch_size: 300}}
 model: {{name: custom, file: nets/tiny.py, factory: {factory}, args: {args}}}
 optim: {{name: adam, lr: 0.01}}
@@ -87,8 +87,16 @@ def test_a_model_file_trains_and_its_run_keeps_the_code(cli, tmp_path, synth_roo
     assert r.code == 0, r
     card = json.loads((run / "exports" / "model.torchscript.pt.card.json").read_text())
     assert card["classes"] == [str(i) for i in range(10)] and card["model_code"]["factory"] == "TinyNet"
-    r = cli("train", run / "config.yaml", "--data-dir", synth_root, "--set", "train.epochs=1",
-            "--set", f"experiment.output_dir={tmp_path / 'again'}")
+    r = cli(
+        "train",
+        run / "config.yaml",
+        "--data-dir",
+        synth_root,
+        "--set",
+        "train.epochs=1",
+        "--set",
+        f"experiment.output_dir={tmp_path / 'again'}",
+    )
     assert r.code == 0, r  # the run folder's config trains again, from its own copy
 
 
@@ -120,7 +128,18 @@ def test_resuming_with_changed_code_is_refused_before_anything_is_written(cli, t
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
     net = tmp_path / "nets" / "tiny.py"
     net.write_text(net.read_text().replace("nn.ReLU(), nn.MaxPool2d(2)", "nn.GELU(), nn.MaxPool2d(2)"))
-    r = cli("train", cfg, "--data-dir", synth_root, "--run-dir", run, "--resume", "auto", "--set", "train.epochs=2")
+    r = cli(
+        "train",
+        cfg,
+        "--data-dir",
+        synth_root,
+        "--run-dir",
+        run,
+        "--resume",
+        "auto",
+        "--set",
+        "train.epochs=2",
+    )
     assert r.code == 2, r
     assert "differs from the code this run was trained with" in r.err and "sha256" in r.err
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()} == before
@@ -129,7 +148,7 @@ def test_resuming_with_changed_code_is_refused_before_anything_is_written(cli, t
 def test_a_sweep_over_the_factorys_arguments(cli, tmp_path, synth_root):
     write_project(tmp_path)
     sweep = tmp_path / "widths.yaml"
-    sweep.write_text(f"""
+    sweep.write_text("""
 base: own.yaml
 grid:
   model.args.width: [4, 8]
@@ -149,28 +168,62 @@ grid:
 
 MISTAKES = {
     "syntax error": ("class TinyNet(nn.Module:\n    pass\n", "TinyNet", "line 1: SyntaxError"),
-    "failing import": ("import torch\nimport no_such_package_here\n", "TinyNet",
-                       "an import in the model file failed: ModuleNotFoundError"),
+    "failing import": (
+        "import torch\nimport no_such_package_here\n",
+        "TinyNet",
+        "an import in the model file failed: ModuleNotFoundError",
+    ),
     "misspelt factory": (NET, "TinyNte", "'TinyNte' not found in"),
-    "exception in __init__": (NET.replace("super().__init__()", "super().__init__()\n        raise ValueError('width too odd')"),
-                              "TinyNet", "raised ValueError: width too odd"),
-    "exception in forward": (NET.replace("return self.head(self.body(x))", "raise RuntimeError('boom')"),
-                             "TinyNet", "raised RuntimeError: boom"),
-    "9 outputs": (NET.replace("num_classes=10", "num_classes=9"), "TinyNet",
-                  "forward must return logits of shape (N, 10)"),
-    "(N, 1, 10) output": (NET.replace("return self.head(self.body(x))", "return self.head(self.body(x)).unsqueeze(1)"),
-                          "TinyNet", "it returned a tensor of shape (2, 1, 10)"),
-    "a tuple": (NET.replace("return self.head(self.body(x))", "return self.head(self.body(x)), x"),
-                "TinyNet", "it returned a tuple of 2"),
-    "no trainable parameters": (NET.replace("    def forward", "        self.requires_grad_(False)\n\n    def forward"),
-                                "TinyNet", "has no trainable parameters"),
-    "too many parameters": (NET.replace("self.head = nn.Linear(2 * width, num_classes)",
-                                        "self.head = nn.Linear(2 * width, num_classes)\n        self.big = nn.Linear(20000, 10000)"),
-                            "TinyNet", "the cap is 100,000,000"),
-    "input-size mismatch": (NET.replace("nn.AdaptiveMaxPool2d(1), nn.Flatten())", "nn.Flatten())")
-                            .replace("nn.Linear(2 * width, num_classes)", "nn.Linear(2 * width * 7 * 7, num_classes)"),
-                            "TinyNet", "layer head (Linear expecting 392 input features) on input (2, 1568)"),
-    "not a module": (NET + "\n\ndef notmodel(width=8):\n    return 3\n", "notmodel", "returned int, not a torch.nn.Module"),
+    "exception in __init__": (
+        NET.replace("super().__init__()", "super().__init__()\n        raise ValueError('width too odd')"),
+        "TinyNet",
+        "raised ValueError: width too odd",
+    ),
+    "exception in forward": (
+        NET.replace("return self.head(self.body(x))", "raise RuntimeError('boom')"),
+        "TinyNet",
+        "raised RuntimeError: boom",
+    ),
+    "9 outputs": (
+        NET.replace("num_classes=10", "num_classes=9"),
+        "TinyNet",
+        "forward must return logits of shape (N, 10)",
+    ),
+    "(N, 1, 10) output": (
+        NET.replace("return self.head(self.body(x))", "return self.head(self.body(x)).unsqueeze(1)"),
+        "TinyNet",
+        "it returned a tensor of shape (2, 1, 10)",
+    ),
+    "a tuple": (
+        NET.replace("return self.head(self.body(x))", "return self.head(self.body(x)), x"),
+        "TinyNet",
+        "it returned a tuple of 2",
+    ),
+    "no trainable parameters": (
+        NET.replace("    def forward", "        self.requires_grad_(False)\n\n    def forward"),
+        "TinyNet",
+        "has no trainable parameters",
+    ),
+    "too many parameters": (
+        NET.replace(
+            "self.head = nn.Linear(2 * width, num_classes)",
+            "self.head = nn.Linear(2 * width, num_classes)\n        self.big = nn.Linear(20000, 10000)",
+        ),
+        "TinyNet",
+        "the cap is 100,000,000",
+    ),
+    "input-size mismatch": (
+        NET.replace("nn.AdaptiveMaxPool2d(1), nn.Flatten())", "nn.Flatten())").replace(
+            "nn.Linear(2 * width, num_classes)", "nn.Linear(2 * width * 7 * 7, num_classes)"
+        ),
+        "TinyNet",
+        "layer head (Linear expecting 392 input features) on input (2, 1568)",
+    ),
+    "not a module": (
+        NET + "\n\ndef notmodel(width=8):\n    return 3\n",
+        "notmodel",
+        "returned int, not a torch.nn.Module",
+    ),
 }
 
 
@@ -209,8 +262,12 @@ def test_did_you_mean_over_the_files_names(cli, tmp_path):
 
 def test_config_validate_counts_on_the_meta_device_and_imports_torch_once(tmp_path):
     cfg = write_project(tmp_path)
-    r = subprocess.run([sys.executable, "-m", "mnist_hpc", "config", "validate", str(cfg)],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "mnist_hpc", "config", "validate", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     assert "custom model: 1,2" in r.stdout or "parameters" in r.stdout
 
@@ -224,8 +281,16 @@ def test_a_class_from_python_trains_and_a_notebook_class_stays_in_session(tmp_pa
 
     import mnist_hpc
 
-    cfg = mnist_hpc.load_config("quickstart", ["train.epochs=1", "data.subset=300", "data.batch_size=50",
-                                               f"experiment.output_dir={tmp_path / 'runs'}", "runtime.threads=1"])
+    cfg = mnist_hpc.load_config(
+        "quickstart",
+        [
+            "train.epochs=1",
+            "data.subset=300",
+            "data.batch_size=50",
+            f"experiment.output_dir={tmp_path / 'runs'}",
+            "runtime.threads=1",
+        ],
+    )
 
     class CellNet(nn.Module):  # as if defined in a notebook cell: no file to copy
         def __init__(self):
@@ -241,8 +306,10 @@ def test_a_class_from_python_trains_and_a_notebook_class_stays_in_session(tmp_pa
     assert run.predict(torch.zeros(28, 28, dtype=torch.uint8).numpy())[0].label is not None
     assert json.loads((run.path / "run.json").read_text())["model_code"]["origin"] == "python"
     # a new process cannot rebuild it: the message says how to move it into a file
-    with pytest.raises(mnist_hpc.UserError if hasattr(mnist_hpc, "UserError") else Exception,
-                       match="move the class into a file"):
+    with pytest.raises(
+        mnist_hpc.UserError if hasattr(mnist_hpc, "UserError") else Exception,
+        match="move the class into a file",
+    ):
         mnist_hpc.Run.load(run.path).model()
 
     # an instance works too
@@ -260,11 +327,21 @@ def test_a_class_from_a_file_is_recorded_with_its_file(tmp_path, synth_root, mon
     mod = importlib.util.module_from_spec(spec)
     sys.modules["tinymod_for_test"] = mod
     spec.loader.exec_module(mod)
-    cfg = mnist_hpc.load_config("quickstart", ["train.epochs=1", "data.subset=300", "data.batch_size=50",
-                                               f"experiment.output_dir={tmp_path / 'runs'}", "runtime.threads=1"])
+    cfg = mnist_hpc.load_config(
+        "quickstart",
+        [
+            "train.epochs=1",
+            "data.subset=300",
+            "data.batch_size=50",
+            f"experiment.output_dir={tmp_path / 'runs'}",
+            "runtime.threads=1",
+        ],
+    )
     run = mnist_hpc.train(cfg, model=mod.TinyNet, data_dir=synth_root, progress=False, echo=lambda s: None)
     assert (run.path / "model" / "tiny.py").is_file()
-    assert mnist_hpc.Run.load(run.path).model().head.out_features == 10  # a fresh Run rebuilds it from the copy
+    assert (
+        mnist_hpc.Run.load(run.path).model().head.out_features == 10
+    )  # a fresh Run rebuilds it from the copy
 
 
 def test_a_sweep_over_several_model_files_from_another_folder(cli, tmp_path, synth_root, monkeypatch):
@@ -289,7 +366,9 @@ def test_sweep_submit_carries_every_model_file_of_its_axes(cli, tmp_path, monkey
     write_project(tmp_path)
     (tmp_path / "nets" / "wide.py").write_text(textwrap.dedent(NET).replace("width=8", "width=12"))
     sweep = tmp_path / "files.yaml"
-    sweep.write_text("base: own.yaml\nset: {model.args: {}}\ngrid:\n  model.file: [nets/tiny.py, nets/wide.py]\n")
+    sweep.write_text(
+        "base: own.yaml\nset: {model.args: {}}\ngrid:\n  model.file: [nets/tiny.py, nets/wide.py]\n"
+    )
     from mnist_hpc.cluster import snapshot
     from mnist_hpc.experiments.sweepfile import load_sweep
 

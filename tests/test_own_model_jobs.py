@@ -14,15 +14,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.slurm_support import mnist_hpc, slurm_data, slurm_sandbox, wait_until_done  # noqa: F401
+from tests.slurm_support import mnist_hpc, wait_until_done
 from tests.test_own_model import NET, only_run, write_project
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def clean_env(**extra):
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("SLURM_") and k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("SLURM_")
+        and k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    }
     env.update(PYTHONUNBUFFERED="1", **extra)
     return env
 
@@ -30,9 +34,25 @@ def clean_env(**extra):
 def test_a_custom_model_trains_with_two_torchrun_processes(tmp_path, synth_root):
     cfg = write_project(tmp_path)
     env = clean_env(XDG_CACHE_HOME=str(tmp_path / "cache"))
-    r = subprocess.run([sys.executable, "-m", "mnist_hpc", "train", str(cfg), "--data-dir", str(synth_root),
-                        "--nproc", "2", "--set", "data.batch_size=50"],
-                       capture_output=True, text=True, env=env, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mnist_hpc",
+            "train",
+            str(cfg),
+            "--data-dir",
+            str(synth_root),
+            "--nproc",
+            "2",
+            "--set",
+            "data.batch_size=50",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     run = only_run(tmp_path)
     s = json.loads((run / "summary.json").read_text())
@@ -50,8 +70,11 @@ def test_a_submitted_custom_model_needs_nothing_from_the_callers_folder(slurm_sa
         write_project(work / "mine")  # the user's config and nets/ live elsewhere
         cfg = work / "mine" / "own.yaml"
         cfg.write_text(cfg.read_text().replace(str(work / "mine" / "runs"), "runs"))
-        env = {"MNIST_HPC_PYTHON": sys.executable, "MNIST_HPC_DATA_DIR": str(slurm_data),
-               "XDG_CACHE_HOME": str(work / "cache")}
+        env = {
+            "MNIST_HPC_PYTHON": sys.executable,
+            "MNIST_HPC_DATA_DIR": str(slurm_data),
+            "XDG_CACHE_HOME": str(work / "cache"),
+        }
         mnist_hpc("data", "pack", "mnist", cwd=project, env=env)
         out = mnist_hpc("submit", cfg, "--cluster", "local", "--time", "0:10:00", cwd=project, env=env).stdout
         job = out.split("submitted job ", 1)[1].split()[0]

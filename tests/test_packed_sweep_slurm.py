@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.slurm_support import mnist_hpc, slurm_data, slurm_sandbox, wait_until_done  # noqa: F401 - fixtures
+from tests.slurm_support import mnist_hpc, wait_until_done
 from tests.test_array_requeue_slurm import metrics_rows, scontrol_fields
 from tests.test_sweep_slurm import make_project
 
@@ -43,8 +43,23 @@ def test_packed_sweep_preempted_task_resumes_and_every_run_matches(slurm_sandbox
         names = [name for _, name in re.findall(r"^\s*(\d+)\s+(\S+)", plan, re.M)]
         assert len(names) == 6, plan
         run_dirs = [project / "runs" / "sweeps" / "packed" / name for name in names]
-        out = mnist_hpc("sweep", "submit", sweep_file, "--cluster", "local", "--pack", "3", "--parallel", "2",
-                        "--cpus", "1", "--time", "0:30:00", cwd=project, env=env).stdout
+        out = mnist_hpc(
+            "sweep",
+            "submit",
+            sweep_file,
+            "--cluster",
+            "local",
+            "--pack",
+            "3",
+            "--parallel",
+            "2",
+            "--cpus",
+            "1",
+            "--time",
+            "0:30:00",
+            cwd=project,
+            env=env,
+        ).stdout
         assert "6 runs in 2 tasks of 3 as job array" in out, out
         array = re.search(r"job array (\d+)", out).group(1)
 
@@ -57,13 +72,17 @@ def test_packed_sweep_preempted_task_resumes_and_every_run_matches(slurm_sandbox
         assert f"sent SIGUSR1 to its batch shell of job {array}_1" in sent, sent
 
         states = [wait_until_done(f"{array}_{i}", timeout=1500) for i in range(2)]
-        logs = "\n".join(f"== {p.name}\n" + p.read_text()[-3000:]
-                         for p in sorted(project.glob("runs/packed-sweep*/slurm-*.out")))
+        logs = "\n".join(
+            f"== {p.name}\n" + p.read_text()[-3000:]
+            for p in sorted(project.glob("runs/packed-sweep*/slurm-*.out"))
+        )
         assert states == ["COMPLETED"] * 2, f"{states}\n{logs}"
         restarts = [int(scontrol_fields(f"{array}_{i}").get("Restarts", "-1")) for i in range(2)]
         assert restarts[0] == 0 and restarts[1] >= 1, f"{restarts}\n{logs}"
         assert re.search(rf"requeued Slurm job {array}_1\b", logs), logs
-        assert "packed task 1: requeued at run 3" in logs and "packed task 1: all 3 runs completed" in logs, logs
+        assert "packed task 1: requeued at run 3" in logs and "packed task 1: all 3 runs completed" in logs, (
+            logs
+        )
 
         summaries = [json.loads((d / "summary.json").read_text()) for d in run_dirs]
         assert [len(s["requeues"]) for s in summaries] == [0, 0, 0, len(summaries[3]["requeues"]), 0, 0]
@@ -73,14 +92,21 @@ def test_packed_sweep_preempted_task_resumes_and_every_run_matches(slurm_sandbox
         status = mnist_hpc("status", cwd=project, env=env).stdout
         assert "6 runs in 2 tasks of 3: 6 completed" in status, status
 
-        for d, s in zip(run_dirs, summaries):
+        for d, s in zip(run_dirs, summaries, strict=False):
             ref = Path(tempfile.mkdtemp(prefix="mnist-hpc-ref-", dir=project)) / "run"
-            done = subprocess.run([sys.executable, "-m", "mnist_hpc", "train", str(d / "config.yaml"),
-                                   "--run-dir", str(ref)], cwd=project, capture_output=True, text=True,
-                                  env={**{k: v for k, v in os.environ.items()
-                                          if not k.startswith("SLURM_")}, **env}, timeout=900)
+            done = subprocess.run(
+                [sys.executable, "-m", "mnist_hpc", "train", str(d / "config.yaml"), "--run-dir", str(ref)],
+                cwd=project,
+                capture_output=True,
+                text=True,
+                env={**{k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}, **env},
+                timeout=900,
+            )
             assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
             reference = json.loads((ref / "summary.json").read_text())
-            assert (s["test_accuracy"], s["test_loss"]) == (reference["test_accuracy"], reference["test_loss"]), d
+            assert (s["test_accuracy"], s["test_loss"]) == (
+                reference["test_accuracy"],
+                reference["test_loss"],
+            ), d
     finally:
         shutil.rmtree(project, ignore_errors=True)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mnist_hpc.runs import plots
 from mnist_hpc.config.datasets import DATASETS
+from mnist_hpc.runs import plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MNIST = list(DATASETS["mnist"].classes)
@@ -30,9 +30,15 @@ def assert_png(path, min_side=200, max_side=2600):
 def rows(n, with_val=True):
     out = []
     for e in range(1, n + 1):
-        out.append({"epoch": e, "train_loss": 1.0 / e, "train_acc": 1 - 0.1 / e,
-                    "val_loss": 1.1 / e if with_val else None,
-                    "val_acc": 1 - 0.12 / e if with_val else None})
+        out.append(
+            {
+                "epoch": e,
+                "train_loss": 1.0 / e,
+                "train_acc": 1 - 0.1 / e,
+                "val_loss": 1.1 / e if with_val else None,
+                "val_acc": 1 - 0.12 / e if with_val else None,
+            }
+        )
     return out
 
 
@@ -45,10 +51,10 @@ def test_learning_curves(tmp_path):
 
 def test_learning_curves_without_validation_and_from_csv_strings(tmp_path):
     assert_png(plots.learning_curves(rows(3, with_val=False), tmp_path / "a.png"))
-    csv_like = [{"epoch": "1", "train_loss": "0.5", "train_acc": "0.9", "val_loss": "",
-                 "val_acc": ""},
-                {"epoch": "2", "train_loss": "0.3", "train_acc": "0.95", "val_loss": "nan",
-                 "val_acc": ""}]
+    csv_like = [
+        {"epoch": "1", "train_loss": "0.5", "train_acc": "0.9", "val_loss": "", "val_acc": ""},
+        {"epoch": "2", "train_loss": "0.3", "train_acc": "0.95", "val_loss": "nan", "val_acc": ""},
+    ]
     assert_png(plots.learning_curves(csv_like, tmp_path / "b.png"))
 
 
@@ -72,15 +78,18 @@ def cm_for(n, seed=0):
 @pytest.mark.parametrize("names", [MNIST, FASHION], ids=["mnist", "fashion"])
 @pytest.mark.parametrize("normalize", [False, True])
 def test_confusion_matrix_plot(tmp_path, names, normalize):
-    p = plots.confusion_matrix_plot(cm_for(10), names, tmp_path / "cm.png",
-                                    title="Test set", normalize=normalize)
+    p = plots.confusion_matrix_plot(
+        cm_for(10), names, tmp_path / "cm.png", title="Test set", normalize=normalize
+    )
     assert_png(p, min_side=500, max_side=1600)
 
 
 def test_confusion_matrix_plot_edge_cases(tmp_path):
     assert_png(plots.confusion_matrix_plot([[0, 0], [0, 0]], ["a", "b"], tmp_path / "z.png"))
-    assert_png(plots.confusion_matrix_plot(cm_for(40), [f"class {i}" for i in range(40)],
-                                           tmp_path / "big.png"), max_side=3000)
+    assert_png(
+        plots.confusion_matrix_plot(cm_for(40), [f"class {i}" for i in range(40)], tmp_path / "big.png"),
+        max_side=3000,
+    )
     with pytest.raises(ValueError, match="3 class names"):
         plots.confusion_matrix_plot(cm_for(10), ["a", "b", "c"], tmp_path / "bad.png")
 
@@ -97,8 +106,7 @@ def mistakes(n, seed=0):
 @pytest.mark.parametrize("names", [MNIST, FASHION], ids=["mnist", "fashion"])
 def test_misclassified_grid(tmp_path, names):
     images, true, pred, probs = mistakes(50)
-    p = plots.misclassified_grid(images, true, pred, probs, names, tmp_path / "mis.png",
-                                 total=123)
+    p = plots.misclassified_grid(images, true, pred, probs, names, tmp_path / "mis.png", total=123)
     assert_png(p, min_side=500, max_side=1600)
 
 
@@ -106,19 +114,24 @@ def test_misclassified_grid_inputs(tmp_path):
     images, true, pred, _ = mistakes(5)
     full_probs = np.full((5, 10), 0.05)
     # lists of arrays, float images in [0, 1], N×1×28×28, full probability rows, no probs
-    assert_png(plots.misclassified_grid(list(images), list(true), list(pred), full_probs, MNIST,
-                                        tmp_path / "a.png"), min_side=100)
-    assert_png(plots.misclassified_grid(images[:, None] / 255.0, true, pred, None, MNIST,
-                                        tmp_path / "b.png"), min_side=100)
-    assert_png(plots.misclassified_grid(images[:1], true[:1], pred[:1], [0.9], FASHION,
-                                        tmp_path / "c.png"), min_side=100)
+    assert_png(
+        plots.misclassified_grid(list(images), list(true), list(pred), full_probs, MNIST, tmp_path / "a.png"),
+        min_side=100,
+    )
+    assert_png(
+        plots.misclassified_grid(images[:, None] / 255.0, true, pred, None, MNIST, tmp_path / "b.png"),
+        min_side=100,
+    )
+    assert_png(
+        plots.misclassified_grid(images[:1], true[:1], pred[:1], [0.9], FASHION, tmp_path / "c.png"),
+        min_side=100,
+    )
 
 
 def test_misclassified_grid_empty(tmp_path):
     p = plots.misclassified_grid([], [], [], [], MNIST, tmp_path / "mis.png")
     assert_png(p, min_side=100)
-    p = plots.misclassified_grid(np.zeros((0, 28, 28), np.uint8), [], [], None, MNIST,
-                                 tmp_path / "mis2.png")
+    p = plots.misclassified_grid(np.zeros((0, 28, 28), np.uint8), [], [], None, MNIST, tmp_path / "mis2.png")
     assert_png(p, min_side=100)
 
 
@@ -148,8 +161,10 @@ def test_failed_render_leaves_no_partial_file(tmp_path, monkeypatch):
 
 
 def test_import_is_light_and_torch_free(tmp_path):
-    code = ("import sys, mnist_hpc.runs.plots as p; assert 'matplotlib' not in sys.modules;"
-            f"p.learning_curves([], r'{tmp_path / 'x.png'}');"
-            "print('torch' in sys.modules, 'matplotlib.pyplot' in sys.modules)")
+    code = (
+        "import sys, mnist_hpc.runs.plots as p; assert 'matplotlib' not in sys.modules;"
+        f"p.learning_curves([], r'{tmp_path / 'x.png'}');"
+        "print('torch' in sys.modules, 'matplotlib.pyplot' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]

@@ -39,13 +39,19 @@ def test_predict_takes_every_documented_array_layout(run, digits):  # noqa: F811
     assert len(r.predict(digits[:2])) == 2
 
 
-@pytest.mark.parametrize("shape, needle", [
-    ((3, 28, 28), "an array of shape 3×28×28 is ambiguous (3 grayscale images, or one colour image with its "
-                  "channels first?)"),
-    ((28,), "an array of shape 28: not an image; predict takes H×W (grayscale)"),
-    ((2, 2, 28, 28, 1), "an array of shape 2×2×28×28×1: not an image"),
-    ((2, 5, 28, 28), "image 0: an array of shape 5×28×28 is not an image; predict takes H×W (grayscale)"),
-])
+@pytest.mark.parametrize(
+    "shape, needle",
+    [
+        (
+            (3, 28, 28),
+            "an array of shape 3×28×28 is ambiguous (3 grayscale images, or one colour image with its "
+            "channels first?)",
+        ),
+        ((28,), "an array of shape 28: not an image; predict takes H×W (grayscale)"),
+        ((2, 2, 28, 28, 1), "an array of shape 2×2×28×28×1: not an image"),
+        ((2, 5, 28, 28), "image 0: an array of shape 5×28×28 is not an image; predict takes H×W (grayscale)"),
+    ],
+)
 def test_predict_refuses_other_array_shapes_naming_the_accepted_ones(run, shape, needle):  # noqa: F811
     with pytest.raises(UserError) as e:
         mnist_hpc.Run.load(run).predict(np.zeros(shape, np.uint8))
@@ -58,8 +64,11 @@ def test_predict_refuses_other_array_shapes_naming_the_accepted_ones(run, shape,
 def test_one_validator_for_device_strings():
     for ok in ("auto", "cpu", "cuda", "cuda:0", "cuda:12", "mps"):
         assert check_device(ok) == ok
-    with pytest.raises(ConfigError, match=r"^--device='gpu': not a device \(for a GPU write cuda, or cuda:N for "
-                                          r"GPU N\); expected auto, cpu, cuda, cuda:N or mps$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^--device='gpu': not a device \(for a GPU write cuda, or cuda:N for "
+        r"GPU N\); expected auto, cpu, cuda, cuda:N or mps$",
+    ):
         check_device("gpu")
     for bad in ("cuda:x", "CPU ", "", "tpu", 0, None, "cuda:-1"):
         with pytest.raises(ConfigError, match="not a device"):
@@ -70,16 +79,21 @@ def test_predict_and_evaluate_name_a_bad_device_not_a_corrupted_checkpoint(run, 
     from mnist_hpc.training.inference import evaluate_runs, predict_arrays
 
     r = mnist_hpc.Run.load(run)
-    for call in (lambda: r.predict(digits, device="gpu"), lambda: r.model(device="gpu"),
-                 lambda: r.evaluate(device="gpu", data_dir=synth_root),
-                 lambda: predict_arrays(run, list(digits), device="gpu")):
+    for call in (
+        lambda: r.predict(digits, device="gpu"),
+        lambda: r.model(device="gpu"),
+        lambda: r.evaluate(device="gpu", data_dir=synth_root),
+        lambda: predict_arrays(run, list(digits), device="gpu"),
+    ):
         with pytest.raises(ConfigError, match=r"^device='gpu': not a device \(for a GPU write cuda"):
             call()
     with pytest.raises(ConfigError, match=r"^--device='gpu': not a device"):
         evaluate_runs([run], device="gpu", data_dir=synth_root)
     res = cli("evaluate", run, "--device", "gpu", "--data-dir", synth_root)
-    assert res.code == 2 and one_line(res) == ("error: --device='gpu': not a device (for a GPU write cuda, or "
-                                              "cuda:N for GPU N); expected auto, cpu, cuda, cuda:N or mps")
+    assert res.code == 2 and one_line(res) == (
+        "error: --device='gpu': not a device (for a GPU write cuda, or "
+        "cuda:N for GPU N); expected auto, cpu, cuda, cuda:N or mps"
+    )
     assert "did you mean 'cpu'" in one_line(cli("evaluate", run, "--device", "cpi", "--data-dir", synth_root))
     with pytest.raises(ConfigError, match=r"runtime\.device: .*auto, cpu, cuda, cuda:N or mps"):
         mnist_hpc.load_config("quickstart", ["runtime.device=gpu"])

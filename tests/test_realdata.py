@@ -24,10 +24,28 @@ def test_quickstart_reaches_99(cli, real_root, tmp_path):
 def test_torchrun_two_ranks_quickstart(real_root, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
     out = tmp_path / "runs"
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                        "-m", "mnist_hpc", "train", "configs/quickstart.yaml", "--data-dir", str(real_root),
-                        "--set", f"experiment.output_dir={out}"],
-                       capture_output=True, text=True, env=dict(env, OMP_NUM_THREADS="1"), timeout=900)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "mnist_hpc",
+            "train",
+            "configs/quickstart.yaml",
+            "--data-dir",
+            str(real_root),
+            "--set",
+            f"experiment.output_dir={out}",
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(env, OMP_NUM_THREADS="1"),
+        timeout=900,
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     (run,) = list(out.iterdir())
     s = json.loads((run / "summary.json").read_text())

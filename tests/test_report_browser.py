@@ -11,7 +11,6 @@ from click.testing import CliRunner
 
 from mnist_hpc.cli.experiments import report_command
 from tests.browser_support import open_page
-from tests.test_report import lr_sweep  # noqa: F401 - the fixture
 
 
 def column(dom: str, table_id: str, col: int) -> list:
@@ -33,8 +32,10 @@ def check_page(page, figures: int):
 
 def test_the_probe_sees_a_page_that_fetches(tmp_path):
     page = tmp_path / "fetches.html"
-    page.write_text('<!DOCTYPE html><html><body><img src="http://198.51.100.7/logo.png">'
-                    '<script src="https://cdn.example.com/plot.js"></script></body></html>')
+    page.write_text(
+        '<!DOCTYPE html><html><body><img src="http://198.51.100.7/logo.png">'
+        '<script src="https://cdn.example.com/plot.js"></script></body></html>'
+    )
     seen = open_page(page, tmp_path / "probe")
     assert seen.requests == ["http://198.51.100.7/logo.png", "https://cdn.example.com/plot.js"]
     assert 'data-probe-width="0"' in seen.dom  # an image that did not load is seen as such

@@ -12,12 +12,15 @@ from mnist_hpc.experiments import report as rep
 from tests.test_report import make_run
 
 
-@pytest.mark.parametrize("text, says", [
-    ('"test_accuracy": 1e400', "test_accuracy holds an infinite number (such as 1e400)"),
-    ('"test_accuracy": -1e400', "test_accuracy holds an infinite number"),
-    ('"train_seconds": 1' + "0" * 400, "train_seconds holds an integer of about 401 digits"),
-    ('"per_class": {"0": {"support": 1' + "0" * 400 + "}}", "per_class.0.support holds an integer"),
-])
+@pytest.mark.parametrize(
+    "text, says",
+    [
+        ('"test_accuracy": 1e400', "test_accuracy holds an infinite number (such as 1e400)"),
+        ('"test_accuracy": -1e400', "test_accuracy holds an infinite number"),
+        ('"train_seconds": 1' + "0" * 400, "train_seconds holds an integer of about 401 digits"),
+        ('"per_class": {"0": {"support": 1' + "0" * 400 + "}}", "per_class.0.support holds an integer"),
+    ],
+)
 def test_a_summary_with_a_number_beyond_any_float_is_a_damaged_record(tmp_path, cli, text, says):
     good = make_run(tmp_path / "runs" / "good", 0.97)
     bad = make_run(tmp_path / "runs" / "bad", 0.98)
@@ -37,4 +40,4 @@ def test_a_summary_with_a_number_beyond_any_float_is_a_damaged_record(tmp_path, 
     assert r.code == 0 and "Traceback" not in r.err, r
     assert f"{bad}/summary.json: a damaged record" in r.err + r.out and "good" in r.out
     with pytest.raises(UserError, match="a damaged record"):
-        mnist_hpc.Run.load(bad).summary
+        _ = mnist_hpc.Run.load(bad).summary

@@ -14,24 +14,48 @@ from mnist_hpc.config import config_from_dict
 def write_run(folder, cfg: dict, acc: float):
     folder.mkdir(parents=True)
     (folder / "config.yaml").write_text(config_from_dict(cfg).to_yaml())
-    (folder / "summary.json").write_text(json.dumps({
-        "status": "completed", "test_accuracy": acc, "best_epoch": 2, "train_seconds": 3.5,
-        "params": 12345, "images_per_s": 900.0}))
+    (folder / "summary.json").write_text(
+        json.dumps(
+            {
+                "status": "completed",
+                "test_accuracy": acc,
+                "best_epoch": 2,
+                "train_seconds": 3.5,
+                "params": 12345,
+                "images_per_s": 900.0,
+            }
+        )
+    )
 
 
 def mixed_runs(tmp_path):
     hidden = [512, 256, 128, 64, 32, 16, 8, 4, 2, 1, 512, 256, 128, 64, 32, 16, 8, 4, 2, 1]
     common = {"data": {"batch_size": 64}, "train": {"epochs": 3}}
-    write_run(tmp_path / "runs" / "a", {
-        **common, "model": {"name": "mlp", "hidden": hidden, "dropout": 0.1},
-        "optim": {"name": "sgd", "lr": 0.1, "momentum": 0.95, "weight_decay": 1e-4, "schedule": "cosine"},
-        "data": {"batch_size": 256, "augment": {"shift": 2.0, "rotate": 10.0, "scale": 0.1}},
-        "train": {"epochs": 3, "label_smoothing": 0.1, "grad_clip": 1.0}}, 0.97)
-    write_run(tmp_path / "runs" / "b", {
-        **common, "model": {"name": "mlp", "hidden": hidden[:3], "dropout": 0.3},
-        "optim": {"name": "adam", "lr": 0.001}}, 0.98)
-    write_run(tmp_path / "runs" / "c", {**common, "model": {"name": "cnn"},
-                                        "optim": {"name": "adamw", "lr": 0.003, "schedule": "onecycle"}}, 0.99)
+    write_run(
+        tmp_path / "runs" / "a",
+        {
+            **common,
+            "model": {"name": "mlp", "hidden": hidden, "dropout": 0.1},
+            "optim": {"name": "sgd", "lr": 0.1, "momentum": 0.95, "weight_decay": 1e-4, "schedule": "cosine"},
+            "data": {"batch_size": 256, "augment": {"shift": 2.0, "rotate": 10.0, "scale": 0.1}},
+            "train": {"epochs": 3, "label_smoothing": 0.1, "grad_clip": 1.0},
+        },
+        0.97,
+    )
+    write_run(
+        tmp_path / "runs" / "b",
+        {
+            **common,
+            "model": {"name": "mlp", "hidden": hidden[:3], "dropout": 0.3},
+            "optim": {"name": "adam", "lr": 0.001},
+        },
+        0.98,
+    )
+    write_run(
+        tmp_path / "runs" / "c",
+        {**common, "model": {"name": "cnn"}, "optim": {"name": "adamw", "lr": 0.003, "schedule": "onecycle"}},
+        0.99,
+    )
     return tmp_path / "runs"
 
 
@@ -41,8 +65,19 @@ def test_a_wide_comparison_fits_the_terminal(tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     lines = r.output.splitlines()
     assert max(map(len, lines)) <= 100, "\n".join(line for line in lines if len(line) > 100)
-    assert lines[0].split() == ["#", "test", "acc", "%", "n", "best", "epoch", "train", "s", "params",
-                                "images/s"]
+    assert lines[0].split() == [
+        "#",
+        "test",
+        "acc",
+        "%",
+        "n",
+        "best",
+        "epoch",
+        "train",
+        "s",
+        "params",
+        "images/s",
+    ]
     assert "model.name=cnn" in r.output and "optim.name=sgd" in r.output
     assert "model.hidden=[512, 256, 128" in r.output
     assert sum("<- best" in line for line in lines) == 1

@@ -10,7 +10,6 @@ import sys
 
 import pytest
 
-from tests.slurm_support import *  # noqa: F401,F403 - fixtures
 from tests.slurm_support import ROOT, job_state, mnist_hpc, wait_until_done
 
 pytestmark = pytest.mark.slurm
@@ -18,17 +17,34 @@ pytestmark = pytest.mark.slurm
 # ≈ 3 epochs of the fast net: well over a minute of work on two cores, deterministic on the CPU
 # max_requeues is raised so that a loaded machine (fewer steps per 1-minute allocation) still
 # finishes: the test is about resuming correctly, not about the default limit of 5
-SETS = ["train.epochs=3", "runtime.deterministic=true", "runtime.threads=2", "data.val_split=null",
-        "train.checkpoint.every=0", "runtime.max_requeues=30"]
+SETS = [
+    "train.epochs=3",
+    "runtime.deterministic=true",
+    "runtime.threads=2",
+    "data.val_split=null",
+    "train.checkpoint.every=0",
+    "runtime.max_requeues=30",
+]
 
 
 def test_time_limit_requeue_resumes_to_the_uninterrupted_result(slurm_sandbox, slurm_data, tmp_path):
     out = tmp_path / "runs"
-    overrides = [a for s in SETS + [f"experiment.output_dir={out}"] for a in ("--set", s)]
-    dry = mnist_hpc("submit", "configs/quickstart.yaml", "--cluster", "local", "--cpus", "2",
-                    "--time", "0:01:00", "--dry-run", *overrides, cwd=ROOT,
-                    env={"MNIST_HPC_DATA_DIR": str(slurm_data)})
-    script = dry.stdout[dry.stdout.index("#!/bin/bash"):]
+    overrides = [a for s in [*SETS, f"experiment.output_dir={out}"] for a in ("--set", s)]
+    dry = mnist_hpc(
+        "submit",
+        "configs/quickstart.yaml",
+        "--cluster",
+        "local",
+        "--cpus",
+        "2",
+        "--time",
+        "0:01:00",
+        "--dry-run",
+        *overrides,
+        cwd=ROOT,
+        env={"MNIST_HPC_DATA_DIR": str(slurm_data)},
+    )
+    script = dry.stdout[dry.stdout.index("#!/bin/bash") :]
     script = re.sub(r"--signal=B:USR1@\d+", "--signal=B:USR1@30", script)
     assert "--signal=B:USR1@30" in script and "--time=0:01:00" in script and "--requeue" in script
     # --dry-run creates nothing: write the resolved config where the script expects it
@@ -43,15 +59,35 @@ def test_time_limit_requeue_resumes_to_the_uninterrupted_result(slurm_sandbox, s
 
     # this interpreter, not a virtualenv from a cluster wheelhouse (there is none here)
     env = {**os.environ, "MNIST_HPC_DATA_DIR": str(slurm_data), "MNIST_HPC_PYTHON": sys.executable}
-    sub = subprocess.run(["sbatch", "--parsable", f"--output={tmp_path}/slurm-%j.out", str(job_file)],
-                         cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    sub = subprocess.run(
+        ["sbatch", "--parsable", f"--output={tmp_path}/slurm-%j.out", str(job_file)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     job = sub.stdout.strip().split(";")[0]
 
     # meanwhile, the same training uninterrupted
     ref_dir = tmp_path / "reference"
-    ref = subprocess.run([sys.executable, "-m", "mnist_hpc", "train", "configs/quickstart.yaml",
-                          "--run-dir", str(ref_dir), *overrides], cwd=ROOT, capture_output=True, text=True,
-                         env={k: v for k, v in env.items() if not k.startswith("SLURM_")}, timeout=900)
+    ref = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mnist_hpc",
+            "train",
+            "configs/quickstart.yaml",
+            "--run-dir",
+            str(ref_dir),
+            *overrides,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in env.items() if not k.startswith("SLURM_")},
+        timeout=900,
+    )
     assert ref.returncode == 0, ref.stdout[-2000:] + ref.stderr[-2000:]
 
     state = wait_until_done(job, timeout=1800)

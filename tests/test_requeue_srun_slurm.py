@@ -14,24 +14,45 @@ import sys
 
 import pytest
 
-from tests.slurm_support import *  # noqa: F401,F403 - fixtures
 from tests.slurm_support import ROOT, job_state, mnist_hpc, wait_until_done
 
 pytestmark = pytest.mark.slurm
 
 # ≈ 3 epochs of the fast net on two ranks of one thread each: well over a minute of work;
 # max_requeues raised so that a loaded machine (fewer steps per 1-minute allocation) still finishes
-SETS = ["train.epochs=3", "runtime.deterministic=true", "runtime.threads=1", "data.val_split=null",
-        "train.checkpoint.every=0", "runtime.max_requeues=30", "runtime.dist_timeout=120"]
+SETS = [
+    "train.epochs=3",
+    "runtime.deterministic=true",
+    "runtime.threads=1",
+    "data.val_split=null",
+    "train.checkpoint.every=0",
+    "runtime.max_requeues=30",
+    "runtime.dist_timeout=120",
+]
 
 
 def test_two_task_srun_job_is_requeued_and_completes_in_one_run_folder(slurm_sandbox, slurm_data, tmp_path):
     out = tmp_path / "runs"
-    overrides = [a for s in SETS + [f"experiment.output_dir={out}"] for a in ("--set", s)]
-    dry = mnist_hpc("submit", "configs/quickstart.yaml", "--cluster", "local", "--gpus", "0", "--tasks", "2",
-                    "--cpus", "1", "--time", "0:01:00", "--dry-run", *overrides, cwd=ROOT,
-                    env={"MNIST_HPC_DATA_DIR": str(slurm_data)})
-    script = dry.stdout[dry.stdout.index("#!/bin/bash"):]
+    overrides = [a for s in [*SETS, f"experiment.output_dir={out}"] for a in ("--set", s)]
+    dry = mnist_hpc(
+        "submit",
+        "configs/quickstart.yaml",
+        "--cluster",
+        "local",
+        "--gpus",
+        "0",
+        "--tasks",
+        "2",
+        "--cpus",
+        "1",
+        "--time",
+        "0:01:00",
+        "--dry-run",
+        *overrides,
+        cwd=ROOT,
+        env={"MNIST_HPC_DATA_DIR": str(slurm_data)},
+    )
+    script = dry.stdout[dry.stdout.index("#!/bin/bash") :]
     assert "--ntasks-per-node=2" in script and "exec srun" in script, script
     script = re.sub(r"--signal=(B:)?USR1@\d+", "--signal=B:USR1@30", script)
     assert "--signal=B:USR1@30" in script and "--time=0:01:00" in script and "--requeue" in script
@@ -47,8 +68,14 @@ def test_two_task_srun_job_is_requeued_and_completes_in_one_run_folder(slurm_san
 
     # this interpreter, not a virtualenv from a cluster wheelhouse (there is none here)
     env = {**os.environ, "MNIST_HPC_DATA_DIR": str(slurm_data), "MNIST_HPC_PYTHON": sys.executable}
-    sub = subprocess.run(["sbatch", "--parsable", f"--output={tmp_path}/slurm-%j.out", str(job_file)],
-                         cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    sub = subprocess.run(
+        ["sbatch", "--parsable", f"--output={tmp_path}/slurm-%j.out", str(job_file)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     job = sub.stdout.strip().split(";")[0]
 
     state = wait_until_done(job, timeout=1800)

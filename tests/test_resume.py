@@ -11,22 +11,50 @@ import time
 import pytest
 import torch
 
-from mnist_hpc.training import checkpoint as ckpt
 from mnist_hpc.errors import EXIT_INTERRUPTED
+from mnist_hpc.training import checkpoint as ckpt
 
 # dropout (global RNG) + augmentation (per-batch RNG) + a step schedule: every state must survive
-SLOW = ["--set", "model={name: cnn, channels: [8, 16], hidden: 32}", "--set", "data.batch_size=16",
-        "--set", "train.epochs=3", "--set", "runtime.deterministic=true",
-        "--set", "data.augment={shift: 2, rotate: 10}", "--set", "optim={name: sgd, lr: 0.05, schedule: cosine}",
-        "--set", "train.checkpoint={every: 7, unit: steps, keep: 3}"]
+SLOW = [
+    "--set",
+    "model={name: cnn, channels: [8, 16], hidden: 32}",
+    "--set",
+    "data.batch_size=16",
+    "--set",
+    "train.epochs=3",
+    "--set",
+    "runtime.deterministic=true",
+    "--set",
+    "data.augment={shift: 2, rotate: 10}",
+    "--set",
+    "optim={name: sgd, lr: 0.05, schedule: cosine}",
+    "--set",
+    "train.checkpoint={every: 7, unit: steps, keep: 3}",
+]
 
 
 def start(tiny_config, synth_root, run_dir, *extra):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.pop("SLURM_JOB_ID", None)
-    return subprocess.Popen([sys.executable, "-m", "mnist_hpc", "train", str(tiny_config), "--data-dir",
-                             str(synth_root), "--run-dir", str(run_dir), *SLOW, *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mnist_hpc",
+            "train",
+            str(tiny_config),
+            "--data-dir",
+            str(synth_root),
+            "--run-dir",
+            str(run_dir),
+            *SLOW,
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
 
 
 def wait_for_checkpoint(run_dir, proc, timeout=120):
@@ -76,7 +104,9 @@ def test_kill9_then_resume_is_bit_exact(tiny_config, synth_root, tmp_path, refer
     assert len(result[1]["requeues"]) == 1
 
 
-def test_sigusr1_checkpoints_at_next_step_and_resumes_identically(tiny_config, synth_root, tmp_path, reference):
+def test_sigusr1_checkpoints_at_next_step_and_resumes_identically(
+    tiny_config, synth_root, tmp_path, reference
+):
     run = tmp_path / "signalled"
     p = start(tiny_config, synth_root, run)
     wait_for_checkpoint(run, p)
@@ -97,8 +127,16 @@ def test_sigusr1_checkpoints_at_next_step_and_resumes_identically(tiny_config, s
 
 def test_corrupted_newest_checkpoint_falls_back(cli, tiny_config, synth_root, tmp_path):
     run = tmp_path / "r"
-    args = ["train", tiny_config, "--data-dir", synth_root, "--run-dir", run,
-            "--set", "train.checkpoint={every: 5, unit: steps, keep: 3}"]
+    args = [
+        "train",
+        tiny_config,
+        "--data-dir",
+        synth_root,
+        "--run-dir",
+        run,
+        "--set",
+        "train.checkpoint={every: 5, unit: steps, keep: 3}",
+    ]
     assert cli(*args).code == 0
     newest, previous = ckpt.list_checkpoints(run / "checkpoints")[:2]
     newest.write_bytes(newest.read_bytes()[:1000])
@@ -135,8 +173,18 @@ for i in itertools.count():
 
 def test_nan_loss_stops_with_the_step_and_keeps_last_good(cli, tiny_config, synth_root, tmp_path):
     run = tmp_path / "nan"
-    r = cli("train", tiny_config, "--data-dir", synth_root, "--run-dir", run,
-            "--set", "optim={name: sgd, lr: 1.0e+12}", "--set", "train.epochs=3")
+    r = cli(
+        "train",
+        tiny_config,
+        "--data-dir",
+        synth_root,
+        "--run-dir",
+        run,
+        "--set",
+        "optim={name: sgd, lr: 1.0e+12}",
+        "--set",
+        "train.epochs=3",
+    )
     assert r.code == 1, r
     assert "loss became NaN/infinite at optimizer step" in r.err
     for f in ckpt.list_checkpoints(run / "checkpoints"):

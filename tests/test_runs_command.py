@@ -39,9 +39,13 @@ def runs_dir(tiny_config, tmp_path):
         return d
 
     unfinished("b-failed", RunState("failed", error="CUDA out of memory: lower data.batch_size"))
-    unfinished("c-requeued", RunState("interrupted", signal="SIGUSR1", epoch=2, step=14,
-                                      checkpoint="x/last-e0002.pt", requeued=True))
-    unfinished("d-killed", RunState("running", pid=2 ** 22 + 7, host=socket.gethostname()))
+    unfinished(
+        "c-requeued",
+        RunState(
+            "interrupted", signal="SIGUSR1", epoch=2, step=14, checkpoint="x/last-e0002.pt", requeued=True
+        ),
+    )
+    unfinished("d-killed", RunState("running", pid=2**22 + 7, host=socket.gethostname()))
     live = unfinished("e-live", RunState("running", pid=os.getpid(), host=socket.gethostname()))
     bad = top / "f-bad"
     write_run_folder(bad, cfg, rng)
@@ -62,14 +66,19 @@ def test_every_run_folder_with_its_state(runs_dir):
     assert set(got) == {"a-done", "sweeps/lr/lr=0.1_seed=0", "b-failed", "c-requeued", "d-killed", "e-live"}
     assert got["a-done"].state == "completed" and got["a-done"].epochs == 3
     assert 0.9 <= got["a-done"].test_accuracy <= 0.99 and got["a-done"].train_seconds == 3.6
-    assert (got["sweeps/lr/lr=0.1_seed=0"].dataset, got["sweeps/lr/lr=0.1_seed=0"].model) == ("fashion-mnist", "cnn")
+    assert (got["sweeps/lr/lr=0.1_seed=0"].dataset, got["sweeps/lr/lr=0.1_seed=0"].model) == (
+        "fashion-mnist",
+        "cnn",
+    )
     assert got["b-failed"].state == "failed"
     assert got["b-failed"].detail == "CUDA out of memory: lower data.batch_size"
     assert (got["b-failed"].dataset, got["b-failed"].model) == ("mnist", "mlp")  # from config.yaml
     assert got["c-requeued"].state == "requeued" and got["c-requeued"].epochs == 1
     assert got["d-killed"].state == "interrupted" and "ended without recording why" in got["d-killed"].detail
     assert got["e-live"].state == "running" and got["e-live"].finished_at is None
-    assert len(damaged) == 1 and damaged[0].startswith(f"{runs_dir / 'f-bad' / 'summary.json'}: not valid JSON")
+    assert len(damaged) == 1 and damaged[0].startswith(
+        f"{runs_dir / 'f-bad' / 'summary.json'}: not valid JSON"
+    )
     starts = [r.started_at for r in lines]
     assert starts == sorted(starts)
 
@@ -80,7 +89,9 @@ def test_the_command_names_the_damaged_record_and_fits_the_terminal(runs_dir, cl
     assert r.code == 0, r
     assert "Traceback" not in r.err
     assert r.err.count("\n") == 1 and "f-bad/summary.json: not valid JSON" in r.err
-    rows = {line.split()[0]: line.split() for line in r.out.splitlines()[2:] if line and not line[0].isspace()}
+    rows = {
+        line.split()[0]: line.split() for line in r.out.splitlines()[2:] if line and not line[0].isspace()
+    }
     assert rows["a-done"][1:4] == ["completed", "mnist", "mlp"]
     assert rows["b-failed"][1] == "failed" and rows["e-live"][1] == "running"
     assert "   CUDA out of memory: lower data.batch_size" in r.out
@@ -107,6 +118,13 @@ def test_the_default_folder_and_a_missing_one(runs_dir, cli, monkeypatch, tmp_pa
 def test_list_runs_from_python(runs_dir):
     runs = mnist_hpc.list_runs(runs_dir)
     assert all(isinstance(r, mnist_hpc.Run) for r in runs)
-    assert {r.path.name for r in runs} == {"a-done", "lr=0.1_seed=0", "b-failed", "c-requeued", "d-killed", "e-live"}
+    assert {r.path.name for r in runs} == {
+        "a-done",
+        "lr=0.1_seed=0",
+        "b-failed",
+        "c-requeued",
+        "d-killed",
+        "e-live",
+    }
     states = {r.path.name: r.state.state for r in runs}
     assert states["e-live"] == "running" and states["b-failed"] == "failed"

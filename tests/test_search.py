@@ -57,16 +57,24 @@ def make_study(folder: Path, n: int = 12) -> Path:
 
 def cli(*args, data, check=True, timeout=600):
     env = {**os.environ, "MNIST_HPC_DATA_DIR": str(data), "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "mnist_hpc", *map(str, args)], env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mnist_hpc", *map(str, args)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"mnist-hpc {' '.join(map(str, args))}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        raise AssertionError(
+            f"mnist-hpc {' '.join(map(str, args))}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        )
     return proc
 
 
 def trials_of(sweep_dir: Path):
     storage = optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(sweep_dir / "study.journal")))
+        optuna.storages.journal.JournalFileBackend(str(sweep_dir / "study.journal"))
+    )
     (name,) = optuna.get_all_study_names(storage)
     return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
 
@@ -74,8 +82,11 @@ def trials_of(sweep_dir: Path):
 def launches(run_dir: Path) -> int:
     """How many times a worker started this trial's trainer (one header line in train.log each)."""
     log = run_dir / "train.log"
-    return sum(line.startswith("# ") and " mnist-hpc sweep " in line
-               for line in log.read_text().splitlines()) if log.exists() else 0
+    return (
+        sum(line.startswith("# ") and " mnist-hpc sweep " in line for line in log.read_text().splitlines())
+        if log.exists()
+        else 0
+    )
 
 
 # --------------------------------------------------------------------------- the sweep file
@@ -88,13 +99,16 @@ def _write(tmp_path, text: str) -> Path:
     return p
 
 
-@pytest.mark.parametrize("change, message", [
-    ("n_trials: 0", r"n_trials: expected a positive number"),
-    ("sampler: annealing", r"sampler: expected one of tpe, random, cmaes, grid"),
-    ("pruner: sometimes", r"pruner: expected one of median, hyperband, none"),
-    ("metric: time_to_target", r"target: metric: time_to_target needs target"),
-    ("grid: {optim.lr: [0.1]}", r"grid: method: optuna draws its runs from params:"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ("n_trials: 0", r"n_trials: expected a positive number"),
+        ("sampler: annealing", r"sampler: expected one of tpe, random, cmaes, grid"),
+        ("pruner: sometimes", r"pruner: expected one of median, hyperband, none"),
+        ("metric: time_to_target", r"target: metric: time_to_target needs target"),
+        ("grid: {optim.lr: [0.1]}", r"grid: method: optuna draws its runs from params:"),
+    ],
+)
 def test_a_bad_study_is_one_line_naming_the_key(tmp_path, change, message):
     key = change.split(":")[0]
     text = "".join(line + "\n" for line in STUDY.format(n=4).splitlines() if not line.startswith(key + ":"))
@@ -105,7 +119,9 @@ def test_a_bad_study_is_one_line_naming_the_key(tmp_path, change, message):
 
 def test_search_keys_are_checked_like_axes(tmp_path):
     text = STUDY.format(n=4).replace("model.hidden:", "model.hiden:")
-    with pytest.raises(ConfigError, match=r"params.model.hiden: unknown key model.hiden.*did you mean 'hidden'"):
+    with pytest.raises(
+        ConfigError, match=r"params.model.hiden: unknown key model.hiden.*did you mean 'hidden'"
+    ):
         load_sweep(_write(tmp_path, text))
     # a bound outside what the config accepts is found before anything runs
     text = STUDY.format(n=4).replace("int: [16, 64]", "int: [0, 64]")
@@ -124,14 +140,21 @@ def test_a_study_is_shown_by_plan_and_missing_optuna_is_one_line(tmp_path, synth
     assert "an Optuna study of 5 trials" in out and "optim.lr: float from 1e-05 to 0.1 (log scale)" in out
     assert "no trials yet" in out
     # without optuna: one line that says what to install, no traceback
-    code = ("import sys; sys.modules['optuna'] = None; from mnist_hpc.cli import main; "
-            f"sys.argv = ['mnist-hpc', 'sweep', 'run', {str(path)!r}]; main()")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    code = (
+        "import sys; sys.modules['optuna'] = None; from mnist_hpc.cli import main; "
+        f"sys.argv = ['mnist-hpc', 'sweep', 'run', {str(path)!r}]; main()"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.strip().splitlines() == [
         "error: method: optuna needs optuna, which is not installed: pip install 'mnist-hpc[search]' "
-        "(or just: pip install optuna)"], proc.stderr
+        "(or just: pip install optuna)"
+    ], proc.stderr
 
 
 # --------------------------------------------------------------------------- the owners
@@ -147,7 +170,9 @@ def test_a_running_trial_is_stale_only_when_its_worker_is_gone():
     assert stale(None, me)  # claimed and never recorded
     assert not stale({"host": "node1", "pid": os.getpid(), "beat": now}, me)  # another thread of mine
     assert stale({"host": "node1", "pid": dead.pid, "child": None, "beat": now}, me)
-    assert not stale({"host": "node1", "pid": dead.pid, "child": os.getpid(), "beat": now}, me)  # trainer exiting
+    assert not stale(
+        {"host": "node1", "pid": dead.pid, "child": os.getpid(), "beat": now}, me
+    )  # trainer exiting
     assert not stale({"host": "node2", "pid": 1, "beat": now - 60}, me)  # another node, beating
     assert stale({"host": "node2", "pid": 1, "beat": now - 3600}, me)  # another node, silent for an hour
     task = Me("node1", os.getpid(), "77_2", 2)  # the requeued array task 77_2 finds its own trial
@@ -168,7 +193,7 @@ def study_12(synth_root, tmp_path_factory):
 
 
 def test_twelve_trials_each_once_pruned_ones_marked(study_12):
-    path, sweep_dir, out = study_12
+    _path, sweep_dir, out = study_12
     trials = trials_of(sweep_dir)
     assert [t.number for t in trials] == list(range(12)), out
     states = {t.number: t.state.name for t in trials}
@@ -189,7 +214,7 @@ def test_twelve_trials_each_once_pruned_ones_marked(study_12):
 
 
 def test_the_best_trial_retrains_to_the_same_accuracy(study_12, synth_root, tmp_path):
-    path, sweep_dir, out = study_12
+    _path, _sweep_dir, out = study_12
     best_line = next(line for line in out.splitlines() if line.startswith("best: trial"))
     config = Path(best_line.rsplit("mnist-hpc train ", 1)[1])
     assert config.is_file()
@@ -205,16 +230,24 @@ def test_the_study_resumes_after_kill_9_of_every_worker(synth_root, tmp_path):
     path = make_study(tmp_path, 8)
     sweep_dir = tmp_path / "runs" / "sweeps" / "study"
     env = {**os.environ, "MNIST_HPC_DATA_DIR": str(synth_root), "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "mnist_hpc", "sweep", "run", str(path), "-j", "2"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mnist_hpc", "sweep", "run", str(path), "-j", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 300
     try:
         while time.monotonic() < deadline:  # until some trials are done and two are training
             if (sweep_dir / "study.journal").exists():
                 trials = trials_of(sweep_dir)
                 done = [t for t in trials if t.state.is_finished()]
-                running = [t for t in trials if t.state.name == "RUNNING"
-                           and any((sweep_dir / t.user_attrs.get("run", "-") / "checkpoints").glob("*.pt"))]
+                running = [
+                    t
+                    for t in trials
+                    if t.state.name == "RUNNING"
+                    and any((sweep_dir / t.user_attrs.get("run", "-") / "checkpoints").glob("*.pt"))
+                ]
                 if len(done) >= 2 and len(running) == 2:
                     break
             time.sleep(0.5)
@@ -224,10 +257,16 @@ def test_the_study_resumes_after_kill_9_of_every_worker(synth_root, tmp_path):
         proc.send_signal(signal.SIGKILL)  # every worker: the threads of this process
         proc.wait()
         killed_at = time.time()
-    finished = {t.number: (t.state.name, (sweep_dir / t.user_attrs["run"] / "metrics.csv").stat().st_mtime_ns)
-                for t in trials_of(sweep_dir) if t.state.is_finished()}
-    in_flight = [t.number for t in trials_of(sweep_dir) if t.state.name == "RUNNING"
-                 and not (sweep_dir / t.user_attrs["run"] / "summary.json").exists()]
+    finished = {
+        t.number: (t.state.name, (sweep_dir / t.user_attrs["run"] / "metrics.csv").stat().st_mtime_ns)
+        for t in trials_of(sweep_dir)
+        if t.state.is_finished()
+    }
+    in_flight = [
+        t.number
+        for t in trials_of(sweep_dir)
+        if t.state.name == "RUNNING" and not (sweep_dir / t.user_attrs["run"] / "summary.json").exists()
+    ]
     assert in_flight, "nothing was in flight when the workers were killed"
 
     out = cli("sweep", "run", path, "-j", "2", data=synth_root).stdout
@@ -267,10 +306,10 @@ def test_the_study_report_opens_in_chromium_with_every_plot(study_12, synth_root
         assert f'alt="{name}"' in text, name
     assert f"optuna-dashboard {sweep_dir / 'study.journal'}" in text
     pruned = [t.number for t in trials_of(sweep_dir) if t.state.name == "PRUNED"]
-    assert text.count('<tr class=pruned>') == len(pruned) > 0
+    assert text.count("<tr class=pruned>") == len(pruned) > 0
     # sort the trials by their value (third column), as a click on its heading does
     page = open_page(page_file, tmp_path / "browser", 'document.querySelectorAll("#trials th")[2].click();')
-    figures = text.count('<img alt=')
+    figures = text.count("<img alt=")
     check_page(page, figures=figures)
     values = [float(v) for v in column(page.dom, "trials", 2) if v]
     assert values == sorted(values) and len(values) == 12
@@ -290,10 +329,29 @@ def test_the_search_extra_and_the_job_packages_agree():
 def test_sweep_submit_dry_run_makes_the_study_s_workers_an_array(tmp_path):
     path = _write(tmp_path, STUDY.format(n=12))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    code = ("import sys; from mnist_hpc.cli.main import cli, main; from mnist_hpc.cli.cluster import register; "
-            "register(cli); sys.argv[0] = 'mnist-hpc'; main()")
-    proc = subprocess.run([sys.executable, "-c", code, "sweep", "submit", str(path), "--cluster", "local",
-                           "--parallel", "3", "--dry-run"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    code = (
+        "import sys; from mnist_hpc.cli.main import cli, main; from mnist_hpc.cli.cluster import register; "
+        "register(cli); sys.argv[0] = 'mnist-hpc'; main()"
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "sweep",
+            "submit",
+            str(path),
+            "--cluster",
+            "local",
+            "--parallel",
+            "3",
+            "--dry-run",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "#SBATCH --array=0-2%3" in proc.stdout
     assert re.search(r"PACKAGES=\(.*'?optuna'?", proc.stdout), proc.stdout
@@ -302,8 +360,12 @@ def test_sweep_submit_dry_run_makes_the_study_s_workers_an_array(tmp_path):
 def test_a_grid_study_covers_its_grid_through_ask_and_tell(tmp_path):
     from mnist_hpc.experiments import search
 
-    text = STUDY.format(n=4).replace("sampler: tpe", "sampler: grid").replace(
-        "{float: [1.0e-5, 0.1], log: true}", "{categorical: [0.001, 0.01]}").replace("int: [16, 64]", "int: [16, 32]")
+    text = (
+        STUDY.format(n=4)
+        .replace("sampler: tpe", "sampler: grid")
+        .replace("{float: [1.0e-5, 0.1], log: true}", "{categorical: [0.001, 0.01]}")
+        .replace("int: [16, 64]", "int: [16, 32]")
+    )
     sweep = load_sweep(_write(tmp_path, text))
     space = search.Space(sweep.study)
     study = search.open_study(sweep, worker_seed=0)
@@ -322,13 +384,41 @@ def test_each_metric_s_value_and_what_epochs_report(tmp_path):
     from mnist_hpc.runs.folder import MetricsRow, read_metrics_csv, write_metrics_csv
     from mnist_hpc.runs.summary import RunSummary
 
-    write_metrics_csv(tmp_path / "metrics.csv", [
-        {"epoch": 1, "train_loss": 1.0, "train_acc": 0.5, "val_loss": 0.40, "val_acc": 0.90, "lr": 0.1,
-         "seconds": 2.0, "images_per_s": 1.0},
-        {"epoch": 2, "train_loss": 0.5, "train_acc": 0.8, "val_loss": 0.30, "val_acc": 0.97, "lr": 0.1,
-         "seconds": 3.0, "images_per_s": 1.0},
-        {"epoch": 3, "train_loss": 0.4, "train_acc": 0.9, "val_loss": 0.35, "val_acc": 0.96, "lr": 0.1,
-         "seconds": 4.0, "images_per_s": 1.0}])
+    write_metrics_csv(
+        tmp_path / "metrics.csv",
+        [
+            {
+                "epoch": 1,
+                "train_loss": 1.0,
+                "train_acc": 0.5,
+                "val_loss": 0.40,
+                "val_acc": 0.90,
+                "lr": 0.1,
+                "seconds": 2.0,
+                "images_per_s": 1.0,
+            },
+            {
+                "epoch": 2,
+                "train_loss": 0.5,
+                "train_acc": 0.8,
+                "val_loss": 0.30,
+                "val_acc": 0.97,
+                "lr": 0.1,
+                "seconds": 3.0,
+                "images_per_s": 1.0,
+            },
+            {
+                "epoch": 3,
+                "train_loss": 0.4,
+                "train_acc": 0.9,
+                "val_loss": 0.35,
+                "val_acc": 0.96,
+                "lr": 0.1,
+                "seconds": 4.0,
+                "images_per_s": 1.0,
+            },
+        ],
+    )
     rows = read_metrics_csv(tmp_path)
     assert isinstance(rows[0], MetricsRow)
     summary = RunSummary(test_accuracy=0.955, best_val_accuracy=0.97)
@@ -338,7 +428,10 @@ def test_each_metric_s_value_and_what_epochs_report(tmp_path):
         return load_sweep(_write(tmp_path, text), validate=False).study
 
     acc, test, loss = spec("metric: val_acc\n"), spec("metric: test_acc\n"), spec("metric: val_loss\n")
-    reach, never = spec("metric: time_to_target\ntarget: 0.95\n"), spec("metric: time_to_target\ntarget: 0.99\n")
+    reach, never = (
+        spec("metric: time_to_target\ntarget: 0.95\n"),
+        spec("metric: time_to_target\ntarget: 0.99\n"),
+    )
     assert (acc.direction, loss.direction, reach.direction) == ("maximize", "minimize", "minimize")
     assert objective(acc, summary, rows) == 0.97 and objective(test, summary, rows) == 0.955
     assert objective(loss, summary, rows) == 0.30

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.slurm_support import mnist_hpc, slurm_data, slurm_sandbox, wait_until_done  # noqa: F401 - fixtures
+from tests.slurm_support import mnist_hpc, wait_until_done
 from tests.test_search import launches, trials_of
 from tests.test_sweep_slurm import make_project
 
@@ -46,8 +46,21 @@ def test_a_study_as_a_job_array_survives_a_preempted_task(slurm_sandbox, slurm_d
         (project / "configs" / "tiny_study_base.yaml").write_text(BASE)
         env = {"MNIST_HPC_PYTHON": sys.executable, "MNIST_HPC_DATA_DIR": str(slurm_data)}
         mnist_hpc("data", "pack", "mnist", cwd=project, env=env)
-        out = mnist_hpc("sweep", "submit", "configs/sweeps/study.yaml", "--cluster", "local", "--parallel", "3",
-                        "--cpus", "1", "--time", "0:20:00", cwd=project, env=env).stdout
+        out = mnist_hpc(
+            "sweep",
+            "submit",
+            "configs/sweeps/study.yaml",
+            "--cluster",
+            "local",
+            "--parallel",
+            "3",
+            "--cpus",
+            "1",
+            "--time",
+            "0:20:00",
+            cwd=project,
+            env=env,
+        ).stdout
         assert "3 workers of a 12-trial study as job array" in out, out
         job = re.search(r"job array (\d+)", out).group(1)
         sweep_dir = project / "runs" / "sweeps" / "study"
@@ -58,16 +71,26 @@ def test_a_study_as_a_job_array_survives_a_preempted_task(slurm_sandbox, slurm_d
             if (sweep_dir / "study.journal").exists():
                 for t in trials_of(sweep_dir):
                     run_dir = sweep_dir / t.user_attrs.get("run", "-")
-                    owner = (run_dir / "worker.json").read_text() if (run_dir / "worker.json").exists() else ""
-                    if t.state.name == "RUNNING" and f'"task": "{job}_1"' in owner and \
-                            any((run_dir / "checkpoints").glob("*.pt")) and not (run_dir / "summary.json").exists():
+                    owner = (
+                        (run_dir / "worker.json").read_text() if (run_dir / "worker.json").exists() else ""
+                    )
+                    if (
+                        t.state.name == "RUNNING"
+                        and f'"task": "{job}_1"' in owner
+                        and any((run_dir / "checkpoints").glob("*.pt"))
+                        and not (run_dir / "summary.json").exists()
+                    ):
                         victim = t.number, run_dir
                         break
-                if all(t.state.is_finished() for t in trials_of(sweep_dir)) and len(trials_of(sweep_dir)) == 12:
+                if (
+                    all(t.state.is_finished() for t in trials_of(sweep_dir))
+                    and len(trials_of(sweep_dir)) == 12
+                ):
                     break  # over before task 1 had a trial to preempt (or every trial failed)
             time.sleep(0.3)
         assert victim, "task 1 never trained a trial with a checkpoint: " + "\n".join(
-            p.read_text()[-2000:] for p in project.glob("runs/study-sweep*/slurm-*.out"))
+            p.read_text()[-2000:] for p in project.glob("runs/study-sweep*/slurm-*.out")
+        )
         subprocess.run(["scancel", "--signal=USR1", "--batch", f"{job}_1"], check=True)
 
         states = {task: wait_until_done(f"{job}_{task}", timeout=900) for task in range(3)}
@@ -79,7 +102,9 @@ def test_a_study_as_a_job_array_survives_a_preempted_task(slurm_sandbox, slurm_d
         number, run_dir = victim
         trial_log = (run_dir / "train.log").read_text()  # the trainer's own output
         assert "requeued Slurm job" in trial_log, trial_log
-        assert re.search(rf"\[trial {number}\] \S+: stopped \(exit -?\d+\); the next worker resumes it", logs), logs
+        assert re.search(
+            rf"\[trial {number}\] \S+: stopped \(exit -?\d+\); the next worker resumes it", logs
+        ), logs
         assert re.search(rf"\[trial {number}\] \S+: resumed", logs), logs
         assert launches(run_dir) == 2 and "--resume auto" in trial_log, trial_log  # resumed, once
         for t in trials:

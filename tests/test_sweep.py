@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from mnist_hpc.experiments import sweep as sweep_mod
+from mnist_hpc.cli.experiments import report_command, sweep_group
 from mnist_hpc.config import load_config, yaml_load
 from mnist_hpc.errors import ConfigError
+from mnist_hpc.experiments import sweep as sweep_mod
 from mnist_hpc.experiments.sweepfile import dump_value, load_sweep
-from mnist_hpc.cli.experiments import report_command, sweep_group
 
 ROOT = Path(__file__).resolve().parent.parent
 READY_SWEEPS = ["learning_rate", "batch_size", "epochs", "hidden_layers", "architectures", "fashion"]
@@ -28,11 +28,13 @@ READY_SWEEPS = ["learning_rate", "batch_size", "epochs", "hidden_layers", "archi
 @pytest.fixture
 def base(tmp_path) -> Path:
     path = tmp_path / "base.yaml"
-    path.write_text(textwrap.dedent(f"""\
-        experiment: {{name: tiny, seed: 10, output_dir: {tmp_path / 'runs'}}}
+    path.write_text(
+        textwrap.dedent(f"""\
+        experiment: {{name: tiny, seed: 10, output_dir: {tmp_path / "runs"}}}
         model: {{name: mlp, hidden: [8]}}
         train: {{epochs: 1}}
-        """))
+        """)
+    )
     return path
 
 
@@ -46,14 +48,22 @@ def write_sweep(tmp_path: Path, body: str, name: str = "s.yaml") -> Path:
 
 
 def test_grid_is_the_cartesian_product_in_file_order(tmp_path, base):
-    sw = load_sweep(write_sweep(tmp_path, """\
+    sw = load_sweep(
+        write_sweep(
+            tmp_path,
+            """\
         grid:
           optim.lr: [0.1, 0.01]
           data.batch_size: [32, 64, 128]
-        """))
+        """,
+        )
+    )
     assert [r.params for r in sw.runs][:4] == [
-        {"optim.lr": 0.1, "data.batch_size": 32}, {"optim.lr": 0.1, "data.batch_size": 64},
-        {"optim.lr": 0.1, "data.batch_size": 128}, {"optim.lr": 0.01, "data.batch_size": 32}]
+        {"optim.lr": 0.1, "data.batch_size": 32},
+        {"optim.lr": 0.1, "data.batch_size": 64},
+        {"optim.lr": 0.1, "data.batch_size": 128},
+        {"optim.lr": 0.01, "data.batch_size": 32},
+    ]
     assert len(sw.runs) == 6
     assert [r.index for r in sw.runs] == list(range(6))
     assert sw.runs[0].name == "lr=0.1_bs=32"
@@ -62,13 +72,21 @@ def test_grid_is_the_cartesian_product_in_file_order(tmp_path, base):
 
 
 def test_zip_varies_lists_together(tmp_path, base):
-    sw = load_sweep(write_sweep(tmp_path, """\
+    sw = load_sweep(
+        write_sweep(
+            tmp_path,
+            """\
         zip:
           data.batch_size: [32, 128, 512]
           optim.lr: [0.00025, 0.001, 0.004]
-        """))
+        """,
+        )
+    )
     assert [(r.config.data.batch_size, r.config.optim.lr) for r in sw.runs] == [
-        (32, 0.00025), (128, 0.001), (512, 0.004)]
+        (32, 0.00025),
+        (128, 0.001),
+        (512, 0.004),
+    ]
 
 
 def test_random_samples_are_in_range_and_reproducible(tmp_path, base):
@@ -98,45 +116,66 @@ def test_random_samples_are_in_range_and_reproducible(tmp_path, base):
 
 
 def test_seeds_list_and_repeat(tmp_path, base):
-    sw = load_sweep(write_sweep(tmp_path, """\
+    sw = load_sweep(
+        write_sweep(
+            tmp_path,
+            """\
         grid: {optim.lr: [0.1, 0.01]}
         seeds: [3, 4]
-        """))
+        """,
+        )
+    )
     assert [(r.config.optim.lr, r.config.experiment.seed) for r in sw.runs] == [
-        (0.1, 3), (0.1, 4), (0.01, 3), (0.01, 4)]
+        (0.1, 3),
+        (0.1, 4),
+        (0.01, 3),
+        (0.01, 4),
+    ]
     assert sw.runs[1].name == "lr=0.1_seed=4"
     repeat = load_sweep(write_sweep(tmp_path, "seeds: {repeat: 3}\n"))
     assert [r.config.experiment.seed for r in repeat.runs] == [10, 11, 12]  # from the base seed
 
 
 def test_axes_combine_as_a_product(tmp_path, base):
-    sw = load_sweep(write_sweep(tmp_path, """\
+    sw = load_sweep(
+        write_sweep(
+            tmp_path,
+            """\
         grid: {optim.lr: [0.1, 0.01]}
         zip: {data.batch_size: [32, 64], train.epochs: [1, 2]}
         random: {count: 2, params: {optim.weight_decay: {uniform: [0, 1]}}}
         seeds: {repeat: 2}
-        """))
+        """,
+        )
+    )
     assert len(sw.runs) == 2 * 2 * 2 * 2
     assert len({r.name for r in sw.runs}) == 16
 
 
 def test_names_are_unique_and_filesystem_safe(tmp_path, base):
-    sw = load_sweep(write_sweep(tmp_path, """\
+    sw = load_sweep(
+        write_sweep(
+            tmp_path,
+            """\
         grid:
           model.hidden: [[], [64, 32], [64, 32]]
           model.activation: [relu]
           optim.name: [sgd, adamw]
-        """))
+        """,
+        )
+    )
     names = [r.name for r in sw.runs]
     assert len(set(names)) == len(names)
-    assert names[:2] == ["hidden=none_activation=relu_optim=sgd",
-                         "hidden=none_activation=relu_optim=adamw"]
+    assert names[:2] == ["hidden=none_activation=relu_optim=sgd", "hidden=none_activation=relu_optim=adamw"]
     assert "hidden=64-32_activation=relu_optim=sgd_2" in names
     assert all("/" not in n and " " not in n for n in names)
 
 
 def test_keys_with_the_same_last_part_keep_their_full_name(tmp_path, base):
-    sw = load_sweep(write_sweep(tmp_path, """\
+    sw = load_sweep(
+        write_sweep(
+            tmp_path,
+            """\
         grid:
           train.early_stopping.patience: [2]
           data.augment.shift: [1.0]
@@ -148,7 +187,9 @@ def test_keys_with_the_same_last_part_keep_their_full_name(tmp_path, base):
           optim.name: [sgd]
           optim.schedule: [step]
           optim.step_size: [1]
-        """))
+        """,
+        )
+    )
     (run,) = sw.runs
     assert run.name.startswith("patience=2_shift=1_rotate=5_momentum=0.5_max_requeues=1")
     assert "_model=mlp-4_" in run.name
@@ -163,12 +204,18 @@ def test_values_round_trip_through_set_syntax():
 
 def test_runs_load_with_the_train_command_contract(tmp_path, base):
     """`train BASE --set ...` on each run's overrides gives exactly the run's config."""
-    sw = load_sweep(write_sweep(tmp_path, """\
+    sw = load_sweep(
+        write_sweep(
+            tmp_path,
+            """\
         name: mine
         set: {train: {epochs: 2}}
         grid: {model: [{name: mlp}, {name: cnn, hidden: 32}]}
         seeds: [1]
-        """), overrides=["data.batch_size=16"])
+        """,
+        ),
+        overrides=["data.batch_size=16"],
+    )
     assert sw.name == "mine"
     assert sw.base == base
     assert sw.fixed == ["train.epochs=2", "data.batch_size=16"]
@@ -176,16 +223,22 @@ def test_runs_load_with_the_train_command_contract(tmp_path, base):
     for run in sw.runs:
         assert run.run_dir == sw.output_dir / run.name
         assert load_config(sw.base, run.overrides) == run.config
-    assert sw.runs[1].config.model.to_dict() == {"name": "cnn", "channels": [32, 64], "hidden": 32,
-                                                 "dropout1": 0.25, "dropout2": 0.5}
+    assert sw.runs[1].config.model.to_dict() == {
+        "name": "cnn",
+        "channels": [32, 64],
+        "hidden": 32,
+        "dropout1": 0.25,
+        "dropout2": 0.5,
+    }
     argv = sweep_mod.train_argv(sw, sw.runs[0], data_dir="/data")
     assert argv[-4:] == ["--run-dir", str(sw.runs[0].run_dir), "--data-dir", "/data"]
-    assert argv[argv.index(str(base)) + 1:][:2] == ["--set", "train.epochs=2"]
+    assert argv[argv.index(str(base)) + 1 :][:2] == ["--set", "train.epochs=2"]
 
 
 def test_command_line_set_replaces_the_files_set(tmp_path, base):
-    sw = load_sweep(write_sweep(tmp_path, "set: {train.epochs: 3}\nseeds: [0]\n"),
-                    overrides=["train.epochs=1"])
+    sw = load_sweep(
+        write_sweep(tmp_path, "set: {train.epochs: 3}\nseeds: [0]\n"), overrides=["train.epochs=1"]
+    )
     assert sw.fixed == ["train.epochs=1"]
     assert sw.runs[0].config.train.epochs == 1
 
@@ -208,35 +261,46 @@ def test_ready_sweeps_plan(name):
 
 
 def test_architectures_compares_the_five_models_on_one_budget():
-    sw = load_sweep(ROOT / "configs" / "sweeps" / "architectures.yaml",
-                    overrides=["train.epochs=1", "data.subset=500"])
-    assert sorted(r.config.model.name for r in sw.runs) == ["cnn", "fast", "lenet5", "mlp",
-                                                               "resnet18"]
-    assert {(r.config.train.epochs, r.config.data.subset, r.config.optim.name) for r in sw.runs} \
-        == {(1, 500, sw.runs[0].config.optim.name)}
+    sw = load_sweep(
+        ROOT / "configs" / "sweeps" / "architectures.yaml", overrides=["train.epochs=1", "data.subset=500"]
+    )
+    assert sorted(r.config.model.name for r in sw.runs) == ["cnn", "fast", "lenet5", "mlp", "resnet18"]
+    assert {(r.config.train.epochs, r.config.data.subset, r.config.optim.name) for r in sw.runs} == {
+        (1, 500, sw.runs[0].config.optim.name)
+    }
 
 
 # --------------------------------------------------------------------------- bad input
 
 
-@pytest.mark.parametrize("body, message", [
-    ("grid: {optim.lrr: [0.1]}\n", "grid.optim.lrr: unknown key optim.lrr (did you mean 'lr'?)"),
-    ("grid: {model.hiden: [[4]]}\n", "unknown key model.hiden for model 'mlp' (did you mean 'hidden'?)"),
-    ("grid: {optim.lr: []}\n", "grid.optim.lr: empty list"),
-    ("zip: {optim.lr: []}\n", "zip.optim.lr: empty list"),
-    ("grid: {optim.lr: 0.1}\n", "grid.optim.lr: expected a list, got 0.1"),
-    ("random: {params: {optim.lr: {loguniform: [1.0e-4, 0.1]}}}\n", "random.count: missing: how many runs to draw"),
-    ("random: {count: 2, params: {optim.lr: {logunifrom: [1.0e-4, 0.1]}}}\n",
-     "random.params.optim.lr.logunifrom: unknown key (did you mean 'loguniform'?)"),
-    ("random: {count: 2, params: {optim.lr: {loguniform: [0, 0.1]}}}\n", "the bounds must be > 0"),
-    ("zip: {optim.lr: [0.1, 0.2], data.batch_size: [32]}\n",
-     "zip: the lists must have the same length (optim.lr has 2, data.batch_size has 1)"),
-    ("gird: {optim.lr: [0.1]}\n", "gird: unknown key (did you mean 'grid'?)"),
-    ("name: x\n", "nothing varies"),
-    ("grid: {optim.lr: [0.1, -1]}\n", "run 1 (lr=-1): optim.lr: expected a learning rate > 0"),
-    ("set: {train.epochs: 2}\ngrid: {train.epochs: [1, 2]}\n", "given in set: and grid:"),
-    ("seeds: []\n", "seeds: empty list"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ("grid: {optim.lrr: [0.1]}\n", "grid.optim.lrr: unknown key optim.lrr (did you mean 'lr'?)"),
+        ("grid: {model.hiden: [[4]]}\n", "unknown key model.hiden for model 'mlp' (did you mean 'hidden'?)"),
+        ("grid: {optim.lr: []}\n", "grid.optim.lr: empty list"),
+        ("zip: {optim.lr: []}\n", "zip.optim.lr: empty list"),
+        ("grid: {optim.lr: 0.1}\n", "grid.optim.lr: expected a list, got 0.1"),
+        (
+            "random: {params: {optim.lr: {loguniform: [1.0e-4, 0.1]}}}\n",
+            "random.count: missing: how many runs to draw",
+        ),
+        (
+            "random: {count: 2, params: {optim.lr: {logunifrom: [1.0e-4, 0.1]}}}\n",
+            "random.params.optim.lr.logunifrom: unknown key (did you mean 'loguniform'?)",
+        ),
+        ("random: {count: 2, params: {optim.lr: {loguniform: [0, 0.1]}}}\n", "the bounds must be > 0"),
+        (
+            "zip: {optim.lr: [0.1, 0.2], data.batch_size: [32]}\n",
+            "zip: the lists must have the same length (optim.lr has 2, data.batch_size has 1)",
+        ),
+        ("gird: {optim.lr: [0.1]}\n", "gird: unknown key (did you mean 'grid'?)"),
+        ("name: x\n", "nothing varies"),
+        ("grid: {optim.lr: [0.1, -1]}\n", "run 1 (lr=-1): optim.lr: expected a learning rate > 0"),
+        ("set: {train.epochs: 2}\ngrid: {train.epochs: [1, 2]}\n", "given in set: and grid:"),
+        ("seeds: []\n", "seeds: empty list"),
+    ],
+)
 def test_bad_sweep_files_exit_2_with_one_clear_line(tmp_path, base, body, message):
     path = write_sweep(tmp_path, body)
     for command in ("plan", "run"):
@@ -307,7 +371,7 @@ acc = round(0.9 + cfg.optim.lr, 6)
 def row_count(table: str) -> int:
     lines = table.splitlines()
     rule = next(i for i, line in enumerate(lines) if line.startswith("-  "))
-    return len([line for line in lines[rule + 1:] if line[:1].isdigit()])
+    return len([line for line in lines[rule + 1 :] if line[:1].isdigit()])
 
 
 @pytest.fixture
@@ -327,8 +391,7 @@ def fake_train(tmp_path, monkeypatch):
     return runs_called
 
 
-def test_rerunning_a_half_finished_sweep_runs_only_the_missing_runs(tmp_path, base, fake_train,
-                                                                    monkeypatch):
+def test_rerunning_a_half_finished_sweep_runs_only_the_missing_runs(tmp_path, base, fake_train, monkeypatch):
     path = write_sweep(tmp_path, "grid: {optim.lr: [0.01, 0.02, 0.03, 0.04]}\n")
     sw = load_sweep(path)
 
@@ -365,8 +428,9 @@ def test_rerunning_a_half_finished_sweep_runs_only_the_missing_runs(tmp_path, ba
 
 def test_index_runs_one_run_and_exits_with_its_code(tmp_path, base, fake_train, monkeypatch):
     path = write_sweep(tmp_path, "grid: {optim.lr: [0.01, 0.02, 0.03]}\n")
-    result = CliRunner().invoke(sweep_group, ["run", str(path), "--index", "1",
-                                              "--data-dir", str(tmp_path / "data")])
+    result = CliRunner().invoke(
+        sweep_group, ["run", str(path), "--index", "1", "--data-dir", str(tmp_path / "data")]
+    )
     assert result.exit_code == 0, result.output
     (call,) = fake_train()
     assert call["run_dir"] == "lr=0.02"
@@ -400,8 +464,9 @@ def test_parallel_runs_share_the_cores(tmp_path, base, fake_train, monkeypatch):
     assert len(calls) == 4
     assert all("runtime.threads=4" in c["argv"] for c in calls)
     # a config that sets its threads keeps them
-    fixed = write_sweep(tmp_path, "set: {runtime.threads: 1}\ngrid: {optim.lr: [0.05, 0.06]}\n",
-                        name="t.yaml")
+    fixed = write_sweep(
+        tmp_path, "set: {runtime.threads: 1}\ngrid: {optim.lr: [0.05, 0.06]}\n", name="t.yaml"
+    )
     CliRunner().invoke(sweep_group, ["run", str(fixed), "-j", "2"])
     assert all("runtime.threads=4" not in c["argv"] for c in fake_train()[4:])
 
@@ -417,7 +482,7 @@ def test_a_run_with_checkpoints_is_resumed(tmp_path, base, fake_train):
     assert "--resume" not in argv["lr=0.02"]
 
 
-SIGNAL_AWARE_TRAIN = '''
+SIGNAL_AWARE_TRAIN = """
 import json, os, signal, sys, time
 from pathlib import Path
 run_dir = Path(sys.argv[sys.argv.index("--run-dir") + 1])
@@ -427,7 +492,7 @@ with open(os.environ["FAKE_TRAIN_CALLS"], "a") as f:
     f.write(json.dumps({"run_dir": run_dir.name, "argv": sys.argv[1:]}) + "\\n")
 time.sleep(30)
 sys.exit(1)
-'''
+"""
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs POSIX signals")

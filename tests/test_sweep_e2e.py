@@ -12,8 +12,16 @@ pytestmark = pytest.mark.realdata
 
 def test_reduced_architectures_sweep_and_report(cli, real_root, tmp_path):
     out = tmp_path / "runs"
-    sets = ["--set", "train.epochs=1", "--set", "data.subset=1500", "--set", "data.val_split=null",
-            "--set", f"experiment.output_dir={out}"]
+    sets = [
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "data.subset=1500",
+        "--set",
+        "data.val_split=null",
+        "--set",
+        f"experiment.output_dir={out}",
+    ]
     r = cli("sweep", "run", "configs/sweeps/architectures.yaml", "--data-dir", real_root, *sets)
     assert r.code == 0, r
     sweep_dir = out / "sweeps" / "architectures"
@@ -26,7 +34,9 @@ def test_reduced_architectures_sweep_and_report(cli, real_root, tmp_path):
     assert len(rows) == 5
     by_model = {s["model"]: s for s in summaries.values()}
     for row in rows:
-        assert float(row["test_accuracy_mean"]) == pytest.approx(by_model[row["model.name"]]["test_accuracy"], abs=1e-6)
+        assert float(row["test_accuracy_mean"]) == pytest.approx(
+            by_model[row["model.name"]]["test_accuracy"], abs=1e-6
+        )
         assert int(row["params"]) == by_model[row["model.name"]]["params"]
     best = max(summaries.values(), key=lambda s: s["test_accuracy"])
     assert [row["model.name"] for row in rows if row["best"] == "1"] == [best["model"]]

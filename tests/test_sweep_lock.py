@@ -12,8 +12,7 @@ from mnist_hpc.cli.experiments import sweep_group
 from mnist_hpc.experiments import runguard
 from mnist_hpc.experiments.sweep import run_sweep
 from mnist_hpc.experiments.sweepfile import load_sweep
-
-from sweep_fakes import fake_train, write_sweep  # noqa: F401  (fake_train is a fixture)
+from tests.sweep_fakes import write_sweep
 
 
 def test_a_second_runner_leaves_the_runs_the_first_is_training(tmp_path, fake_train, monkeypatch):
@@ -21,8 +20,9 @@ def test_a_second_runner_leaves_the_runs_the_first_is_training(tmp_path, fake_tr
     go = tmp_path / "go"
     monkeypatch.setenv("FAKE_TRAIN_WAIT", str(go))
     first_said, first = [], {}
-    runner = threading.Thread(target=lambda: first.update(
-        results=run_sweep(load_sweep(path), parallel=2, echo=first_said.append)))
+    runner = threading.Thread(
+        target=lambda: first.update(results=run_sweep(load_sweep(path), parallel=2, echo=first_said.append))
+    )
     runner.start()
     try:
         deadline = time.monotonic() + 20

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.slurm_support import ROOT, mnist_hpc, slurm_data, slurm_sandbox, wait_until_done  # noqa: F401 - fixtures
+from tests.slurm_support import ROOT, mnist_hpc, wait_until_done
 
 pytestmark = pytest.mark.slurm
 
@@ -55,8 +55,23 @@ def test_sweep_array_completes_and_report_gathers_it(slurm_sandbox, slurm_data):
         env = {"MNIST_HPC_PYTHON": sys.executable, "MNIST_HPC_DATA_DIR": str(slurm_data)}
         mnist_hpc("data", "pack", "mnist", cwd=project, env=env)
         sweep_file = project / "configs" / "sweeps" / "tiny_lr.yaml"
-        out = mnist_hpc("sweep", "submit", sweep_file, "--cluster", "local", "--set", "train.epochs=1",
-                        "--parallel", "3", "--cpus", "1", "--time", "0:20:00", cwd=project, env=env).stdout
+        out = mnist_hpc(
+            "sweep",
+            "submit",
+            sweep_file,
+            "--cluster",
+            "local",
+            "--set",
+            "train.epochs=1",
+            "--parallel",
+            "3",
+            "--cpus",
+            "1",
+            "--time",
+            "0:20:00",
+            cwd=project,
+            env=env,
+        ).stdout
         assert "3 runs as job array" in out, out
         # edited before the tasks start: they read the snapshot made at submit time
         sweep_file.write_text(SWEEP.replace("[3.0e-4, 1.0e-3, 3.0e-3]", "[0.5]") + "seeds: [7, 8]\n")
@@ -81,8 +96,9 @@ def test_sweep_array_completes_and_report_gathers_it(slurm_sandbox, slurm_data):
         r = mnist_hpc("report", sweep_dir, "--format", "csv", cwd=project, env=env)
         rows = list(csv.DictReader(io.StringIO(r.stdout)))
         assert len(rows) == 3
-        assert sorted(float(row["test_accuracy_mean"]) for row in rows) == \
-            pytest.approx(sorted(s["test_accuracy"] for s in summaries), abs=1e-6)
+        assert sorted(float(row["test_accuracy_mean"]) for row in rows) == pytest.approx(
+            sorted(s["test_accuracy"] for s in summaries), abs=1e-6
+        )
         assert job
     finally:
         shutil.rmtree(project, ignore_errors=True)
@@ -93,8 +109,19 @@ def test_sweep_task_requeues_with_the_configured_signal(slurm_sandbox, slurm_dat
     try:
         env = {"MNIST_HPC_PYTHON": sys.executable, "MNIST_HPC_DATA_DIR": str(slurm_data)}
         mnist_hpc("data", "pack", "mnist", cwd=project, env=env)
-        out = mnist_hpc("sweep", "submit", "configs/sweeps/usr2.yaml", "--cluster", "local", "--cpus", "2",
-                        "--time", "0:01:00", cwd=project, env=env).stdout
+        out = mnist_hpc(
+            "sweep",
+            "submit",
+            "configs/sweeps/usr2.yaml",
+            "--cluster",
+            "local",
+            "--cpus",
+            "2",
+            "--time",
+            "0:01:00",
+            cwd=project,
+            env=env,
+        ).stdout
         job = re.search(r"job array (\d+)", out).group(1)
         (script,) = project.glob("runs/usr2-sweep*/job-0.sh")
         text = script.read_text()
@@ -106,7 +133,9 @@ def test_sweep_task_requeues_with_the_configured_signal(slurm_sandbox, slurm_dat
         (run,) = (project / "runs" / "sweeps" / "usr2").glob("*/summary.json")
         summary = json.loads(run.read_text())
         assert summary["status"] == "completed", summary
-        assert len(summary["requeues"]) >= 1 and all(r["signal"] == "SIGUSR2" for r in summary["requeues"]), logs
+        assert len(summary["requeues"]) >= 1 and all(r["signal"] == "SIGUSR2" for r in summary["requeues"]), (
+            logs
+        )
         assert "requeued Slurm job" in logs
     finally:
         shutil.rmtree(project, ignore_errors=True)

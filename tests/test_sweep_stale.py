@@ -10,8 +10,7 @@ from click.testing import CliRunner
 
 from mnist_hpc.cli.experiments import sweep_group
 from mnist_hpc.experiments.sweepfile import load_sweep
-
-from sweep_fakes import fake_train, write_sweep  # noqa: F401  (fake_train is a fixture)
+from tests.sweep_fakes import write_sweep
 
 
 def one_line_error(output: str) -> str:
@@ -52,8 +51,9 @@ def test_runs_finished_with_another_config_are_not_taken_as_done(tmp_path, fake_
 def test_settings_that_cannot_change_a_result_do_not_count(tmp_path, fake_train):
     path = write_sweep(tmp_path, "grid: {optim.lr: [0.01]}\n")
     assert CliRunner().invoke(sweep_group, ["run", str(path)]).exit_code == 0
-    r = CliRunner().invoke(sweep_group, ["run", str(path), "--set", "runtime.threads=1",
-                                         "--set", "data.eval_batch_size=100"])
+    r = CliRunner().invoke(
+        sweep_group, ["run", str(path), "--set", "runtime.threads=1", "--set", "data.eval_batch_size=100"]
+    )
     assert r.exit_code == 0 and "1 of 1 run already completed" in r.output, r.output
 
 

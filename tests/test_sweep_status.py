@@ -16,24 +16,29 @@ from benchmarks.sweep_load import write_run_folder
 from mnist_hpc.experiments import overview, runguard
 from mnist_hpc.experiments.sweepfile import load_sweep
 from mnist_hpc.runs.state import RunLock, RunState, write_state
-
-from sweep_fakes import write_sweep
+from tests.sweep_fakes import write_sweep
 
 
 @pytest.fixture
 def sweep_file(tmp_path):
     """A sweep of 9 runs, one in each state (and one not started)."""
-    path = write_sweep(tmp_path, "grid: {optim.lr: [0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001, 0.0005, 0.0002]}\n")
+    path = write_sweep(
+        tmp_path, "grid: {optim.lr: [0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001, 0.0005, 0.0002]}\n"
+    )
     runs = load_sweep(path).runs
     rng = random.Random(2)
     write_run_folder(runs[0].run_dir, runs[0].config, rng)  # completed
     stale_cfg = load_sweep(path, ["train.epochs=7"]).runs[1].config
     write_run_folder(runs[1].run_dir, stale_cfg, rng)  # completed with train.epochs 7: stale
-    for run, state in [(runs[2], RunState("failed", error="data.subset: larger than the training split")),
-                       (runs[3], RunState("interrupted", signal="SIGTERM", epoch=3, step=5)),
-                       (runs[4], RunState("interrupted", signal="SIGUSR1", epoch=2, step=0, requeued=True,
-                                          checkpoint="c/last.pt")),
-                       (runs[5], RunState("running", pid=os.getpid(), host=socket.gethostname()))]:
+    for run, state in [
+        (runs[2], RunState("failed", error="data.subset: larger than the training split")),
+        (runs[3], RunState("interrupted", signal="SIGTERM", epoch=3, step=5)),
+        (
+            runs[4],
+            RunState("interrupted", signal="SIGUSR1", epoch=2, step=0, requeued=True, checkpoint="c/last.pt"),
+        ),
+        (runs[5], RunState("running", pid=os.getpid(), host=socket.gethostname())),
+    ]:
         run.run_dir.mkdir(parents=True)
         (run.run_dir / "config.yaml").write_text(run.config.to_yaml())
         write_state(run.run_dir, state)
@@ -54,8 +59,17 @@ def test_each_run_s_state(sweep_file):
     finally:
         trainer.release()
     states = [s.state for s in got]
-    assert states == ["completed", "stale", "failed", "interrupted", "requeued", "running", "damaged",
-                      "running", "pending"]
+    assert states == [
+        "completed",
+        "stale",
+        "failed",
+        "interrupted",
+        "requeued",
+        "running",
+        "damaged",
+        "running",
+        "pending",
+    ]
     assert got[0].detail.startswith("test accuracy ") and got[0].detail.endswith("%")
     assert "train.epochs: 7 there, 3 now" in got[1].detail
     assert got[2].detail == "data.subset: larger than the training split"
@@ -79,10 +93,14 @@ def test_the_command_prints_a_line_per_run_and_the_counts(sweep_file, cli, monke
     assert r.out.startswith("sweep s: 9 runs in")
     lines = [line for line in r.out.splitlines() if line.split()[0].isdigit() and line.split()[1] != "runs:"]
     assert max(map(len, lines)) <= 80
-    assert [line.split()[:3] for line in lines][:2] == [["0", "lr=0.1", "completed"], ["1", "lr=0.05", "stale"]]
+    assert [line.split()[:3] for line in lines][:2] == [
+        ["0", "lr=0.1", "completed"],
+        ["1", "lr=0.05", "stale"],
+    ]
     assert len(lines) == 9 and lines[8].split()[1:] == ["lr=0.0002", "pending"]
     assert " ".join(r.out.split("\n9 runs: ")[1].split()) == (
-        "1 completed, 2 pending, 1 failed, 2 interrupted, 1 requeued, 1 stale, 1 damaged")
+        "1 completed, 2 pending, 1 failed, 2 interrupted, 1 requeued, 1 stale, 1 damaged"
+    )
     r = cli("sweep", "status", sweep_file, "--set", "train.epochs=7")
     lines = [line.split() for line in r.out.splitlines() if line.split()[0] in ("0", "1")]
     assert lines[1][2] == "completed"  # asked with the config it was trained with: no longer stale
@@ -106,7 +124,7 @@ def test_a_study_s_trials_from_its_journal(tmp_path, cli):
     study = search.open_study(sweep, worker_seed=0)
     space = search.Space(sweep.study)
     me = search.Me(socket.gethostname(), os.getpid(), None, 0)
-    gone = search.Me(socket.gethostname(), 2 ** 22 + 11, None, 1)
+    gone = search.Me(socket.gethostname(), 2**22 + 11, None, 1)
     first = search.claim(study, sweep, space, me)
     study.tell(first.trial_id, 0.93)
     second = search.claim(study, sweep, space, me)

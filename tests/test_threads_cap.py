@@ -23,17 +23,23 @@ def cgroup_tree(tmp_path, proc: str, files: dict):
 
 
 def test_cgroup_v2_quota_is_read_along_the_path(tmp_path):
-    proc, root = cgroup_tree(tmp_path, "0::/job/step\n", {
-        "job/cpu.max": "150000 100000\n", "job/step/cpu.max": "max 100000\n"})
+    proc, root = cgroup_tree(
+        tmp_path, "0::/job/step\n", {"job/cpu.max": "150000 100000\n", "job/step/cpu.max": "max 100000\n"}
+    )
     assert cgroup_cpu_limit(proc, root) == 1.5
     proc, root = cgroup_tree(tmp_path, "0::/free\n", {"free/cpu.max": "max 100000\n"})
     assert cgroup_cpu_limit(proc, root) is None
 
 
 def test_cgroup_v1_quota(tmp_path):
-    proc, root = cgroup_tree(tmp_path, "4:memory:/x\n3:cpu,cpuacct:/slurm/job_1\n", {
-        "cpu,cpuacct/slurm/job_1/cpu.cfs_quota_us": "300000\n",
-        "cpu,cpuacct/slurm/job_1/cpu.cfs_period_us": "100000\n"})
+    proc, root = cgroup_tree(
+        tmp_path,
+        "4:memory:/x\n3:cpu,cpuacct:/slurm/job_1\n",
+        {
+            "cpu,cpuacct/slurm/job_1/cpu.cfs_quota_us": "300000\n",
+            "cpu,cpuacct/slurm/job_1/cpu.cfs_period_us": "100000\n",
+        },
+    )
     assert cgroup_cpu_limit(proc, root) == 3.0
     assert cgroup_cpu_limit(str(tmp_path / "absent"), root) is None
 
@@ -53,21 +59,33 @@ def test_requests_above_the_usable_cpus_are_capped_and_said():
     assert cpu_threads(2, None, warn=said.append, usable=2) == 2  # within: nothing said
     assert cpu_threads(None, 8, 2, usable=16) == 8 and cpu_threads(None, None, 4, usable=16) == 4
     assert len(said) == 2
-    assert said[0].startswith("warning: runtime.threads: 1000 asks for 1000 CPU threads, but this "
-                              "process may use 2 CPU(s)") and "using 2" in said[0]
+    assert (
+        said[0].startswith(
+            "warning: runtime.threads: 1000 asks for 1000 CPU threads, but this process may use 2 CPU(s)"
+        )
+        and "using 2" in said[0]
+    )
     assert said[1].startswith("warning: $SLURM_CPUS_PER_TASK=12 asks for 12 CPU threads")
     assert all("\n" not in s for s in said)
 
 
-@pytest.mark.parametrize("threads, cpus, source", [(1000, None, "runtime.threads: 1000"),
-                                                    (None, 64, "$SLURM_CPUS_PER_TASK=64")])
+@pytest.mark.parametrize(
+    "threads, cpus, source", [(1000, None, "runtime.threads: 1000"), (None, 64, "$SLURM_CPUS_PER_TASK=64")]
+)
 def test_a_run_trains_with_the_capped_count(synth_root, tmp_path, capsys, monkeypatch, threads, cpus, source):
     monkeypatch.setattr(build, "usable_cpus", lambda: 1)
-    cfg = config_from_dict({
-        "experiment": {"name": "tiny", "seed": 0, "output_dir": str(tmp_path / "runs")},
-        "data": {"dataset": "mnist", "val_split": 0.2, "batch_size": 64, "subset": 256},
-        "model": {"name": "mlp", "hidden": [8]}, "train": {"epochs": 1}, "runtime": {"threads": threads}})
-    run_training(cfg, ctx=TrainContext(cpus=cpus), data_dir=synth_root, run_dir=tmp_path / "t", progress=False)
+    cfg = config_from_dict(
+        {
+            "experiment": {"name": "tiny", "seed": 0, "output_dir": str(tmp_path / "runs")},
+            "data": {"dataset": "mnist", "val_split": 0.2, "batch_size": 64, "subset": 256},
+            "model": {"name": "mlp", "hidden": [8]},
+            "train": {"epochs": 1},
+            "runtime": {"threads": threads},
+        }
+    )
+    run_training(
+        cfg, ctx=TrainContext(cpus=cpus), data_dir=synth_root, run_dir=tmp_path / "t", progress=False
+    )
     out = capsys.readouterr().out
     assert f"warning: {source} asks for" in out and "may use 1 CPU(s)" in out
     assert "cpu (1 CPU threads)" in out

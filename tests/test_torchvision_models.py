@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mnist_hpc.config import config_from_dict
-from mnist_hpc.config.datasets import DataShape, MNIST_SHAPE
+from mnist_hpc.config.datasets import MNIST_SHAPE, DataShape
 from mnist_hpc.training.models import build_model, hub_weights_path
 
 
@@ -34,8 +34,10 @@ def write_imagenet_weights(arch: str, name: str = "DEFAULT"):
 
 
 def test_pretrained_weights_come_from_the_hub_cache_and_adapt_to_grey_images(torch_home):
-    path, net = write_imagenet_weights("resnet18")
-    cfg = config_from_dict({"model": {"name": "torchvision", "arch": "resnet18", "weights": "DEFAULT", "resize": 64}})
+    _path, net = write_imagenet_weights("resnet18")
+    cfg = config_from_dict(
+        {"model": {"name": "torchvision", "arch": "resnet18", "weights": "DEFAULT", "resize": 64}}
+    )
     model = build_model(cfg.model, DataShape(tuple("abcdefghijklmnopqrstuvwxyz")))
     inner = model.net
     # the first conv is the RGB one summed over its input channels: a grey image gives the same output
@@ -46,7 +48,9 @@ def test_pretrained_weights_come_from_the_hub_cache_and_adapt_to_grey_images(tor
     x = torch.rand(2, 1, 28, 28)
     with torch.no_grad():
         assert model.eval()(x).shape == (2, 26)
-        grey_rgb = net.eval().conv1(torch.nn.functional.interpolate(x, size=(64, 64), mode="bilinear").expand(-1, 3, -1, -1))
+        grey_rgb = net.eval().conv1(
+            torch.nn.functional.interpolate(x, size=(64, 64), mode="bilinear").expand(-1, 3, -1, -1)
+        )
         ours = inner.conv1(torch.nn.functional.interpolate(x, size=(64, 64), mode="bilinear"))
     assert torch.allclose(grey_rgb, ours, atol=1e-5)
 
@@ -95,7 +99,7 @@ def test_resnet18_pretrained_trains_one_epoch_on_2000_images(cli, torch_home, re
     write_imagenet_weights("resnet18")
     cfg = tmp_path / "tv.yaml"
     cfg.write_text(f"""
-experiment: {{name: tv, output_dir: {tmp_path / 'runs'}}}
+experiment: {{name: tv, output_dir: {tmp_path / "runs"}}}
 data: {{subset: 2000, val_split: null, batch_size: 100, eval_batch_size: 500}}
 model: {{name: torchvision, arch: resnet18, weights: DEFAULT, resize: 64}}
 optim: {{name: adamw, lr: 0.001}}

@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 TRACKING = ("tensorboard", "wandb", "mlflow")
 needs_tracking = pytest.mark.skipif(
     not all(installed(m) for m in TRACKING),
-    reason="the tracking extra is not installed (pip install 'mnist-hpc[tracking]')")
+    reason="the tracking extra is not installed (pip install 'mnist-hpc[tracking]')",
+)
 TRACKER_ENV = ("WANDB_MODE", "WANDB_PROJECT", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME")
 
 
@@ -34,7 +35,12 @@ def config(tmp_path, loggers=("csv", "tensorboard", "wandb", "mlflow"), **train)
     """A tiny run on the synthetic data whose accuracy is not 100% (so 'equal' means something),
     with a checkpoint every 5 steps (mid-epoch step scalars)."""
     return {
-        "experiment": {"name": "tiny", "seed": 0, "output_dir": str(tmp_path / "runs"), "loggers": list(loggers)},
+        "experiment": {
+            "name": "tiny",
+            "seed": 0,
+            "output_dir": str(tmp_path / "runs"),
+            "loggers": list(loggers),
+        },
         "data": {"dataset": "mnist", "val_split": 0.2, "batch_size": 64, "eval_batch_size": 256},
         "model": {"name": "mlp", "hidden": [8]},
         "optim": {"name": "adam", "lr": 0.0005},
@@ -88,10 +94,10 @@ def wandb_records(path: Path) -> list:
         if block - pos % block < 7:  # a block's tail too short for a header is padding
             pos += block - pos % block
             continue
-        length, kind = struct.unpack("<HB", data[pos + 4:pos + 7])
+        length, kind = struct.unpack("<HB", data[pos + 4 : pos + 7])
         if kind == 0:
             break
-        pending += data[pos + 7:pos + 7 + length]
+        pending += data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind in (1, 4):
             record = pb.Record()
@@ -135,8 +141,13 @@ def test_all_four_loggers_without_a_network(tmp_path, synth_root):
     cfg, run = write_config(tmp_path), tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if k not in TRACKER_ENV}
     env.update(MNIST_HPC_DATA_DIR=str(synth_root), PYTHONPATH=str(ROOT))
-    proc = subprocess.run([*prefix, sys.executable, "-m", "mnist_hpc", "train", str(cfg), "--run-dir", str(run)],
-                          capture_output=True, text=True, env=env, timeout=240)
+    proc = subprocess.run(
+        [*prefix, sys.executable, "-m", "mnist_hpc", "train", str(cfg), "--run-dir", str(run)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=240,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     summary = json.loads((run / "summary.json").read_text())
     acc = summary["test_accuracy"]
@@ -151,12 +162,15 @@ def test_all_four_loggers_without_a_network(tmp_path, synth_root):
     assert np.float32(tb.Scalars("test/accuracy")[-1].value) == np.float32(acc)
     with open(run / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [(e.step, np.float32(e.value)) for e in tb.Scalars("accuracy/val")] == \
-        [(int(r["epoch"]), np.float32(float(r["val_acc"]))) for r in rows]
+    assert [(e.step, np.float32(e.value)) for e in tb.Scalars("accuracy/val")] == [
+        (int(r["epoch"]), np.float32(float(r["val_acc"]))) for r in rows
+    ]
     steps = [e.step for e in tb.Scalars("step/train_loss")]
     assert steps == sorted(steps) and len(steps) > 2  # mid-epoch checkpoints and epoch ends
     assert "_hparams_/session_start_info" in tb.PluginTagToContent("hparams")
-    assert {"plots/learning_curves", "plots/confusion_matrix", "plots/misclassified"} <= set(tb.Tags()["images"])
+    assert {"plots/learning_curves", "plots/confusion_matrix", "plots/misclassified"} <= set(
+        tb.Tags()["images"]
+    )
 
     # W&B: one offline run folder, named by the run's id, holding the summary and the config
     (offline,) = sorted((run / "wandb").glob("offline-run-*"))
@@ -173,8 +187,9 @@ def test_all_four_loggers_without_a_network(tmp_path, synth_root):
     assert tracked.info.status == "FINISHED" and tracked.info.run_name == "run"
     history = client.get_metric_history(tracked.info.run_id, "accuracy/val")
     assert [(m.step, m.value) for m in history] == [(int(r["epoch"]), float(r["val_acc"])) for r in rows]
-    artifacts = {a.path for a in client.list_artifacts(tracked.info.run_id)} | \
-        {a.path for a in client.list_artifacts(tracked.info.run_id, "plots")}
+    artifacts = {a.path for a in client.list_artifacts(tracked.info.run_id)} | {
+        a.path for a in client.list_artifacts(tracked.info.run_id, "plots")
+    }
     assert {"summary.json", "metrics.csv", "plots/learning_curves.png"} <= artifacts
 
 
@@ -190,21 +205,37 @@ def test_a_resumed_run_continues_its_tracker_runs(tmp_path, synth_root, monkeypa
     stopped = StopFlag()
     stopped.received = signal.SIGUSR1  # stops at the first step, after its checkpoint
     with pytest.raises(Interrupted):
-        run_training(cfg, ctx=TrainContext(stop=stopped), data_dir=synth_root, run_dir=run,
-                     progress=False, echo=lines.append)
+        run_training(
+            cfg,
+            ctx=TrainContext(stop=stopped),
+            data_dir=synth_root,
+            run_dir=run,
+            progress=False,
+            echo=lines.append,
+        )
     first = read_trackers(run)
     client = mlflow_client(run)
     assert client.get_run(first["mlflow"]["run_id"]).info.status == "KILLED"
     assert not any(line.startswith("W&B: ") for line in lines)  # the sync hint comes when it is done
 
-    run_training(cfg, ctx=TrainContext(stop=StopFlag()), data_dir=synth_root, run_dir=run, resume="auto",
-                 progress=False, echo=lines.append)
+    run_training(
+        cfg,
+        ctx=TrainContext(stop=StopFlag()),
+        data_dir=synth_root,
+        run_dir=run,
+        resume="auto",
+        progress=False,
+        echo=lines.append,
+    )
     assert read_trackers(run) == first
     tracked = client.get_run(first["mlflow"]["run_id"])
     assert tracked.info.status == "FINISHED"
     assert len(client.search_runs([tracked.info.experiment_id])) == 1
     assert [m.step for m in client.get_metric_history(tracked.info.run_id, "accuracy/val")] == [1, 2]
-    assert tracked.data.metrics["test_accuracy"] == json.loads((run / "summary.json").read_text())["test_accuracy"]
+    assert (
+        tracked.data.metrics["test_accuracy"]
+        == json.loads((run / "summary.json").read_text())["test_accuracy"]
+    )
     starts = sorted((run / "wandb").glob("offline-run-*"))
     assert len(starts) == 2 and all(p.name.endswith("-" + first["wandb"]["id"]) for p in starts)
     assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 2
@@ -214,11 +245,32 @@ def test_a_resumed_run_continues_its_tracker_runs(tmp_path, synth_root, monkeypa
 @needs_tracking
 def test_under_ddp_only_rank_0_logs(tmp_path, synth_root):
     cfg, run = write_config(tmp_path, epochs=1), tmp_path / "run"
-    env = {k: v for k, v in os.environ.items() if k not in TRACKER_ENV and not k.startswith("SLURM_")
-           and k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    proc = subprocess.run([sys.executable, "-m", "mnist_hpc", "train", str(cfg), "--data-dir", str(synth_root),
-                           "--run-dir", str(run), "--nproc", "2"], capture_output=True, text=True,
-                          env={**env, "PYTHONPATH": str(ROOT)}, timeout=300)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in TRACKER_ENV
+        and not k.startswith("SLURM_")
+        and k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    }
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mnist_hpc",
+            "train",
+            str(cfg),
+            "--data-dir",
+            str(synth_root),
+            "--run-dir",
+            str(run),
+            "--nproc",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert json.loads((run / "summary.json").read_text())["world_size"] == 2
     assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 1
@@ -237,7 +289,9 @@ def test_sync_shows_the_wandb_command_and_runs_it(tmp_path, synth_root, monkeypa
     for name in TRACKER_ENV:
         monkeypatch.delenv(name, raising=False)
     cfg, run = config_from_dict(config(tmp_path, loggers=("wandb",), epochs=1)), tmp_path / "run"
-    run_training(cfg, ctx=TrainContext(), data_dir=synth_root, run_dir=run, progress=False, echo=lambda m: None)
+    run_training(
+        cfg, ctx=TrainContext(), data_dir=synth_root, run_dir=run, progress=False, echo=lambda m: None
+    )
     r = cli("sync", run, "--dry-run")  # wandb's own dry run: names what it would upload, no network
     assert r.code == 0, r
     (offline,) = (run / "wandb").glob("offline-run-*")
@@ -254,7 +308,8 @@ def test_sync_refuses_what_it_cannot_upload(tmp_path, cli, monkeypatch):
     r = cli("sync", tmp_path)
     assert r.code == 1 and r.err.strip() == (
         "error: mnist-hpc sync needs wandb, which is not installed: "
-        "pip install 'mnist-hpc[tracking]' (or just: pip install wandb)")
+        "pip install 'mnist-hpc[tracking]' (or just: pip install wandb)"
+    )
 
 
 # --------------------------------------------------------------------------- the config's loggers
@@ -262,8 +317,10 @@ def test_sync_refuses_what_it_cannot_upload(tmp_path, cli, monkeypatch):
 
 def test_loggers_always_start_with_csv_and_tensorboard_true_adds_tensorboard():
     assert config_from_dict({}).experiment.loggers == ["csv"]
-    assert config_from_dict({"experiment": {"loggers": ["mlflow", "csv", "mlflow"]}}).experiment.loggers == \
-        ["csv", "mlflow"]
+    assert config_from_dict({"experiment": {"loggers": ["mlflow", "csv", "mlflow"]}}).experiment.loggers == [
+        "csv",
+        "mlflow",
+    ]
     old = config_from_dict({"experiment": {"tensorboard": True}})  # the older spelling still works
     assert old.experiment.loggers == ["csv", "tensorboard"]
     assert config_from_dict(old.to_dict()).to_dict() == old.to_dict()  # stable when read back
@@ -273,15 +330,19 @@ def test_an_unknown_logger_is_one_line_with_a_suggestion(tmp_path):
     path = write_config(tmp_path, loggers=["csv", "wandbb"])
     with pytest.raises(ConfigError) as e:
         load_config(path)
-    assert str(e.value) == (f"{path}: experiment.loggers[1]: expected one of 'csv', 'tensorboard', 'wandb', "
-                            f"'mlflow', got 'wandbb' (did you mean 'wandb'?)")
+    assert str(e.value) == (
+        f"{path}: experiment.loggers[1]: expected one of 'csv', 'tensorboard', 'wandb', "
+        f"'mlflow', got 'wandbb' (did you mean 'wandb'?)"
+    )
 
 
 def test_a_logger_without_its_package_fails_when_the_config_is_loaded(tmp_path, cli, monkeypatch):
     path = write_config(tmp_path, loggers=["wandb"])
     monkeypatch.setitem(sys.modules, "wandb", None)  # as if wandb were not installed
-    expected = (f"{path}: experiment.loggers: wandb needs wandb, which is not installed: "
-                f"pip install 'mnist-hpc[tracking]' (or just: pip install wandb)")
+    expected = (
+        f"{path}: experiment.loggers: wandb needs wandb, which is not installed: "
+        f"pip install 'mnist-hpc[tracking]' (or just: pip install wandb)"
+    )
     r = cli("config", "validate", path)
     assert r.code == 2 and r.err.strip() == f"error {expected}"
     r = cli("train", path)
@@ -289,7 +350,9 @@ def test_a_logger_without_its_package_fails_when_the_config_is_loaded(tmp_path, 
     assert not (tmp_path / "runs").exists()  # nothing was started
     import mnist_hpc
 
-    with pytest.raises(ConfigError, match="pip install 'mnist-hpc\\[tracking\\]'"):  # before any job is queued
+    with pytest.raises(
+        ConfigError, match="pip install 'mnist-hpc\\[tracking\\]'"
+    ):  # before any job is queued
         mnist_hpc.submit(path, cluster="local", dry_run=True)
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(f"base: {path.name}\ngrid:\n  optim.lr: [0.001, 0.01]\n")
@@ -300,8 +363,11 @@ def test_a_logger_without_its_package_fails_when_the_config_is_loaded(tmp_path, 
 def test_a_logger_without_its_package_is_one_line_when_it_opens(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorboard", None)
     cfg = config_from_dict({"experiment": {"loggers": ["tensorboard"]}})
-    with pytest.raises(UserError, match=r"^experiment.loggers: tensorboard needs tensorboard, which is not "
-                                        r"installed: pip install 'mnist-hpc\[tracking\]'"):
+    with pytest.raises(
+        UserError,
+        match=r"^experiment.loggers: tensorboard needs tensorboard, which is not "
+        r"installed: pip install 'mnist-hpc\[tracking\]'",
+    ):
         open_trackers(cfg, tmp_path)
 
 

@@ -2,7 +2,6 @@
 bad inputs that involve data, checkpoints, images and output folders."""
 
 import json
-import shutil
 
 import pytest
 import torch
@@ -19,13 +18,34 @@ def test_train_writes_a_complete_run_folder(cli, tiny_config, synth_root, tmp_pa
     assert r.code == 0, r
     assert "test accuracy" in r.out and "epoch   2/2" in r.out
     (run,) = run_dirs(tmp_path / "runs")
-    for f in ["config.yaml", "metrics.csv", "summary.json", "checkpoints/best.pt",
-              "plots/learning_curves.png", "plots/confusion_matrix.png", "plots/misclassified.png"]:
+    for f in [
+        "config.yaml",
+        "metrics.csv",
+        "summary.json",
+        "checkpoints/best.pt",
+        "plots/learning_curves.png",
+        "plots/confusion_matrix.png",
+        "plots/misclassified.png",
+    ]:
         assert (run / f).is_file(), f
     s = json.loads((run / "summary.json").read_text())
-    for key in ["test_accuracy", "test_loss", "per_class", "macro_f1", "confusion_matrix", "params",
-                "model_size_mb", "train_seconds", "images_per_s", "device", "versions", "git_commit",
-                "host", "slurm_job_id", "world_size"]:
+    for key in [
+        "test_accuracy",
+        "test_loss",
+        "per_class",
+        "macro_f1",
+        "confusion_matrix",
+        "params",
+        "model_size_mb",
+        "train_seconds",
+        "images_per_s",
+        "device",
+        "versions",
+        "git_commit",
+        "host",
+        "slurm_job_id",
+        "world_size",
+    ]:
         assert key in s, key
     assert s["test_accuracy"] > 0.9, s["test_accuracy"]  # the synthetic classes are easy
     assert sum(map(sum, s["confusion_matrix"])) == 300
@@ -37,14 +57,24 @@ def test_train_writes_a_complete_run_folder(cli, tiny_config, synth_root, tmp_pa
 
 
 def _weights(run):
-    (ck,) = [p for p in (run / "checkpoints").glob("last-*.pt")][-1:]
+    (ck,) = list((run / "checkpoints").glob("last-*.pt"))[-1:]
     return torch.load(ck, weights_only=True)["model"]
 
 
 def test_deterministic_runs_are_bit_identical(cli, tiny_config, synth_root, tmp_path):
     for i in range(2):
-        r = cli("train", tiny_config, "--data-dir", synth_root, "--run-dir", tmp_path / f"r{i}",
-                "--set", "runtime.deterministic=true", "--set", "data.augment.shift=2")
+        r = cli(
+            "train",
+            tiny_config,
+            "--data-dir",
+            synth_root,
+            "--run-dir",
+            tmp_path / f"r{i}",
+            "--set",
+            "runtime.deterministic=true",
+            "--set",
+            "data.augment.shift=2",
+        )
         assert r.code == 0, r
     a, b = _weights(tmp_path / "r0"), _weights(tmp_path / "r1")
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -52,15 +82,38 @@ def test_deterministic_runs_are_bit_identical(cli, tiny_config, synth_root, tmp_
 
 def test_every_model_trains_one_step(cli, tiny_config, synth_root, tmp_path):
     for name in ["cnn", "lenet5", "fast"]:
-        r = cli("train", tiny_config, "--data-dir", synth_root, "--run-dir", tmp_path / name,
-                "--set", f"model={{name: {name}}}", "--set", "data.subset=128", "--set", "train.epochs=1")
+        r = cli(
+            "train",
+            tiny_config,
+            "--data-dir",
+            synth_root,
+            "--run-dir",
+            tmp_path / name,
+            "--set",
+            f"model={{name: {name}}}",
+            "--set",
+            "data.subset=128",
+            "--set",
+            "train.epochs=1",
+        )
         assert r.code == 0, (name, r)
 
 
 def test_evaluate_and_ensemble(cli, tiny_config, synth_root, tmp_path):
     for i in range(2):
-        assert cli("train", tiny_config, "--data-dir", synth_root, "--run-dir", tmp_path / f"e{i}",
-                   "--set", f"experiment.seed={i}").code == 0
+        assert (
+            cli(
+                "train",
+                tiny_config,
+                "--data-dir",
+                synth_root,
+                "--run-dir",
+                tmp_path / f"e{i}",
+                "--set",
+                f"experiment.seed={i}",
+            ).code
+            == 0
+        )
     r = cli("evaluate", tmp_path / "e0", tmp_path / "e1", "--ensemble", "--data-dir", synth_root)
     assert r.code == 0, r
     assert r.out.count("test accuracy") == 3 and "ensemble of 2" in r.out
@@ -74,7 +127,7 @@ def test_predict_image(cli, tiny_config, synth_root, tmp_path):
     from tests.conftest import synthetic_split
 
     assert cli("train", tiny_config, "--data-dir", synth_root, "--run-dir", tmp_path / "p").code == 0
-    x, y = synthetic_split(1, 2)
+    x, _y = synthetic_split(1, 2)
     img = tmp_path / "digit.png"
     Image.fromarray(x[0]).resize((280, 280)).save(img)
     r = cli("predict", tmp_path / "p", img)
@@ -107,8 +160,12 @@ def test_corrupted_data_file(cli, tiny_config, tmp_path):
 def test_corrupted_archive_is_caught_by_md5(cli, tiny_config, tmp_path):
     raw = tmp_path / "d" / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    for n in ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-              "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]:
+    for n in [
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    ]:
         (raw / n).write_bytes(b"not really gzip")
     r = cli("train", tiny_config, "--data-dir", tmp_path / "d")
     assert r.code == 1 and "MD5 mismatch" in r.err, r
@@ -148,7 +205,11 @@ def test_checkpoint_bad_inputs(cli, tiny_config, synth_root, tmp_path):
     assert r.code == 1 and "not an mnist-hpc checkpoint" in r.err, r
     # another model: resume a cnn config from an mlp checkpoint
     r = cli("train", tiny_config, "--data-dir", synth_root, "--set", "model={name: cnn}", "--resume", good)
-    assert r.code == 1 and "the config differs from the checkpoint's: experiment.name 'tiny' -> 'tiny-cnn', model.name 'mlp' -> 'cnn'" in r.err, r
+    assert (
+        r.code == 1
+        and "the config differs from the checkpoint's: experiment.name 'tiny' -> 'tiny-cnn', model.name 'mlp' -> 'cnn'"
+        in r.err
+    ), r
     assert "--init-from" in r.err and len(r.err.strip().splitlines()) == 1, r
     assert good.exists()
 
@@ -177,8 +238,16 @@ def test_crafted_pickle_is_refused_and_not_executed(cli, tmp_path):
 
 def test_metrics_log_the_learning_rate_each_epoch_used(cli, tiny_config, synth_root, tmp_path):
     """StepLR as in the classic example: epoch 1 trains at lr, epoch 2 at lr * gamma."""
-    r = cli("train", tiny_config, "--data-dir", synth_root, "--run-dir", tmp_path / "lr",
-            "--set", "optim={name: adadelta, lr: 1.0, schedule: step, step_size: 1, gamma: 0.7}")
+    r = cli(
+        "train",
+        tiny_config,
+        "--data-dir",
+        synth_root,
+        "--run-dir",
+        tmp_path / "lr",
+        "--set",
+        "optim={name: adadelta, lr: 1.0, schedule: step, step_size: 1, gamma: 0.7}",
+    )
     assert r.code == 0, r
     rows = (tmp_path / "lr" / "metrics.csv").read_text().splitlines()[1:]
     assert [float(row.split(",")[5]) for row in rows] == pytest.approx([1.0, 0.7])

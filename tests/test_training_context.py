@@ -27,11 +27,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def tiny(tmp_path, **train):
-    return config_from_dict({
-        "experiment": {"name": "tiny", "seed": 0, "output_dir": str(tmp_path / "runs")},
-        "data": {"dataset": "mnist", "val_split": 0.2, "batch_size": 64, "eval_batch_size": 256},
-        "model": {"name": "mlp", "hidden": [32]}, "optim": {"name": "adam", "lr": 0.003},
-        "train": {"epochs": 2, **train}, "runtime": {"threads": 1}})
+    return config_from_dict(
+        {
+            "experiment": {"name": "tiny", "seed": 0, "output_dir": str(tmp_path / "runs")},
+            "data": {"dataset": "mnist", "val_split": 0.2, "batch_size": 64, "eval_batch_size": 256},
+            "model": {"name": "mlp", "hidden": [32]},
+            "optim": {"name": "adam", "lr": 0.003},
+            "train": {"epochs": 2, **train},
+            "runtime": {"threads": 1},
+        }
+    )
 
 
 def signalled(signum) -> StopFlag:
@@ -66,20 +71,27 @@ def test_without_a_requeue_the_stop_says_how_to_resume(synth_root, tmp_path, cap
         run_training(tiny(tmp_path), ctx=ctx, data_dir=synth_root, run_dir=tmp_path / "r", progress=False)
     assert seen[0].requeue_requested is False  # TERM is not the configured requeue signal
     out = capsys.readouterr().out
-    assert f"stopped by signal at epoch 1, step 1; checkpoint saved in {tmp_path / 'r' / 'checkpoints'}" in out
+    assert (
+        f"stopped by signal at epoch 1, step 1; checkpoint saved in {tmp_path / 'r' / 'checkpoints'}" in out
+    )
     assert f"--run-dir {tmp_path / 'r'} --resume auto" in out
 
 
 def test_a_job_folder_is_found_again_after_a_requeue(synth_root, tmp_path):
-    job = dict(job_id="4242", array_task_id=None, run_name_suffix="job4242")
+    job = {"job_id": "4242", "array_task_id": None, "run_name_suffix": "job4242"}
     with pytest.raises(Interrupted):
-        run_training(tiny(tmp_path), ctx=TrainContext(stop=signalled(signal.SIGUSR1), **job),
-                     data_dir=synth_root, progress=False)
+        run_training(
+            tiny(tmp_path),
+            ctx=TrainContext(stop=signalled(signal.SIGUSR1), **job),
+            data_dir=synth_root,
+            progress=False,
+        )
     folder = tmp_path / "runs" / "tiny-job4242"
     assert ckpt.list_checkpoints(folder / "checkpoints")
     # the requeued job starts again with the same suffix: it resumes in its folder by itself
-    s = run_training(tiny(tmp_path), ctx=TrainContext(restart_count=1, **job), data_dir=synth_root,
-                     progress=False)
+    s = run_training(
+        tiny(tmp_path), ctx=TrainContext(restart_count=1, **job), data_dir=synth_root, progress=False
+    )
     assert s.run_dir == folder and [p.name for p in (tmp_path / "runs").iterdir()] == ["tiny-job4242"]
     on_disk = json.loads((folder / "summary.json").read_text())
     assert on_disk["slurm_job_id"] == "4242" and on_disk["slurm_array_task_id"] is None
@@ -90,7 +102,9 @@ def test_a_job_folder_is_found_again_after_a_requeue(synth_root, tmp_path):
 
 def test_offline_context_never_downloads(tmp_path):
     with pytest.raises(DataError, match="compute nodes have no internet"):
-        run_training(tiny(tmp_path), ctx=TrainContext(offline=True), data_dir=tmp_path / "empty", progress=False)
+        run_training(
+            tiny(tmp_path), ctx=TrainContext(offline=True), data_dir=tmp_path / "empty", progress=False
+        )
 
 
 def test_threads_come_from_the_context(synth_root, tmp_path, capsys):
@@ -170,8 +184,10 @@ def test_freed_tensor_memory_is_kept_with_glibc_unless_the_user_set_malloc(user_
     import subprocess
     import sys
 
-    code = ("from mnist_hpc.training.build import keep_freed_tensor_memory as k\n"
-            "a = k(); b = k(); assert a == b; print(a)")
+    code = (
+        "from mnist_hpc.training.build import keep_freed_tensor_memory as k\n"
+        "a = k(); b = k(); assert a == b; print(a)"
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     r = subprocess.run([sys.executable, "-c", code], env={**env, **user_env}, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

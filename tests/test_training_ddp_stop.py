@@ -20,16 +20,32 @@ from mnist_hpc.training import checkpoint as ckpt
 from tests.test_distributed import _free_port, _rank_env, train_argv
 
 # 960 training images, global batch 16: 60 steps per epoch, so the ranks agree at steps 20 and 40
-SETS = ["--set", "data.batch_size=16", "--set", "train.epochs=6", "--set", "runtime.deterministic=true",
-        "--set", "optim={name: sgd, lr: 0.05, momentum: 0.9}", "--set", "runtime.dist_timeout=60"]
+SETS = [
+    "--set",
+    "data.batch_size=16",
+    "--set",
+    "train.epochs=6",
+    "--set",
+    "runtime.deterministic=true",
+    "--set",
+    "optim={name: sgd, lr: 0.05, momentum: 0.9}",
+    "--set",
+    "runtime.dist_timeout=60",
+]
 
 
 def start_ranks(tiny_config, synth_root, run_dir, *extra):
     port = _free_port()
-    return [subprocess.Popen(train_argv(tiny_config, synth_root, "--run-dir", str(run_dir), *SETS, *extra),
-                             env=_rank_env(rank, port), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True)
-            for rank in (0, 1)]
+    return [
+        subprocess.Popen(
+            train_argv(tiny_config, synth_root, "--run-dir", str(run_dir), *SETS, *extra),
+            env=_rank_env(rank, port),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
 
 
 def finish(procs, timeout):
@@ -85,24 +101,41 @@ def _clock_rank(rank, port, root, out_dir, fast_clock):
         readings = itertools.count()
         start = time.time()
         trainer.time = type("FastClock", (), {"time": staticmethod(lambda: start + 61 * next(readings))})
-    cfg = config_from_dict({
-        "experiment": {"name": "clock", "seed": 0, "output_dir": out_dir},
-        "data": {"dataset": "mnist", "val_split": 0.2, "batch_size": 16, "eval_batch_size": 256},
-        "model": {"name": "mlp", "hidden": [32]}, "optim": {"name": "sgd", "lr": 0.05},
-        "train": {"epochs": 2, "checkpoint": {"every": 1, "unit": "minutes", "keep": 20}},
-        "runtime": {"threads": 1, "dist_timeout": 60}})
-    launch = {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2",
-              "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
-    run_training(cfg, ctx=TrainContext(launch_env=launch, launcher="slurm", run_name_suffix="job1"),
-                 data_dir=root, progress=False, echo=lambda m: None)
+    cfg = config_from_dict(
+        {
+            "experiment": {"name": "clock", "seed": 0, "output_dir": out_dir},
+            "data": {"dataset": "mnist", "val_split": 0.2, "batch_size": 16, "eval_batch_size": 256},
+            "model": {"name": "mlp", "hidden": [32]},
+            "optim": {"name": "sgd", "lr": 0.05},
+            "train": {"epochs": 2, "checkpoint": {"every": 1, "unit": "minutes", "keep": 20}},
+            "runtime": {"threads": 1, "dist_timeout": 60},
+        }
+    )
+    launch = {
+        "RANK": str(rank),
+        "LOCAL_RANK": str(rank),
+        "WORLD_SIZE": "2",
+        "LOCAL_WORLD_SIZE": "2",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+    }
+    run_training(
+        cfg,
+        ctx=TrainContext(launch_env=launch, launcher="slurm", run_name_suffix="job1"),
+        data_dir=root,
+        progress=False,
+        echo=lambda m: None,
+    )
 
 
 def test_a_checkpoint_due_on_one_rank_clock_is_taken_by_all_at_one_step(synth_root, tmp_path, monkeypatch):
     for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(k, raising=False)
     port, spawn = _free_port(), multiprocessing.get_context("spawn")
-    procs = [spawn.Process(target=_clock_rank, args=(r, port, str(synth_root), str(tmp_path), r == 1))
-             for r in (0, 1)]
+    procs = [
+        spawn.Process(target=_clock_rank, args=(r, port, str(synth_root), str(tmp_path), r == 1))
+        for r in (0, 1)
+    ]
     for p in procs:
         p.start()
     for p in procs:
@@ -111,7 +144,11 @@ def test_a_checkpoint_due_on_one_rank_clock_is_taken_by_all_at_one_step(synth_ro
     run = tmp_path / "clock-job1"  # the folder named by the context's job suffix
     names = sorted(p.name for p in ckpt.list_checkpoints(run / "checkpoints"))
     # 60 steps per epoch: rank 1's clock asks at every agreement point, steps 20 and 40 of each epoch
-    for mid in ("last-epoch0001-step000020.pt", "last-epoch0001-step000040.pt", "last-epoch0002-step000020.pt"):
+    for mid in (
+        "last-epoch0001-step000020.pt",
+        "last-epoch0001-step000040.pt",
+        "last-epoch0002-step000020.pt",
+    ):
         assert mid in names, names
     summary = json.loads((run / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["launcher"] == "slurm"

@@ -28,8 +28,11 @@ from mnist_hpc.training.stopflag import StopFlag
 
 def hashes(folder: Path) -> dict:
     """{relative path: sha1} of every file under ``folder`` (the lock file aside)."""
-    return {str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".lock"}
+    return {
+        str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != ".lock"
+    }
 
 
 def read_state(run_dir):
@@ -55,11 +58,16 @@ def one_line(text: str) -> str:
 
 
 def tiny(tmp_path, **train):
-    return config_from_dict({
-        "experiment": {"name": "tiny", "seed": 0, "output_dir": str(tmp_path / "runs")},
-        "data": {"dataset": "mnist", "val_split": 0.2, "batch_size": 64, "eval_batch_size": 256},
-        "model": {"name": "mlp", "hidden": [32]}, "optim": {"name": "adam", "lr": 0.003},
-        "train": {"epochs": 2, **train}, "runtime": {"threads": 1}})
+    return config_from_dict(
+        {
+            "experiment": {"name": "tiny", "seed": 0, "output_dir": str(tmp_path / "runs")},
+            "data": {"dataset": "mnist", "val_split": 0.2, "batch_size": 64, "eval_batch_size": 256},
+            "model": {"name": "mlp", "hidden": [32]},
+            "optim": {"name": "adam", "lr": 0.003},
+            "train": {"epochs": 2, **train},
+            "runtime": {"threads": 1},
+        }
+    )
 
 
 @pytest.fixture
@@ -89,10 +97,22 @@ def interrupt_at(monkeypatch, call: int):
 # --------------------------------------------------------------------------- 1. resume semantics
 
 
-def test_resume_with_another_config_is_refused_and_nothing_is_rewritten(cli, trained, tiny_config, synth_root):
+def test_resume_with_another_config_is_refused_and_nothing_is_rewritten(
+    cli, trained, tiny_config, synth_root
+):
     before = hashes(trained)
-    r = cli("train", tiny_config, "--data-dir", synth_root, "--resume", trained,
-            "--set", "optim.lr=0.01", "--set", "train.epochs=3")
+    r = cli(
+        "train",
+        tiny_config,
+        "--data-dir",
+        synth_root,
+        "--resume",
+        trained,
+        "--set",
+        "optim.lr=0.01",
+        "--set",
+        "train.epochs=3",
+    )
     assert r.code == 1, r
     line = one_line(r.err)
     assert "optim.lr 0.003 -> 0.01" in line and "train.epochs" not in line  # epochs may change
@@ -105,13 +125,30 @@ def test_resume_applies_allowed_changes_and_records_them(cli, tiny_config, synth
     interrupt_at(monkeypatch, 20)  # epoch 2, after the checkpoint of epoch 1
     assert cli("train", tiny_config, "--data-dir", synth_root, "--run-dir", run).code == 130
     monkeypatch.undo()
-    r = cli("train", tiny_config, "--data-dir", synth_root, "--run-dir", run, "--resume", "auto",
-            "--set", "train.epochs=3", "--set", "data.eval_batch_size=128", "--set", "runtime.threads=2")
+    r = cli(
+        "train",
+        tiny_config,
+        "--data-dir",
+        synth_root,
+        "--run-dir",
+        run,
+        "--resume",
+        "auto",
+        "--set",
+        "train.epochs=3",
+        "--set",
+        "data.eval_batch_size=128",
+        "--set",
+        "runtime.threads=2",
+    )
     assert r.code == 0, r
     s = summary(run)
     (entry,) = s["requeues"]
-    assert entry["changes"] == {"data.eval_batch_size": [256, 128], "train.epochs": [2, 3],
-                                "runtime.threads": [1, 2]}
+    assert entry["changes"] == {
+        "data.eval_batch_size": [256, 128],
+        "train.epochs": [2, 3],
+        "runtime.threads": [1, 2],
+    }
     assert s["epochs_run"] == 3 and "epochs: 3" in (run / "config.yaml").read_text()
     assert s["run_id"] == json.loads((run / "run.json").read_text())["run_id"]
 
@@ -120,7 +157,7 @@ def test_extending_a_completed_run_writes_a_new_folder(cli, trained, tiny_config
     before = hashes(trained)
     r = cli("train", tiny_config, "--data-dir", synth_root, "--resume", trained, "--set", "train.epochs=3")
     assert r.code == 0, r
-    (new,) = [p for p in (tmp_path / "runs").iterdir()]
+    (new,) = list((tmp_path / "runs").iterdir())
     s = summary(new)
     assert s["parent_run"] == str(trained) and s["epochs_run"] == 3
     assert s["requeues"][0]["changes"] == {"train.epochs": [2, 3]}
@@ -134,8 +171,18 @@ def test_extending_a_completed_run_writes_a_new_folder(cli, trained, tiny_config
 
 def test_init_from_copies_weights_into_a_new_run(cli, trained, tiny_config, synth_root, tmp_path):
     before = hashes(trained)
-    r = cli("train", tiny_config, "--data-dir", synth_root, "--init-from", trained, "--set", "optim.lr=0.001",
-            "--set", "train.epochs=1")
+    r = cli(
+        "train",
+        tiny_config,
+        "--data-dir",
+        synth_root,
+        "--init-from",
+        trained,
+        "--set",
+        "optim.lr=0.001",
+        "--set",
+        "train.epochs=1",
+    )
     assert r.code == 0, r
     (new,) = list((tmp_path / "runs").iterdir())
     s = summary(new)
@@ -143,14 +190,31 @@ def test_init_from_copies_weights_into_a_new_run(cli, trained, tiny_config, synt
     # the weights were the parent's: the first epoch starts where the parent ended
     assert s["test_accuracy"] >= 0.95 and "weights from" in r.out
     assert hashes(trained) == before
-    run = mnist_hpc.train(str(tiny_config), ["train.epochs=1"], data_dir=synth_root, init_from=trained,
-                          run_dir=tmp_path / "api", progress=False, echo=lambda m: None)
+    run = mnist_hpc.train(
+        str(tiny_config),
+        ["train.epochs=1"],
+        data_dir=synth_root,
+        init_from=trained,
+        run_dir=tmp_path / "api",
+        progress=False,
+        echo=lambda m: None,
+    )
     assert run.summary.parent_run == str(trained)
 
 
 def test_init_from_refuses_weights_of_another_model(cli, trained, tiny_config, synth_root, tmp_path):
-    r = cli("train", tiny_config, "--data-dir", synth_root, "--init-from", trained,
-            "--set", "model.hidden=[64]", "--run-dir", tmp_path / "x")
+    r = cli(
+        "train",
+        tiny_config,
+        "--data-dir",
+        synth_root,
+        "--init-from",
+        trained,
+        "--set",
+        "model.hidden=[64]",
+        "--run-dir",
+        tmp_path / "x",
+    )
     assert r.code == 1 and "do not fit" in one_line(r.err), r
     assert read_state(tmp_path / "x").state == "failed"
 
@@ -177,8 +241,12 @@ def test_rotation_deletes_only_this_runs_checkpoints(tmp_path):
     for epoch in (2, 3, 4):
         ckpt.save({"epoch": epoch, "step": 0}, run / "checkpoints", keep=2)
     names = sorted(p.name for p in ckpt.list_checkpoints(run / "checkpoints"))
-    assert names == ["last-e0001-s000000.pt", "last-e0009-s000000.pt", "last-epoch0004-step000000.pt",
-                     "last-epoch0005-step000000.pt"]  # the foreign files have an earlier version's names
+    assert names == [
+        "last-e0001-s000000.pt",
+        "last-e0009-s000000.pt",
+        "last-epoch0004-step000000.pt",
+        "last-epoch0005-step000000.pt",
+    ]  # the foreign files have an earlier version's names
     assert ckpt.load(run / "checkpoints" / "last-epoch0005-step000000.pt")["run_id"] == "ours"
 
 
@@ -200,8 +268,12 @@ def test_a_run_records_its_state(cli, trained, tiny_config, synth_root, tmp_path
     # a run that fails on bad data leaves a failed marker, not an empty folder
     bad = tmp_path / "baddata" / "MNIST" / "raw"
     bad.mkdir(parents=True)
-    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-                 "t10k-labels-idx1-ubyte"):
+    for name in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ):
         (bad / name).write_bytes(b"\0\0\x08\x01garbage")
     r = cli("train", tiny_config, "--data-dir", tmp_path / "baddata", "--run-dir", tmp_path / "failed")
     assert r.code == 1, r
@@ -211,11 +283,19 @@ def test_a_run_records_its_state(cli, trained, tiny_config, synth_root, tmp_path
     flag = StopFlag()
     flag.received = signal.SIGUSR1
     with pytest.raises(Interrupted):
-        run_training(tiny(tmp_path), ctx=TrainContext(stop=flag), data_dir=synth_root,
-                     run_dir=tmp_path / "stopped", progress=False, echo=lambda m: None)
+        run_training(
+            tiny(tmp_path),
+            ctx=TrainContext(stop=flag),
+            data_dir=synth_root,
+            run_dir=tmp_path / "stopped",
+            progress=False,
+            echo=lambda m: None,
+        )
     st = read_state(tmp_path / "stopped")
     assert (st.state, st.signal, st.epoch, st.step) == ("interrupted", "SIGUSR1", 1, 1)
-    assert st.describe().startswith("interrupted by SIGUSR1 at epoch 1, step 1; checkpoint last-epoch0001-step000001.pt")
+    assert st.describe().startswith(
+        "interrupted by SIGUSR1 at epoch 1, step 1; checkpoint last-epoch0001-step000001.pt"
+    )
     # report lists the unfinished runs as skipped, with their state
     from mnist_hpc.experiments.report import find_runs
 
@@ -223,13 +303,17 @@ def test_a_run_records_its_state(cli, trained, tiny_config, synth_root, tmp_path
     assert [r.path for r in runs] == [trained]
     assert any("failed: " in s for s in skipped) and any("interrupted by SIGUSR1" in s for s in skipped)
     # status shows the state of a job's run that has no summary
-    from mnist_hpc.cluster import queue
-
     from types import SimpleNamespace
 
+    from mnist_hpc.cluster import queue
+
     monkeypatch.setattr(queue, "shutil", SimpleNamespace(which=lambda name: f"/usr/bin/{name}"))
-    monkeypatch.setattr(queue.slurm, "scontrol_show_job", lambda job_id: {"JobState": "CANCELLED", "ExitCode": "0:15"})
-    assert queue.result("1", tmp_path / "stopped", {}).startswith("CANCELLED (exit 0:15), run interrupted by SIGUSR1")
+    monkeypatch.setattr(
+        queue.slurm, "scontrol_show_job", lambda job_id: {"JobState": "CANCELLED", "ExitCode": "0:15"}
+    )
+    assert queue.result("1", tmp_path / "stopped", {}).startswith(
+        "CANCELLED (exit 0:15), run interrupted by SIGUSR1"
+    )
     assert queue.result("2", tmp_path / "failed", {}).startswith("CANCELLED (exit 0:15), run failed: ")
 
 
@@ -249,10 +333,12 @@ def test_a_second_process_cannot_train_a_running_run(cli, trained, tiny_config, 
 # --------------------------------------------------------------------------- 3. a full disk
 
 
-@pytest.mark.parametrize("target", ["checkpoint-torch", "checkpoint-oserror", "metrics.csv", "summary.json",
-                                    "learning_curves.png"])
-def test_disk_full_is_one_line_and_keeps_earlier_checkpoints(cli, tiny_config, synth_root, tmp_path,
-                                                              monkeypatch, target):
+@pytest.mark.parametrize(
+    "target", ["checkpoint-torch", "checkpoint-oserror", "metrics.csv", "summary.json", "learning_curves.png"]
+)
+def test_disk_full_is_one_line_and_keeps_earlier_checkpoints(
+    cli, tiny_config, synth_root, tmp_path, monkeypatch, target
+):
     from mnist_hpc.runs import folder
 
     real, calls = folder.atomic_write_with, []
@@ -263,11 +349,17 @@ def test_disk_full_is_one_line_and_keeps_earlier_checkpoints(cli, tiny_config, s
         is_ckpt = path.name.startswith("last-epoch0003")  # epoch 2 done
         second = calls.count(path.name) == 2 if path.name == "metrics.csv" else True  # after a checkpoint
         if (target.startswith("checkpoint") and is_ckpt) or (path.name == target and second):
+
             def full(f):
                 f.write(b"partial")
                 if target == "checkpoint-torch":
-                    raise RuntimeError("[enforce fail at inline_container.cc:671] . unexpected pos 704 vs 598")
-                raise OSError(errno.EDQUOT if target == "metrics.csv" else errno.ENOSPC, "No space left on device")
+                    raise RuntimeError(
+                        "[enforce fail at inline_container.cc:671] . unexpected pos 704 vs 598"
+                    )
+                raise OSError(
+                    errno.EDQUOT if target == "metrics.csv" else errno.ENOSPC, "No space left on device"
+                )
+
             return real(path, full)
         return real(path, fill)
 
@@ -291,8 +383,12 @@ def _mount_tmpfs(where: Path, size: str) -> bool:
     if os.geteuid() != 0 or not shutil.which("mount"):
         return False
     where.mkdir(parents=True, exist_ok=True)
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                          capture_output=True).returncode == 0
+    return (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True
+        ).returncode
+        == 0
+    )
 
 
 def test_a_really_full_disk(cli, tiny_config, synth_root, tmp_path, monkeypatch):
@@ -351,7 +447,7 @@ def test_predict_judges_each_image_on_its_own(cli, trained, tmp_path):
     assert r.out.startswith(f"{good}: ") and len(r.out.strip().splitlines()) == 1
     errors = r.err.strip().splitlines()
     assert len(errors) == 4 and "Traceback" not in r.err
-    for path, line in zip([blank, corrupt, folder_, missing], errors):
+    for path, line in zip([blank, corrupt, folder_, missing], errors, strict=False):
         assert line.startswith(f"error: {path}: "), line
     preds = mnist_hpc.Run.load(trained).predict([blank, good], errors="skip")
     assert preds[0].label is None and "blank" in preds[0].error and preds[1].label is not None
@@ -378,14 +474,19 @@ def test_a_raw_pickle_checkpoint_is_refused_without_a_warning(tmp_path):
     raw = tmp_path / "raw.pt"
     with open(raw, "wb") as f:
         pickle.dump({"format": "mnist-hpc-checkpoint", "version": 1, "model": {}}, f, protocol=4)
-    p = subprocess.run([sys.executable, "-m", "mnist_hpc", "evaluate", str(raw)], capture_output=True, text=True,
-                       env=dict(os.environ, MNIST_HPC_OFFLINE="1"))
+    p = subprocess.run(
+        [sys.executable, "-m", "mnist_hpc", "evaluate", str(raw)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, MNIST_HPC_OFFLINE="1"),
+    )
     assert p.returncode == 1, p.stderr
     assert one_line(p.stderr).startswith(f"error: {raw}: ") and "Warning" not in p.stderr
 
 
-def test_ctrl_c_names_the_kept_checkpoint_and_the_resume_command(cli, tiny_config, synth_root, tmp_path,
-                                                                  monkeypatch):
+def test_ctrl_c_names_the_kept_checkpoint_and_the_resume_command(
+    cli, tiny_config, synth_root, tmp_path, monkeypatch
+):
     run = tmp_path / "r"
     interrupt_at(monkeypatch, 20)  # epoch 2, step 5: the checkpoint of epoch 1 is on disk
     r = cli("train", tiny_config, "--data-dir", synth_root, "--run-dir", run, "--set", "optim.lr=0.002")
@@ -408,8 +509,13 @@ def test_the_final_line_never_says_training_exceeds_total(cli, trained, tiny_con
 
     run = tmp_path / "old"
     shutil.copytree(trained, run)
-    for name in ("summary.json", "run.json", "state.json", "checkpoints/last-epoch0003-step000000.pt",
-                 "checkpoints/last-epoch0002-step000000.pt.sha256"):  # earlier versions recorded no sha256
+    for name in (
+        "summary.json",
+        "run.json",
+        "state.json",
+        "checkpoints/last-epoch0003-step000000.pt",
+        "checkpoints/last-epoch0002-step000000.pt.sha256",
+    ):  # earlier versions recorded no sha256
         (run / name).unlink(missing_ok=True)
     last = run / "checkpoints" / "last-epoch0002-step000000.pt"
     state = torch.load(last, weights_only=True)

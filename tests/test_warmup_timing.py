@@ -22,10 +22,15 @@ def test_the_first_step_is_off_the_clock(synth_root, tmp_path, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(trainer_mod, "train_step", slow_first)
-    cfg = config_from_dict({
-        "experiment": {"name": "tiny", "seed": 0, "output_dir": str(tmp_path / "runs")},
-        "data": {"dataset": "mnist", "val_split": 0.2, "batch_size": 32, "subset": 320},
-        "model": {"name": "mlp", "hidden": [8]}, "train": {"epochs": 2}, "runtime": {"threads": 1}})
+    cfg = config_from_dict(
+        {
+            "experiment": {"name": "tiny", "seed": 0, "output_dir": str(tmp_path / "runs")},
+            "data": {"dataset": "mnist", "val_split": 0.2, "batch_size": 32, "subset": 320},
+            "model": {"name": "mlp", "hidden": [8]},
+            "train": {"epochs": 2},
+            "runtime": {"threads": 1},
+        }
+    )
     said = []
     run = mnist_hpc.train(cfg, data_dir=synth_root, run_dir=tmp_path / "r", progress=False, echo=said.append)
     summary = json.loads((run.path / "summary.json").read_text())

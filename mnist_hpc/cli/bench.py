@@ -39,9 +39,11 @@ def load_benchmark(name: str):
                 if e.name and e.name.startswith("benchmarks"):
                     raise UserError(f"benchmark {name!r} not found in {root / 'benchmarks'}") from None
                 raise
-    raise UserError("the benchmarks live in the project's source tree (benchmarks/), which is not installed "
-                    "with the package: run `mnist-hpc bench ...` from the root of a clone of mnist-hpc "
-                    "(the folder that holds benchmarks/ and configs/)")
+    raise UserError(
+        "the benchmarks live in the project's source tree (benchmarks/), which is not installed "
+        "with the package: run `mnist-hpc bench ...` from the root of a clone of mnist-hpc "
+        "(the folder that holds benchmarks/ and configs/)"
+    )
 
 
 def _run(name: str, args) -> None:
@@ -74,11 +76,20 @@ def _passthrough(name: str, module: str, help_text: str):
     bench.command(name, context_settings=PASSTHROUGH, add_help_option=False, help=help_text)(command)
 
 
-_passthrough("tta", "tta", "Seconds to 99.0% / 99.5% test accuracy (fast, fast995, best on a GPU), mean ± sd over seeds.")
+_passthrough(
+    "tta",
+    "tta",
+    "Seconds to 99.0% / 99.5% test accuracy (fast, fast995, best on a GPU), mean ± sd over seeds.",
+)
 _passthrough("throughput", "throughput", "Training images/s of every registry model at a few batch sizes.")
-_passthrough("side-by-side", "side_by_side",
-             "The classic cnn through torchvision DataLoader vs through mnist-hpc, in one run, with the ratio.")
-_passthrough("pipeline", "pipeline", "The data pipeline alone: ResidentLoader (± augmentation) vs DataLoader.")
+_passthrough(
+    "side-by-side",
+    "side_by_side",
+    "The classic cnn through torchvision DataLoader vs through mnist-hpc, in one run, with the ratio.",
+)
+_passthrough(
+    "pipeline", "pipeline", "The data pipeline alone: ResidentLoader (± augmentation) vs DataLoader."
+)
 
 
 @bench.command("all", context_settings={"help_option_names": ["-h", "--help"]})

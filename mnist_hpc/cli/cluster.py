@@ -23,26 +23,57 @@ FOLLOW_HINT = "follow it with: mnist-hpc status · mnist-hpc logs {job} -f · sq
 def resource_options(f):
     """--cluster, --gpus, --nodes, ... shared by `submit` and `sweep submit`."""
     options = [
-        click.option("--cluster", "-c", required=True, metavar="NAME", shell_complete=complete_cluster,
-                     help="Cluster profile: fir, nibi, rorqual, trillium, narval, tamia, alliance, generic, "
-                          "local, or one of yours (~/.config/mnist-hpc/clusters.yaml)."),
-        click.option("--gpus", default=None, metavar="N|TYPE:N",
-                     help="GPUs per node, optionally typed (narval: a100_3g.20gb:1), or auto (the cheapest "
-                          "request the model fits: a MIG slice, a whole GPU, or the CPU; says why). "
-                          "Default: 1 on GPU clusters (4 where jobs take whole nodes), 0 on CPU-only ones."),
+        click.option(
+            "--cluster",
+            "-c",
+            required=True,
+            metavar="NAME",
+            shell_complete=complete_cluster,
+            help="Cluster profile: fir, nibi, rorqual, trillium, narval, tamia, alliance, generic, "
+            "local, or one of yours (~/.config/mnist-hpc/clusters.yaml).",
+        ),
+        click.option(
+            "--gpus",
+            default=None,
+            metavar="N|TYPE:N",
+            help="GPUs per node, optionally typed (narval: a100_3g.20gb:1), or auto (the cheapest "
+            "request the model fits: a MIG slice, a whole GPU, or the CPU; says why). "
+            "Default: 1 on GPU clusters (4 where jobs take whole nodes), 0 on CPU-only ones.",
+        ),
         click.option("--nodes", type=click.IntRange(1), default=1, show_default=True, help="Nodes."),
-        click.option("--tasks", type=click.IntRange(1), default=None,
-                     help="Processes per node (default: one per GPU; >1 without GPUs: CPU DDP)."),
-        click.option("--time", "time_limit", default="1:00:00", show_default=True,
-                     help="Time limit: minutes, H:MM:SS or D-HH:MM:SS."),
-        click.option("--account", default=None, metavar="ACCOUNT",
-                     help="Slurm account, e.g. def-yourpi (default: $SBATCH_ACCOUNT, $SLURM_ACCOUNT)."),
+        click.option(
+            "--tasks",
+            type=click.IntRange(1),
+            default=None,
+            help="Processes per node (default: one per GPU; >1 without GPUs: CPU DDP).",
+        ),
+        click.option(
+            "--time",
+            "time_limit",
+            default="1:00:00",
+            show_default=True,
+            help="Time limit: minutes, H:MM:SS or D-HH:MM:SS.",
+        ),
+        click.option(
+            "--account",
+            default=None,
+            metavar="ACCOUNT",
+            help="Slurm account, e.g. def-yourpi (default: $SBATCH_ACCOUNT, $SLURM_ACCOUNT).",
+        ),
         click.option("--mail", default=None, metavar="ADDRESS", help="Mail at the end or on failure."),
-        click.option("--cpus", type=click.IntRange(1), default=None,
-                     help="CPU cores per task (default: the cluster's share per GPU)."),
+        click.option(
+            "--cpus",
+            type=click.IntRange(1),
+            default=None,
+            help="CPU cores per task (default: the cluster's share per GPU).",
+        ),
         click.option("--mem", default=None, help="Memory per node, e.g. 16G (default: the profile's)."),
-        click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-                     help="Dataset folder to pack from (and to use when a job has no $SLURM_TMPDIR)."),
+        click.option(
+            "--data-dir",
+            type=click.Path(file_okay=False),
+            default=None,
+            help="Dataset folder to pack from (and to use when a job has no $SLURM_TMPDIR).",
+        ),
         click.option("--dry-run", is_flag=True, help="Print the job script; create and submit nothing."),
     ]
     for option in reversed(options):
@@ -68,7 +99,7 @@ def _short(path) -> str:
 def _table(header, rows):
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for r in [header, *rows]:
-        click.echo("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip())
+        click.echo("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=False)).rstrip())
 
 
 # --------------------------------------------------------------------------- submit
@@ -77,13 +108,37 @@ def _table(header, rows):
 @click.command()
 @click.argument("config", type=click.Path(dir_okay=False), shell_complete=complete_config)
 @resource_options
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", shell_complete=complete_set,
-              help="Override a config value (repeatable), as for `train`.")
-@click.option("--after", metavar="JOBID[:afterany]", default=None,
-              help="Start only after job JOBID completed successfully (afterok), or ended in any way "
-                   "(JOBID:afterany). The job must exist.")
-def submit(config, cluster, gpus, nodes, tasks, time_limit, account, mail, cpus, mem, data_dir,
-           dry_run, overrides, after):
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    shell_complete=complete_set,
+    help="Override a config value (repeatable), as for `train`.",
+)
+@click.option(
+    "--after",
+    metavar="JOBID[:afterany]",
+    default=None,
+    help="Start only after job JOBID completed successfully (afterok), or ended in any way "
+    "(JOBID:afterany). The job must exist.",
+)
+def submit(
+    config,
+    cluster,
+    gpus,
+    nodes,
+    tasks,
+    time_limit,
+    account,
+    mail,
+    cpus,
+    mem,
+    data_dir,
+    dry_run,
+    overrides,
+    after,
+):
     """Submit CONFIG as a Slurm job on CLUSTER and record it in a new run folder.
 
     \b
@@ -93,9 +148,24 @@ def submit(config, cluster, gpus, nodes, tasks, time_limit, account, mail, cpus,
       mnist-hpc submit configs/quickstart.yaml --cluster narval --account def-you --time 0:30:00
       mnist-hpc submit configs/quickstart.yaml --cluster local
     """
-    job = jobs.submit(config, overrides, cluster, account=account, dry_run=dry_run, gpus=gpus,
-                      nodes=nodes, tasks=tasks, time=time_limit, mail=mail, cpus=cpus, mem=mem,
-                      data_dir=data_dir, warn=_warn, note=_note, after=after)
+    job = jobs.submit(
+        config,
+        overrides,
+        cluster,
+        account=account,
+        dry_run=dry_run,
+        gpus=gpus,
+        nodes=nodes,
+        tasks=tasks,
+        time=time_limit,
+        mail=mail,
+        cpus=cpus,
+        mem=mem,
+        data_dir=data_dir,
+        warn=_warn,
+        note=_note,
+        after=after,
+    )
     if job.job_id is None:
         click.echo(job.script, nl=False)
         _dry_run_estimate(config, overrides, cluster, gpus, 1, time_limit)
@@ -125,8 +195,9 @@ def _is_sweep_file(path) -> bool:
     return isinstance(raw, dict) and "base" in raw
 
 
-def cost_estimate(source, overrides, cluster, gpus, pack=1, time_limit=None, warn=None, stored_only=False,
-                  note=None):
+def cost_estimate(
+    source, overrides, cluster, gpus, pack=1, time_limit=None, warn=None, stored_only=False, note=None
+):
     """The ``cluster.estimate.Estimate`` of a config or sweep file (probing its model(s) here;
     ``stored_only``: from stored probes only, torch-free, None where one is missing)."""
     from mnist_hpc.cluster import estimate as est
@@ -139,8 +210,10 @@ def cost_estimate(source, overrides, cluster, gpus, pack=1, time_limit=None, war
 
         sweep = load_sweep(source, tuple(overrides))
         if getattr(sweep, "study", None) is not None:
-            raise UserError(f"{source}: an optuna study has no fixed runs to estimate; estimate its base "
-                            "config (one trial) instead")
+            raise UserError(
+                f"{source}: an optuna study has no fixed runs to estimate; estimate its base "
+                "config (one trial) instead"
+            )
         cfgs = [run.config for run in sweep.runs]
     else:
         from mnist_hpc.config import load_config
@@ -157,15 +230,35 @@ def cost_estimate(source, overrides, cluster, gpus, pack=1, time_limit=None, war
                 return None
         probes.append(seen[key])
     if str(gpus).strip().lower() == "auto":  # what submit would choose (it says why itself)
-        gpus = jobs.auto_gpus(cfgs, profile, time_limit or "1:00:00", 1, None, note or (lambda text: None), pack,
-                              probe=probes[0])
+        gpus = jobs.auto_gpus(
+            cfgs,
+            profile,
+            time_limit or "1:00:00",
+            1,
+            None,
+            note or (lambda text: None),
+            pack,
+            probe=probes[0],
+        )
     n_gpus, gpu_type = jobs.parse_gpus(gpus, profile)
     from mnist_hpc.cluster.spec import JobSpec, check_spec, kind_for
 
     # the request as submit would check it: a GPU type or slice the cluster lacks is refused here too
-    check_spec(JobSpec(template="sweep_array" if is_sweep else kind_for(1, n_gpus, None), profile=profile,
-                       job_name="estimate", sweep="s", array="0-0", gpus_per_node=n_gpus, gpu_type=gpu_type,
-                       time=time_limit or "1:00:00", account=(profile.account_prefixes or ("def-",))[0] + "estimate" if profile.account_required else None))
+    check_spec(
+        JobSpec(
+            template="sweep_array" if is_sweep else kind_for(1, n_gpus, None),
+            profile=profile,
+            job_name="estimate",
+            sweep="s",
+            array="0-0",
+            gpus_per_node=n_gpus,
+            gpu_type=gpu_type,
+            time=time_limit or "1:00:00",
+            account=(profile.account_prefixes or ("def-",))[0] + "estimate"
+            if profile.account_required
+            else None,
+        )
+    )
     return est.estimate(cfgs, probes, profile, n_gpus, gpu_type, pack=pack, time_limit=time_limit)
 
 
@@ -181,8 +274,10 @@ def _dry_run_estimate(source, overrides, cluster, gpus, pack, time_limit) -> Non
         return
     if e is None:
         sets = "".join(f" --set {o}" for o in overrides)
-        _note(f"no cost estimate yet (no stored probe of this model here): mnist-hpc estimate {source} "
-              f"--cluster {cluster}{sets} times a few steps once; dry runs then show it")
+        _note(
+            f"no cost estimate yet (no stored probe of this model here): mnist-hpc estimate {source} "
+            f"--cluster {cluster}{sets} times a few steps once; dry runs then show it"
+        )
         return
     _show_estimate(e)
 
@@ -215,25 +310,55 @@ def _pack_value(pack: str, sweep_file, overrides, task_time: str) -> int:
     cfgs = [run.config for run in sweep.runs]
     probes = [est.stored_probe(c) for c in cfgs]
     if any(p is None for p in probes):
-        raise UserError(f"--pack auto needs the runs' time: run mnist-hpc estimate {sweep_file} --cluster NAME "
-                        "once (it times the model here), or give --pack K")
+        raise UserError(
+            f"--pack auto needs the runs' time: run mnist-hpc estimate {sweep_file} --cluster NAME "
+            "once (it times the model here), or give --pack K"
+        )
     k, why = est.choose_pack(cfgs, probes, task_time)
     _note(why)
     return k
 
 
 @click.command()
-@click.argument("source", metavar="CONFIG|SWEEP", type=click.Path(dir_okay=False), shell_complete=complete_yaml)
-@click.option("--cluster", "-c", required=True, metavar="NAME", shell_complete=complete_cluster,
-              help="The cluster profile whose GPUs, limits and RGU values to use.")
-@click.option("--gpus", default=None, metavar="N|TYPE:N|auto",
-              help="As for submit (a MIG slice: a100_1g.5gb:1; auto: what submit --gpus auto would choose).")
-@click.option("--pack", type=click.IntRange(1), default=1, show_default=True, metavar="K",
-              help="Runs per array task (a sweep), as for sweep submit.")
-@click.option("--time", "time_limit", default=None, help="The --time you mean to ask for: warned about "
-              "when below the estimate or far above it.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", shell_complete=complete_set,
-              help="Override a config value (repeatable).")
+@click.argument(
+    "source", metavar="CONFIG|SWEEP", type=click.Path(dir_okay=False), shell_complete=complete_yaml
+)
+@click.option(
+    "--cluster",
+    "-c",
+    required=True,
+    metavar="NAME",
+    shell_complete=complete_cluster,
+    help="The cluster profile whose GPUs, limits and RGU values to use.",
+)
+@click.option(
+    "--gpus",
+    default=None,
+    metavar="N|TYPE:N|auto",
+    help="As for submit (a MIG slice: a100_1g.5gb:1; auto: what submit --gpus auto would choose).",
+)
+@click.option(
+    "--pack",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    metavar="K",
+    help="Runs per array task (a sweep), as for sweep submit.",
+)
+@click.option(
+    "--time",
+    "time_limit",
+    default=None,
+    help="The --time you mean to ask for: warned about when below the estimate or far above it.",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    shell_complete=complete_set,
+    help="Override a config value (repeatable).",
+)
 def estimate(source, cluster, gpus, pack, time_limit, overrides):
     """What CONFIG (or every run of SWEEP) will cost on CLUSTER, before anything is queued.
 
@@ -243,7 +368,9 @@ def estimate(source, cluster, gpus, pack, time_limit, overrides):
     the GPU or MIG slice [Alliance wiki: Allocations and compute scheduling]. Every figure is an
     estimate and says how it was obtained; no GPU speed has been measured, so none is claimed.
     """
-    _show_estimate(cost_estimate(source, overrides, cluster, gpus, pack, time_limit, _warn, note=_note), err=False)
+    _show_estimate(
+        cost_estimate(source, overrides, cluster, gpus, pack, time_limit, _warn, note=_note), err=False
+    )
 
 
 # --------------------------------------------------------------------------- sweep submit
@@ -252,26 +379,72 @@ def estimate(source, cluster, gpus, pack, time_limit, overrides):
 @click.command("submit")
 @click.argument("sweep_file", type=click.Path(dir_okay=False), shell_complete=complete_yaml)
 @resource_options
-@click.option("--parallel", type=click.IntRange(1), default=4, show_default=True,
-              help="Array tasks running at the same time (the %K of --array=0-N%K); for a "
-                   "method: optuna study, the number of worker tasks.")
-@click.option("--then", "then", type=click.Choice(["report"]), default=None,
-              help="After the array has ended (afterany), a small CPU job writes the sweep's report.md "
-                   "into the sweep folder, naming the runs that did not complete.")
-@click.option("--pack", default="1", show_default=True, metavar="K|auto",
-              help="Runs per array task, one after another (short runs make poor array tasks; give "
-                   "--time for K runs). A task's time-limit signal checkpoints the current run and "
-                   "requeues the task; its next start skips the finished runs. auto: as many as fit "
-                   "--task-time, from the stored estimate (mnist-hpc estimate makes it).")
-@click.option("--task-time", default="1:00:00", show_default=True,
-              help="With --pack auto: how long each array task should last.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", shell_complete=complete_set,
-              help="Override a config value in every run (repeatable), as for `sweep run`.")
-@click.option("--force", is_flag=True,
-              help="Train anew the finished runs whose stored config differs from the one asked for "
-                   "now (moved to <sweep folder>-replaced-<time>/, not deleted), as for `sweep run`.")
-def sweep_submit_command(sweep_file, cluster, gpus, nodes, tasks, time_limit, account, mail, cpus, mem,
-                         data_dir, dry_run, parallel, then, pack, task_time, overrides, force):
+@click.option(
+    "--parallel",
+    type=click.IntRange(1),
+    default=4,
+    show_default=True,
+    help="Array tasks running at the same time (the %K of --array=0-N%K); for a "
+    "method: optuna study, the number of worker tasks.",
+)
+@click.option(
+    "--then",
+    "then",
+    type=click.Choice(["report"]),
+    default=None,
+    help="After the array has ended (afterany), a small CPU job writes the sweep's report.md "
+    "into the sweep folder, naming the runs that did not complete.",
+)
+@click.option(
+    "--pack",
+    default="1",
+    show_default=True,
+    metavar="K|auto",
+    help="Runs per array task, one after another (short runs make poor array tasks; give "
+    "--time for K runs). A task's time-limit signal checkpoints the current run and "
+    "requeues the task; its next start skips the finished runs. auto: as many as fit "
+    "--task-time, from the stored estimate (mnist-hpc estimate makes it).",
+)
+@click.option(
+    "--task-time",
+    default="1:00:00",
+    show_default=True,
+    help="With --pack auto: how long each array task should last.",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    shell_complete=complete_set,
+    help="Override a config value in every run (repeatable), as for `sweep run`.",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Train anew the finished runs whose stored config differs from the one asked for "
+    "now (moved to <sweep folder>-replaced-<time>/, not deleted), as for `sweep run`.",
+)
+def sweep_submit_command(
+    sweep_file,
+    cluster,
+    gpus,
+    nodes,
+    tasks,
+    time_limit,
+    account,
+    mail,
+    cpus,
+    mem,
+    data_dir,
+    dry_run,
+    parallel,
+    then,
+    pack,
+    task_time,
+    overrides,
+    force,
+):
     """Submit every run of SWEEP_FILE as one Slurm job array (task I runs run I; with --pack K,
     runs I*K .. I*K+K-1 one after another, each in its own run folder).
 
@@ -281,10 +454,27 @@ def sweep_submit_command(sweep_file, cluster, gpus, nodes, tasks, time_limit, ac
     runs/<sweep>-sweep-<time>/: editing the files afterwards changes nothing already submitted.
     """
     pack = _pack_value(pack, sweep_file, overrides, task_time)
-    out = jobs.sweep_submit(sweep_file, cluster, overrides=overrides, account=account, dry_run=dry_run,
-                            gpus=gpus, nodes=nodes, tasks=tasks, time=time_limit, mail=mail, cpus=cpus,
-                            mem=mem, data_dir=data_dir, parallel=parallel, pack=pack, warn=_warn, note=_note,
-                            then=then, force=force)
+    out = jobs.sweep_submit(
+        sweep_file,
+        cluster,
+        overrides=overrides,
+        account=account,
+        dry_run=dry_run,
+        gpus=gpus,
+        nodes=nodes,
+        tasks=tasks,
+        time=time_limit,
+        mail=mail,
+        cpus=cpus,
+        mem=mem,
+        data_dir=data_dir,
+        parallel=parallel,
+        pack=pack,
+        warn=_warn,
+        note=_note,
+        then=then,
+        force=force,
+    )
     for line in out.notes:
         _note(line)
     if dry_run:
@@ -292,23 +482,36 @@ def sweep_submit_command(sweep_file, cluster, gpus, nodes, tasks, time_limit, ac
             click.echo(job.script, nl=False)
         _dry_run_estimate(sweep_file, overrides, cluster, gpus, out.pack, time_limit)
         packing = f" ({out.tasks} task{'s' if out.tasks != 1 else ''} of {out.pack})" if out.pack > 1 else ""
-        click.echo(f"dry run: nothing submitted; {out.runs} runs{packing} in {len(out.jobs)} job array(s)",
-                   err=True)
+        click.echo(
+            f"dry run: nothing submitted; {out.runs} runs{packing} in {len(out.jobs)} job array(s)", err=True
+        )
         return
     packing = f" in {out.tasks} task{'s' if out.tasks != 1 else ''} of {out.pack}" if out.pack > 1 else ""
-    what = f"{out.runs} runs{packing}" if out.trials is None else f"{out.runs} workers of a {out.trials}-trial study"
-    click.echo(f"submitted sweep {out.name}: {what} as job array {', '.join(out.job_ids)} on "
-               f"{out.cluster} ({out.parallel} at a time); scripts in {_short(out.folder)}/")
+    what = (
+        f"{out.runs} runs{packing}"
+        if out.trials is None
+        else f"{out.runs} workers of a {out.trials}-trial study"
+    )
+    click.echo(
+        f"submitted sweep {out.name}: {what} as job array {', '.join(out.job_ids)} on "
+        f"{out.cluster} ({out.parallel} at a time); scripts in {_short(out.folder)}/"
+    )
     if out.report_job is not None:
-        click.echo(f"then job {out.report_job.job_id} writes {_short(out.folder)}/report.md once the array has ended")
+        click.echo(
+            f"then job {out.report_job.job_id} writes {_short(out.folder)}/report.md once the array has ended"
+        )
     click.echo(FOLLOW_HINT.format(job=f"{out.job_ids[0]}_0"))
 
 
 @click.command("task", hidden=True)
 @click.argument("sweep_file", type=click.Path(dir_okay=False, exists=True))
-@click.option("--task", "task", type=click.IntRange(0), required=True, help="The array task ($SLURM_ARRAY_TASK_ID).")
+@click.option(
+    "--task", "task", type=click.IntRange(0), required=True, help="The array task ($SLURM_ARRAY_TASK_ID)."
+)
 @click.option("--pack", type=click.IntRange(1), required=True, help="Runs per array task.")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Dataset folder, for every run.")
+@click.option(
+    "--data-dir", type=click.Path(file_okay=False), default=None, help="Dataset folder, for every run."
+)
 def sweep_task_command(sweep_file, task, pack, data_dir):
     """Run array task TASK of a packed sweep (`sweep submit --pack K`): runs TASK*K .. TASK*K+K-1
     one after another, skipping completed ones and resuming an interrupted one."""
@@ -336,11 +539,20 @@ def sweep_report_job_command(sweep_file):
 
 
 @click.command()
-@click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(file_okay=False),
-              help="Where to look for the run folders of your jobs.")
-@click.option("--watch", is_flag=True,
-              help="Print it again every 60 s until Ctrl-C (never more often: one squeue and one "
-                   "sacct call a refresh, for all your jobs).")
+@click.option(
+    "--runs",
+    "runs_dir",
+    default="runs",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where to look for the run folders of your jobs.",
+)
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="Print it again every 60 s until Ctrl-C (never more often: one squeue and one "
+    "sacct call a refresh, for all your jobs).",
+)
 def status(runs_dir, watch):
     """Your jobs in the Slurm queue (like `sq`) with their run folders, then the recent ones that
     left it, with Slurm's state, elapsed time, CPU and memory efficiency (like `seff`, where the
@@ -365,19 +577,36 @@ def status(runs_dir, watch):
 
 
 def _print_status(now) -> None:
-    rows = [(q.job.job_id, q.job.name, q.job.state, q.job.elapsed, q.job.time_limit, q.job.reason,
-             (_short(q.folder) if q.folder else "-") + (f" ({q.detail})" if getattr(q, "detail", "") else ""))
-            for q in now.queued]
+    rows = [
+        (
+            q.job.job_id,
+            q.job.name,
+            q.job.state,
+            q.job.elapsed,
+            q.job.time_limit,
+            q.job.reason,
+            (_short(q.folder) if q.folder else "-") + (f" ({q.detail})" if getattr(q, "detail", "") else ""),
+        )
+        for q in now.queued
+    ]
     if rows:
         _table(("JOBID", "NAME", "STATE", "TIME", "LIMIT", "NODES/REASON", "RUN FOLDER"), rows)
     else:
         click.echo(f"no jobs of {now.user} in the queue")
     if now.finished:
         click.echo("\nrecently finished (no longer queued):")
-        header = ("JOBID", "NAME", "STATE", "ELAPSED") + (("CPU AND MEMORY (sacct)",) if now.accounting else ())
-        _table(header + ("RESULT", "RUN FOLDER"), [
-            (f.job_id, f.name, f.state, f.elapsed) + ((f.usage,) if now.accounting else ())
-            + (f.result, _short(f.folder) if f.folder else "-") for f in now.finished])
+        header = ("JOBID", "NAME", "STATE", "ELAPSED") + (
+            ("CPU AND MEMORY (sacct)",) if now.accounting else ()
+        )
+        _table(
+            (*header, "RESULT", "RUN FOLDER"),
+            [
+                (f.job_id, f.name, f.state, f.elapsed)
+                + ((f.usage,) if now.accounting else ())
+                + (f.result, _short(f.folder) if f.folder else "-")
+                for f in now.finished
+            ],
+        )
         if not now.accounting and not now.notes:
             click.echo("(no accounting on this cluster: sacct cannot tell CPU and memory efficiency)")
     for line in now.notes:
@@ -386,11 +615,21 @@ def _print_status(now) -> None:
 
 @click.command()
 @click.argument("job_id")
-@click.option("-f", "--follow", is_flag=True,
-              help="Keep printing new output until the job ends (like tail -f: the file is read as it "
-                   "grows; squeue is asked whether the job still runs once a minute).")
-@click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(file_okay=False),
-              help="Where to look for the run folders of your jobs.")
+@click.option(
+    "-f",
+    "--follow",
+    is_flag=True,
+    help="Keep printing new output until the job ends (like tail -f: the file is read as it "
+    "grows; squeue is asked whether the job still runs once a minute).",
+)
+@click.option(
+    "--runs",
+    "runs_dir",
+    default="runs",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where to look for the run folders of your jobs.",
+)
 def logs(job_id, follow, runs_dir):
     """Print the output of job JOB_ID (its slurm-JOBID.out), like `cat slurm-JOBID.out`.
 
@@ -419,8 +658,14 @@ def cancel(job_ids):
 
 @click.command()
 @click.argument("job_id", metavar="JOBID[_TASK]")
-@click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(file_okay=False),
-              help="Where to look for the job's run folder (its job script names the signal).")
+@click.option(
+    "--runs",
+    "runs_dir",
+    default="runs",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where to look for the job's run folder (its job script names the signal).",
+)
 @click.option("--dry-run", is_flag=True, help="Print the scancel command; send nothing.")
 def preempt(job_id, runs_dir, dry_run):
     """Rehearse the time limit: send running job JOBID (an array task: JOBID_TASK) the signal Slurm
@@ -440,17 +685,25 @@ def preempt(job_id, runs_dir, dry_run):
         click.echo(f"dry run: nothing sent (signal {out.signal} read from {_short(out.source)})", err=True)
         return
     to = "its batch shell" if out.batch else "its job steps"
-    click.echo(f"sent SIG{out.signal} to {to} of job {out.job_id} ({command}; the signal read from "
-               f"{_short(out.source)}): it checkpoints, requeues and resumes; follow it with "
-               f"mnist-hpc status · mnist-hpc logs {out.job_id} -f")
+    click.echo(
+        f"sent SIG{out.signal} to {to} of job {out.job_id} ({command}; the signal read from "
+        f"{_short(out.source)}): it checkpoints, requeues and resumes; follow it with "
+        f"mnist-hpc status · mnist-hpc logs {out.job_id} -f"
+    )
 
 
 # --------------------------------------------------------------------------- setup
 
 
 @click.command()
-@click.option("--cluster", "-c", required=True, metavar="NAME", shell_complete=complete_cluster,
-              help="The cluster's profile (trillium: a virtualenv in $HOME).")
+@click.option(
+    "--cluster",
+    "-c",
+    required=True,
+    metavar="NAME",
+    shell_complete=complete_cluster,
+    help="The cluster's profile (trillium: a virtualenv in $HOME).",
+)
 @click.argument("configs", nargs=-1, type=click.Path(dir_okay=False), shell_complete=complete_config)
 @click.option("--dry-run", is_flag=True, help="Print the commands; build nothing.")
 def setup(cluster, configs, dry_run):
@@ -466,8 +719,10 @@ def setup(cluster, configs, dry_run):
     """
     out = jobs.setup(cluster, configs, dry_run=dry_run, warn=_warn)
     if out.venv is None:
-        click.echo(f"cluster {out.cluster}: each job builds its virtualenv in $SLURM_TMPDIR from the "
-                   "wheelhouse; nothing to set up")
+        click.echo(
+            f"cluster {out.cluster}: each job builds its virtualenv in $SLURM_TMPDIR from the "
+            "wheelhouse; nothing to set up"
+        )
         return
     if dry_run:
         click.echo(out.script, nl=False)
@@ -481,11 +736,24 @@ def setup(cluster, configs, dry_run):
 
 @click.command()
 @click.argument("target", metavar="USER@HOST[:DIR]")
-@click.option("--with-data", is_flag=True, help="Also copy the data archive (made by `data pack` if missing).")
-@click.option("--project", type=click.Path(file_okay=False, exists=True), default=".", show_default=True,
-              help="The project folder to copy.")
-@click.option("--cluster", "-c", default=None, metavar="NAME", shell_complete=complete_cluster,
-              help="The cluster's profile, for the default DIR (default: the one the host is named after).")
+@click.option(
+    "--with-data", is_flag=True, help="Also copy the data archive (made by `data pack` if missing)."
+)
+@click.option(
+    "--project",
+    type=click.Path(file_okay=False, exists=True),
+    default=".",
+    show_default=True,
+    help="The project folder to copy.",
+)
+@click.option(
+    "--cluster",
+    "-c",
+    default=None,
+    metavar="NAME",
+    shell_complete=complete_cluster,
+    help="The cluster's profile, for the default DIR (default: the one the host is named after).",
+)
 @click.option("--dry-run", is_flag=True, help="Print the commands; copy nothing.")
 def push(target, with_data, project, cluster, dry_run):
     """Copy the project to a cluster (default DIR: scratch/<project folder name>; on Trillium
@@ -495,18 +763,29 @@ def push(target, with_data, project, cluster, dry_run):
     on the cluster, build the environment there and run `mnist-hpc data download`, or pass
     --with-data to send the packed datasets along.
     """
-    project_dir = pushing.push(target, project=project, with_data=with_data, dry_run=dry_run, cluster=cluster,
-                               show=_note)
+    project_dir = pushing.push(
+        target, project=project, with_data=with_data, dry_run=dry_run, cluster=cluster, show=_note
+    )
     if not dry_run:
         click.echo(f"copied {project_dir.name} to {target}")
 
 
 @click.command("pack")
 @click.argument("datasets", nargs=-1)
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-              help="Dataset folder (beats $MNIST_HPC_DATA_DIR).")
-@click.option("--output", "-o", type=click.Path(dir_okay=False), default=str(datapack.DEFAULT_ARCHIVE),
-              show_default=True, help="The archive to write.")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Dataset folder (beats $MNIST_HPC_DATA_DIR).",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False),
+    default=str(datapack.DEFAULT_ARCHIVE),
+    show_default=True,
+    help="The archive to write.",
+)
 def pack(datasets, data_dir, output):
     """Pack datasets (default: every one present) into one archive for $SLURM_TMPDIR staging."""
     from mnist_hpc.config.datasets import resolve_data_root

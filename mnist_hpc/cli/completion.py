@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Optional
 
 from click.shell_completion import BashComplete, CompletionItem, ZshComplete, add_completion_class
 
@@ -35,7 +34,7 @@ def _quiet(completer):
     def safe(ctx, param, incomplete):
         try:
             return completer(ctx, param, incomplete)
-        except Exception:  # noqa: BLE001 - a TAB must never print a traceback
+        except Exception:
             return []
 
     safe.__name__ = completer.__name__
@@ -58,8 +57,9 @@ def yaml_files(incomplete: str, root: Path = Path(".")) -> list[str]:
     for dirpath, dirnames, filenames in os.walk(start):
         rel = Path(dirpath).relative_to(start)
         depth = 0 if str(rel) == "." else len(rel.parts)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in _SKIP
-                             and depth < MAX_DEPTH)
+        dirnames[:] = sorted(
+            d for d in dirnames if not d.startswith(".") and d not in _SKIP and depth < MAX_DEPTH
+        )
         for name in sorted(filenames):
             if name.endswith((".yaml", ".yml")):
                 path = prefix + (name if depth == 0 else f"{rel.as_posix()}/{name}")
@@ -81,8 +81,11 @@ def complete_config(ctx, param, incomplete: str) -> list[CompletionItem]:
     """CONFIG: the shipped config names (with their purpose), then YAML files."""
     from mnist_hpc.config import shipped_configs
 
-    names = [CompletionItem(name, help=purpose or None)
-             for name, purpose in shipped_configs().items() if name.startswith(incomplete)]
+    names = [
+        CompletionItem(name, help=purpose or None)
+        for name, purpose in shipped_configs().items()
+        if name.startswith(incomplete)
+    ]
     return names + [CompletionItem(path) for path in yaml_files(incomplete)]
 
 
@@ -95,14 +98,17 @@ def complete_cluster(ctx, param, incomplete: str) -> list[CompletionItem]:
     from mnist_hpc.cluster.profiles import load_profiles
 
     profiles, _ = load_profiles()
-    return [CompletionItem(name, help=p.description or None)
-            for name, p in sorted(profiles.items()) if name.startswith(incomplete.lower())]
+    return [
+        CompletionItem(name, help=p.description or None)
+        for name, p in sorted(profiles.items())
+        if name.startswith(incomplete.lower())
+    ]
 
 
 # --------------------------------------------------------------------------- --set keys
 
 
-def config_keys(model: Optional[str] = None) -> dict[str, str]:
+def config_keys(model: str | None = None) -> dict[str, str]:
     """``{dotted key: its one-line comment}`` of every value of the config schema; under
     ``model.`` the parameters of ``model`` (all models' when None or unknown)."""
     from mnist_hpc.config import MODEL_SPECS, Config
@@ -136,7 +142,7 @@ def config_keys(model: Optional[str] = None) -> dict[str, str]:
     return keys
 
 
-def current_model(params: dict) -> Optional[str]:
+def current_model(params: dict) -> str | None:
     """The model the command line is about: the last ``--set model.name=...`` given, else the
     config's (CONFIG, or a sweep file's base config); None when it cannot be told."""
     for text in reversed(params.get("overrides") or ()):
@@ -188,7 +194,7 @@ def typed_params(ctx) -> dict:
     if cls is None:
         return ctx.params
     words, _ = cls(ctx.command, {}, PROG, COMPLETE_VAR).get_completion_args()
-    args = rejoin(words)[len(ctx.command_path.split()) - 1:]  # after the (sub)command's own name
+    args = rejoin(words)[len(ctx.command_path.split()) - 1 :]  # after the (sub)command's own name
     if args and args[-1].startswith("-"):
         args = args[:-1]  # the option whose value is being completed
     with ctx.command.make_context(ctx.info_name, args, parent=ctx.parent, resilient_parsing=True) as sub:
@@ -203,10 +209,13 @@ def complete_set(ctx, param, incomplete: str) -> list[CompletionItem]:
         return []  # a value: nothing to offer
     try:
         model = current_model(typed_params(ctx))
-    except Exception:  # noqa: BLE001 - a config that does not load yet: every model's keys
+    except Exception:
         model = None
-    return [CompletionItem(f"{k}=", help=comment or None)
-            for k, comment in config_keys(model).items() if k.startswith(key)]
+    return [
+        CompletionItem(f"{k}=", help=comment or None)
+        for k, comment in config_keys(model).items()
+        if k.startswith(key)
+    ]
 
 
 # --------------------------------------------------------------------------- the shell scripts
@@ -217,7 +226,8 @@ class _Bash(BashComplete):
 
     source_template = BashComplete.source_template.replace(
         "            COMPREPLY+=($value)\n",
-        "            COMPREPLY+=($value)\n            [[ $value == *= ]] && compopt -o nospace\n")
+        "            COMPREPLY+=($value)\n            [[ $value == *= ]] && compopt -o nospace\n",
+    )
 
 
 class _Zsh(ZshComplete):
@@ -228,11 +238,13 @@ class _Zsh(ZshComplete):
         "        local -a open=(${(M)completions_with_descriptions:#*=:*})\n"
         "        local -a closed=(${completions_with_descriptions:#*=:*})\n"
         "        [ -n \"$open\" ] && _describe -V unsorted open -U -S ''\n"
-        "        [ -n \"$closed\" ] && _describe -V unsorted closed -U\n").replace(
+        '        [ -n "$closed" ] && _describe -V unsorted closed -U\n',
+    ).replace(
         "        compadd -U -V unsorted -a completions\n",
         "        local -a bare_open=(${(M)completions:#*=}) bare=(${completions:#*=})\n"
         "        [ -n \"$bare_open\" ] && compadd -U -V unsorted -S '' -a bare_open\n"
-        "        [ -n \"$bare\" ] && compadd -U -V unsorted -a bare\n")
+        '        [ -n "$bare" ] && compadd -U -V unsorted -a bare\n',
+    )
 
 
 add_completion_class(_Bash, "bash")

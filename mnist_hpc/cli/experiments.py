@@ -57,8 +57,9 @@ def sweep_group():
 
 @sweep_group.command("plan")
 @click.argument("sweep_file", type=click.Path(path_type=Path), shell_complete=complete_yaml)
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP,
-              shell_complete=complete_set)
+@click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP, shell_complete=complete_set
+)
 @click.option("--allow-large", is_flag=True, help=LARGE_HELP)
 @user_errors
 def plan(sweep_file, overrides, allow_large):
@@ -71,34 +72,50 @@ def plan(sweep_file, overrides, allow_large):
     runs = sweep.runs
     if len(runs) <= MAX_RUNS:  # every run checked before a line is printed (a larger one streams)
         sweep.validate()
-    click.echo(f"sweep {sweep.name}: {plural(len(runs), 'run')} of {sweep.base}, "
-               f"into {sweep.output_dir}/")
+    click.echo(f"sweep {sweep.name}: {plural(len(runs), 'run')} of {sweep.base}, into {sweep.output_dir}/")
     if sweep.fixed:
         click.echo("every run: " + " ".join(f"--set {t}" for t in sweep.fixed))
     width = max(len(r.name) for r in runs) if len(runs) <= MAX_RUNS else 0
     digits = len(str(len(runs) - 1))
     for run in runs:
-        varied = " ".join(run.overrides[len(sweep.fixed):])
+        varied = " ".join(run.overrides[len(sweep.fixed) :])
         done = "  (done)" if is_completed(run.run_dir) else ""
         click.echo(f"{run.index:>{digits}}  {run.name:<{width}}  {varied}{done}")
 
 
 @sweep_group.command("run")
 @click.argument("sweep_file", type=click.Path(path_type=Path), shell_complete=complete_yaml)
-@click.option("--parallel", "-j", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Runs to train at the same time (each gets cores / K threads); for a "
-                   "method: optuna study, its workers here.")
-@click.option("--index", type=click.IntRange(min=0), default=None,
-              help="Run only the run with this index (a Slurm array task: $SLURM_ARRAY_TASK_ID); "
-                   "for a method: optuna study, be its worker number INDEX.")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Dataset folder, passed on to every run.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP,
-              shell_complete=complete_set)
+@click.option(
+    "--parallel",
+    "-j",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Runs to train at the same time (each gets cores / K threads); for a "
+    "method: optuna study, its workers here.",
+)
+@click.option(
+    "--index",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Run only the run with this index (a Slurm array task: $SLURM_ARRAY_TASK_ID); "
+    "for a method: optuna study, be its worker number INDEX.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Dataset folder, passed on to every run.",
+)
+@click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP, shell_complete=complete_set
+)
 @click.option("--allow-large", is_flag=True, help=LARGE_HELP)
-@click.option("--force", is_flag=True,
-              help="Train anew the finished runs whose stored config differs from the one asked for "
-                   "now (their folders are moved to <sweep folder>-replaced-<time>/, not deleted).")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Train anew the finished runs whose stored config differs from the one asked for "
+    "now (their folders are moved to <sweep folder>-replaced-<time>/, not deleted).",
+)
 @user_errors
 def run(sweep_file, parallel, index, data_dir, overrides, allow_large, force):
     """Train every run of SWEEP_FILE that has not completed yet, then compare them.
@@ -118,8 +135,10 @@ def run(sweep_file, parallel, index, data_dir, overrides, allow_large, force):
     runs = sweep.runs
     if index is not None:
         if index >= len(runs):
-            raise ConfigError(f"--index {index}: the sweep {sweep_file} has {plural(len(runs), 'run')} "
-                              f"(indices 0-{len(runs) - 1})")
+            raise ConfigError(
+                f"--index {index}: the sweep {sweep_file} has {plural(len(runs), 'run')} "
+                f"(indices 0-{len(runs) - 1})"
+            )
         runs = [runs[index]]
     at_once = f", {parallel} at a time" if parallel > 1 and len(runs) > 1 else ""
     click.echo(f"sweep {sweep.name}: {plural(len(runs), 'run')} into {sweep.output_dir}/{at_once}")
@@ -133,14 +152,18 @@ def run(sweep_file, parallel, index, data_dir, overrides, allow_large, force):
         _print_comparison(sweep)
     busy = [r for r in results if r.status == "busy"]
     if busy:
-        click.echo(f"\n{plural(len(busy), 'run')} left to another runner of this sweep (see above); "
-                   "run the same command again once it has finished to compare them all", err=True)
+        click.echo(
+            f"\n{plural(len(busy), 'run')} left to another runner of this sweep (see above); "
+            "run the same command again once it has finished to compare them all",
+            err=True,
+        )
     failed = [r for r in results if not r.ok]
     requeued = [r for r in results if r.status == "requeued"]
     if requeued and not failed:
         for r in requeued:
-            click.echo(f"[{r.run.index}] {r.run.name}: requeued at {r.where}; resumes in the next start",
-                       err=True)
+            click.echo(
+                f"[{r.run.index}] {r.run.name}: requeued at {r.where}; resumes in the next start", err=True
+            )
         sys.exit(75)  # like `train` after a requeue: stopped after a checkpoint, to be continued
     if failed:
         click.echo(f"\n{plural(len(failed), 'run')} failed:", err=True)
@@ -149,8 +172,7 @@ def run(sweep_file, parallel, index, data_dir, overrides, allow_large, force):
             click.echo(f"  [{r.run.index}] {r.run.name}: {why}, log {r.log}", err=True)
             if last_line(r.log):
                 click.echo(f"      {last_line(r.log)}", err=True)
-        click.echo("Fix the cause and run the same command again: completed runs are skipped.",
-                   err=True)
+        click.echo("Fix the cause and run the same command again: completed runs are skipped.", err=True)
         # a single run (an array task) exits like `train` did, so Slurm records its real state
         code = failed[0].returncode if index is not None else 1
         sys.exit(code if code and code > 0 else 1)
@@ -158,8 +180,9 @@ def run(sweep_file, parallel, index, data_dir, overrides, allow_large, force):
 
 @sweep_group.command("status")
 @click.argument("sweep_file", type=click.Path(path_type=Path), shell_complete=complete_yaml)
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP,
-              shell_complete=complete_set)
+@click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP, shell_complete=complete_set
+)
 @click.option("--allow-large", is_flag=True, help=LARGE_HELP)
 @user_errors
 def sweep_status(sweep_file, overrides, allow_large):
@@ -175,8 +198,11 @@ def sweep_status(sweep_file, overrides, allow_large):
     if sweep.study is not None:
         states, total = overview.study_states(sweep)
         made = len(states)
-        click.echo(tables.wrap(f"sweep {sweep.name}: an Optuna study of {plural(total, 'trial')}, "
-                               f"in {sweep.output_dir}/"))
+        click.echo(
+            tables.wrap(
+                f"sweep {sweep.name}: an Optuna study of {plural(total, 'trial')}, in {sweep.output_dir}/"
+            )
+        )
         if total > made:
             states += [overview.RunStatus(-1, "", "pending")] * (total - made)
         shown = [s for s in states if s.index >= 0]
@@ -192,7 +218,7 @@ def sweep_status(sweep_file, overrides, allow_large):
     digits = len(str(max((s.index for s in shown), default=0)))
     for s in shown:
         line = f"{s.index:>{digits}}  {s.name:<{name_w}}  {s.state:<11}  {s.detail}".rstrip()
-        click.echo(line if len(line) <= width else line[:width - 3] + "...")
+        click.echo(line if len(line) <= width else line[: width - 3] + "...")
     click.echo(tables.wrap(overview.counts_line(states, total, noun)))
 
 
@@ -200,9 +226,11 @@ def _plan_study(sweep) -> None:
     from mnist_hpc.experiments import studyreport
 
     st = sweep.study
-    click.echo(f"sweep {sweep.name}: an Optuna study of {plural(st.n_trials, 'trial')} of {sweep.base} "
-               f"({st.sampler} sampler, {st.pruner} pruner, {st.direction} {st.metric}), "
-               f"into {sweep.output_dir}/")
+    click.echo(
+        f"sweep {sweep.name}: an Optuna study of {plural(st.n_trials, 'trial')} of {sweep.base} "
+        f"({st.sampler} sampler, {st.pruner} pruner, {st.direction} {st.metric}), "
+        f"into {sweep.output_dir}/"
+    )
     if sweep.fixed:
         click.echo("every trial: " + " ".join(f"--set {t}" for t in sweep.fixed))
     for key, p in st.params.items():
@@ -215,11 +243,18 @@ def _run_study(sweep, parallel, index, data_dir) -> None:
 
     st = sweep.study
     who = f"worker {index}" if index is not None else plural(parallel, "worker")
-    click.echo(f"sweep {sweep.name}: Optuna study of {plural(st.n_trials, 'trial')} ({st.sampler}, "
-               f"{st.pruner} pruner), {who}, into {sweep.output_dir}/")
+    click.echo(
+        f"sweep {sweep.name}: Optuna study of {plural(st.n_trials, 'trial')} ({st.sampler}, "
+        f"{st.pruner} pruner), {who}, into {sweep.output_dir}/"
+    )
     try:
-        results = search.run_study(sweep, workers=1 if index is not None else parallel,
-                                   first_worker=index or 0, data_dir=data_dir, echo=click.echo)
+        results = search.run_study(
+            sweep,
+            workers=1 if index is not None else parallel,
+            first_worker=index or 0,
+            data_dir=data_dir,
+            echo=click.echo,
+        )
     except KeyboardInterrupt:
         click.echo("interrupted: run the same command again to continue the study", err=True)
         sys.exit(130)
@@ -228,8 +263,10 @@ def _run_study(sweep, parallel, index, data_dir) -> None:
         best = studyreport.best_line(sweep)
         if best:
             click.echo(best)
-        click.echo(f"(mnist-hpc sweep report {sweep.path} writes the study's HTML report; "
-                   f"optuna-dashboard {search.journal_path(sweep)} shows it live)")
+        click.echo(
+            f"(mnist-hpc sweep report {sweep.path} writes the study's HTML report; "
+            f"optuna-dashboard {search.journal_path(sweep)} shows it live)"
+        )
     stopped = [r for r in results if r.state == "stopped"]
     if stopped:  # a requeued array task exits like its trainer did
         code = stopped[0].returncode
@@ -237,9 +274,12 @@ def _run_study(sweep, parallel, index, data_dir) -> None:
     failed = [r for r in results if r.state == "failed"]
     if failed:
         for r in failed:
-            click.echo(f"  trial {r.number} failed (exit {r.returncode}), log {r.run_dir / 'train.log'}", err=True)
-        click.echo("Failed trials count towards n_trials (the study went on without them); see their logs.",
-                   err=True)
+            click.echo(
+                f"  trial {r.number} failed (exit {r.returncode}), log {r.run_dir / 'train.log'}", err=True
+            )
+        click.echo(
+            "Failed trials count towards n_trials (the study went on without them); see their logs.", err=True
+        )
         sys.exit(1)
 
 
@@ -251,8 +291,10 @@ def _print_comparison(sweep) -> None:
     click.echo(f"\n{len(completed)} of {plural(len(sweep.runs), 'run')} completed\n")
     click.echo(tables.format_table(comp))
     click.echo("\n" + tables.wrap(tables.verdict(comp)))
-    click.echo(f"(mnist-hpc report {sweep.output_dir} --format markdown --plots DIR "
-               f"--out FILE writes a report with figures)")
+    click.echo(
+        f"(mnist-hpc report {sweep.output_dir} --format markdown --plots DIR "
+        f"--out FILE writes a report with figures)"
+    )
 
 
 def _studies(dirs) -> list:
@@ -287,10 +329,14 @@ def _study_sections(studies, tmp) -> str:
 
 @sweep_group.command("report")
 @click.argument("sweep_file", type=click.Path(path_type=Path), shell_complete=complete_yaml)
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Where to write the HTML report (default: report.html in the sweep's folder).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP,
-              shell_complete=complete_set)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the HTML report (default: report.html in the sweep's folder).",
+)
+@click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP, shell_complete=complete_set
+)
 @click.pass_context
 @user_errors
 def sweep_report(ctx, sweep_file, out, overrides):
@@ -306,10 +352,18 @@ def sweep_report(ctx, sweep_file, out, overrides):
         if best:
             click.echo(best)
     if not sweep.output_dir.is_dir():
-        raise UserError(f"{sweep.output_dir}: no such folder: run the sweep first "
-                        f"(mnist-hpc sweep run {sweep_file})")
-    ctx.invoke(report_command, dirs=(sweep.output_dir,), fmt="table", as_html=True, plots=None,
-               title=f"Sweep {sweep.name}", out=out or sweep.output_dir / "report.html")
+        raise UserError(
+            f"{sweep.output_dir}: no such folder: run the sweep first (mnist-hpc sweep run {sweep_file})"
+        )
+    ctx.invoke(
+        report_command,
+        dirs=(sweep.output_dir,),
+        fmt="table",
+        as_html=True,
+        plots=None,
+        title=f"Sweep {sweep.name}",
+        out=out or sweep.output_dir / "report.html",
+    )
 
 
 @click.command("runs")
@@ -325,8 +379,9 @@ def runs_command(dirs):
     dirs = list(dirs) or [Path("runs")]
     missing = [d for d in dirs if not d.is_dir()]
     if missing:
-        raise UserError(f"{missing[0]}: no such folder (give the folder your runs are in: "
-                        f"mnist-hpc runs DIR)")
+        raise UserError(
+            f"{missing[0]}: no such folder (give the folder your runs are in: mnist-hpc runs DIR)"
+        )
     lines, damaged = overview.list_runs(dirs)
     for line in damaged:
         click.echo(f"note: skipped {line}", err=True)
@@ -339,15 +394,32 @@ def runs_command(dirs):
 
 @click.command("report")
 @click.argument("dirs", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="DIR...")
-@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "csv"]),
-              default="table", show_default=True, help="Output format.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write to this file instead of the terminal.")
-@click.option("--html", "as_html", is_flag=True,
-              help="Write a self-contained HTML report (figures embedded) to --out, "
-                   "or to report.html in the first DIR.")
-@click.option("--plots", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
-              help="Draw the figures into this folder (a Markdown report links them).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "markdown", "csv"]),
+    default="table",
+    show_default=True,
+    help="Output format.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to this file instead of the terminal.",
+)
+@click.option(
+    "--html",
+    "as_html",
+    is_flag=True,
+    help="Write a self-contained HTML report (figures embedded) to --out, "
+    "or to report.html in the first DIR.",
+)
+@click.option(
+    "--plots",
+    type=click.Path(file_okay=False, path_type=Path),
+    metavar="DIR",
+    help="Draw the figures into this folder (a Markdown report links them).",
+)
 @click.option("--title", help="Report title (default: from the folder names).")
 @user_errors
 def report_command(dirs, fmt, out, as_html, plots, title):
@@ -360,8 +432,12 @@ def report_command(dirs, fmt, out, as_html, plots, title):
     if as_html and fmt != "table":
         raise click.UsageError("--html writes an HTML report; leave out --format")
     # a sweep file stands for its output folder
-    dirs = [load_sweep(d, allow_large=True, validate=False).output_dir
-            if d.suffix in (".yaml", ".yml") and d.is_file() else d for d in dirs]
+    dirs = [
+        load_sweep(d, allow_large=True, validate=False).output_dir
+        if d.suffix in (".yaml", ".yml") and d.is_file()
+        else d
+        for d in dirs
+    ]
     studies = _studies(dirs)
     runs, skipped = find_runs(dirs)
     comp = compare(runs, skipped)
@@ -370,8 +446,11 @@ def report_command(dirs, fmt, out, as_html, plots, title):
         if line.split(":", 1)[0] not in pruned:
             click.echo(f"note: skipped {line}", err=True)
     if pruned:
-        click.echo(f"note: {plural(len(pruned), 'pruned trial')} left out of the comparison of completed "
-                   f"runs (the study's table lists {'it' if len(pruned) == 1 else 'them'})", err=True)
+        click.echo(
+            f"note: {plural(len(pruned), 'pruned trial')} left out of the comparison of completed "
+            f"runs (the study's table lists {'it' if len(pruned) == 1 else 'them'})",
+            err=True,
+        )
     title = title or "Run comparison: " + ", ".join(d.resolve().name or str(d) for d in dirs)
     if as_html and out is None:
         out = dirs[0] / "report.html"
@@ -386,8 +465,9 @@ def report_command(dirs, fmt, out, as_html, plots, title):
                 drawn = found if plots is not None else figures.make_plots(comp, tmp)
                 text = pages.html_report(comp, title, drawn, _study_sections(studies, tmp))
             elif fmt == "markdown":
-                text = pages.markdown_report(comp, title, found,
-                                             relative_to=out.parent if out else Path.cwd())
+                text = pages.markdown_report(
+                    comp, title, found, relative_to=out.parent if out else Path.cwd()
+                )
             elif fmt == "csv":
                 text = comp.to_csv()
             else:

@@ -16,13 +16,26 @@ from mnist_hpc.errors import UserError
 
 @click.command("export")
 @click.argument("source", metavar="RUN_OR_CHECKPOINT", type=click.Path())
-@click.option("--format", "fmt", default="onnx", show_default=True, metavar="onnx|torchscript|state_dict",
-              help="onnx (onnxruntime, browsers, phones; needs `pip install 'mnist-hpc[export]'`), "
-                   "torchscript (torch.jit.load, C++) or state_dict (torch.load + the model's config).")
-@click.option("--out", type=click.Path(), default=None,
-              help="File or folder to write (default: RUN/exports/model.<format>); the model card goes beside it.")
-@click.option("--trust-code", is_flag=True,
-              help="Run the model code a run folder carries although you did not train it here (read it first).")
+@click.option(
+    "--format",
+    "fmt",
+    default="onnx",
+    show_default=True,
+    metavar="onnx|torchscript|state_dict",
+    help="onnx (onnxruntime, browsers, phones; needs `pip install 'mnist-hpc[export]'`), "
+    "torchscript (torch.jit.load, C++) or state_dict (torch.load + the model's config).",
+)
+@click.option(
+    "--out",
+    type=click.Path(),
+    default=None,
+    help="File or folder to write (default: RUN/exports/model.<format>); the model card goes beside it.",
+)
+@click.option(
+    "--trust-code",
+    is_flag=True,
+    help="Run the model code a run folder carries although you did not train it here (read it first).",
+)
 def export_command(source, fmt, out, trust_code):
     """Export a run's model (its best, else newest checkpoint) or a checkpoint's for use outside
     mnist-hpc, with a model card (dataset, test accuracy, preprocessing, config) beside it.
@@ -45,7 +58,7 @@ def sync_command(runs, dry_run):
 
     commands = [sync_argv(run, dry_run) for run in runs]  # every mistake before any upload
     failed = 0
-    for run, argv in zip(runs, commands):
+    for run, argv in zip(runs, commands, strict=False):
         click.echo(f"{run}: {shlex.join(['wandb', *argv[3:]])}")
         try:
             failed += subprocess.call(argv) != 0

@@ -20,13 +20,18 @@ SET_HELP = "Override a config value, e.g. --set optim.lr=0.01 --set model.hidden
 
 
 def set_option(f):
-    return click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP,
-                        shell_complete=complete_set)(f)
+    return click.option(
+        "--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP, shell_complete=complete_set
+    )(f)
 
 
 def data_dir_option(f):
-    return click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-                        help="Dataset folder (beats $MNIST_HPC_DATA_DIR and data.root).")(f)
+    return click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False),
+        default=None,
+        help="Dataset folder (beats $MNIST_HPC_DATA_DIR and data.root).",
+    )(f)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -48,15 +53,33 @@ def cli():
 @click.argument("config", type=click.Path(dir_okay=False), shell_complete=complete_config)
 @set_option
 @data_dir_option
-@click.option("--run-dir", type=click.Path(file_okay=False), default=None,
-              help="Write the run into exactly this folder (default: <output_dir>/<name>-<time>).")
-@click.option("--resume", default=None, metavar="auto|PATH",
-              help="Continue the same run from a checkpoint: 'auto' takes the newest valid one of the run. "
-                   "Only epochs, checkpointing, device/threads and logging may change.")
-@click.option("--init-from", default=None, metavar="RUN_OR_CHECKPOINT", type=click.Path(exists=True),
-              help="Start a NEW run from the weights (only) of a run folder or checkpoint.")
-@click.option("--nproc", type=click.IntRange(1, 512), default=1, show_default=True,
-              help="Processes on this node (DDP through torchrun; one per GPU).")
+@click.option(
+    "--run-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Write the run into exactly this folder (default: <output_dir>/<name>-<time>).",
+)
+@click.option(
+    "--resume",
+    default=None,
+    metavar="auto|PATH",
+    help="Continue the same run from a checkpoint: 'auto' takes the newest valid one of the run. "
+    "Only epochs, checkpointing, device/threads and logging may change.",
+)
+@click.option(
+    "--init-from",
+    default=None,
+    metavar="RUN_OR_CHECKPOINT",
+    type=click.Path(exists=True),
+    help="Start a NEW run from the weights (only) of a run folder or checkpoint.",
+)
+@click.option(
+    "--nproc",
+    type=click.IntRange(1, 512),
+    default=1,
+    show_default=True,
+    help="Processes on this node (DDP through torchrun; one per GPU).",
+)
 def train(config, overrides, data_dir, run_dir, resume, init_from, nproc):
     """Train the model described by CONFIG (a YAML file or a shipped config name)."""
     from mnist_hpc.training import stopflag
@@ -98,8 +121,16 @@ def _relaunch_torchrun(nproc: int):
         if a.startswith("--nproc="):
             continue
         args.append(a)
-    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-            "-m", "mnist_hpc", *args]
+    argv = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "mnist_hpc",
+        *args,
+    ]
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     raise SystemExit(subprocess.call(argv, env=env))
 
@@ -113,8 +144,9 @@ def config():
 
 
 @config.command("show")
-@click.argument("config_file", metavar="CONFIG", type=click.Path(dir_okay=False),
-                shell_complete=complete_config)
+@click.argument(
+    "config_file", metavar="CONFIG", type=click.Path(dir_okay=False), shell_complete=complete_config
+)
 @set_option
 def config_show(config_file, overrides):
     """Print the resolved config (extends: merged, --set applied, defaults filled), each key with
@@ -133,8 +165,9 @@ def configs():
 
 
 @config.command("validate")
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False),
-                shell_complete=complete_config)
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(dir_okay=False), shell_complete=complete_config
+)
 def config_validate(files):
     """Check config files and sweep files (every run a sweep makes); one line per file, exit 2 if
     any is invalid. A custom or torchvision model is also built on torch's meta device (its
@@ -182,8 +215,12 @@ def check_config_model(cfg):
 
 
 @cli.group(invoke_without_command=True)
-@click.option("--torchvision", "with_tv", is_flag=True,
-              help="Also list torchvision.models classifiers that fit MAX_PARAMS (for 10 classes, 1x28x28).")
+@click.option(
+    "--torchvision",
+    "with_tv",
+    is_flag=True,
+    help="Also list torchvision.models classifiers that fit MAX_PARAMS (for 10 classes, 1x28x28).",
+)
 @click.pass_context
 def models(ctx, with_tv):
     """List the models: the built-in nets with parameter counts (for MNIST), your own (`custom`)
@@ -197,15 +234,17 @@ def models(ctx, with_tv):
         n = spec.section().param_count()
         click.echo(f"{name:<12} {f'{n:,}' if n is not None else '(built)':>12}  {spec.description}")
     if with_tv:
+        import torch
+
         from mnist_hpc.config.datasets import MNIST_SHAPE
         from mnist_hpc.config.models import MAX_PARAMS, TorchvisionModel
         from mnist_hpc.training.models import build_model, torchvision_arches
 
-        import torch
-
-        click.echo("\ntorchvision.models that fit MAX_PARAMS (model: {name: torchvision, arch: ARCH}), for 10 "
-                   "classes of 1x28x28, counted on the meta device; cost per epoch: not measured here "
-                   "(`mnist-hpc bench throughput` measures a config):")
+        click.echo(
+            "\ntorchvision.models that fit MAX_PARAMS (model: {name: torchvision, arch: ARCH}), for 10 "
+            "classes of 1x28x28, counted on the meta device; cost per epoch: not measured here "
+            "(`mnist-hpc bench throughput` measures a config):"
+        )
         skipped = []
         for arch in torchvision_arches():
             try:
@@ -218,8 +257,10 @@ def models(ctx, with_tv):
             if n <= MAX_PARAMS:
                 click.echo(f"  {arch:<28} {n:>12,}")
         if skipped:
-            click.echo(f"  not counted here (their set-up needs real weights; `mnist-hpc config validate` builds "
-                       f"them): {', '.join(skipped)}")
+            click.echo(
+                f"  not counted here (their set-up needs real weights; `mnist-hpc config validate` builds "
+                f"them): {', '.join(skipped)}"
+            )
 
 
 @models.command("download")
@@ -236,8 +277,9 @@ def models_download(arches, weights):
 
 
 @cli.command()
-@click.argument("config_file", metavar="CONFIG", type=click.Path(dir_okay=False),
-                shell_complete=complete_config)
+@click.argument(
+    "config_file", metavar="CONFIG", type=click.Path(dir_okay=False), shell_complete=complete_config
+)
 @set_option
 def summary(config_file, overrides):
     """Print a layer table of CONFIG's model (output shapes, parameters, size)."""
@@ -266,13 +308,19 @@ def _dataset_names(ctx, param, value):
 
     for v in value:
         if v not in DATASETS:
-            raise click.BadParameter(f"unknown dataset {v!r}{did_you_mean(v, DATASETS)}; "
-                                     f"expected one of {', '.join(DATASETS)}")
+            raise click.BadParameter(
+                f"unknown dataset {v!r}{did_you_mean(v, DATASETS)}; expected one of {', '.join(DATASETS)}"
+            )
     return value or ("mnist", "fashion-mnist")
 
 
-dataset_option = click.option("--dataset", "datasets", multiple=True, callback=_dataset_names,
-                              help="Dataset name (repeatable; default: mnist and fashion-mnist).")
+dataset_option = click.option(
+    "--dataset",
+    "datasets",
+    multiple=True,
+    callback=_dataset_names,
+    help="Dataset name (repeatable; default: mnist and fashion-mnist).",
+)
 
 
 @data.command("list")
@@ -295,9 +343,12 @@ def data_download(datasets, data_dir):
 
     root, why = resolve_data_root(data_dir)
     # inside a job (compute nodes: no internet) only local archives are unpacked
-    for name, folder, present in prepare_all(datasets, root, download=not job_env.current().in_job,
-                                             from_download=True):
-        click.echo(f"{name}: already present in {folder}" if present else f"{name}: ready in {folder} ({why})")
+    for name, folder, present in prepare_all(
+        datasets, root, download=not job_env.current().in_job, from_download=True
+    ):
+        click.echo(
+            f"{name}: already present in {folder}" if present else f"{name}: ready in {folder} ({why})"
+        )
 
 
 @data.command("verify")
@@ -305,8 +356,8 @@ def data_download(datasets, data_dir):
 @data_dir_option
 def data_verify(datasets, data_dir):
     """Check archives against their MD5 sums and that the unpacked files load."""
-    from mnist_hpc.training import data as D
     from mnist_hpc.config.datasets import DATASETS, resolve_data_root
+    from mnist_hpc.training import data as D
 
     root, why = resolve_data_root(data_dir)
     missing, damaged, memory = [], [], 0
@@ -319,30 +370,45 @@ def data_verify(datasets, data_dir):
                     (missing if note == "missing" else damaged).append(name)
             click.echo(f"{'ok ' if ok else 'BAD'}  {name:<14} {path}  {note}")
     if memory and not (missing or damaged):
-        raise UserError(f"{root}: ran out of memory checking {memory} dataset(s), so their files were not "
-                        f"judged (nothing to delete): free memory and run `mnist-hpc data verify` again")
+        raise UserError(
+            f"{root}: ran out of memory checking {memory} dataset(s), so their files were not "
+            f"judged (nothing to delete): free memory and run `mnist-hpc data verify` again"
+        )
     if missing or damaged:
         absent = sorted(set(missing) - set(damaged))
         fetch = " ".join(f"--dataset {n}" for n in sorted(set(missing) | set(damaged)))
-        parts = ([f"{', '.join(absent)} missing"] if absent else []) + (
-            [f"{len(damaged)} damaged file(s) in {', '.join(sorted(set(damaged)))} (delete them first)"]
-            if damaged else []) + ([f"{memory} not judged (out of memory: not damaged)"] if memory else [])
-        raise UserError(f"under {root} ({why}): {'; '.join(parts)}: run `mnist-hpc data download {fetch}` "
-                        f"(on a cluster, on a login node), or point --data-dir or $MNIST_HPC_DATA_DIR "
-                        f"at a folder that holds them")
+        parts = (
+            ([f"{', '.join(absent)} missing"] if absent else [])
+            + (
+                [f"{len(damaged)} damaged file(s) in {', '.join(sorted(set(damaged)))} (delete them first)"]
+                if damaged
+                else []
+            )
+            + ([f"{memory} not judged (out of memory: not damaged)"] if memory else [])
+        )
+        raise UserError(
+            f"under {root} ({why}): {'; '.join(parts)}: run `mnist-hpc data download {fetch}` "
+            f"(on a cluster, on a login node), or point --data-dir or $MNIST_HPC_DATA_DIR "
+            f"at a folder that holds them"
+        )
 
 
 # --------------------------------------------------------------------------- evaluate / predict
 
 
 @cli.command()
-@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True), metavar="RUN_CHECKPOINT_OR_EXPORT...")
+@click.argument(
+    "runs", nargs=-1, required=True, type=click.Path(exists=True), metavar="RUN_CHECKPOINT_OR_EXPORT..."
+)
 @click.option("--ensemble", is_flag=True, help="Also average the runs' predictions (an ensemble).")
 @click.option("--tta", is_flag=True, help="Test-time augmentation: average 1-pixel shifted views.")
 @data_dir_option
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
-@click.option("--trust-code", is_flag=True,
-              help="Run the model code a run folder carries although you did not train it here (read it first).")
+@click.option(
+    "--trust-code",
+    is_flag=True,
+    help="Run the model code a run folder carries although you did not train it here (read it first).",
+)
 def evaluate(runs, ensemble, tta, data_dir, device, trust_code):
     """Re-evaluate run folders, checkpoints or exported models (ONNX, TorchScript) on the test set."""
     from mnist_hpc.cluster import env as job_env
@@ -351,20 +417,34 @@ def evaluate(runs, ensemble, tta, data_dir, device, trust_code):
     if len(runs) > 1 and not ensemble:
         click.echo("(several runs: evaluating each; add --ensemble to average them)")
     job = job_env.current()
-    results, ens = evaluate_runs(runs, data_dir=data_dir, tta=tta, device=device, cpus=job.cpus_per_task,
-                                 offline=job.in_job, trust_code=trust_code)
+    results, ens = evaluate_runs(
+        runs,
+        data_dir=data_dir,
+        tta=tta,
+        device=device,
+        cpus=job.cpus_per_task,
+        offline=job.in_job,
+        trust_code=trust_code,
+    )
     for r in results:
-        click.echo(f"test accuracy {r['test_accuracy'] * 100:.2f}%  loss {r['test_loss']:.4f}  {r['checkpoint']}")
+        click.echo(
+            f"test accuracy {r['test_accuracy'] * 100:.2f}%  loss {r['test_loss']:.4f}  {r['checkpoint']}"
+        )
     if ensemble and ens:
-        click.echo(f"ensemble of {ens['members']}: test accuracy {ens['test_accuracy'] * 100:.2f}%  "
-                   f"loss {ens['test_loss']:.4f}")
+        click.echo(
+            f"ensemble of {ens['members']}: test accuracy {ens['test_accuracy'] * 100:.2f}%  "
+            f"loss {ens['test_loss']:.4f}"
+        )
 
 
 @cli.command()
 @click.argument("checkpoint", type=click.Path(exists=True), metavar="RUN_CHECKPOINT_OR_EXPORT")
 @click.argument("images", nargs=-1, required=True, type=click.Path())
-@click.option("--trust-code", is_flag=True,
-              help="Run the model code a run folder carries although you did not train it here (read it first).")
+@click.option(
+    "--trust-code",
+    is_flag=True,
+    help="Run the model code a run folder carries although you did not train it here (read it first).",
+)
 def predict(checkpoint, images, trust_code):
     """Classify image files (PNG/JPEG, any size; preprocessed the MNIST way). Each image is judged
     on its own: a bad one gets an error line on stderr, the others are still classified (exit 1
@@ -385,9 +465,9 @@ def predict(checkpoint, images, trust_code):
 # --------------------------------------------------------------------------- other groups
 # (each module imports no torch at import time, so `--help` stays fast)
 
-from mnist_hpc.cli.bench import bench  # noqa: E402
 from mnist_hpc.cli import cluster as hpc_commands  # noqa: E402
 from mnist_hpc.cli import export as export_commands  # noqa: E402
+from mnist_hpc.cli.bench import bench  # noqa: E402
 from mnist_hpc.cli.experiments import report_command, runs_command, sweep_group  # noqa: E402
 
 cli.add_command(sweep_group)  # mnist-hpc sweep plan|run

@@ -10,11 +10,22 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Optional
 
 # The job name goes last: it is the one field a user writes, and may hold the separator.
-FIELDS = ("JobID", "State", "ExitCode", "ElapsedRaw", "TotalCPU", "AllocCPUS", "NNodes", "ReqMem",
-          "AllocTRES", "MaxRSS", "End", "JobName")
+FIELDS = (
+    "JobID",
+    "State",
+    "ExitCode",
+    "ElapsedRaw",
+    "TotalCPU",
+    "AllocCPUS",
+    "NNodes",
+    "ReqMem",
+    "AllocTRES",
+    "MaxRSS",
+    "End",
+    "JobName",
+)
 _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40, "P": 2**50}
 _SIZE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([KMGTP]?)([nc]?)$")
 
@@ -28,19 +39,19 @@ class Usage:
     elapsed: int  # seconds
     cpu_seconds: float  # user + system time of every step
     cpus: int  # allocated cores
-    mem_bytes: Optional[int]  # allocated memory, all nodes together (None: not known)
-    max_rss_bytes: Optional[int]  # the largest peak resident memory of a step (None: not measured)
+    mem_bytes: int | None  # allocated memory, all nodes together (None: not known)
+    max_rss_bytes: int | None  # the largest peak resident memory of a step (None: not measured)
     end: str = ""  # when it ended, ISO 8601 local time ("" while it runs)
 
     @property
-    def cpu_efficiency(self) -> Optional[float]:
+    def cpu_efficiency(self) -> float | None:
         """CPU time used / core time allocated, 0-1 (None before any time has passed)."""
         if self.elapsed <= 0 or self.cpus <= 0:
             return None
         return self.cpu_seconds / (self.elapsed * self.cpus)
 
     @property
-    def mem_efficiency(self) -> Optional[float]:
+    def mem_efficiency(self) -> float | None:
         if not self.mem_bytes or self.max_rss_bytes is None:
             return None
         return self.max_rss_bytes / self.mem_bytes
@@ -62,7 +73,7 @@ def parse_seconds(text: str) -> float:
         return 0.0
 
 
-def parse_size(text: str, cpus: int = 1, nodes: int = 1) -> Optional[int]:
+def parse_size(text: str, cpus: int = 1, nodes: int = 1) -> int | None:
     """A sacct memory size (``1234K``, ``1.50G``, ``3000Mn`` per node, ``2Gc`` per core) in bytes,
     for the whole job; None when empty or not a size."""
     m = _SIZE.match(text.strip())
@@ -91,7 +102,7 @@ def parse_sacct(text: str) -> dict[str, Usage]:
         fields = line.split("|", len(FIELDS) - 1)
         if len(fields) != len(FIELDS):
             continue
-        row = dict(zip(FIELDS, fields))
+        row = dict(zip(FIELDS, fields, strict=False))
         job, dot, _ = row["JobID"].partition(".")
         (steps.setdefault(job, []) if dot else jobs.setdefault(job, [])).append(row)
     out = {}
@@ -105,18 +116,25 @@ def parse_sacct(text: str) -> dict[str, Usage]:
         if mem is None:
             mem = parse_size(row["ReqMem"], cpus, nodes)
         out[job_id] = Usage(
-            job_id=job_id, name=row["JobName"], state=row["State"].split()[0] if row["State"].strip() else "",
-            exit_code=row["ExitCode"], elapsed=_int(row["ElapsedRaw"]), cpu_seconds=cpu, cpus=cpus,
-            mem_bytes=mem, max_rss_bytes=max(rss) if rss else None,
-            end=row["End"] if row["End"][:1].isdigit() else "")
+            job_id=job_id,
+            name=row["JobName"],
+            state=row["State"].split()[0] if row["State"].strip() else "",
+            exit_code=row["ExitCode"],
+            elapsed=_int(row["ElapsedRaw"]),
+            cpu_seconds=cpu,
+            cpus=cpus,
+            mem_bytes=mem,
+            max_rss_bytes=max(rss) if rss else None,
+            end=row["End"] if row["End"][:1].isdigit() else "",
+        )
     return out
 
 
-def format_size(n: Optional[float]) -> str:
+def format_size(n: float | None) -> str:
     """``512B``, ``300K``, ``1.5G``, ``12G`` (binary units, as Slurm's)."""
     if n is None:
         return "?"
-    for unit in ("B", "K", "M", "G"):
+    for unit in ("B", "K", "M", "G"):  # noqa: B007 - the unit is read after the loop
         if n < 1024:
             break
         n /= 1024
@@ -127,7 +145,7 @@ def format_size(n: Optional[float]) -> str:
 
 def format_duration(seconds: float) -> str:
     """``1:02:03``, ``2-01:00:00``, ``0:42``."""
-    s = int(round(seconds))
+    s = round(seconds)
     days, s = divmod(s, 86400)
     hours, s = divmod(s, 3600)
     minutes, s = divmod(s, 60)

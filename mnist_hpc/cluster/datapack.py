@@ -38,7 +38,7 @@ FOLDER_PREFIX = "folder:"
 
 def _folder_files(name: str) -> tuple[Path, list[Path]]:
     """An image folder's path and its image files (``name`` is ``folder:<path>``)."""
-    src = Path(name[len(FOLDER_PREFIX):]).expanduser().resolve()
+    src = Path(name[len(FOLDER_PREFIX) :]).expanduser().resolve()
     if not src.is_dir():
         raise DataError(f"data.root: {src}: not a folder of class subfolders; nothing to pack")
     return src, sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
@@ -52,8 +52,7 @@ def available(root) -> list[str]:
 def check_names(names) -> list[str]:
     for n in names:
         if n not in DATASETS and not n.startswith(FOLDER_PREFIX):
-            raise UserError(f"unknown dataset {n!r}{did_you_mean(n, DATASETS)}; "
-                            f"known: {', '.join(DATASETS)}")
+            raise UserError(f"unknown dataset {n!r}{did_you_mean(n, DATASETS)}; known: {', '.join(DATASETS)}")
     return list(dict.fromkeys(names))
 
 
@@ -62,15 +61,18 @@ def pack(root, names, output=DEFAULT_ARCHIVE) -> Path:
     root = Path(root)
     names = check_names(names) if names else available(root)
     if not names:
-        raise DataError(f"no dataset found under {root} (looked for <Dataset>/raw/*.gz); "
-                        "run `mnist-hpc data download` first")
+        raise DataError(
+            f"no dataset found under {root} (looked for <Dataset>/raw/*.gz); "
+            "run `mnist-hpc data download` first"
+        )
     for name in names:
         if name.startswith(FOLDER_PREFIX):
             continue
         missing = [p for p in dataset_files(root, name) if not p.is_file()]
         if missing:
-            raise DataError(f"dataset {name}: {missing[0]} is missing; run "
-                            f"`mnist-hpc data download {name}` first")
+            raise DataError(
+                f"dataset {name}: {missing[0]} is missing; run `mnist-hpc data download {name}` first"
+            )
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
 
@@ -95,8 +97,11 @@ def contents(archive) -> list[str]:
             members = set(tar.getnames())
     except (OSError, tarfile.TarError):
         return []
-    found = [n for n in DATASETS
-             if all(f"{DATASETS[n].folder}/raw/{p.name}" in members for p in dataset_files(".", n))]
+    found = [
+        n
+        for n in DATASETS
+        if all(f"{DATASETS[n].folder}/raw/{p.name}" in members for p in dataset_files(".", n))
+    ]
     keys = sorted({m.split("/")[1] for m in members if m.startswith("folders/") and m.count("/") >= 2})
     return found + [f"{FOLDER_PREFIX}{k}" for k in keys]
 
@@ -111,7 +116,9 @@ def ensure(archive, root, needed) -> tuple[Path, bool]:
     have = contents(archive)
 
     def held(n):  # an image folder counts as held when its key is in the archive
-        return n in have or (n.startswith(FOLDER_PREFIX) and f"{FOLDER_PREFIX}{folder_key(_folder_files(n)[0])}" in have)
+        return n in have or (
+            n.startswith(FOLDER_PREFIX) and f"{FOLDER_PREFIX}{folder_key(_folder_files(n)[0])}" in have
+        )
 
     if all(held(n) for n in needed):
         return archive, False

@@ -9,28 +9,28 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping, Optional
 
 from mnist_hpc.errors import UserError
 
 
 @dataclass(frozen=True)
 class JobEnv:
-    job_id: Optional[str] = None  # SLURM_JOB_ID (an array task has its own)
-    array_job_id: Optional[str] = None  # SLURM_ARRAY_JOB_ID
-    array_task_id: Optional[str] = None  # SLURM_ARRAY_TASK_ID
+    job_id: str | None = None  # SLURM_JOB_ID (an array task has its own)
+    array_job_id: str | None = None  # SLURM_ARRAY_JOB_ID
+    array_task_id: str | None = None  # SLURM_ARRAY_TASK_ID
     restart_count: int = 0  # SLURM_RESTART_COUNT: how often this job was requeued
-    cpus_per_task: Optional[int] = None  # SLURM_CPUS_PER_TASK
-    tmpdir: Optional[str] = None  # SLURM_TMPDIR (the Alliance's per-job local disk)
-    submit_dir: Optional[str] = None  # SLURM_SUBMIT_DIR
+    cpus_per_task: int | None = None  # SLURM_CPUS_PER_TASK
+    tmpdir: str | None = None  # SLURM_TMPDIR (the Alliance's per-job local disk)
+    submit_dir: str | None = None  # SLURM_SUBMIT_DIR
 
     @property
     def in_job(self) -> bool:
         return bool(self.job_id)
 
     @property
-    def run_name_suffix(self) -> Optional[str]:
+    def run_name_suffix(self) -> str | None:
         """``job<ID>`` or ``job<ARRAYID>_<TASK>``: a requeued job finds its run folder by it."""
         if not self.job_id:
             return None
@@ -39,7 +39,7 @@ class JobEnv:
         return f"job{self.job_id}"
 
     @property
-    def requeue_id(self) -> Optional[str]:
+    def requeue_id(self) -> str | None:
         """The id that requeues this job and nothing else. An array task is
         ``<SLURM_ARRAY_JOB_ID>_<SLURM_ARRAY_TASK_ID>``: one task's own ``SLURM_JOB_ID`` can equal the
         array's id, and ``scontrol requeue <array id>`` requeues every task of the array (Slurm's
@@ -49,11 +49,11 @@ class JobEnv:
         return self.job_id
 
 
-def _int(value: Optional[str]) -> Optional[int]:
+def _int(value: str | None) -> int | None:
     return int(value) if value and value.strip().isdigit() else None
 
 
-def current(environ: Optional[Mapping[str, str]] = None) -> JobEnv:
+def current(environ: Mapping[str, str] | None = None) -> JobEnv:
     env = os.environ if environ is None else environ
     return JobEnv(
         job_id=env.get("SLURM_JOB_ID") or None,
@@ -66,7 +66,7 @@ def current(environ: Optional[Mapping[str, str]] = None) -> JobEnv:
     )
 
 
-def default_account(environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
+def default_account(environ: Mapping[str, str] | None = None) -> str | None:
     """The account sbatch would use without --account: ``$SBATCH_ACCOUNT``, else ``$SLURM_ACCOUNT``."""
     env = os.environ if environ is None else environ
     return env.get("SBATCH_ACCOUNT") or env.get("SLURM_ACCOUNT") or None
@@ -77,17 +77,24 @@ def first_host(nodelist: str) -> str:
     if "[" not in nodelist:
         return nodelist.split(",")[0]
     try:
-        out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True,
-                             text=True, timeout=30, check=True).stdout.split()
+        out = subprocess.run(
+            ["scontrol", "show", "hostnames", nodelist],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout.split()
     except (OSError, subprocess.SubprocessError) as e:
-        raise UserError(f"distributed launch: cannot expand the Slurm node list {nodelist!r} "
-                        f"with scontrol ({e}); set MASTER_ADDR") from None
+        raise UserError(
+            f"distributed launch: cannot expand the Slurm node list {nodelist!r} "
+            f"with scontrol ({e}); set MASTER_ADDR"
+        ) from None
     if not out:
         raise UserError(f"distributed launch: empty Slurm node list {nodelist!r}")
     return out[0]
 
 
-def srun_launch_env(environ: Optional[Mapping[str, str]] = None) -> dict:
+def srun_launch_env(environ: Mapping[str, str] | None = None) -> dict:
     """torchrun-style variables (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR,
     MASTER_PORT) for a task of a multi-task ``srun`` step (one task per GPU); {} otherwise.
 
@@ -119,8 +126,10 @@ def requeue_on_preempt(job: JobEnv, max_requeues: int, echo: Callable[[str], Non
         if not (info.requeue_requested and job.in_job):
             return False
         if job.restart_count >= max_requeues:
-            echo(f"checkpoint saved at {where}; not requeueing: {job.restart_count} requeues already "
-                 f"(runtime.max_requeues={max_requeues})")
+            echo(
+                f"checkpoint saved at {where}; not requeueing: {job.restart_count} requeues already "
+                f"(runtime.max_requeues={max_requeues})"
+            )
             return False
         from mnist_hpc.cluster import slurm
 
@@ -129,8 +138,10 @@ def requeue_on_preempt(job: JobEnv, max_requeues: int, echo: Callable[[str], Non
         except UserError as e:
             echo(f"checkpoint saved at {where}; `scontrol requeue {job.requeue_id}` failed: {str(e)[:200]}")
             return False
-        echo(f"checkpoint saved at {where}; requeued Slurm job {job.requeue_id} "
-             f"(restart {job.restart_count + 1}); it will resume in {info.run_dir}")
+        echo(
+            f"checkpoint saved at {where}; requeued Slurm job {job.requeue_id} "
+            f"(restart {job.restart_count + 1}); it will resume in {info.run_dir}"
+        )
         return True
 
     return on_preempt

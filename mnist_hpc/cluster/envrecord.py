@@ -22,10 +22,10 @@ import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Callable, Mapping, Optional
 
 from mnist_hpc.cluster.env import JobEnv
 
@@ -57,7 +57,7 @@ def pip_freeze() -> str:
     return "".join(line + "\n" for _, line in sorted(seen.items()))
 
 
-def nvidia_smi() -> Optional[str]:
+def nvidia_smi() -> str | None:
     if shutil.which("nvidia-smi") is None:
         return None
     try:
@@ -72,7 +72,7 @@ def _starts(env_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[6:]))
 
 
-def record(run_dir, job: JobEnv, environ: Optional[Mapping[str, str]] = None) -> tuple[Path, Optional[str]]:
+def record(run_dir, job: JobEnv, environ: Mapping[str, str] | None = None) -> tuple[Path, str | None]:
     """Write ``env/start-<K>/`` for this start; return it and, when this start's watched versions
     differ from the first start's, the warning to show (else None)."""
     env = os.environ if environ is None else environ
@@ -84,17 +84,24 @@ def record(run_dir, job: JobEnv, environ: Optional[Mapping[str, str]] = None) ->
     here.mkdir()
     now = versions()
     facts = {
-        "start": index, "node": socket.gethostname(), "started_at": datetime.now(timezone.utc).isoformat(),
-        "slurm_job_id": job.job_id, "slurm_array_job_id": job.array_job_id,
-        "slurm_array_task_id": job.array_task_id, "restart_count": job.restart_count,
-        "python": platform.python_version(), "executable": sys.executable, "versions": now,
+        "start": index,
+        "node": socket.gethostname(),
+        "started_at": datetime.now(timezone.utc).isoformat(),
+        "slurm_job_id": job.job_id,
+        "slurm_array_job_id": job.array_job_id,
+        "slurm_array_task_id": job.array_task_id,
+        "restart_count": job.restart_count,
+        "python": platform.python_version(),
+        "executable": sys.executable,
+        "versions": now,
     }
     (here / "job.json").write_text(json.dumps(facts, indent=2) + "\n")
     (here / "pip-freeze.txt").write_text(pip_freeze())
     (here / "python.txt").write_text(f"Python {platform.python_version()}\n")
     loaded = [m for m in (env.get("LOADEDMODULES") or "").split(":") if m]
-    (here / "modules.txt").write_text("".join(f"{m}\n" for m in loaded) if loaded
-                                      else "(no modules loaded, or no Lmod on this node)\n")
+    (here / "modules.txt").write_text(
+        "".join(f"{m}\n" for m in loaded) if loaded else "(no modules loaded, or no Lmod on this node)\n"
+    )
     gpus = nvidia_smi()
     if gpus is not None:
         (here / "nvidia-smi.txt").write_text(gpus)
@@ -104,13 +111,16 @@ def record(run_dir, job: JobEnv, environ: Optional[Mapping[str, str]] = None) ->
         first = json.loads((earlier[0] / "job.json").read_text()).get("versions") or {}
     except (OSError, ValueError):
         return here, None
-    changed = [f"{name} {first.get(name)} -> {now.get(name)}" for name in WATCHED
-               if first.get(name) != now.get(name)]
+    changed = [
+        f"{name} {first.get(name)} -> {now.get(name)}" for name in WATCHED if first.get(name) != now.get(name)
+    ]
     if not changed:
         return here, None
-    return here, (f"WARNING: this start of the run uses other versions than its first start did "
-                  f"({', '.join(changed)}; see {env_dir}/): the resumed run may not match an "
-                  "uninterrupted one. Pin the versions (a virtualenv made once) or start the run afresh.")
+    return here, (
+        f"WARNING: this start of the run uses other versions than its first start did "
+        f"({', '.join(changed)}; see {env_dir}/): the resumed run may not match an "
+        "uninterrupted one. Pin the versions (a virtualenv made once) or start the run afresh."
+    )
 
 
 def on_start(job: JobEnv, echo: Callable[[str], None] = print) -> Callable[[Path], None]:

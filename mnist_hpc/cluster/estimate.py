@@ -14,15 +14,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Optional
 
 from mnist_hpc.cluster.profiles import Profile
 from mnist_hpc.cluster.units import format_time, parse_time
 
 # training images of each dataset (their pages; config/datasets.py describes the same counts)
-TRAIN_IMAGES = {"mnist": 60_000, "fashion": 60_000, "fashion-mnist": 60_000, "kmnist": 60_000,
-                "qmnist": 60_000, "emnist-balanced": 112_800, "emnist-letters": 124_800,
-                "emnist-digits": 240_000, "emnist-byclass": 697_932, "emnist-bymerge": 697_932}
+TRAIN_IMAGES = {
+    "mnist": 60_000,
+    "fashion": 60_000,
+    "fashion-mnist": 60_000,
+    "kmnist": 60_000,
+    "qmnist": 60_000,
+    "emnist-balanced": 112_800,
+    "emnist-letters": 124_800,
+    "emnist-digits": 240_000,
+    "emnist-byclass": 697_932,
+    "emnist-bymerge": 697_932,
+}
 SETUP_SECONDS = 120  # assumed, not measured: modules, virtualenv from the wheelhouse, data unpacking
 MARGIN = 1.5  # the walltime asks for the estimate x this, plus the setup, rounded up to 5 minutes
 FAR_ABOVE = 4.0  # a --time this many times the request waits longer in the queue for nothing
@@ -47,7 +55,7 @@ class Estimate:
     request_seconds: int  # the walltime to ask for
     gpus: float  # GPUs a task holds (a MIG slice: 1 slice)
     what: str  # "1 x a100", "1 MIG slice a100_1g.5gb", "CPU only"
-    rgu: Optional[float]  # per GPU or slice; None: not documented
+    rgu: float | None  # per GPU or slice; None: not documented
     lines: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
 
@@ -56,7 +64,7 @@ class Estimate:
         return self.tasks * self.task_seconds / 3600 * self.gpus
 
     @property
-    def rgu_hours(self) -> Optional[float]:
+    def rgu_hours(self) -> float | None:
         return None if self.rgu is None else self.gpu_hours * self.rgu
 
 
@@ -80,9 +88,18 @@ def probe_key(cfg) -> str:
     from mnist_hpc.config.datasets import MNIST_SHAPE, data_shape
 
     shape = data_shape(cfg.data) or MNIST_SHAPE
-    text = json.dumps({"model": cfg.model.to_dict(), "batch": cfg.data.batch_size,
-                       "shape": list(shape.input_shape), "classes": shape.num_classes,
-                       "host": socket.gethostname(), "cores": os.cpu_count()}, sort_keys=True, default=str)
+    text = json.dumps(
+        {
+            "model": cfg.model.to_dict(),
+            "batch": cfg.data.batch_size,
+            "shape": list(shape.input_shape),
+            "classes": shape.num_classes,
+            "host": socket.gethostname(),
+            "cores": os.cpu_count(),
+        },
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -96,7 +113,7 @@ def read_store() -> dict:
     return stored if isinstance(stored, dict) else {}
 
 
-def stored_probe(cfg) -> Optional[Probe]:
+def stored_probe(cfg) -> Probe | None:
     """The probe stored for ``cfg`` on this host, or None (``mnist-hpc estimate`` measures one)."""
     s = read_store().get(probe_key(cfg))
     if not isinstance(s, dict):
@@ -124,8 +141,16 @@ def _hours(h: float) -> str:
     return f"{h:.3f}" if h < 1 else f"{h:.2f}" if h < 100 else f"{h:,.0f}"
 
 
-def estimate(cfgs, probe, profile: Profile, n_gpus: int, gpu_type: Optional[str], *,
-             pack: int = 1, time_limit: Optional[str] = None) -> Estimate:
+def estimate(
+    cfgs,
+    probe,
+    profile: Profile,
+    n_gpus: int,
+    gpu_type: str | None,
+    *,
+    pack: int = 1,
+    time_limit: str | None = None,
+) -> Estimate:
     """The cost of running ``cfgs`` (one config, or every run of a sweep), ``pack`` per array task,
     each task holding ``n_gpus`` GPUs of ``gpu_type`` (a MIG slice name: one slice). ``probe``: one
     ``Probe`` for all, or one per config."""
@@ -135,8 +160,10 @@ def estimate(cfgs, probe, profile: Profile, n_gpus: int, gpu_type: Optional[str]
     runs = len(cfgs)
     pack = max(1, min(pack, runs))
     tasks = -(-runs // pack)
-    run_seconds = [c.train.epochs * steps_per_epoch(c) * p.step_seconds for c, p in zip(cfgs, probes)]
-    longest_task = max(sum(run_seconds[i:i + pack]) for i in range(0, runs, pack))
+    run_seconds = [
+        c.train.epochs * steps_per_epoch(c) * p.step_seconds for c, p in zip(cfgs, probes, strict=False)
+    ]
+    longest_task = max(sum(run_seconds[i : i + pack]) for i in range(0, runs, pack))
     mean_run = sum(run_seconds) / runs
     request = _round_up(longest_task * MARGIN + SETUP_SECONDS)
     request = min(request, profile.max_seconds)
@@ -145,45 +172,67 @@ def estimate(cfgs, probe, profile: Profile, n_gpus: int, gpu_type: Optional[str]
         what, gpus, rgu, rgu_from = "CPU only", 0.0, None, "no GPU: charged in core-years, not RGU"
     elif slice_ is not None:
         what, gpus, rgu = f"1 MIG slice {gpu_type}", 1.0, slice_.rgu
-        rgu_from = (f"{rgu} RGU per {gpu_type} slice [Allocations and compute scheduling]" if rgu is not None
-                    else f"no RGU value documented for {gpu_type}")
+        rgu_from = (
+            f"{rgu} RGU per {gpu_type} slice [Allocations and compute scheduling]"
+            if rgu is not None
+            else f"no RGU value documented for {gpu_type}"
+        )
     else:
         kind = gpu_type or profile.gpu_type or "GPU"
         what, gpus = f"{n_gpus} x {kind} per task", float(n_gpus)
         rgu = profile.rgu_per_gpu if kind == profile.gpu_type else None
-        rgu_from = (f"{rgu} RGU per {kind} [Allocations and compute scheduling]" if rgu is not None
-                    else f"no RGU value documented for {kind} on {profile.name}")
+        rgu_from = (
+            f"{rgu} RGU per {kind} [Allocations and compute scheduling]"
+            if rgu is not None
+            else f"no RGU value documented for {kind} on {profile.name}"
+        )
     out = Estimate(runs, tasks, pack, mean_run, longest_task, request, gpus, what, rgu)
-    where = ("this machine's figure, not scaled: no GPU figure is measured in benchmarks/, so a GPU "
-             "run is assumed no slower than this" if n_gpus > 0 else "this machine's figure")
+    where = (
+        "this machine's figure, not scaled: no GPU figure is measured in benchmarks/, so a GPU "
+        "run is assumed no slower than this"
+        if n_gpus > 0
+        else "this machine's figure"
+    )
     out.lines = [
         f"estimate for {runs} run{'s' if runs != 1 else ''} on {profile.name} ({what}"
-        + (f", {pack} runs per array task, {tasks} task{'s' if tasks != 1 else ''}" if pack > 1 or runs > 1
-           else "") + "):",
+        + (
+            f", {pack} runs per array task, {tasks} task{'s' if tasks != 1 else ''}"
+            if pack > 1 or runs > 1
+            else ""
+        )
+        + "):",
         f"  per run      ~{format_time(round(mean_run))} (estimate, training steps only: {cfgs[0].train.epochs} epochs x "
         f"{steps_per_epoch(cfgs[0])} steps x {probe.step_seconds * 1000:.1f} ms/step measured on "
-        f"{probe.device}, {probe.source}" + (" (first run; each run its own)" if len(set(probes)) > 1 else "")
+        f"{probe.device}, {probe.source}"
+        + (" (first run; each run its own)" if len(set(probes)) > 1 else "")
         + f"; {where})",
         f"  per task     ~{format_time(round(longest_task))} (estimate)",
         f"  walltime     {format_time(request)} to ask for (the estimate x {MARGIN} + {SETUP_SECONDS} s "
         "assumed for node setup, rounded up to 5 min)",
     ]
     if n_gpus > 0:
-        rgu_text = (f"~{_hours(out.rgu_hours)} RGU-hours ({rgu_from})" if out.rgu_hours is not None
-                    else f"RGU-hours unknown ({rgu_from})")
+        rgu_text = (
+            f"~{_hours(out.rgu_hours)} RGU-hours ({rgu_from})"
+            if out.rgu_hours is not None
+            else f"RGU-hours unknown ({rgu_from})"
+        )
         out.lines.append(f"  GPU-hours    ~{_hours(out.gpu_hours)} (estimate, all tasks) · {rgu_text}")
     else:
         out.lines.append(f"  core-hours   see --cpus; {rgu_from}")
     if time_limit:
         asked = parse_time(time_limit)
         if asked < longest_task + SETUP_SECONDS:
-            out.warnings.append(f"--time {time_limit} is below the estimated {format_time(round(longest_task + SETUP_SECONDS))} "
-                                "per task: the task would get its time-limit signal and be requeued (or die); "
-                                f"ask for {format_time(request)}")
+            out.warnings.append(
+                f"--time {time_limit} is below the estimated {format_time(round(longest_task + SETUP_SECONDS))} "
+                "per task: the task would get its time-limit signal and be requeued (or die); "
+                f"ask for {format_time(request)}"
+            )
         elif asked > FAR_ABOVE * request:
-            out.warnings.append(f"--time {time_limit} is far above the {format_time(request)} this needs: a long "
-                                "limit waits longer in the queue (backfill fits short jobs first); "
-                                f"ask for {format_time(request)}")
+            out.warnings.append(
+                f"--time {time_limit} is far above the {format_time(request)} this needs: a long "
+                "limit waits longer in the queue (backfill fits short jobs first); "
+                f"ask for {format_time(request)}"
+            )
     return out
 
 
@@ -203,7 +252,7 @@ class GpuChoice:
     why: str  # one line: what was chosen, from which figures and assumptions
 
 
-def memory_estimate(cfg) -> Optional[float]:
+def memory_estimate(cfg) -> float | None:
     """Bytes of GPU memory a run needs, estimated (None where the model's size is unknown)."""
     from mnist_hpc.config.datasets import MNIST_SHAPE, data_shape
 
@@ -218,7 +267,7 @@ def memory_estimate(cfg) -> Optional[float]:
     return params * BYTES_PER_PARAM + cfg.data.batch_size * c * h * w * ACTIVATION_BYTES_PER_PIXEL
 
 
-def _params(cfg) -> Optional[int]:
+def _params(cfg) -> int | None:
     from mnist_hpc.config.datasets import MNIST_SHAPE, data_shape
 
     try:
@@ -227,8 +276,16 @@ def _params(cfg) -> Optional[int]:
         return None
 
 
-def choose_gpus(cfgs, profile: Profile, *, time_limit: str, nodes: int = 1, tasks: Optional[int] = None,
-                probe: Optional[Probe] = None, pack: int = 1) -> GpuChoice:
+def choose_gpus(
+    cfgs,
+    profile: Profile,
+    *,
+    time_limit: str,
+    nodes: int = 1,
+    tasks: int | None = None,
+    probe: Probe | None = None,
+    pack: int = 1,
+) -> GpuChoice:
     """``--gpus auto``: the cheapest request the runs' estimated compute and memory fit. DDP (several
     nodes or tasks) and models of unknown or large size get a whole GPU; the CPU where the cluster's
     CPU jobs are not whole nodes and this machine's probe (a CPU figure) says the task fits in the
@@ -238,38 +295,58 @@ def choose_gpus(cfgs, profile: Profile, *, time_limit: str, nodes: int = 1, task
         return GpuChoice("0", f"CPU: cluster {profile.name} has no GPUs")
     whole = str(min(profile.gpu_counts or (1,)))
     if nodes > 1 or (tasks or 1) > 1:
-        return GpuChoice(whole, f"{whole} whole GPU(s) per node: DDP ({nodes} node(s), {tasks or 1} task(s)) "
-                                "takes one whole GPU per process")
+        return GpuChoice(
+            whole,
+            f"{whole} whole GPU(s) per node: DDP ({nodes} node(s), {tasks or 1} task(s)) "
+            "takes one whole GPU per process",
+        )
     sizes = [_params(c) for c in cfgs]
     if any(s is None for s in sizes):
-        return GpuChoice(whole, f"{whole} whole GPU: the model's size is unknown before it is built "
-                                "(custom or torchvision), so no slice is assumed to fit")
+        return GpuChoice(
+            whole,
+            f"{whole} whole GPU: the model's size is unknown before it is built "
+            "(custom or torchvision), so no slice is assumed to fit",
+        )
     params = max(sizes)
     mem = max(memory_estimate(c) for c in cfgs)
     mem_text = f"{params:,} parameters, ~{mem / 2**30:.2f} GiB estimated GPU memory"
     if probe is not None and probe.device.startswith("cpu") and not profile.cpu_node_cores:
-        steps = max(sum(c.train.epochs * steps_per_epoch(c) for c in cfgs[i:i + pack])
-                    for i in range(0, len(cfgs), max(pack, 1)))
+        steps = max(
+            sum(c.train.epochs * steps_per_epoch(c) for c in cfgs[i : i + pack])
+            for i in range(0, len(cfgs), max(pack, 1))
+        )
         task = steps * probe.step_seconds
         if task * MARGIN + SETUP_SECONDS <= parse_time(time_limit):
-            return GpuChoice("0", f"CPU: {mem_text}; a task is estimated at {format_time(round(task))} on "
-                                  f"{probe.device} ({probe.source}), within --time {time_limit} with margin "
-                                  "(no GPU is charged); pass --gpus 1 for a GPU")
+            return GpuChoice(
+                "0",
+                f"CPU: {mem_text}; a task is estimated at {format_time(round(task))} on "
+                f"{probe.device} ({probe.source}), within --time {time_limit} with margin "
+                "(no GPU is charged); pass --gpus 1 for a GPU",
+            )
     fits = []
     for name, s in profile.mig.items():
         m = _SLICE_RE.search(name)
-        if not m or int(m.group(1)) not in MIG_MAX_PARAMS:  # 4g slices: "not available" [Allocations and compute scheduling]
+        if (
+            not m or int(m.group(1)) not in MIG_MAX_PARAMS
+        ):  # 4g slices: "not available" [Allocations and compute scheduling]
             continue
         sevenths, gb = int(m.group(1)), int(m.group(2))
         if params <= MIG_MAX_PARAMS[sevenths] and mem <= gb * 2**30 * 0.8:
             fits.append((s.rgu if s.rgu is not None else 99.0, len(name), name))
     if fits:
         rgu, _, name = min(fits)
-        cost = f"{rgu} RGU against {profile.rgu_per_gpu} for a whole GPU" if profile.rgu_per_gpu else "a fraction of a GPU"
-        return GpuChoice(f"{name}:1", f"MIG slice {name}: {mem_text} fit it ({cost}) [Allocations and compute "
-                                      "scheduling]; assumed: 16 bytes a parameter, 256 bytes a pixel per image, "
-                                      f"at most {MIG_MAX_PARAMS[int(_SLICE_RE.search(name).group(1))]:,} "
-                                      "parameters for its share")
+        cost = (
+            f"{rgu} RGU against {profile.rgu_per_gpu} for a whole GPU"
+            if profile.rgu_per_gpu
+            else "a fraction of a GPU"
+        )
+        return GpuChoice(
+            f"{name}:1",
+            f"MIG slice {name}: {mem_text} fit it ({cost}) [Allocations and compute "
+            "scheduling]; assumed: 16 bytes a parameter, 256 bytes a pixel per image, "
+            f"at most {MIG_MAX_PARAMS[int(_SLICE_RE.search(name).group(1))]:,} "
+            "parameters for its share",
+        )
     why = "no MIG slices on this cluster" if not profile.mig else "too large for every MIG slice"
     return GpuChoice(whole, f"{whole} whole GPU: {mem_text}; {why}")
 
@@ -282,11 +359,15 @@ def choose_pack(cfgs, probes, task_time: str) -> tuple[int, str]:
     suit tasks of about an hour or more [Job arrays]) with the walltime's margin; at least 1."""
     cfgs = list(cfgs)
     probes = list(probes) if isinstance(probes, (list, tuple)) else [probes] * len(cfgs)
-    run = max(c.train.epochs * steps_per_epoch(c) * p.step_seconds for c, p in zip(cfgs, probes))
+    run = max(
+        c.train.epochs * steps_per_epoch(c) * p.step_seconds for c, p in zip(cfgs, probes, strict=False)
+    )
     room = parse_time(task_time) - SETUP_SECONDS
     k = max(1, min(len(cfgs), int(room // max(run * MARGIN, 1e-9)))) if room > 0 else 1
     n = -(-len(cfgs) // k)
-    why = (f"--pack auto: {k} run{'s' if k != 1 else ''} per array task, {n} task{'s' if n != 1 else ''} (a run "
-           f"~{format_time(round(run))} estimated from {probes[0].device}, {probes[0].source}; x {MARGIN} each, "
-           f"+ {SETUP_SECONDS} s setup, within --task-time {task_time})")
+    why = (
+        f"--pack auto: {k} run{'s' if k != 1 else ''} per array task, {n} task{'s' if n != 1 else ''} (a run "
+        f"~{format_time(round(run))} estimated from {probes[0].device}, {probes[0].source}; x {MARGIN} each, "
+        f"+ {SETUP_SECONDS} s setup, within --task-time {task_time})"
+    )
     return k, why

@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Union
 
 from mnist_hpc.cluster import datapack, env, nodeenv, slurm
 from mnist_hpc.cluster.profiles import Profile, get_profile
@@ -34,11 +34,14 @@ def _stderr(prefix: str = "") -> Echo:
     return lambda text: print(f"{prefix}{text}", file=sys.stderr)
 
 
+_WARN, _NOTE = _stderr("warning: "), _stderr()  # the defaults: warnings and notes on stderr
+
+
 @dataclass
 class Job:
     """A submitted (or, on a dry run, rendered) Slurm job."""
 
-    job_id: Optional[str]  # None on a dry run
+    job_id: str | None  # None on a dry run
     script: str  # the rendered job script
     run_dir: Path  # the run folder (a sweep's: the folder of its scripts and logs)
     cluster: str  # the profile's name (a retired name's successor)
@@ -57,11 +60,11 @@ class SweepJobs:
     cluster: str
     jobs: list = field(default_factory=list)  # [Job]
     notes: list = field(default_factory=list)  # how the sweep was fitted to the cluster's limits
-    snapshot: Optional[Path] = None  # <folder>/sweep.yaml: the copy the array tasks read (None: dry run)
+    snapshot: Path | None = None  # <folder>/sweep.yaml: the copy the array tasks read (None: dry run)
     pack: int = 1  # runs per array task (cluster.packed), one after another
     tasks: int = 0  # array tasks in all (runs / pack, rounded up)
-    report_job: Optional[Job] = None  # --then report: the CPU job after the array(s)
-    trials: Optional[int] = None  # a method: optuna study's n_trials (then ``runs`` counts its workers)
+    report_job: Job | None = None  # --then report: the CPU job after the array(s)
+    trials: int | None = None  # a method: optuna study's n_trials (then ``runs`` counts its workers)
 
     @property
     def job_ids(self) -> list:
@@ -78,7 +81,7 @@ def profile_for(cluster: str, warn: Echo) -> Profile:
     return profile
 
 
-def parse_gpus(value: Union[int, str, None], profile: Profile) -> tuple[int, Optional[str]]:
+def parse_gpus(value: int | str | None, profile: Profile) -> tuple[int, str | None]:
     """``--gpus``: None (the smallest count the cluster takes, 0 on CPU-only ones), N or TYPE:N."""
     if value is None:
         return (min(profile.gpu_counts or (1,)) if profile.gpus_per_node else 0), None
@@ -86,8 +89,10 @@ def parse_gpus(value: Union[int, str, None], profile: Profile) -> tuple[int, Opt
     if not count.isdigit():
         raise UserError(f"--gpus {value}: expected a number or TYPE:NUMBER, e.g. 2 or a100_3g.20gb:1")
     if kind and int(count) == 0:  # a typed request for no GPU would quietly become a CPU job
-        raise UserError(f"--gpus {value}: a GPU type needs a count of at least 1, e.g. {kind}:1 "
-                        "(--gpus 0 asks for a CPU-only job)")
+        raise UserError(
+            f"--gpus {value}: a GPU type needs a count of at least 1, e.g. {kind}:1 "
+            "(--gpus 0 asks for a CPU-only job)"
+        )
     return int(count), (kind or None)
 
 
@@ -132,17 +137,23 @@ def _record(folder: Path, record: dict) -> None:
     write_json(folder / "job.json", record)
 
 
-def auto_gpus(cfgs, profile: Profile, time: str, nodes: int, tasks: Optional[int], note: Echo,
-              pack: int = 1, probe=None) -> str:
+def auto_gpus(
+    cfgs, profile: Profile, time: str, nodes: int, tasks: int | None, note: Echo, pack: int = 1, probe=None
+) -> str:
     """``--gpus auto``: ``cluster.estimate.choose_gpus`` with this host's stored probe (if any);
     says what it chose and why."""
     from mnist_hpc.cluster import estimate
 
     cfgs = list(cfgs)
     probe = probe or (estimate.stored_probe(cfgs[0]) if cfgs else None)
-    choice = estimate.choose_gpus(cfgs, profile, time_limit=time, nodes=nodes, tasks=tasks, probe=probe,
-                                  pack=pack)
-    extra = "" if probe is not None else " (no stored probe here: mnist-hpc estimate makes one, which may choose the CPU)"
+    choice = estimate.choose_gpus(
+        cfgs, profile, time_limit=time, nodes=nodes, tasks=tasks, probe=probe, pack=pack
+    )
+    extra = (
+        ""
+        if probe is not None
+        else " (no stored probe here: mnist-hpc estimate makes one, which may choose the CPU)"
+    )
     note(f"--gpus auto: {choice.gpus} -- {choice.why}{extra}")
     return choice.gpus
 
@@ -153,7 +164,7 @@ def auto_gpus(cfgs, profile: Profile, time: str, nodes: int, tasks: Optional[int
 DEPENDENCY_KINDS = ("afterok", "afterany")
 
 
-def dependency(after: Optional[str], dry_run: bool = False) -> str:
+def dependency(after: str | None, dry_run: bool = False) -> str:
     """``--after JOBID[:afterany|afterok]`` as sbatch's ``--dependency`` value (afterok by default);
     the job must exist (asked once with ``scontrol``; a dry run without Slurm skips the check)."""
     if not after:
@@ -163,21 +174,37 @@ def dependency(after: Optional[str], dry_run: bool = False) -> str:
     if kind not in DEPENDENCY_KINDS:
         raise UserError(f"--after {after}: expected JOBID, JOBID:afterok or JOBID:afterany")
     job_id = slurm.check_job_id(job_id)
-    if not (dry_run and shutil.which("scontrol") is None):
-        if slurm.scontrol_show_job(job_id) is None:
-            raise UserError(f"--after {after}: job {job_id} does not exist (Slurm does not know it); "
-                            "check the id with mnist-hpc status or sq")
+    if not (dry_run and shutil.which("scontrol") is None) and slurm.scontrol_show_job(job_id) is None:
+        raise UserError(
+            f"--after {after}: job {job_id} does not exist (Slurm does not know it); "
+            "check the id with mnist-hpc status or sq"
+        )
     return f"{kind}:{job_id}"
 
 
 # --------------------------------------------------------------------------- submit
 
 
-def submit(config_or_source, overrides: Sequence[str] = (), cluster: str = "local", *,
-           account: Optional[str] = None, dry_run: bool = False, gpus=None, nodes: int = 1,
-           tasks: Optional[int] = None, time: str = "1:00:00", mail: Optional[str] = None,
-           cpus: Optional[int] = None, mem: Optional[str] = None, data_dir=None, cwd=None,
-           warn: Echo = _stderr("warning: "), note: Echo = _stderr(), after: Optional[str] = None) -> Job:
+def submit(
+    config_or_source,
+    overrides: Sequence[str] = (),
+    cluster: str = "local",
+    *,
+    account: str | None = None,
+    dry_run: bool = False,
+    gpus=None,
+    nodes: int = 1,
+    tasks: int | None = None,
+    time: str = "1:00:00",
+    mail: str | None = None,
+    cpus: int | None = None,
+    mem: str | None = None,
+    data_dir=None,
+    cwd=None,
+    warn: Echo = _WARN,
+    note: Echo = _NOTE,
+    after: str | None = None,
+) -> Job:
     """Submit a config (a path, a shipped config name or a ``Config``) as a Slurm job on the
     cluster profile ``cluster``, in a new run folder under the config's output_dir.
 
@@ -210,15 +237,31 @@ def submit(config_or_source, overrides: Sequence[str] = (), cluster: str = "loca
 
     def spec_for(run_dir: Path) -> JobSpec:
         return JobSpec(
-            template=kind_for(nodes, n_gpus, tasks), profile=profile, job_name=cfg.experiment.name,
-            config=str(run_dir / "config.yaml"), run_dir=str(run_dir), time=time, nodes=nodes,
-            gpus_per_node=n_gpus, gpu_type=gpu_type, tasks_per_node=tasks, cpus_per_task=cpus, mem=mem,
-            account=account or env.default_account(), mail_user=mail, output=str(run_dir / "slurm-%j.out"),
-            requeue_signal=cfg.runtime.requeue_signal, workdir=str(cwd),
+            template=kind_for(nodes, n_gpus, tasks),
+            profile=profile,
+            job_name=cfg.experiment.name,
+            config=str(run_dir / "config.yaml"),
+            run_dir=str(run_dir),
+            time=time,
+            nodes=nodes,
+            gpus_per_node=n_gpus,
+            gpu_type=gpu_type,
+            tasks_per_node=tasks,
+            cpus_per_task=cpus,
+            mem=mem,
+            account=account or env.default_account(),
+            mail_user=mail,
+            output=str(run_dir / "slurm-%j.out"),
+            requeue_signal=cfg.runtime.requeue_signal,
+            workdir=str(cwd),
             data_archive=str(cwd / datapack.DEFAULT_ARCHIVE),
             data_dir=str(Path(data_dir).resolve()) if data_dir else "",
-            script_name=str(run_dir / "job.sh"), code=nodeenv.code_dir(run_dir),
-            python=nodeenv.submitting_python(), packages=packages, dependency=depends)
+            script_name=str(run_dir / "job.sh"),
+            code=nodeenv.code_dir(run_dir),
+            python=nodeenv.submitting_python(),
+            packages=packages,
+            dependency=depends,
+        )
 
     spec = spec_for(run_dir)
     script = render(spec)
@@ -234,8 +277,11 @@ def submit(config_or_source, overrides: Sequence[str] = (), cluster: str = "loca
     try:
         from mnist_hpc.runs.folder import atomic_write
 
-        atomic_write(run_dir / "config.yaml", f"# resolved config, as submitted (source: {source})\n"
-                     + carry_model_code(cfg, run_dir).to_yaml())
+        atomic_write(
+            run_dir / "config.yaml",
+            f"# resolved config, as submitted (source: {source})\n"
+            + carry_model_code(cfg, run_dir).to_yaml(),
+        )
         nodeenv.copy_code(run_dir)  # an installed mnist_hpc (no checkout): the job runs this copy
         script_path = run_dir / "job.sh"
         _write_script(script_path, script)
@@ -243,11 +289,22 @@ def submit(config_or_source, overrides: Sequence[str] = (), cluster: str = "loca
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)  # no half-made run folder is left
         raise
-    _record(run_dir, {"job_id": job.job_id, "cluster": profile.name, "template": spec.template,
-                      "run_dir": str(run_dir), "output": spec.output, "config": source,
-                      "overrides": list(overrides), "script": str(script_path), "submitted_at": _now(),
-                      **({"after": depends} if depends else {}),
-                      "argv": ["sbatch", "--parsable", str(script_path)]})
+    _record(
+        run_dir,
+        {
+            "job_id": job.job_id,
+            "cluster": profile.name,
+            "template": spec.template,
+            "run_dir": str(run_dir),
+            "output": spec.output,
+            "config": source,
+            "overrides": list(overrides),
+            "script": str(script_path),
+            "submitted_at": _now(),
+            **({"after": depends} if depends else {}),
+            "argv": ["sbatch", "--parsable", str(script_path)],
+        },
+    )
     return job
 
 
@@ -291,13 +348,16 @@ def _requeue_signal(sweep) -> str:
     """The one signal of the job array: every run's runtime.requeue_signal (they must agree)."""
     signals = sorted({cfg.runtime.requeue_signal for cfg in sweep.configs()})
     if len(signals) > 1:
-        raise UserError(f"sweep {sweep.name}: its runs ask for different runtime.requeue_signal values "
-                        f"({', '.join(signals)}); a job array has one --signal: set it in the base config")
+        raise UserError(
+            f"sweep {sweep.name}: its runs ask for different runtime.requeue_signal values "
+            f"({', '.join(signals)}); a job array has one --signal: set it in the base config"
+        )
     return signals[0] if signals else "USR1"
 
 
-def plan_arrays(total: int, parallel: int, profile: Profile, queued: int = 0,
-                what: str = "runs") -> tuple[list, int, list]:
+def plan_arrays(
+    total: int, parallel: int, profile: Profile, queued: int = 0, what: str = "runs"
+) -> tuple[list, int, list]:
     """Fit ``total`` runs to the cluster's limits: [(offset, size)] of each job array, the %K
     (tasks running at once) and notes on what was changed. ``queued``: the user's jobs already
     in the queue. Every array task counts as one job against the per-user limit, chained arrays
@@ -305,13 +365,17 @@ def plan_arrays(total: int, parallel: int, profile: Profile, queued: int = 0,
     p = profile
     if p.max_jobs and total + queued > p.max_jobs:
         have = f" and {queued} of yours are queued or running already" if queued else ""
-        raise UserError(f"sweep of {total} {what}: cluster {p.name} accepts at most {p.max_jobs} jobs per user, "
-                        f"queued and running together, every array task counted{have}; split the sweep "
-                        "into smaller files (fewer values or seeds) or wait for jobs to end")
+        raise UserError(
+            f"sweep of {total} {what}: cluster {p.name} accepts at most {p.max_jobs} jobs per user, "
+            f"queued and running together, every array task counted{have}; split the sweep "
+            "into smaller files (fewer values or seeds) or wait for jobs to end"
+        )
     notes = []
     if p.max_running and parallel > p.max_running:
-        notes.append(f"--parallel {parallel} lowered to {p.max_running}: cluster {p.name} runs at most "
-                     f"{p.max_running} jobs per user at once (--array ...%{p.max_running})")
+        notes.append(
+            f"--parallel {parallel} lowered to {p.max_running}: cluster {p.name} runs at most "
+            f"{p.max_running} jobs per user at once (--array ...%{p.max_running})"
+        )
         parallel = p.max_running
     chunk = max(p.max_array_size, 1)  # array indices must stay below MaxArraySize
     arrays = [(offset, min(chunk, total - offset)) for offset in range(0, total, chunk)]
@@ -340,18 +404,36 @@ def check_writable(profile: Profile, *folders, environ=None) -> None:
         where = Path(folder).resolve()
         for name, root in roots:
             if where.is_relative_to(root):
-                raise UserError(f"{folder}: on cluster {profile.name} {name} is read-only on compute nodes, so "
-                                "the job could not write there; submit from $SCRATCH (cd $SCRATCH, i.e. "
-                                "/scratch/$USER or ~/links/scratch), with the data there too")
+                raise UserError(
+                    f"{folder}: on cluster {profile.name} {name} is read-only on compute nodes, so "
+                    "the job could not write there; submit from $SCRATCH (cd $SCRATCH, i.e. "
+                    "/scratch/$USER or ~/links/scratch), with the data there too"
+                )
 
 
-def sweep_submit(sweep_file, cluster: str = "local", *, overrides: Sequence[str] = (),
-                 account: Optional[str] = None, dry_run: bool = False, gpus=None, nodes: int = 1,
-                 tasks: Optional[int] = None, time: str = "1:00:00", mail: Optional[str] = None,
-                 cpus: Optional[int] = None, mem: Optional[str] = None, data_dir=None,
-                 parallel: int = 4, cwd=None, warn: Echo = _stderr("warning: "),
-                 note: Echo = _stderr(), force: bool = False, pack: int = 1,
-                 then: Optional[str] = None) -> SweepJobs:
+def sweep_submit(
+    sweep_file,
+    cluster: str = "local",
+    *,
+    overrides: Sequence[str] = (),
+    account: str | None = None,
+    dry_run: bool = False,
+    gpus=None,
+    nodes: int = 1,
+    tasks: int | None = None,
+    time: str = "1:00:00",
+    mail: str | None = None,
+    cpus: int | None = None,
+    mem: str | None = None,
+    data_dir=None,
+    parallel: int = 4,
+    cwd=None,
+    warn: Echo = _WARN,
+    note: Echo = _NOTE,
+    force: bool = False,
+    pack: int = 1,
+    then: str | None = None,
+) -> SweepJobs:
     """Submit every run of ``sweep_file`` (with the ``--set`` ``overrides`` in every run) as a
     Slurm job array (task I runs run I), at most ``parallel`` at a time; a sweep larger than the
     cluster's largest array becomes several arrays, each starting when the previous one has ended.
@@ -369,10 +451,9 @@ def sweep_submit(sweep_file, cluster: str = "local", *, overrides: Sequence[str]
     if nodes > 1 or (tasks or 1) > 1:
         raise UserError("sweep array tasks run on one node with one process; drop --nodes/--tasks")
     profile = profile_for(cluster, warn)
-    from mnist_hpc.experiments.sweepfile import load_sweep
-
     from mnist_hpc.experiments import runguard
     from mnist_hpc.experiments.sweep import is_completed
+    from mnist_hpc.experiments.sweepfile import load_sweep
 
     sweep = load_sweep(sweep_file, tuple(overrides))
     stale = runguard.stale_runs(sweep.runs, is_completed)
@@ -396,8 +477,10 @@ def sweep_submit(sweep_file, cluster: str = "local", *, overrides: Sequence[str]
     if pack < 1:
         raise UserError(f"--pack {pack}: pack at least one run per array task")
     if sweep.study is not None and pack > 1:
-        raise UserError(f"--pack {pack}: an optuna study's array tasks are workers claiming trials; "
-                        "packing does not apply: drop --pack (use --parallel for the workers)")
+        raise UserError(
+            f"--pack {pack}: an optuna study's array tasks are workers claiming trials; "
+            "packing does not apply: drop --pack (use --parallel for the workers)"
+        )
     # a method: optuna study: each array task is a worker (task I is worker I) claiming trials
     # from the study's journal until it has n_trials; all of them run at once
     total = len(sweep.runs) if sweep.study is None else max(1, min(parallel, sweep.study.n_trials))
@@ -420,37 +503,78 @@ def sweep_submit(sweep_file, cluster: str = "local", *, overrides: Sequence[str]
         made = []
         for k, (offset, size) in enumerate(arrays):
             spec = JobSpec(
-                template="sweep_array", profile=profile, job_name=sweep.name,
-                sweep=str(folder / snapshot.SWEEP_FILE), time=time, gpus_per_node=n_gpus, gpu_type=gpu_type,
-                cpus_per_task=cpus, mem=mem, account=account or env.default_account(), mail_user=mail,
-                output=output, array=f"0-{size - 1}%{min(parallel, size)}", index_offset=offset,
-                pack=pack, requeue_signal=signal, workdir=str(cwd),
+                template="sweep_array",
+                profile=profile,
+                job_name=sweep.name,
+                sweep=str(folder / snapshot.SWEEP_FILE),
+                time=time,
+                gpus_per_node=n_gpus,
+                gpu_type=gpu_type,
+                cpus_per_task=cpus,
+                mem=mem,
+                account=account or env.default_account(),
+                mail_user=mail,
+                output=output,
+                array=f"0-{size - 1}%{min(parallel, size)}",
+                index_offset=offset,
+                pack=pack,
+                requeue_signal=signal,
+                workdir=str(cwd),
                 data_archive=str(cwd / datapack.DEFAULT_ARCHIVE),
                 data_dir=str(Path(data_dir).resolve()) if data_dir else "",
-                script_name=str(folder / f"job-{k}.sh"), code=nodeenv.code_dir(folder),
-                python=nodeenv.submitting_python(), packages=packages)
+                script_name=str(folder / f"job-{k}.sh"),
+                code=nodeenv.code_dir(folder),
+                python=nodeenv.submitting_python(),
+                packages=packages,
+            )
             made.append(Job(None, render(spec), folder, profile.name, "sweep_array", output))
         return made
 
     if then not in (None, "report"):
         raise UserError(f"--then {then}: expected report")
     if then and profile.cpu_node_cores:
-        raise UserError(f"--then report: cluster {profile.name} runs CPU jobs on whole {profile.cpu_node_cores}-core "
-                        "nodes, too much for a report; run mnist-hpc report on the login node after the array")
+        raise UserError(
+            f"--then report: cluster {profile.name} runs CPU jobs on whole {profile.cpu_node_cores}-core "
+            "nodes, too much for a report; run mnist-hpc report on the login node after the array"
+        )
 
     def report_in(folder: Path, after: str) -> Job:
         output = str(folder / "slurm-report-%j.out")
         spec = JobSpec(
-            template="sweep_report", profile=profile, job_name=f"{sweep.name}-report",
-            sweep=str(folder / snapshot.SWEEP_FILE), time="0:15:00", gpus_per_node=0, cpus_per_task=1,
-            mem="2G" if profile.mem_cpu_job else None, account=account or env.default_account(),
-            mail_user=mail, output=output, requeue_signal=signal, workdir=str(cwd), data_archive="",
-            script_name=str(folder / "report.sh"), code=nodeenv.code_dir(folder),
-            python=nodeenv.submitting_python(), packages=packages, dependency=after)
+            template="sweep_report",
+            profile=profile,
+            job_name=f"{sweep.name}-report",
+            sweep=str(folder / snapshot.SWEEP_FILE),
+            time="0:15:00",
+            gpus_per_node=0,
+            cpus_per_task=1,
+            mem="2G" if profile.mem_cpu_job else None,
+            account=account or env.default_account(),
+            mail_user=mail,
+            output=output,
+            requeue_signal=signal,
+            workdir=str(cwd),
+            data_archive="",
+            script_name=str(folder / "report.sh"),
+            code=nodeenv.code_dir(folder),
+            python=nodeenv.submitting_python(),
+            packages=packages,
+            dependency=after,
+        )
         return Job(None, render(spec), folder, profile.name, "sweep_report", output)
 
-    out = SweepJobs(sweep.name, folder, total, parallel, profile.name, jobs=jobs_in(folder), notes=notes,
-                    pack=pack, tasks=tasks, trials=sweep.study.n_trials if sweep.study is not None else None)
+    out = SweepJobs(
+        sweep.name,
+        folder,
+        total,
+        parallel,
+        profile.name,
+        jobs=jobs_in(folder),
+        notes=notes,
+        pack=pack,
+        tasks=tasks,
+        trials=sweep.study.n_trials if sweep.study is not None else None,
+    )
     if then:
         out.report_job = report_in(folder, "afterany:ARRAY_JOB_ID")  # the id sbatch gives the array
     if dry_run:
@@ -487,21 +611,40 @@ def _submit_arrays(out: SweepJobs, sweep_file, arrays: list, cwd: Path) -> None:
     """sbatch each array after the previous one; job.json records those that were submitted."""
     submitted, previous = [], None
     try:
-        for k, (job, (offset, size)) in enumerate(zip(out.jobs, arrays)):
+        for k, (job, (offset, size)) in enumerate(zip(out.jobs, arrays, strict=False)):
             path = out.folder / f"job-{k}.sh"
             _write_script(path, job.script)
             extra = (f"--dependency=afterany:{previous}",) if previous else ()
             previous = job.job_id = slurm.sbatch(str(path), extra=extra, cwd=str(cwd))
-            submitted.append({"job_id": previous, "script": str(path),
-                              "array": f"0-{size - 1}%{min(out.parallel, size)}", "index_offset": offset})
+            submitted.append(
+                {
+                    "job_id": previous,
+                    "script": str(path),
+                    "array": f"0-{size - 1}%{min(out.parallel, size)}",
+                    "index_offset": offset,
+                }
+            )
     finally:
         if submitted:
-            _record(out.folder, {
-                "job_id": submitted[0]["job_id"], "cluster": out.cluster, "template": "sweep_array",
-                "sweep": str(sweep_file), "snapshot": str(out.snapshot), "runs": out.runs,
-                "run_dir": str(out.folder), "pack": out.pack, "tasks": out.tasks,
-                "output": out.jobs[0].output, "script": submitted[0]["script"], "jobs": submitted,
-                "submitted_at": _now(), "argv": ["sbatch", "--parsable", submitted[0]["script"]]})
+            _record(
+                out.folder,
+                {
+                    "job_id": submitted[0]["job_id"],
+                    "cluster": out.cluster,
+                    "template": "sweep_array",
+                    "sweep": str(sweep_file),
+                    "snapshot": str(out.snapshot),
+                    "runs": out.runs,
+                    "run_dir": str(out.folder),
+                    "pack": out.pack,
+                    "tasks": out.tasks,
+                    "output": out.jobs[0].output,
+                    "script": submitted[0]["script"],
+                    "jobs": submitted,
+                    "submitted_at": _now(),
+                    "argv": ["sbatch", "--parsable", submitted[0]["script"]],
+                },
+            )
         else:
             shutil.rmtree(out.folder, ignore_errors=True)
 
@@ -512,14 +655,20 @@ def _submit_arrays(out: SweepJobs, sweep_file, arrays: list, cwd: Path) -> None:
 @dataclass
 class Setup:
     cluster: str
-    venv: Optional[Path]  # None: the cluster's jobs build their own virtualenv per start
+    venv: Path | None  # None: the cluster's jobs build their own virtualenv per start
     script: str = ""  # the bash commands (empty where there is nothing to set up)
     stamp: str = ""
     done: bool = False
 
 
-def setup(cluster: str, configs: Sequence = (), *, dry_run: bool = False, home=None,
-          warn: Echo = _stderr("warning: ")) -> Setup:
+def setup(
+    cluster: str,
+    configs: Sequence = (),
+    *,
+    dry_run: bool = False,
+    home=None,
+    warn: Echo = _WARN,
+) -> Setup:
     """Make, on the login node, the virtualenv in $HOME that jobs on ``cluster`` activate (a
     profile with ``home_venv``: Trillium), with the packages the ``configs`` (default: the base
     ones) need, from the wheelhouse; ``dry_run`` only returns the commands."""
@@ -542,7 +691,9 @@ def setup(cluster: str, configs: Sequence = (), *, dry_run: bool = False, home=N
     if proc.returncode == 3:
         raise UserError(f"no `module` command here: run mnist-hpc setup on a login node of {profile.name}")
     if proc.returncode != 0:
-        raise UserError(f"building the virtualenv {venv} failed (exit {proc.returncode}, its messages above); "
-                        "run it on the cluster's login node, where `module` and the wheelhouse exist")
+        raise UserError(
+            f"building the virtualenv {venv} failed (exit {proc.returncode}, its messages above); "
+            "run it on the cluster's login node, where `module` and the wheelhouse exist"
+        )
     out.done = True
     return out

@@ -20,8 +20,8 @@ import os
 import re
 import shutil
 import sys
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping, Optional
 
 from mnist_hpc.errors import UserError
 
@@ -43,7 +43,7 @@ def code_dir(folder: Path) -> str:
     return str(root if checkout else Path(folder) / CODE_FOLDER)
 
 
-def copy_code(folder: Path) -> Optional[Path]:
+def copy_code(folder: Path) -> Path | None:
     """Copy an installed mnist_hpc (no checkout) into ``folder/code``; None for a checkout."""
     root, checkout = _package_root()
     if checkout:
@@ -74,7 +74,7 @@ def _normal(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def wheelhouse_folders(profile, environ: Optional[Mapping[str, str]] = None) -> tuple[list[str], str]:
+def wheelhouse_folders(profile, environ: Mapping[str, str] | None = None) -> tuple[list[str], str]:
     """The wheelhouse folders for ``profile`` and where that came from (for messages)."""
     env = os.environ if environ is None else environ
     named = env.get("MNIST_HPC_WHEELHOUSE", "")
@@ -83,7 +83,7 @@ def wheelhouse_folders(profile, environ: Optional[Mapping[str, str]] = None) -> 
     return list(getattr(profile, "wheelhouse", ())), f"the wheelhouse of cluster {profile.name}"
 
 
-def python_version(modules: Iterable[str]) -> Optional[tuple[int, int]]:
+def python_version(modules: Iterable[str]) -> tuple[int, int] | None:
     """The (major, minor) of the ``python/X.Y[.Z]`` module among ``modules``, if any."""
     for m in modules:
         found = re.match(r"^python/(\d+)\.(\d+)", m)
@@ -92,11 +92,11 @@ def python_version(modules: Iterable[str]) -> Optional[tuple[int, int]]:
     return None
 
 
-def wheel_fits(filename: str, python: Optional[tuple[int, int]]) -> bool:
+def wheel_fits(filename: str, python: tuple[int, int] | None) -> bool:
     """Whether a wheel (``name-version[-build]-pytag-abitag-platform.whl``) installs on
     ``python`` (None: any): a pure ``py3`` wheel, ``cpXY`` for that very version, or an
     ``abi3`` wheel built for that version or an older one."""
-    parts = filename[:-len(".whl")].split("-")
+    parts = filename[: -len(".whl")].split("-")
     if python is None or len(parts) < 5:
         return True
     pytags, abi = parts[-3].split("."), parts[-2]
@@ -109,7 +109,7 @@ def wheel_fits(filename: str, python: Optional[tuple[int, int]]) -> bool:
     return False
 
 
-def wheels_in(folders: Iterable[str], python: Optional[tuple[int, int]] = None) -> set[str]:
+def wheels_in(folders: Iterable[str], python: tuple[int, int] | None = None) -> set[str]:
     """The distributions (normalised names) that ``folders`` hold wheels of for ``python``.
     Subfolders count (the Alliance wheelhouse keeps its wheels in folders per software
     environment and CPU architecture, which this check does not tell apart) [Python § Available wheels]."""
@@ -124,7 +124,7 @@ def wheels_in(folders: Iterable[str], python: Optional[tuple[int, int]] = None) 
     return names
 
 
-def check_wheelhouse(packages: Iterable[str], profile, environ: Optional[Mapping[str, str]] = None) -> None:
+def check_wheelhouse(packages: Iterable[str], profile, environ: Mapping[str, str] | None = None) -> None:
     """Refuse (one ``UserError`` line) a job whose packages the cluster's wheelhouse lacks.
 
     Nothing to check where no wheelhouse is known, or where the profile's folders are not
@@ -147,7 +147,8 @@ def check_wheelhouse(packages: Iterable[str], profile, environ: Optional[Mapping
             f"`pip install --no-index` would fail on the compute node. Drop what needs "
             f"{'it' if len(lacking) == 1 else 'them'} (experiment.loggers), or get "
             f"{'it' if len(lacking) == 1 else 'them'} into the wheelhouse (Alliance: `avail_wheels "
-            f"{lacking[0]}`, else ask support; the local sandbox: add to LOCAL_SLURM_WHEELS and start it again)")
+            f"{lacking[0]}`, else ask support; the local sandbox: add to LOCAL_SLURM_WHEELS and start it again)"
+        )
 
 
 # --------------------------------------------------------------------------- a virtualenv in $HOME
@@ -169,12 +170,12 @@ def venv_stamp(modules: Iterable[str], packages: Iterable[str]) -> str:
     return f"mnist-hpc {__version__}; modules {' '.join(modules) or '-'}; packages {' '.join(packages)}"
 
 
-def home_venv_path(profile, home: Optional[Path] = None) -> Optional[Path]:
+def home_venv_path(profile, home: Path | None = None) -> Path | None:
     rel = getattr(profile, "home_venv", "")
     return (Path(home) if home is not None else Path.home()) / rel if rel else None
 
 
-def check_home_venv(profile, packages: Iterable[str], home: Optional[Path] = None) -> None:
+def check_home_venv(profile, packages: Iterable[str], home: Path | None = None) -> None:
     """Refuse a job (one UserError line) on a cluster whose jobs activate a virtualenv in $HOME
     when that virtualenv is missing or was built for other packages (stale)."""
     venv = home_venv_path(profile, home)
@@ -182,16 +183,20 @@ def check_home_venv(profile, packages: Iterable[str], home: Optional[Path] = Non
         return
     fix = f"make it once on the login node with: mnist-hpc setup --cluster {profile.name}"
     if not (venv / "bin" / "python").exists():
-        raise UserError(f"cluster {profile.name}: jobs run in the virtualenv {venv}, which does not exist; {fix}")
+        raise UserError(
+            f"cluster {profile.name}: jobs run in the virtualenv {venv}, which does not exist; {fix}"
+        )
     try:
         have = (venv / STAMP_FILE).read_text().strip()
     except OSError:
         have = ""
     want = venv_stamp(profile.modules, packages)
     if have != want:
-        raise UserError(f"cluster {profile.name}: the virtualenv {venv} is stale (built with "
-                        f"{have or 'no record of its packages'!r}, the job needs {want!r}); rebuild it: "
-                        f"mnist-hpc setup --cluster {profile.name}")
+        raise UserError(
+            f"cluster {profile.name}: the virtualenv {venv} is stale (built with "
+            f"{have or 'no record of its packages'!r}, the job needs {want!r}); rebuild it: "
+            f"mnist-hpc setup --cluster {profile.name}"
+        )
 
 
 def setup_script(profile, packages: Iterable[str], venv: Path) -> str:
@@ -213,7 +218,7 @@ def setup_script(profile, packages: Iterable[str], venv: Path) -> str:
         f"module load {modules}" if modules else ":",
         "set -u",
         f"if [ -e {v} ] && [ ! -x {v}/bin/python ]; then",
-        f"  echo \"error: {venv} exists and is no virtualenv; move it away first\" >&2",
+        f'  echo "error: {venv} exists and is no virtualenv; move it away first" >&2',
         "  exit 1",
         "fi",
         f"rm -rf {v}",

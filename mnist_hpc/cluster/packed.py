@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import json
 import signal
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Optional
 
 from mnist_hpc.cluster import env, slurm
 from mnist_hpc.errors import UserError
@@ -71,8 +71,7 @@ def _write(path: Path, record: dict) -> None:
     atomic_write(path, json.dumps(record, indent=2) + "\n")
 
 
-def run_task(sweep_file, task: int, pack: int, data_dir=None,
-             echo: Callable[[str], None] = print) -> int:
+def run_task(sweep_file, task: int, pack: int, data_dir=None, echo: Callable[[str], None] = print) -> int:
     """Train array task ``task``'s runs of the (snapshot) sweep file, ``pack`` per task, one after
     another; returns the exit status: 0 all completed, 75 requeued (the next start continues),
     1 a run failed (the others still trained)."""
@@ -82,15 +81,24 @@ def run_task(sweep_file, task: int, pack: int, data_dir=None,
     sweep = load_sweep(sweep_file, validate=False)  # checked whole when it was submitted
     indices = task_indices(len(sweep.runs), task, pack)
     if not indices:
-        raise UserError(f"--task {task} --pack {pack}: the sweep {sweep_file} has {len(sweep.runs)} runs, "
-                        f"so {task_count(len(sweep.runs), pack)} tasks (0-{task_count(len(sweep.runs), pack) - 1})")
+        raise UserError(
+            f"--task {task} --pack {pack}: the sweep {sweep_file} has {len(sweep.runs)} runs, "
+            f"so {task_count(len(sweep.runs), pack)} tasks (0-{task_count(len(sweep.runs), pack) - 1})"
+        )
     runs = [sweep.runs[i] for i in indices]
     job = env.current()
     path = Path(sweep_file).resolve().parent / TASKS_DIR / f"task-{task}.json"
-    record = {"task": task, "pack": pack, "runs": [r.index for r in runs], "start": job.restart_count,
-              "job": job.requeue_id, "current": None, "updated": None}
+    record = {
+        "task": task,
+        "pack": pack,
+        "runs": [r.index for r in runs],
+        "start": job.restart_count,
+        "job": job.requeue_id,
+        "current": None,
+        "updated": None,
+    }
 
-    def save(current: Optional[int]) -> None:
+    def save(current: int | None) -> None:
         record["current"] = current
         record["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         record["states"] = {str(r.index): run_state(r.run_dir) for r in runs}
@@ -105,8 +113,10 @@ def run_task(sweep_file, task: int, pack: int, data_dir=None,
         if hasattr(signal, name):
             s = getattr(signal, name)
             handlers[s] = signal.signal(s, lambda signum, frame: received.append(signum))
-    echo(f"packed task {task}: runs {indices.start}-{indices.stop - 1} of sweep {sweep.name}"
-         + (f" (start {job.restart_count + 1})" if job.restart_count else ""))
+    echo(
+        f"packed task {task}: runs {indices.start}-{indices.stop - 1} of sweep {sweep.name}"
+        + (f" (start {job.restart_count + 1})" if job.restart_count else "")
+    )
     failed = []
     try:
         save(None)
@@ -121,8 +131,10 @@ def run_task(sweep_file, task: int, pack: int, data_dir=None,
             result = run_sweep(sweep, [run], 1, data_dir, echo=echo)[0]
             if result.status == "requeued":  # the trainer checkpointed and requeued this task
                 save(run.index)
-                echo(f"packed task {task}: requeued at run {run.index} ({result.where}); the next start "
-                     "skips the finished runs and resumes this one")
+                echo(
+                    f"packed task {task}: requeued at run {run.index} ({result.where}); the next start "
+                    "skips the finished runs and resumes this one"
+                )
                 return REQUEUED_EXIT
             if result.status == "failed":
                 failed.append(run)
@@ -131,8 +143,10 @@ def run_task(sweep_file, task: int, pack: int, data_dir=None,
         for s, h in handlers.items():
             signal.signal(s, h)
     if failed:
-        echo(f"packed task {task}: {len(failed)} of {len(runs)} runs failed: "
-             + ", ".join(f"[{r.index}] {r.name} (log {r.run_dir / 'train.log'})" for r in failed))
+        echo(
+            f"packed task {task}: {len(failed)} of {len(runs)} runs failed: "
+            + ", ".join(f"[{r.index}] {r.name} (log {r.run_dir / 'train.log'})" for r in failed)
+        )
         return 1
     echo(f"packed task {task}: all {len(runs)} runs completed")
     return 0
@@ -148,20 +162,23 @@ def _requeue_between_runs(job, signum: int, run, runs, echo, save) -> int:
         echo(f"stopped by {name} before run {run.index}; run the task again to continue")
         return REQUEUED_EXIT if requeue else 143
     if job.restart_count >= run.config.runtime.max_requeues:
-        echo(f"{name} before run {run.index}: not requeueing, {job.restart_count} requeues already "
-             f"(runtime.max_requeues={run.config.runtime.max_requeues})")
+        echo(
+            f"{name} before run {run.index}: not requeueing, {job.restart_count} requeues already "
+            f"(runtime.max_requeues={run.config.runtime.max_requeues})"
+        )
         return 1
     slurm.scontrol_requeue(job.requeue_id)
-    echo(f"{name} before run {run.index}: requeued Slurm job {job.requeue_id}; the next start "
-         "continues with it")
+    echo(
+        f"{name} before run {run.index}: requeued Slurm job {job.requeue_id}; the next start "
+        "continues with it"
+    )
     return REQUEUED_EXIT
 
 
 def sweep_states(folder) -> dict:
     """{run index: state} of a packed sweep's runs, read from its snapshot and each run's folder."""
-    from mnist_hpc.experiments.sweepfile import load_sweep
-
     from mnist_hpc.cluster.snapshot import SWEEP_FILE
+    from mnist_hpc.experiments.sweepfile import load_sweep
 
     sweep = load_sweep(Path(folder) / SWEEP_FILE, validate=False)
     return {run.index: run_state(run.run_dir) for run in sweep.runs}
@@ -180,8 +197,11 @@ def write_report(sweep_file) -> tuple[Path, list]:
     folder = Path(sweep_file).resolve().parent
     states = {run.index: run_state(run.run_dir) for run in sweep.runs}
     done = [run.run_dir for run in sweep.runs if states[run.index] == "completed"]
-    missing = [f"[{run.index}] {run.name} ({states[run.index]})" for run in sweep.runs
-               if states[run.index] != "completed"]
+    missing = [
+        f"[{run.index}] {run.name} ({states[run.index]})"
+        for run in sweep.runs
+        if states[run.index] != "completed"
+    ]
     title = f"Sweep {sweep.name}: {len(done)} of {len(sweep.runs)} runs completed"
     if done:
         runs, skipped = find_runs(done)
@@ -190,10 +210,15 @@ def write_report(sweep_file) -> tuple[Path, list]:
         text = f"# {title}\n"
     if missing:
         text += "\n## Runs that did not complete\n\n" + "".join(
-            f"- {m}: log {run.run_dir / 'train.log'}\n" for m, run in
-            zip(missing, [r for r in sweep.runs if states[r.index] != "completed"]))
-        text += ("\nSubmit the sweep again (sweep submit, the same file): completed runs are skipped, "
-                 "interrupted ones resume.\n")
+            f"- {m}: log {run.run_dir / 'train.log'}\n"
+            for m, run in zip(
+                missing, [r for r in sweep.runs if states[r.index] != "completed"], strict=False
+            )
+        )
+        text += (
+            "\nSubmit the sweep again (sweep submit, the same file): completed runs are skipped, "
+            "interrupted ones resume.\n"
+        )
     path = folder / "report.md"
     atomic_write(path, text)
     return path, missing

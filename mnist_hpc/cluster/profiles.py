@@ -14,11 +14,10 @@ import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Optional
 
+from mnist_hpc.cluster.units import is_mem, is_time, parse_time
 from mnist_hpc.config import build_section, did_you_mean, read_yaml, resolve_extends
 from mnist_hpc.config.validate import fail
-from mnist_hpc.cluster.units import is_mem, is_time, parse_time
 from mnist_hpc.errors import ConfigError, UserError
 
 GPU_REQUEST_STYLES = ("gpus-per-node", "gres")
@@ -31,7 +30,7 @@ class MigSlice:
 
     cpus: int = 1
     mem: str = "1G"
-    rgu: Optional[float] = None  # Reference GPU Units charged for the slice (None: not documented)
+    rgu: float | None = None  # Reference GPU Units charged for the slice (None: not documented)
 
     def check(self, err):
         if self.rgu is not None and not (isinstance(self.rgu, (int, float)) and self.rgu > 0):
@@ -48,17 +47,17 @@ class Profile:
 
     name: str = ""  # the key under profiles: (set by the loader, not in the file)
     description: str = ""
-    gpu_type: Optional[str] = None
+    gpu_type: str | None = None
     gpu_types: tuple[str, ...] = ()
     gpu_request: str = "gres"
     gpus_per_node: int = 0
     gpu_counts: tuple[int, ...] = ()
     mig: dict[str, MigSlice] = field(default_factory=dict)
     cpus_per_gpu: int = 1
-    rgu_per_gpu: Optional[float] = None  # RGU charged for one whole GPU of gpu_type (None: not documented)
-    mem_per_gpu: Optional[str] = None
+    rgu_per_gpu: float | None = None  # RGU charged for one whole GPU of gpu_type (None: not documented)
+    mem_per_gpu: str | None = None
     cpus_cpu_job: int = 1
-    mem_cpu_job: Optional[str] = None
+    mem_cpu_job: str | None = None
     cpu_node_cores: int = 0
     max_time: str = "1-00:00:00"
     max_jobs: int = 0
@@ -66,7 +65,7 @@ class Profile:
     max_array_size: int = 1001  # Slurm's default MaxArraySize
     modules: tuple[str, ...] = ()
     gpu_modules: tuple[str, ...] = ()
-    partition: Optional[str] = None
+    partition: str | None = None
     internet: bool = True
     account_required: bool = False
     account_prefixes: tuple[str, ...] = ()
@@ -78,24 +77,39 @@ class Profile:
 
     def check(self, err):
         if self.gpu_request not in GPU_REQUEST_STYLES:
-            err("gpu_request", f"one of {', '.join(GPU_REQUEST_STYLES)}", self.gpu_request, GPU_REQUEST_STYLES)
+            err(
+                "gpu_request", f"one of {', '.join(GPU_REQUEST_STYLES)}", self.gpu_request, GPU_REQUEST_STYLES
+            )
         if not is_time(self.max_time):
             err("max_time", "a Slurm time such as 7-00:00:00", self.max_time)
         for key in ("mem_per_gpu", "mem_cpu_job"):
             if getattr(self, key) is not None and not is_mem(getattr(self, key)):
                 err(key, "a memory size such as 32G (or null)", getattr(self, key))
-        for key in ("gpus_per_node", "cpus_per_gpu", "cpus_cpu_job", "cpu_node_cores", "max_jobs",
-                    "max_running", "max_array_size"):
+        for key in (
+            "gpus_per_node",
+            "cpus_per_gpu",
+            "cpus_cpu_job",
+            "cpu_node_cores",
+            "max_jobs",
+            "max_running",
+            "max_array_size",
+        ):
             if getattr(self, key) < 0:
                 err(key, "an integer >= 0", getattr(self, key))
-        if self.rgu_per_gpu is not None and not (isinstance(self.rgu_per_gpu, (int, float))
-                                                 and self.rgu_per_gpu > 0):
+        if self.rgu_per_gpu is not None and not (
+            isinstance(self.rgu_per_gpu, (int, float)) and self.rgu_per_gpu > 0
+        ):
             err("rgu_per_gpu", "a positive number of RGU (or null)", self.rgu_per_gpu)
         if any(n < 1 for n in self.gpu_counts):
             err("gpu_counts", "a list of GPU counts >= 1", list(self.gpu_counts))
-        if self.home_venv and (self.home_venv.startswith(("/", "-")) or ".." in Path(self.home_venv).parts
-                               or not Path(self.home_venv).parts):
-            err("home_venv", "a folder under $HOME, such as .virtualenvs/mnist-hpc (or empty)", self.home_venv)
+        if self.home_venv and (
+            self.home_venv.startswith(("/", "-"))
+            or ".." in Path(self.home_venv).parts
+            or not Path(self.home_venv).parts
+        ):
+            err(
+                "home_venv", "a folder under $HOME, such as .virtualenvs/mnist-hpc (or empty)", self.home_venv
+            )
         if not self.push_dir.strip() or self.push_dir.startswith("-"):
             err("push_dir", "a folder under the remote home, such as scratch", self.push_dir)
 
@@ -112,7 +126,7 @@ class Profile:
     def max_seconds(self) -> int:
         return parse_time(self.max_time)
 
-    def gpu_directive(self, count: int, gpu_type: Optional[str] = None) -> Optional[str]:
+    def gpu_directive(self, count: int, gpu_type: str | None = None) -> str | None:
         """The sbatch option asking for ``count`` GPUs per node, e.g. ``--gpus-per-node=h100:2``."""
         if count <= 0:
             return None
@@ -159,7 +173,11 @@ def _read_file(path, entries: dict, retired: dict) -> None:
     for name, entry in data.profiles.items():
         where = f"profiles.{name}"
         if not isinstance(name, str) or not _NAME_RE.match(name):
-            fail(source, "profiles", f"{name!r} is not a valid profile name (letters, digits, '.', '_' and '-')")
+            fail(
+                source,
+                "profiles",
+                f"{name!r} is not a valid profile name (letters, digits, '.', '_' and '-')",
+            )
         if not isinstance(entry, dict):
             fail(source, where, f"expected a mapping of profile settings, got {entry!r}")
         if "name" in entry:
@@ -179,12 +197,20 @@ def _resolve(name: str, entries: dict) -> dict:
         entry, source = entries[key]
         parent = entry.get("extends")
         if parent is not None and parent not in entries:
-            fail(source, f"profiles.{key}.extends", f"unknown profile {parent!r}{did_you_mean(parent, entries)}")
+            fail(
+                source,
+                f"profiles.{key}.extends",
+                f"unknown profile {parent!r}{did_you_mean(parent, entries)}",
+            )
         return {k: v for k, v in entry.items() if k != "extends"}, [] if parent is None else [parent]
 
     # shallow: a value replaces the parent's whole value (`mig: {}` drops the parent's slices)
-    return resolve_extends(name, lookup, merge=lambda base, over: {**base, **over},
-                           where=lambda key: f"{entries[key][1]}: profiles.{key}")
+    return resolve_extends(
+        name,
+        lookup,
+        merge=lambda base, over: {**base, **over},
+        where=lambda key: f"{entries[key][1]}: profiles.{key}",
+    )
 
 
 def load_profiles() -> tuple[dict[str, Profile], dict[str, Retired]]:
@@ -200,8 +226,11 @@ def load_profiles() -> tuple[dict[str, Profile], dict[str, Retired]]:
     for name, (_, source) in entries.items():
         values = _resolve(name, entries)
         profile = build_section(Profile, {**values, "name": name}, f"profiles.{name}", source)
-        profile.check_whole(lambda key, expected, got, options=None: fail(
-            source, f"profiles.{name}.{key}", f"expected {expected}, got {got!r}"))
+        profile.check_whole(
+            lambda key, expected, got, options=None, source=source, name=name: fail(
+                source, f"profiles.{name}.{key}", f"expected {expected}, got {got!r}"
+            )
+        )
         profiles[name] = profile
     for name, old in retired.items():
         if old.successor not in profiles:
@@ -209,7 +238,7 @@ def load_profiles() -> tuple[dict[str, Profile], dict[str, Retired]]:
     return profiles, retired
 
 
-def get_profile(name: str) -> tuple[Profile, Optional[str]]:
+def get_profile(name: str) -> tuple[Profile, str | None]:
     """The profile called ``name`` and, for a retired cluster's name, a warning to show."""
     profiles, retired = load_profiles()
     key = name.strip().lower()
@@ -218,8 +247,12 @@ def get_profile(name: str) -> tuple[Profile, Optional[str]]:
     if key in retired:
         old = retired[key]
         successor = profiles[old.successor]
-        return successor, (f"{old.note}; using its successor {successor.name} instead "
-                           f"(pass --cluster {successor.name} to silence this warning)")
+        return successor, (
+            f"{old.note}; using its successor {successor.name} instead "
+            f"(pass --cluster {successor.name} to silence this warning)"
+        )
     known = sorted([*profiles, *retired])
-    raise UserError(f"unknown cluster {name!r}{did_you_mean(key, known)}; known clusters: "
-                    f"{', '.join(sorted(profiles))} (add your own in ~/.config/mnist-hpc/clusters.yaml)")
+    raise UserError(
+        f"unknown cluster {name!r}{did_you_mean(key, known)}; known clusters: "
+        f"{', '.join(sorted(profiles))} (add your own in ~/.config/mnist-hpc/clusters.yaml)"
+    )

@@ -13,8 +13,8 @@ import re
 import shlex
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 from mnist_hpc.cluster import datapack
 from mnist_hpc.errors import UserError
@@ -29,12 +29,15 @@ _HOST = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")  # a host name, an address or
 _DIR = re.compile(r"[A-Za-z0-9._~+%=,@/-]+")  # no spaces, quotes or shell characters
 
 
-def check_target(target: str) -> tuple[str, Optional[str]]:
+def check_target(target: str) -> tuple[str, str | None]:
     """``[USER@]HOST[:DIR]`` -> (``[USER@]HOST``, DIR or None), checked before any rsync, scp or
     ssh sees it: one UserError line naming what is wrong otherwise."""
+
     def bad(why: str) -> UserError:
-        return UserError(f"push {target!r}: {why}; expected USER@HOST[:DIR], e.g. {EXAMPLE} (or USER@HOST "
-                         f"alone for the cluster's default folder)")
+        return UserError(
+            f"push {target!r}: {why}; expected USER@HOST[:DIR], e.g. {EXAMPLE} (or USER@HOST "
+            f"alone for the cluster's default folder)"
+        )
 
     if not isinstance(target, str) or not target:
         raise bad("no destination")
@@ -59,8 +62,9 @@ def check_target(target: str) -> tuple[str, Optional[str]]:
     return login, (remote.rstrip("/") or "/") if sep else None
 
 
-def push_commands(project: Path, target: str, with_data: bool, have_rsync: bool,
-                  remote_parent: str = DEFAULT_REMOTE_PARENT) -> list[list[str]]:
+def push_commands(
+    project: Path, target: str, with_data: bool, have_rsync: bool, remote_parent: str = DEFAULT_REMOTE_PARENT
+) -> list[list[str]]:
     """The argv lists that copy ``project`` to ``target`` (USER@HOST[:DIR])."""
     host, remote = check_target(target)
     remote = remote or f"{remote_parent}/{project.name}"
@@ -69,22 +73,42 @@ def push_commands(project: Path, target: str, with_data: bool, have_rsync: bool,
     data_folder = archive.parent.name
     if have_rsync:
         # the top-level data/ folder stays behind, except the archive with --with-data
-        data_rules = ([f"--include=/{data_folder}/", f"--include=/{datapack.DEFAULT_ARCHIVE}",
-                       f"--exclude=/{data_folder}/*"] if with_data else [f"--exclude=/{data_folder}/"])
-        return [["rsync", "-a", *[f"--exclude={e}" for e in PUSH_EXCLUDES], *data_rules,
-                 f"{project}/", f"{host}:{remote}/"]]
-    entries = sorted(str(p) for p in project.iterdir()
-                     if p.name != data_folder and not any(fnmatch.fnmatch(p.name, e) for e in PUSH_EXCLUDES))
+        data_rules = (
+            [
+                f"--include=/{data_folder}/",
+                f"--include=/{datapack.DEFAULT_ARCHIVE}",
+                f"--exclude=/{data_folder}/*",
+            ]
+            if with_data
+            else [f"--exclude=/{data_folder}/"]
+        )
+        return [
+            [
+                "rsync",
+                "-a",
+                *[f"--exclude={e}" for e in PUSH_EXCLUDES],
+                *data_rules,
+                f"{project}/",
+                f"{host}:{remote}/",
+            ]
+        ]
+    entries = sorted(
+        str(p)
+        for p in project.iterdir()
+        if p.name != data_folder and not any(fnmatch.fnmatch(p.name, e) for e in PUSH_EXCLUDES)
+    )
     # scp copies whole trees (no excludes below the top level) and needs the folders to exist
     folders = [remote] + ([f"{remote}/data"] if with_data else [])
-    cmds = [["ssh", host, "mkdir -p -- " + " ".join(shlex.quote(f) for f in folders)],
-            ["scp", "-r", "-p", *entries, f"{host}:{remote}/"]]
+    cmds = [
+        ["ssh", host, "mkdir -p -- " + " ".join(shlex.quote(f) for f in folders)],
+        ["scp", "-r", "-p", *entries, f"{host}:{remote}/"],
+    ]
     if with_data:
         cmds.append(["scp", "-p", str(archive), f"{host}:{remote}/data/"])
     return cmds
 
 
-def remote_parent(target: str, cluster: Optional[str] = None) -> str:
+def remote_parent(target: str, cluster: str | None = None) -> str:
     """The folder under the remote home that the project goes into: the ``push_dir`` of
     ``cluster``, else of the profile the host is named after (``trillium-gpu.alliancecan.ca``)."""
     from mnist_hpc.cluster.profiles import get_profile, load_profiles
@@ -101,13 +125,22 @@ def remote_parent(target: str, cluster: Optional[str] = None) -> str:
 def project_folder(project) -> Path:
     folder = Path(project).resolve()
     if not (folder / "mnist_hpc").is_dir():
-        raise UserError(f"{folder} is not the mnist-hpc project folder (no mnist_hpc/ in it); "
-                        "run push from the project folder or pass --project")
+        raise UserError(
+            f"{folder} is not the mnist-hpc project folder (no mnist_hpc/ in it); "
+            "run push from the project folder or pass --project"
+        )
     return folder
 
 
-def push(target: str, *, project=".", with_data: bool = False, dry_run: bool = False,
-         cluster: Optional[str] = None, show: Callable[[str], None] = print) -> Path:
+def push(
+    target: str,
+    *,
+    project=".",
+    with_data: bool = False,
+    dry_run: bool = False,
+    cluster: str | None = None,
+    show: Callable[[str], None] = print,
+) -> Path:
     """Copy ``project`` to ``target``; ``show`` gets each command (``$ rsync ...``) before it runs
     and a line about packing the data. Returns the project folder."""
     check_target(target)  # before anything is packed or copied

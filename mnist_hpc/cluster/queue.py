@@ -15,10 +15,10 @@ import shutil
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Iterator, Optional
 
 from mnist_hpc.cluster import accounting, slurm
 from mnist_hpc.errors import UserError
@@ -45,7 +45,7 @@ def submitted_jobs(runs_dir, warn=None) -> dict[str, dict]:
 _TEXT_KEYS = ("output", "template", "snapshot", "sweep", "script", "cluster")
 
 
-def read_job_record(path, warn=None) -> Optional[dict]:
+def read_job_record(path, warn=None) -> dict | None:
     """One job.json, checked for the shape the readers use: a JSON object with a ``job_id``
     (text or number), or a ``jobs`` list of such objects; ``output``, ``template`` and the other
     names it gives, text. Anything else is named in one line (``warn``) and gives None. A
@@ -55,18 +55,22 @@ def read_job_record(path, warn=None) -> Optional[dict]:
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError, UnicodeDecodeError) as e:
-        warn(f"warning: {path}: not a readable job record ({type(e).__name__}); left out (delete it, or "
-             f"submit again)")
+        warn(
+            f"warning: {path}: not a readable job record ({type(e).__name__}); left out (delete it, or "
+            f"submit again)"
+        )
         return None
     problem = _job_record_problem(record)
     if problem:
-        warn(f"warning: {path}: not a job record of mnist-hpc ({problem}); left out (delete it, or submit again)")
+        warn(
+            f"warning: {path}: not a job record of mnist-hpc ({problem}); left out (delete it, or submit again)"
+        )
         return None
     record["folder"] = str(path.parent)
     return record
 
 
-def _job_record_problem(record) -> Optional[str]:
+def _job_record_problem(record) -> str | None:
     def job_id_ok(job) -> bool:  # absent or null: a record without a job (yet)
         v = job.get("job_id")
         return v is None or isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool))
@@ -85,7 +89,7 @@ def _job_record_problem(record) -> Optional[str]:
     return None
 
 
-def run_folder(job_id: str, records: dict, runs_dir) -> Optional[str]:
+def run_folder(job_id: str, records: dict, runs_dir) -> str | None:
     """The run folder of a job: from its job.json record, else a ``*-job<ID>`` folder."""
     base = job_id.split("_")[0]
     if job_id in records:
@@ -103,7 +107,7 @@ def run_folder(job_id: str, records: dict, runs_dir) -> Optional[str]:
 @dataclass(frozen=True)
 class Queued:
     job: slurm.QueuedJob
-    folder: Optional[str]  # its run folder, when known
+    folder: str | None  # its run folder, when known
     detail: str = ""  # a packed array task: which of its runs it is on, how many are done
 
 
@@ -111,7 +115,7 @@ class Queued:
 class Finished:
     job_id: str
     result: str  # the run's own: "completed, test accuracy 99.12%", "run failed: ...", ...
-    folder: Optional[str]  # None: a job Slurm's accounting knows, with no run folder found
+    folder: str | None  # None: a job Slurm's accounting knows, with no run folder found
     name: str = "-"  # the job name, when Slurm still knows the job
     state: str = "-"  # Slurm's: COMPLETED, FAILED (exit 1:0), TIMEOUT, ... ("-": forgotten)
     elapsed: str = "-"
@@ -153,7 +157,9 @@ def status(runs_dir="runs", limit: int = 10) -> Status:
     jobs = [j for j in known if j.state not in slurm.ENDED_STATES]
     remembered = {j.job_id: j for j in known if j.state in slurm.ENDED_STATES}
     records = submitted_jobs(runs_dir)
-    queued = [Queued(j, run_folder(j.job_id, records, runs_dir), _packed_task(j.job_id, records)) for j in jobs]
+    queued = [
+        Queued(j, run_folder(j.job_id, records, runs_dir), _packed_task(j.job_id, records)) for j in jobs
+    ]
     in_queue = {j.job_id.split("_")[0] for j in jobs}
     notes = []
     try:
@@ -163,8 +169,9 @@ def status(runs_dir="runs", limit: int = 10) -> Status:
         notes.append(f"{e}; CPU and memory efficiency unknown")
     usage = accounting.parse_sacct(text) if text is not None else None
     chosen = sorted(_left_queue(runs_dir, records, usage, in_queue), key=lambda c: c[0])[-limit:]
-    finished = [_finished(job_id, folder, record, usage, runs_dir, remembered)
-                for _, job_id, folder, record in chosen]
+    finished = [
+        _finished(job_id, folder, record, usage, runs_dir, remembered) for _, job_id, folder, record in chosen
+    ]
     return Status(slurm.current_user(), queued, finished, usage is not None, notes)
 
 
@@ -182,7 +189,7 @@ def _ended(usage: accounting.Usage) -> float:
         return 0.0
 
 
-def _left_queue(runs_dir, records: dict, usage: Optional[dict], in_queue: set) -> list:
+def _left_queue(runs_dir, records: dict, usage: dict | None, in_queue: set) -> list:
     """(when, job id, run folder, job.json record) of the jobs known to have left the queue;
     when: the job's end where sacct tells it, else when its job.json or run folder last changed."""
     usage = usage or {}
@@ -194,7 +201,12 @@ def _left_queue(runs_dir, records: dict, usage: Optional[dict], in_queue: set) -
     out = {}
     for job_id, record in records.items():
         if job_id not in in_queue:
-            out[job_id] = (when(job_id, Path(record["folder"]) / "job.json"), job_id, record["folder"], record)
+            out[job_id] = (
+                when(job_id, Path(record["folder"]) / "job.json"),
+                job_id,
+                record["folder"],
+                record,
+            )
     for job_id, folder in job_folders(runs_dir).items():
         if job_id not in out and job_id.split("_")[0] not in in_queue:
             out[job_id] = (when(job_id, folder), job_id, str(folder), {})
@@ -223,22 +235,42 @@ def _scontrol_facts(job_id: str) -> tuple[str, str, str]:
     return info.get("JobName") or "-", _state(info["JobState"], info.get("ExitCode", "")), run_time
 
 
-def _finished(job_id: str, folder: Optional[str], record: dict, usage: Optional[dict], runs_dir,
-              remembered: Optional[dict] = None) -> Finished:
+def _finished(
+    job_id: str,
+    folder: str | None,
+    record: dict,
+    usage: dict | None,
+    runs_dir,
+    remembered: dict | None = None,
+) -> Finished:
     if record.get("template") == "sweep_array":
         return _finished_array(job_id, folder, record, usage)
     result = run_result(Path(folder)) if folder else f"no run folder in {runs_dir}/"
     u = usage.get(job_id) if usage is not None else None
     if u is not None:
-        return Finished(job_id, result, folder, u.name, _state(u.state, u.exit_code),
-                        accounting.format_duration(u.elapsed), accounting.efficiency_text(u))
+        return Finished(
+            job_id,
+            result,
+            folder,
+            u.name,
+            _state(u.state, u.exit_code),
+            accounting.format_duration(u.elapsed),
+            accounting.efficiency_text(u),
+        )
     known = (remembered or {}).get(job_id)  # from the one squeue call: no call per job here
     name, state, elapsed = (known.name, known.state, known.elapsed) if known else ("-", "-", "-")
-    return Finished(job_id, result, folder, name, state, elapsed,
-                    "no accounting" if usage is None else "no accounting record")
+    return Finished(
+        job_id,
+        result,
+        folder,
+        name,
+        state,
+        elapsed,
+        "no accounting" if usage is None else "no accounting record",
+    )
 
 
-def _finished_array(job_id: str, folder: str, record: dict, usage: Optional[dict]) -> Finished:
+def _finished_array(job_id: str, folder: str, record: dict, usage: dict | None) -> Finished:
     """A sweep's job array: its tasks' states counted, their usage summed (per task: peak memory)."""
     result = _sweep_result(record)
     tasks = [u for key, u in (usage or {}).items() if key.partition("_")[0] == job_id and "_" in key]
@@ -246,13 +278,26 @@ def _finished_array(job_id: str, folder: str, record: dict, usage: Optional[dict
         return Finished(job_id, result, folder, usage="no accounting" if usage is None else "-")
     counts = Counter(u.state for u in tasks)
     together = accounting.Usage(
-        job_id=job_id, name=tasks[0].name, state="", exit_code="", elapsed=sum(u.elapsed for u in tasks),
-        cpu_seconds=sum(u.cpu_seconds for u in tasks), cpus=tasks[0].cpus, mem_bytes=tasks[0].mem_bytes,
-        max_rss_bytes=max((u.max_rss_bytes for u in tasks if u.max_rss_bytes is not None), default=None))
+        job_id=job_id,
+        name=tasks[0].name,
+        state="",
+        exit_code="",
+        elapsed=sum(u.elapsed for u in tasks),
+        cpu_seconds=sum(u.cpu_seconds for u in tasks),
+        cpus=tasks[0].cpus,
+        mem_bytes=tasks[0].mem_bytes,
+        max_rss_bytes=max((u.max_rss_bytes for u in tasks if u.max_rss_bytes is not None), default=None),
+    )
     states = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    return Finished(job_id, result, folder, tasks[0].name, states,
-                    accounting.format_duration(max(u.elapsed for u in tasks)),
-                    f"{len(tasks)} tasks: {accounting.efficiency_text(together)}")
+    return Finished(
+        job_id,
+        result,
+        folder,
+        tasks[0].name,
+        states,
+        accounting.format_duration(max(u.elapsed for u in tasks)),
+        f"{len(tasks)} tasks: {accounting.efficiency_text(together)}",
+    )
 
 
 def _sweep_result(record: dict) -> str:
@@ -260,20 +305,23 @@ def _sweep_result(record: dict) -> str:
     pack = record.get("pack") or 1
     if pack <= 1:
         return f"sweep of {record.get('runs', '?')} runs (mnist-hpc report {sweep})"
-    return (f"sweep of {record.get('runs', '?')} runs in {record.get('tasks', '?')} tasks of {pack}: "
-            f"{_packed_states(record)} (mnist-hpc report {sweep})")
+    return (
+        f"sweep of {record.get('runs', '?')} runs in {record.get('tasks', '?')} tasks of {pack}: "
+        f"{_packed_states(record)} (mnist-hpc report {sweep})"
+    )
 
 
 def _packed_task(job_id: str, records: dict) -> str:
-    """"run 4 of 3-5, 1 completed" for a running task of a packed sweep (its tasks/task-T.json), else ""."""
+    """ "run 4 of 3-5, 1 completed" for a running task of a packed sweep (its tasks/task-T.json), else ""."""
     base, _, task = job_id.partition("_")
     record = records.get(base)
     if not task.isdigit() or not record or (record.get("pack") or 1) <= 1:
         return ""
     from mnist_hpc.cluster.packed import TASKS_DIR
 
-    offset = next((int(j.get("index_offset") or 0) for j in record.get("jobs") or []
-                   if str(j.get("job_id")) == base), 0)  # a later array of a long sweep starts further on
+    offset = next(
+        (int(j.get("index_offset") or 0) for j in record.get("jobs") or [] if str(j.get("job_id")) == base), 0
+    )  # a later array of a long sweep starts further on
     path = Path(record.get("run_dir") or record["folder"]) / TASKS_DIR / f"task-{int(task) + offset}.json"
     try:
         info = json.loads(path.read_text())
@@ -296,8 +344,10 @@ def _packed_states(record: dict) -> str:
         return f"run states unknown ({str(e)[:80]})"
     counts = Counter(states.values())
     order = ("completed", "running", "requeued", "interrupted", "failed", "pending")
-    return ", ".join(f"{counts[s]} {s}" for s in sorted(counts, key=lambda s: (order.index(s) if s in order
-                                                                                else len(order), s)))
+    return ", ".join(
+        f"{counts[s]} {s}"
+        for s in sorted(counts, key=lambda s: (order.index(s) if s in order else len(order), s))
+    )
 
 
 def run_result(folder: Path) -> str:
@@ -312,8 +362,11 @@ def run_result(folder: Path) -> str:
         from mnist_hpc.runs.state import read_state
 
         state = read_state(folder)  # what the run recorded: failed (why), interrupted (where), ...
-        return f"run {state.describe()}" if state else \
-            "no summary.json (failed or cancelled? see mnist-hpc logs)"
+        return (
+            f"run {state.describe()}"
+            if state
+            else "no summary.json (failed or cancelled? see mnist-hpc logs)"
+        )
     acc = summary.test_accuracy
     text = f"{summary.status or '?'}" + (f", test accuracy {acc:.2%}" if isinstance(acc, float) else "")
     if summary.peak_gpu_memory_mb:
@@ -337,7 +390,7 @@ def result(job_id: str, folder: Path, record: dict) -> str:
 # --------------------------------------------------------------------------- logs
 
 
-def find_log(job_id: str, runs_dir="runs") -> tuple[Optional[Path], list[str]]:
+def find_log(job_id: str, runs_dir="runs") -> tuple[Path | None, list[str]]:
     """The job's output file (it may not exist yet) and the places looked at."""
     looked = []
     records = submitted_jobs(runs_dir)
@@ -423,8 +476,10 @@ def cancel(job_id: str) -> str:
     """Cancel one of the user's queued jobs (scancel); returns the checked job id."""
     job_id = slurm.check_job_id(job_id)
     if not is_queued(job_id):
-        raise UserError(f"job {job_id} is not in the queue of {slurm.current_user()} "
-                        "(finished, cancelled, or someone else's)")
+        raise UserError(
+            f"job {job_id} is not in the queue of {slurm.current_user()} "
+            "(finished, cancelled, or someone else's)"
+        )
     slurm.scancel(job_id)
     return job_id
 
@@ -468,9 +523,11 @@ def requeue_signal_of(job_id: str, runs_dir="runs") -> tuple[str, bool, str]:
     m = _SIGNAL_LINE.search(proc.stdout or "") if proc.returncode == 0 else None
     if m:
         return m.group("sig"), bool(m.group("batch")), "its batch script (scontrol write batch_script)"
-    raise UserError(f"job {job_id} asks for no time-limit signal (no #SBATCH --signal line in its script): "
-                    "nothing would checkpoint it; submit it with mnist-hpc submit, or add "
-                    "#SBATCH --signal=B:USR1@90 and #SBATCH --requeue")
+    raise UserError(
+        f"job {job_id} asks for no time-limit signal (no #SBATCH --signal line in its script): "
+        "nothing would checkpoint it; submit it with mnist-hpc submit, or add "
+        "#SBATCH --signal=B:USR1@90 and #SBATCH --requeue"
+    )
 
 
 def preempt(job_id: str, runs_dir="runs", dry_run: bool = False) -> Preempt:
@@ -480,17 +537,23 @@ def preempt(job_id: str, runs_dir="runs", dry_run: bool = False) -> Preempt:
     job_id = slurm.check_job_id(job_id)
     info = slurm.scontrol_show_job(job_id)
     if info is None:
-        raise UserError(f"job {job_id} does not exist (Slurm does not know it: finished long ago, or a typo); "
-                        "see mnist-hpc status")
+        raise UserError(
+            f"job {job_id} does not exist (Slurm does not know it: finished long ago, or a typo); "
+            "see mnist-hpc status"
+        )
     state = info.get("JobState", "?")
     if state != "RUNNING":
-        raise UserError(f"job {job_id} is {state}, not RUNNING: only a running job can be sent its "
-                        "time-limit signal; wait until it starts (mnist-hpc status)")
+        raise UserError(
+            f"job {job_id} is {state}, not RUNNING: only a running job can be sent its "
+            "time-limit signal; wait until it starts (mnist-hpc status)"
+        )
     array, task = info.get("ArrayJobId"), info.get("ArrayTaskId", "")
     if array and "_" not in job_id:
         if job_id == array:  # scancel <array id> would signal every task of the array
-            raise UserError(f"job {job_id} is a job array: name one task, e.g. {job_id}_0 "
-                            "(with the array's id every task would get the signal)")
+            raise UserError(
+                f"job {job_id} is a job array: name one task, e.g. {job_id}_0 "
+                "(with the array's id every task would get the signal)"
+            )
         if task.isdigit():
             job_id = f"{array}_{task}"  # a task's own job id: named as the task
     sig, batch, source = requeue_signal_of(job_id, runs_dir)

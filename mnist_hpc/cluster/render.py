@@ -23,14 +23,14 @@ from mnist_hpc.cluster.units import format_time, parse_time
 ABOUT = {
     "submit_job": "Train one model on one node (one GPU, or CPU only).",
     "cpu_only": "Train one model on CPU cores only: to check a config, or on the local Slurm sandbox\n"
-                "(scripts/local_slurm.sh).",
+    "(scripts/local_slurm.sh).",
     "sweep_array": "A sweep as one job array: task I runs run I + INDEX_OFFSET of the sweep file.",
     "multi_gpu": "Data-parallel training on one node: one task per GPU, started by srun, joined by PyTorch\n"
-                 "DDP.",
+    "DDP.",
     "sweep_report": "A sweep's report, after its job array has ended (sweep submit --then report): a small CPU\n"
-                    "job writing report.md into the sweep folder, naming the runs that did not complete.",
+    "job writing report.md into the sweep folder, naming the runs that did not complete.",
     "multi_node": "Data-parallel training across nodes: one task per GPU on every node, started by srun,\n"
-                  "joined by PyTorch DDP.",
+    "joined by PyTorch DDP.",
 }
 
 
@@ -40,9 +40,11 @@ ABOUT = {
 _PLAIN = re.compile(r"^[A-Za-z0-9_.,:%@/=+-]+$")
 
 
-PACKED_ABOUT = ("A packed sweep as one job array: task I runs the {k} runs from (I + INDEX_OFFSET) * {k} of the\n"
-                "sweep file, one after another, each in its own run folder; a requeued task skips the\n"
-                "completed runs and resumes the interrupted one.")
+PACKED_ABOUT = (
+    "A packed sweep as one job array: task I runs the {k} runs from (I + INDEX_OFFSET) * {k} of the\n"
+    "sweep file, one after another, each in its own run folder; a requeued task skips the\n"
+    "completed runs and resumes the interrupted one."
+)
 
 
 def directive_quote(value: str) -> str:
@@ -67,8 +69,12 @@ def directives(spec: JobSpec) -> list[str]:
         opts.append(("--account", spec.account))
     if spec.mail_user:
         opts += [("--mail-user", spec.mail_user), ("--mail-type", spec.mail_type)]
-    opts += [("--time", format_time(parse_time(spec.time))), ("--nodes", spec.nodes),
-             ("--ntasks-per-node", spec.tasks), ("--cpus-per-task", spec.cpus)]
+    opts += [
+        ("--time", format_time(parse_time(spec.time))),
+        ("--nodes", spec.nodes),
+        ("--ntasks-per-node", spec.tasks),
+        ("--cpus-per-task", spec.cpus),
+    ]
     if spec.memory:
         opts.append(("--mem", spec.memory))
     gpu = p.gpu_directive(spec.gpus_per_node, spec.gpu_type)
@@ -126,9 +132,14 @@ def render(spec: JobSpec) -> str:
     modules = list(p.modules) + (list(p.gpu_modules) if spec.gpus_per_node else [])
     values = {
         "directives": "\n".join(directives(spec)),
-        "about": "\n".join(f"# {line}" for line in (PACKED_ABOUT.format(k=spec.pack) if spec.pack > 1 and
-                                                     spec.template == "sweep_array"
-                                                     else ABOUT[spec.template]).splitlines()),
+        "about": "\n".join(
+            f"# {line}"
+            for line in (
+                PACKED_ABOUT.format(k=spec.pack)
+                if spec.pack > 1 and spec.template == "sweep_array"
+                else ABOUT[spec.template]
+            ).splitlines()
+        ),
         "generated": f"Made by mnist-hpc for the cluster profile {p.name} ({p.description}).",
         "script_name": _sh(spec.script_name),
         "log": _sh(spec.output.replace("%A", "JOBID").replace("%a", "TASK").replace("%j", "JOBID")),
@@ -152,8 +163,14 @@ def render(spec: JobSpec) -> str:
     }
     sweep = spec.template == "sweep_array"
     report = spec.template == "sweep_report"
-    flags = {"sweep": sweep or report, "sweep_array": sweep, "sweep_report": report,
-             "sweep_one": sweep and spec.pack <= 1, "sweep_packed": sweep and spec.pack > 1,
-             "multi_node": spec.template == "multi_node",
-             "notes": bool(p.notes), "home_venv": bool(p.home_venv)}
+    flags = {
+        "sweep": sweep or report,
+        "sweep_array": sweep,
+        "sweep_report": report,
+        "sweep_one": sweep and spec.pack <= 1,
+        "sweep_packed": sweep and spec.pack > 1,
+        "multi_node": spec.template == "multi_node",
+        "notes": bool(p.notes),
+        "home_venv": bool(p.home_venv),
+    }
     return _fill(_template_text("srun.sh" if spec.srun else "single.sh"), values, flags)

@@ -12,7 +12,6 @@ import re
 import shutil
 import subprocess
 from dataclasses import dataclass
-from typing import Optional
 
 from mnist_hpc.errors import UserError
 
@@ -22,8 +21,10 @@ JOB_ID_RE = re.compile(r"^\d+(_\d+)?$")
 def _run(argv: list[str], check: bool = True, cwd=None) -> subprocess.CompletedProcess:
     """Run a Slurm client command; a missing command or a failure is a UserError."""
     if shutil.which(argv[0]) is None:
-        raise UserError(f"{argv[0]} not found: this command needs a Slurm cluster (run it on a login "
-                        "node, or start the sandbox with scripts/local_slurm.sh start)")
+        raise UserError(
+            f"{argv[0]} not found: this command needs a Slurm cluster (run it on a login "
+            "node, or start the sandbox with scripts/local_slurm.sh start)"
+        )
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=cwd)
     except subprocess.TimeoutExpired:
@@ -41,7 +42,7 @@ def check_job_id(job_id: str) -> str:
     return job_id
 
 
-def sbatch(script: str, extra: tuple = (), cwd: Optional[str] = None) -> str:
+def sbatch(script: str, extra: tuple = (), cwd: str | None = None) -> str:
     """Submit ``script``; return the job id (``sbatch --parsable`` prints ``id[;cluster]``)."""
     proc = _run(["sbatch", "--parsable", *extra, str(script)], cwd=cwd)
     job_id = proc.stdout.strip().splitlines()[-1].split(";")[0] if proc.stdout.strip() else ""
@@ -69,11 +70,24 @@ _SQUEUE_FIELDS = "%i|%j|%T|%M|%l|%D|%R"
 
 
 # the states of a job that has ended but that slurmctld still remembers (MinJobAge)
-ENDED_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
-                          "PREEMPTED", "BOOT_FAIL", "DEADLINE", "REVOKED", "SPECIAL_EXIT"})
+ENDED_STATES = frozenset(
+    {
+        "COMPLETED",
+        "FAILED",
+        "CANCELLED",
+        "TIMEOUT",
+        "NODE_FAIL",
+        "OUT_OF_MEMORY",
+        "PREEMPTED",
+        "BOOT_FAIL",
+        "DEADLINE",
+        "REVOKED",
+        "SPECIAL_EXIT",
+    }
+)
 
 
-def squeue(user: Optional[str] = None, job_ids: tuple = (), ended: bool = False) -> list[QueuedJob]:
+def squeue(user: str | None = None, job_ids: tuple = (), ended: bool = False) -> list[QueuedJob]:
     """The user's jobs still known to the queue (pending, running, completing...); with ``ended``
     also those that ended a few minutes ago (``--states=all``), all in one call."""
     argv = ["squeue", "--noheader", f"--format={_SQUEUE_FIELDS}", f"--user={user or current_user()}"]
@@ -94,12 +108,14 @@ def squeue(user: Optional[str] = None, job_ids: tuple = (), ended: bool = False)
     return jobs
 
 
-def count_jobs(user: Optional[str] = None) -> int:
+def count_jobs(user: str | None = None) -> int:
     """The user's jobs in the queue, each array task counted (as per-user limits count them);
     0 when squeue cannot tell (best effort: the limit is checked again by sbatch)."""
     try:
-        proc = _run(["squeue", "--noheader", "--array", "--format=%i", f"--user={user or current_user()}"],
-                    check=False)
+        proc = _run(
+            ["squeue", "--noheader", "--array", "--format=%i", f"--user={user or current_user()}"],
+            check=False,
+        )
     except UserError:
         return 0
     return len(proc.stdout.split()) if proc.returncode == 0 else 0
@@ -109,7 +125,7 @@ def scancel(job_id: str) -> None:
     _run(["scancel", check_job_id(job_id)])
 
 
-def scontrol_show_job(job_id: str) -> Optional[dict]:
+def scontrol_show_job(job_id: str) -> dict | None:
     """``scontrol show job`` as a dict (``JobState``, ``StdOut``, ...); None if Slurm forgot it."""
     proc = _run(["scontrol", "show", "job", "--oneliner", check_job_id(job_id)], check=False)
     if proc.returncode != 0:
@@ -128,7 +144,7 @@ def parse_scontrol(line: str) -> dict:
     return fields
 
 
-def sacct(user: Optional[str] = None, since: str = "now-7days") -> Optional[str]:
+def sacct(user: str | None = None, since: str = "now-7days") -> str | None:
     """``sacct``'s text on the user's jobs that started since ``since`` (the fields of
     ``accounting.FIELDS``, parsed by ``accounting.parse_sacct``); None where the cluster keeps no
     accounting (no sacct, or accounting storage disabled). Other failures are a UserError."""
@@ -136,8 +152,17 @@ def sacct(user: Optional[str] = None, since: str = "now-7days") -> Optional[str]
 
     if shutil.which("sacct") is None:
         return None
-    proc = _run(["sacct", "--parsable2", "--noheader", f"--format={','.join(FIELDS)}",
-                 f"--user={user or current_user()}", f"--starttime={since}"], check=False)
+    proc = _run(
+        [
+            "sacct",
+            "--parsable2",
+            "--noheader",
+            f"--format={','.join(FIELDS)}",
+            f"--user={user or current_user()}",
+            f"--starttime={since}",
+        ],
+        check=False,
+    )
     if proc.returncode != 0:
         if "accounting storage is disabled" in proc.stderr.lower():
             return None

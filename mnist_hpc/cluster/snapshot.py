@@ -9,9 +9,9 @@ loaded back and checked to make exactly the runs of the original.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Sequence
 
 import yaml
 
@@ -38,7 +38,7 @@ def _shared_values(sweep) -> dict:
     keys = [text.partition("=")[0].strip() for text in sweep.fixed]
     out = {}
     for i, key in enumerate(keys):
-        if any(_covered(key, later) for later in keys[i + 1:]):
+        if any(_covered(key, later) for later in keys[i + 1 :]):
             continue  # a later override replaces this one as a whole
         node = applied
         for part in key.split("."):
@@ -59,20 +59,27 @@ def texts(sweep, overrides: Sequence[str] = ()) -> dict[str, str]:
     for section in ("grid", "zip"):
         values = copy.get(section, {}).get("model.file") if isinstance(copy.get(section), dict) else None
         if isinstance(values, list):  # each model file the axes name, read from its copy beside sweep.yaml
-            copy[section] = {**copy[section], "model.file": [carried[v][1] if v in carried else v for v in values]}
+            copy[section] = {
+                **copy[section],
+                "model.file": [carried[v][1] if v in carried else v for v in values],
+            }
     shared = _shared_values(sweep)
     if shared:
         copy["set"] = shared
     given = "".join(f" --set {text}" for text in overrides)
-    sweep_text = (f"# The sweep {sweep.name} as submitted at {when}: a copy of {sweep.path}{given}\n"
-                  f"# (command-line --set folded into set:). The job array reads this file and\n"
-                  f"# {BASE_FILE} beside it; edits to the originals do not change it.\n" + _dump(copy))
+    sweep_text = (
+        f"# The sweep {sweep.name} as submitted at {when}: a copy of {sweep.path}{given}\n"
+        f"# (command-line --set folded into set:). The job array reads this file and\n"
+        f"# {BASE_FILE} beside it; edits to the originals do not change it.\n" + _dump(copy)
+    )
     base = sweep.base_raw
     code = _base_code(sweep)
     if code is not None:  # the job reads the model file's copy beside base.yaml
         base = {**base, "model": {**base["model"], "file": f"{CODE_DIR}/{code.name}"}}
-    base_text = (f"# The base config of the sweep {sweep.name} as submitted at {when}:\n"
-                 f"# {sweep.base} with its extends: merged.\n" + _dump(base))
+    base_text = (
+        f"# The base config of the sweep {sweep.name} as submitted at {when}:\n"
+        f"# {sweep.base} with its extends: merged.\n" + _dump(base)
+    )
     return {SWEEP_FILE: sweep_text, BASE_FILE: base_text}
 
 
@@ -90,7 +97,9 @@ def _axis_code(sweep, data: dict) -> dict:
         values = (data.get(section) or {}).get("model.file") if isinstance(data.get(section), dict) else None
         for v in values if isinstance(values, list) else []:
             if isinstance(v, str) and v not in out:
-                code = read_code(os.path.join(os.path.dirname(os.path.abspath(sweep.path)), os.path.expanduser(v)))
+                code = read_code(
+                    os.path.join(os.path.dirname(os.path.abspath(sweep.path)), os.path.expanduser(v))
+                )
                 out[v] = (code, f"{CODE_DIR}/{code.sha256[:12]}/{code.name}")
     return out
 
@@ -141,13 +150,17 @@ def check_same(original, copy) -> None:
     """Refuse a snapshot that would not run the same runs into the same folders."""
     problem = None
     if (copy.name, copy.count, copy.output_dir) != (original.name, original.count, original.output_dir):
-        problem = (f"{copy.name}: {copy.count} runs into {copy.output_dir} instead of {original.name}: "
-                   f"{original.count} into {original.output_dir}")
+        problem = (
+            f"{copy.name}: {copy.count} runs into {copy.output_dir} instead of {original.name}: "
+            f"{original.count} into {original.output_dir}"
+        )
     else:
-        for a, b in zip(original.runs, copy.runs):
+        for a, b in zip(original.runs, copy.runs, strict=False):
             if a.name != b.name or _comparable(a.config) != _comparable(b.config):
                 problem = f"run {a.index} ({a.name}) differs"
                 break
     if problem:
-        raise ConfigError(f"{original.path}: the copy of the sweep for the job array would not run the "
-                          f"same runs ({problem}); please report this")
+        raise ConfigError(
+            f"{original.path}: the copy of the sweep for the job array would not run the "
+            f"same runs ({problem}); please report this"
+        )

@@ -14,8 +14,9 @@ def parse_time(text: str) -> int:
     """Seconds in a Slurm time limit: M, M:S, H:M:S, D-H, D-H:M or D-H:M:S."""
     m = _TIME_RE.match(str(text).strip())
     if not m:
-        raise UserError(f"time {text!r}: expected a Slurm time such as 30 (minutes), 0:30:00, "
-                        "12:00:00 or 2-00:00:00")
+        raise UserError(
+            f"time {text!r}: expected a Slurm time such as 30 (minutes), 0:30:00, 12:00:00 or 2-00:00:00"
+        )
     days, a, b, c = m.groups()
     a, b, c = int(a), int(b) if b else None, int(c) if c else None
     if days is not None:  # D-H, D-H:M, D-H:M:S

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import string
 from dataclasses import dataclass
-from typing import Optional
 
 IMAGE_SIZE = 28  # the MNIST family's images are 1x28x28
 
@@ -25,15 +24,17 @@ class DatasetSpec:
     name: str
     tv_class: str  # torchvision.datasets class name; its folder under the data root
     classes: tuple  # human-readable class names, index = label
-    mean: Optional[float]  # of the training images in [0, 1]; None: measured on the training split at load
-    std: Optional[float]
+    mean: float | None  # of the training images in [0, 1]; None: measured on the training split at load
+    std: float | None
     description: str
     tv_kwargs: tuple = ()  # extra (key, value) arguments for the torchvision class
-    mirror_safe: bool = False  # a left-right mirrored image keeps its label (clothes: yes; digits, characters: no)
+    mirror_safe: bool = (
+        False  # a left-right mirrored image keeps its label (clothes: yes; digits, characters: no)
+    )
     files: tuple = ()  # unpacked (train images, train labels, test images, test labels) under <folder>/raw
     transposed: bool = False  # stored column-major (EMNIST): transposed back on reading
     label_offset: int = 0  # subtracted from the stored labels (EMNIST letters are stored 1..26)
-    label_column: Optional[int] = None  # labels stored as rows of several ints (QMNIST): the class column
+    label_column: int | None = None  # labels stored as rows of several ints (QMNIST): the class column
 
     @property
     def folder(self) -> str:
@@ -66,18 +67,34 @@ class DataShape:
 
 
 DIGITS = tuple(str(i) for i in range(10))
-RAW_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-             "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+RAW_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
 MNIST_SHAPE = DataShape(DIGITS)
 
 
 def _emnist(split: str, classes, description: str, offset: int = 0) -> DatasetSpec:
     stem = f"emnist-{split}"
     return DatasetSpec(
-        f"emnist-{split}", "EMNIST", tuple(classes), None, None, description,
-        tv_kwargs=(("split", split),), transposed=True, label_offset=offset,
-        files=(f"{stem}-train-images-idx3-ubyte", f"{stem}-train-labels-idx1-ubyte",
-               f"{stem}-test-images-idx3-ubyte", f"{stem}-test-labels-idx1-ubyte"))
+        f"emnist-{split}",
+        "EMNIST",
+        tuple(classes),
+        None,
+        None,
+        description,
+        tv_kwargs=(("split", split),),
+        transposed=True,
+        label_offset=offset,
+        files=(
+            f"{stem}-train-images-idx3-ubyte",
+            f"{stem}-train-labels-idx1-ubyte",
+            f"{stem}-test-images-idx3-ubyte",
+            f"{stem}-test-labels-idx1-ubyte",
+        ),
+    )
 
 
 # EMNIST's merged splits drop the lowercase letters whose shapes equal their capitals
@@ -89,26 +106,66 @@ DATASETS: dict[str, DatasetSpec] = {
     for d in [
         DatasetSpec("mnist", "MNIST", DIGITS, 0.1307, 0.3081, "handwritten digits, 60k train / 10k test"),
         DatasetSpec(
-            "fashion-mnist", "FashionMNIST",
-            ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
-             "Bag", "Ankle boot"),
-            0.2860, 0.3530, "Zalando clothing images, 60k train / 10k test", mirror_safe=True),
+            "fashion-mnist",
+            "FashionMNIST",
+            (
+                "T-shirt/top",
+                "Trouser",
+                "Pullover",
+                "Dress",
+                "Coat",
+                "Sandal",
+                "Shirt",
+                "Sneaker",
+                "Bag",
+                "Ankle boot",
+            ),
+            0.2860,
+            0.3530,
+            "Zalando clothing images, 60k train / 10k test",
+            mirror_safe=True,
+        ),
         DatasetSpec(
-            "kmnist", "KMNIST", ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
-            0.1918, 0.3483, "Kuzushiji (cursive Japanese) characters, 60k train / 10k test"),
-        _emnist("balanced", [c for c in _EMNIST_ALL if c not in _MERGED],
-                "EMNIST balanced: 47 classes of digits and letters, 112.8k train / 18.8k test"),
-        _emnist("letters", string.ascii_lowercase,
-                "EMNIST letters: 26 classes (upper and lower case merged), 124.8k train / 20.8k test", offset=1),
+            "kmnist",
+            "KMNIST",
+            ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
+            0.1918,
+            0.3483,
+            "Kuzushiji (cursive Japanese) characters, 60k train / 10k test",
+        ),
+        _emnist(
+            "balanced",
+            [c for c in _EMNIST_ALL if c not in _MERGED],
+            "EMNIST balanced: 47 classes of digits and letters, 112.8k train / 18.8k test",
+        ),
+        _emnist(
+            "letters",
+            string.ascii_lowercase,
+            "EMNIST letters: 26 classes (upper and lower case merged), 124.8k train / 20.8k test",
+            offset=1,
+        ),
         _emnist("digits", string.digits, "EMNIST digits: 10 classes, 240k train / 40k test"),
         _emnist("byclass", _EMNIST_ALL, "EMNIST by class: 62 unbalanced classes, 697.9k train / 116.3k test"),
-        _emnist("bymerge", [c for c in _EMNIST_ALL if c not in _MERGED],
-                "EMNIST by merge: 47 unbalanced classes, 697.9k train / 116.3k test"),
+        _emnist(
+            "bymerge",
+            [c for c in _EMNIST_ALL if c not in _MERGED],
+            "EMNIST by merge: 47 unbalanced classes, 697.9k train / 116.3k test",
+        ),
         DatasetSpec(
-            "qmnist", "QMNIST", DIGITS, None, None,
+            "qmnist",
+            "QMNIST",
+            DIGITS,
+            None,
+            None,
             "QMNIST: MNIST's digits reconstructed from NIST, 60k train / 60k test",
-            files=("qmnist-train-images-idx3-ubyte", "qmnist-train-labels-idx2-int",
-                   "qmnist-test-images-idx3-ubyte", "qmnist-test-labels-idx2-int"), label_column=0),
+            files=(
+                "qmnist-train-images-idx3-ubyte",
+                "qmnist-train-labels-idx2-int",
+                "qmnist-test-images-idx3-ubyte",
+                "qmnist-test-labels-idx2-int",
+            ),
+            label_column=0,
+        ),
     ]
 }
 FOLDER = "folder"  # data.dataset for the user's own images: <data.root>/<class>/<image files>
@@ -124,7 +181,7 @@ def folder_key(root) -> str:
     return f"{os.path.basename(path.rstrip(os.sep)) or 'images'}-{hashlib.sha256(path.encode()).hexdigest()[:10]}"
 
 
-def folder_classes(root) -> Optional[tuple]:
+def folder_classes(root) -> tuple | None:
     """The class names of an image folder (its subfolders holding at least one entry, sorted), or
     None when ``root`` is not a folder."""
     try:
@@ -134,12 +191,16 @@ def folder_classes(root) -> Optional[tuple]:
     return tuple(entries)
 
 
-def data_shape(data_cfg, data_dir=None) -> Optional[DataShape]:
+def data_shape(data_cfg, data_dir=None) -> DataShape | None:
     """The shape models are built for, from ``cfg.data`` alone (no torch, no image read); None for
     an image folder that is not there (yet: a config checked on a laptop for a cluster path). An
     image folder staged into ``data_dir`` (``folders/<key>``, from the data archive) counts."""
     if data_cfg.dataset == FOLDER:
-        staged = os.path.join(str(data_dir), "folders", folder_key(data_cfg.root)) if data_dir and data_cfg.root else None
+        staged = (
+            os.path.join(str(data_dir), "folders", folder_key(data_cfg.root))
+            if data_dir and data_cfg.root
+            else None
+        )
         classes = folder_classes(staged) if staged and os.path.isdir(staged) else None
         classes = classes or (folder_classes(data_cfg.root) if data_cfg.root else None)
         if not classes:
@@ -168,4 +229,3 @@ def resolve_data_root(cli_value=None, config_value=None) -> tuple[str, str]:
     if config_value:
         return str(config_value), "data.root"
     return default_data_root(), "the user cache"
-

@@ -17,7 +17,7 @@ _FIELD_COMMENT = re.compile(r"^    (\w+)\s*:[^#]*?\s#\s?(.*)$")
 MAX_COMMENT_COLUMN = 36  # comments line up at this column or right after a longer line
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def field_comments(cls) -> dict[str, str]:
     """``{field: its one-line comment}`` of a dataclass, base classes included."""
     out: dict[str, str] = {}

@@ -35,8 +35,11 @@ NEEDS = {
     "mlflow": (Need("mlflow", "mlflow-skinny", "tracking"),),
     "wandb": (Need("wandb", "wandb", "tracking"),),
     # torch.onnx.export (the dynamo exporter) writes through onnxscript; onnxruntime runs the file
-    "onnx": (Need("onnx", "onnx", "export"), Need("onnxscript", "onnxscript", "export"),
-             Need("onnxruntime", "onnxruntime", "export")),
+    "onnx": (
+        Need("onnx", "onnx", "export"),
+        Need("onnxscript", "onnxscript", "export"),
+        Need("onnxruntime", "onnxruntime", "export"),
+    ),
     "onnxruntime": (Need("onnxruntime", "onnxruntime", "export"),),  # running an exported .onnx file
     # sweep files with method: optuna (the journal-file study), and its CMA-ES sampler
     "optuna": (Need("optuna", "optuna", "search"),),
@@ -69,8 +72,10 @@ def require(feature: str, what: str) -> None:
     lacking = missing(feature)
     if lacking:
         names = ", ".join(n.module for n in lacking)
-        raise UserError(f"{what} needs {names}, which {'is' if len(lacking) == 1 else 'are'} not installed: "
-                        f"{install_hint(lacking)}")
+        raise UserError(
+            f"{what} needs {names}, which {'is' if len(lacking) == 1 else 'are'} not installed: "
+            f"{install_hint(lacking)}"
+        )
 
 
 def check_extras(cfg, source: str | None = None) -> None:
@@ -92,8 +97,9 @@ def extra_packages(cfg) -> list[str]:
 
 def search_packages(sampler: str) -> list[str]:
     """What a job running workers of a ``method: optuna`` study installs beyond a config's needs."""
-    return [n.package for name in ("optuna", "cmaes") if name == "optuna" or sampler == name
-            for n in NEEDS[name]]
+    return [
+        n.package for name in ("optuna", "cmaes") if name == "optuna" or sampler == name for n in NEEDS[name]
+    ]
 
 
 def required_packages(cfg) -> list[str]:

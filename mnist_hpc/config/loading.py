@@ -15,8 +15,9 @@ import dataclasses
 import os
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Literal, Union
+from typing import Any, Literal, Union
 
 import yaml
 
@@ -69,9 +70,15 @@ def merge_configs(base: dict, over: dict) -> dict:
 # --------------------------------------------------------------------------- extends:
 
 
-def resolve_extends(key, lookup: Callable[[Any], tuple[dict, list]], *, merge=merge,
-                    label: Callable[[Any], str] = str, where: Callable[[Any], str] | None = None,
-                    _chain: tuple = ()) -> dict:
+def resolve_extends(
+    key,
+    lookup: Callable[[Any], tuple[dict, list]],
+    *,
+    merge=merge,
+    label: Callable[[Any], str] = str,
+    where: Callable[[Any], str] | None = None,
+    _chain: tuple = (),
+) -> dict:
     """``key``'s data merged over its parents', depth first, parents in the order listed.
 
     ``lookup(key) -> (data, parents)``: the entry without its ``extends`` and the keys of its
@@ -86,8 +93,10 @@ def resolve_extends(key, lookup: Callable[[Any], tuple[dict, list]], *, merge=me
     data, parents = lookup(key)
     merged: dict = {}
     for parent in parents:
-        merged = merge(merged, resolve_extends(parent, lookup, merge=merge, label=label, where=where,
-                                               _chain=(*_chain, key)))
+        merged = merge(
+            merged,
+            resolve_extends(parent, lookup, merge=merge, label=label, where=where, _chain=(*_chain, key)),
+        )
     return merge(merged, data)
 
 
@@ -125,11 +134,14 @@ def load_raw(source) -> dict:
         path = Path(shown[key])
         data = read_yaml(path)
         if data is None:
-            raise ConfigError(f"{path}: the file is empty; expected a mapping of sections "
-                              f"({', '.join(SECTIONS)})")
+            raise ConfigError(
+                f"{path}: the file is empty; expected a mapping of sections ({', '.join(SECTIONS)})"
+            )
         if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of sections "
-                              f"({', '.join(SECTIONS)}), got {type(data).__name__}")
+            raise ConfigError(
+                f"{path}: the top level must be a mapping of sections "
+                f"({', '.join(SECTIONS)}), got {type(data).__name__}"
+            )
         anchor_paths(data, path.parent)
         parents = data.pop("extends", None)
         if parents is None:
@@ -137,8 +149,9 @@ def load_raw(source) -> dict:
         if isinstance(parents, str):
             parents = [parents]
         if not isinstance(parents, list) or not all(isinstance(p, str) for p in parents):
-            raise ConfigError(f"{path}: extends: expected a file name or a list of file names, "
-                              f"got {show(parents)}")
+            raise ConfigError(
+                f"{path}: extends: expected a file name or a list of file names, got {show(parents)}"
+            )
         keys = []
         for parent in parents:
             try:
@@ -147,8 +160,7 @@ def load_raw(source) -> dict:
                 raise ConfigError(f"{path}: extends: {e}") from None
         return data, keys
 
-    return resolve_extends(key_of(find_config(source)), lookup, merge=merge_configs,
-                           label=lambda k: shown[k])
+    return resolve_extends(key_of(find_config(source)), lookup, merge=merge_configs, label=lambda k: shown[k])
 
 
 # --------------------------------------------------------------------------- --set
@@ -165,8 +177,9 @@ def _parse(text: str) -> tuple[list[str], Any, str]:
         value = yaml_load(raw) if raw.strip() else None
     except yaml.YAMLError as e:
         problem = yaml_problem(e)  # "invalid YAML (line 1, column 2): ..." or a limit's own words
-        problem = problem.removeprefix("invalid YAML") if problem.startswith("invalid YAML") \
-            else ": " + problem
+        problem = (
+            problem.removeprefix("invalid YAML") if problem.startswith("invalid YAML") else ": " + problem
+        )
         raise ConfigError(f"--set {cut(text)}: the value is not valid YAML{problem}") from None
     return key.split("."), value, raw
 
@@ -185,13 +198,16 @@ def as_overrides(overrides, what: str = "overrides") -> tuple:
     if isinstance(overrides, str):
         return (overrides,)
     if isinstance(overrides, dict) or not hasattr(overrides, "__iter__"):
-        raise ConfigError(f"{what}={show(overrides)}: expected a list of \"key=value\" strings, such as "
-                          f"[\"train.epochs=1\"]")
+        raise ConfigError(
+            f'{what}={show(overrides)}: expected a list of "key=value" strings, such as ["train.epochs=1"]'
+        )
     items = tuple(overrides)
     for item in items:
         if not isinstance(item, str):
-            raise ConfigError(f"{what}: {show(item)} is not a \"key=value\" string; give a list of them, "
-                              f"such as [\"train.epochs=1\", \"optim.lr=0.01\"]")
+            raise ConfigError(
+                f'{what}: {show(item)} is not a "key=value" string; give a list of them, '
+                f'such as ["train.epochs=1", "optim.lr=0.01"]'
+            )
     return items
 
 
@@ -213,8 +229,12 @@ def apply_overrides(data: dict, overrides, notes: list | None = None) -> dict:
     explicit = set()
     for text, parts, value, raw in parsed:
         tp = _override_type(parts, text, target)
-        if tp is not None and _wants_text(tp) and value is not None \
-                and not isinstance(value, (str, list, dict)):
+        if (
+            tp is not None
+            and _wants_text(tp)
+            and value is not None
+            and not isinstance(value, (str, list, dict))
+        ):
             value = raw.strip()  # `on` and `2024` stay the strings they were typed as
         node = data
         for p in parts[:-1]:
@@ -234,8 +254,10 @@ def apply_overrides(data: dict, overrides, notes: list | None = None) -> dict:
             del data["model"][k]
         if dropped and notes is not None:
             keys = ", ".join(f"model.{cut(k, 40)}" for k in dropped)
-            notes.append(f"model.name changed {cut(old, 40)} -> {cut(target, 40)}; dropped {keys} "
-                         f"({cut(target, 40)} starts from its own defaults)")
+            notes.append(
+                f"model.name changed {cut(old, 40)} -> {cut(target, 40)}; dropped {keys} "
+                f"({cut(target, 40)} starts from its own defaults)"
+            )
     _name_after_model(data, parsed, old, target)
     return data
 
@@ -246,8 +268,11 @@ def _name_after_model(data: dict, parsed: list, old, target) -> None:
     unless the same overrides set the name themselves."""
     if target == old or not isinstance(target, str) or not isinstance(data.get("experiment", {}), dict):
         return
-    if any(parts[:2] == ["experiment", "name"] or (parts == ["experiment"] and isinstance(value, dict)
-                                                  and "name" in value) for _, parts, value, _ in parsed):
+    if any(
+        parts[:2] == ["experiment", "name"]
+        or (parts == ["experiment"] and isinstance(value, dict) and "name" in value)
+        for _, parts, value, _ in parsed
+    ):
         return
     experiment = data.setdefault("experiment", {})
     name = experiment.get("name")
@@ -270,8 +295,10 @@ def _override_type(parts: list[str], text: str, model_name):
         names = field_names(cls)
         if p not in names:
             owner = f" for model '{model_name}'" if issubclass(cls, ModelSection) else ""
-            raise ConfigError(f"--set {cut(text)}: unknown key {cut(where)}{owner}"
-                              f"{did_you_mean(p, names)}; expected one of {', '.join(names)}")
+            raise ConfigError(
+                f"--set {cut(text)}: unknown key {cut(where)}{owner}"
+                f"{did_you_mean(p, names)}; expected one of {', '.join(names)}"
+            )
         tp = field_type(cls, p)
         if (tp is dict or typing.get_origin(tp) is dict) and i < len(parts) - 1:
             return None  # a free mapping (model.args of a custom model): any key, any value

@@ -23,10 +23,11 @@ Adding a built-in model: a section class here (its parameters with defaults and 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
-from dataclasses import dataclass, field
 import os
-from typing import ClassVar, Literal, Optional
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
 
 from mnist_hpc.config.datasets import MNIST_SHAPE, DataShape
 from mnist_hpc.config.validate import Tagged
@@ -83,7 +84,7 @@ class ModelSection(Tagged):
     def to_dict(self) -> dict:
         return {"name": self.name, **self.params()}
 
-    def param_count(self, shape: DataShape = MNIST_SHAPE) -> Optional[int]:
+    def param_count(self, shape: DataShape = MNIST_SHAPE) -> int | None:
         """The model's trainable parameters for data of ``shape``, counted from the section without
         building it (equal to ``count_params(build_model(self, shape))`` in training/models.py);
         None where only building the model can tell (custom, torchvision)."""
@@ -103,22 +104,30 @@ class ModelSection(Tagged):
             for v in value if isinstance(value, list) else [value]:
                 if v > _MAX_WIDTH:
                     digits = int(v.bit_length() * math.log10(2)) + 1
-                    err(key, problem=f"a width of about {digits:,} digits cannot be built; the cap is "
-                                     f"{MAX_PARAMS:,} parameters ({_WHERE})")
+                    err(
+                        key,
+                        problem=f"a width of about {digits:,} digits cannot be built; the cap is "
+                        f"{MAX_PARAMS:,} parameters ({_WHERE})",
+                    )
 
     def check_size(self, err, shape: DataShape = MNIST_SHAPE):
         """Refuse a model over ``MAX_PARAMS`` for data of ``shape`` (the config-level check: the
         dataset is another section)."""
         n = self.param_count(shape)
         if n is not None and n > MAX_PARAMS:
-            err(self._blame(shape), problem=f"the model would have {n:,} parameters; the cap is "
-                                             f"{MAX_PARAMS:,} ({_WHERE})")
+            err(
+                self._blame(shape),
+                problem=f"the model would have {n:,} parameters; the cap is {MAX_PARAMS:,} ({_WHERE})",
+            )
 
     def _blame(self, shape: DataShape) -> str:
         """The size key whose default value would shrink the model most."""
         defaults = type(self)()
-        return min(self.size_keys, default="name",
-                   key=lambda k: dataclasses.replace(self, **{k: getattr(defaults, k)}).param_count(shape))
+        return min(
+            self.size_keys,
+            default="name",
+            key=lambda k: dataclasses.replace(self, **{k: getattr(defaults, k)}).param_count(shape),
+        )
 
 
 @dataclass
@@ -138,7 +147,7 @@ class MLPModel(ModelSection):
 
     def param_count(self, shape: DataShape = MNIST_SHAPE) -> int:
         widths = [shape.channels * shape.size * shape.size, *self.hidden, shape.num_classes]
-        return sum(_linear(a, b) for a, b in zip(widths, widths[1:]))
+        return sum(_linear(a, b) for a, b in itertools.pairwise(widths))
 
 
 @dataclass
@@ -163,8 +172,12 @@ class CNNModel(ModelSection):
     def param_count(self, shape: DataShape = MNIST_SHAPE) -> int:
         c1, c2 = self.channels
         side = (shape.size - 4) // 2  # two unpadded 3x3 convs, then a 2x2 max-pool: 12 for 28 px
-        return (_conv(shape.channels, c1, 3) + _conv(c1, c2, 3) + _linear(c2 * side * side, self.hidden)
-                + _linear(self.hidden, shape.num_classes))
+        return (
+            _conv(shape.channels, c1, 3)
+            + _conv(c1, c2, 3)
+            + _linear(c2 * side * side, self.hidden)
+            + _linear(self.hidden, shape.num_classes)
+        )
 
 
 @dataclass
@@ -174,8 +187,13 @@ class LeNet5Model(ModelSection):
 
     def param_count(self, shape: DataShape = MNIST_SHAPE) -> int:
         side = (shape.size // 2 - 4) // 2  # padded 5x5 conv, pool, 5x5 conv, pool: 5 for 28 px
-        return (_conv(shape.channels, 6, 5) + _conv(6, 16, 5) + _linear(16 * side * side, 120)
-                + _linear(120, 84) + _linear(84, shape.num_classes))
+        return (
+            _conv(shape.channels, 6, 5)
+            + _conv(6, 16, 5)
+            + _linear(16 * side * side, 120)
+            + _linear(120, 84)
+            + _linear(84, shape.num_classes)
+        )
 
 
 @dataclass
@@ -185,7 +203,9 @@ class ResNet18Model(ModelSection):
     name: str = "resnet18"
 
     def param_count(self, shape: DataShape = MNIST_SHAPE) -> int:
-        total = _conv(shape.channels, 64, 3, bias=False) + _batchnorm(64)  # the 3x3 stem (its max-pool has none)
+        total = _conv(shape.channels, 64, 3, bias=False) + _batchnorm(
+            64
+        )  # the 3x3 stem (its max-pool has none)
         c_in = 64
         for c_out in (64, 128, 256, 512):  # four stages of two basic blocks
             for _ in range(2):
@@ -201,10 +221,18 @@ class FastModel(ModelSection):
     name: str = "fast"
     width: int = 32  # channels of the first block; blocks double it
     depth: int = 3  # conv blocks (each: conv 3x3, 2x2 downsampling, batch norm, ReLU)
-    channels: list = field(default_factory=list)  # explicit block widths, e.g. [12, 24, 32] (overrides width/depth)
-    head: Literal["max", "flatten"] = "max"  # global max-pool, or flatten the last feature map, before the linear layer
-    downsample: Literal["maxpool", "stride"] = "maxpool"  # 2x2 max-pool after each conv, or stride-2 convs (cheaper)
-    convs: int = 1  # conv layers per block: 2 or 3 add full-resolution conv -> BN -> ReLU before the downsampling one
+    channels: list = field(
+        default_factory=list
+    )  # explicit block widths, e.g. [12, 24, 32] (overrides width/depth)
+    head: Literal["max", "flatten"] = (
+        "max"  # global max-pool, or flatten the last feature map, before the linear layer
+    )
+    downsample: Literal["maxpool", "stride"] = (
+        "maxpool"  # 2x2 max-pool after each conv, or stride-2 convs (cheaper)
+    )
+    convs: int = (
+        1  # conv layers per block: 2 or 3 add full-resolution conv -> BN -> ReLU before the downsampling one
+    )
 
     size_keys = ("width", "channels")
 
@@ -216,8 +244,11 @@ class FastModel(ModelSection):
         if not 1 <= self.convs <= 3:
             err("convs", "an integer in [1, 3]", self.convs)
         if self.channels and (len(self.channels) > 4 or not _positive_ints(self.channels)):
-            err("channels", "1 to 4 positive integers, e.g. [12, 24, 32] (or [] to use width/depth)",
-                self.channels)
+            err(
+                "channels",
+                "1 to 4 positive integers, e.g. [12, 24, 32] (or [] to use width/depth)",
+                self.channels,
+            )
 
     def widths(self) -> list[int]:
         """The blocks' widths: ``channels`` when given, else ``depth`` doublings of ``width``."""
@@ -241,7 +272,9 @@ class CustomModel(ModelSection):
     name: str = "custom"
     file: str = ""  # the Python file (relative to the config file's folder; absolute paths too)
     factory: str = ""  # the class or function in that file that returns an nn.Module
-    args: dict = field(default_factory=dict)  # keyword arguments for the factory (sweepable: model.args.width)
+    args: dict = field(
+        default_factory=dict
+    )  # keyword arguments for the factory (sweepable: model.args.width)
 
     source = "custom"
 
@@ -251,7 +284,9 @@ class CustomModel(ModelSection):
         elif self.file != "<python>" and not self.file.endswith(".py"):
             err("file", "a Python file ending in .py", self.file)
         if not self.factory.isidentifier():
-            err("factory", "the name of a class or function in that file, e.g. factory: TinyNet", self.factory)
+            err(
+                "factory", "the name of a class or function in that file, e.g. factory: TinyNet", self.factory
+            )
         for k in self.args:
             if not (isinstance(k, str) and k.isidentifier()):
                 err("args", problem=f"keys are keyword argument names; {k!r} is not one")
@@ -266,8 +301,12 @@ class TorchvisionModel(ModelSection):
 
     name: str = "torchvision"
     arch: str = "resnet18"  # a classification model of torchvision.models (`mnist-hpc models --torchvision`)
-    weights: Optional[str] = None  # null (random init) | DEFAULT | a weights name (IMAGENET1K_V1) | a .pth file (relative to the config)
-    resize: Optional[int] = None  # resize each batch to this side on the device (pretrained ImageNet nets like 64-224); null = as stored
+    weights: str | None = (
+        None  # null (random init) | DEFAULT | a weights name (IMAGENET1K_V1) | a .pth file (relative to the config)
+    )
+    resize: int | None = (
+        None  # resize each batch to this side on the device (pretrained ImageNet nets like 64-224); null = as stored
+    )
 
     source = "torchvision"
 
@@ -277,7 +316,7 @@ class TorchvisionModel(ModelSection):
         if self.resize is not None and not 8 <= self.resize <= 512:
             err("resize", "a side in pixels in [8, 512] (or null)", self.resize)
 
-    def weights_file(self) -> Optional[str]:
+    def weights_file(self) -> str | None:
         """The weights as a file path, when ``weights`` names one (not DEFAULT or an enum name)."""
         w = self.weights
         return w if w and (w.endswith((".pth", ".pt")) or os.sep in w or "/" in w) else None
@@ -301,9 +340,14 @@ MODEL_SPECS: dict[str, ModelSpec] = {
         ModelSpec("lenet5", LeNet5Model, "LeNet-5 (LeCun 1998), padded 28x28 input"),
         ModelSpec("resnet18", ResNet18Model, "torchvision ResNet-18, 3x3 stem for 1x28x28 input"),
         ModelSpec("fast", FastModel, "small conv net with batch norm, tuned for time-to-accuracy"),
-        ModelSpec("custom", CustomModel, "your own nn.Module from a file: model.file, model.factory, model.args"),
-        ModelSpec("torchvision", TorchvisionModel,
-                  "any torchvision.models classifier (model.arch), optional pretrained weights, model.resize"),
+        ModelSpec(
+            "custom", CustomModel, "your own nn.Module from a file: model.file, model.factory, model.args"
+        ),
+        ModelSpec(
+            "torchvision",
+            TorchvisionModel,
+            "any torchvision.models classifier (model.arch), optional pretrained weights, model.resize",
+        ),
     ]
 }
 BUILTIN_MODELS = tuple(n for n, s in MODEL_SPECS.items() if s.section.source == "builtin")

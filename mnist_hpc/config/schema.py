@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal, Optional
+from typing import ClassVar, Literal
 
 from mnist_hpc.config.datasets import DATASETS, FOLDER, data_shape
 from mnist_hpc.config.dump import commented_yaml
@@ -44,7 +44,9 @@ class ExperimentConfig:
     name: str = "experiment"  # run folder prefix: <output_dir>/<name>-<timestamp>/
     seed: int = 0  # seeds python, numpy, torch, the data order and augmentation
     output_dir: str = "./runs"  # where run folders are created (relative to the working directory)
-    loggers: list[LoggerName] = field(default_factory=lambda: ["csv"])  # csv (always) + tensorboard, wandb, mlflow (extra: tracking)
+    loggers: list[LoggerName] = field(
+        default_factory=lambda: ["csv"]
+    )  # csv (always) + tensorboard, wandb, mlflow (extra: tracking)
     tensorboard: bool = False  # older spelling of adding tensorboard to loggers (still accepted)
 
     def check(self, err):
@@ -62,7 +64,9 @@ class AugmentConfig:
     shift: float = 0.0  # max random translation in pixels (0 = off)
     rotate: float = 0.0  # max random rotation in degrees (0 = off)
     scale: float = 0.0  # max random zoom as a fraction, e.g. 0.1 -> [0.9, 1.1] (0 = off)
-    hflip: bool = False  # mirror half the images left-right (fashion-mnist only: a mirrored 2 or 7 is not a digit)
+    hflip: bool = (
+        False  # mirror half the images left-right (fashion-mnist only: a mirrored 2 or 7 is not a digit)
+    )
 
     def check(self, err):
         if not 0 <= self.shift <= 14:
@@ -79,24 +83,33 @@ class AugmentConfig:
 
 @dataclass
 class DataConfig:
-    dataset: str = "mnist"  # see `mnist-hpc data list`: mnist, fashion-mnist, kmnist, emnist-*, qmnist, folder
-    root: Optional[str] = None  # data folder (--data-dir and $MNIST_HPC_DATA_DIR take precedence); for folder: the image folder, one subfolder per class
+    dataset: str = (
+        "mnist"  # see `mnist-hpc data list`: mnist, fashion-mnist, kmnist, emnist-*, qmnist, folder
+    )
+    root: str | None = (
+        None  # data folder (--data-dir and $MNIST_HPC_DATA_DIR take precedence); for folder: the image folder, one subfolder per class
+    )
     image_size: int = 28  # folder only: images are resized to this side
     channels: Literal[1, 3] = 1  # folder only: 1 = greyscale, 3 = colour
-    val_split: Optional[float] = 0.1  # fraction of train held out for validation (null = none)
+    val_split: float | None = 0.1  # fraction of train held out for validation (null = none)
     batch_size: int = 128  # global training batch (split across ranks under DDP)
     eval_batch_size: int = 2000  # evaluation batch (no gradients: large is fast)
-    subset: Optional[int] = None  # train on the first N shuffled training images (quick runs)
+    subset: int | None = None  # train on the first N shuffled training images (quick runs)
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # batched, on the device
 
     def check(self, err):
         if self.dataset not in DATASETS and self.dataset != FOLDER:
             err("dataset", choices([*DATASETS, FOLDER]), self.dataset, [*DATASETS, FOLDER])
         if self.dataset == FOLDER and not self.root:
-            err("root", problem="dataset: folder needs data.root: the folder of images, one subfolder per class")
+            err(
+                "root",
+                problem="dataset: folder needs data.root: the folder of images, one subfolder per class",
+            )
         if self.dataset != FOLDER and (self.image_size, self.channels) != (28, 1):
-            err("image_size" if self.image_size != 28 else "channels",
-                problem=f"only for dataset: folder ({self.dataset} images are 1x28x28)")
+            err(
+                "image_size" if self.image_size != 28 else "channels",
+                problem=f"only for dataset: folder ({self.dataset} images are 1x28x28)",
+            )
         if not 8 <= self.image_size <= 512:
             err("image_size", "a side in pixels in [8, 512]", self.image_size)
         if self.val_split is not None and not 0 < self.val_split < 1:
@@ -108,8 +121,12 @@ class DataConfig:
         if self.subset is not None and self.subset <= 0:
             err("subset", "a positive number of images (or null for all)", self.subset)
         if self.augment.hflip and self.dataset in DATASETS and not DATASETS[self.dataset].mirror_safe:
-            err("augment.hflip", "false for " + self.dataset + " (a mirrored image changes its label); "
-                "only " + ", ".join(n for n, d in DATASETS.items() if d.mirror_safe) + " may flip", True)
+            err(
+                "augment.hflip",
+                "false for " + self.dataset + " (a mirrored image changes its label); "
+                "only " + ", ".join(n for n, d in DATASETS.items() if d.mirror_safe) + " may flip",
+                True,
+            )
 
 
 @dataclass
@@ -119,7 +136,9 @@ class OptimConfig:
     momentum: float = 0.9  # sgd only
     nesterov: bool = False  # sgd only
     weight_decay: float = 0.0  # L2 (sgd, adam, adadelta) or decoupled (adamw)
-    schedule: Literal["none", "step", "cosine", "onecycle"] = "none"  # learning-rate shape: none | step | cosine | onecycle
+    schedule: Literal["none", "step", "cosine", "onecycle"] = (
+        "none"  # learning-rate shape: none | step | cosine | onecycle
+    )
     step_size: int = 1  # step: epochs between decays
     gamma: float = 0.7  # step: decay factor
     pct_start: float = 0.25  # onecycle: fraction of training spent rising to lr
@@ -149,7 +168,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw", "adadelta")
 
 @dataclass
 class EarlyStoppingConfig:
-    patience: Optional[int] = None  # epochs without improvement of val accuracy (null = off)
+    patience: int | None = None  # epochs without improvement of val accuracy (null = off)
     min_delta: float = 0.0  # improvement smaller than this (in accuracy points, 0-1) does not count
 
     def check(self, err):
@@ -175,13 +194,17 @@ class CheckpointConfig:
 @dataclass
 class TrainConfig:
     epochs: int = 3  # passes over the training set
-    amp: Literal["none", "bf16", "fp16", "auto"] = "none"  # autocast precision: none | bf16 | fp16 (CUDA only, with a scaler) | auto (bf16 where the device computes it natively, else none)
+    amp: Literal["none", "bf16", "fp16", "auto"] = (
+        "none"  # autocast precision: none | bf16 | fp16 (CUDA only, with a scaler) | auto (bf16 where the device computes it natively, else none)
+    )
     compile: bool = False  # torch.compile the model (pays a compile time up front)
-    grad_clip: Optional[float] = None  # clip the gradient norm to this value (null = off)
+    grad_clip: float | None = None  # clip the gradient norm to this value (null = off)
     grad_accum: int = 1  # micro-batches per optimizer step (keeps a global batch on fewer devices)
     label_smoothing: float = 0.0  # cross-entropy label smoothing
     tta: bool = False  # test-time augmentation at the final test evaluation
-    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)  # stop when val accuracy stalls
+    early_stopping: EarlyStoppingConfig = field(
+        default_factory=EarlyStoppingConfig
+    )  # stop when val accuracy stalls
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)  # when to save, how many to keep
 
     def check(self, err):
@@ -198,10 +221,12 @@ class TrainConfig:
 @dataclass
 class RuntimeConfig:
     device: str = "auto"  # auto (cuda > mps > cpu) | cpu | cuda | cuda:N | mps
-    threads: Optional[int] = None  # CPU threads; null = $SLURM_CPUS_PER_TASK or the affinity mask
+    threads: int | None = None  # CPU threads; null = $SLURM_CPUS_PER_TASK or the affinity mask
     deterministic: bool = False  # bit-reproducible runs (slower kernels on GPU)
     channels_last: bool = False  # NHWC memory format for conv nets (helps on tensor cores)
-    requeue_signal: Literal["USR1", "USR2"] = "USR1"  # USR1 | USR2: the signal that asks for checkpoint + requeue
+    requeue_signal: Literal["USR1", "USR2"] = (
+        "USR1"  # USR1 | USR2: the signal that asks for checkpoint + requeue
+    )
     max_requeues: int = 5  # automatic Slurm requeues before giving up
     dist_timeout: float = 300  # seconds before a hung collective (or rendezvous) fails
 
@@ -220,7 +245,9 @@ class RuntimeConfig:
 class Config:
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    model: ModelSection = field(default_factory=CNNModel)  # the model: name + its parameters (`mnist-hpc models`)
+    model: ModelSection = field(
+        default_factory=CNNModel
+    )  # the model: name + its parameters (`mnist-hpc models`)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
@@ -236,8 +263,11 @@ class Config:
         if shape is not None:  # the head's width comes from the dataset
             self.model.check_size(lambda key, *a, **k: err(f"model.{key}", *a, **k), shape)
         if self.train.early_stopping.patience and not self.data.val_split:
-            err("train.early_stopping.patience", problem="early stopping needs a validation split: set "
-                "data.val_split (e.g. 0.1) or train.early_stopping.patience: null")
+            err(
+                "train.early_stopping.patience",
+                problem="early stopping needs a validation split: set "
+                "data.val_split (e.g. 0.1) or train.early_stopping.patience: null",
+            )
 
     def to_dict(self) -> dict:
         """The plain nested dict (``model`` as ``{"name": ..., **params}``), as run folders store it."""

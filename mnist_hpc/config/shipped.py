@@ -51,7 +51,7 @@ def _purpose(path: Path) -> str:
                 if line.startswith("#") and line.strip("#").strip():
                     text = line.strip("#").strip()
                     if text.lower().startswith(path.stem.lower() + ":"):
-                        text = text[len(path.stem) + 1:].strip()
+                        text = text[len(path.stem) + 1 :].strip()
                     return text
                 if line.strip() and not line.startswith("#"):
                     break
@@ -66,8 +66,10 @@ def missing_hint(source) -> str:
     if shipped_path(stem) is not None and str(source) != stem:
         return f"the shipped config '{stem}' is used by its name alone: {stem}"
     names = ", ".join(shipped_configs()) or "none installed"
-    return (f"paths are relative to the current folder (run from the project folder), "
-            f"or name a shipped config: {names}")
+    return (
+        f"paths are relative to the current folder (run from the project folder), "
+        f"or name a shipped config: {names}"
+    )
 
 
 def find_config(source, relative_to=None) -> Path:

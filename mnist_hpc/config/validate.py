@@ -23,6 +23,7 @@ from typing import Any, Literal, NoReturn, Union
 from mnist_hpc.config.yamlio import MAX_QUOTE, cut
 from mnist_hpc.errors import ConfigError
 
+
 class _Repr(reprlib.Repr):
     def repr_int(self, x, level):
         if x.bit_length() > 200:  # repr() refuses ints of over 4,300 digits (and needn't show them)
@@ -36,11 +37,11 @@ _repr.maxlist = _repr.maxtuple = _repr.maxdict = _repr.maxset = 8
 _repr.maxlevel = 3
 
 
-
 @functools.cache
 def _hints(cls) -> dict:
     """A schema class's resolved annotations (cached: resolving them dominated big sweeps' checks)."""
     return typing.get_type_hints(cls)
+
 
 def show(value) -> str:
     """``repr(value)`` for a message: bounded in length and depth, whatever the value."""
@@ -72,8 +73,11 @@ def check_device(name, what: str = "--device") -> str:
     if valid_device(name):
         return name
     text = str(name).strip().lower() if isinstance(name, str) else ""
-    hint = (" (for a GPU write cuda, or cuda:N for GPU N)" if text.startswith(("gpu", "nvidia", "cuda"))
-            else did_you_mean(text, DEVICES))
+    hint = (
+        " (for a GPU write cuda, or cuda:N for GPU N)"
+        if text.startswith(("gpu", "nvidia", "cuda"))
+        else did_you_mean(text, DEVICES)
+    )
     raise ConfigError(f"{what}={show(name)}: not a device{hint}; expected {DEVICES_TEXT}")
 
 
@@ -118,8 +122,9 @@ def type_name(tp) -> str:
         return f"a list of {type_name(args[0])}" if args else "a list"
     if origin is dict or tp is dict:
         return "a mapping"
-    return {int: "an integer", float: "a number", bool: "true or false",
-            str: "a string"}.get(tp, getattr(tp, "__name__", str(tp)))
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
 
 
 def coerce(value, tp, path: str, source: str = ""):
@@ -146,15 +151,15 @@ def coerce(value, tp, path: str, source: str = ""):
         if not isinstance(value, (list, tuple)):
             fail(source, path, f"expected {type_name(tp)}, got {show(value)}")
         args = [a for a in typing.get_args(tp) if a is not Ellipsis]
-        items = [coerce(v, args[0], f"{path}[{i}]", source) for i, v in enumerate(value)] \
-            if args else list(value)
+        items = (
+            [coerce(v, args[0], f"{path}[{i}]", source) for i, v in enumerate(value)] if args else list(value)
+        )
         return tuple(items) if (origin or tp) is tuple else items
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
             fail(source, path, f"expected a mapping, got {show(value)}")
         args = typing.get_args(tp)
-        return {k: coerce(v, args[1], _join(path, k), source) for k, v in value.items()} \
-            if args else value
+        return {k: coerce(v, args[1], _join(path, k), source) for k, v in value.items()} if args else value
     if isinstance(tp, type) and issubclass(tp, Tagged):
         return build_tagged(tp, value, path, source)
     if dataclasses.is_dataclass(tp):
@@ -201,8 +206,11 @@ def build_section(cls, data, path: str = "", source: str = ""):
     kwargs = {}
     for key, value in data.items():
         if key not in names:
-            fail(source, _join(path, key),
-                 f"unknown key{owner}{did_you_mean(key, names)}; expected one of {', '.join(names)}")
+            fail(
+                source,
+                _join(path, key),
+                f"unknown key{owner}{did_you_mean(key, names)}; expected one of {', '.join(names)}",
+            )
         kwargs[key] = coerce(value, hints[key], _join(path, key), source)
     obj = cls(**kwargs)
 

@@ -80,8 +80,10 @@ def _check_expansion(root) -> None:
             total += sum(size(k) + size(v) for k, v in node.value)
         open_nodes.discard(key)
         if total > MAX_NODES:
-            raise YAMLLimitError(f"the document expands to more than {MAX_NODES:,} values "
-                                 "(anchors and aliases repeating data); refused")
+            raise YAMLLimitError(
+                f"the document expands to more than {MAX_NODES:,} values "
+                "(anchors and aliases repeating data); refused"
+            )
         sizes[key] = total
         return total
 
@@ -99,7 +101,8 @@ def _construct_mapping(loader, node, deep=False):
             continue
         if duplicate:
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {cut(repr(key))}", key_node.start_mark)
+                None, None, f"duplicate key {cut(repr(key))}", key_node.start_mark
+            )
     return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
 
 
@@ -108,8 +111,8 @@ def _construct_int(loader, node):
         return yaml.SafeLoader.construct_yaml_int(loader, node)
     except ValueError:  # Python parses at most 4,300 digits; no setting needs a fraction of that
         raise yaml.constructor.ConstructorError(
-            None, None, f"an integer of {len(node.value):,} characters is too long",
-            node.start_mark) from None
+            None, None, f"an integer of {len(node.value):,} characters is too long", node.start_mark
+        ) from None
 
 
 _BoundedLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
@@ -122,11 +125,14 @@ _BoundedLoader.yaml_implicit_resolvers = {
 }
 _BoundedLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
                 |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
                 |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
                 |[-+]?\.(?:inf|Inf|INF)
-                |\.(?:nan|NaN|NAN))$""", re.X),
+                |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
     list("-+0123456789."),
 )
 
@@ -154,8 +160,10 @@ def _check_graph(root) -> None:
             size, depth = walk(child)
             total, deepest = total + size, max(deepest, depth)
         if total > MAX_NODES:
-            raise YAMLLimitError(f"the document expands to more than {MAX_NODES:,} values "
-                                 "(anchors and aliases repeating data); refused")
+            raise YAMLLimitError(
+                f"the document expands to more than {MAX_NODES:,} values "
+                "(anchors and aliases repeating data); refused"
+            )
         if deepest + 1 > MAX_DEPTH:
             raise YAMLLimitError(f"nested more than {MAX_DEPTH} levels deep")
         seen[key] = (total, deepest + 1)
@@ -165,6 +173,7 @@ def _check_graph(root) -> None:
 
 
 if getattr(yaml, "__with_libyaml__", False):
+
     class _FastBoundedLoader(yaml.CSafeLoader):
         """The same loader on libyaml's C parser (about 10x faster; libyaml caps nesting
         itself); the limits are checked on the composed graph before anything is built."""
@@ -189,11 +198,11 @@ def yaml_load(text: str, fast: bool = False) -> Any:
         raise YAMLLimitError(f"{len(text):,} characters; at most {MAX_BYTES:,} are read")
     if fast and _FastBoundedLoader is not None:
         try:
-            return yaml.load(text, Loader=_FastBoundedLoader)  # noqa: S506 - a CSafeLoader subclass
+            return yaml.load(text, Loader=_FastBoundedLoader)
         except (yaml.YAMLError, RecursionError):
             pass  # the slow loader says what is wrong, in its own words
     try:
-        return yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_BoundedLoader)
     except RecursionError:  # deep nesting inside a flow collection the composer did not see
         raise YAMLLimitError(f"nested more than {MAX_DEPTH} levels deep") from None
 
@@ -246,8 +255,10 @@ def read_yaml(path, fast: bool = False) -> Any:
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
     if len(raw) > MAX_BYTES:
-        raise ConfigError(f"{path}: larger than {MAX_BYTES // 1024} KiB; a YAML file read by "
-                          "mnist-hpc may be at most that (configs are a few KiB)")
+        raise ConfigError(
+            f"{path}: larger than {MAX_BYTES // 1024} KiB; a YAML file read by "
+            "mnist-hpc may be at most that (configs are a few KiB)"
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:

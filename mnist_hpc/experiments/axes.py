@@ -12,8 +12,9 @@ from __future__ import annotations
 import math
 import random
 import re
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any
 
 from mnist_hpc.config import show
 
@@ -114,7 +115,7 @@ class Seeds(Dimension):
     section = "seeds"
     keys = (SEED_KEY,)
 
-    def __init__(self, seeds: Optional[list] = None, repeat: int = 0, first: int = 0):
+    def __init__(self, seeds: list | None = None, repeat: int = 0, first: int = 0):
         self.seeds, self.repeat, self.first = seeds, repeat, first
 
     @property
@@ -142,7 +143,7 @@ def params_at(dims: Sequence[Dimension], index: int) -> dict:
         index, digit = divmod(index, d.size)
         digits.append(digit)
     out: dict = {}
-    for d, digit in zip(dims, reversed(digits)):
+    for d, digit in zip(dims, reversed(digits), strict=False):
         out.update(d.point(digit))
     return out
 
@@ -219,7 +220,9 @@ class Namer:
         self.seen: dict[str, int] = {}
 
     def name(self, params: dict) -> str:
-        name = safe_name("_".join(f"{self.short[k]}={name_value(_file_label(k, v))}" for k, v in params.items()))
+        name = safe_name(
+            "_".join(f"{self.short[k]}={name_value(_file_label(k, v))}" for k, v in params.items())
+        )
         name = name[:MAX_NAME_LENGTH]
         self.seen[name] = self.seen.get(name, 0) + 1
         return name if self.seen[name] == 1 else f"{name}_{self.seen[name]}"
@@ -227,21 +230,22 @@ class Namer:
 
 # --------------------------------------------------------------------------- random draws
 
+
 @dataclass
 class Distribution:
     """Where one key of ``random: params:`` draws its values from: give exactly one."""
 
-    loguniform: Optional[list[float]] = None  # [low, high], both > 0: even on a log scale
-    uniform: Optional[list[float]] = None  # [low, high]
-    int_uniform: Optional[list[int]] = None  # [low, high], both included
-    choice: Optional[list] = None  # one of these values
+    loguniform: list[float] | None = None  # [low, high], both > 0: even on a log scale
+    uniform: list[float] | None = None  # [low, high]
+    int_uniform: list[int] | None = None  # [low, high], both included
+    choice: list | None = None  # one of these values
 
 
 @dataclass
 class RandomSection:
     """The sweep file's ``random:`` section (checked by the shared validator)."""
 
-    count: Optional[int] = None  # how many runs to draw (required)
+    count: int | None = None  # how many runs to draw (required)
     seed: int = 0  # the draws' own seed: the same seed draws the same runs
     params: dict[str, Distribution] = field(default_factory=dict)  # dotted key -> distribution
 
@@ -258,16 +262,17 @@ def random_dimension(section: RandomSection, fail: Callable[[str, str], None]) -
         fail("random.count", f"expected a positive integer, got {section.count!r}")
     if not section.params:
         fail("random.params", "missing: the keys to draw, e.g. optim.lr: {loguniform: [1.0e-4, 0.1]}")
-    samplers = {key: _sampler(f"random.params.{key}", dist, fail)
-                for key, dist in section.params.items()}
+    samplers = {key: _sampler(f"random.params.{key}", dist, fail) for key, dist in section.params.items()}
     return Draws(samplers, section.count, section.seed)
 
 
 def _sampler(where: str, dist: Distribution, fail) -> Callable[[random.Random], Any]:
     given = {kind: getattr(dist, kind) for kind in DISTRIBUTIONS if getattr(dist, kind) is not None}
     if len(given) != 1:
-        fail(where, f"expected one of {', '.join(DISTRIBUTIONS)}, got "
-                    f"{' and '.join(given) if given else 'none'}")
+        fail(
+            where,
+            f"expected one of {', '.join(DISTRIBUTIONS)}, got {' and '.join(given) if given else 'none'}",
+        )
     ((kind, arg),) = given.items()
     where = f"{where}.{kind}"
     if kind == "choice":

@@ -53,8 +53,9 @@ def _figure(width: float, height: float):
 
 
 def _save(fig, path: Path) -> Path:
-    return atomic_write_with(path, lambda f: savefig_quietly(fig, f, format="png", dpi=DPI,
-                                                             bbox_inches="tight", facecolor="white"))
+    return atomic_write_with(
+        path, lambda f: savefig_quietly(fig, f, format="png", dpi=DPI, bbox_inches="tight", facecolor="white")
+    )
 
 
 def _accuracy_vs(comp, key: str):
@@ -74,9 +75,15 @@ def _accuracy_vs(comp, key: str):
     fig, ax = _figure(6.4, 4.2)
     for label, groups in series.items():
         groups = sorted(groups, key=lambda g: g.params[key])
-        ax.errorbar([g.params[key] for g in groups], [100 * g.mean for g in groups],
-                    yerr=[100 * (g.sd or 0) for g in groups], marker="o", capsize=3,
-                    linestyle="-" if joined else "none", label=label or None)
+        ax.errorbar(
+            [g.params[key] for g in groups],
+            [100 * g.mean for g in groups],
+            yerr=[100 * (g.sd or 0) for g in groups],
+            marker="o",
+            capsize=3,
+            linestyle="-" if joined else "none",
+            label=label or None,
+        )
     if _log_scale(values):
         ax.set_xscale("log")
     elif all(isinstance(v, int) for v in values):
@@ -93,8 +100,13 @@ def _accuracy_vs(comp, key: str):
 def _by_configuration(comp):
     groups = comp.groups[::-1]  # best at the top
     fig, ax = _figure(6.4, 1.2 + 0.35 * len(groups))
-    ax.barh([g.label() for g in groups], [100 * g.mean for g in groups],
-            xerr=[100 * (g.sd or 0) for g in groups], capsize=3, color="tab:blue")
+    ax.barh(
+        [g.label() for g in groups],
+        [100 * g.mean for g in groups],
+        xerr=[100 * (g.sd or 0) for g in groups],
+        capsize=3,
+        color="tab:blue",
+    )
     low = min(100 * g.mean for g in groups)
     ax.set_xlim(max(0, low - 2), 100)
     ax.set_xlabel("test accuracy (%)")
@@ -126,8 +138,7 @@ def make_plots(comp, out_dir) -> list[Path]:
         fig = _accuracy_vs(comp, key)
         if fig is not None:
             figures.append(_save(fig, out_dir / f"accuracy_vs_{_slug(key)}.png"))
-    if len(comp.groups) > 1 and any(not _numeric([g.params[k] for g in comp.groups])
-                                    for k in comp.varied):
+    if len(comp.groups) > 1 and any(not _numeric([g.params[k] for g in comp.groups]) for k in comp.varied):
         figures.append(_save(_by_configuration(comp), out_dir / "accuracy_by_configuration.png"))
     curves = [(g, *_val_curve(g)) for g in comp.groups]
     curves = [c for c in curves if c[1]]

@@ -14,7 +14,6 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 from mnist_hpc.config import ConfigError, read_yaml
 from mnist_hpc.errors import UserError
@@ -37,13 +36,13 @@ class RunLine:
     name: str  # the folder, relative to the folder it was found under
     state: str  # completed | running | failed | interrupted | requeued
     detail: str  # the state in words (failed: the error), "" when the state says it all
-    dataset: Optional[str]
-    model: Optional[str]
-    test_accuracy: Optional[float]
-    epochs: Optional[int]
-    train_seconds: Optional[float]
-    started_at: Optional[str]
-    finished_at: Optional[str]
+    dataset: str | None
+    model: str | None
+    test_accuracy: float | None
+    epochs: int | None
+    train_seconds: float | None
+    started_at: str | None
+    finished_at: str | None
 
 
 def _config_names(folder: Path) -> tuple:
@@ -54,21 +53,23 @@ def _config_names(folder: Path) -> tuple:
         return None, None
     data = raw.get("data") if isinstance(raw, dict) else None
     model = raw.get("model") if isinstance(raw, dict) else None
-    return (data.get("dataset") if isinstance(data, dict) else None,
-            model.get("name") if isinstance(model, dict) else None)
+    return (
+        data.get("dataset") if isinstance(data, dict) else None,
+        model.get("name") if isinstance(model, dict) else None,
+    )
 
 
 def _state_words(state) -> tuple[str, str]:
     """(short state, the rest in words) of a RunState: "failed", "CUDA out of memory ..."."""
     short = "requeued" if state.state == "interrupted" and state.requeued else state.state
-    rest = state.describe()[len(state.state):].strip()
+    rest = state.describe()[len(state.state) :].strip()
     rest = rest[1:].strip() if rest.startswith(":") else rest
     if rest.startswith("(") and rest.endswith(")"):
         rest = rest[1:-1]
     return short, rest
 
 
-def read_run_line(folder: Path, top: Path) -> Optional[RunLine]:
+def read_run_line(folder: Path, top: Path) -> RunLine | None:
     """The line of one run folder; None for a folder that holds no run. Raises ``UserError``
     (naming the file) for a damaged summary.json."""
     summary = read_summary(folder)  # UserError: damaged
@@ -88,16 +89,28 @@ def read_run_line(folder: Path, top: Path) -> Optional[RunLine]:
         dataset2, model2 = _config_names(folder)
         dataset, model = dataset or dataset2, model or model2
     epochs = summary.epochs_run if summary else (state.epoch - 1 if state and state.epoch else None)
-    finished = summary.finished_at if summary else (state.updated_at if state and short != "running" else None)
+    finished = (
+        summary.finished_at if summary else (state.updated_at if state and short != "running" else None)
+    )
     try:
         name = str(folder.relative_to(top)) if folder != top else folder.name
     except ValueError:
         name = str(folder)
-    return RunLine(folder, name, short, detail, dataset, model,
-                   summary.test_accuracy if summary else None, epochs,
-                   summary.train_seconds if summary else None,
-                   (summary.started_at if summary else None) or identity.get("created_at")
-                   or (state.updated_at if state else None), finished)
+    return RunLine(
+        folder,
+        name,
+        short,
+        detail,
+        dataset,
+        model,
+        summary.test_accuracy if summary else None,
+        epochs,
+        summary.train_seconds if summary else None,
+        (summary.started_at if summary else None)
+        or identity.get("created_at")
+        or (state.updated_at if state else None),
+        finished,
+    )
 
 
 def list_runs(dirs) -> tuple[list, list]:
@@ -123,13 +136,19 @@ def list_runs(dirs) -> tuple[list, list]:
 
 def _cells(r: RunLine) -> list:
     acc = tables.percent(r.test_accuracy) if isinstance(r.test_accuracy, (int, float)) else "-"
-    return [r.name, r.state, r.dataset or "-", r.model or "-", acc,
-            "-" if r.epochs is None else str(r.epochs),
-            "-" if r.train_seconds is None else f"{r.train_seconds:,.1f}",
-            (r.finished_at or "-").replace("T", " ")]
+    return [
+        r.name,
+        r.state,
+        r.dataset or "-",
+        r.model or "-",
+        acc,
+        "-" if r.epochs is None else str(r.epochs),
+        "-" if r.train_seconds is None else f"{r.train_seconds:,.1f}",
+        (r.finished_at or "-").replace("T", " "),
+    ]
 
 
-def format_runs(lines: list, width: Optional[int] = None) -> str:
+def format_runs(lines: list, width: int | None = None) -> str:
     """The aligned table of ``lines``, at most ``width`` (default: the terminal's) columns wide:
     a state's details (a failure's error) go on a line under its row, cut to the width; names too
     long for the width are shortened in the middle, and on a narrow terminal the columns in
@@ -150,7 +169,7 @@ def format_runs(lines: list, width: Optional[int] = None) -> str:
         row[0] = _shorten(row[0], max(room, 12))
     text = tables._aligned(header, rows, best=False).splitlines()
     out = text[:2]
-    for r, line in zip(lines, text[2:]):
+    for r, line in zip(lines, text[2:], strict=False):
         out.append(line)
         if r.detail:
             out.append(_shorten("   " + r.detail, width, middle=False))
@@ -164,9 +183,9 @@ def _shorten(text: str, width: int, middle: bool = True) -> str:
     if len(text) <= width:
         return text
     if not middle:
-        return text[:width - 3] + "..."
+        return text[: width - 3] + "..."
     keep = width - 3
-    return text[:keep - keep // 2] + "..." + text[len(text) - keep // 2:]
+    return text[: keep - keep // 2] + "..." + text[len(text) - keep // 2 :]
 
 
 # --------------------------------------------------------------------------- one sweep
@@ -210,7 +229,9 @@ def run_status(run) -> RunStatus:
         diffs = runguard.config_differences(d, run.config)
         if diffs:
             out.state = "stale"
-            out.detail = "trained with another config: " + "; ".join(diffs[:3]) + ("; ..." if len(diffs) > 3 else "")
+            out.detail = (
+                "trained with another config: " + "; ".join(diffs[:3]) + ("; ..." if len(diffs) > 3 else "")
+            )
         else:
             out.state = "completed"
             acc = summary.test_accuracy
@@ -234,11 +255,16 @@ def sweep_states(sweep) -> list:
     return [run_status(run) for run in sweep.runs]
 
 
-STUDY_STATES = {"complete": "completed", "fail": "failed", "pruned": "pruned", "running": "running",
-                "waiting": "pending"}
+STUDY_STATES = {
+    "complete": "completed",
+    "fail": "failed",
+    "pruned": "pruned",
+    "running": "running",
+    "waiting": "pending",
+}
 
 
-def study_states(sweep) -> tuple[list, Optional[int]]:
+def study_states(sweep) -> tuple[list, int | None]:
     """([RunStatus] of each trial of a ``method: optuna`` study, by number; n_trials asked for).
     A running trial whose worker has gone reads as interrupted (the next `sweep run` resumes it)."""
     from mnist_hpc.experiments import search, studyreport
@@ -256,16 +282,29 @@ def study_states(sweep) -> tuple[list, Optional[int]]:
             detail = f"{view.metric} {t.value:.4g}; {detail}"
         elif state == "failed" and t.failure:
             detail = t.failure
-        elif state == "running" and t.run:
-            if search.stale(search.read_owner(Path(sweep.output_dir) / t.run), me):
-                state, detail = "interrupted", f"its worker has gone (the next sweep run resumes it); {detail}"
+        elif (
+            state == "running"
+            and t.run
+            and search.stale(search.read_owner(Path(sweep.output_dir) / t.run), me)
+        ):
+            state, detail = "interrupted", f"its worker has gone (the next sweep run resumes it); {detail}"
         out.append(RunStatus(t.number, t.run or f"trial {t.number}", state, detail))
     return out, n_trials
 
 
 def counts_line(states: list, total: int, noun: str = "run") -> str:
     """'200 runs: 150 completed, 2 running, 48 pending' (states in order of first appearance)."""
-    order = ["completed", "running", "pending", "failed", "interrupted", "requeued", "pruned", "stale", "damaged"]
+    order = [
+        "completed",
+        "running",
+        "pending",
+        "failed",
+        "interrupted",
+        "requeued",
+        "pruned",
+        "stale",
+        "damaged",
+    ]
     # (a RunLine or a RunStatus: both have .state)
     found: dict = {}
     for s in states:

@@ -12,14 +12,30 @@ import tempfile
 from pathlib import Path
 
 from mnist_hpc.experiments.tables import (
-    format_markdown_table, format_value, hashable, plural, table_rows, verdict,
+    format_markdown_table,
+    format_value,
+    hashable,
+    plural,
+    table_rows,
+    verdict,
 )
 from mnist_hpc.runs.folder import atomic_write
 
 # Settings worth stating in a report when all runs share them (and they are not off/none).
-COMMON_KEYS = ("data.dataset", "model.name", "optim.name", "optim.lr", "optim.schedule",
-               "data.batch_size", "train.epochs", "data.subset", "data.augment.shift",
-               "data.augment.rotate", "data.augment.scale", "train.amp")
+COMMON_KEYS = (
+    "data.dataset",
+    "model.name",
+    "optim.name",
+    "optim.lr",
+    "optim.schedule",
+    "data.batch_size",
+    "train.epochs",
+    "data.subset",
+    "data.augment.shift",
+    "data.augment.rotate",
+    "data.augment.scale",
+    "train.amp",
+)
 SPLIT_KEYS = ("train_images", "val_images", "test_images")  # summary.json: the images each split held
 
 
@@ -131,7 +147,10 @@ def html_report(comp, title: str, figures=(), sections: str = "") -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join(
         ("<tr class=best>" if i == 0 else "<tr>")
-        + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for i, row in enumerate(rows))
+        + "".join(f"<td>{html.escape(c)}</td>" for c in row)
+        + "</tr>"
+        for i, row in enumerate(rows)
+    )
     images = embed_images(figures)
     settings = settings_line(comp)
     return f"""<!DOCTYPE html>
@@ -164,7 +183,9 @@ def embed_images(figures) -> str:
     """``<figure>``s holding the PNGs themselves (base64 data: URLs)."""
     return "".join(
         f'<figure><img alt="{html.escape(Path(p).stem)}" src="data:image/png;base64,'
-        f'{base64.b64encode(Path(p).read_bytes()).decode()}"></figure>' for p in figures)
+        f'{base64.b64encode(Path(p).read_bytes()).decode()}"></figure>'
+        for p in figures
+    )
 
 
 def write_html(comp, path, title: str) -> Path:

@@ -19,7 +19,6 @@ import os
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from mnist_hpc.config import ConfigError, flatten, read_yaml
 from mnist_hpc.errors import UserError
@@ -30,9 +29,17 @@ from mnist_hpc.runs.summary import RunSummary, read_summary
 # Settings that never change a result, or that identify rather than describe a run; a report
 # does not list them as varied. Seeds are what a group averages over.
 IGNORED_KEYS = {
-    "experiment.name", "experiment.output_dir", "experiment.seed", "experiment.tensorboard", "experiment.loggers",
-    "data.root", "data.eval_batch_size", "runtime.threads", "runtime.requeue_signal",
-    "runtime.max_requeues", "runtime.dist_timeout",
+    "experiment.name",
+    "experiment.output_dir",
+    "experiment.seed",
+    "experiment.tensorboard",
+    "experiment.loggers",
+    "data.root",
+    "data.eval_batch_size",
+    "runtime.threads",
+    "runtime.requeue_signal",
+    "runtime.max_requeues",
+    "runtime.dist_timeout",
 }
 IGNORED_PREFIXES = ("train.checkpoint.",)
 
@@ -67,11 +74,11 @@ class Group:
         return statistics.fmean(r.accuracy for r in self.runs)
 
     @property
-    def sd(self) -> Optional[float]:
+    def sd(self) -> float | None:
         """Sample standard deviation over the seeds (None for a single run)."""
         return statistics.stdev(r.accuracy for r in self.runs) if self.n > 1 else None
 
-    def average(self, key: str) -> Optional[float]:
+    def average(self, key: str) -> float | None:
         values = [r.summary.get(key) for r in self.runs]
         values = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
         return statistics.fmean(values) if values else None
@@ -107,11 +114,11 @@ class Comparison:
     def to_csv(self) -> str:
         return tables.format_csv(self)
 
-    def to_markdown(self, title: Optional[str] = None, figures=(), relative_to=None) -> str:
+    def to_markdown(self, title: str | None = None, figures=(), relative_to=None) -> str:
         """A Markdown report: title, verdict, table and links to ``figures``."""
         return pages.markdown_report(self, title or self.title(), figures, relative_to)
 
-    def to_html(self, path, title: Optional[str] = None) -> Path:
+    def to_html(self, path, title: str | None = None) -> Path:
         """Write a self-contained HTML report (figures embedded) to ``path``; returns it."""
         return pages.write_html(self, path, title or self.title())
 
@@ -146,8 +153,11 @@ def load_run(folder) -> RunRecord:
     summary = read_summary(folder)
     if summary is None:
         state = read_state(folder)  # running, failed (why), interrupted (by what, where)
-        raise UserError(f"{folder}: {state.describe()}, no summary.json" if state
-                        else f"{folder}: no summary.json (the run has not finished)")
+        raise UserError(
+            f"{folder}: {state.describe()}, no summary.json"
+            if state
+            else f"{folder}: no summary.json (the run has not finished)"
+        )
     config = {}
     try:
         raw = read_yaml(folder / "config.yaml", fast=True)  # one per run: libyaml where present
@@ -180,8 +190,9 @@ def _folders(items) -> list[Path]:
             raise UserError(f"{d}: no such directory")
         # finished runs, and those that record a state without a summary (listed as skipped):
         # one walk of the tree (two rglob walks cost 0.4 s over 1,000 run folders)
-        folders += sorted(Path(top) for top, _, files in os.walk(d)
-                          if "summary.json" in files or "state.json" in files)
+        folders += sorted(
+            Path(top) for top, _, files in os.walk(d) if "summary.json" in files or "state.json" in files
+        )
     return folders
 
 
@@ -208,8 +219,7 @@ def find_runs(dirs) -> tuple[list, list]:
     if not runs:
         where = ", ".join(str(getattr(d, "path", d)) for d in dirs)
         detail = f"; skipped {len(skipped)} unfinished or unreadable" if skipped else ""
-        raise UserError(f"no runs found under {where} (a run folder holds a completed "
-                        f"summary.json){detail}")
+        raise UserError(f"no runs found under {where} (a run folder holds a completed summary.json){detail}")
     return runs, skipped
 
 
@@ -236,7 +246,8 @@ def varied_keys(runs: list) -> list:
             for run in runs:
                 if key in run.config:
                     by_model.setdefault(run.config.get("model.name"), set()).add(
-                        tables.hashable(run.config[key]))
+                        tables.hashable(run.config[key])
+                    )
             if any(len(values) > 1 for values in by_model.values()):
                 varied.append(key)
         elif len({tables.hashable(run.config[key]) for run in runs if key in run.config}) > 1:
@@ -254,8 +265,7 @@ def compare(runs: list, skipped=()) -> Comparison:
         if key not in groups:
             groups[key] = Group({k: run.config.get(k) for k in varied}, [])
         groups[key].runs.append(run)
-    ordered = sorted(groups.values(),
-                     key=lambda g: (-g.mean, g.average("train_seconds") or math.inf))
+    ordered = sorted(groups.values(), key=lambda g: (-g.mean, g.average("train_seconds") or math.inf))
     return Comparison(runs, varied, ordered, list(skipped))
 
 

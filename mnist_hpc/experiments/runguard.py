@@ -14,7 +14,6 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Optional
 
 from mnist_hpc.config import ConfigError, config_from_dict, flatten, read_yaml
 from mnist_hpc.errors import UserError
@@ -22,9 +21,16 @@ from mnist_hpc.errors import UserError
 # Settings that cannot change what a run learns: a finished run still counts as done when only
 # these differ (the sweep runner itself sets runtime.threads for parallel runs).
 NOT_RESULTS = {
-    "experiment.name", "experiment.output_dir", "experiment.tensorboard", "experiment.loggers",
-    "data.root", "data.eval_batch_size", "runtime.threads", "runtime.requeue_signal",
-    "runtime.max_requeues", "runtime.dist_timeout",
+    "experiment.name",
+    "experiment.output_dir",
+    "experiment.tensorboard",
+    "experiment.loggers",
+    "data.root",
+    "data.eval_batch_size",
+    "runtime.threads",
+    "runtime.requeue_signal",
+    "runtime.max_requeues",
+    "runtime.dist_timeout",
 }
 NOT_RESULTS_PREFIXES = ("train.checkpoint.",)
 LOCK_FILE = ".sweep-run.lock"
@@ -80,10 +86,11 @@ def refuse_stale(sweep_name: str, stale: list) -> None:
         f"another config ({'; '.join(diffs[:3])}{'; ...' if len(diffs) > 3 else ''}; keys that "
         f"differ: {', '.join(keys)}); to train them anew add --force to the command (the old runs are "
         f"moved to {run.run_dir.parent}-{REPLACED}-<time>/, not deleted), or give the sweep another "
-        f"`name:` to keep both")
+        f"`name:` to keep both"
+    )
 
 
-def move_aside(stale: list) -> Optional[Path]:
+def move_aside(stale: list) -> Path | None:
     """Move each stale run folder into ``<sweep folder>-replaced-<time>/`` (nothing deleted);
     returns that folder, or None when there was nothing to move."""
     if not stale:
@@ -98,8 +105,10 @@ def move_aside(stale: list) -> Optional[Path]:
         try:
             run.run_dir.rename(target)
         except OSError as e:
-            raise UserError(f"cannot move {run.run_dir} to {target}: {e.strerror or e}; "
-                            "move it yourself, then run the command again") from None
+            raise UserError(
+                f"cannot move {run.run_dir} to {target}: {e.strerror or e}; "
+                "move it yourself, then run the command again"
+            ) from None
     return dest
 
 
@@ -113,11 +122,11 @@ class RunLock:
 
     def __init__(self, run_dir):
         self.path = Path(run_dir) / LOCK_FILE
-        self.fd: Optional[int] = None
+        self.fd: int | None = None
         self.acquired = False
         self.holder = ""
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         try:
             import fcntl
         except ImportError:  # Windows: no advisory locks here; one runner per sweep is on the user
@@ -137,8 +146,9 @@ class RunLock:
             return self
         self.acquired = True
         os.ftruncate(self.fd, 0)
-        os.write(self.fd, f"{socket.gethostname()} {os.getpid()} {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
-                 .encode())
+        os.write(
+            self.fd, f"{socket.gethostname()} {os.getpid()} {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode()
+        )
         return self
 
     def _read_holder(self) -> str:

@@ -42,9 +42,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 from mnist_hpc.config.extras import require
 from mnist_hpc.errors import UserError
@@ -110,23 +110,33 @@ class Space:
                     self.distributions[key] = D.CategoricalDistribution(values)
                 else:
                     texts = [dump_value(v) for v in values]
-                    self.decode[key] = dict(zip(texts, values))
+                    self.decode[key] = dict(zip(texts, values, strict=False))
                     self.distributions[key] = D.CategoricalDistribution(texts)
             elif p.kind == "float":
                 self.distributions[key] = D.FloatDistribution(p.float[0], p.float[1], log=p.log, step=p.step)
             else:
-                self.distributions[key] = D.IntDistribution(p.int[0], p.int[1], log=p.log,
-                                                            step=int(p.step or 1))
-        self.grid = {key: [dump_value(v) if key in self.decode else v for v in p.grid()]
-                     for key, p in spec.params.items()} if spec.sampler == "grid" else None
+                self.distributions[key] = D.IntDistribution(
+                    p.int[0], p.int[1], log=p.log, step=int(p.step or 1)
+                )
+        self.grid = (
+            {
+                key: [dump_value(v) if key in self.decode else v for v in p.grid()]
+                for key, p in spec.params.items()
+            }
+            if spec.sampler == "grid"
+            else None
+        )
 
     def values(self, params: dict) -> dict:
         """A trial's params as config values, in the space's order."""
-        return {k: self.decode[k].get(params[k], params[k]) if k in self.decode else params[k]
-                for k in self.distributions if k in params}
+        return {
+            k: self.decode[k].get(params[k], params[k]) if k in self.decode else params[k]
+            for k in self.distributions
+            if k in params
+        }
 
 
-def make_sampler(spec, space: Space, worker_seed: Optional[int]):
+def make_sampler(spec, space: Space, worker_seed: int | None):
     optuna = load_optuna()
     S = optuna.samplers
     if spec.sampler == "random":
@@ -172,7 +182,7 @@ def make_pruner(spec, epochs: int):
     return P.MedianPruner(n_startup_trials=max(2, min(5, spec.n_trials // 4)), n_warmup_steps=0)
 
 
-def open_study(sweep: Sweep, worker_seed: Optional[int] = None, create: bool = True):
+def open_study(sweep: Sweep, worker_seed: int | None = None, create: bool = True):
     """The sweep's study (made on first use); ``create=False``: None when there is none yet."""
     optuna = load_optuna()
     path = journal_path(sweep)
@@ -181,19 +191,30 @@ def open_study(sweep: Sweep, worker_seed: Optional[int] = None, create: bool = T
     spec = sweep.study
     space = Space(spec)
     study = optuna.create_study(
-        study_name=sweep.name, storage=storage(path), direction=spec.direction,
+        study_name=sweep.name,
+        storage=storage(path),
+        direction=spec.direction,
         sampler=make_sampler(spec, space, worker_seed),
-        pruner=make_pruner(spec, sweep.shared_config.train.epochs), load_if_exists=True)
+        pruner=make_pruner(spec, sweep.shared_config.train.epochs),
+        load_if_exists=True,
+    )
     if "mnist_hpc" not in study.user_attrs:
-        study.set_user_attr("mnist_hpc", {"metric": spec.metric, "target": spec.target,
-                                          "n_trials": spec.n_trials, "sweep_file": str(sweep.path)})
+        study.set_user_attr(
+            "mnist_hpc",
+            {
+                "metric": spec.metric,
+                "target": spec.target,
+                "n_trials": spec.n_trials,
+                "sweep_file": str(sweep.path),
+            },
+        )
     return study
 
 
 # --------------------------------------------------------------------------- values
 
 
-def intermediate(spec, row) -> Optional[float]:
+def intermediate(spec, row) -> float | None:
     """What one epoch of metrics.csv reports to the pruner (None without a validation split)."""
     key = spec.report_key
     if key == "val_error":
@@ -227,15 +248,19 @@ class Me:
 
     host: str
     pid: int
-    task: Optional[str]  # <array job id>_<task id> of a Slurm array task, else None
+    task: str | None  # <array job id>_<task id> of a Slurm array task, else None
     worker: int  # the worker's number (thread of `sweep run -j N`, or array task index)
 
     @staticmethod
-    def here(worker: int) -> "Me":
+    def here(worker: int) -> Me:
         from mnist_hpc.cluster import env
 
-        return Me(socket.gethostname(), os.getpid(), env.current().requeue_id if env.current().array_task_id
-                  else None, worker)
+        return Me(
+            socket.gethostname(),
+            os.getpid(),
+            env.current().requeue_id if env.current().array_task_id else None,
+            worker,
+        )
 
 
 def _alive(pid) -> bool:
@@ -250,22 +275,34 @@ def _alive(pid) -> bool:
     return True
 
 
-def read_owner(run_dir: Path) -> Optional[dict]:
+def read_owner(run_dir: Path) -> dict | None:
     try:
         return json.loads((run_dir / OWNER).read_text())
     except (OSError, ValueError):
         return None
 
 
-def write_owner(run_dir: Path, me: Me, child: Optional[int] = None, since: Optional[float] = None) -> None:
+def write_owner(run_dir: Path, me: Me, child: int | None = None, since: float | None = None) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     now = time.time()
-    atomic_write(run_dir / OWNER, json.dumps({
-        "host": me.host, "pid": me.pid, "task": me.task, "worker": me.worker, "child": child,
-        "since": since or now, "beat": now}) + "\n")
+    atomic_write(
+        run_dir / OWNER,
+        json.dumps(
+            {
+                "host": me.host,
+                "pid": me.pid,
+                "task": me.task,
+                "worker": me.worker,
+                "child": child,
+                "since": since or now,
+                "beat": now,
+            }
+        )
+        + "\n",
+    )
 
 
-def stale(owner: Optional[dict], me: Me, now: Optional[float] = None, stale_after: float = STALE_AFTER) -> bool:
+def stale(owner: dict | None, me: Me, now: float | None = None, stale_after: float = STALE_AFTER) -> bool:
     """Whether a RUNNING trial whose worker.json says ``owner`` has lost its worker."""
     if not owner:
         return True  # claimed and never recorded: its worker died inside the claim
@@ -278,11 +315,15 @@ def stale(owner: Optional[dict], me: Me, now: Optional[float] = None, stale_afte
     return (now or time.time()) - float(owner.get("beat") or 0) > stale_after
 
 
-def dying(owner: Optional[dict], me: Me) -> bool:
+def dying(owner: dict | None, me: Me) -> bool:
     """A trial whose worker on this host is gone but whose trainer is still saving its checkpoint
     (it got SIGTERM when its worker died): stale in a moment."""
-    return bool(owner) and owner.get("host") == me.host and not _alive(owner.get("pid")) \
+    return (
+        bool(owner)
+        and owner.get("host") == me.host
+        and not _alive(owner.get("pid"))
         and _alive(owner.get("child"))
+    )
 
 
 # --------------------------------------------------------------------------- the worker
@@ -301,8 +342,8 @@ class TrialResult:
     number: int
     run_dir: Path
     state: str  # completed, pruned, failed, stopped (left RUNNING for the next worker)
-    value: Optional[float] = None
-    returncode: Optional[int] = None
+    value: float | None = None
+    returncode: int | None = None
     seconds: float = 0.0
 
 
@@ -362,8 +403,14 @@ def _die_with_parent():  # pragma: no cover - runs in the child between fork and
 class Workers:
     """``count`` workers (threads) of one process sharing the study; ``run()`` returns the results."""
 
-    def __init__(self, sweep: Sweep, count: int = 1, first_worker: int = 0, data_dir=None,
-                 echo: Callable[[str], None] = print):
+    def __init__(
+        self,
+        sweep: Sweep,
+        count: int = 1,
+        first_worker: int = 0,
+        data_dir=None,
+        echo: Callable[[str], None] = print,
+    ):
         self.sweep, self.spec, self.count, self.first = sweep, sweep.study, max(1, count), first_worker
         self.data_dir, self.echo = data_dir, echo
         self.space = Space(self.spec)
@@ -385,8 +432,10 @@ class Workers:
         load_optuna()
         previous = sw._install(self._pass_on)
         try:
-            workers = [threading.Thread(target=self._work, args=(self.first + k,), daemon=True)
-                       for k in range(self.count)]
+            workers = [
+                threading.Thread(target=self._work, args=(self.first + k,), daemon=True)
+                for k in range(self.count)
+            ]
             for t in workers:
                 t.start()
             for t in workers:
@@ -412,7 +461,7 @@ class Workers:
     def _work(self, worker: int) -> None:
         try:
             self._loop(worker)
-        except BaseException as e:  # noqa: BLE001 - handed to the main thread, which raises it
+        except BaseException as e:
             self.errors.append(e)
             self.stopping.set()
             for proc in list(self.children):
@@ -441,10 +490,12 @@ class Workers:
                 if give_up:
                     self.stopping.set()  # the other workers finish their trials and stop
             if give_up:
-                raise UserError(f"{MAX_FAILURES} trials in a row failed, the last with: "
-                                f"{sw.last_line(result.run_dir / 'train.log') or f'exit {result.returncode}'} "
-                                f"(log {result.run_dir / 'train.log'}); fix the cause and run the sweep "
-                                f"again (failed trials count towards n_trials)")
+                raise UserError(
+                    f"{MAX_FAILURES} trials in a row failed, the last with: "
+                    f"{sw.last_line(result.run_dir / 'train.log') or f'exit {result.returncode}'} "
+                    f"(log {result.run_dir / 'train.log'}); fix the cause and run the sweep "
+                    f"again (failed trials count towards n_trials)"
+                )
             if result.state == "stopped":
                 break
 
@@ -482,8 +533,10 @@ class Workers:
             if any((run.run_dir / "checkpoints").glob("*.pt")):
                 argv += ["--resume", "auto"]
             gpu = self.gpus.take()
-            self.say(f"{label}: {'resumed' if got.resumed else 'started'}"
-                     + (f" on GPU {gpu}" if gpu is not None else ""))
+            self.say(
+                f"{label}: {'resumed' if got.resumed else 'started'}"
+                + (f" on GPU {gpu}" if gpu is not None else "")
+            )
             gate = run.run_dir / GATE_FILE  # the trainer waits at each epoch end for our word here
             gate.unlink(missing_ok=True)
             env = {**os.environ, "PYTHONUNBUFFERED": "1", GATE_ENV: str(gate)}
@@ -491,11 +544,18 @@ class Workers:
                 env["CUDA_VISIBLE_DEVICES"] = gpu
             try:
                 with open(run.run_dir / "train.log", "a") as log:
-                    log.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} mnist-hpc sweep {sweep.name} "
-                              f"trial {got.number}: {' '.join(argv)}\n")
+                    log.write(
+                        f"# {time.strftime('%Y-%m-%d %H:%M:%S')} mnist-hpc sweep {sweep.name} "
+                        f"trial {got.number}: {' '.join(argv)}\n"
+                    )
                     log.flush()
-                    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                            preexec_fn=_die_with_parent if _PRCTL is not None else None)
+                    proc = subprocess.Popen(
+                        argv,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        env=env,
+                        preexec_fn=_die_with_parent if _PRCTL is not None else None,
+                    )
                 with self.lock:
                     self.children.add(proc)
                 if self.received:
@@ -543,8 +603,9 @@ class Workers:
         return TrialResult(got.number, run.run_dir, "failed", None, code, seconds)
 
 
-def run_study(sweep: Sweep, workers: int = 1, first_worker: int = 0, data_dir=None,
-              echo: Callable[[str], None] = print) -> list[TrialResult]:
+def run_study(
+    sweep: Sweep, workers: int = 1, first_worker: int = 0, data_dir=None, echo: Callable[[str], None] = print
+) -> list[TrialResult]:
     """Run ``workers`` workers of the sweep's study here until it has n_trials trials, none of
     them left to resume; returns what these workers did."""
     if sweep.study is None:

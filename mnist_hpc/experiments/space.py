@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import builtins
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 METHODS = ("optuna",)
 SAMPLERS = ("tpe", "random", "cmaes", "grid")
@@ -47,11 +47,11 @@ MAX_GRID = 10_000  # a grid sampler's grid larger than this is a typo more often
 class SearchParam:
     """One key of ``params:``: give exactly one of float, int, categorical."""
 
-    float: Optional[list[builtins.float]] = None  # [low, high]
-    int: Optional[list[builtins.int]] = None  # [low, high], both included
-    categorical: Optional[list] = None  # one of these values
+    float: list[builtins.float] | None = None  # [low, high]
+    int: list[builtins.int] | None = None  # [low, high], both included
+    categorical: list | None = None  # one of these values
     log: bool = False  # float/int: draw evenly on a log scale (low > 0)
-    step: Optional[builtins.float] = None  # float/int: only low + k * step (the grid sampler needs it for float)
+    step: builtins.float | None = None  # float/int: only low + k * step (the grid sampler needs it for float)
 
     @property
     def kind(self) -> str:
@@ -70,7 +70,7 @@ class SearchParam:
             return list(self.categorical)
         low, high = getattr(self, self.kind)
         step = self.step if self.step is not None else 1
-        n = int(math.floor((high - low) / step + 1e-9)) + 1
+        n = math.floor((high - low) / step + 1e-9) + 1
         values = [low + i * step for i in range(n)]
         return [builtins.int(v) for v in values] if self.kind == "int" else [round(v, 12) for v in values]
 
@@ -81,9 +81,9 @@ class StudySpec:
 
     n_trials: builtins.int
     sampler: str
-    seed: Optional[builtins.int]
+    seed: builtins.int | None
     metric: str
-    target: Optional[builtins.float]
+    target: builtins.float | None
     direction: str
     pruner: str
     params: dict  # dotted key -> SearchParam
@@ -98,7 +98,9 @@ def check_param(key: str, p: SearchParam, fail: Callable[[str, str], None]) -> N
     where = f"params.{key}"
     given = [k for k in ("float", "int", "categorical") if getattr(p, k) is not None]
     if len(given) != 1:
-        fail(where, f"expected one of float, int, categorical, got {' and '.join(given) if given else 'none'}")
+        fail(
+            where, f"expected one of float, int, categorical, got {' and '.join(given) if given else 'none'}"
+        )
     kind = given[0]
     if kind == "categorical":
         if not p.categorical:
@@ -123,8 +125,10 @@ def check_param(key: str, p: SearchParam, fail: Callable[[str, str], None]) -> N
 def study_spec(file, fail: Callable[[str, str], None]) -> StudySpec:
     """The checked search of a parsed ``SweepFile`` that says ``method: optuna``."""
     if file.method not in METHODS:
-        fail("method", f"expected {' or '.join(METHODS)} (leave it out for grid/zip/random/seeds), "
-                       f"got {file.method!r}")
+        fail(
+            "method",
+            f"expected {' or '.join(METHODS)} (leave it out for grid/zip/random/seeds), got {file.method!r}",
+        )
     for section in ("grid", "zip", "random", "seeds"):
         if getattr(file, section):
             fail(section, "method: optuna draws its runs from params:; drop the axis sections")
@@ -138,8 +142,11 @@ def study_spec(file, fail: Callable[[str, str], None]) -> StudySpec:
         fail("metric", f"expected one of {', '.join(METRICS)}, got {metric!r}")
     if metric == "time_to_target":
         if file.target is None or not 0 < file.target <= 1:
-            fail("target", "metric: time_to_target needs target: the validation accuracy to reach, "
-                           "a fraction such as 0.98")
+            fail(
+                "target",
+                "metric: time_to_target needs target: the validation accuracy to reach, "
+                "a fraction such as 0.98",
+            )
     elif file.target is not None:
         fail("target", "only metric: time_to_target has a target")
     direction = file.direction or METRICS[metric][0]
@@ -161,10 +168,14 @@ def study_spec(file, fail: Callable[[str, str], None]) -> StudySpec:
         if size > MAX_GRID:
             fail("params", f"sampler: grid over {size:,} points, more than {MAX_GRID:,}: give fewer values")
         if file.n_trials > size:
-            fail("n_trials", f"{file.n_trials} trials, but the grid has {size} points: set n_trials: {size} "
-                             f"(each point once)")
-    return StudySpec(file.n_trials, sampler, file.seed, metric, file.target, direction, pruner,
-                     dict(file.params))
+            fail(
+                "n_trials",
+                f"{file.n_trials} trials, but the grid has {size} points: set n_trials: {size} "
+                f"(each point once)",
+            )
+    return StudySpec(
+        file.n_trials, sampler, file.seed, metric, file.target, direction, pruner, dict(file.params)
+    )
 
 
 STUDY_KEYS = ("method", "n_trials", "sampler", "seed", "metric", "target", "direction", "pruner", "params")

@@ -18,10 +18,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 from mnist_hpc.errors import UserError
 from mnist_hpc.experiments import runguard
@@ -85,10 +85,10 @@ class GpuPool:
     order: round-robin while they start), so K parallel runs spread over the GPUs."""
 
     def __init__(self, gpus: list[str]):
-        self.load = {g: 0 for g in gpus}
+        self.load = dict.fromkeys(gpus, 0)
         self.lock = threading.Lock()
 
-    def take(self) -> Optional[str]:
+    def take(self) -> str | None:
         with self.lock:
             if not self.load:
                 return None
@@ -96,7 +96,7 @@ class GpuPool:
             self.load[gpu] += 1
             return gpu
 
-    def give_back(self, gpu: Optional[str]) -> None:
+    def give_back(self, gpu: str | None) -> None:
         if gpu is not None:
             with self.lock:
                 self.load[gpu] -= 1
@@ -113,7 +113,7 @@ def available_cores() -> int:
 class RunResult:
     run: SweepRun
     status: str  # "completed", "skipped" (already completed before), "busy" (another runner has it), "requeued" or "failed"
-    returncode: Optional[int] = None
+    returncode: int | None = None
     seconds: float = 0.0
     where: str = ""  # requeued: "epoch E step S", where the next start resumes
 
@@ -140,8 +140,8 @@ def last_line(path: Path) -> str:
     return next((line.strip() for line in reversed(lines) if line.strip()), "")
 
 
-def requeued_at(run_dir) -> Optional[str]:
-    """"epoch E step S" when the run in ``run_dir`` last stopped on a signal after a checkpoint
+def requeued_at(run_dir) -> str | None:
+    """ "epoch E step S" when the run in ``run_dir`` last stopped on a signal after a checkpoint
     and its job was requeued (its state.json says so), else None."""
     state = read_state(run_dir)
     if state is None or state.state != "interrupted" or not state.requeued:
@@ -149,8 +149,14 @@ def requeued_at(run_dir) -> Optional[str]:
     return f"epoch {state.epoch} step {state.step}" if state.epoch is not None else "its last checkpoint"
 
 
-def run_sweep(sweep, runs=None, parallel: int = 1, data_dir=None,
-              echo: Callable[[str], None] = print, force: bool = False) -> list[RunResult]:
+def run_sweep(
+    sweep,
+    runs=None,
+    parallel: int = 1,
+    data_dir=None,
+    echo: Callable[[str], None] = print,
+    force: bool = False,
+) -> list[RunResult]:
     """Train ``runs`` (default: all) of ``sweep`` (a ``Sweep`` or a sweep file) as subprocesses,
     ``parallel`` at a time, skipping finished ones; one ``RunResult`` per run, in sweep order
     (``.run_dir`` the run folder, ``.ok`` False where it failed).
@@ -224,18 +230,20 @@ def run_sweep(sweep, runs=None, parallel: int = 1, data_dir=None,
             finally:
                 gpus.give_back(gpu)
 
-    def launch(run: SweepRun, argv: list[str], gpu: Optional[str]) -> RunResult:
+    def launch(run: SweepRun, argv: list[str], gpu: str | None) -> RunResult:
         say(f"[{run.index}] {run.name}: started" + (f" on GPU {gpu}" if gpu is not None else ""))
         start = time.monotonic()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = gpu
         with open(run.run_dir / "train.log", "a") as log:
-            log.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} mnist-hpc sweep {sweep.name}: "
-                      f"{shlex.join(argv)}\n")
+            log.write(
+                f"# {time.strftime('%Y-%m-%d %H:%M:%S')} mnist-hpc sweep {sweep.name}: {shlex.join(argv)}\n"
+            )
             log.flush()
-            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    text=True, errors="replace", env=env)
+            proc = subprocess.Popen(
+                argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", env=env
+            )
             with lock:
                 children.add(proc)
             if received:  # a signal came while this run was starting
@@ -259,12 +267,16 @@ def run_sweep(sweep, runs=None, parallel: int = 1, data_dir=None,
             return RunResult(run, "completed", code, seconds)
         where = requeued_at(run.run_dir)
         if where is not None:  # the time-limit signal: checkpointed and requeued (Slurm then ends this start)
-            say(f"[{run.index}] {run.name}: requeued at {where}; resumes in the next start "
-                f"(after {seconds:.0f} s {progress})")
+            say(
+                f"[{run.index}] {run.name}: requeued at {where}; resumes in the next start "
+                f"(after {seconds:.0f} s {progress})"
+            )
             return RunResult(run, "requeued", code, seconds, where)
         why = f"exit {code}" if code != 0 else "no completed summary.json"
-        say(f"[{run.index}] {run.name}: FAILED ({why}) after {seconds:.0f} s {progress}, "
-            f"see {run.run_dir / 'train.log'}")
+        say(
+            f"[{run.index}] {run.name}: FAILED ({why}) after {seconds:.0f} s {progress}, "
+            f"see {run.run_dir / 'train.log'}"
+        )
         return RunResult(run, "failed", code, seconds)
 
     def pass_on(signum, frame):
@@ -292,8 +304,9 @@ def run_sweep(sweep, runs=None, parallel: int = 1, data_dir=None,
     return [results[r.index] for r in runs]
 
 
-FORWARDED_SIGNALS = [getattr(signal, name) for name in ("SIGUSR1", "SIGUSR2", "SIGTERM")
-                     if hasattr(signal, name)]
+FORWARDED_SIGNALS = [
+    getattr(signal, name) for name in ("SIGUSR1", "SIGUSR2", "SIGTERM") if hasattr(signal, name)
+]
 
 
 def _install(handler) -> dict:
@@ -306,4 +319,3 @@ def _install(handler) -> dict:
 def _restore(previous: dict) -> None:
     for s, handler in previous.items():
         signal.signal(s, handler)
-

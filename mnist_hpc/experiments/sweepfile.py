@@ -30,13 +30,21 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 import yaml
 
 from mnist_hpc.config import (
-    Config, ConfigError, apply_overrides, build_section, config_from_dict, cut, find_config,
-    load_raw, read_yaml, show,
+    Config,
+    ConfigError,
+    apply_overrides,
+    build_section,
+    config_from_dict,
+    cut,
+    find_config,
+    load_raw,
+    read_yaml,
+    show,
 )
 from mnist_hpc.config.extras import check_extras
 from mnist_hpc.experiments import axes as ax
@@ -54,28 +62,28 @@ AXIS_SECTIONS = ("grid", "zip", "random", "seeds")
 
 @dataclass
 class SeedsRepeat:
-    repeat: Optional[int] = None  # this many seeds, counting up from the base config's seed
+    repeat: int | None = None  # this many seeds, counting up from the base config's seed
 
 
 @dataclass
 class SweepFile:
-    base: Optional[str] = None  # the base config: a path relative to the sweep file, or a shipped name
-    name: Optional[str] = None  # the sweep's folder name (default: the file name without .yaml)
+    base: str | None = None  # the base config: a path relative to the sweep file, or a shipped name
+    name: str | None = None  # the sweep's folder name (default: the file name without .yaml)
     set: dict[str, Any] = field(default_factory=dict)  # overrides shared by every run
     grid: dict[str, list] = field(default_factory=dict)  # every combination of these values
     zip: dict[str, list] = field(default_factory=dict)  # lists of equal length, varied together
     # runs drawn at random (no Optional[...]: a mistake inside gets its own message)
     random: ax.RandomSection = None  # type: ignore[assignment]
-    seeds: Union[list[int], dict, None] = None  # [0, 1, 2] or {repeat: 3}
+    seeds: list[int] | dict | None = None  # [0, 1, 2] or {repeat: 3}
     # method: optuna, an adaptive search instead of the axes (experiments/space.py says each key)
-    method: Optional[str] = None
-    n_trials: Optional[int] = None  # trials in the whole study
-    sampler: Optional[str] = None  # tpe (default) | random | cmaes | grid
-    seed: Optional[int] = None  # the sampler's seed
-    metric: Optional[str] = None  # val_acc (default) | test_acc | val_loss | time_to_target
-    target: Optional[float] = None  # time_to_target: the validation accuracy to reach
-    direction: Optional[str] = None  # maximize | minimize (default: what suits the metric)
-    pruner: Optional[str] = None  # median (default) | hyperband | none
+    method: str | None = None
+    n_trials: int | None = None  # trials in the whole study
+    sampler: str | None = None  # tpe (default) | random | cmaes | grid
+    seed: int | None = None  # the sampler's seed
+    metric: str | None = None  # val_acc (default) | test_acc | val_loss | time_to_target
+    target: float | None = None  # time_to_target: the validation accuracy to reach
+    direction: str | None = None  # maximize | minimize (default: what suits the metric)
+    pruner: str | None = None  # median (default) | hyperband | none
     params: dict[str, space.SearchParam] = field(default_factory=dict)  # the search space
 
 
@@ -108,9 +116,9 @@ class SweepRun:
 class SweepRuns(Sequence):
     """The runs of a sweep, made (and validated) when asked for; kept once listed if few."""
 
-    def __init__(self, sweep: "Sweep"):
+    def __init__(self, sweep: Sweep):
         self._sweep = sweep
-        self._kept: Optional[list] = None
+        self._kept: list | None = None
 
     def __len__(self) -> int:
         return self._sweep.count
@@ -156,8 +164,8 @@ class Sweep:
     dims: list = field(repr=False)  # [axes.Dimension]
     base_raw: dict = field(repr=False)  # the base config as read (extends: merged)
     origins: dict = field(repr=False)  # axis key -> where the sweep file gives it, for messages
-    study: Optional[space.StudySpec] = None  # method: optuna (then no dims: the runs are its trials)
-    shared_config: Optional[Config] = field(default=None, repr=False)  # the base with the shared overrides
+    study: space.StudySpec | None = None  # method: optuna (then no dims: the runs are its trials)
+    shared_config: Config | None = field(default=None, repr=False)  # the base with the shared overrides
     runs: SweepRuns = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -178,7 +186,7 @@ class Sweep:
         for key, p in self.study.params.items():
             for value in p.probes():
                 text = f"{key}={dump_value(value)}"
-                raw = _apply(self.path, self.base_raw, self.fixed + [text], {text: f"params.{key}"})
+                raw = _apply(self.path, self.base_raw, [*self.fixed, text], {text: f"params.{key}"})
                 out.append(config_from_dict(raw, f"{self.path}: params.{key} = {show(value)}"))
         return out
 
@@ -195,15 +203,12 @@ class Sweep:
         if self.study is not None:
             self._probe_configs()
             return self.study.n_trials
-        n = 0
-        for n, _ in enumerate(self.runs, 1):
-            pass
-        return n
+        return sum(1 for _ in self.runs)
 
     def make_run(self, index: int, name: str, params: dict) -> SweepRun:
         """Run ``index``: the overrides `train BASE` gets, and the config they give (validated)."""
         axis_overrides = [f"{k}={dump_value(v)}" for k, v in params.items()]
-        where = dict(zip(axis_overrides, (self.origins[k] for k in params)))
+        where = dict(zip(axis_overrides, (self.origins[k] for k in params), strict=False))
         raw = _apply(self.path, self.base_raw, self.fixed + axis_overrides, where)
         cfg = config_from_dict(raw, f"{self.path}: run {index} ({name})")
         return SweepRun(index, name, params, self.fixed + axis_overrides, self.output_dir / name, cfg)
@@ -267,8 +272,9 @@ def load_sweep(path, overrides=(), *, allow_large: bool = False, validate: bool 
     base_raw = load_raw(base)
     if looks_like_sweep(base_raw):
         _fail(path, "base", f"{base} is a sweep file; base: names the config every run starts from")
-    shared_cfg = config_from_dict(_apply(path, base_raw, fixed, where),
-                                  f"{path}: {base} with the shared overrides")
+    shared_cfg = config_from_dict(
+        _apply(path, base_raw, fixed, where), f"{path}: {base} with the shared overrides"
+    )
     check_extras(shared_cfg, str(path))  # a logger's missing package: before any run or job starts
 
     study = None
@@ -279,12 +285,26 @@ def load_sweep(path, overrides=(), *, allow_large: bool = False, validate: bool 
         dims = []
         origins = _check_keys(path, [_SpaceKeys(study.params)], shared, overrides)
         if shared_cfg.data.val_split is None and (study.pruner != "none" or study.metric != "test_acc"):
-            _fail(path, "metric" if study.metric != "test_acc" else "pruner",
-                  "needs each epoch's validation metric, and the base config has no validation "
-                  "split: set data.val_split (e.g. set: {data.val_split: 0.1})")
+            _fail(
+                path,
+                "metric" if study.metric != "test_acc" else "pruner",
+                "needs each epoch's validation metric, and the base config has no validation "
+                "split: set data.val_split (e.g. set: {data.val_split: 0.1})",
+            )
         output_dir = Path(shared_cfg.experiment.output_dir) / "sweeps" / name
-        sweep = Sweep(name, path, base, fixed, list(origins), output_dir, dims, base_raw, origins,
-                      study=study, shared_config=shared_cfg)
+        sweep = Sweep(
+            name,
+            path,
+            base,
+            fixed,
+            list(origins),
+            output_dir,
+            dims,
+            base_raw,
+            origins,
+            study=study,
+            shared_config=shared_cfg,
+        )
         if validate:
             sweep.validate()
         return sweep
@@ -296,8 +316,11 @@ def load_sweep(path, overrides=(), *, allow_large: bool = False, validate: bool 
     total = ax.count(dims)
     if total > MAX_RUNS and (not allow_large or total > sys.maxsize):
         sizes = f" ({' x '.join(f'{d.size:,}' for d in dims)})" if len(dims) > 1 else ""
-        advice = "too many to list, even with --allow-large" if allow_large \
+        advice = (
+            "too many to list, even with --allow-large"
+            if allow_large
             else "check the lists and counts, or pass --allow-large if you mean it"
+        )
         raise ConfigError(f"{path}: {total:,} runs{sizes}, more than {MAX_RUNS:,}: {advice}")
     output_dir = Path(shared_cfg.experiment.output_dir) / "sweeps" / name
     sweep = Sweep(name, path, base, fixed, list(origins), output_dir, dims, base_raw, origins)
@@ -337,10 +360,14 @@ def _fail(path: Path, where: str, msg: str):
     raise ConfigError(f"{path}: {where}: {msg}")
 
 
-def _base_file(path: Path, base: Optional[str]) -> Path:
+def _base_file(path: Path, base: str | None) -> Path:
     if base is None:
-        _fail(path, "base", "missing: the config every run starts from (a path relative to this "
-                            "file, or the name of a shipped config such as quickstart)")
+        _fail(
+            path,
+            "base",
+            "missing: the config every run starts from (a path relative to this "
+            "file, or the name of a shipped config such as quickstart)",
+        )
     try:
         found = find_config(base, relative_to=path.parent)
     except ConfigError as e:
@@ -376,8 +403,9 @@ def _values(path: Path, where: str, values: list) -> list:
 
 def _dimensions(path: Path, spec: SweepFile, base_seed: int) -> list:
     """The sweep's dimensions, checked, in product order (grid keys, zip, random, seeds)."""
-    dims: list = [ax.Values(_dotted(path, "grid", k), _values(path, f"grid.{k}", v))
-                  for k, v in spec.grid.items()]
+    dims: list = [
+        ax.Values(_dotted(path, "grid", k), _values(path, f"grid.{k}", v)) for k, v in spec.grid.items()
+    ]
     if spec.zip:
         lists = {_dotted(path, "zip", k): _values(path, f"zip.{k}", v) for k, v in spec.zip.items()}
         lengths = {k: len(v) for k, v in lists.items()}
@@ -423,22 +451,30 @@ def _overlap(a: str, b: str) -> bool:
 
 def _check_keys(path: Path, dims: list, shared: dict, overrides) -> dict:
     """Each key given in one place only; returns ``{axis key: where the file gives it}``."""
-    given = {key: "set" for key in shared}  # key -> the part of the file that gives it
+    given = dict.fromkeys(shared, "set")  # key -> the part of the file that gives it
     origins = {}
     for dim in dims:
         for key in dim.keys:
             for other, where in given.items():
                 if _overlap(key, other):
-                    both = (f"in {where}: and {dim.section}:" if where != dim.section
-                            else f"twice in {dim.section}: ({other} and {key})")
+                    both = (
+                        f"in {where}: and {dim.section}:"
+                        if where != dim.section
+                        else f"twice in {dim.section}: ({other} and {key})"
+                    )
                     _fail(path, key, f"given {both}; give each key in one place")
             given[key] = dim.section
-            origins[key] = "seeds" if dim.section == "seeds" else (
-                f"random.params.{key}" if dim.section == "random" else f"{dim.section}.{key}")
+            origins[key] = (
+                "seeds"
+                if dim.section == "seeds"
+                else (f"random.params.{key}" if dim.section == "random" else f"{dim.section}.{key}")
+            )
     for text in overrides:
         key = text.partition("=")[0].strip()
         for axis in origins:
             if _overlap(key, axis):
-                raise ConfigError(f"--set {cut(text)}: {axis} is an axis of the sweep {path}; "
-                                  f"change its values in the sweep file")
+                raise ConfigError(
+                    f"--set {cut(text)}: {axis} is an axis of the sweep {path}; "
+                    f"change its values in the sweep file"
+                )
     return origins

@@ -12,7 +12,6 @@ import io
 import re
 import shutil
 import textwrap
-from typing import Optional
 
 HEADERS = ["test acc %", "n", "best epoch", "train s", "params", "images/s"]
 FIGURES = ("best_epoch", "train_seconds", "params", "images_per_s")  # summary keys, averaged
@@ -44,7 +43,7 @@ def format_value(value) -> str:
     return str(value)
 
 
-def percent(fraction: Optional[float]) -> str:
+def percent(fraction: float | None) -> str:
     return "-" if fraction is None else f"{100 * fraction:.2f}"
 
 
@@ -53,7 +52,7 @@ def accuracy_text(group) -> str:
     return percent(group.mean) + ("" if sd is None else f" ± {percent(sd)}")
 
 
-def _count(value: Optional[float], digits: int = 0) -> str:
+def _count(value: float | None, digits: int = 0) -> str:
     if value is None:
         return "-"
     return f"{value:,.{digits}f}"
@@ -72,11 +71,19 @@ def table_rows(comp) -> tuple[list, list]:
     header = ["#", *ident, *HEADERS]
     rows = []
     for rank, group in enumerate(comp.groups, 1):
-        ids = ([format_value(group.params[k]) for k in comp.varied] if comp.varied
-               else [group.label()])
-        rows.append([str(rank), *ids, accuracy_text(group), str(group.n), _epoch(group),
-                     _count(group.average("train_seconds"), 1), _count(group.average("params")),
-                     _count(group.average("images_per_s"))])
+        ids = [format_value(group.params[k]) for k in comp.varied] if comp.varied else [group.label()]
+        rows.append(
+            [
+                str(rank),
+                *ids,
+                accuracy_text(group),
+                str(group.n),
+                _epoch(group),
+                _count(group.average("train_seconds"), 1),
+                _count(group.average("params")),
+                _count(group.average("images_per_s")),
+            ]
+        )
     return header, rows
 
 
@@ -89,7 +96,7 @@ def terminal_width() -> int:
     return max(40, shutil.get_terminal_size((100, 24)).columns)
 
 
-def format_table(comp, width: Optional[int] = None) -> str:
+def format_table(comp, width: int | None = None) -> str:
     """An aligned plain-text table for the terminal (numbers right-aligned); the rule under the
     header spans exactly the columns, and ``<- best`` follows the best row. A table wider than
     ``width`` (default: the terminal's) keeps only the figures in its columns and lists each
@@ -102,11 +109,12 @@ def format_table(comp, width: Optional[int] = None) -> str:
     cut = 1 + len(comp.varied)
     lines = _aligned([header[0], *header[cut:]], [[r[0], *r[cut:]] for r in rows]).splitlines()
     out = lines[:2]
-    for group, line in zip(comp.groups, lines[2:]):
+    for group, line in zip(comp.groups, lines[2:], strict=False):
         out.append(line)
         settings = ", ".join(f"{k}={format_value(v)}" for k, v in group.params.items() if v is not None)
-        out += textwrap.wrap(settings, width, initial_indent="   ", subsequent_indent="     ",
-                             break_on_hyphens=False)
+        out += textwrap.wrap(
+            settings, width, initial_indent="   ", subsequent_indent="     ", break_on_hyphens=False
+        )
     return "\n".join(out)
 
 
@@ -115,12 +123,13 @@ def _aligned(header: list, rows: list, best: bool = True) -> str:
     numeric = [all(_is_number(r[i]) or r[i] == "-" for r in rows) for i in range(len(header))]
 
     def line(cells, note=""):
-        out = [c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric)]
+        out = [c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric, strict=False)]
         return "  ".join(out + ([note] if note else [])).rstrip()
 
     rule = "  ".join("-" * w for w in widths)
-    return "\n".join([line(header), rule,
-                      *(line(r, "<- best" if i == 0 and best else "") for i, r in enumerate(rows))])
+    return "\n".join(
+        [line(header), rule, *(line(r, "<- best" if i == 0 and best else "") for i, r in enumerate(rows))]
+    )
 
 
 def format_markdown_table(comp) -> str:
@@ -130,8 +139,10 @@ def format_markdown_table(comp) -> str:
     def cell(text: str) -> str:
         return text.replace("|", "\\|")
 
-    out = ["| " + " | ".join(cell(h) for h in header) + " |",
-           "|" + "|".join("---:" if h in HEADERS or h == "#" else "---" for h in header) + "|"]
+    out = [
+        "| " + " | ".join(cell(h) for h in header) + " |",
+        "|" + "|".join("---:" if h in HEADERS or h == "#" else "---" for h in header) + "|",
+    ]
     for i, row in enumerate(rows):
         if i == 0:
             row = [f"**{c}**" for c in row]
@@ -139,7 +150,7 @@ def format_markdown_table(comp) -> str:
     return "\n".join(out)
 
 
-def _number(value: Optional[float]):
+def _number(value: float | None):
     if value is None:
         return None
     return int(value) if float(value).is_integer() else value
@@ -150,10 +161,18 @@ def rows(comp) -> list[dict]:
     accuracy (fractions, unrounded), the averaged figures, best (bool), runs (folders)."""
     out = []
     for rank, g in enumerate(comp.groups, 1):
-        out.append({"rank": rank, **{k: g.params[k] for k in comp.varied}, "n": g.n,
-                    "test_accuracy_mean": g.mean, "test_accuracy_sd": g.sd,
-                    **{k: _number(g.average(k)) for k in FIGURES},
-                    "best": rank == 1, "runs": [r.path for r in g.runs]})
+        out.append(
+            {
+                "rank": rank,
+                **{k: g.params[k] for k in comp.varied},
+                "n": g.n,
+                "test_accuracy_mean": g.mean,
+                "test_accuracy_sd": g.sd,
+                **{k: _number(g.average(k)) for k in FIGURES},
+                "best": rank == 1,
+                "runs": [r.path for r in g.runs],
+            }
+        )
     return out
 
 
@@ -161,20 +180,28 @@ def format_csv(comp) -> str:
     """``rows`` as CSV: unrounded figures (accuracies as fractions, like summary.json)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    columns = ["rank", *comp.varied, "n", "test_accuracy_mean", "test_accuracy_sd", *FIGURES,
-               "best", "runs"]
+    columns = ["rank", *comp.varied, "n", "test_accuracy_mean", "test_accuracy_sd", *FIGURES, "best", "runs"]
     writer.writerow(columns)
     for row in rows(comp):
-        cells = {**row, **{k: format_value(row[k]) for k in comp.varied},
-                 "best": int(row["best"]), "runs": ";".join(str(p) for p in row["runs"])}
+        cells = {
+            **row,
+            **{k: format_value(row[k]) for k in comp.varied},
+            "best": int(row["best"]),
+            "runs": ";".join(str(p) for p in row["runs"]),
+        }
         writer.writerow(["" if cells[c] is None else cells[c] for c in columns])
     return buf.getvalue()
 
 
-def wrap(text: str, width: Optional[int] = None) -> str:
+def wrap(text: str, width: int | None = None) -> str:
     """``text`` wrapped to ``width`` (default: the terminal's) columns, continuation lines indented."""
-    return textwrap.fill(text, width or terminal_width(), subsequent_indent="  ", break_on_hyphens=False,
-                         break_long_words=False)
+    return textwrap.fill(
+        text,
+        width or terminal_width(),
+        subsequent_indent="  ",
+        break_on_hyphens=False,
+        break_long_words=False,
+    )
 
 
 def verdict(comp) -> str:
@@ -186,8 +213,7 @@ def verdict(comp) -> str:
         return text + " (the only configuration)."
     second, worst = comp.groups[1], comp.groups[-1]
     gap = 100 * (best.mean - second.mean)
-    text += (f", {gap:.2f} points ahead of the runner-up ({second.label()}, "
-             f"{percent(second.mean)}%)")
+    text += f", {gap:.2f} points ahead of the runner-up ({second.label()}, {percent(second.mean)}%)"
     if len(comp.groups) > 2:
         text += f" and {100 * (best.mean - worst.mean):.2f} points ahead of the worst ({worst.label()})"
     text += "."

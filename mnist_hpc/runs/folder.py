@@ -7,6 +7,7 @@ scheduler's environment: a job's folder suffix and ids arrive as arguments.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import io
@@ -17,9 +18,10 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import BinaryIO, Callable, Optional
+from typing import BinaryIO
 
 from mnist_hpc.errors import UserError
 
@@ -42,10 +44,8 @@ def atomic_write_with(path, writer: Callable[[BinaryIO], object]) -> Path:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as e:
-        try:
+        with contextlib.suppress(OSError):
             tmp.unlink()
-        except OSError:
-            pass
         interrupt = _interrupt_behind(e)
         if interrupt is not None and interrupt is not e:  # Ctrl-C inside torch.save's writer
             raise interrupt from None
@@ -68,7 +68,7 @@ def remove_stale_temps(path) -> list:
     except OSError:
         return removed
     for p in entries:
-        pid = p.name[len(prefix):] if p.name.startswith(prefix) else ""
+        pid = p.name[len(prefix) :] if p.name.startswith(prefix) else ""
         if not pid.isdigit() or _process_alive(int(pid)):
             continue
         try:
@@ -146,12 +146,18 @@ def disk_full_error(path, exc: BaseException) -> DiskFullError:
         return exc
     path = Path(path)
     folder, what = (path, "") if path.is_dir() else (path.parent, f" {path.name}")
-    why = ("disk quota exceeded" if isinstance(exc, OSError) and exc.errno == errno.EDQUOT
-           else "no space left on device")
+    why = (
+        "disk quota exceeded"
+        if isinstance(exc, OSError) and exc.errno == errno.EDQUOT
+        else "no space left on device"
+    )
     free = free_space_text(folder)
-    return DiskFullError(f"{folder}: cannot write{what}: {why}" + (f" ({free})" if free else "")
-                         + "; free some space (or write elsewhere with --run-dir); "
-                           "files already written are kept")
+    return DiskFullError(
+        f"{folder}: cannot write{what}: {why}"
+        + (f" ({free})" if free else "")
+        + "; free some space (or write elsewhere with --run-dir); "
+        "files already written are kept"
+    )
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -193,7 +199,7 @@ def new_run_dir(output_dir: str, name: str) -> Path:
     return path
 
 
-def create_run_dir(output_dir, name: str, first: Optional[Path] = None) -> Path:
+def create_run_dir(output_dir, name: str, first: Path | None = None) -> Path:
     """Create a new run folder ``<output_dir>/<name>-<time>[-N]`` (or ``first``, else ``first-N``)
     with an exclusive mkdir: when another process takes a name first, the next suffix is
     tried, so two runs started at once never share a folder."""
@@ -217,17 +223,19 @@ def create_run_dir(output_dir, name: str, first: Optional[Path] = None) -> Path:
 def _unwritable(path, e: OSError):
     if is_disk_full(e):
         raise disk_full_error(path, e) from None
-    raise UserError(f"{path}: the output folder is not writable ({e.strerror or e}); "
-                    f"set experiment.output_dir or --run-dir to a writable folder") from None
+    raise UserError(
+        f"{path}: the output folder is not writable ({e.strerror or e}); "
+        f"set experiment.output_dir or --run-dir to a writable folder"
+    ) from None
 
 
-def resolve_run_dir(cfg, run_dir=None, resume=None, job_suffix: Optional[str] = None):
+def resolve_run_dir(cfg, run_dir=None, resume=None, job_suffix: str | None = None):
     """(run folder, what to resume): ``locate_run_dir`` without its third item."""
     path, what, _ = locate_run_dir(cfg, run_dir, resume, job_suffix)
     return path, what
 
 
-def locate_run_dir(cfg, run_dir=None, resume=None, job_suffix: Optional[str] = None):
+def locate_run_dir(cfg, run_dir=None, resume=None, job_suffix: str | None = None):
     """(run folder, what to resume: a checkpoint path, "auto" or None, whether the folder's name
     is a new one of our choosing — to be created with ``create_run_dir``, not yet created).
 
@@ -256,9 +264,14 @@ def locate_run_dir(cfg, run_dir=None, resume=None, job_suffix: Optional[str] = N
             if (run_dir / "checkpoints").is_dir() and resume is None:
                 resume = "auto"  # a requeued job continues in its folder
         elif resume == "auto":
-            candidates = sorted((d for d in out.glob(f"{name}-*")
-                                 if (d / "checkpoints").is_dir() and not (d / "summary.json").exists()),
-                                key=lambda d: d.stat().st_mtime)
+            candidates = sorted(
+                (
+                    d
+                    for d in out.glob(f"{name}-*")
+                    if (d / "checkpoints").is_dir() and not (d / "summary.json").exists()
+                ),
+                key=lambda d: d.stat().st_mtime,
+            )
             run_dir = candidates[-1] if candidates else None
     chosen = run_dir is None
     if chosen:
@@ -274,10 +287,8 @@ def ensure_writable(path) -> Path:
         probe.write_text("")
         probe.unlink()
     except OSError as e:
-        try:
+        with contextlib.suppress(OSError):
             probe.unlink(missing_ok=True)
-        except OSError:
-            pass
         _unwritable(path, e)
     return path
 
@@ -290,13 +301,13 @@ class MetricsRow:
     """One epoch of ``metrics.csv``; accuracies are fractions, ``val_*`` None without a validation split."""
 
     epoch: int
-    train_loss: Optional[float] = None
-    train_acc: Optional[float] = None
-    val_loss: Optional[float] = None
-    val_acc: Optional[float] = None
-    lr: Optional[float] = None
-    seconds: Optional[float] = None
-    images_per_s: Optional[float] = None
+    train_loss: float | None = None
+    train_acc: float | None = None
+    val_loss: float | None = None
+    val_acc: float | None = None
+    lr: float | None = None
+    seconds: float | None = None
+    images_per_s: float | None = None
 
     def get(self, key: str, default=None):
         """Dict-style access, so rows work where dicts did (plots, TensorBoard)."""
@@ -336,7 +347,7 @@ def read_metrics_csv(path) -> list[MetricsRow]:
     return rows
 
 
-def _number(text) -> Optional[float]:
+def _number(text) -> float | None:
     if text in ("", None):
         return None
     try:
@@ -351,14 +362,18 @@ def _number(text) -> Optional[float]:
 def git_commit() -> str | None:
     try:
         here = Path(__file__).resolve().parents[2]
-        out = subprocess.run(["git", "-C", str(here), "rev-parse", "--short=12", "HEAD"],
-                             capture_output=True, text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
         return out.stdout.strip() or None if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
 
 
-def provenance(job_id: Optional[str] = None, array_task_id: Optional[str] = None) -> dict:
+def provenance(job_id: str | None = None, array_task_id: str | None = None) -> dict:
     """Versions, commit and host of this process, with the scheduler's job ids passed in."""
     import mnist_hpc
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from mnist_hpc.runs.folder import atomic_write_with
@@ -40,7 +40,9 @@ def _save(fig, path) -> Path:
     """Write ``fig`` to ``path`` as a PNG, atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write_with(path, lambda f: savefig_quietly(fig, f, format="png", dpi=DPI, facecolor="white"))
+    return atomic_write_with(
+        path, lambda f: savefig_quietly(fig, f, format="png", dpi=DPI, facecolor="white")
+    )
 
 
 MISSING_GLYPH = "?"
@@ -53,7 +55,7 @@ def _font_has(prop, char: str, cache: dict) -> bool:
     if path not in cache:
         try:
             cache[path] = set(get_font(path).get_charmap())
-        except Exception:  # noqa: BLE001 - an unreadable font: leave the text as it is
+        except Exception:
             cache[path] = None
     codes = cache[path]
     return codes is None or ord(char) in codes
@@ -154,8 +156,7 @@ def label_inside(ax, text: str, x, y, **style) -> None:
     ha = "right" if fx > 0.7 else "left" if fx < 0.3 else "center"
     dx = {"right": -4, "left": 4, "center": 0}[ha]
     va, dy = ("bottom", 6) if fy < 0.3 else ("top", -6)
-    ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), ha=ha, va=va,
-                fontsize=8, **style)
+    ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), ha=ha, va=va, fontsize=8, **style)
 
 
 def learning_curves(rows: Sequence[Mapping], path, title: str | None = None) -> Path:
@@ -192,22 +193,36 @@ def learning_curves(rows: Sequence[Mapping], path, title: str | None = None) -> 
             ax.legend(loc="best", fontsize=9)
             integer_ticks(ax.xaxis, train[0] + val[0])
         else:
-            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes,
-                    color="0.4", fontsize=12)
+            ax.text(
+                0.5,
+                0.5,
+                "no data",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+                color="0.4",
+                fontsize=12,
+            )
 
     # Say where the last / best accuracy ended, so the figure answers the usual question.
     if va_acc[1]:
         best = max(range(len(va_acc[1])), key=lambda i: va_acc[1][i])
-        label_inside(ax_acc, f"best {va_acc[1][best]:.2f}%", va_acc[0][best], va_acc[1][best],
-                     color="tab:orange")
+        label_inside(
+            ax_acc, f"best {va_acc[1][best]:.2f}%", va_acc[0][best], va_acc[1][best], color="tab:orange"
+        )
     if title:
         fig.suptitle(title)
     _layout(fig)
     return _save(fig, path)
 
 
-def confusion_matrix_plot(cm: Sequence[Sequence], class_names: Sequence[str], path,
-                          title: str = "Confusion matrix", normalize: bool = False) -> Path:
+def confusion_matrix_plot(
+    cm: Sequence[Sequence],
+    class_names: Sequence[str],
+    path,
+    title: str = "Confusion matrix",
+    normalize: bool = False,
+) -> Path:
     """A heatmap of ``cm[true][pred]`` with the count (or row %, ``normalize=True``) in each cell.
 
     True label on the y axis, predicted on the x axis; accuracy and sample count under the title.
@@ -221,8 +236,11 @@ def confusion_matrix_plot(cm: Sequence[Sequence], class_names: Sequence[str], pa
         raise ValueError(f"{n} class names for a confusion matrix of shape {m.shape}")
     total = int(m.sum())
     row_sums = m.sum(axis=1, keepdims=True)
-    shown = np.divide(m * 100.0, row_sums, out=np.zeros(m.shape), where=row_sums > 0) \
-        if normalize else m.astype(float)
+    shown = (
+        np.divide(m * 100.0, row_sums, out=np.zeros(m.shape), where=row_sums > 0)
+        if normalize
+        else m.astype(float)
+    )
 
     longest = max((len(s) for s in names), default=1)
     side = min(20.0, max(5.5, 0.5 * n + 2.0))
@@ -237,8 +255,9 @@ def confusion_matrix_plot(cm: Sequence[Sequence], class_names: Sequence[str], pa
     ax.set_xticks(range(n))
     ax.set_yticks(range(n))
     rotate = longest > 2
-    ax.set_xticklabels(names, rotation=45 if rotate else 0, ha="right" if rotate else "center",
-                       rotation_mode="anchor")
+    ax.set_xticklabels(
+        names, rotation=45 if rotate else 0, ha="right" if rotate else "center", rotation_mode="anchor"
+    )
     ax.set_yticklabels(names)
     ax.set_xlabel("predicted label")
     ax.set_ylabel("true label")
@@ -288,19 +307,25 @@ def _prob_of(probs, i, pred):
     if probs is None:
         return None
     p = probs[i]
-    try:
+    with suppress(TypeError, IndexError):
         p = p[pred]
-    except (TypeError, IndexError):
-        pass
     try:
         return float(p)
     except (TypeError, ValueError):
         return None
 
 
-def misclassified_grid(images, true, pred, probs, class_names: Sequence[str], path,
-                       max_images: int = 36, total: int | None = None,
-                       title: str = "Misclassified images") -> Path:
+def misclassified_grid(
+    images,
+    true,
+    pred,
+    probs,
+    class_names: Sequence[str],
+    path,
+    max_images: int = 36,
+    total: int | None = None,
+    title: str = "Misclassified images",
+) -> Path:
     """A grid of up to ``max_images`` images titled "true → pred (p%)", in the order given.
 
     ``images``: uint8 array N×28×28 (or a list of 2-D arrays); ``true``/``pred``: class indices;
@@ -336,8 +361,11 @@ def misclassified_grid(images, true, pred, probs, class_names: Sequence[str], pa
         if len(label) > 16:  # Fashion-MNIST names: two lines keep the cells narrow
             label = f"{t_name} →\n{p_name}{suffix}"
         ax.set_title(label, fontsize=7.5, color="darkred", pad=2)
-    heading = f"{title} (true → predicted): {shown} of {total}" if total > shown \
+    heading = (
+        f"{title} (true → predicted): {shown} of {total}"
+        if total > shown
         else f"{title} (true → predicted): {shown}"
+    )
     fig.suptitle(heading, fontsize=10)
     _layout(fig)
     return _save(fig, path)

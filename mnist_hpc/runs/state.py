@@ -24,7 +24,6 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 from mnist_hpc.runs.folder import atomic_write, write_json
 
@@ -41,14 +40,20 @@ def _now() -> str:
 # --------------------------------------------------------------------------- identity (run.json)
 
 
-def new_identity(name: str, *, parent_run=None, job_id: Optional[str] = None) -> dict:
+def new_identity(name: str, *, parent_run=None, job_id: str | None = None) -> dict:
     """A fresh run identity: a random run id, the run's name, its parent run and origin."""
-    return {"run_id": uuid.uuid4().hex[:12], "name": name, "created_at": _now(),
-            "host": socket.gethostname(), "pid": os.getpid(),
-            "parent_run": str(parent_run) if parent_run else None, "slurm_job_id": job_id}
+    return {
+        "run_id": uuid.uuid4().hex[:12],
+        "name": name,
+        "created_at": _now(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "parent_run": str(parent_run) if parent_run else None,
+        "slurm_job_id": job_id,
+    }
 
 
-def read_identity(run_dir) -> Optional[dict]:
+def read_identity(run_dir) -> dict | None:
     """The folder's ``run.json``, or None when it has none (or an unreadable one)."""
     try:
         data = json.loads((Path(run_dir) / RUN_FILE).read_text())
@@ -81,16 +86,16 @@ class RunState:
     """How a run stands; ``describe()`` says it in a few words."""
 
     state: str  # running | completed | failed | interrupted
-    run_id: Optional[str] = None
-    error: Optional[str] = None  # failed: the one-line error
-    signal: Optional[str] = None  # interrupted: SIGUSR1, SIGTERM, SIGINT (Ctrl-C), ...
-    epoch: Optional[int] = None  # interrupted: the epoch in progress (1-based)
-    step: Optional[int] = None  # interrupted: the step within it
-    checkpoint: Optional[str] = None  # interrupted: the newest checkpoint kept
+    run_id: str | None = None
+    error: str | None = None  # failed: the one-line error
+    signal: str | None = None  # interrupted: SIGUSR1, SIGTERM, SIGINT (Ctrl-C), ...
+    epoch: int | None = None  # interrupted: the epoch in progress (1-based)
+    step: int | None = None  # interrupted: the step within it
+    checkpoint: str | None = None  # interrupted: the newest checkpoint kept
     requeued: bool = False  # interrupted: the scheduler requeued the job
-    pid: Optional[int] = None
-    host: Optional[str] = None
-    updated_at: Optional[str] = None
+    pid: int | None = None
+    host: str | None = None
+    updated_at: str | None = None
 
     def describe(self) -> str:
         if self.state == "failed":
@@ -99,8 +104,13 @@ class RunState:
             by = f" by {self.signal}" if self.signal else ""
             where = f" at epoch {self.epoch}, step {self.step}" if self.epoch is not None else ""
             how = "; requeued" if self.requeued else ""
-            kept = (f"; checkpoint {Path(self.checkpoint).name}" if self.checkpoint
-                    else "; no checkpoint" if self.signal else "")
+            kept = (
+                f"; checkpoint {Path(self.checkpoint).name}"
+                if self.checkpoint
+                else "; no checkpoint"
+                if self.signal
+                else ""
+            )
             text = f"interrupted{by}{where}{how}{kept}"
             return text + (f" ({self.error})" if self.error else "")
         if self.state == "running":
@@ -111,7 +121,7 @@ class RunState:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None and v is not False}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "RunState":
+    def from_dict(cls, data: dict) -> RunState:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
@@ -132,7 +142,7 @@ def record_state(run_dir, state: RunState) -> bool:
         return False
 
 
-def read_state(run_dir) -> Optional[RunState]:
+def read_state(run_dir) -> RunState | None:
     """How the run in ``run_dir`` stands, or None for a folder that holds no run.
 
     Folders of earlier versions (no state.json) read as completed (summary.json) or
@@ -151,8 +161,9 @@ def read_state(run_dir) -> Optional[RunState]:
     if state is None:
         return RunState("interrupted", error="no state recorded") if has_checkpoints(d) else None
     if state.state == "running" and state.host == socket.gethostname() and not RunLock(d).held_elsewhere():
-        return dataclasses.replace(state, state="interrupted",
-                                   error=f"process {state.pid} ended without recording why (killed?)")
+        return dataclasses.replace(
+            state, state="interrupted", error=f"process {state.pid} ended without recording why (killed?)"
+        )
     return state
 
 
@@ -165,7 +176,7 @@ class RunLock:
 
     def __init__(self, run_dir):
         self.path = Path(run_dir) / LOCK_FILE
-        self._fd: Optional[int] = None
+        self._fd: int | None = None
 
     def acquire(self) -> bool:
         """Take the lock; False when another process holds it."""

@@ -13,7 +13,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from mnist_hpc.errors import UserError
 
@@ -24,56 +24,56 @@ FILENAME = "summary.json"
 @dataclass
 class RunSummary:
     status: str = "completed"  # completed (a summary is written only when the run ended normally)
-    test_accuracy: Optional[float] = None  # fraction in [0, 1]
-    test_loss: Optional[float] = None
-    best_val_accuracy: Optional[float] = None  # null without a validation split
+    test_accuracy: float | None = None  # fraction in [0, 1]
+    test_loss: float | None = None
+    best_val_accuracy: float | None = None  # null without a validation split
     best_epoch: int = 0
     epochs_run: int = 0
-    macro_f1: Optional[float] = None
+    macro_f1: float | None = None
     per_class: dict = field(default_factory=dict)  # {class name: {precision, recall, f1, support}}
     confusion_matrix: list = field(default_factory=list)  # rows = true class, columns = predicted
-    params: Optional[int] = None
-    model_size_mb: Optional[float] = None
-    train_seconds: Optional[float] = None  # time in the step loop, over every start of the run
-    eval_seconds: Optional[float] = None
-    data_seconds: Optional[float] = None
-    total_seconds: Optional[float] = None  # wall time over every start of the run (requeues included)
-    process_seconds: Optional[float] = None  # wall time of the process that finished the run
-    images_per_s: Optional[float] = None
-    warmup_seconds: Optional[float] = None  # the process's first step, timed apart (not in train_seconds)
-    device: Optional[str] = None
-    peak_gpu_memory_mb: Optional[float] = None  # CUDA only: max_memory_allocated of the last process, MiB
+    params: int | None = None
+    model_size_mb: float | None = None
+    train_seconds: float | None = None  # time in the step loop, over every start of the run
+    eval_seconds: float | None = None
+    data_seconds: float | None = None
+    total_seconds: float | None = None  # wall time over every start of the run (requeues included)
+    process_seconds: float | None = None  # wall time of the process that finished the run
+    images_per_s: float | None = None
+    warmup_seconds: float | None = None  # the process's first step, timed apart (not in train_seconds)
+    device: str | None = None
+    peak_gpu_memory_mb: float | None = None  # CUDA only: max_memory_allocated of the last process, MiB
     world_size: int = 1
-    launcher: Optional[str] = None
-    precision: Optional[str] = None
-    global_batch_size: Optional[int] = None
-    per_rank_batch_size: Optional[int] = None
+    launcher: str | None = None
+    precision: str | None = None
+    global_batch_size: int | None = None
+    per_rank_batch_size: int | None = None
     grad_accum: int = 1
     tta: bool = False
-    dataset: Optional[str] = None
-    train_images: Optional[int] = None  # the split the run actually used (after data.subset)
-    val_images: Optional[int] = None
-    test_images: Optional[int] = None
-    model: Optional[str] = None
-    config_name: Optional[str] = None
-    seed: Optional[int] = None
+    dataset: str | None = None
+    train_images: int | None = None  # the split the run actually used (after data.subset)
+    val_images: int | None = None
+    test_images: int | None = None
+    model: str | None = None
+    config_name: str | None = None
+    seed: int | None = None
     requeues: list = field(default_factory=list)  # one entry per interruption that was resumed
     # (each: where it stopped, the signal, when it resumed, and the config ``changes`` it applied)
-    run_id: Optional[str] = None  # the run's id (run.json in its folder; stamped on its checkpoints)
-    parent_run: Optional[str] = None  # the run folder this run continued or took its weights from
+    run_id: str | None = None  # the run's id (run.json in its folder; stamped on its checkpoints)
+    parent_run: str | None = None  # the run folder this run continued or took its weights from
     versions: dict = field(default_factory=dict)
-    git_commit: Optional[str] = None
-    host: Optional[str] = None
-    slurm_job_id: Optional[str] = None
-    slurm_array_task_id: Optional[str] = None
-    started_at: Optional[str] = None
-    finished_at: Optional[str] = None
+    git_commit: str | None = None
+    host: str | None = None
+    slurm_job_id: str | None = None
+    slurm_array_task_id: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
     summary_version: int = SUMMARY_VERSION
     extra: dict = field(default_factory=dict)  # keys this version does not know, kept as they were
-    run_dir: Optional[Path] = field(default=None, compare=False)  # the run folder (not stored in the file)
+    run_dir: Path | None = field(default=None, compare=False)  # the run folder (not stored in the file)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "RunSummary":
+    def from_dict(cls, data: dict) -> RunSummary:
         names = {f.name for f in dataclasses.fields(cls)} - NOT_STORED
         known = {k: v for k, v in data.items() if k in names}
         known.setdefault("summary_version", 1)  # the first release wrote no version
@@ -96,7 +96,7 @@ def summary_path(run_dir) -> Path:
     return Path(run_dir) / FILENAME
 
 
-def read_summary(run_dir) -> Optional[RunSummary]:
+def read_summary(run_dir) -> RunSummary | None:
     """The run's summary, or None when it has none yet (running, failed, interrupted).
 
     A summary.json that is not a JSON object is the user's problem to see: one-line UserError."""
@@ -115,8 +115,10 @@ def read_summary(run_dir) -> Optional[RunSummary]:
         raise UserError(f"{path}: expected a JSON object, got {type(data).__name__}")
     bad = _out_of_range(data)
     if bad:
-        raise UserError(f"{path}: a damaged record: {bad[0]} holds {bad[1]}, beyond any "
-                        f"float; the run is left out (train it again, or restore that file)")
+        raise UserError(
+            f"{path}: a damaged record: {bad[0]} holds {bad[1]}, beyond any "
+            f"float; the run is left out (train it again, or restore that file)"
+        )
     summary = RunSummary.from_dict(data)
     summary.run_dir = Path(run_dir)
     return summary

@@ -9,10 +9,10 @@ from __future__ import annotations
 import math
 import os
 import random
-from contextlib import nullcontext
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ContextManager, Optional
 
 import torch
 
@@ -25,7 +25,7 @@ from mnist_hpc.training.models import build_model
 # --------------------------------------------------------------------------- host set-up
 
 
-def cgroup_cpu_limit(proc_cgroup: str = "/proc/self/cgroup", root: str = "/sys/fs/cgroup") -> Optional[float]:
+def cgroup_cpu_limit(proc_cgroup: str = "/proc/self/cgroup", root: str = "/sys/fs/cgroup") -> float | None:
     """The CPUs a cgroup quota lets this process use (cgroup v2 ``cpu.max``, v1
     ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``; the smallest along the path up to the root),
     or None where no quota is set or none can be read (not Linux)."""
@@ -35,7 +35,7 @@ def cgroup_cpu_limit(proc_cgroup: str = "/proc/self/cgroup", root: str = "/sys/f
         return None
     limits = []
     for line in lines:
-        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        _, controllers, path = ([*line.split(":", 2), "", ""])[:3]
         if controllers == "":  # v2: one unified tree
             folders = [Path(root)]
         elif "cpu" in controllers.split(","):  # v1: the cpu controller's own tree
@@ -53,7 +53,7 @@ def cgroup_cpu_limit(proc_cgroup: str = "/proc/self/cgroup", root: str = "/sys/f
     return min(found) if found else None
 
 
-def _quota(folder: Path, v2: bool) -> Optional[float]:
+def _quota(folder: Path, v2: bool) -> float | None:
     try:
         if v2:
             quota, period = (folder / "cpu.max").read_text().split()[:2]
@@ -80,9 +80,13 @@ def usable_cpus() -> int:
     return max(1, n)
 
 
-def cpu_threads(requested: Optional[int] = None, cpus_per_task: Optional[int] = None,
-                local_world: int = 1, warn: Optional[Callable[[str], None]] = None,
-                usable: Optional[int] = None) -> int:
+def cpu_threads(
+    requested: int | None = None,
+    cpus_per_task: int | None = None,
+    local_world: int = 1,
+    warn: Callable[[str], None] | None = None,
+    usable: int | None = None,
+) -> int:
     """runtime.threads, else the scheduler's CPUs per task, else the affinity mask split over
     the ranks of this node; never more than the CPUs this process may use (``usable_cpus``):
     more threads than cores slow training several times over. ``warn`` hears when a request
@@ -96,9 +100,11 @@ def cpu_threads(requested: Optional[int] = None, cpus_per_task: Optional[int] = 
         return max(1, usable // max(1, local_world))
     if asked > usable:
         if warn is not None:
-            warn(f"warning: {source} asks for {asked} CPU threads, but this process may use "
-                 f"{usable} CPU(s) (affinity mask, cgroup quota); using {usable} (more threads than "
-                 f"cores slow training); set runtime.threads: {usable} or less to silence this")
+            warn(
+                f"warning: {source} asks for {asked} CPU threads, but this process may use "
+                f"{usable} CPU(s) (affinity mask, cgroup quota); using {usable} (more threads than "
+                f"cores slow training); set runtime.threads: {usable} or less to silence this"
+            )
         return usable
     return asked
 
@@ -106,7 +112,7 @@ def cpu_threads(requested: Optional[int] = None, cpus_per_task: Optional[int] = 
 # glibc's mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 KEEP_BLOCKS_UP_TO = 32 * 2**20  # glibc's ceiling for M_MMAP_THRESHOLD on 64-bit systems
-_allocator_tuned: Optional[bool] = None
+_allocator_tuned: bool | None = None
 
 
 def keep_freed_tensor_memory() -> bool:
@@ -130,8 +136,10 @@ def keep_freed_tensor_memory() -> bool:
 
                 if platform.libc_ver()[0] == "glibc":
                     libc = ctypes.CDLL(None)
-                    _allocator_tuned = bool(libc.mallopt(_M_MMAP_THRESHOLD, KEEP_BLOCKS_UP_TO)
-                                            and libc.mallopt(_M_TRIM_THRESHOLD, 8 * KEEP_BLOCKS_UP_TO))
+                    _allocator_tuned = bool(
+                        libc.mallopt(_M_MMAP_THRESHOLD, KEEP_BLOCKS_UP_TO)
+                        and libc.mallopt(_M_TRIM_THRESHOLD, 8 * KEEP_BLOCKS_UP_TO)
+                    )
             except (OSError, AttributeError):
                 pass
     return _allocator_tuned
@@ -141,7 +149,7 @@ def _mps_available() -> bool:
     return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
 
 
-def pick_device(name: str, denv: Optional[DistEnv] = None, what: str = "runtime.device") -> torch.device:
+def pick_device(name: str, denv: DistEnv | None = None, what: str = "runtime.device") -> torch.device:
     """runtime.device as a torch.device; ``auto`` prefers CUDA (this rank's GPU), then MPS, then CPU.
 
     Under DDP (``denv``) each rank takes the GPU of its local rank: an explicit index (cuda:N) is
@@ -158,12 +166,13 @@ def pick_device(name: str, denv: Optional[DistEnv] = None, what: str = "runtime.
     dev = torch.device(name)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise UserError(f"{what}={name}: CUDA is not available on this machine "
-                            f"(use {what}=auto or cpu)")
+            raise UserError(f"{what}={name}: CUDA is not available on this machine (use {what}=auto or cpu)")
         if dev.index is not None and denv.distributed:
-            raise ConfigError(f"{what}={name}: an explicit GPU index cannot be combined with a "
-                              f"one-process-per-GPU launch ({denv.world_size} ranks, each on the GPU of its "
-                              f"local rank); use {what}=cuda or auto")
+            raise ConfigError(
+                f"{what}={name}: an explicit GPU index cannot be combined with a "
+                f"one-process-per-GPU launch ({denv.world_size} ranks, each on the GPU of its "
+                f"local rank); use {what}=cuda or auto"
+            )
         if dev.index is None:
             dev = rank_gpu(denv)
     if dev.type == "mps" and not _mps_available():
@@ -177,8 +186,9 @@ def _visible_list() -> list[str]:
 
 
 def _mig_visible(count: int) -> bool:
-    return (any(e.startswith("MIG-") for e in _visible_list())
-            or any(" MIG " in f"{torch.cuda.get_device_name(i)} " for i in range(count)))
+    return any(e.startswith("MIG-") for e in _visible_list()) or any(
+        " MIG " in f"{torch.cuda.get_device_name(i)} " for i in range(count)
+    )
 
 
 def rank_gpu(denv: DistEnv) -> torch.device:
@@ -194,12 +204,16 @@ def rank_gpu(denv: DistEnv) -> torch.device:
     # device of its own, named alone in $CUDA_VISIBLE_DEVICES; torchrun's ranks share one list
     own_gpu = count == 1 and len(_visible_list()) == 1 and denv.launcher not in ("torchrun", "single")
     if denv.local_world_size > count and not own_gpu:
-        raise UserError(f"{denv.local_world_size} ranks on this node but {count} visible GPU(s)"
-                        f"{' (MIG slices: a process sees only one)' if mig else ''}: ranks would share a GPU; "
-                        f"start at most {count} rank(s) per node, one per GPU")
+        raise UserError(
+            f"{denv.local_world_size} ranks on this node but {count} visible GPU(s)"
+            f"{' (MIG slices: a process sees only one)' if mig else ''}: ranks would share a GPU; "
+            f"start at most {count} rank(s) per node, one per GPU"
+        )
     if mig:
-        raise UserError(f"MIG slices cannot be used for multi-GPU training ({denv.world_size} ranks); "
-                        f"use whole GPUs, or one MIG slice in a single-process run")
+        raise UserError(
+            f"MIG slices cannot be used for multi-GPU training ({denv.world_size} ranks); "
+            f"use whole GPUs, or one MIG slice in a single-process run"
+        )
     return torch.device("cuda", denv.local_rank % count)
 
 
@@ -236,10 +250,10 @@ class Precision:
         return "fp32" if self.amp == "none" else self.amp
 
     @property
-    def dtype(self) -> Optional[torch.dtype]:
+    def dtype(self) -> torch.dtype | None:
         return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp)
 
-    def autocast(self) -> ContextManager:
+    def autocast(self) -> AbstractContextManager:
         dtype = self.dtype
         return torch.autocast(self.device_type, dtype=dtype) if dtype is not None else nullcontext()
 
@@ -284,8 +298,13 @@ def precision_policy(amp: str, device: torch.device, *, deterministic: bool = Fa
 def make_optimizer(cfg, params) -> torch.optim.Optimizer:
     o = cfg.optim
     if o.name == "sgd":
-        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0,
-                               weight_decay=o.weight_decay)
+        return torch.optim.SGD(
+            params,
+            lr=o.lr,
+            momentum=o.momentum,
+            nesterov=o.nesterov and o.momentum > 0,
+            weight_decay=o.weight_decay,
+        )
     if o.name == "adam":
         return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
     if o.name == "adamw":
@@ -330,20 +349,29 @@ class Components:
     model: torch.nn.Module  # ddp_model, compiled with train.compile: what the step calls
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
-    scaler: Optional[torch.amp.GradScaler]  # fp16 only
+    scaler: torch.amp.GradScaler | None  # fp16 only
     precision: Precision
     loader: datamod.ResidentLoader  # this rank's batches
     denv: DistEnv
 
     @property
-    def autocast(self) -> Callable[[], ContextManager]:
+    def autocast(self) -> Callable[[], AbstractContextManager]:
         """A factory of the autocast context (a no-op context in fp32)."""
         return self.precision.autocast
 
 
-def build_components(cfg, device, denv: Optional[DistEnv] = None, train_x=None, train_y=None, *,
-                     mean: float, std: float, precision: Optional[Precision] = None,
-                     make_model: Optional[Callable[[], torch.nn.Module]] = None) -> Components:
+def build_components(
+    cfg,
+    device,
+    denv: DistEnv | None = None,
+    train_x=None,
+    train_y=None,
+    *,
+    mean: float,
+    std: float,
+    precision: Precision | None = None,
+    make_model: Callable[[], torch.nn.Module] | None = None,
+) -> Components:
     """Model, optimizer, schedule, scaler and loader for ``cfg`` on ``device``; ``train_x`` (uint8
     N×28×28) and ``train_y`` are the training tensors already on the device. Seed first
     (``seed_everything``) for reproducible initial weights. ``make_model``: builds the network
@@ -351,12 +379,21 @@ def build_components(cfg, device, denv: Optional[DistEnv] = None, train_x=None, 
     denv = denv or DistEnv("single")
     precision = precision or precision_policy(cfg.train.amp, device, deterministic=cfg.runtime.deterministic)
     loader = datamod.ResidentLoader(
-        train_x, train_y, batch_size=cfg.data.batch_size, mean=mean, std=std, seed=cfg.experiment.seed,
-        augment_cfg=cfg.data.augment, rank=denv.rank, world_size=denv.world_size,
-        channels_last=cfg.runtime.channels_last)
+        train_x,
+        train_y,
+        batch_size=cfg.data.batch_size,
+        mean=mean,
+        std=std,
+        seed=cfg.experiment.seed,
+        augment_cfg=cfg.data.augment,
+        rank=denv.rank,
+        world_size=denv.world_size,
+        channels_last=cfg.runtime.channels_last,
+    )
     if len(loader) == 0:
-        raise ConfigError(f"data.batch_size={cfg.data.batch_size} leaves no full step over "
-                          f"{len(train_x)} training images")
+        raise ConfigError(
+            f"data.batch_size={cfg.data.batch_size} leaves no full step over {len(train_x)} training images"
+        )
     raw = (make_model() if make_model else build_model(cfg.model)).to(device)
     if cfg.runtime.channels_last:
         raw = raw.to(memory_format=torch.channels_last)
@@ -367,6 +404,14 @@ def build_components(cfg, device, denv: Optional[DistEnv] = None, train_x=None, 
         ddp = DDP(raw, device_ids=[device.index] if device.type == "cuda" else None)
     model = torch.compile(ddp) if cfg.train.compile else ddp
     optimizer = make_optimizer(cfg, raw.parameters())
-    return Components(raw_model=raw, ddp_model=ddp, model=model, optimizer=optimizer,
-                      scheduler=make_scheduler(cfg, optimizer, len(loader)), scaler=precision.grad_scaler(),
-                      precision=precision, loader=loader, denv=denv)
+    return Components(
+        raw_model=raw,
+        ddp_model=ddp,
+        model=model,
+        optimizer=optimizer,
+        scheduler=make_scheduler(cfg, optimizer, len(loader)),
+        scaler=precision.grad_scaler(),
+        precision=precision,
+        loader=loader,
+        denv=denv,
+    )

@@ -77,7 +77,7 @@ def set_rng_state(state: dict) -> None:
     if state.get("cuda") and torch.cuda.is_available():
         # one state per GPU the saving process saw: restore those this process sees (a run saved
         # with 4 GPUs may resume with 1; one saved on a CPU, or resumed on one, has none to restore)
-        for index, gpu_state in enumerate(state["cuda"][:torch.cuda.device_count()]):
+        for index, gpu_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
             torch.cuda.set_rng_state(gpu_state, index)
 
 
@@ -137,12 +137,15 @@ def verify_digest(path) -> None:
     try:
         got = sha256_of(path)
     except OSError as e:
-        raise CheckpointError(f"{path}: cannot read the checkpoint ({e.strerror or e}); check that the "
-                              f"file is readable") from None
+        raise CheckpointError(
+            f"{path}: cannot read the checkpoint ({e.strerror or e}); check that the file is readable"
+        ) from None
     if got != want:
-        raise CheckpointError(f"{path}: damaged: its sha256 is not the one recorded when it was written "
-                              f"({digest_path(path).name}); name an earlier checkpoint, or give the run "
-                              f"folder (it falls back to the previous good one)")
+        raise CheckpointError(
+            f"{path}: damaged: its sha256 is not the one recorded when it was written "
+            f"({digest_path(path).name}); name an earlier checkpoint, or give the run "
+            f"folder (it falls back to the previous good one)"
+        )
 
 
 def save(state: dict, ckpt_dir: Path, *, keep: int, best: bool = False) -> Path:
@@ -174,7 +177,7 @@ def folder_run_id(run_dir) -> str | None:
 
 def _rotate(ckpt_dir: Path, newest: Path, keep: int, run_id) -> None:
     files = list_checkpoints(ckpt_dir)
-    older = files[files.index(newest):] if newest in files else []
+    older = files[files.index(newest) :] if newest in files else []
     for old in older[keep:]:
         if run_id is None or stored_run_id(old) in (run_id, None):
             old.unlink(missing_ok=True)
@@ -188,7 +191,7 @@ def stored_run_id(path):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - any unreadable file
+    except Exception:
         return "?"
     return state.get("run_id") if isinstance(state, dict) else "?"
 
@@ -214,20 +217,26 @@ def load(path, *, map_location="cpu") -> dict:
         with warnings.catch_warnings():  # e.g. torch's pickle-protocol note before a refusal
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - unpickling errors come in many types
+    except Exception as e:
         msg = str(e).splitlines()[0].split(". ")[0][:160] if str(e) else type(e).__name__
         if "Unsupported global" in str(e):
-            raise CheckpointError(f"{path}: refused: the file holds Python objects that a safe load "
-                                  f"will not construct (not an mnist-hpc checkpoint)") from None
+            raise CheckpointError(
+                f"{path}: refused: the file holds Python objects that a safe load "
+                f"will not construct (not an mnist-hpc checkpoint)"
+            ) from None
         if "weights_only" in str(e):
-            raise CheckpointError(f"{path}: refused: not a file written by torch.save (a raw pickle or "
-                                  f"other data), so not an mnist-hpc checkpoint") from None
+            raise CheckpointError(
+                f"{path}: refused: not a file written by torch.save (a raw pickle or "
+                f"other data), so not an mnist-hpc checkpoint"
+            ) from None
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupted?): {msg}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an mnist-hpc checkpoint")
     if state.get("version") != VERSION:
-        raise CheckpointError(f"{path}: checkpoint format version {state.get('version')} is not "
-                              f"supported (this mnist-hpc reads version {VERSION})")
+        raise CheckpointError(
+            f"{path}: checkpoint format version {state.get('version')} is not "
+            f"supported (this mnist-hpc reads version {VERSION})"
+        )
     return state
 
 
@@ -247,7 +256,9 @@ def usable(ckpt_dir: Path, warn=print) -> Path | None:
     is skipped with a warning naming the one used instead. None when there is none at all;
     raises the newest's error when every one is damaged."""
     ckpt_dir = Path(ckpt_dir)
-    candidates = ([ckpt_dir / "best.pt"] if (ckpt_dir / "best.pt").is_file() else []) + list_checkpoints(ckpt_dir)
+    candidates = ([ckpt_dir / "best.pt"] if (ckpt_dir / "best.pt").is_file() else []) + list_checkpoints(
+        ckpt_dir
+    )
     errors = []
     for p in candidates:
         try:
@@ -260,8 +271,10 @@ def usable(ckpt_dir: Path, warn=print) -> Path | None:
         return p
     if errors:
         names = ", ".join(p.name for p, _ in errors[:3]) + (" ..." if len(errors) > 3 else "")
-        raise CheckpointError(f"{ckpt_dir}: no checkpoint of the run loads ({names}: damaged or unreadable); "
-                              f"restore them from a copy, or train the run again")
+        raise CheckpointError(
+            f"{ckpt_dir}: no checkpoint of the run loads ({names}: damaged or unreadable); "
+            f"restore them from a copy, or train the run again"
+        )
     return None
 
 
@@ -269,11 +282,24 @@ def usable(ckpt_dir: Path, warn=print) -> Path | None:
 
 # Keys that may differ on --resume without making it another run: how long it trains, when it
 # saves, where and how fast it runs, what it logs. Any other difference is another experiment.
-RESUMABLE_KEYS = ("train.epochs", "train.checkpoint.", "train.compile", "runtime.threads", "runtime.device",
-                  "runtime.deterministic", "runtime.channels_last", "runtime.dist_timeout",
-                  "runtime.max_requeues", "runtime.requeue_signal", "experiment.tensorboard", "experiment.loggers",
-                  "experiment.output_dir", "data.root", "data.eval_batch_size",
-                  "model.file")  # the model's code is compared by its sha256 (training/run.py), not its path
+RESUMABLE_KEYS = (
+    "train.epochs",
+    "train.checkpoint.",
+    "train.compile",
+    "runtime.threads",
+    "runtime.device",
+    "runtime.deterministic",
+    "runtime.channels_last",
+    "runtime.dist_timeout",
+    "runtime.max_requeues",
+    "runtime.requeue_signal",
+    "experiment.tensorboard",
+    "experiment.loggers",
+    "experiment.output_dir",
+    "data.root",
+    "data.eval_batch_size",
+    "model.file",
+)  # the model's code is compared by its sha256 (training/run.py), not its path
 
 
 _ABSENT = object()  # a key one of the two configs does not have (e.g. another model's parameter)
@@ -312,8 +338,10 @@ def check_compatible(state: dict, cfg_dict: dict, path) -> dict:
     and how to start a new run from the checkpoint's weights (--init-from)."""
     old = state.get("config")
     if not isinstance(old, dict):
-        raise CheckpointError(f"{path}: the checkpoint carries no config, so it cannot be resumed; "
-                              f"start a new run from its weights with --init-from {path}")
+        raise CheckpointError(
+            f"{path}: the checkpoint carries no config, so it cannot be resumed; "
+            f"start a new run from its weights with --init-from {path}"
+        )
     from mnist_hpc.config import config_from_dict
 
     old = config_from_dict(old, source=f"{path} (stored config)").to_dict()  # validated, defaults filled
@@ -326,10 +354,13 @@ def check_compatible(state: dict, cfg_dict: dict, path) -> dict:
         raise CheckpointError(
             f"{path}: the config differs from the checkpoint's: {shown}{more}; --resume continues the "
             f"same run (only epochs, checkpointing, device/threads and logging may change): resume with "
-            f"{own}, or start a new run from its weights: mnist-hpc train CONFIG --init-from {run}")
+            f"{own}, or start a new run from its weights: mnist-hpc train CONFIG --init-from {run}"
+        )
     reached = int(state.get("epoch", 0))
     epochs = cfg_dict.get("train", {}).get("epochs", reached)
     if epochs < reached or (epochs == reached and state.get("step", 0)):
-        raise CheckpointError(f"{path}: train.epochs={epochs}, but the checkpoint is already at epoch "
-                              f"{reached + (1 if state.get('step', 0) else 0)}; set train.epochs to at least that")
+        raise CheckpointError(
+            f"{path}: train.epochs={epochs}, but the checkpoint is already at epoch "
+            f"{reached + (1 if state.get('step', 0) else 0)}; set train.epochs to at least that"
+        )
     return config_changes(old, cfg_dict)

@@ -7,9 +7,9 @@ tests and notebooks build one directly or pass none. Never imports torch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
 
 from mnist_hpc.training.stopflag import StopFlag
 
@@ -22,7 +22,7 @@ class PreemptInfo:
     step: int  # the next step within that epoch
     run_dir: Path
     checkpoint_dir: Path
-    signal: Optional[str]  # "SIGUSR1", "SIGUSR2", "SIGTERM" (None if unknown on this rank)
+    signal: str | None  # "SIGUSR1", "SIGUSR2", "SIGTERM" (None if unknown on this rank)
     requeue_requested: bool  # the configured runtime.requeue_signal arrived (not just a TERM)
 
 
@@ -33,21 +33,21 @@ def never_requeue(info: PreemptInfo) -> bool:
 
 @dataclass
 class TrainContext:
-    stop: Optional[StopFlag] = None  # None: the process-wide flag (stopflag.install())
+    stop: StopFlag | None = None  # None: the process-wide flag (stopflag.install())
     # after the checkpoint of a stop signal, on rank 0: True if the job was requeued
     on_preempt: Callable[[PreemptInfo], bool] = never_requeue
-    job_id: Optional[str] = None  # the scheduler's job id (recorded in summary.json)
-    array_job_id: Optional[str] = None
-    array_task_id: Optional[str] = None
-    run_name_suffix: Optional[str] = None  # run folder <name>-<suffix>: a requeued job finds its folder
+    job_id: str | None = None  # the scheduler's job id (recorded in summary.json)
+    array_job_id: str | None = None
+    array_task_id: str | None = None
+    run_name_suffix: str | None = None  # run folder <name>-<suffix>: a requeued job finds its folder
     restart_count: int = 0  # how often the scheduler restarted this job (recorded with each resume)
-    cpus: Optional[int] = None  # CPUs per task given by the scheduler (runtime.threads beats it)
+    cpus: int | None = None  # CPUs per task given by the scheduler (runtime.threads beats it)
     offline: bool = False  # never download datasets (compute nodes have no internet)
     launch_env: dict = field(default_factory=dict)  # torchrun-style RANK, WORLD_SIZE, ... over os.environ
-    launcher: Optional[str] = None  # name of what filled launch_env ("slurm"); recorded in summary.json
+    launcher: str | None = None  # name of what filled launch_env ("slurm"); recorded in summary.json
     # once rank 0 holds the run folder, at every start: the cluster layer records the job's
     # environment there (env/start-<K>/) and warns when versions changed since the first start
-    on_start: Optional[Callable[[Path], None]] = None
+    on_start: Callable[[Path], None] | None = None
 
     def launcher_name(self) -> str:
         """The launcher of a distributed run: whoever filled launch_env, else torchrun."""

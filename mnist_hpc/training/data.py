@@ -20,8 +20,10 @@ import torch.nn.functional as F
 from mnist_hpc.config.datasets import DATASETS, FOLDER, DatasetSpec, DataShape
 from mnist_hpc.errors import DataError
 
-OFFLINE_HINT = ("compute nodes have no internet: run `mnist-hpc data download` on a login node "
-                "(or point --data-dir / $MNIST_HPC_DATA_DIR at a folder that holds the data)")
+OFFLINE_HINT = (
+    "compute nodes have no internet: run `mnist-hpc data download` on a login node "
+    "(or point --data-dir / $MNIST_HPC_DATA_DIR at a folder that holds the data)"
+)
 
 
 def _tv_class(spec: DatasetSpec):
@@ -35,7 +37,7 @@ def raw_folder(spec: DatasetSpec, root) -> Path:
 
 
 def _md5(path: Path) -> str:
-    h = hashlib.md5()  # noqa: S324 - a checksum, not security
+    h = hashlib.md5()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
@@ -59,8 +61,7 @@ def status(spec: DatasetSpec, root) -> dict:
     raw = raw_folder(spec, root)
     unpacked = _unpacked(spec, root)
     archives = {name: (raw / name).is_file() for name, _ in _resources(spec)}
-    return {"raw": raw, "unpacked": unpacked, "archives": archives,
-            "all_archives": all(archives.values())}
+    return {"raw": raw, "unpacked": unpacked, "archives": archives, "all_archives": all(archives.values())}
 
 
 def verify(spec: DatasetSpec, root) -> list[tuple[str, bool, str]]:
@@ -71,15 +72,20 @@ def verify(spec: DatasetSpec, root) -> list[tuple[str, bool, str]]:
     for name, md5 in _resources(spec):
         p = raw / name
         if not p.is_file():
-            out.append((str(p), unpacked, "archive absent (the unpacked files are checked below)"
-                        if unpacked else "missing"))
+            out.append(
+                (
+                    str(p),
+                    unpacked,
+                    "archive absent (the unpacked files are checked below)" if unpacked else "missing",
+                )
+            )
             continue
         got = _md5(p)
         out.append((str(p), got == md5, "md5 ok" if got == md5 else f"md5 {got} != expected {md5}"))
     if unpacked:
         try:
             for train in (True, False):
-                x, y = read_split(spec, root, train)
+                _x, _y = read_split(spec, root, train)
             out.append((str(raw), True, "unpacked files load"))
         except DataError as e:
             out.append((str(raw), False, str(e)))
@@ -100,11 +106,19 @@ def _reason(e: BaseException) -> str:
 
 def _download_hint(spec: DatasetSpec, root, from_download: bool) -> str:
     """What to do when a download failed on a machine that may have internet (not a job)."""
-    again = "" if from_download else (" (on a cluster, where compute nodes have no internet: "
-                                       "run `mnist-hpc data download` on a login node first)")
-    return (f"check the internet connection and try again, or copy the files into "
-            f"{raw_folder(spec, root)}/, or point --data-dir, $MNIST_HPC_DATA_DIR or data.root at "
-            f"a folder that holds {spec.folder}/raw/{again}")
+    again = (
+        ""
+        if from_download
+        else (
+            " (on a cluster, where compute nodes have no internet: "
+            "run `mnist-hpc data download` on a login node first)"
+        )
+    )
+    return (
+        f"check the internet connection and try again, or copy the files into "
+        f"{raw_folder(spec, root)}/, or point --data-dir, $MNIST_HPC_DATA_DIR or data.root at "
+        f"a folder that holds {spec.folder}/raw/{again}"
+    )
 
 
 def _remove_empty(made: list) -> None:
@@ -132,23 +146,29 @@ def prepare(spec: DatasetSpec, root, download: bool = True, from_download: bool 
         return
     nearest = next(p for p in (raw_folder(spec, root), *raw_folder(spec, root).parents) if p.exists())
     if not nearest.is_dir():  # not the network's fault: say so before trying to download
-        raise DataError(f"{nearest}: is a file, not a folder; point --data-dir, $MNIST_HPC_DATA_DIR "
-                        f"or data.root at the data folder")
+        raise DataError(
+            f"{nearest}: is a file, not a folder; point --data-dir, $MNIST_HPC_DATA_DIR "
+            f"or data.root at the data folder"
+        )
     st = status(spec, root)
     raw = st["raw"]
     for name, md5 in _resources(spec):
         p = raw / name
         if p.is_file() and _md5(p) != md5:
-            raise DataError(f"{p}: corrupted (MD5 mismatch); delete it and run `mnist-hpc data download "
-                            f"--dataset {spec.name}`")
+            raise DataError(
+                f"{p}: corrupted (MD5 mismatch); delete it and run `mnist-hpc data download "
+                f"--dataset {spec.name}`"
+            )
     if not st["all_archives"] and (not download or _offline_forced()):
         raise DataError(f"dataset {spec.name} not found under {root} (looked in {raw}/): {OFFLINE_HINT}")
     made = [p for p in reversed((raw, *raw.parents)) if not p.exists()]  # outermost first
     try:
         Path(root).mkdir(parents=True, exist_ok=True)
         if not os.access(root, os.W_OK):
-            raise DataError(f"{root}: not writable; the data folder must be writable (files are "
-                            f"unpacked next to the archives): copy it or set --data-dir")
+            raise DataError(
+                f"{root}: not writable; the data folder must be writable (files are "
+                f"unpacked next to the archives): copy it or set --data-dir"
+            )
         _tv_class(spec)(root=str(root), train=True, download=True, **dict(spec.tv_kwargs))
         if not _unpacked(spec, root):  # QMNIST downloads one subset per call; the others all at once
             _tv_class(spec)(root=str(root), train=False, download=True, **dict(spec.tv_kwargs))
@@ -156,15 +176,18 @@ def prepare(spec: DatasetSpec, root, download: bool = True, from_download: bool 
         raise
     except PermissionError as e:
         raise DataError(f"{root}: not writable ({e.strerror}); set --data-dir to a writable folder") from None
-    except Exception as e:  # noqa: BLE001 - torchvision raises RuntimeError/URLError/OSError
+    except Exception as e:
         if out_of_memory(e):
             raise DataError(memory_message(spec, root, "unpacking the archives")) from None
         if st["all_archives"]:
-            raise DataError(f"{raw}: could not unpack the archives ({_reason(e)}); run "
-                            f"`mnist-hpc data verify`") from None
+            raise DataError(
+                f"{raw}: could not unpack the archives ({_reason(e)}); run `mnist-hpc data verify`"
+            ) from None
         _remove_empty(made)
-        raise DataError(f"dataset {spec.name}: not found in {raw}/ and the download failed "
-                        f"({_reason(e)}); {_download_hint(spec, root, from_download)}") from None
+        raise DataError(
+            f"dataset {spec.name}: not found in {raw}/ and the download failed "
+            f"({_reason(e)}); {_download_hint(spec, root, from_download)}"
+        ) from None
 
 
 def prepare_per_node(spec: DatasetSpec, root, denv, download: bool = True) -> None:
@@ -205,7 +228,7 @@ def _read_idx(path: Path) -> torch.Tensor:
     if len(data) < 4 or data[0] or data[1] or data[2] not in (0x08, 0x0C):
         raise ValueError(f"{path.name}: not an unsigned-byte or int32 IDX file")
     ndim, width = data[3], 1 if data[2] == 0x08 else 4
-    dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     count = math.prod(dims)
     if len(data) != 4 + 4 * ndim + count * width:
         raise ValueError(f"{path.name}: {len(data)} bytes, expected {4 + 4 * ndim + count * width}")
@@ -213,19 +236,25 @@ def _read_idx(path: Path) -> torch.Tensor:
         return torch.frombuffer(data, dtype=torch.uint8, offset=4 + 4 * ndim, count=count).reshape(dims)
     import numpy as np
 
-    return torch.from_numpy(np.frombuffer(bytes(data[4 + 4 * ndim:]), dtype=">i4").astype(np.int64)).reshape(dims)
+    return torch.from_numpy(np.frombuffer(bytes(data[4 + 4 * ndim :]), dtype=">i4").astype(np.int64)).reshape(
+        dims
+    )
 
 
 def out_of_memory(e: BaseException) -> bool:
     """A MemoryError, or torch's allocator failing (a RuntimeError without a type of its own)."""
-    return isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and any(
-        m in str(e) for m in ("can't allocate memory", "not enough memory", "out of memory")))
+    return isinstance(e, MemoryError) or (
+        isinstance(e, RuntimeError)
+        and any(m in str(e) for m in ("can't allocate memory", "not enough memory", "out of memory"))
+    )
 
 
 def memory_message(spec: DatasetSpec, root, doing: str) -> str:
-    return (f"{raw_folder(spec, root)}: ran out of memory while {doing} ({spec.name}); the files are not "
-            f"damaged: free memory (close other programs, lower data.subset), or ask for more (--mem "
-            f"on a cluster), and try again")
+    return (
+        f"{raw_folder(spec, root)}: ran out of memory while {doing} ({spec.name}); the files are not "
+        f"damaged: free memory (close other programs, lower data.subset), or ask for more (--mem "
+        f"on a cluster), and try again"
+    )
 
 
 def read_split(spec: DatasetSpec, root, train: bool):
@@ -245,20 +274,27 @@ def read_split(spec: DatasetSpec, root, train: bool):
             x = x.transpose(1, 2)
         if spec.label_offset:
             y = y - spec.label_offset
-    except Exception as e:  # noqa: BLE001 - torchvision raises assorted errors on bad files
+    except Exception as e:
         if out_of_memory(e):  # the files are fine: never tell the user to delete them
-            raise DataError(memory_message(spec, root, "reading the " + ("training" if train else "test")
-                                           + " set")) from None
-        raise DataError(f"{raw_folder(spec, root)}: a data file is corrupted ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0][:100] if str(e) else 'unreadable'}); delete the unpacked "
-                        f"files and run `mnist-hpc data download --dataset {spec.name}`") from None
+            raise DataError(
+                memory_message(spec, root, "reading the " + ("training" if train else "test") + " set")
+            ) from None
+        raise DataError(
+            f"{raw_folder(spec, root)}: a data file is corrupted ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:100] if str(e) else 'unreadable'}); delete the unpacked "
+            f"files and run `mnist-hpc data download --dataset {spec.name}`"
+        ) from None
     if not isinstance(y, torch.Tensor):
         y = torch.as_tensor(y)
     if x.dtype != torch.uint8 or tuple(x.shape[1:]) != (28, 28) or len(x) != len(y) or len(x) == 0:
-        raise DataError(f"{raw_folder(spec, root)}: unexpected contents (images {tuple(x.shape)}, "
-                        f"labels {tuple(y.shape)}); delete the unpacked files and run `mnist-hpc data verify`")
+        raise DataError(
+            f"{raw_folder(spec, root)}: unexpected contents (images {tuple(x.shape)}, "
+            f"labels {tuple(y.shape)}); delete the unpacked files and run `mnist-hpc data verify`"
+        )
     if int(y.min()) < 0 or int(y.max()) >= len(spec.classes):
-        raise DataError(f"{raw_folder(spec, root)}: labels outside 0..{len(spec.classes) - 1}; the files are corrupted")
+        raise DataError(
+            f"{raw_folder(spec, root)}: labels outside 0..{len(spec.classes) - 1}; the files are corrupted"
+        )
     return x.contiguous(), y.to(torch.int64)
 
 
@@ -285,8 +321,14 @@ class Splits:
 
     def info(self) -> dict:
         """What inference needs to feed the model as it was trained (kept in checkpoints)."""
-        return {"dataset": self.name, "classes": list(self.classes), "channels": self.channels,
-                "size": int(self.train_x.shape[-1]), "mean": self.mean, "std": self.std}
+        return {
+            "dataset": self.name,
+            "classes": list(self.classes),
+            "channels": self.channels,
+            "size": int(self.train_x.shape[-1]),
+            "mean": self.mean,
+            "std": self.std,
+        }
 
 
 def measured_stats(x: torch.Tensor) -> tuple[float, float]:
@@ -296,8 +338,9 @@ def measured_stats(x: torch.Tensor) -> tuple[float, float]:
     return round(sample.mean().item(), 4), round(max(sample.std().item(), 1e-3), 4)
 
 
-def load(dataset: str, root, *, val_split, subset, seed: int, device, download: bool = True,
-         data_cfg=None) -> Splits:
+def load(
+    dataset: str, root, *, val_split, subset, seed: int, device, download: bool = True, data_cfg=None
+) -> Splits:
     """Read the dataset once and carve the validation split (and subset) with ``seed``."""
     if dataset == FOLDER:
         from mnist_hpc.training.imagefolder import read_folder
@@ -314,18 +357,25 @@ def load(dataset: str, root, *, val_split, subset, seed: int, device, download: 
         mean, std = (spec.mean, spec.std) if spec.mean is not None else measured_stats(x)
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(len(x), generator=g)
-    n_val = int(round(len(x) * val_split)) if val_split else 0
+    n_val = round(len(x) * val_split) if val_split else 0
     val_idx, train_idx = perm[:n_val], perm[n_val:]
     if subset:
         train_idx = train_idx[:subset]
     train_idx, _ = train_idx.sort()  # keep file order: the loader shuffles per epoch anyway
     dev = torch.device(device)
     return Splits(
-        train_x=x[train_idx].to(dev), train_y=y[train_idx].to(dev),
+        train_x=x[train_idx].to(dev),
+        train_y=y[train_idx].to(dev),
         val_x=x[val_idx.sort()[0]].to(dev) if n_val else None,
         val_y=y[val_idx.sort()[0]].to(dev) if n_val else None,
-        test_x=tx.to(dev), test_y=ty.to(dev), name=dataset, classes=tuple(classes), mean=mean, std=std,
-        channels=channels)
+        test_x=tx.to(dev),
+        test_y=ty.to(dev),
+        name=dataset,
+        classes=tuple(classes),
+        mean=mean,
+        std=std,
+        channels=channels,
+    )
 
 
 # --------------------------------------------------------------------------- batches
@@ -338,8 +388,15 @@ def normalize(x_u8: torch.Tensor, mean: float, std: float, dtype=torch.float32) 
     return (((x.unsqueeze(1) if x.ndim == 3 else x) / 255.0) - mean) / std
 
 
-def augment(x: torch.Tensor, *, shift: float, rotate: float, scale: float, hflip: bool = False,
-            generator: torch.Generator) -> torch.Tensor:
+def augment(
+    x: torch.Tensor,
+    *,
+    shift: float,
+    rotate: float,
+    scale: float,
+    hflip: bool = False,
+    generator: torch.Generator,
+) -> torch.Tensor:
     """Random affine (shift in px, rotation in degrees, zoom fraction, and a left-right mirror of
     half the images with ``hflip``) on a float batch in [0, 1] of shape (N, 1, H, W), on its
     device. Zero padding keeps values in [0, 1]."""
@@ -371,12 +428,27 @@ class ResidentLoader:
     rank; a last partial batch smaller than ``world_size`` is dropped (on every rank alike).
     """
 
-    def __init__(self, images, labels, *, batch_size: int, mean: float, std: float, seed: int,
-                 shuffle: bool = True, augment_cfg=None, rank: int = 0, world_size: int = 1,
-                 channels_last: bool = False):
+    def __init__(
+        self,
+        images,
+        labels,
+        *,
+        batch_size: int,
+        mean: float,
+        std: float,
+        seed: int,
+        shuffle: bool = True,
+        augment_cfg=None,
+        rank: int = 0,
+        world_size: int = 1,
+        channels_last: bool = False,
+    ):
         self.x, self.y = images, labels
         self.batch_size, self.mean, self.std, self.seed = batch_size, mean, std, seed
-        self.shuffle, self.aug = shuffle, augment_cfg if augment_cfg is not None and augment_cfg.enabled else None
+        self.shuffle, self.aug = (
+            shuffle,
+            augment_cfg if augment_cfg is not None and augment_cfg.enabled else None,
+        )
         self.rank, self.world = rank, world_size
         self.channels_last = channels_last
         n = len(images)
@@ -397,7 +469,7 @@ class ResidentLoader:
         """Yield (step, x, y, global_batch_size) from ``start_step`` to the end of the epoch."""
         perm = self.order(epoch)
         for step in range(start_step, self.steps):
-            idx = perm[step * self.batch_size:(step + 1) * self.batch_size]
+            idx = perm[step * self.batch_size : (step + 1) * self.batch_size]
             gsize = len(idx)
             if self.world > 1:
                 idx = idx.tensor_split(self.world)[self.rank]
@@ -407,8 +479,14 @@ class ResidentLoader:
         xb = self.x[idx]
         if self.aug is not None:
             self._gen.manual_seed((self.seed * 1_000_003 + epoch) * 100_003 + step * 31 + self.rank)
-            xf = augment((xb.unsqueeze(1) if xb.ndim == 3 else xb).float() / 255.0, shift=self.aug.shift, rotate=self.aug.rotate,
-                         scale=self.aug.scale, hflip=self.aug.hflip, generator=self._gen)
+            xf = augment(
+                (xb.unsqueeze(1) if xb.ndim == 3 else xb).float() / 255.0,
+                shift=self.aug.shift,
+                rotate=self.aug.rotate,
+                scale=self.aug.scale,
+                hflip=self.aug.hflip,
+                generator=self._gen,
+            )
             xb = (xf - self.mean) / self.std
         else:
             xb = normalize(xb, self.mean, self.std)

@@ -55,9 +55,11 @@ def detect(env=None, launcher: str = "torchrun") -> DistEnv:
     # RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT are all needed
     missing = [k for k in TORCHRUN_VARS if k not in env]
     if missing:
-        raise UserError(f"distributed launch: {', '.join('$' + k for k in present)} set but "
-                        f"{', '.join('$' + k for k in missing)} missing; launch with torchrun, "
-                        f"or unset them for a single process")
+        raise UserError(
+            f"distributed launch: {', '.join('$' + k for k in present)} set but "
+            f"{', '.join('$' + k for k in missing)} missing; launch with torchrun, "
+            f"or unset them for a single process"
+        )
     world, rank, local = _int(env, "WORLD_SIZE"), _int(env, "RANK"), _int(env, "LOCAL_RANK")
     if world < 1 or not 0 <= rank < world:
         raise UserError(f"distributed launch: RANK={rank} is not in [0, WORLD_SIZE={world})")
@@ -74,25 +76,37 @@ def process_group(denv: DistEnv, device_type: str, timeout_s: float):
     import torch
     import torch.distributed as dist
 
-    os.environ.update(MASTER_ADDR=denv.master_addr, MASTER_PORT=str(denv.master_port),
-                      RANK=str(denv.rank), WORLD_SIZE=str(denv.world_size))
+    os.environ.update(
+        MASTER_ADDR=denv.master_addr,
+        MASTER_PORT=str(denv.master_port),
+        RANK=str(denv.rank),
+        WORLD_SIZE=str(denv.world_size),
+    )
     backend = "nccl" if device_type == "cuda" else "gloo"
     if device_type == "cuda":
         torch.cuda.set_device(denv.local_rank % max(1, torch.cuda.device_count()))
     try:
-        dist.init_process_group(backend, init_method="env://", rank=denv.rank,
-                                world_size=denv.world_size,
-                                timeout=datetime.timedelta(seconds=timeout_s))
-    except Exception as e:  # noqa: BLE001 - rendezvous errors: DistNetworkError, RuntimeError, ...
+        dist.init_process_group(
+            backend,
+            init_method="env://",
+            rank=denv.rank,
+            world_size=denv.world_size,
+            timeout=datetime.timedelta(seconds=timeout_s),
+        )
+    except Exception as e:
         text = str(e).splitlines()[0] if str(e) else type(e).__name__
         hint = ""
         if "address already in use" in text.lower() or "EADDRINUSE" in text:
             hint = f": port {denv.master_port} is in use; set MASTER_PORT to a free port"
         elif "timed out" in text.lower() or "timeout" in text.lower():
-            hint = (f": no rendezvous with {denv.master_addr}:{denv.master_port} within "
-                    f"{timeout_s:g} s (runtime.dist_timeout); is MASTER_ADDR reachable?")
-        raise UserError(f"distributed launch failed (rank {denv.rank} of {denv.world_size}, "
-                        f"{denv.launcher}){hint or ': ' + text[:200]}") from None
+            hint = (
+                f": no rendezvous with {denv.master_addr}:{denv.master_port} within "
+                f"{timeout_s:g} s (runtime.dist_timeout); is MASTER_ADDR reachable?"
+            )
+        raise UserError(
+            f"distributed launch failed (rank {denv.rank} of {denv.world_size}, "
+            f"{denv.launcher}){hint or ': ' + text[:200]}"
+        ) from None
     try:
         yield
     finally:

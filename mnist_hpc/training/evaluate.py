@@ -22,7 +22,7 @@ def predict_probs(model, x_u8, mean, std, batch_size, *, autocast=None, tta=Fals
     out = []
     shifts = TTA_SHIFTS if tta else TTA_SHIFTS[:1]
     for i in range(0, len(x_u8), batch_size):
-        xb = datamod.normalize(x_u8[i:i + batch_size], mean, std)
+        xb = datamod.normalize(x_u8[i : i + batch_size], mean, std)
         if channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
         probs = 0
@@ -40,22 +40,46 @@ def nll(probs, y) -> torch.Tensor:
     return F.nll_loss(probs.clamp_min(1e-12).log(), y)
 
 
-def evaluate(model, x_u8, y, mean, std, batch_size, *, denv=None, autocast=None, tta=False,
-             channels_last=False, num_classes: int) -> dict:
+def evaluate(
+    model,
+    x_u8,
+    y,
+    mean,
+    std,
+    batch_size,
+    *,
+    denv=None,
+    autocast=None,
+    tta=False,
+    channels_last=False,
+    num_classes: int,
+) -> dict:
     """Loss, accuracy and confusion matrix over all ranks (each evaluates its shard), plus this
     rank's shard and predictions (``local_x``, ``local_y``, ``local_pred``, ``local_probs``) for
     the misclassified grid."""
     denv = denv or distmod.DistEnv("single")
     idx = torch.arange(len(x_u8), device=x_u8.device).tensor_split(denv.world_size)[denv.rank]
     xs, ys = x_u8[idx], y[idx]
-    probs = predict_probs(model, xs, mean, std, batch_size, autocast=autocast, tta=tta, channels_last=channels_last)
+    probs = predict_probs(
+        model, xs, mean, std, batch_size, autocast=autocast, tta=tta, channels_last=channels_last
+    )
     pred = probs.argmax(1)
-    loss_sum = (F.nll_loss(probs.clamp_min(1e-12).log(), ys, reduction="sum") if len(ys)
-                else torch.zeros((), device=y.device))
+    loss_sum = (
+        F.nll_loss(probs.clamp_min(1e-12).log(), ys, reduction="sum")
+        if len(ys)
+        else torch.zeros((), device=y.device)
+    )
     cm = torch.bincount(ys * num_classes + pred, minlength=num_classes * num_classes).double()
     stats = torch.cat([loss_sum.double().reshape(1), cm])
     distmod.all_sum(denv, stats)
     n = len(x_u8)
     cm = stats[1:].reshape(num_classes, num_classes).long()
-    return {"loss": stats[0].item() / n, "accuracy": cm.diag().sum().item() / n, "confusion": cm.tolist(),
-            "local_x": xs, "local_y": ys, "local_pred": pred, "local_probs": probs}
+    return {
+        "loss": stats[0].item() / n,
+        "accuracy": cm.diag().sum().item() / n,
+        "confusion": cm.tolist(),
+        "local_x": xs,
+        "local_y": ys,
+        "local_pred": pred,
+        "local_probs": probs,
+    }

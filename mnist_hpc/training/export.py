@@ -13,6 +13,7 @@ that this writer and ``inference.py`` both use.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import warnings
@@ -27,7 +28,17 @@ from mnist_hpc.errors import UserError
 from mnist_hpc.runs.folder import atomic_write, atomic_write_with, remove_stale_temps, write_json
 from mnist_hpc.runs.summary import read_summary
 from mnist_hpc.training.exported import (  # noqa: F401 - card_path, is_exported, ...: the names of before
-    CARD_FORMAT, CARD_SUFFIX, FORMATS, INPUT, OUTPUT, card_path, file_digest, is_exported, load_exported, read_card)
+    CARD_FORMAT,
+    CARD_SUFFIX,
+    FORMATS,
+    INPUT,
+    OUTPUT,
+    card_path,
+    file_digest,
+    is_exported,
+    load_exported,
+    read_card,
+)
 from mnist_hpc.training.inference import find_checkpoint, load_model
 
 
@@ -42,18 +53,23 @@ class Exported:
 # --------------------------------------------------------------------------- export
 
 
-def export_model(source, fmt: str = "onnx", out=None, *, echo=None, trust_code: bool = False,
-                 python_model=None) -> Exported:
+def export_model(
+    source, fmt: str = "onnx", out=None, *, echo=None, trust_code: bool = False, python_model=None
+) -> Exported:
     """Export the model of a run folder (its best, else newest checkpoint) or of a checkpoint file
     as ``fmt`` (onnx, torchscript, state_dict) to ``out`` (a file or a folder; default the run
     folder's ``exports/``), with its model card beside it. Every mistake is one ``UserError`` line;
     the output never replaces an input or any file that is not an earlier export, and a failed or
     stopped export leaves no partial file."""
     if fmt not in FORMATS:
-        raise UserError(f"--format {fmt}: unknown format{did_you_mean(fmt, FORMATS)}; "
-                        f"expected one of {', '.join(FORMATS)}")
+        raise UserError(
+            f"--format {fmt}: unknown format{did_you_mean(fmt, FORMATS)}; "
+            f"expected one of {', '.join(FORMATS)}"
+        )
     checkpoint, run_dir = _checkpoint_of(Path(source), echo)
-    model, cfg, checkpoint, info = load_model(checkpoint, "cpu", trust_code=trust_code, python_model=python_model)
+    model, cfg, checkpoint, info = load_model(
+        checkpoint, "cpu", trust_code=trust_code, python_model=python_model
+    )
     if fmt == "onnx":
         require("onnx", "--format onnx")
     target = _target(out, run_dir, fmt)
@@ -62,8 +78,10 @@ def export_model(source, fmt: str = "onnx", out=None, *, echo=None, trust_code: 
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UserError(f"{target.parent}: cannot create the export folder ({e.strerror or e}); "
-                        f"choose a writable place with --out") from None
+        raise UserError(
+            f"{target.parent}: cannot create the export folder ({e.strerror or e}); "
+            f"choose a writable place with --out"
+        ) from None
     for path in (target, card_path(target)):
         remove_stale_temps(path)  # left by an export that was killed while writing
     try:
@@ -74,8 +92,10 @@ def export_model(source, fmt: str = "onnx", out=None, *, echo=None, trust_code: 
     except UserError:
         raise
     except OSError as e:
-        raise UserError(f"{target.parent}: cannot write the export ({e.strerror or e}); choose a "
-                        f"writable place with --out (nothing was written)") from None
+        raise UserError(
+            f"{target.parent}: cannot write the export ({e.strerror or e}); choose a "
+            f"writable place with --out (nothing was written)"
+        ) from None
     return Exported(target, card_path(target), fmt, checkpoint)
 
 
@@ -84,19 +104,21 @@ def _refuse_overwriting(path: Path, checkpoint: Path) -> None:
     if not (path.exists() or path.is_symlink()):
         return
     same = os.path.realpath(path) == os.path.realpath(checkpoint)
-    try:
+    with contextlib.suppress(OSError):
         same = same or os.path.samefile(path, checkpoint)  # a hard link too
-    except OSError:
-        pass
     if same:
-        raise UserError(f"--out {path}: that is the checkpoint being exported ({checkpoint}) or a link to "
-                        f"it, and writing there would destroy it; choose another --out (default: "
-                        f"RUN/exports/)")
+        raise UserError(
+            f"--out {path}: that is the checkpoint being exported ({checkpoint}) or a link to "
+            f"it, and writing there would destroy it; choose another --out (default: "
+            f"RUN/exports/)"
+        )
     if path.is_dir():
         raise UserError(f"--out {path}: a folder is in the way; choose another --out")
     if not (is_exported(path) or path.name.endswith(CARD_SUFFIX)):
-        raise UserError(f"--out {path}: the file exists and is not an exported model; export replaces only "
-                        f"earlier exports, so choose another --out (or move that file away)")
+        raise UserError(
+            f"--out {path}: the file exists and is not an exported model; export replaces only "
+            f"earlier exports, so choose another --out (or move that file away)"
+        )
 
 
 class ExportStopped(UserError):
@@ -115,9 +137,12 @@ class _sigterm_stops_the_write:
         import threading
 
         if threading.current_thread() is threading.main_thread():
+
             def stop(signum, frame):
-                raise ExportStopped(f"{self.target}: export stopped by SIGTERM; nothing was written "
-                                    f"(run the export again)")
+                raise ExportStopped(
+                    f"{self.target}: export stopped by SIGTERM; nothing was written (run the export again)"
+                )
+
             self.previous = signal.signal(signal.SIGTERM, stop)
         return self
 
@@ -136,11 +161,16 @@ def _checkpoint_of(source: Path, echo=None) -> tuple[Path, Path]:
     if not source.exists():
         raise UserError(f"{source}: no such run folder or checkpoint")
     if source.is_dir():
-        is_run = (source / "config.yaml").is_file() or (source / "checkpoints").is_dir() \
+        is_run = (
+            (source / "config.yaml").is_file()
+            or (source / "checkpoints").is_dir()
             or source.name == "checkpoints"
+        )
         if not is_run:
-            raise UserError(f"{source}: not a run folder (no config.yaml or checkpoints/ in it); "
-                            f"give a run folder or a checkpoint file")
+            raise UserError(
+                f"{source}: not a run folder (no config.yaml or checkpoints/ in it); "
+                f"give a run folder or a checkpoint file"
+            )
         checkpoint = find_checkpoint(source, **({"echo": echo} if echo else {}))
         return checkpoint, run_of(checkpoint)
     if is_exported(source):
@@ -164,9 +194,15 @@ def _example(info: dict) -> torch.Tensor:
 def _onnx(model, target: Path, example: torch.Tensor) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(model, (example,), dynamo=True, input_names=[INPUT],
-                                    output_names=[OUTPUT], verbose=False,
-                                    dynamic_shapes=({0: torch.export.Dim("batch")},))
+        program = torch.onnx.export(
+            model,
+            (example,),
+            dynamo=True,
+            input_names=[INPUT],
+            output_names=[OUTPUT],
+            verbose=False,
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+        )
     atomic_write(target, program.model_proto.SerializeToString())
 
 
@@ -197,26 +233,49 @@ def model_card(model, cfg, fmt: str, target: Path, checkpoint: Path, run_dir: Pa
     size_bytes, digest = file_digest(target)
     size, channels, classes = int(info.get("size", 28)), int(info.get("channels", 1)), list(info["classes"])
     return {
-        "card_format": CARD_FORMAT, "card_version": 1,
-        "file": target.name, "format": fmt, "bytes": size_bytes, "sha256": digest,
-        "model": cfg.model.name, "parameters": count_params(model), "size_mb": round(size_mb(model), 3),
-        "dataset": cfg.data.dataset, "classes": classes, "data_info": info,
+        "card_format": CARD_FORMAT,
+        "card_version": 1,
+        "file": target.name,
+        "format": fmt,
+        "bytes": size_bytes,
+        "sha256": digest,
+        "model": cfg.model.name,
+        "parameters": count_params(model),
+        "size_mb": round(size_mb(model), 3),
+        "dataset": cfg.data.dataset,
+        "classes": classes,
+        "data_info": info,
         **_accuracy(state, cfg, run_dir),
         "input": {"name": INPUT, "shape": ["batch", channels, size, size], "dtype": "float32"},
-        "output": {"name": OUTPUT, "shape": ["batch", len(classes)],
-                   "meaning": "class scores (logits): softmax gives probabilities, argmax the class"},
+        "output": {
+            "name": OUTPUT,
+            "shape": ["batch", len(classes)],
+            "meaning": "class scores (logits): softmax gives probabilities, argmax the class",
+        },
         "preprocessing": {
-            "size": [size, size], "channels": channels, "ink": "white on a black background (invert dark-on-light scans)",
-            "scale": "pixel / 255", "mean": info["mean"], "std": info["std"],
+            "size": [size, size],
+            "channels": channels,
+            "ink": "white on a black background (invert dark-on-light scans)",
+            "scale": "pixel / 255",
+            "mean": info["mean"],
+            "std": info["std"],
             "formula": "x = (pixel / 255 - mean) / std",
             "from a photo": "grayscale, invert if the background is light, crop to the digit, fit it in "
-                            "20x20 keeping its aspect ratio, centre it by its centre of mass in 28x28 "
-                            "(what `mnist-hpc predict` does)"},
-        "source": {"run_dir": str(run_dir.resolve()), "checkpoint": str(checkpoint.resolve()),
-                   "run_id": state.get("run_id")},
+            "20x20 keeping its aspect ratio, centre it by its centre of mass in 28x28 "
+            "(what `mnist-hpc predict` does)",
+        },
+        "source": {
+            "run_dir": str(run_dir.resolve()),
+            "checkpoint": str(checkpoint.resolve()),
+            "run_id": state.get("run_id"),
+        },
         "config": cfg.to_dict(),
         **({"model_code": state["model_code"]} if state.get("model_code") else {}),
-        "versions": {"mnist_hpc": mnist_hpc.__version__, "torch": torch.__version__, **_runtime_versions(fmt)},
+        "versions": {
+            "mnist_hpc": mnist_hpc.__version__,
+            "torch": torch.__version__,
+            **_runtime_versions(fmt),
+        },
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
 
@@ -227,8 +286,11 @@ def _accuracy(state: dict, cfg, run_dir: Path) -> dict:
     summary = read_summary(run_dir) if run_dir.is_dir() else None
     epoch, step = state.get("epoch"), state.get("step", 0)
     best_val = state.get("best_val")
-    out = {"epoch": epoch, "val_accuracy": best_val if isinstance(best_val, float) and best_val >= 0 else None,
-           "test_accuracy": None}
+    out = {
+        "epoch": epoch,
+        "val_accuracy": best_val if isinstance(best_val, float) and best_val >= 0 else None,
+        "test_accuracy": None,
+    }
     if summary is None or step:
         return out
     evaluated = summary.best_epoch if cfg.train.early_stopping.patience else summary.epochs_run

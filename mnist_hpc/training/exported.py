@@ -80,14 +80,17 @@ def read_card(path) -> dict:
     if not card.is_file():
         fmt = exported_format(path)
         what = f"a {fmt} export" if fmt else "an exported model"
-        raise UserError(f"{path}: no model card beside it ({card.name}): the file looks like {what}, and "
-                        f"its card holds {CARD_HOLDS}; copy the card along with the file, or export "
-                        f"again with: mnist-hpc export RUN --format {fmt or 'FORMAT'}")
+        raise UserError(
+            f"{path}: no model card beside it ({card.name}): the file looks like {what}, and "
+            f"its card holds {CARD_HOLDS}; copy the card along with the file, or export "
+            f"again with: mnist-hpc export RUN --format {fmt or 'FORMAT'}"
+        )
     try:
         data = json.loads(card.read_text())
     except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise UserError(f"{card}: not a readable model card ({e}); export the model again "
-                        f"(mnist-hpc export RUN)") from None
+        raise UserError(
+            f"{card}: not a readable model card ({e}); export the model again (mnist-hpc export RUN)"
+        ) from None
     if not isinstance(data, dict) or data.get("card_format") != CARD_FORMAT:
         raise UserError(f"{card}: not an mnist-hpc model card; export the model again (mnist-hpc export RUN)")
     return data
@@ -101,13 +104,20 @@ def verify(path, card: dict) -> None:
     try:
         size, digest = file_digest(path)
     except OSError as e:
-        raise UserError(f"{path}: cannot read the exported model ({e.strerror or e}); check that the file "
-                        f"is readable, or export it again") from None
+        raise UserError(
+            f"{path}: cannot read the exported model ({e.strerror or e}); check that the file "
+            f"is readable, or export it again"
+        ) from None
     if digest != want:
-        how = (f"{size:,} bytes where the card says {card['bytes']:,}"
-               if isinstance(card.get("bytes"), int) and card["bytes"] != size else "its sha256 differs")
-        raise UserError(f"{path}: not the file its model card describes ({how}): it was replaced or "
-                        f"damaged after the export; export it again from its run (mnist-hpc export RUN)")
+        how = (
+            f"{size:,} bytes where the card says {card['bytes']:,}"
+            if isinstance(card.get("bytes"), int) and card["bytes"] != size
+            else "its sha256 differs"
+        )
+        raise UserError(
+            f"{path}: not the file its model card describes ({how}): it was replaced or "
+            f"damaged after the export; export it again from its run (mnist-hpc export RUN)"
+        )
 
 
 class OnnxModel(torch.nn.Module):
@@ -121,9 +131,11 @@ class OnnxModel(torch.nn.Module):
         options.intra_op_num_threads = torch.get_num_threads()
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own error types
-            raise UserError(f"{path}: not a loadable ONNX model ({str(e).splitlines()[0][:160]}); "
-                            f"export it again (mnist-hpc export RUN)") from None
+        except Exception as e:
+            raise UserError(
+                f"{path}: not a loadable ONNX model ({str(e).splitlines()[0][:160]}); "
+                f"export it again (mnist-hpc export RUN)"
+            ) from None
         self.input = self.session.get_inputs()[0].name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -145,19 +157,26 @@ class ExportedModel(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.image_shape is not None and tuple(x.shape[1:]) != self.image_shape:
             want = "×".join(map(str, self.image_shape))
-            hint = ("give 28×28 digits (white on black), or image files, which predict prepares the MNIST way"
-                    if self.image_shape == (1, 28, 28) else "prepare the images as its card's preprocessing says")
-            raise UserError(f"{self.path}: the model takes images of batch×{want} (its model card), got "
-                            f"{'×'.join(map(str, x.shape))}; {hint}")
+            hint = (
+                "give 28×28 digits (white on black), or image files, which predict prepares the MNIST way"
+                if self.image_shape == (1, 28, 28)
+                else "prepare the images as its card's preprocessing says"
+            )
+            raise UserError(
+                f"{self.path}: the model takes images of batch×{want} (its model card), got "
+                f"{'×'.join(map(str, x.shape))}; {hint}"
+            )
         try:
             return self.inner(x)
         except UserError:
             raise
-        except Exception as e:  # noqa: BLE001 - runtimes raise their own error types
+        except Exception as e:
             first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-            raise UserError(f"{self.path}: the exported model failed on a batch of shape "
-                            f"{'×'.join(map(str, x.shape))} ({first}); check the input against its model "
-                            f"card, or export it again") from None
+            raise UserError(
+                f"{self.path}: the exported model failed on a batch of shape "
+                f"{'×'.join(map(str, x.shape))} ({first}); check the input against its model "
+                f"card, or export it again"
+            ) from None
 
 
 def load_exported(path, device="cpu", *, trust_code: bool = False):
@@ -177,20 +196,25 @@ def load_exported(path, device="cpu", *, trust_code: bool = False):
             warnings.simplefilter("ignore")
             try:
                 model = torch.jit.load(str(path), map_location=device)
-            except Exception as e:  # noqa: BLE001
-                raise UserError(f"{path}: not a loadable TorchScript model ({str(e).splitlines()[0][:160]}); "
-                                f"export it again (mnist-hpc export RUN --format torchscript)") from None
+            except Exception as e:
+                raise UserError(
+                    f"{path}: not a loadable TorchScript model ({str(e).splitlines()[0][:160]}); "
+                    f"export it again (mnist-hpc export RUN --format torchscript)"
+                ) from None
     elif fmt == "state_dict":
         from mnist_hpc.training.restore import model_for_state
 
         model = model_for_state(cfg, card, path, trust_code=trust_code).to(device)
         try:
             model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
-        except Exception as e:  # noqa: BLE001
-            raise CheckpointError(f"{path}: weights do not load into model {cfg.model.name} "
-                                  f"({str(e).splitlines()[0][:160]})") from None
+        except Exception as e:
+            raise CheckpointError(
+                f"{path}: weights do not load into model {cfg.model.name} ({str(e).splitlines()[0][:160]})"
+            ) from None
     else:
-        raise UserError(f"{card_path(path)}: unknown format {fmt!r} (expected one of {', '.join(FORMATS)}); "
-                        f"export the model again (mnist-hpc export RUN)")
+        raise UserError(
+            f"{card_path(path)}: unknown format {fmt!r} (expected one of {', '.join(FORMATS)}); "
+            f"export the model again (mnist-hpc export RUN)"
+        )
     model.eval()
     return ExportedModel(model, path, card).eval(), cfg, path

@@ -15,7 +15,6 @@ import torch
 from mnist_hpc.config.datasets import IMAGE_SUFFIXES
 from mnist_hpc.errors import DataError
 
-
 FOLDER_TEST_FRACTION = 0.1  # a single image folder: this share is the test split (fixed seed)
 
 
@@ -35,7 +34,7 @@ def _decode(paths, channels: int, size: int) -> tuple[torch.Tensor, list[str]]:
         try:
             with Image.open(p) as im:
                 out[i] = np.asarray(im.convert(mode).resize((size, size), Image.BILINEAR))
-        except Exception as e:  # noqa: BLE001 - PIL raises assorted errors on bad files
+        except Exception as e:
             bad.append(f"{p} ({type(e).__name__}: {str(e).splitlines()[0][:60] if str(e) else 'unreadable'})")
     t = torch.from_numpy(out)
     return (t if channels == 1 else t.permute(0, 3, 1, 2).contiguous()), bad
@@ -51,18 +50,24 @@ def read_folder(data_cfg, cache_root=None):
 
     root = Path(os.path.expanduser(data_cfg.root)).resolve()
     staged = Path(cache_root) / "folders" / folder_key(root) if cache_root else None
-    if staged is not None and staged.is_dir():  # unpacked from the data archive (`data pack`, a job's $SLURM_TMPDIR)
+    if (
+        staged is not None and staged.is_dir()
+    ):  # unpacked from the data archive (`data pack`, a job's $SLURM_TMPDIR)
         root = staged
     if not root.is_dir():
-        raise DataError(f"data.root: {data_cfg.root}: not a folder; dataset: folder needs a folder of images, "
-                        f"one subfolder per class")
+        raise DataError(
+            f"data.root: {data_cfg.root}: not a folder; dataset: folder needs a folder of images, "
+            f"one subfolder per class"
+        )
     split_dirs = (root / "train", root / "test")
     two = all(d.is_dir() for d in split_dirs)
     base = split_dirs[0] if two else root
     classes = tuple(sorted(e.name for e in os.scandir(base) if e.is_dir() and not e.name.startswith(".")))
     if len(classes) < 2:
-        raise DataError(f"data.root: {base}: {len(classes)} class folder(s); expected one subfolder per class "
-                        f"(at least two), each holding PNG/JPEG images")
+        raise DataError(
+            f"data.root: {base}: {len(classes)} class folder(s); expected one subfolder per class "
+            f"(at least two), each holding PNG/JPEG images"
+        )
     parts = {}
     for split, folder_ in (("train", split_dirs[0]), ("test", split_dirs[1])) if two else (("all", root),):
         files, labels = [], []
@@ -71,24 +76,36 @@ def read_folder(data_cfg, cache_root=None):
             files += found
             labels += [k] * len(found)
         if not files:
-            raise DataError(f"data.root: {folder_}: no images ({', '.join(IMAGE_SUFFIXES)}) in its class folders")
+            raise DataError(
+                f"data.root: {folder_}: no images ({', '.join(IMAGE_SUFFIXES)}) in its class folders"
+            )
         parts[split] = (files, labels)
-    stamp = hashlib.sha256(repr((str(root), data_cfg.image_size, data_cfg.channels, [
-        (str(f), f.stat().st_size, f.stat().st_mtime_ns) for fs, _ in parts.values() for f in fs])).encode()).hexdigest()
+    stamp = hashlib.sha256(
+        repr(
+            (
+                str(root),
+                data_cfg.image_size,
+                data_cfg.channels,
+                [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for fs, _ in parts.values() for f in fs],
+            )
+        ).encode()
+    ).hexdigest()
     cache = Path(cache_root or root) / "folder-cache" / f"{root.name}-{stamp[:16]}.pt"
     if cache.is_file():
         try:
             saved = torch.load(cache, weights_only=True)
             return saved["x"], saved["y"], saved["tx"], saved["ty"], tuple(saved["classes"])
-        except Exception:  # noqa: BLE001 - a damaged cache is decoded again
+        except Exception:
             pass
     decoded = {}
     for split, (files, labels) in parts.items():
         x, bad = _decode(files, data_cfg.channels, data_cfg.image_size)
         if bad:
             more = f" (+{len(bad) - 3} more)" if len(bad) > 3 else ""
-            raise DataError(f"data.root: {len(bad)} image(s) could not be read: {'; '.join(bad[:3])}{more}; "
-                            f"fix or remove them")
+            raise DataError(
+                f"data.root: {len(bad)} image(s) could not be read: {'; '.join(bad[:3])}{more}; "
+                f"fix or remove them"
+            )
         decoded[split] = (x, torch.tensor(labels, dtype=torch.int64))
     if two:
         (x, y), (tx, ty) = decoded["train"], decoded["test"]
@@ -99,7 +116,7 @@ def read_folder(data_cfg, cache_root=None):
         for k in range(len(classes)):
             idx = (y_all == k).nonzero().flatten()
             idx = idx[torch.randperm(len(idx), generator=g)]
-            test[idx[:max(1, int(round(len(idx) * FOLDER_TEST_FRACTION)))]] = True
+            test[idx[: max(1, round(len(idx) * FOLDER_TEST_FRACTION))]] = True
         x, y, tx, ty = x_all[~test], y_all[~test], x_all[test], y_all[test]
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)

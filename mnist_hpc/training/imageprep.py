@@ -62,8 +62,7 @@ def load_image(path) -> Image.Image:
             img = ImageOps.exif_transpose(im)  # phone photos: honour the rotation tag (a copy)
     except UnidentifiedImageError:
         empty = p.stat().st_size == 0
-        raise UserError(f"{name}: not an image ({'empty file' if empty else 'unknown format'})") \
-            from None
+        raise UserError(f"{name}: not an image ({'empty file' if empty else 'unknown format'})") from None
     except Image.DecompressionBombError:
         raise UserError(f"{name}: not an image (too many pixels to decode safely)") from None
     except PermissionError:
@@ -82,6 +81,7 @@ def prepare(path) -> np.ndarray:
 
 
 # --- steps ------------------------------------------------------------------------------------
+
 
 def _has_alpha(img: Image.Image) -> bool:
     return img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
@@ -112,9 +112,8 @@ def _to_gray(img: Image.Image) -> np.ndarray:
 
 def _border(a: np.ndarray) -> np.ndarray:
     h, w = a.shape
-    k = max(1, int(round(0.02 * min(h, w))))
-    return np.concatenate([a[:k].ravel(), a[-k:].ravel(), a[k:-k, :k].ravel(),
-                           a[k:-k, -k:].ravel()])
+    k = max(1, round(0.02 * min(h, w)))
+    return np.concatenate([a[:k].ravel(), a[-k:].ravel(), a[k:-k, :k].ravel(), a[k:-k, -k:].ravel()])
 
 
 def ink_is_dark(gray: np.ndarray) -> bool:
@@ -164,14 +163,14 @@ def _bbox(ink: np.ndarray):
 
 
 def _crop(ink: np.ndarray) -> np.ndarray:
-    t, b, l, r = _bbox(ink)
-    return ink[t:b + 1, l:r + 1]
+    top, bottom, left, right = _bbox(ink)
+    return ink[top : bottom + 1, left : right + 1]
 
 
 def _resize_long_side(a: np.ndarray, long_side: int) -> np.ndarray:
     h, w = a.shape
     s = long_side / max(h, w)
-    new_w, new_h = max(1, int(round(w * s))), max(1, int(round(h * s)))
+    new_w, new_h = max(1, round(w * s)), max(1, round(h * s))
     if (new_h, new_w) == (h, w):
         return a.copy()
     src = Image.fromarray(np.ascontiguousarray(a, dtype=np.float32))  # mode "F"
@@ -199,8 +198,11 @@ def _dilate(a: np.ndarray, radius: int) -> np.ndarray:
         for dx in range(-r, r + 1):
             if dy * dy + dx * dx > r * r or (dy == 0 and dx == 0):
                 continue
-            np.maximum(out[r + dy:r + dy + h, r + dx:r + dx + w], a,
-                       out=out[r + dy:r + dy + h, r + dx:r + dx + w])
+            np.maximum(
+                out[r + dy : r + dy + h, r + dx : r + dx + w],
+                a,
+                out=out[r + dy : r + dy + h, r + dx : r + dx + w],
+            )
     return out
 
 
@@ -247,8 +249,8 @@ def to_mnist(img: Image.Image, name: str | None = None) -> np.ndarray:
     mass = digit.sum()
     cy = float(digit.sum(axis=1) @ np.arange(h)) / mass
     cx = float(digit.sum(axis=0) @ np.arange(w)) / mass
-    top = min(max(int(math.floor(CENTRE - cy + 0.5)), 0), SIZE - h)
-    left = min(max(int(math.floor(CENTRE - cx + 0.5)), 0), SIZE - w)
+    top = min(max(math.floor(CENTRE - cy + 0.5), 0), SIZE - h)
+    left = min(max(math.floor(CENTRE - cx + 0.5), 0), SIZE - w)
     out = np.zeros((SIZE, SIZE), dtype=np.float64)
-    out[top:top + h, left:left + w] = digit
+    out[top : top + h, left : left + w] = digit
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)

@@ -43,8 +43,10 @@ def find_checkpoint(path, echo=_warn) -> Path:
     found = ckpt.usable(cdir, warn=echo)
     if found is None:
         where = p if p.name == "checkpoints" else p / "checkpoints"  # where train writes them
-        raise UserError(f"{p}: no checkpoint found (expected best.pt or last-*.pt in {where}/)"
-                        + _how_the_run_ended(where.parent))
+        raise UserError(
+            f"{p}: no checkpoint found (expected best.pt or last-*.pt in {where}/)"
+            + _how_the_run_ended(where.parent)
+        )
     return found
 
 
@@ -54,13 +56,18 @@ def _how_the_run_ended(run_dir: Path) -> str:
 
     try:
         st = read_state(run_dir)
-    except Exception:  # noqa: BLE001 - a damaged state only loses this hint
+    except Exception:
         return ""
     if st is None or st.state == "completed":
         return ""
     what = st.describe()
-    then = ("; fix the cause and train it again (see its train.log or job output)" if st.state == "failed"
-            else "; wait for it to save a checkpoint" if st.state == "running" else "")
+    then = (
+        "; fix the cause and train it again (see its train.log or job output)"
+        if st.state == "failed"
+        else "; wait for it to save a checkpoint"
+        if st.state == "running"
+        else ""
+    )
     return f"; the run {what}{then}"
 
 
@@ -71,8 +78,9 @@ def load_for_inference(path, device="cpu", echo=_warn, what="device", *, trust_c
     return loaded.model, loaded.cfg, loaded.path
 
 
-def load_model(path, device="cpu", echo=_warn, what="device", *, trust_code: bool = False,
-               python_model=None) -> Loaded:
+def load_model(
+    path, device="cpu", echo=_warn, what="device", *, trust_code: bool = False, python_model=None
+) -> Loaded:
     """``load_for_inference`` plus the data the model expects (``Loaded.info``)."""
     device = pick_device(device, what=what)
     if exported.is_exported(path):
@@ -81,19 +89,32 @@ def load_model(path, device="cpu", echo=_warn, what="device", *, trust_code: boo
     p = find_checkpoint(path, echo)
     state = ckpt.load(p, map_location=device)
     cfg = config_from_dict(state.get("config", {}), source=f"{p} (stored config)")
-    model = model_for_state(cfg, state, p, run_dir=ckpt.run_of(p), trust_code=trust_code,
-                            python_model=python_model).to(device)
+    model = model_for_state(
+        cfg, state, p, run_dir=ckpt.run_of(p), trust_code=trust_code, python_model=python_model
+    ).to(device)
     try:
         model.load_state_dict(state["model"])
     except (RuntimeError, KeyError) as e:
-        raise UserError(f"{p}: checkpoint weights do not fit model {cfg.model.name}: "
-                        f"{str(e).splitlines()[0][:160]}") from None
+        raise UserError(
+            f"{p}: checkpoint weights do not fit model {cfg.model.name}: {str(e).splitlines()[0][:160]}"
+        ) from None
     model.eval()
     return Loaded(model, cfg, p, data_info(cfg, state))
 
 
-def evaluate_runs(paths, *, data_dir=None, tta=False, device="auto", batch_size=2000, cpus=None,
-                  offline=False, what="--device", trust_code: bool = False, python_model=None):
+def evaluate_runs(
+    paths,
+    *,
+    data_dir=None,
+    tta=False,
+    device="auto",
+    batch_size=2000,
+    cpus=None,
+    offline=False,
+    what="--device",
+    trust_code: bool = False,
+    python_model=None,
+):
     """Test accuracy and loss of each run (its best, else newest checkpoint) and, with several,
     of their averaged predictions: (one dict per run, the ensemble's dict or None).
 
@@ -104,7 +125,9 @@ def evaluate_runs(paths, *, data_dir=None, tta=False, device="auto", batch_size=
     loaded = [load_model(p, dev, trust_code=trust_code, python_model=python_model) for p in paths]
     datasets = {c.data.dataset for _, c, _, _ in loaded}
     if len(datasets) > 1:
-        raise UserError(f"--ensemble: the runs were trained on different datasets ({', '.join(sorted(datasets))})")
+        raise UserError(
+            f"--ensemble: the runs were trained on different datasets ({', '.join(sorted(datasets))})"
+        )
     cfg = loaded[0].cfg
     if cfg.data.dataset == datamod.FOLDER:
         from mnist_hpc.training.imagefolder import read_folder
@@ -120,39 +143,62 @@ def evaluate_runs(paths, *, data_dir=None, tta=False, device="auto", batch_size=
     for model, _, p, info in loaded:
         probs = predict_probs(model, x, info["mean"], info["std"], batch_size, tta=tta)
         total = total + probs
-        results.append({"checkpoint": str(p), "test_accuracy": (probs.argmax(1) == y).float().mean().item(),
-                        "test_loss": nll(probs, y).item()})
+        results.append(
+            {
+                "checkpoint": str(p),
+                "test_accuracy": (probs.argmax(1) == y).float().mean().item(),
+                "test_loss": nll(probs, y).item(),
+            }
+        )
     ensemble = None
     if len(loaded) > 1:
         probs = total / len(loaded)
-        ensemble = {"test_accuracy": (probs.argmax(1) == y).float().mean().item(),
-                    "test_loss": nll(probs, y).item(), "members": len(loaded)}
+        ensemble = {
+            "test_accuracy": (probs.argmax(1) == y).float().mean().item(),
+            "test_loss": nll(probs, y).item(),
+            "members": len(loaded),
+        }
     return results, ensemble
 
 
-def predict_arrays(checkpoint_path, arrays, device="cpu", top=3, *, trust_code: bool = False, python_model=None):
+def predict_arrays(
+    checkpoint_path, arrays, device="cpu", top=3, *, trust_code: bool = False, python_model=None
+):
     """For each MNIST-style image (28×28 uint8, white ink on black): the ``top`` (class name,
     probability) pairs, most likely first."""
     device = pick_device(device, what="device")
-    model, cfg, _, info = load_model(checkpoint_path, device, trust_code=trust_code, python_model=python_model)
+    model, _cfg, _, info = load_model(
+        checkpoint_path, device, trust_code=trust_code, python_model=python_model
+    )
     classes = info["classes"]
     if not len(arrays):
         return []
     for i, a in enumerate(arrays):
         if tuple(getattr(a, "shape", ())) != (28, 28):
-            raise UserError(f"image {i}: shape {tuple(getattr(a, 'shape', ()))}; predict_arrays takes 28×28 "
-                            f"uint8 digits (white ink on black); give image files or PIL images to "
-                            f"Run.predict, which prepares any size the MNIST way")
+            raise UserError(
+                f"image {i}: shape {tuple(getattr(a, 'shape', ()))}; predict_arrays takes 28×28 "
+                f"uint8 digits (white ink on black); give image files or PIL images to "
+                f"Run.predict, which prepares any size the MNIST way"
+            )
     x = torch.stack([torch.as_tensor(a, dtype=torch.uint8) for a in arrays]).to(device)
     size = int(info.get("size", 28))
     if x.shape[-1] != size:  # a model trained on images of another side (an image folder)
-        x = torch.nn.functional.interpolate(x.unsqueeze(1).float(), size=(size, size), mode="bilinear",
-                                            align_corners=False).round().clamp(0, 255).to(torch.uint8).squeeze(1)
+        x = (
+            torch.nn.functional.interpolate(
+                x.unsqueeze(1).float(), size=(size, size), mode="bilinear", align_corners=False
+            )
+            .round()
+            .clamp(0, 255)
+            .to(torch.uint8)
+            .squeeze(1)
+        )
     probs = predict_probs(model, x, info["mean"], info["std"], 256)
     ranked = []
     for pr in probs:
         best = pr.topk(min(top, len(classes)))
-        ranked.append([(classes[i], v) for v, i in zip(best.values.tolist(), best.indices.tolist())])
+        ranked.append(
+            [(classes[i], v) for v, i in zip(best.values.tolist(), best.indices.tolist(), strict=False)]
+        )
     return ranked
 
 
@@ -177,11 +223,19 @@ def predict_each(checkpoint_path, images, device="cpu", top=3, *, trust_code: bo
             prepared.append((p, imageprep.prepare(p), None))
         except UserError as e:
             prepared.append((p, None, str(e)))
-        except Exception as e:  # noqa: BLE001 - an odd file must not cost the other images theirs
-            prepared.append((p, None, f"{p}: cannot prepare the image ({type(e).__name__}: "
-                                      f"{str(e).splitlines()[0][:120] if str(e) else 'no detail'})"))
+        except Exception as e:
+            prepared.append(
+                (
+                    p,
+                    None,
+                    f"{p}: cannot prepare the image ({type(e).__name__}: "
+                    f"{str(e).splitlines()[0][:120] if str(e) else 'no detail'})",
+                )
+            )
     good = [a for _, a, err in prepared if err is None]
     ranked = iter(predict_arrays(checkpoint_path, good, device, top, trust_code=trust_code) if good else [])
     if not good:
-        load_model(checkpoint_path, device, trust_code=trust_code)  # a bad checkpoint is still the first error
+        load_model(
+            checkpoint_path, device, trust_code=trust_code
+        )  # a bad checkpoint is still the first error
     return [(p, None if err else next(ranked), err) for p, _, err in prepared]

@@ -30,19 +30,21 @@ def confusion_matrix(y_true: Iterable, y_pred: Iterable, num_classes: int) -> li
     if len(true) != len(pred):
         raise ValueError(f"y_true has {len(true)} labels but y_pred has {len(pred)}")
     flat = [0] * (n * n)
-    for t, p in zip(true, pred):
+    for t, p in zip(true, pred, strict=False):
         if not (0 <= t < n and 0 <= p < n):
             raise ValueError(f"label out of range 0..{n - 1}: true={t}, pred={p}")
         flat[t * n + p] += 1
-    return [flat[i * n:(i + 1) * n] for i in range(n)]
+    return [flat[i * n : (i + 1) * n] for i in range(n)]
 
 
 def _as_square(cm: Sequence[Sequence]) -> list[list[int]]:
     """The matrix as a list of lists of ints (accepts numpy arrays or nested lists)."""
     rows = [[int(v) for v in row] for row in cm]
     if any(len(row) != len(rows) for row in rows):
-        raise ValueError(f"the confusion matrix must be square, got {len(rows)} rows of lengths "
-                         f"{sorted({len(r) for r in rows})}")
+        raise ValueError(
+            f"the confusion matrix must be square, got {len(rows)} rows of lengths "
+            f"{sorted({len(r) for r in rows})}"
+        )
     return rows
 
 
@@ -62,7 +64,7 @@ def per_class_metrics(cm: Sequence[Sequence], class_names: Sequence[str]) -> dic
         raise ValueError(f"{len(names)} class names for a {len(rows)}x{len(rows)} confusion matrix")
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate class names: {names}")
-    col_sums = [sum(col) for col in zip(*rows)] if rows else []
+    col_sums = [sum(col) for col in zip(*rows, strict=False)] if rows else []
     out: dict[str, dict] = {}
     for i, name in enumerate(names):
         tp = rows[i][i]
@@ -94,7 +96,8 @@ def top_confusions(cm: Sequence[Sequence], class_names: Sequence[str], k: int = 
     """
     rows = _as_square(cm)
     names = [str(c) for c in class_names]
-    pairs = [(rows[t][p], t, p) for t in range(len(rows)) for p in range(len(rows))
-             if t != p and rows[t][p] > 0]
+    pairs = [
+        (rows[t][p], t, p) for t in range(len(rows)) for p in range(len(rows)) if t != p and rows[t][p] > 0
+    ]
     pairs.sort(key=lambda x: (-x[0], x[1], x[2]))
-    return [(names[t], names[p], c) for c, t, p in pairs[:max(0, int(k))]]
+    return [(names[t], names[p], c) for c, t, p in pairs[: max(0, int(k))]]

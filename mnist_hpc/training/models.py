@@ -17,7 +17,6 @@ tiny batch to check the output is (N, num_classes), each failure one line in the
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import torch
 from torch import nn
@@ -49,10 +48,16 @@ def cnn(shape: DataShape, channels, hidden, dropout1, dropout2) -> nn.Module:
     c1, c2 = channels
     side = (shape.size - 4) // 2
     return nn.Sequential(
-        nn.Conv2d(shape.channels, c1, 3), nn.ReLU(),
-        nn.Conv2d(c1, c2, 3), nn.ReLU(),
-        nn.MaxPool2d(2), nn.Dropout(dropout1), nn.Flatten(),
-        nn.Linear(c2 * side * side, hidden), nn.ReLU(), nn.Dropout(dropout2),
+        nn.Conv2d(shape.channels, c1, 3),
+        nn.ReLU(),
+        nn.Conv2d(c1, c2, 3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Dropout(dropout1),
+        nn.Flatten(),
+        nn.Linear(c2 * side * side, hidden),
+        nn.ReLU(),
+        nn.Dropout(dropout2),
         nn.Linear(hidden, shape.num_classes),
     )
 
@@ -62,9 +67,18 @@ def lenet5(shape: DataShape, activation) -> nn.Module:
     act = _ACT[activation]
     side = (shape.size // 2 - 4) // 2
     return nn.Sequential(
-        nn.Conv2d(shape.channels, 6, 5, padding=2), act(), nn.MaxPool2d(2),
-        nn.Conv2d(6, 16, 5), act(), nn.MaxPool2d(2), nn.Flatten(),
-        nn.Linear(16 * side * side, 120), act(), nn.Linear(120, 84), act(), nn.Linear(84, shape.num_classes),
+        nn.Conv2d(shape.channels, 6, 5, padding=2),
+        act(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5),
+        act(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16 * side * side, 120),
+        act(),
+        nn.Linear(120, 84),
+        act(),
+        nn.Linear(84, shape.num_classes),
     )
 
 
@@ -94,12 +108,16 @@ def fast(shape: DataShape, width, depth, channels=(), head="max", downsample="ma
     commutes with ReLU and with a per-channel increasing affine map) at a quarter of the BN/ReLU
     cost; on CPU, max-pool is the dearest op of a step unless run channels_last.
     """
-    widths = list(channels) or [width * 2 ** i for i in range(depth)]
+    widths = list(channels) or [width * 2**i for i in range(depth)]
     layers: list[nn.Module] = []
     c_in, size = shape.channels, shape.size
     for c_out in widths:
         for _ in range(convs - 1):
-            layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(inplace=True),
+            ]
             c_in = c_out
         if downsample == "stride":
             layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False)]
@@ -119,8 +137,9 @@ def fast(shape: DataShape, width, depth, channels=(), head="max", downsample="ma
 # The built-in nets: name -> builder(shape, **the section's params). A new built-in is a section
 # class in config/models.py (listed in MODEL_SPECS) and its builder here.
 BUILDERS = {"mlp": mlp, "cnn": cnn, "lenet5": lenet5, "resnet18": resnet18, "fast": fast}
-assert set(BUILDERS) == {n for n, s in MODEL_SPECS.items() if s.section.source == "builtin"}, \
+assert set(BUILDERS) == {n for n, s in MODEL_SPECS.items() if s.section.source == "builtin"}, (
     "config/models.py and training/models.py must name the same built-in models"
+)
 
 
 # --------------------------------------------------------------------------- torchvision
@@ -141,8 +160,10 @@ def _tv_weights_enum(arch: str, name: str):
         return enum.DEFAULT if name == "DEFAULT" else enum[name.split(".")[-1]]
     except KeyError:
         names = ", ".join(["DEFAULT", *(w.name for w in enum)])
-        raise ConfigError(f"model.weights: {name!r} is not a weights name of {arch}; expected one of {names} "
-                          f"(or null, or a .pth file)") from None
+        raise ConfigError(
+            f"model.weights: {name!r} is not a weights name of {arch}; expected one of {names} "
+            f"(or null, or a .pth file)"
+        ) from None
 
 
 def hub_weights_path(arch: str, name: str) -> tuple[Path, object]:
@@ -163,10 +184,12 @@ def weights_path(model_cfg) -> Path:
         return path
     path, enum = hub_weights_path(model_cfg.arch, model_cfg.weights)
     if not path.is_file():
-        raise UserError(f"model.weights: {model_cfg.arch} {enum} is not in the torch hub cache ({path}); "
-                        f"compute nodes have no internet: run `mnist-hpc models download {model_cfg.arch} "
-                        f"--weights {model_cfg.weights}` on a login node, with $TORCH_HOME set to the "
-                        f"place the job reads")
+        raise UserError(
+            f"model.weights: {model_cfg.arch} {enum} is not in the torch hub cache ({path}); "
+            f"compute nodes have no internet: run `mnist-hpc models download {model_cfg.arch} "
+            f"--weights {model_cfg.weights}` on a login node, with $TORCH_HOME set to the "
+            f"place the job reads"
+        )
     return path
 
 
@@ -175,9 +198,11 @@ def _load_weights_file(path: Path, key: str = "model.weights") -> dict:
         raise UserError(f"{key}: {path}: not found")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - a truncated or foreign file
-        raise UserError(f"{key}: {path}: not a loadable weights file ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0][:120] if str(e) else 'unreadable'})") from None
+    except Exception as e:
+        raise UserError(
+            f"{key}: {path}: not a loadable weights file ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:120] if str(e) else 'unreadable'})"
+        ) from None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]  # a checkpoint of this tool, or a training script's {"model": ...}
     if not isinstance(state, dict):
@@ -185,7 +210,7 @@ def _load_weights_file(path: Path, key: str = "model.weights") -> dict:
     return state
 
 
-def _first_rgb_conv(model: nn.Module) -> Optional[tuple[nn.Module, str, nn.Conv2d]]:
+def _first_rgb_conv(model: nn.Module) -> tuple[nn.Module, str, nn.Conv2d] | None:
     for name, mod in model.named_modules():
         if isinstance(mod, nn.Conv2d) and mod.in_channels == 3:
             parent_name, _, attr = name.rpartition(".")
@@ -195,12 +220,13 @@ def _first_rgb_conv(model: nn.Module) -> Optional[tuple[nn.Module, str, nn.Conv2
     return None
 
 
-def _last_head(model: nn.Module, width: int) -> Optional[tuple[nn.Module, str, nn.Module]]:
+def _last_head(model: nn.Module, width: int) -> tuple[nn.Module, str, nn.Module] | None:
     """The classifier layer: the last Linear (or 1x1 Conv, SqueezeNet) with ``width`` outputs."""
     found = None
     for name, mod in model.named_modules():
-        if (isinstance(mod, nn.Linear) and mod.out_features == width) or \
-                (isinstance(mod, nn.Conv2d) and mod.out_channels == width):
+        if (isinstance(mod, nn.Linear) and mod.out_features == width) or (
+            isinstance(mod, nn.Conv2d) and mod.out_channels == width
+        ):
             found = (name, mod)
     if found is None:
         return None
@@ -218,7 +244,9 @@ class Resized(nn.Module):
 
     def forward(self, x):
         if x.shape[-1] != self.size or x.shape[-2] != self.size:
-            x = nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+            x = nn.functional.interpolate(
+                x, size=(self.size, self.size), mode="bilinear", align_corners=False
+            )
         return self.net(x)
 
 
@@ -230,8 +258,17 @@ def adapt_torchvision(net: nn.Module, shape: DataShape, n_out: int) -> nn.Module
         found = _first_rgb_conv(net)
         if found is not None:
             parent, attr, conv = found
-            new = nn.Conv2d(1, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
-                            conv.groups, conv.bias is not None, padding_mode=conv.padding_mode)
+            new = nn.Conv2d(
+                1,
+                conv.out_channels,
+                conv.kernel_size,
+                conv.stride,
+                conv.padding,
+                conv.dilation,
+                conv.groups,
+                conv.bias is not None,
+                padding_mode=conv.padding_mode,
+            )
             with torch.no_grad():
                 new.weight.copy_(conv.weight.sum(1, keepdim=True))
                 if conv.bias is not None:
@@ -263,8 +300,10 @@ def torchvision_model(model_cfg, shape: DataShape, *, load_weights: bool = True)
     if arch not in torchvision_arches():
         from mnist_hpc.config.validate import did_you_mean
 
-        raise ConfigError(f"model.arch: {arch!r} is not a classification model of torchvision.models"
-                          f"{did_you_mean(arch, torchvision_arches())}; `mnist-hpc models --torchvision` lists them")
+        raise ConfigError(
+            f"model.arch: {arch!r} is not a classification model of torchvision.models"
+            f"{did_you_mean(arch, torchvision_arches())}; `mnist-hpc models --torchvision` lists them"
+        )
     kwargs = {"aux_logits": False, "init_weights": False} if arch in ("googlenet", "inception_v3") else {}
     try:
         net = tvm.get_model(arch, weights=None, **kwargs)
@@ -279,8 +318,10 @@ def torchvision_model(model_cfg, shape: DataShape, *, load_weights: bool = True)
                 net.load_state_dict(state, strict=False) if kwargs else net.load_state_dict(state)
             except RuntimeError as e:
                 lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-                raise UserError(f"model.weights: {weights}: does not fit {arch} "
-                                f"({(lines[1] if len(lines) > 1 else lines[0] if lines else '')[:160]})") from None
+                raise UserError(
+                    f"model.weights: {weights}: does not fit {arch} "
+                    f"({(lines[1] if len(lines) > 1 else lines[0] if lines else '')[:160]})"
+                ) from None
     net = adapt_torchvision(net, shape, 1000)
     return Resized(net, model_cfg.resize) if model_cfg.resize else net
 
@@ -291,22 +332,28 @@ def download_weights(arch: str, name: str = "DEFAULT") -> tuple[Path, bool]:
     if arch not in torchvision_arches():
         from mnist_hpc.config.validate import did_you_mean
 
-        raise ConfigError(f"{arch!r} is not a classification model of torchvision.models"
-                          f"{did_you_mean(arch, torchvision_arches())}")
+        raise ConfigError(
+            f"{arch!r} is not a classification model of torchvision.models"
+            f"{did_you_mean(arch, torchvision_arches())}"
+        )
     path, weights = hub_weights_path(arch, name)
     if path.is_file():
         return path, False
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        torch.hub.download_url_to_file(weights.url, str(path), hash_prefix=_hash_prefix(path.name), progress=True)
-    except Exception as e:  # noqa: BLE001 - no network, a proxy, a full disk
-        raise UserError(f"{arch} {name}: download from {weights.url} failed ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0][:120] if str(e) else 'no detail'}); this needs internet (a "
-                        f"login node); or copy the file to {path}") from None
+        torch.hub.download_url_to_file(
+            weights.url, str(path), hash_prefix=_hash_prefix(path.name), progress=True
+        )
+    except Exception as e:
+        raise UserError(
+            f"{arch} {name}: download from {weights.url} failed ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:120] if str(e) else 'no detail'}); this needs internet (a "
+            f"login node); or copy the file to {path}"
+        ) from None
     return path, True
 
 
-def _hash_prefix(filename: str) -> Optional[str]:
+def _hash_prefix(filename: str) -> str | None:
     """torch.hub's convention: ``name-<first digits of the sha256>.pth``."""
     import re
 
@@ -317,15 +364,21 @@ def _hash_prefix(filename: str) -> Optional[str]:
 # --------------------------------------------------------------------------- one entry
 
 
-def model_code(model_cfg) -> Optional[ModelCode]:
+def model_code(model_cfg) -> ModelCode | None:
     """The code a custom model section points at, read (None for the other sources)."""
     if getattr(model_cfg, "source", "builtin") != "custom":
         return None
     return usercode.read_code(model_cfg.file)
 
 
-def build_model(model_cfg: ModelSection | dict, shape: DataShape = MNIST_SHAPE, *,
-                code: Optional[ModelCode] = None, factory=None, load_weights: bool = True) -> nn.Module:
+def build_model(
+    model_cfg: ModelSection | dict,
+    shape: DataShape = MNIST_SHAPE,
+    *,
+    code: ModelCode | None = None,
+    factory=None,
+    load_weights: bool = True,
+) -> nn.Module:
     """The torch module for ``cfg.model`` (or a plain ``{"name": ..., **params}`` dict) and data of
     ``shape``. A custom model runs ``factory`` (a class or function given from Python) or the
     section's factory from ``code`` (default: the section's file, read now)."""
@@ -361,8 +414,14 @@ def _describe_output(out) -> str:
     return f"a {type(out).__name__}"
 
 
-def check_model(model_cfg, shape: DataShape, *, code: Optional[ModelCode] = None, factory=None,
-                model: Optional[nn.Module] = None) -> int:
+def check_model(
+    model_cfg,
+    shape: DataShape,
+    *,
+    code: ModelCode | None = None,
+    factory=None,
+    model: nn.Module | None = None,
+) -> int:
     """Build the model on the meta device and count its parameters (refused over MAX_PARAMS or
     with none to train), then run one forward of a batch of 2 on the CPU and check the output is
     (2, num_classes). Returns the parameter count. Each failure is one line in the user's terms;
@@ -375,15 +434,21 @@ def check_model(model_cfg, shape: DataShape, *, code: Optional[ModelCode] = None
     trainable = sum(p.numel() for p in meta.parameters() if p.requires_grad)
     what = f"model {model_cfg.name}" + (f" {model_cfg.factory}" if getattr(model_cfg, "factory", "") else "")
     if n > MAX_PARAMS:
-        raise ConfigError(f"{what}: {n:,} parameters; the cap is {MAX_PARAMS:,} (MAX_PARAMS in "
-                          f"mnist_hpc/config/models.py)")
+        raise ConfigError(
+            f"{what}: {n:,} parameters; the cap is {MAX_PARAMS:,} (MAX_PARAMS in mnist_hpc/config/models.py)"
+        )
     if trainable == 0:
-        raise ConfigError(f"{what}: has no trainable parameters (requires_grad is off for all of them, or "
-                          f"the network defines no layers); nothing would learn")
+        raise ConfigError(
+            f"{what}: has no trainable parameters (requires_grad is off for all of them, or "
+            f"the network defines no layers); nothing would learn"
+        )
     if model_cfg.source == "builtin" and model is None:
         return n
-    real = model if model is not None else build_model(model_cfg, shape, code=code, factory=factory,
-                                                       load_weights=False)
+    real = (
+        model
+        if model is not None
+        else build_model(model_cfg, shape, code=code, factory=factory, load_weights=False)
+    )
     probe_forward(real, shape, code, what)
     return n
 
@@ -403,15 +468,20 @@ def _build_on_meta(model_cfg, shape: DataShape, code, factory) -> nn.Module:
     return build_model(model_cfg, shape, code=code, factory=factory, load_weights=False)
 
 
-def probe_forward(model: nn.Module, shape: DataShape, code: Optional[ModelCode], what: str) -> None:
+def probe_forward(model: nn.Module, shape: DataShape, code: ModelCode | None, what: str) -> None:
     """One forward pass of a (2, C, H, W) batch: the output must be (2, num_classes). A layer that
     refuses its input is named with the data's image size."""
     entered: list = []
     hooks = []
     for name, mod in model.named_modules():
         if not list(mod.children()):
-            hooks.append(mod.register_forward_pre_hook(
-                lambda m, inp, name=name: entered.append((name, m, tuple(inp[0].shape) if inp and isinstance(inp[0], torch.Tensor) else None))))
+            hooks.append(
+                mod.register_forward_pre_hook(
+                    lambda m, inp, name=name: entered.append(
+                        (name, m, tuple(inp[0].shape) if inp and isinstance(inp[0], torch.Tensor) else None)
+                    )
+                )
+            )
     was_training = model.training
     model.eval()
     x = torch.zeros(2, *shape.input_shape)
@@ -421,24 +491,32 @@ def probe_forward(model: nn.Module, shape: DataShape, code: Optional[ModelCode],
                 out = model(x)
             except UserCodeError:
                 raise
-            except Exception as e:  # noqa: BLE001 - the user's forward
+            except Exception as e:
                 first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
                 image = f"{shape.channels}x{shape.size}x{shape.size}"
                 if entered:
                     name, mod, in_shape = entered[-1]
                     layer = f"layer {name or '(top)'} ({_layer_text(mod)})"
-                    raise UserCodeError(f"{what}: forward failed in {layer} on input {in_shape}: {first}; the "
-                                        f"data's images are {image} (batch, channels, height, width = "
-                                        f"{(2, *shape.input_shape)})", usercode._frames(e, code) if code else "") from None
-                raise UserCodeError(f"{what}: forward of a batch {(2, *shape.input_shape)} ({image} images) raised "
-                                    f"{type(e).__name__}: {first}", usercode._frames(e, code) if code else "") from None
+                    raise UserCodeError(
+                        f"{what}: forward failed in {layer} on input {in_shape}: {first}; the "
+                        f"data's images are {image} (batch, channels, height, width = "
+                        f"{(2, *shape.input_shape)})",
+                        usercode._frames(e, code) if code else "",
+                    ) from None
+                raise UserCodeError(
+                    f"{what}: forward of a batch {(2, *shape.input_shape)} ({image} images) raised "
+                    f"{type(e).__name__}: {first}",
+                    usercode._frames(e, code) if code else "",
+                ) from None
     finally:
         for h in hooks:
             h.remove()
         model.train(was_training)
     if not (isinstance(out, torch.Tensor) and tuple(out.shape) == (2, shape.num_classes)):
-        raise UserCodeError(f"{what}: forward must return logits of shape (N, {shape.num_classes}) (N images, "
-                            f"{shape.num_classes} classes); for a batch of 2 it returned {_describe_output(out)}")
+        raise UserCodeError(
+            f"{what}: forward must return logits of shape (N, {shape.num_classes}) (N images, "
+            f"{shape.num_classes} classes); for a batch of 2 it returned {_describe_output(out)}"
+        )
 
 
 def _layer_text(mod: nn.Module) -> str:
@@ -489,18 +567,29 @@ def summary_text(model: nn.Module, title: str, input_shape=(1, 1, 28, 28)) -> st
     """A Keras ``model.summary()``-like table."""
     rows = summary_rows(model, input_shape)
     w1 = max([len("Layer (type)")] + [len(f"{n} ({t})") for n, t, _, _ in rows])
+
     def fmt(shape):
         return "(None, " + ", ".join(str(d) for d in shape[1:]) + ")" if isinstance(shape, tuple) else shape
 
     w2 = max([len("Output Shape")] + [len(fmt(s)) for _, _, s, _ in rows])
     line = "-" * (w1 + w2 + 16)
-    out = [f"Model: {title}", line, f"{'Layer (type)':<{w1}}  {'Output Shape':<{w2}}  {'Param #':>10}", "=" * len(line)]
+    out = [
+        f"Model: {title}",
+        line,
+        f"{'Layer (type)':<{w1}}  {'Output Shape':<{w2}}  {'Param #':>10}",
+        "=" * len(line),
+    ]
     for n, t, s, p in rows:
         out.append(f"{n + ' (' + t + ')':<{w1}}  {fmt(s):<{w2}}  {p:>10,}")
     total = count_params(model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    out += ["=" * len(line), f"Total params: {total:,} ({size_mb(model):.2f} MB)",
-            f"Trainable params: {trainable:,}", f"Non-trainable params: {total - trainable:,}", line]
+    out += [
+        "=" * len(line),
+        f"Total params: {total:,} ({size_mb(model):.2f} MB)",
+        f"Trainable params: {trainable:,}",
+        f"Non-trainable params: {total - trainable:,}",
+        line,
+    ]
     return "\n".join(out)
 
 
@@ -512,9 +601,22 @@ class PreparedModel:
     data shape, the user's code (custom) or Python object (``train(cfg, model=...)``), and the
     parameter count. ``build()`` makes the module; ``record()`` is what run.json keeps."""
 
-    def __init__(self, model_cfg, shape: DataShape, *, code: Optional[ModelCode] = None, factory=None,
-                 instance: Optional[nn.Module] = None):
-        self.cfg, self.shape, self.code, self.factory, self.instance = model_cfg, shape, code, factory, instance
+    def __init__(
+        self,
+        model_cfg,
+        shape: DataShape,
+        *,
+        code: ModelCode | None = None,
+        factory=None,
+        instance: nn.Module | None = None,
+    ):
+        self.cfg, self.shape, self.code, self.factory, self.instance = (
+            model_cfg,
+            shape,
+            code,
+            factory,
+            instance,
+        )
         self.params = check_model(model_cfg, shape, code=code, factory=factory, model=instance)
 
     def build(self) -> nn.Module:
@@ -527,7 +629,7 @@ class PreparedModel:
         """Defined in Python without a file (a notebook cell): later processes cannot rebuild it."""
         return self.cfg.source == "custom" and self.code is None
 
-    def record(self) -> Optional[dict]:
+    def record(self) -> dict | None:
         if self.code is not None:
             return self.code.record(self.cfg.factory)
         if self.in_session_only:
@@ -538,7 +640,7 @@ class PreparedModel:
 IN_PYTHON = "<python>"  # model.file of a network given as a Python object without a source file
 
 
-def _python_source(obj) -> tuple[Optional[str], str]:
+def _python_source(obj) -> tuple[str | None, str]:
     """(the file defining ``obj``'s class or function, or None for __main__/a notebook; its name)."""
     import inspect
 
@@ -566,19 +668,25 @@ def prepare_model(cfg, shape: DataShape, model=None) -> PreparedModel:
         args = dict(cfg.model.args) if cfg.model.source == "custom" else {}
         instance = model if isinstance(model, nn.Module) else None
         if instance is None and not callable(model):
-            raise UserError(f"model=: expected an nn.Module, a class or a function returning one; got "
-                            f"{type(model).__name__}")
+            raise UserError(
+                f"model=: expected an nn.Module, a class or a function returning one; got "
+                f"{type(model).__name__}"
+            )
         cfg.model = CustomModel(file=path or IN_PYTHON, factory=name, args=args)
         if path and instance is None:
             code = usercode.read_code(path)
             usercode.trust(code)
             return PreparedModel(cfg.model, shape, code=code, factory=model)
-        return PreparedModel(cfg.model, shape, factory=None if instance is not None else model, instance=instance)
+        return PreparedModel(
+            cfg.model, shape, factory=None if instance is not None else model, instance=instance
+        )
     if cfg.model.source == "custom":
         if cfg.model.file == IN_PYTHON:
-            raise UserError(f"model: {cfg.model.factory} was defined in Python (a notebook cell) and has no "
-                            f"file; pass it again (mnist_hpc.train(cfg, model={cfg.model.factory})), or move "
-                            f"the class into a file (e.g. nets/mynet.py) and set model.file and model.factory")
+            raise UserError(
+                f"model: {cfg.model.factory} was defined in Python (a notebook cell) and has no "
+                f"file; pass it again (mnist_hpc.train(cfg, model={cfg.model.factory})), or move "
+                f"the class into a file (e.g. nets/mynet.py) and set model.file and model.factory"
+            )
         code = usercode.read_code(cfg.model.file)
         usercode.trust(code)
         return PreparedModel(cfg.model, shape, code=code)

@@ -64,9 +64,14 @@ def probe(cfg, *, reuse: bool = True) -> Probe:
         times.append(time.perf_counter() - start)
     seconds = sorted(times)[len(times) // 2]
     when = datetime.now().strftime("%Y-%m-%d %H:%M")
-    stored[key] = {"step_seconds": seconds, "device": name, "when": when, "batch": cfg.data.batch_size,
-                   "steps": len(times),
-                   "load": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+    stored[key] = {
+        "step_seconds": seconds,
+        "device": name,
+        "when": when,
+        "batch": cfg.data.batch_size,
+        "steps": len(times),
+        "load": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
     path = store_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

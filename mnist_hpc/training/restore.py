@@ -9,8 +9,6 @@ data it was trained for (classes, channels, side, normalisation) comes from the 
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 from mnist_hpc.config.datasets import DATASETS, DataShape
@@ -19,7 +17,7 @@ from mnist_hpc.training import usercode
 from mnist_hpc.training.models import build_model
 
 
-def data_info(cfg, state: Optional[dict] = None) -> dict:
+def data_info(cfg, state: dict | None = None) -> dict:
     """The classes and normalisation a model was trained with: as its checkpoint (or export card)
     recorded them, else the dataset registry's (checkpoints of earlier versions; MNIST-family only)."""
     stored = (state or {}).get("data_info")
@@ -27,14 +25,23 @@ def data_info(cfg, state: Optional[dict] = None) -> dict:
         return stored
     spec = DATASETS.get(cfg.data.dataset)
     if spec is None or spec.mean is None:
-        raise UserError(f"{cfg.data.dataset}: this checkpoint does not record its classes and normalisation; "
-                        f"train it again with this version")
-    return {"dataset": spec.name, "classes": list(spec.classes), "channels": 1, "size": 28,
-            "mean": spec.mean, "std": spec.std}
+        raise UserError(
+            f"{cfg.data.dataset}: this checkpoint does not record its classes and normalisation; "
+            f"train it again with this version"
+        )
+    return {
+        "dataset": spec.name,
+        "classes": list(spec.classes),
+        "channels": 1,
+        "size": 28,
+        "mean": spec.mean,
+        "std": spec.std,
+    }
 
 
-def model_for_state(cfg, state: dict, where, *, run_dir=None, trust_code: bool = False,
-                    python_model=None) -> torch.nn.Module:
+def model_for_state(
+    cfg, state: dict, where, *, run_dir=None, trust_code: bool = False, python_model=None
+) -> torch.nn.Module:
     """The module for ``state``'s weights (see the module's docstring)."""
     info = data_info(cfg, state)
     shape = DataShape(tuple(info["classes"]), int(info.get("channels", 1)), int(info.get("size", 28)))
@@ -48,8 +55,12 @@ def model_for_state(cfg, state: dict, where, *, run_dir=None, trust_code: bool =
                 return copy.deepcopy(python_model)
             return build_model(cfg.model, shape, factory=python_model)
         if not record.get("sha256"):
-            raise UserError(f"{where}: the network ({cfg.model.factory}) was defined in Python without a file, so "
-                            f"no other process can rebuild it; move the class into a file (e.g. nets/mynet.py), "
-                            f"set model.file and model.factory, and train again")
-        code = usercode.code_from_record(record, record.get("text"), where, run_dir=run_dir, trust_code=trust_code)
+            raise UserError(
+                f"{where}: the network ({cfg.model.factory}) was defined in Python without a file, so "
+                f"no other process can rebuild it; move the class into a file (e.g. nets/mynet.py), "
+                f"set model.file and model.factory, and train again"
+            )
+        code = usercode.code_from_record(
+            record, record.get("text"), where, run_dir=run_dir, trust_code=trust_code
+        )
     return build_model(cfg.model, shape, code=code, load_weights=False)

@@ -20,9 +20,9 @@ The rules:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
 
 from mnist_hpc.errors import CheckpointError, ConfigError, UserError
 from mnist_hpc.runs import folder
@@ -36,38 +36,56 @@ class Start:
 
     run_dir: Path
     identity: dict = field(default_factory=dict)
-    lock: Optional[runstate.RunLock] = None
-    resume: Optional[Path] = None  # a checkpoint whose full state the run continues from
-    init_from: Optional[Path] = None  # a checkpoint whose weights a new run starts from
-    parent_run: Optional[str] = None
+    lock: runstate.RunLock | None = None
+    resume: Path | None = None  # a checkpoint whose full state the run continues from
+    init_from: Path | None = None  # a checkpoint whose weights a new run starts from
+    parent_run: str | None = None
     changes: dict = field(default_factory=dict)  # {key: [old, new]} that the resume applies
     done: bool = False  # a completed run with nothing more to train: nothing to do
 
     def shared(self) -> dict:
-        return {"run_dir": str(self.run_dir), "resume": self.resume and str(self.resume),
-                "init_from": self.init_from and str(self.init_from), "done": self.done}
+        return {
+            "run_dir": str(self.run_dir),
+            "resume": self.resume and str(self.resume),
+            "init_from": self.init_from and str(self.init_from),
+            "done": self.done,
+        }
 
     def release(self) -> None:
         if self.lock is not None:
             self.lock.release()
 
 
-def plan(cfg, *, run_dir=None, resume=None, init_from=None, job_suffix=None, job_id=None,
-         echo: Callable[[str], None] = print, code=None) -> Start:
+def plan(
+    cfg,
+    *,
+    run_dir=None,
+    resume=None,
+    init_from=None,
+    job_suffix=None,
+    job_id=None,
+    echo: Callable[[str], None] = print,
+    code=None,
+) -> Start:
     """Decide and claim the run folder for training ``cfg`` (see the module's rules). ``code``:
     the custom model's code (training/usercode.py): a run is continued only with the code it
     started with."""
     if resume and init_from:
-        raise ConfigError("--resume and --init-from: pick one (--resume continues a run; "
-                          "--init-from starts a new run from its weights)")
+        raise ConfigError(
+            "--resume and --init-from: pick one (--resume continues a run; "
+            "--init-from starts a new run from its weights)"
+        )
     if init_from:
         return _init_from(cfg, init_from, run_dir, job_id, echo)
     path, kind, auto = folder.locate_run_dir(cfg, run_dir, resume, job_suffix)  # auto: a name we chose
     if kind is None:
         return claim(cfg, path, auto=auto, job_id=job_id, echo=echo)
     if kind == "auto":
-        src, state = (ckpt.newest_valid(path / "checkpoints", warn=echo)
-                      if (path / "checkpoints").is_dir() else (None, None))
+        src, state = (
+            ckpt.newest_valid(path / "checkpoints", warn=echo)
+            if (path / "checkpoints").is_dir()
+            else (None, None)
+        )
         if src is None:
             echo(f"--resume auto: no checkpoint in {path / 'checkpoints'}; starting from scratch")
             return claim(cfg, path, auto=auto, job_id=job_id, echo=echo)
@@ -86,10 +104,13 @@ def _check_same_code(state: dict, code, src: Path) -> None:
         f"{src}: model.file {code.path} differs from the code this run was trained with (sha256 {before[:12]} "
         f"-> {code.sha256[:12]}); --resume continues the same run: resume with the run's own copy "
         f"(mnist-hpc train {run / 'config.yaml'} --run-dir {run} --resume auto), or start a new run from "
-        f"its weights: mnist-hpc train CONFIG --init-from {run}")
+        f"its weights: mnist-hpc train CONFIG --init-from {run}"
+    )
 
 
-def _continue(cfg, path: Path, auto: bool, src: Path, state: dict, job_id, echo, newest=False, code=None) -> Start:
+def _continue(
+    cfg, path: Path, auto: bool, src: Path, state: dict, job_id, echo, newest=False, code=None
+) -> Start:
     """Continue the run of checkpoint ``src``: in its folder, or in a new one. ``newest``: src
     is its run's newest valid checkpoint (newer unreadable files are overwritten as it goes)."""
     changes = ckpt.check_compatible(state, cfg.to_dict(), src)
@@ -98,8 +119,10 @@ def _continue(cfg, path: Path, auto: bool, src: Path, state: dict, job_id, echo,
     _check_belongs(state, src_run, src)
     completed = (src_run / "summary.json").is_file()
     if completed and not _more_to_train(state, cfg):
-        echo(f"{src_run}: the run is complete ({state.get('epoch')} epochs); nothing to resume. To train "
-             f"longer, raise train.epochs: that continues it in a new run folder")
+        echo(
+            f"{src_run}: the run is complete ({state.get('epoch')} epochs); nothing to resume. To train "
+            f"longer, raise train.epochs: that continues it in a new run folder"
+        )
         return Start(src_run, done=True)
     newest = newest or ckpt.list_checkpoints(src.parent)[:1] == [src]
     same = path.exists() and src_run.is_dir() and path.resolve() == src_run.resolve()
@@ -123,9 +146,11 @@ def _check_belongs(state: dict, src_run: Path, src: Path) -> None:
     """Refuse a checkpoint stamped with another run's id than the folder it sits in."""
     theirs, ours = state.get("run_id"), runstate.read_identity(src_run)
     if theirs and ours and ours["run_id"] != theirs:
-        raise CheckpointError(f"{src}: this checkpoint belongs to run {theirs}, but {src_run} holds run "
-                              f"{ours['run_id']} (copied from another run?); resume it from its own folder, "
-                              f"or start a new run from its weights with --init-from {src}")
+        raise CheckpointError(
+            f"{src}: this checkpoint belongs to run {theirs}, but {src_run} holds run "
+            f"{ours['run_id']} (copied from another run?); resume it from its own folder, "
+            f"or start a new run from its weights with --init-from {src}"
+        )
 
 
 def _in_place(path: Path, job_id) -> Start:
@@ -157,7 +182,7 @@ def _init_from(cfg, source, run_dir, job_id, echo) -> Start:
     return start
 
 
-def claim(cfg, path: Optional[Path], *, auto: bool, parent_run=None, job_id=None, echo=print) -> Start:
+def claim(cfg, path: Path | None, *, auto: bool, parent_run=None, job_id=None, echo=print) -> Start:
     """Make ``path`` this new run's folder. ``auto``: a name of our choosing (``path``, or a fresh
     ``<output_dir>/<name>-<time>`` when None), created exclusively, the next free suffix when
     another process took it first. Otherwise the given folder, refused when it holds another
@@ -189,9 +214,11 @@ def _refuse_other_run(path: Path, echo) -> None:
     st = runstate.read_state(path)
     described = st.describe() if st else "no state recorded"
     if runstate.has_checkpoints(path) or (path / "summary.json").is_file():
-        raise UserError(f"{path}: this folder holds another run ({described}); pick a new --run-dir, "
-                        f"continue that run with --resume auto, or start a new run from its weights "
-                        f"with --init-from {path}")
+        raise UserError(
+            f"{path}: this folder holds another run ({described}); pick a new --run-dir, "
+            f"continue that run with --resume auto, or start a new run from its weights "
+            f"with --init-from {path}"
+        )
     echo(f"note: {path}: reusing the folder of a run that left no checkpoint ({described})")
 
 
@@ -205,6 +232,9 @@ def _lock(path: Path) -> runstate.RunLock:
         raise UserError(f"{path}: cannot lock the run folder ({e.strerror or e})") from None
     if not took:
         st = runstate.read_state(path)
-        raise UserError(f"{path}: another process is training this run now"
-                        + (f" ({st.describe()})" if st else "") + "; wait for it to end, or pick another --run-dir")
+        raise UserError(
+            f"{path}: another process is training this run now"
+            + (f" ({st.describe()})" if st else "")
+            + "; wait for it to end, or pick another --run-dir"
+        )
     return lock

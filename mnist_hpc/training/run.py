@@ -14,8 +14,8 @@ import os
 import shlex
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 import torch
 
@@ -32,8 +32,14 @@ from mnist_hpc.training import data as datamod
 from mnist_hpc.training import distributed as distmod
 from mnist_hpc.training import resume as resumemod
 from mnist_hpc.training import stopflag
-from mnist_hpc.training.build import (build_components, cpu_threads, keep_freed_tensor_memory, pick_device,
-                                      precision_policy, seed_everything)
+from mnist_hpc.training.build import (
+    build_components,
+    cpu_threads,
+    keep_freed_tensor_memory,
+    pick_device,
+    precision_policy,
+    seed_everything,
+)
 from mnist_hpc.training.context import TrainContext
 from mnist_hpc.training.evaluate import evaluate
 from mnist_hpc.training.models import PreparedModel, count_params, prepare_model, size_mb
@@ -49,9 +55,19 @@ def _silent(*_args, **_kwargs) -> None:
     pass
 
 
-def run_training(cfg, *, ctx: Optional[TrainContext] = None, data_dir=None, run_dir=None, resume=None,
-                 echo: Callable[[str], None] = echo_line, source=None,
-                 progress: Optional[bool] = None, init_from=None, model=None) -> Optional[RunSummary]:
+def run_training(
+    cfg,
+    *,
+    ctx: TrainContext | None = None,
+    data_dir=None,
+    run_dir=None,
+    resume=None,
+    echo: Callable[[str], None] = echo_line,
+    source=None,
+    progress: bool | None = None,
+    init_from=None,
+    model=None,
+) -> RunSummary | None:
     """Train ``cfg`` end to end; rank 0 returns the run's ``RunSummary`` (``.run_dir`` is its
     folder), the other ranks None. Raises ``Interrupted`` after the checkpoint of a stop signal.
 
@@ -66,16 +82,21 @@ def run_training(cfg, *, ctx: Optional[TrainContext] = None, data_dir=None, run_
     denv = distmod.detect({**os.environ, **ctx.launch_env}, launcher=ctx.launcher_name())
     shape = data_shape(cfg.data, resolve_data_root(data_dir, None)[0])
     if shape is None:
-        raise datamod.DataError(f"data.root: {cfg.data.root}: not a folder of class subfolders; dataset: folder "
-                                f"needs one subfolder of images per class")
+        raise datamod.DataError(
+            f"data.root: {cfg.data.root}: not a folder of class subfolders; dataset: folder "
+            f"needs one subfolder of images per class"
+        )
     prepared = prepare_model(cfg, shape, model)  # the user's code checked before any folder is touched
     if cfg.data.batch_size % (denv.world_size * cfg.train.grad_accum):
-        raise ConfigError(f"data.batch_size={cfg.data.batch_size} must be divisible by world size "
-                          f"{denv.world_size} x train.grad_accum {cfg.train.grad_accum}")
+        raise ConfigError(
+            f"data.batch_size={cfg.data.batch_size} must be divisible by world size "
+            f"{denv.world_size} x train.grad_accum {cfg.train.grad_accum}"
+        )
     device = pick_device(cfg.runtime.device, denv)
     precision = precision_policy(cfg.train.amp, device, deterministic=cfg.runtime.deterministic)
-    torch.set_num_threads(cpu_threads(cfg.runtime.threads, ctx.cpus, denv.local_world_size,
-                                      warn=echo if denv.is_main else None))
+    torch.set_num_threads(
+        cpu_threads(cfg.runtime.threads, ctx.cpus, denv.local_world_size, warn=echo if denv.is_main else None)
+    )
     keep_freed_tensor_memory()
     stop, owned = ctx.stop, False
     if stop is None:
@@ -120,9 +141,16 @@ class _Run:
         info, error = None, None
         if self.main:
             try:
-                self.start = resumemod.plan(self.cfg, run_dir=run_dir, resume=resume, init_from=init_from,
-                                            job_suffix=self.ctx.run_name_suffix, job_id=self.ctx.job_id,
-                                            echo=self.echo, code=self.prepared.code)
+                self.start = resumemod.plan(
+                    self.cfg,
+                    run_dir=run_dir,
+                    resume=resume,
+                    init_from=init_from,
+                    job_suffix=self.ctx.run_name_suffix,
+                    job_id=self.ctx.job_id,
+                    echo=self.echo,
+                    code=self.prepared.code,
+                )
                 info = self.start.shared()
             except UserError as e:
                 if not self.denv.distributed:
@@ -133,10 +161,20 @@ class _Run:
             raise error or UserError(f"rank 0 could not start the run: {info['error']}")
         if self.main and not info["done"]:
             try:
-                write_state(self.start.run_dir, RunState("running", self.start.identity.get("run_id"),
-                                                         pid=os.getpid(), host=socket.gethostname()))
-                folder.atomic_write(self.start.run_dir / "config.yaml", "# resolved config of this run "
-                                    f"(source: {source or 'python'})\n" + self._stored_config().to_yaml())
+                write_state(
+                    self.start.run_dir,
+                    RunState(
+                        "running",
+                        self.start.identity.get("run_id"),
+                        pid=os.getpid(),
+                        host=socket.gethostname(),
+                    ),
+                )
+                folder.atomic_write(
+                    self.start.run_dir / "config.yaml",
+                    "# resolved config of this run "
+                    f"(source: {source or 'python'})\n" + self._stored_config().to_yaml(),
+                )
                 self._snapshot_code()
             except BaseException:
                 self.start.release()
@@ -183,41 +221,84 @@ class _Run:
         if not folder_data:
             datamod.prepare_per_node(datamod.DATASETS[cfg.data.dataset], root, denv, download=not ctx.offline)
         t0 = time.time()
-        self.splits = splits = datamod.load(cfg.data.dataset, root, val_split=cfg.data.val_split,
-                                            subset=cfg.data.subset, seed=cfg.experiment.seed,
-                                            device=self.device, download=not ctx.offline, data_cfg=cfg.data)
+        self.splits = splits = datamod.load(
+            cfg.data.dataset,
+            root,
+            val_split=cfg.data.val_split,
+            subset=cfg.data.subset,
+            seed=cfg.experiment.seed,
+            device=self.device,
+            download=not ctx.offline,
+            data_cfg=cfg.data,
+        )
         if folder_data:
             root, why = cfg.data.root, "data.root"
         self.data_seconds = time.time() - t0
 
         seed_everything(cfg.experiment.seed)
-        self.parts = build_components(cfg, self.device, denv, splits.train_x, splits.train_y,
-                                      mean=splits.mean, std=splits.std, precision=precision,
-                                      make_model=self.prepared.build)
-        self.trainer = Trainer(cfg, self.parts, splits, self.run_dir, stop=stop, on_preempt=ctx.on_preempt,
-                               echo=self.echo, progress=progress, started=PROCESS_START)
+        self.parts = build_components(
+            cfg,
+            self.device,
+            denv,
+            splits.train_x,
+            splits.train_y,
+            mean=splits.mean,
+            std=splits.std,
+            precision=precision,
+            make_model=self.prepared.build,
+        )
+        self.trainer = Trainer(
+            cfg,
+            self.parts,
+            splits,
+            self.run_dir,
+            stop=stop,
+            on_preempt=ctx.on_preempt,
+            echo=self.echo,
+            progress=progress,
+            started=PROCESS_START,
+        )
         self.trainer.extra_state = {"data_info": splits.info()}
         record = self.prepared.record()
         if record is not None:
-            self.trainer.extra_state["model_code"] = {**record, "text": self.prepared.code.text
-                                                      if self.prepared.code else None}
+            self.trainer.extra_state["model_code"] = {
+                **record,
+                "text": self.prepared.code.text if self.prepared.code else None,
+            }
         resumed_from = self.trainer.resume(start["resume"] and Path(start["resume"]), ctx.restart_count)
         if resumed_from:
             self._record_resume(resumed_from)
         if start["init_from"]:
             self._init_weights(Path(start["init_from"]))
         params = count_params(self.parts.raw_model)
-        label = cfg.model.name + (f" {cfg.model.factory}" if cfg.model.source == "custom" else
-                                  f" {cfg.model.arch}" if cfg.model.source == "torchvision" else "")
-        self.echo(f"mnist-hpc: {label} ({params:,} params) on {cfg.data.dataset} "
-                  f"({len(splits.train_x):,} train / {0 if splits.val_x is None else len(splits.val_x):,} val / "
-                  f"{len(splits.test_x):,} test) · {self._device_text()} · data from {root} ({why})")
-        came = (f" · resumed from {resumed_from}" if resumed_from
-                else f" · weights from {start['init_from']}" if start["init_from"] else "")
+        label = cfg.model.name + (
+            f" {cfg.model.factory}"
+            if cfg.model.source == "custom"
+            else f" {cfg.model.arch}"
+            if cfg.model.source == "torchvision"
+            else ""
+        )
+        self.echo(
+            f"mnist-hpc: {label} ({params:,} params) on {cfg.data.dataset} "
+            f"({len(splits.train_x):,} train / {0 if splits.val_x is None else len(splits.val_x):,} val / "
+            f"{len(splits.test_x):,} test) · {self._device_text()} · data from {root} ({why})"
+        )
+        came = (
+            f" · resumed from {resumed_from}"
+            if resumed_from
+            else f" · weights from {start['init_from']}"
+            if start["init_from"]
+            else ""
+        )
         self.echo(f"run folder: {self.run_dir}" + came)
         if self.main:  # only rank 0 logs; a resumed run continues its tracker runs (trackers.json)
-            self.trainer.trackers = open_trackers(cfg, self.run_dir, job_id=ctx.job_id, echo=self.echo,
-                                                  run_id=self.start.identity.get("run_id") if self.start else None)
+            self.trainer.trackers = open_trackers(
+                cfg,
+                self.run_dir,
+                job_id=ctx.job_id,
+                echo=self.echo,
+                run_id=self.start.identity.get("run_id") if self.start else None,
+            )
         status = "failed"
         try:
             self.trainer.fit()
@@ -231,7 +312,7 @@ class _Run:
             if self.main:
                 self.trainer.trackers.close(status)
 
-    def _peak_gpu_memory_mb(self) -> Optional[float]:
+    def _peak_gpu_memory_mb(self) -> float | None:
         """The most memory this process's tensors held on its GPU (CUDA only), in MiB."""
         if self.device.type != "cuda":
             return None
@@ -272,15 +353,21 @@ class _Run:
             self.parts.raw_model.load_state_dict(state["model"])
         except (RuntimeError, KeyError, ValueError) as e:
             if theirs and theirs != ours:
-                raise UserError(f"--init-from {path}: the checkpoint holds a `{theirs}` net; this config "
-                                f"builds `{ours}`: start from a run of the same model, or train "
-                                f"with --set model.name={theirs} (and that run's model settings)") from None
+                raise UserError(
+                    f"--init-from {path}: the checkpoint holds a `{theirs}` net; this config "
+                    f"builds `{ours}`: start from a run of the same model, or train "
+                    f"with --set model.name={theirs} (and that run's model settings)"
+                ) from None
             lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-            why = next((ln for ln in lines if not ln.startswith("Error(s) in loading")), lines[0] if lines else "")
+            why = next(
+                (ln for ln in lines if not ln.startswith("Error(s) in loading")), lines[0] if lines else ""
+            )
             held = f" (the checkpoint holds a `{theirs}` net with other settings)" if theirs else ""
-            raise UserError(f"--init-from {path}: its weights do not fit this config's model "
-                            f"`{ours}`{held}: {why[:160]}; use the model settings of the run it "
-                            f"came from (its config.yaml)") from None
+            raise UserError(
+                f"--init-from {path}: its weights do not fit this config's model "
+                f"`{ours}`{held}: {why[:160]}; use the model settings of the run it "
+                f"came from (its config.yaml)"
+            ) from None
 
     # -- how the run ended, when not normally ----------------------------------------------
 
@@ -296,10 +383,21 @@ class _Run:
         kept = str(found[0]) if found else None
         run_id = self.start.identity.get("run_id") if self.start else None
         if isinstance(e, Interrupted):
-            record_state(self.run_dir, RunState("interrupted", run_id, signal=self.stop.name, checkpoint=kept,
-                                                requeued=str(e) == "requeued", **pos))
+            record_state(
+                self.run_dir,
+                RunState(
+                    "interrupted",
+                    run_id,
+                    signal=self.stop.name,
+                    checkpoint=kept,
+                    requeued=str(e) == "requeued",
+                    **pos,
+                ),
+            )
         elif isinstance(e, KeyboardInterrupt):
-            record_state(self.run_dir, RunState("interrupted", run_id, signal="SIGINT", checkpoint=kept, **pos))
+            record_state(
+                self.run_dir, RunState("interrupted", run_id, signal="SIGINT", checkpoint=kept, **pos)
+            )
             return KeyboardInterrupt(self._ctrl_c_text(kept, pos))
         else:
             text = str(e).splitlines()[0] if str(e) else ""
@@ -310,16 +408,20 @@ class _Run:
     def _ctrl_c_text(self, kept, pos) -> str:
         where = f" at epoch {pos['epoch']}, step {pos['step']}" if pos else ""
         if kept is None:
-            return (f"interrupted (Ctrl-C){where}, before the first checkpoint: nothing to resume "
-                    f"(start the run again)")
+            return (
+                f"interrupted (Ctrl-C){where}, before the first checkpoint: nothing to resume "
+                f"(start the run again)"
+            )
         run = shlex.quote(str(self.run_dir))
         config = shlex.quote(str(self.run_dir / "config.yaml"))
-        return (f"interrupted (Ctrl-C){where}; kept the newest checkpoint {kept}; resume with: "
-                f"mnist-hpc train {config} --run-dir {run} --resume auto")
+        return (
+            f"interrupted (Ctrl-C){where}; kept the newest checkpoint {kept}; resume with: "
+            f"mnist-hpc train {config} --run-dir {run} --resume auto"
+        )
 
     # -- the end --------------------------------------------------------------------------
 
-    def _finish(self, params) -> Optional[RunSummary]:
+    def _finish(self, params) -> RunSummary | None:
         cfg, parts, splits = self.cfg, self.parts, self.splits
         s = self.trainer.state
         best_path = self.trainer.ckpt_dir / "best.pt"
@@ -327,9 +429,19 @@ class _Run:
             # early stopping: report the test figures of the best epoch's weights
             parts.raw_model.load_state_dict(ckpt.load(best_path, map_location=self.device)["model"])
         t0 = time.time()
-        test = evaluate(parts.model, splits.test_x, splits.test_y, splits.mean, splits.std,
-                        cfg.data.eval_batch_size, denv=self.denv, autocast=parts.autocast, tta=cfg.train.tta,
-                        channels_last=cfg.runtime.channels_last, num_classes=len(splits.classes))
+        test = evaluate(
+            parts.model,
+            splits.test_x,
+            splits.test_y,
+            splits.mean,
+            splits.std,
+            cfg.data.eval_batch_size,
+            denv=self.denv,
+            autocast=parts.autocast,
+            tta=cfg.train.tta,
+            channels_last=cfg.runtime.channels_last,
+            num_classes=len(splits.classes),
+        )
         eval_seconds = time.time() - t0
         if not self.main:
             return None
@@ -342,8 +454,10 @@ class _Run:
         timing = f"{s.train_seconds:.1f} s training · {summary.total_seconds:.0f} s total"
         if s.requeues:  # total: every start of the run; this process: the last start only
             timing += f" over {len(s.requeues) + 1} starts ({summary.process_seconds:.0f} s this process)"
-        self.echo(f"test accuracy {test['accuracy'] * 100:.2f}% · loss {test['loss']:.4f} · "
-                  f"{timing} · {self.run_dir}/")
+        self.echo(
+            f"test accuracy {test['accuracy'] * 100:.2f}% · loss {test['loss']:.4f} · "
+            f"{timing} · {self.run_dir}/"
+        )
         return summary
 
     def _summary(self, test, params, eval_seconds) -> RunSummary:
@@ -369,8 +483,12 @@ class _Run:
             data_seconds=round(self.data_seconds, 3),
             total_seconds=round(self.trainer.wall_seconds(), 3),
             process_seconds=round(time.time() - PROCESS_START, 3),
-            images_per_s=round(rate_of(s.images_seen, s.step_seconds, self.trainer.warmup_images,
-                                       self.trainer.warmup_seconds), 1),
+            images_per_s=round(
+                rate_of(
+                    s.images_seen, s.step_seconds, self.trainer.warmup_images, self.trainer.warmup_seconds
+                ),
+                1,
+            ),
             warmup_seconds=round(self.trainer.warmup_seconds, 3),
             device=self._device_text(),
             peak_gpu_memory_mb=self._peak_gpu_memory_mb(),
@@ -399,13 +517,22 @@ class _Run:
         pdir = self.run_dir / "plots"
         pdir.mkdir(exist_ok=True)
         plots.learning_curves(self.trainer.state.history, pdir / "learning_curves.png")
-        plots.confusion_matrix_plot(test["confusion"], names, pdir / "confusion_matrix.png",
-                                    title=f"{self.cfg.experiment.name}: test confusion matrix")
+        plots.confusion_matrix_plot(
+            test["confusion"],
+            names,
+            pdir / "confusion_matrix.png",
+            title=f"{self.cfg.experiment.name}: test confusion matrix",
+        )
         cm = test["confusion"]
         mistakes = sum(map(sum, cm)) - sum(cm[i][i] for i in range(len(cm)))  # over every rank's shard
         wrong = (test["local_pred"] != test["local_y"]).nonzero().flatten()[:36]
         probs = test["local_probs"][wrong].max(1).values
-        plots.misclassified_grid(test["local_x"][wrong].cpu().numpy(), test["local_y"][wrong].tolist(),
-                                 test["local_pred"][wrong].tolist(), probs.tolist(), names,
-                                 pdir / "misclassified.png", total=mistakes)
-
+        plots.misclassified_grid(
+            test["local_x"][wrong].cpu().numpy(),
+            test["local_y"][wrong].tolist(),
+            test["local_pred"][wrong].tolist(),
+            probs.tolist(),
+            names,
+            pdir / "misclassified.png",
+            total=mistakes,
+        )

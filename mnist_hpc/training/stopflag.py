@@ -4,6 +4,7 @@ signal that arrives during start-up is not fatal. Never imports torch."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 
 WATCHED = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
@@ -18,12 +19,10 @@ class StopFlag:
         self.received = None  # the first signal number seen, or None
         self._old = {}
 
-    def install(self) -> "StopFlag":
+    def install(self) -> StopFlag:
         for s in WATCHED:
-            try:
+            with contextlib.suppress(ValueError):  # not the main thread: leave the handlers alone
                 self._old[s] = signal.signal(s, self._handle)
-            except ValueError:  # not the main thread: leave the handlers alone
-                pass
         return self
 
     def _handle(self, signum, _frame):

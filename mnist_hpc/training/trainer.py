@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 
 from mnist_hpc.errors import CheckpointError, Interrupted, UserError
+from mnist_hpc.runs.loggers import Trackers
 from mnist_hpc.training import checkpoint as ckpt
 from mnist_hpc.training import distributed as distmod
 from mnist_hpc.training.context import PreemptInfo
 from mnist_hpc.training.evaluate import evaluate
-from mnist_hpc.runs.loggers import Trackers
 
 SYNC_EVERY_DDP = 20  # optimizer steps between the ranks' stop/checkpoint agreements under DDP
 
@@ -68,7 +68,7 @@ def train_step(parts, cfg, xb, yb, gsize: int):
     batch of ``gsize`` images; returns the summed loss and the correct count as device tensors."""
     accum = cfg.train.grad_accum
     denv = parts.denv
-    chunks = list(zip(xb.tensor_split(accum), yb.tensor_split(accum)))
+    chunks = list(zip(xb.tensor_split(accum), yb.tensor_split(accum), strict=False))
     scale = denv.world_size / gsize  # DDP averages over ranks: this makes it a global mean
     loss_sum = torch.zeros((), device=xb.device)
     correct = torch.zeros((), device=xb.device, dtype=torch.long)
@@ -77,7 +77,9 @@ def train_step(parts, cfg, xb, yb, gsize: int):
         with parts.ddp_model.no_sync() if (denv.distributed and not last) else nullcontext():
             with parts.autocast():
                 out = parts.model(xc)
-                loss = F.cross_entropy(out.float(), yc, reduction="sum", label_smoothing=cfg.train.label_smoothing)
+                loss = F.cross_entropy(
+                    out.float(), yc, reduction="sum", label_smoothing=cfg.train.label_smoothing
+                )
             if parts.scaler is not None:
                 parts.scaler.scale(loss * scale).backward()
             else:
@@ -139,8 +141,20 @@ def shows_progress() -> bool:
 class Trainer:
     """Runs ``parts`` over the epochs of ``cfg``; rank 0 writes metrics.csv and checkpoints."""
 
-    def __init__(self, cfg, parts, splits, run_dir, *, stop, on_preempt, echo, progress=None, trackers=None,
-                 started=None):
+    def __init__(
+        self,
+        cfg,
+        parts,
+        splits,
+        run_dir,
+        *,
+        stop,
+        on_preempt,
+        echo,
+        progress=None,
+        trackers=None,
+        started=None,
+    ):
         self.cfg, self.parts, self.splits = cfg, parts, splits
         self.denv = parts.denv
         self.device = splits.train_x.device
@@ -184,8 +198,9 @@ class Trainer:
             if p.scaler is not None and state.get("scaler"):
                 p.scaler.load_state_dict(state["scaler"])
         except (RuntimeError, KeyError, ValueError) as e:
-            raise UserError(f"{path}: checkpoint does not fit this model/config: "
-                            f"{str(e).splitlines()[0][:160]}") from None
+            raise UserError(
+                f"{path}: checkpoint does not fit this model/config: {str(e).splitlines()[0][:160]}"
+            ) from None
         s = self.state
         for k in RESTORED:
             setattr(s, k, state[k])
@@ -193,9 +208,17 @@ class Trainer:
         ckpt.set_rng_state(state["rng"])
         now = time.time()
         stopped = state.get("saved_at", now)
-        s.requeues.append({"epoch": s.epoch, "step": s.step, "signal": state.get("signal"),
-                           "stopped_at": stopped, "resumed_at": now,
-                           "lost_seconds": round(now - stopped, 1), "slurm_restart_count": restart_count})
+        s.requeues.append(
+            {
+                "epoch": s.epoch,
+                "step": s.step,
+                "signal": state.get("signal"),
+                "stopped_at": stopped,
+                "resumed_at": now,
+                "lost_seconds": round(now - stopped, 1),
+                "slurm_restart_count": restart_count,
+            }
+        )
         self.step_lr = p.optimizer.param_groups[0]["lr"]
         return path
 
@@ -206,9 +229,11 @@ class Trainer:
         saved, now = state.get("steps_per_epoch"), len(self.parts.loader)
         if saved is not None and saved != now:
             w_old, w = state.get("world_size", "?"), self.denv.world_size
-            raise CheckpointError(f"{path}: saved by {w_old} rank(s) with {saved} steps per epoch, but with {w} "
-                                  f"rank(s) an epoch has {now} (a last batch smaller than the world size is "
-                                  f"dropped): resume with {w_old} rank(s)")
+            raise CheckpointError(
+                f"{path}: saved by {w_old} rank(s) with {saved} steps per epoch, but with {w} "
+                f"rank(s) an epoch has {now} (a last batch smaller than the world size is "
+                f"dropped): resume with {w_old} rank(s)"
+            )
 
     def wall_seconds(self) -> float:
         """Wall time of this run over every start (each earlier one up to its last checkpoint)."""
@@ -219,12 +244,20 @@ class Trainer:
         if self.main:
             s, p = self.state, self.parts
             payload = {k: getattr(s, k) for k in s.__dataclass_fields__}
-            payload.update(model=p.raw_model.state_dict(), optimizer=p.optimizer.state_dict(),
-                           scheduler=p.scheduler.state_dict(),
-                           scaler=p.scaler.state_dict() if p.scaler else None,
-                           rng=ckpt.rng_state(), config=self.cfg.to_dict(), saved_at=time.time(),
-                           signal=signal_name, wall_seconds=self.wall_seconds(),
-                           world_size=self.denv.world_size, steps_per_epoch=len(p.loader), **self.extra_state)
+            payload.update(
+                model=p.raw_model.state_dict(),
+                optimizer=p.optimizer.state_dict(),
+                scheduler=p.scheduler.state_dict(),
+                scaler=p.scaler.state_dict() if p.scaler else None,
+                rng=ckpt.rng_state(),
+                config=self.cfg.to_dict(),
+                saved_at=time.time(),
+                signal=signal_name,
+                wall_seconds=self.wall_seconds(),
+                world_size=self.denv.world_size,
+                steps_per_epoch=len(p.loader),
+                **self.extra_state,
+            )
             ckpt.save(payload, self.ckpt_dir, keep=self.cfg.train.checkpoint.keep, best=best)
         distmod.barrier(self.denv)
 
@@ -232,18 +265,29 @@ class Trainer:
         """Raise if any rank saw a non-finite loss (one host sync: called at sync points)."""
         b = first_nonfinite(bad_step, self.denv)
         if b is not None:
-            raise UserError(f"training diverged: the loss became NaN/infinite at optimizer step {b} "
-                            f"(epoch {b // len(self.parts.loader) + 1}); lower optim.lr or set train.grad_clip. "
-                            f"The last good checkpoint is kept in {self.ckpt_dir}")
+            raise UserError(
+                f"training diverged: the loss became NaN/infinite at optimizer step {b} "
+                f"(epoch {b // len(self.parts.loader) + 1}); lower optim.lr or set train.grad_clip. "
+                f"The last good checkpoint is kept in {self.ckpt_dir}"
+            )
 
     def _partial(self, loss_sum, correct, seen: int, seconds: float) -> dict:
         """The epoch's accumulators so far, summed over the ranks (a collective; seconds: their
         mean), for the checkpoint: a resume with any world size counts every image once."""
-        totals = torch.cat([torch.stack([loss_sum.double(), correct.double()]),
-                            torch.tensor([float(seen), seconds], dtype=torch.float64, device=self.device)])
+        totals = torch.cat(
+            [
+                torch.stack([loss_sum.double(), correct.double()]),
+                torch.tensor([float(seen), seconds], dtype=torch.float64, device=self.device),
+            ]
+        )
         loss, right, n, secs = distmod.all_sum(self.denv, totals).tolist()
-        return {"loss_sum": loss, "correct": int(round(right)), "seen": int(round(n)),
-                "seconds": secs / self.denv.world_size, "ranks": self.denv.world_size}
+        return {
+            "loss_sum": loss,
+            "correct": round(right),
+            "seen": round(n),
+            "seconds": secs / self.denv.world_size,
+            "ranks": self.denv.world_size,
+        }
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -263,8 +307,14 @@ class Trainer:
             return None
         from tqdm.auto import tqdm
 
-        return tqdm(total=steps, initial=self.state.step, desc=f"epoch {epoch + 1}/{self.cfg.train.epochs}",
-                    leave=False, unit="step", dynamic_ncols=True)
+        return tqdm(
+            total=steps,
+            initial=self.state.step,
+            desc=f"epoch {epoch + 1}/{self.cfg.train.epochs}",
+            leave=False,
+            unit="step",
+            dynamic_ncols=True,
+        )
 
     def fit(self):
         cfg, s, parts = self.cfg, self.state, self.parts
@@ -307,7 +357,9 @@ class Trainer:
                 steps_due = bool(ck.every and ck.unit == "steps" and s.global_step % int(ck.every) == 0)
                 if s.global_step % sync_every and not steps_due:
                     continue
-                clock_due = bool(ck.every and ck.unit == "minutes" and time.time() - last_ckpt_time >= ck.every * 60)
+                clock_due = bool(
+                    ck.every and ck.unit == "minutes" and time.time() - last_ckpt_time >= ck.every * 60
+                )
                 stop_now, ck_now, requeue = self._agree(steps_due, clock_due)
                 if (stop_now or ck_now) and s.step < steps:
                     self._check_finite(bad_step)
@@ -344,25 +396,36 @@ class Trainer:
                 self.save(best=improved)
                 last_ckpt_time = time.time()
             if early:
-                self.echo(f"early stopping: validation accuracy has not improved for {patience} epochs "
-                          f"(best {s.best_val * 100:.2f}% at epoch {s.best_epoch})")
+                self.echo(
+                    f"early stopping: validation accuracy has not improved for {patience} epochs "
+                    f"(best {s.best_val * 100:.2f}% at epoch {s.best_epoch})"
+                )
                 break
 
     def _stop(self, requeue: bool):
         """After the checkpoint of a stop signal: rank 0 asks on_preempt; every rank raises Interrupted."""
         s = self.state
-        info = PreemptInfo(epoch=s.epoch, step=s.step, run_dir=self.run_dir, checkpoint_dir=self.ckpt_dir,
-                           signal=self.stop.name, requeue_requested=requeue)
+        info = PreemptInfo(
+            epoch=s.epoch,
+            step=s.step,
+            run_dir=self.run_dir,
+            checkpoint_dir=self.ckpt_dir,
+            signal=self.stop.name,
+            requeue_requested=requeue,
+        )
         if self.main and self.on_preempt(info):
             raise Interrupted("requeued")
-        self.echo(f"stopped by signal at epoch {s.epoch + 1}, step {s.step}; checkpoint saved in {self.ckpt_dir}. "
-                  f"Resume with: mnist-hpc train {self.run_dir / 'config.yaml'} --run-dir {self.run_dir} --resume auto")
+        self.echo(
+            f"stopped by signal at epoch {s.epoch + 1}, step {s.step}; checkpoint saved in {self.ckpt_dir}. "
+            f"Resume with: mnist-hpc train {self.run_dir / 'config.yaml'} --run-dir {self.run_dir} --resume auto"
+        )
         raise Interrupted("interrupted")
 
     def _end_epoch(self, epoch, loss_sum, correct, seen, seconds, warm_images=0):
         cfg, s, denv = self.cfg, self.state, self.denv
-        totals = torch.stack([loss_sum.double(), correct.double(),
-                              torch.tensor(float(seen), device=self.device).double()])
+        totals = torch.stack(
+            [loss_sum.double(), correct.double(), torch.tensor(float(seen), device=self.device).double()]
+        )
         distmod.all_sum(denv, totals)
         n = totals[2].item()
         train_loss, train_acc = totals[0].item() / n, totals[1].item() / n
@@ -370,23 +433,39 @@ class Trainer:
         s.step_seconds += seconds
         val = None
         if self.splits.val_x is not None:
-            val = evaluate(self.parts.model, self.splits.val_x, self.splits.val_y, self.mean, self.std,
-                           cfg.data.eval_batch_size, denv=denv, autocast=self.parts.autocast,
-                           channels_last=cfg.runtime.channels_last, num_classes=len(self.splits.classes))
+            val = evaluate(
+                self.parts.model,
+                self.splits.val_x,
+                self.splits.val_y,
+                self.mean,
+                self.std,
+                cfg.data.eval_batch_size,
+                denv=denv,
+                autocast=self.parts.autocast,
+                channels_last=cfg.runtime.channels_last,
+                num_classes=len(self.splits.classes),
+            )
         s.train_seconds += seconds
         lr = self.step_lr  # used by the epoch's last step (the scheduler has moved on since)
-        row = {"epoch": epoch + 1, "train_loss": round(train_loss, 6), "train_acc": round(train_acc, 6),
-               "val_loss": round(val["loss"], 6) if val else None,
-               "val_acc": round(val["accuracy"], 6) if val else None,
-               "lr": lr, "seconds": round(seconds, 3), "images_per_s": round(rate_of(n, seconds, warm_images,
-                                                                                  self.warmup_seconds), 1)}
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": round(train_loss, 6),
+            "train_acc": round(train_acc, 6),
+            "val_loss": round(val["loss"], 6) if val else None,
+            "val_acc": round(val["accuracy"], 6) if val else None,
+            "lr": lr,
+            "seconds": round(seconds, 3),
+            "images_per_s": round(rate_of(n, seconds, warm_images, self.warmup_seconds), 1),
+        }
         s.history.append(row)
         if self.main:
             self.trackers.log_epoch(epoch + 1, s.global_step, row, s.history)  # metrics.csv and trackers
         vtxt = f"  val_loss {row['val_loss']:.4f}  val_acc {row['val_acc'] * 100:6.2f}%" if val else ""
-        self.echo(f"epoch {epoch + 1:>3}/{cfg.train.epochs}  loss {train_loss:.4f}  acc {train_acc * 100:6.2f}%"
-                  f"{vtxt}  lr {lr:.2e}  {seconds:6.1f} s  {rate_text(row['images_per_s'])} img/s"
-                  + (f"  (+{self.warmup_seconds:.1f} s warm-up)" if warm_images else ""))
+        self.echo(
+            f"epoch {epoch + 1:>3}/{cfg.train.epochs}  loss {train_loss:.4f}  acc {train_acc * 100:6.2f}%"
+            f"{vtxt}  lr {lr:.2e}  {seconds:6.1f} s  {rate_text(row['images_per_s'])} img/s"
+            + (f"  (+{self.warmup_seconds:.1f} s warm-up)" if warm_images else "")
+        )
         return row
 
 

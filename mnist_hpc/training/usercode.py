@@ -21,7 +21,6 @@ import traceback
 import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 from mnist_hpc.config.validate import did_you_mean
 from mnist_hpc.errors import ConfigError
@@ -64,7 +63,9 @@ def read_code(path, key: str = "model.file") -> ModelCode:
     try:
         if not p.is_file():
             why = "is a folder" if p.is_dir() else "not found"
-            raise UserCodeError(f"{key}: {path}: {why}; point it at the Python file that defines your network")
+            raise UserCodeError(
+                f"{key}: {path}: {why}; point it at the Python file that defines your network"
+            )
         raw = p.read_bytes()
     except OSError as e:
         raise UserCodeError(f"{key}: {path}: cannot be read ({e.strerror})") from None
@@ -109,19 +110,26 @@ def load_module(code: ModelCode) -> types.ModuleType:
     except SyntaxError as e:
         line = (e.text or "").rstrip("\n")
         caret = f"\n    {' ' * max((e.offset or 1) - 1, 0)}^" if line and e.offset else ""
-        detail = f'  File "{code.path}", line {e.lineno}\n    {line.strip() if not caret else line}{caret}' if line else ""
+        detail = (
+            f'  File "{code.path}", line {e.lineno}\n    {line.strip() if not caret else line}{caret}'
+            if line
+            else ""
+        )
         raise UserCodeError(f"{shown} line {e.lineno}: {type(e).__name__}: {e.msg}", detail) from None
     name = f"mnist_hpc_user_{code.path.stem}_{code.sha256[:12]}"
     module = types.ModuleType(name)
     module.__file__ = str(code.path)
     sys.modules[name] = module  # dataclasses, pickling and typing look classes up by module
     try:
-        exec(compiled, module.__dict__)  # noqa: S102 - the user's own model file, named in their config
+        exec(compiled, module.__dict__)
     except ImportError as e:
         sys.modules.pop(name, None)
-        raise UserCodeError(f"{shown}: an import in the model file failed: {_text(e)} (a model file may "
-                            f"import installed packages; keep the network in this one file)", _frames(e, code)) from None
-    except Exception as e:  # noqa: BLE001 - anything the user's module does at import
+        raise UserCodeError(
+            f"{shown}: an import in the model file failed: {_text(e)} (a model file may "
+            f"import installed packages; keep the network in this one file)",
+            _frames(e, code),
+        ) from None
+    except Exception as e:
         sys.modules.pop(name, None)
         raise UserCodeError(f"{shown}: running the model file failed: {_text(e)}", _frames(e, code)) from None
     _MODULES[code.sha256] = module
@@ -141,22 +149,30 @@ def find_factory(code: ModelCode, factory: str):
     module = load_module(code)
     obj = module.__dict__.get(factory)
     if obj is None or not callable(obj):
-        names = [k for k, v in module.__dict__.items() if callable(v) and not k.startswith("_")
-                 and getattr(v, "__module__", None) == module.__name__]
+        names = [
+            k
+            for k, v in module.__dict__.items()
+            if callable(v) and not k.startswith("_") and getattr(v, "__module__", None) == module.__name__
+        ]
         what = "is not callable" if obj is not None else "not found"
-        listed = f"; the file defines {', '.join(names[:12])}" if names else "; the file defines no class or function"
-        raise UserCodeError(f"model.factory: {factory!r} {what} in {_shown(code.path)}"
-                            f"{did_you_mean(factory, names)}{listed}")
+        listed = (
+            f"; the file defines {', '.join(names[:12])}"
+            if names
+            else "; the file defines no class or function"
+        )
+        raise UserCodeError(
+            f"model.factory: {factory!r} {what} in {_shown(code.path)}{did_you_mean(factory, names)}{listed}"
+        )
     return obj
 
 
-def call_user(fn, what: str, code: Optional[ModelCode], *args, **kwargs):
+def call_user(fn, what: str, code: ModelCode | None, *args, **kwargs):
     """``fn(*args, **kwargs)``, with an exception raised by the user's code as a UserCodeError."""
     try:
         return fn(*args, **kwargs)
     except UserCodeError:
         raise
-    except Exception as e:  # noqa: BLE001 - the user's __init__, factory or forward
+    except Exception as e:
         detail = _frames(e, code) if code else ""
         where = f" ({_shown(code.path)})" if code else ""
         raise UserCodeError(f"{what}{where} raised {_text(e)}", detail) from None
@@ -194,8 +210,9 @@ def is_trusted(sha: str) -> bool:
         return False
 
 
-def code_from_record(record: dict, text: Optional[str], where, *, run_dir: Optional[Path] = None,
-                     trust_code: bool = False) -> ModelCode:
+def code_from_record(
+    record: dict, text: str | None, where, *, run_dir: Path | None = None, trust_code: bool = False
+) -> ModelCode:
     """The code a checkpoint or run folder carries, ready to run: the run folder's copy when its
     digest matches, else the checkpoint's text in the cache; refused unless trusted."""
     sha = str(record.get("sha256", ""))
@@ -207,9 +224,11 @@ def code_from_record(record: dict, text: Optional[str], where, *, run_dir: Optio
             code = candidate
     if code is None:
         if text is None or sha256_text(text) != sha:
-            raise UserCodeError(f"{where}: the model's source code ({name}, sha256 {sha[:12]}) is missing or "
-                                f"does not match its digest; train it again from its config, or restore "
-                                f"{Path(run_dir or '.') / SNAPSHOT_DIR / name}")
+            raise UserCodeError(
+                f"{where}: the model's source code ({name}, sha256 {sha[:12]}) is missing or "
+                f"does not match its digest; train it again from its config, or restore "
+                f"{Path(run_dir or '.') / SNAPSHOT_DIR / name}"
+            )
         cache = _trust_file().parent / "code" / sha[:16]
         path = cache / name
         if not path.is_file():
@@ -222,7 +241,8 @@ def code_from_record(record: dict, text: Optional[str], where, *, run_dir: Optio
         raise UserCodeError(
             f"{where} carries model code ({name}, sha256 {sha[:12]}) that was not run by you on this machine; "
             f"loading the model executes it: read {code.path}, then pass --trust-code "
-            f"(Python: trust_code=True)")
+            f"(Python: trust_code=True)"
+        )
     if trust_code:
         trust(sha, str(record.get("origin", "")))
     return code

@@ -16,8 +16,12 @@ class MyNet(nn.Module):
         super().__init__()
         blocks, c_in, side = [], in_channels, image_size
         for c_out in widths:
-            blocks += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.MaxPool2d(2),
-                       nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+            blocks += [
+                nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+                nn.MaxPool2d(2),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(inplace=True),
+            ]
             c_in, side = c_out, side // 2
         self.features = nn.Sequential(*blocks)
         self.classifier = nn.Linear(c_in * side * side, num_classes)

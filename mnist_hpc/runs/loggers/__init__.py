@@ -21,15 +21,22 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 from mnist_hpc.config import flatten
 from mnist_hpc.errors import UserError
 from mnist_hpc.runs.folder import write_metrics_csv
-
 from mnist_hpc.runs.loggers.base import (  # noqa: F401 - the package's names of before
-    STATUSES, SUMMARY_KEYS, TAGS, TRACKERS_FILE, Logger, Session, numbers, read_trackers)
+    STATUSES,
+    SUMMARY_KEYS,
+    TAGS,
+    TRACKERS_FILE,
+    Logger,
+    Session,
+    numbers,
+    read_trackers,
+)
 
 
 class CsvLogger(Logger):
@@ -81,7 +88,7 @@ class Trackers:
         self.loggers, self.echo = list(loggers), echo
 
     @classmethod
-    def csv_only(cls, run_dir) -> "Trackers":
+    def csv_only(cls, run_dir) -> Trackers:
         return cls([CsvLogger(run_dir)])
 
     @property
@@ -95,7 +102,7 @@ class Trackers:
                 continue
             try:
                 getattr(lg, method)(*args)
-            except Exception as e:  # noqa: BLE001 - a tracker's trouble must not cost the run
+            except Exception as e:
                 self.loggers.remove(lg)
                 text = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
                 self.echo(f"warning: {lg.name} logging failed ({text}); the run goes on without it")
@@ -106,12 +113,20 @@ class Trackers:
     def log_progress(self, step: int, partial: dict, lr: float) -> None:
         """Step scalars from the epoch's accumulators the trainer summed for a checkpoint."""
         seen = max(partial.get("seen", 0), 1)
-        self.log_step(step, {"train_loss": partial.get("loss_sum", 0.0) / seen,
-                             "train_acc": partial.get("correct", 0) / seen, "lr": lr})
+        self.log_step(
+            step,
+            {
+                "train_loss": partial.get("loss_sum", 0.0) / seen,
+                "train_acc": partial.get("correct", 0) / seen,
+                "lr": lr,
+            },
+        )
 
     def log_epoch(self, epoch: int, step: int, row: dict, history: list) -> None:
-        self.log_step(step, {"train_loss": row.get("train_loss"), "train_acc": row.get("train_acc"),
-                             "lr": row.get("lr")})
+        self.log_step(
+            step,
+            {"train_loss": row.get("train_loss"), "train_acc": row.get("train_acc"), "lr": row.get("lr")},
+        )
         self._each("log_epoch", epoch, step, row, history)
 
     def log_summary(self, summary: dict, plots: dict, step: int) -> None:
@@ -126,21 +141,29 @@ class Trackers:
             try:
                 lg.close(status)
                 lines += lg.lines() if status == "completed" else []
-            except Exception as e:  # noqa: BLE001 - the run's outcome stands whatever a tracker says
+            except Exception as e:
                 self.echo(f"warning: {lg.name} could not close its run ({str(e).splitlines()[0][:200]})")
         for line in lines:
             self.echo(line)
 
 
-def open_trackers(cfg, run_dir, *, run_id: Optional[str] = None, job_id: Optional[str] = None,
-                  echo: Callable[[str], None] = print) -> Trackers:
+def open_trackers(
+    cfg, run_dir, *, run_id: str | None = None, job_id: str | None = None, echo: Callable[[str], None] = print
+) -> Trackers:
     """The loggers ``cfg.experiment.loggers`` asks for, each with its tracker run started (or,
     after a restart, continued); a missing package or a tracker that cannot start raises."""
     from mnist_hpc.config.extras import require
 
     run_dir = Path(run_dir)
-    session = Session(run_dir, run_dir.name, cfg.experiment.name, cfg.to_dict(), run_id=run_id,
-                      job_id=job_id, ids=read_trackers(run_dir))
+    session = Session(
+        run_dir,
+        run_dir.name,
+        cfg.experiment.name,
+        cfg.to_dict(),
+        run_id=run_id,
+        job_id=job_id,
+        ids=read_trackers(run_dir),
+    )
     loggers: list = [CsvLogger(run_dir)]
     if os.environ.get(GATE_ENV):
         loggers.append(EpochGate(os.environ[GATE_ENV]))
@@ -151,7 +174,7 @@ def open_trackers(cfg, run_dir, *, run_id: Optional[str] = None, job_id: Optiona
             require(name, f"experiment.loggers: {name}")
             try:
                 loggers.append(_logger_class(name)(session))
-            except Exception as e:  # noqa: BLE001 - whatever a tracker raises, the user gets one line
+            except Exception as e:
                 text = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
                 raise UserError(f"experiment.loggers: {name} could not start its run: {text}") from None
     except BaseException:
@@ -176,5 +199,16 @@ def _logger_class(name: str):
     raise ValueError(f"unknown logger {name!r}")  # the config's validation names the choices
 
 
-__all__ = ["Logger", "CsvLogger", "Trackers", "Session", "open_trackers", "read_trackers", "TAGS",
-           "SUMMARY_KEYS", "TRACKERS_FILE", "flatten", "numbers"]
+__all__ = [
+    "SUMMARY_KEYS",
+    "TAGS",
+    "TRACKERS_FILE",
+    "CsvLogger",
+    "Logger",
+    "Session",
+    "Trackers",
+    "flatten",
+    "numbers",
+    "open_trackers",
+    "read_trackers",
+]

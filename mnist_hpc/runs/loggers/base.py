@@ -7,26 +7,45 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from mnist_hpc.runs.folder import write_json
 
 TRACKERS_FILE = "trackers.json"
 
 # metrics.csv columns -> tracker tags (train and validation side by side in one chart)
-TAGS = {"train_loss": "loss/train", "val_loss": "loss/val", "train_acc": "accuracy/train",
-        "val_acc": "accuracy/val", "lr": "optim/lr", "seconds": "speed/epoch_seconds",
-        "images_per_s": "speed/images_per_s"}
+TAGS = {
+    "train_loss": "loss/train",
+    "val_loss": "loss/val",
+    "train_acc": "accuracy/train",
+    "val_acc": "accuracy/val",
+    "lr": "optim/lr",
+    "seconds": "speed/epoch_seconds",
+    "images_per_s": "speed/images_per_s",
+}
 # summary.json keys a tracker records as the run's final numbers
-SUMMARY_KEYS = ("test_accuracy", "test_loss", "macro_f1", "best_val_accuracy", "best_epoch", "epochs_run",
-                "params", "model_size_mb", "train_seconds", "total_seconds", "images_per_s")
+SUMMARY_KEYS = (
+    "test_accuracy",
+    "test_loss",
+    "macro_f1",
+    "best_val_accuracy",
+    "best_epoch",
+    "epochs_run",
+    "params",
+    "model_size_mb",
+    "train_seconds",
+    "total_seconds",
+    "images_per_s",
+)
 STATUSES = ("completed", "failed", "interrupted")
 
 
 def numbers(values: dict) -> dict:
     """The finite int/float entries of ``values`` (bools, None and NaN dropped)."""
-    return {k: v for k, v in values.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")}
+    return {
+        k: v
+        for k, v in values.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
+    }
 
 
 def read_trackers(run_dir) -> dict:
@@ -46,8 +65,8 @@ class Session:
     name: str  # the run folder's name: the tracker run's name
     experiment: str  # experiment.name: the W&B group, the MLflow experiment
     config: dict  # the resolved config (nested)
-    run_id: Optional[str] = None  # the run's id (run.json)
-    job_id: Optional[str] = None  # the scheduler's job id, when the run is inside a job
+    run_id: str | None = None  # the run's id (run.json)
+    job_id: str | None = None  # the scheduler's job id, when the run is inside a job
     ids: dict = field(default_factory=dict)  # trackers.json as read at the start
 
     def remember(self, logger: str, data: dict) -> None:

@@ -43,7 +43,9 @@ class MlflowLogger(Logger):
         self.own = uri is None
         if self.own:
             uri = own_store(session.run_dir)
-            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 refuses a file store otherwise
+            os.environ.setdefault(
+                "MLFLOW_ALLOW_FILE_STORE", "true"
+            )  # MLflow 3 refuses a file store otherwise
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
         self.run_id = self._continue(known.get("run_id"))
@@ -69,12 +71,15 @@ class MlflowLogger(Logger):
         name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or session.experiment
         exp = self.client.get_experiment_by_name(name)
         exp_id = exp.experiment_id if exp else self.client.create_experiment(name)
-        tags = {"mnist_hpc.run_dir": str(session.run_dir), "mnist_hpc.run_id": session.run_id or "",
-                "mnist_hpc.slurm_job_id": session.job_id or ""}
+        tags = {
+            "mnist_hpc.run_dir": str(session.run_dir),
+            "mnist_hpc.run_id": session.run_id or "",
+            "mnist_hpc.slurm_job_id": session.job_id or "",
+        }
         run_id = self.client.create_run(exp_id, run_name=session.name, tags=tags).info.run_id
         params = [Param(k, str(v)[:6000]) for k, v in flatten(session.config).items()]
         for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
-            self.client.log_batch(run_id, params=params[i:i + 100])
+            self.client.log_batch(run_id, params=params[i : i + 100])
         return run_id
 
     def _metrics(self, values: dict, step: int) -> None:
@@ -107,5 +112,7 @@ class MlflowLogger(Logger):
         if not self.own:
             return [f"MLflow: run {self.run_id} in {self.uri}"]
         store = shlex.quote(str(Path(self.session.run_dir) / "mlruns"))
-        return [f"MLflow: run {self.run_id} in {store}; browse it with: MLFLOW_ALLOW_FILE_STORE=true "
-                f"mlflow ui --backend-store-uri {store}  (needs the full mlflow package)"]
+        return [
+            f"MLflow: run {self.run_id} in {store}; browse it with: MLFLOW_ALLOW_FILE_STORE=true "
+            f"mlflow ui --backend-store-uri {store}  (needs the full mlflow package)"
+        ]

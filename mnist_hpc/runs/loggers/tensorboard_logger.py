@@ -34,8 +34,10 @@ class TensorBoardLogger(Logger):
     def _hparams(self, config: dict) -> None:
         from torch.utils.tensorboard.summary import hparams
 
-        values = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flatten(config).items()}
-        for summary in hparams(values, {m: 0.0 for m in HPARAM_METRICS}):
+        values = {
+            k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flatten(config).items()
+        }
+        for summary in hparams(values, dict.fromkeys(HPARAM_METRICS, 0.0)):
             self.writer.file_writer.add_summary(summary)
 
     def log_step(self, step, values):
@@ -50,7 +52,9 @@ class TensorBoardLogger(Logger):
 
     def log_summary(self, summary, plots, step):
         at = summary.get("epochs_run") or 0
-        for key, value in numbers({k: summary.get(k) for k in ("test_accuracy", "test_loss", "macro_f1")}).items():
+        for key, value in numbers(
+            {k: summary.get(k) for k in ("test_accuracy", "test_loss", "macro_f1")}
+        ).items():
             self.writer.add_scalar("test/" + key.removeprefix("test_"), value, at)
         for name, path in plots.items():
             self.writer.add_image(f"plots/{name}", _png(path), at, dataformats="HWC")
@@ -60,8 +64,10 @@ class TensorBoardLogger(Logger):
         self.writer.close()
 
     def lines(self):
-        return [f"TensorBoard: tensorboard --logdir {shlex.quote(str(self.dir.parent.parent))}  "
-                "(every run in that folder)"]
+        return [
+            f"TensorBoard: tensorboard --logdir {shlex.quote(str(self.dir.parent.parent))}  "
+            "(every run in that folder)"
+        ]
 
 
 def _png(path: Path):

@@ -56,13 +56,28 @@ class WandbLogger(Logger):
         session.remember("wandb", {"id": run_id, "project": project})  # before init: a crash keeps it
         _cache_beside(session.run_dir)
         self.run = wandb.init(
-            project=project, group=session.experiment, name=session.name, id=run_id, resume="allow",
-            dir=str(session.run_dir), mode=self.mode, reinit="create_new",
-            settings=wandb.Settings(console="off", silent=True))
+            project=project,
+            group=session.experiment,
+            name=session.name,
+            id=run_id,
+            resume="allow",
+            dir=str(session.run_dir),
+            mode=self.mode,
+            reinit="create_new",
+            settings=wandb.Settings(console="off", silent=True),
+        )
         # the resolved config; on a resume the allowed changes (epochs, ...) replace the old values
-        self.run.config.update({**session.config, "mnist_hpc": {
-            "run_dir": str(session.run_dir), "run_id": session.run_id, "slurm_job_id": session.job_id}},
-            allow_val_change=True)
+        self.run.config.update(
+            {
+                **session.config,
+                "mnist_hpc": {
+                    "run_dir": str(session.run_dir),
+                    "run_id": session.run_id,
+                    "slurm_job_id": session.job_id,
+                },
+            },
+            allow_val_change=True,
+        )
 
     def log_step(self, step, values):
         self.run.log({f"step/{k}": v for k, v in values.items()}, step=step)
@@ -85,8 +100,10 @@ class WandbLogger(Logger):
         if self.mode != "offline":
             return []
         run = shlex.quote(str(self.session.run_dir))
-        return [f"W&B: saved offline; upload it with: {sync_command(self.session.run_dir)}"
-                f"  (from a login node: mnist-hpc sync {run})"]
+        return [
+            f"W&B: saved offline; upload it with: {sync_command(self.session.run_dir)}"
+            f"  (from a login node: mnist-hpc sync {run})"
+        ]
 
 
 def sync_argv(run_dir, dry_run: bool = False) -> list:
@@ -102,7 +119,9 @@ def sync_argv(run_dir, dry_run: bool = False) -> list:
         raise UserError(f"{run_dir}: no such run folder")
     dirs = offline_dirs(run_dir)
     if not dirs:
-        raise UserError(f"{run_dir}: no offline W&B run in it (wandb/offline-run-*); was it trained with "
-                        f"experiment.loggers: [wandb] and WANDB_MODE unset or offline?")
+        raise UserError(
+            f"{run_dir}: no offline W&B run in it (wandb/offline-run-*); was it trained with "
+            f"experiment.loggers: [wandb] and WANDB_MODE unset or offline?"
+        )
     require("wandb", "mnist-hpc sync")
     return [sys.executable, "-m", "wandb", "sync", *(["--dry-run"] if dry_run else []), *map(str, dirs)]
