@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?= configs/quickstart.yaml
 
-.PHONY: train test install install-dev slurm-start slurm-alliance slurm-stop clean
+.PHONY: train test test-fast lint format install install-dev slurm-start slurm-alliance slurm-stop clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,19 @@ train: install  ## install, then train the quickstart config (CONFIG=... for ano
 
 test: install-dev  ## install with the test extras, then run the whole test suite
 	$(BIN)/python -m pytest -q
+
+# the inner loop: no Slurm sandbox, no notebooks, no minutes-long trainings (markers in pyproject.toml)
+test-fast: install-dev
+	$(BIN)/python -m pytest -q -m "not slow and not slurm and not notebook"
+
+lint: install-dev  ## ruff (lint + format check) over the tree, mypy over mnist_hpc/
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install-dev  ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 slurm-start:  ## a one-node Slurm sandbox on this machine (root; installs slurm-wlm)
 	scripts/local_slurm.sh start
