@@ -24,12 +24,17 @@ install-dev: $(VENV)/.installed-dev
 train: install  ## install, then train the quickstart config (CONFIG=... for another)
 	$(BIN)/mnist-hpc train $(CONFIG)
 
+# pytest-xdist: one worker per core (TEST_WORKERS=0 for one process); --dist loadgroup keeps the
+# Slurm-sandbox tests together on one worker (tests/conftest.py)
+TEST_WORKERS ?= auto
+XDIST := -n $(TEST_WORKERS) --dist loadgroup
+
 test: install-dev  ## install with the test extras, then run the whole test suite
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(XDIST)
 
 # the inner loop: no Slurm sandbox, no notebooks, no minutes-long trainings (markers in pyproject.toml)
 test-fast: install-dev
-	$(BIN)/python -m pytest -q -m "not slow and not slurm and not notebook"
+	$(BIN)/python -m pytest -q $(XDIST) -m "not slow and not slurm and not notebook"
 
 lint: install-dev  ## ruff (lint + format check) over the tree, mypy over mnist_hpc/
 	$(BIN)/ruff check .

@@ -18,6 +18,33 @@ sys.path.insert(0, str(ROOT))  # `benchmarks` and `tests` helpers import from th
 pytest_plugins = ("tests.slurm_support", "tests.sweep_fakes", "tests.run_fakes")
 
 
+def pytest_configure(config) -> None:
+    """Before any worker starts (pytest-xdist's controller, or the one process without it): unpack
+    the real datasets' archives once, so that parallel workers never race to unpack them."""
+    if hasattr(config, "workerinput"):
+        return
+    named = os.environ.get("MNIST_HPC_DATA_DIR")
+    if not named:
+        return
+    from mnist_hpc.config.datasets import DATASETS
+    from mnist_hpc.training.data import prepare
+
+    for spec in DATASETS.values():
+        if (Path(named) / spec.folder / "raw").is_dir():
+            try:
+                prepare(spec, named, download=False)
+            except Exception:  # an incomplete folder: the tests that need it say so themselves
+                pass
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """The Slurm-sandbox tests share one sandbox per session: under pytest-xdist (`-n 2`) they all run
+    on one worker, one after another (`--dist loadgroup`), while the other worker takes the rest."""
+    for item in items:
+        if item.get_closest_marker("slurm"):
+            item.add_marker(pytest.mark.xdist_group("slurm"))
+
+
 def write_idx(path: Path, array: np.ndarray) -> None:
     """Write an IDX file (the MNIST format): magic, big-endian dims, uint8 data."""
     magic = 0x0800 | array.ndim

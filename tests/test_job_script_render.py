@@ -2,7 +2,7 @@
 to the generator, shellcheck on everything, quoting of hostile names and paths.
 
 Regenerate the golden files after an intended change of a template or a profile with
-    MNIST_HPC_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/test_hpc_render.py
+    MNIST_HPC_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/test_job_script_render.py
 and review the diff of tests/golden/ before committing it.
 """
 

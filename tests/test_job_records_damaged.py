@@ -8,7 +8,7 @@ import json
 import pytest
 
 from mnist_hpc.cluster import queue
-from tests.test_hpc_status import DISABLED, _line, _run, fake, project  # noqa: F401 - project: a fixture
+from tests.test_job_status import DISABLED, _line, _run, fake, project  # noqa: F401 - project: a fixture
 
 BAD = {
     "a list": [{"job_id": "5"}],
