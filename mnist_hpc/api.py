@@ -15,8 +15,12 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mnist_hpc.errors import UserError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 PLOT_NAMES = ("learning_curves", "confusion_matrix", "misclassified")
 
@@ -150,9 +154,11 @@ class Run:
         cdir = self.path / "checkpoints"
         newest = list_checkpoints(cdir) if cdir.is_dir() else []
         if which == "best" and cdir.is_dir() and (cdir / "best.pt").exists():
-            return usable(
+            found = usable(
                 cdir, warn=lambda m: print(m, file=sys.stderr)
             )  # a damaged one: the previous good one
+            if found is not None:  # None only when there is no checkpoint at all
+                return found
         if not newest:
             raise UserError(f"{self.path}: no checkpoint in {cdir}")
         return newest[0]
@@ -199,7 +205,7 @@ class Run:
             images = _array_images(images)  # one image, or a batch of them
         elif isinstance(images, (str, Path)) or not isinstance(images, Iterable):
             images = [images]
-        prepared = []  # (name, array or None, error or None)
+        prepared: list[tuple[str, np.ndarray | None, str | None]] = []  # (name, array or None, error or None)
         for i, img in enumerate(images):
             name = str(img) if isinstance(img, (str, Path)) else f"image {i}"
             try:
@@ -303,7 +309,7 @@ def _array_images(a) -> list:
     )
 
 
-def _to_mnist_array(img, index: int):
+def _to_mnist_array(img, index: int) -> np.ndarray:
     """A 28x28 uint8 array (white on black) from a path, a PIL image or an array."""
     import numpy as np
     from PIL import Image
@@ -432,8 +438,8 @@ def sweep(
     if sw.study is not None:  # method: optuna: ``parallel`` workers; the Run of each completed trial
         from mnist_hpc.experiments.search import run_study
 
-        results = run_study(sw, workers=parallel, data_dir=data_dir, echo=echo)
-        return [Run(r.run_dir) for r in results if r.state == "completed"]
+        trials = run_study(sw, workers=parallel, data_dir=data_dir, echo=echo)
+        return [Run(t.run_dir) for t in trials if t.state == "completed"]
     results = run_sweep(sw, parallel=parallel, data_dir=data_dir, echo=echo)
     return [Run(r.run_dir) for r in results if r.ok]
 

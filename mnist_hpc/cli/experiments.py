@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
@@ -18,7 +19,7 @@ from mnist_hpc.errors import ConfigError, UserError
 from mnist_hpc.experiments import figures, pages, tables
 from mnist_hpc.experiments.report import compare, find_runs, load_run
 from mnist_hpc.experiments.sweep import is_completed, last_line, run_sweep
-from mnist_hpc.experiments.sweepfile import MAX_RUNS, load_sweep
+from mnist_hpc.experiments.sweepfile import MAX_RUNS, SweepRun, load_sweep
 from mnist_hpc.experiments.tables import plural
 from mnist_hpc.runs.folder import atomic_write
 
@@ -31,7 +32,8 @@ class _UserFacing(click.ClickException):
 
     def __init__(self, error: UserError):
         super().__init__(str(error))
-        self.exit_code = error.exit_code
+        # click types exit_code a ClassVar, yet reads it off the instance (sys.exit(e.exit_code))
+        self.exit_code = error.exit_code  # type: ignore[misc]
 
     def show(self, file=None):
         click.echo(f"error: {self.format_message()}", err=True, file=file)
@@ -132,7 +134,7 @@ def run(sweep_file, parallel, index, data_dir, overrides, allow_large, force):
     if sweep.study is not None:
         _run_study(sweep, parallel, index, data_dir)
         return
-    runs = sweep.runs
+    runs: Sequence[SweepRun] = sweep.runs
     if index is not None:
         if index >= len(runs):
             raise ConfigError(
@@ -320,7 +322,7 @@ def _study_sections(studies, tmp) -> str:
     """The HTML of each study (``_studies``), its figures embedded."""
     from mnist_hpc.experiments import studyreport
 
-    out = []
+    out: list[str] = []
     for d, view in studies:
         drawn = studyreport.make_study_plots(view, Path(tmp) / f"study-{len(out)}")
         out.append(studyreport.html_section(view, d, pages.embed_images(drawn)))

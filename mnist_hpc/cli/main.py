@@ -189,8 +189,9 @@ def config_validate(files):
         except ConfigError as e:
             bad += 1
             click.echo(f"error {e}", err=True)
-            if getattr(e, "detail", ""):
-                click.echo(e.detail, err=True)
+            detail = getattr(e, "detail", "")  # a UserCodeError's frames of the user's code
+            if detail:
+                click.echo(detail, err=True)
         except UserError as e:
             bad += 1
             click.echo(f"error {f}: {e}", err=True)
@@ -360,7 +361,9 @@ def data_verify(datasets, data_dir):
     from mnist_hpc.training import data as D
 
     root, why = resolve_data_root(data_dir)
-    missing, damaged, memory = [], [], 0
+    missing: list[str] = []
+    damaged: list[str] = []
+    memory = 0
     for name in datasets:
         for path, ok, note in D.verify(DATASETS[name], root):
             if not ok:
@@ -511,8 +514,9 @@ def _main(argv):
         raise SystemExit(EXIT_INTERRUPTED) from None
     except UserError as e:
         click.echo(f"error: {e}", err=True)
-        if getattr(e, "detail", ""):  # the user's own traceback frames (a model file's mistake)
-            click.echo(e.detail, err=True)
+        detail = getattr(e, "detail", "")  # the user's own traceback frames (a model file's mistake)
+        if detail:
+            click.echo(detail, err=True)
         raise SystemExit(e.exit_code) from None
     except KeyboardInterrupt as e:  # training says which checkpoint it kept and how to resume
         click.echo(str(e) if str(e) else "interrupted (Ctrl-C); nothing already saved was lost", err=True)

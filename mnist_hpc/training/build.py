@@ -13,6 +13,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -402,7 +403,8 @@ def build_components(
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         ddp = DDP(raw, device_ids=[device.index] if device.type == "cuda" else None)
-    model = torch.compile(ddp) if cfg.train.compile else ddp
+    # torch.compile of a module returns an OptimizedModule (a Module); its stub says only Callable
+    model = cast(torch.nn.Module, torch.compile(ddp)) if cfg.train.compile else ddp
     optimizer = make_optimizer(cfg, raw.parameters())
     return Components(
         raw_model=raw,

@@ -56,7 +56,9 @@ def _position(name: str):
 def rng_state() -> dict:
     import numpy as np
 
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    legacy = np.random.get_state(legacy=True)
+    assert isinstance(legacy, tuple)  # the global generator is an MT19937: its legacy state is the tuple
+    kind, keys, pos, has_gauss, cached = legacy
     state = {
         "python": _to_plain(random.getstate()),
         "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
@@ -266,8 +268,8 @@ def usable(ckpt_dir: Path, warn=print) -> Path | None:
         except CheckpointError as e:
             errors.append((p, e))
             continue
-        for _, e in errors:
-            warn(f"warning: {str(e).split('; ')[0]}; using {p.name} instead")
+        for _, err in errors:
+            warn(f"warning: {str(err).split('; ')[0]}; using {p.name} instead")
         return p
     if errors:
         names = ", ".join(p.name for p, _ in errors[:3]) + (" ..." if len(errors) > 3 else "")

@@ -95,7 +95,7 @@ def verify(spec: DatasetSpec, root) -> list[tuple[str, bool, str]]:
 def _reason(e: BaseException) -> str:
     """The first non-empty message along an exception's causes (torchvision often wraps the
     network's error in an empty RuntimeError), with its type: 'URLError: ...'."""
-    seen = e
+    seen: BaseException | None = e
     while seen is not None:
         text = str(seen).strip().splitlines()[0] if str(seen).strip() else ""
         if text:
@@ -354,7 +354,9 @@ def load(
         x, y = read_split(spec, root, True)
         tx, ty = read_split(spec, root, False)
         classes, channels = spec.classes, 1
-        mean, std = (spec.mean, spec.std) if spec.mean is not None else measured_stats(x)
+        mean, std = (
+            (spec.mean, spec.std) if spec.mean is not None and spec.std is not None else measured_stats(x)
+        )
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(len(x), generator=g)
     n_val = round(len(x) * val_split) if val_split else 0
@@ -478,6 +480,7 @@ class ResidentLoader:
     def make_batch(self, idx, epoch: int = 0, step: int = 0) -> torch.Tensor:
         xb = self.x[idx]
         if self.aug is not None:
+            assert self._gen is not None  # made with the augmentation
             self._gen.manual_seed((self.seed * 1_000_003 + epoch) * 100_003 + step * 31 + self.rank)
             xf = augment(
                 (xb.unsqueeze(1) if xb.ndim == 3 else xb).float() / 255.0,

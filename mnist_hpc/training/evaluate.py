@@ -15,23 +15,25 @@ TTA_SHIFTS = [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)]  # the image and its 1-p
 
 
 @torch.no_grad()
-def predict_probs(model, x_u8, mean, std, batch_size, *, autocast=None, tta=False, channels_last=False):
+def predict_probs(
+    model, x_u8, mean, std, batch_size, *, autocast=None, tta=False, channels_last=False
+) -> torch.Tensor:
     """Softmax probabilities (N, classes) for uint8 images (N, H, W) or (N, C, H, W); ``tta`` averages the
     probabilities of 1-px shifted views. ``autocast``: a context factory (``Precision.autocast``)."""
     model.eval()
-    out = []
+    out: list[torch.Tensor] = []
     shifts = TTA_SHIFTS if tta else TTA_SHIFTS[:1]
     for i in range(0, len(x_u8), batch_size):
         xb = datamod.normalize(x_u8[i : i + batch_size], mean, std)
         if channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
-        probs = 0
+        views: list[torch.Tensor] = []  # the probabilities of each shifted view
         for dy, dx in shifts:
             view = xb if (dy, dx) == (0, 0) else torch.roll(xb, shifts=(dy, dx), dims=(2, 3))
             with autocast() if autocast else nullcontext():
                 logits = model(view)
-            probs = probs + logits.float().softmax(1)
-        out.append(probs / len(shifts))
+            views.append(logits.float().softmax(1))
+        out.append(sum(views[1:], views[0]) / len(shifts))
     return torch.cat(out) if out else torch.zeros(0, 0, device=x_u8.device)
 
 

@@ -17,8 +17,11 @@ import contextlib
 import os
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import torch
 
@@ -130,7 +133,9 @@ class _sigterm_stops_the_write:
     instead of ending the process on the spot."""
 
     def __init__(self, target: Path):
-        self.target, self.previous = target, None
+        self.target = target
+        # the SIGTERM handler replaced: a function, SIG_DFL / SIG_IGN, or None (not set from Python)
+        self.previous: Callable[[int, FrameType | None], Any] | int | None = None
 
     def __enter__(self):
         import signal
@@ -203,6 +208,7 @@ def _onnx(model, target: Path, example: torch.Tensor) -> None:
             verbose=False,
             dynamic_shapes=({0: torch.export.Dim("batch")},),
         )
+    assert program is not None  # dynamo=True returns the ONNXProgram (None is the legacy exporter's)
     atomic_write(target, program.model_proto.SerializeToString())
 
 

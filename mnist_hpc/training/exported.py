@@ -151,8 +151,9 @@ class ExportedModel(torch.nn.Module):
         super().__init__()
         self.inner, self.path = inner, Path(path)
         shape = (card.get("input") or {}).get("shape")
-        ok = isinstance(shape, list) and len(shape) >= 2 and all(isinstance(d, int) for d in shape[1:])
-        self.image_shape = tuple(shape[1:]) if ok else None
+        self.image_shape: tuple[int, ...] | None = None
+        if isinstance(shape, list) and len(shape) >= 2 and all(isinstance(d, int) for d in shape[1:]):
+            self.image_shape = tuple(shape[1:])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.image_shape is not None and tuple(x.shape[1:]) != self.image_shape:
@@ -189,6 +190,7 @@ def load_exported(path, device="cpu", *, trust_code: bool = False):
         require("onnxruntime", f"{path}: an ONNX model")
     verify(path, card)
     cfg = config_from_dict(card.get("config", {}), source=f"{card_path(path)} (config)")
+    model: torch.nn.Module
     if onnx:
         model = OnnxModel(path)
     elif fmt == "torchscript":

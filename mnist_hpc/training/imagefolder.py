@@ -33,7 +33,7 @@ def _decode(paths, channels: int, size: int) -> tuple[torch.Tensor, list[str]]:
     for i, p in enumerate(paths):
         try:
             with Image.open(p) as im:
-                out[i] = np.asarray(im.convert(mode).resize((size, size), Image.BILINEAR))
+                out[i] = np.asarray(im.convert(mode).resize((size, size), Image.Resampling.BILINEAR))
         except Exception as e:
             bad.append(f"{p} ({type(e).__name__}: {str(e).splitlines()[0][:60] if str(e) else 'unreadable'})")
     t = torch.from_numpy(out)

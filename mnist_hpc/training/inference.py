@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
-from mnist_hpc.config import config_from_dict
+from mnist_hpc.config import Config, config_from_dict
 from mnist_hpc.config.datasets import resolve_data_root
 from mnist_hpc.errors import UserError
 from mnist_hpc.training import checkpoint as ckpt
@@ -24,7 +25,7 @@ class Loaded(NamedTuple):
     """A trained model ready to use, with what feeding it needs."""
 
     model: torch.nn.Module
-    cfg: object
+    cfg: Config
     path: Path
     info: dict  # dataset, classes, channels, size, mean, std (``data_info``)
 
@@ -139,10 +140,11 @@ def evaluate_runs(
         datamod.prepare(spec, root, download=not offline)
         x, y = datamod.read_split(spec, root, False)
     x, y = x.to(dev), y.to(dev)
-    results, total = [], 0
+    results = []
+    total: torch.Tensor | None = None  # the sum of the runs' probabilities
     for model, _, p, info in loaded:
         probs = predict_probs(model, x, info["mean"], info["std"], batch_size, tta=tta)
-        total = total + probs
+        total = probs if total is None else total + probs
         results.append(
             {
                 "checkpoint": str(p),
@@ -151,7 +153,7 @@ def evaluate_runs(
             }
         )
     ensemble = None
-    if len(loaded) > 1:
+    if len(loaded) > 1 and total is not None:
         probs = total / len(loaded)
         ensemble = {
             "test_accuracy": (probs.argmax(1) == y).float().mean().item(),
@@ -217,7 +219,7 @@ def predict_each(checkpoint_path, images, device="cpu", top=3, *, trust_code: bo
     naming the file) in input order. The model loads once; a bad checkpoint raises."""
     from mnist_hpc.training import imageprep
 
-    prepared = []
+    prepared: list[tuple[str | Path, np.ndarray | None, str | None]] = []
     for p in images:
         try:
             prepared.append((p, imageprep.prepare(p), None))

@@ -16,13 +16,15 @@ tiny batch to check the output is (N, num_classes), each failure one line in the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from torch import nn
 
 from mnist_hpc.config.datasets import MNIST_SHAPE, DataShape
-from mnist_hpc.config.models import MAX_PARAMS, MODEL_SPECS, ModelSection
+from mnist_hpc.config.models import MAX_PARAMS, MODEL_SPECS, CustomModel, ModelSection
 from mnist_hpc.errors import ConfigError, UserError
 from mnist_hpc.training import usercode
 from mnist_hpc.training.usercode import ModelCode, UserCodeError
@@ -136,7 +138,13 @@ def fast(shape: DataShape, width, depth, channels=(), head="max", downsample="ma
 
 # The built-in nets: name -> builder(shape, **the section's params). A new built-in is a section
 # class in config/models.py (listed in MODEL_SPECS) and its builder here.
-BUILDERS = {"mlp": mlp, "cnn": cnn, "lenet5": lenet5, "resnet18": resnet18, "fast": fast}
+BUILDERS: dict[str, Callable[..., nn.Module]] = {
+    "mlp": mlp,
+    "cnn": cnn,
+    "lenet5": lenet5,
+    "resnet18": resnet18,
+    "fast": fast,
+}
 assert set(BUILDERS) == {n for n, s in MODEL_SPECS.items() if s.section.source == "builtin"}, (
     "config/models.py and training/models.py must name the same built-in models"
 )
@@ -166,8 +174,9 @@ def _tv_weights_enum(arch: str, name: str):
         ) from None
 
 
-def hub_weights_path(arch: str, name: str) -> tuple[Path, object]:
-    """Where torch.hub keeps the file of ``arch``'s weights ``name``, and the weights enum value."""
+def hub_weights_path(arch: str, name: str) -> tuple[Path, Any]:
+    """Where torch.hub keeps the file of ``arch``'s weights ``name``, and the weights enum value
+    (a torchvision ``WeightsEnum`` member; torchvision ships no type information)."""
     import os
 
     weights = _tv_weights_enum(arch, name)
@@ -220,9 +229,9 @@ def _first_rgb_conv(model: nn.Module) -> tuple[nn.Module, str, nn.Conv2d] | None
     return None
 
 
-def _last_head(model: nn.Module, width: int) -> tuple[nn.Module, str, nn.Module] | None:
+def _last_head(model: nn.Module, width: int) -> tuple[nn.Module, str, nn.Linear | nn.Conv2d] | None:
     """The classifier layer: the last Linear (or 1x1 Conv, SqueezeNet) with ``width`` outputs."""
-    found = None
+    found: tuple[str, nn.Linear | nn.Conv2d] | None = None
     for name, mod in model.named_modules():
         if (isinstance(mod, nn.Linear) and mod.out_features == width) or (
             isinstance(mod, nn.Conv2d) and mod.out_channels == width
@@ -261,17 +270,17 @@ def adapt_torchvision(net: nn.Module, shape: DataShape, n_out: int) -> nn.Module
             new = nn.Conv2d(
                 1,
                 conv.out_channels,
-                conv.kernel_size,
-                conv.stride,
-                conv.padding,
-                conv.dilation,
+                _pair(conv.kernel_size),
+                _pair(conv.stride),
+                conv.padding if isinstance(conv.padding, str) else _pair(conv.padding),
+                _pair(conv.dilation),
                 conv.groups,
                 conv.bias is not None,
                 padding_mode=conv.padding_mode,
             )
             with torch.no_grad():
                 new.weight.copy_(conv.weight.sum(1, keepdim=True))
-                if conv.bias is not None:
+                if conv.bias is not None and new.bias is not None:  # new has a bias when conv has
                     new.bias.copy_(conv.bias)
             setattr(parent, attr, new)
         else:  # no leading RGB conv to adapt: repeat the grey channel instead
@@ -284,8 +293,18 @@ def adapt_torchvision(net: nn.Module, shape: DataShape, n_out: int) -> nn.Module
         if isinstance(old, nn.Linear):
             setattr(parent, attr, nn.Linear(old.in_features, shape.num_classes, bias=old.bias is not None))
         else:
-            setattr(parent, attr, nn.Conv2d(old.in_channels, shape.num_classes, old.kernel_size, old.stride))
+            setattr(
+                parent,
+                attr,
+                nn.Conv2d(old.in_channels, shape.num_classes, _pair(old.kernel_size), _pair(old.stride)),
+            )
     return net
+
+
+def _pair(v: tuple[int, ...]) -> tuple[int, int]:
+    """A Conv2d's kernel_size, stride, padding or dilation: torch stores two ints (``_pair``) but
+    types the attributes ``tuple[int, ...]``."""
+    return cast("tuple[int, int]", v)
 
 
 class _Repeat3(nn.Module):
@@ -372,11 +391,11 @@ def model_code(model_cfg) -> ModelCode | None:
 
 
 def build_model(
-    model_cfg: ModelSection | dict,
+    model_cfg: ModelSection | dict[str, Any],
     shape: DataShape = MNIST_SHAPE,
     *,
     code: ModelCode | None = None,
-    factory=None,
+    factory: Callable[..., Any] | None = None,
     load_weights: bool = True,
 ) -> nn.Module:
     """The torch module for ``cfg.model`` (or a plain ``{"name": ..., **params}`` dict) and data of
@@ -385,12 +404,14 @@ def build_model(
     if isinstance(model_cfg, dict):
         from mnist_hpc.config.validate import build_tagged
 
-        model_cfg = build_tagged(ModelSection, model_cfg, "model")
+        built: ModelSection = build_tagged(ModelSection, model_cfg, "model")
+        model_cfg = built
     source = model_cfg.source
     if source == "builtin":
         return BUILDERS[model_cfg.name](shape, **model_cfg.params())
     if source == "torchvision":
         return torchvision_model(model_cfg, shape, load_weights=load_weights)
+    assert isinstance(model_cfg, CustomModel)  # the one section whose source is "custom"
     if factory is None:
         code = code or usercode.read_code(model_cfg.file)
         factory = usercode.find_factory(code, model_cfg.factory)

@@ -54,7 +54,7 @@ def probe(cfg, *, reuse: bool = True) -> Probe:
 
     for _ in range(WARMUP):
         step()
-    times = []  # each step timed alone; the median resists a busy machine's outliers
+    times: list[float] = []  # each step timed alone; the median resists a busy machine's outliers
     began = time.perf_counter()
     while len(times) < STEPS or (len(times) < MAX_STEPS and time.perf_counter() - began < MIN_SECONDS):
         start = time.perf_counter()

@@ -86,7 +86,7 @@ def plan(
             if (path / "checkpoints").is_dir()
             else (None, None)
         )
-        if src is None:
+        if src is None or state is None:  # both None: no loadable checkpoint
             echo(f"--resume auto: no checkpoint in {path / 'checkpoints'}; starting from scratch")
             return claim(cfg, path, auto=auto, job_id=job_id, echo=echo)
     else:
@@ -129,11 +129,12 @@ def _continue(
     if same and not completed and newest:
         start = _in_place(path, job_id)
     else:
+        target: Path | None = path
         if same:  # never rewrite a finished run, nor the checkpoints that follow src
             why = "the run is complete" if completed else "newer checkpoints follow the one resumed"
             echo(f"note: {src_run}: {why}, so its files are left as they are; continuing in a new run folder")
-            path, auto = None, True
-        start = claim(cfg, path, auto=auto, parent_run=src_run, job_id=job_id, echo=echo)
+            target, auto = None, True
+        start = claim(cfg, target, auto=auto, parent_run=src_run, job_id=job_id, echo=echo)
     start.resume, start.changes = src, changes
     return start
 
@@ -191,6 +192,7 @@ def claim(cfg, path: Path | None, *, auto: bool, parent_run=None, job_id=None, e
         path = folder.create_run_dir(cfg.experiment.output_dir, cfg.experiment.name, first=path)
         lock = _lock(path)
     else:
+        assert path is not None  # only a name of our choosing (auto) may be left to claim
         _refuse_other_run(path, echo)  # before writing anything into it
         folder.ensure_writable(path)
         lock = _lock(path)

@@ -120,7 +120,9 @@ class _Run:
         self.main = denv.is_main
 
     def run(self, data_dir, run_dir, resume, source, precision, stop, progress, init_from=None):
-        self.stop, self.trainer, self.start = stop, None, None
+        self.stop = stop
+        self.trainer: Trainer | None = None  # made by _train
+        self.start: resumemod.Start | None = None  # rank 0's, made by _plan
         start = self._plan(run_dir, resume, init_from, source)
         self.run_dir = Path(start["run_dir"])
         if start["done"]:  # a completed run with nothing more to train
@@ -160,27 +162,29 @@ class _Run:
         if "error" in info:
             raise error or UserError(f"rank 0 could not start the run: {info['error']}")
         if self.main and not info["done"]:
+            start = self.start
+            assert start is not None  # rank 0 planned the run above
             try:
                 write_state(
-                    self.start.run_dir,
+                    start.run_dir,
                     RunState(
                         "running",
-                        self.start.identity.get("run_id"),
+                        start.identity.get("run_id"),
                         pid=os.getpid(),
                         host=socket.gethostname(),
                     ),
                 )
                 folder.atomic_write(
-                    self.start.run_dir / "config.yaml",
+                    start.run_dir / "config.yaml",
                     "# resolved config of this run "
                     f"(source: {source or 'python'})\n" + self._stored_config().to_yaml(),
                 )
                 self._snapshot_code()
             except BaseException:
-                self.start.release()
+                start.release()
                 raise
             if self.ctx.on_start is not None:  # the job's environment, per start (cluster/envrecord)
-                self.ctx.on_start(self.start.run_dir)
+                self.ctx.on_start(start.run_dir)
         return info
 
     # -- the user's model code: one copy in the run folder, its digest in run.json ----------
@@ -200,19 +204,21 @@ class _Run:
         code, record = self.prepared.code, self.prepared.record()
         if record is None:
             return
-        run_dir = self.start.run_dir
+        start = self.start
+        assert start is not None  # rank 0's, planned before
+        run_dir = start.run_dir
         if code is not None:
             target = run_dir / SNAPSHOT_DIR / code.name
             if not (target.is_file() and target.read_bytes() == code.text.encode("utf-8")):
                 target.parent.mkdir(exist_ok=True)
                 folder.atomic_write(target, code.text)
-        identity = dict(self.start.identity or {})
+        identity = dict(start.identity or {})
         if identity.get("model_code") != record:
             from mnist_hpc.runs.state import write_identity
 
             identity["model_code"] = record
             write_identity(run_dir, identity)
-            self.start.identity = identity
+            start.identity = identity
 
     def _train(self, data_dir, start, precision, stop, progress):
         cfg, denv, ctx = self.cfg, self.denv, self.ctx
@@ -330,6 +336,7 @@ class _Run:
 
     def _record_resume(self, path: Path) -> None:
         """The resume entry of the history says what changed and, for a new folder, from where."""
+        assert self.trainer is not None  # resumed by it
         s = self.trainer.state
         # checkpoints of earlier versions carry no wall time: the time trained is a lower bound
         s.wall_seconds = max(s.wall_seconds, s.train_seconds + (s.partial or {}).get("seconds", 0.0))
@@ -346,7 +353,8 @@ class _Run:
         """--init-from: the checkpoint's weights only (every rank loads them: DDP has already
         broadcast its initial weights)."""
         state = ckpt.load(path, map_location=self.device)
-        stored = state.get("config") if isinstance(state.get("config"), dict) else {}
+        config = state.get("config")
+        stored = config if isinstance(config, dict) else {}
         theirs = stored.get("model", {}).get("name") if isinstance(stored.get("model"), dict) else None
         ours = self.cfg.model.name
         try:
@@ -391,12 +399,21 @@ class _Run:
                     signal=self.stop.name,
                     checkpoint=kept,
                     requeued=str(e) == "requeued",
-                    **pos,
+                    epoch=pos.get("epoch"),
+                    step=pos.get("step"),
                 ),
             )
         elif isinstance(e, KeyboardInterrupt):
             record_state(
-                self.run_dir, RunState("interrupted", run_id, signal="SIGINT", checkpoint=kept, **pos)
+                self.run_dir,
+                RunState(
+                    "interrupted",
+                    run_id,
+                    signal="SIGINT",
+                    checkpoint=kept,
+                    epoch=pos.get("epoch"),
+                    step=pos.get("step"),
+                ),
             )
             return KeyboardInterrupt(self._ctrl_c_text(kept, pos))
         else:
@@ -422,9 +439,10 @@ class _Run:
     # -- the end --------------------------------------------------------------------------
 
     def _finish(self, params) -> RunSummary | None:
-        cfg, parts, splits = self.cfg, self.parts, self.splits
-        s = self.trainer.state
-        best_path = self.trainer.ckpt_dir / "best.pt"
+        cfg, parts, splits, trainer = self.cfg, self.parts, self.splits, self.trainer
+        assert trainer is not None  # it has trained
+        s = trainer.state
+        best_path = trainer.ckpt_dir / "best.pt"
         if cfg.data.val_split and best_path.exists() and cfg.train.early_stopping.patience:
             # early stopping: report the test figures of the best epoch's weights
             parts.raw_model.load_state_dict(ckpt.load(best_path, map_location=self.device)["model"])
@@ -449,7 +467,7 @@ class _Run:
         self._plots(test, list(splits.classes))
         write_summary(self.run_dir, summary)
         plots = {p.stem: p for p in sorted((self.run_dir / "plots").glob("*.png"))}
-        self.trainer.trackers.log_summary(summary.to_dict(), plots, s.global_step)
+        trainer.trackers.log_summary(summary.to_dict(), plots, s.global_step)
         record_state(self.run_dir, RunState("completed", summary.run_id))
         timing = f"{s.train_seconds:.1f} s training · {summary.total_seconds:.0f} s total"
         if s.requeues:  # total: every start of the run; this process: the last start only
@@ -463,7 +481,9 @@ class _Run:
     def _summary(self, test, params, eval_seconds) -> RunSummary:
         from mnist_hpc.training import metrics as M
 
-        cfg, s, denv, parts = self.cfg, self.trainer.state, self.denv, self.parts
+        trainer = self.trainer
+        assert trainer is not None  # it has trained
+        cfg, s, denv, parts = self.cfg, trainer.state, self.denv, self.parts
         per_class = M.per_class_metrics(test["confusion"], list(self.splits.classes))
         prov = folder.provenance(self.ctx.job_id, self.ctx.array_task_id)
         return RunSummary(
@@ -481,15 +501,13 @@ class _Run:
             train_seconds=round(s.train_seconds, 3),
             eval_seconds=round(eval_seconds, 3),
             data_seconds=round(self.data_seconds, 3),
-            total_seconds=round(self.trainer.wall_seconds(), 3),
+            total_seconds=round(trainer.wall_seconds(), 3),
             process_seconds=round(time.time() - PROCESS_START, 3),
             images_per_s=round(
-                rate_of(
-                    s.images_seen, s.step_seconds, self.trainer.warmup_images, self.trainer.warmup_seconds
-                ),
+                rate_of(s.images_seen, s.step_seconds, trainer.warmup_images, trainer.warmup_seconds),
                 1,
             ),
-            warmup_seconds=round(self.trainer.warmup_seconds, 3),
+            warmup_seconds=round(trainer.warmup_seconds, 3),
             device=self._device_text(),
             peak_gpu_memory_mb=self._peak_gpu_memory_mb(),
             world_size=denv.world_size,
@@ -514,6 +532,7 @@ class _Run:
     def _plots(self, test, names):
         from mnist_hpc.runs import plots
 
+        assert self.trainer is not None  # it has trained
         pdir = self.run_dir / "plots"
         pdir.mkdir(exist_ok=True)
         plots.learning_curves(self.trainer.state.history, pdir / "learning_curves.png")

@@ -455,7 +455,7 @@ class Trainer:
             "val_acc": round(val["accuracy"], 6) if val else None,
             "lr": lr,
             "seconds": round(seconds, 3),
-            "images_per_s": round(rate_of(n, seconds, warm_images, self.warmup_seconds), 1),
+            "images_per_s": round(rate_of(int(n), seconds, warm_images, self.warmup_seconds), 1),
         }
         s.history.append(row)
         if self.main:
