@@ -325,7 +325,7 @@ class TorchvisionModel(ModelSection):
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    section: type  # the ModelSection subclass holding its parameters
+    section: type[ModelSection]  # the ModelSection subclass holding its parameters
     description: str
 
     def param_names(self) -> list[str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import Literal
 
 from mnist_hpc.config.datasets import DATASETS, FOLDER, data_shape
 from mnist_hpc.config.dump import commented_yaml
@@ -241,8 +241,18 @@ class RuntimeConfig:
             err("dist_timeout", "seconds > 0", self.dist_timeout)
 
 
+class _Origin:
+    """Per-instance facts about a ``Config`` that are not part of it: plain class attributes (the
+    defaults), not dataclass fields, so they stay out of ``to_dict()`` and the validator."""
+
+    # What loading changed that the user did not write (e.g. keys dropped by a model switch);
+    # one line each, set by ``load_config``; not part of the config itself.
+    notes: tuple[str, ...] = ()
+    source: str = "python"  # where it was loaded from (a path or a shipped name)
+
+
 @dataclass
-class Config:
+class Config(_Origin):
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelSection = field(
@@ -251,11 +261,6 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
-
-    # What loading changed that the user did not write (e.g. keys dropped by a model switch);
-    # one line each, set by ``load_config``; not part of the config itself.
-    notes: ClassVar[tuple] = ()
-    source: ClassVar[str] = "python"  # where it was loaded from (a path or a shipped name)
 
     def check(self, err):
         """The rules that span sections."""

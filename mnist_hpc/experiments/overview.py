@@ -264,7 +264,7 @@ STUDY_STATES = {
 }
 
 
-def study_states(sweep) -> tuple[list, int | None]:
+def study_states(sweep) -> tuple[list, int]:
     """([RunStatus] of each trial of a ``method: optuna`` study, by number; n_trials asked for).
     A running trial whose worker has gone reads as interrupted (the next `sweep run` resumes it)."""
     from mnist_hpc.experiments import search, studyreport
