@@ -220,14 +220,15 @@ def cost_estimate(
 
         cfgs = [load_config(source, overrides)]
         pack = 1
-    seen = {}
+    seen: dict[tuple[str, int, str], est.Probe] = {}
     probes = []
     for cfg in cfgs:
         key = (repr(cfg.model), cfg.data.batch_size, cfg.data.dataset)
         if key not in seen:
-            seen[key] = est.stored_probe(cfg) if stored_only else _probe(cfg)
-            if seen[key] is None:
+            probe = est.stored_probe(cfg) if stored_only else _probe(cfg)
+            if probe is None:
                 return None
+            seen[key] = probe
         probes.append(seen[key])
     if str(gpus).strip().lower() == "auto":  # what submit would choose (it says why itself)
         gpus = jobs.auto_gpus(
@@ -309,12 +310,13 @@ def _pack_value(pack: str, sweep_file, overrides, task_time: str) -> int:
         raise UserError("--pack auto: an optuna study's array tasks are workers claiming trials; drop --pack")
     cfgs = [run.config for run in sweep.runs]
     probes = [est.stored_probe(c) for c in cfgs]
-    if any(p is None for p in probes):
+    known = [p for p in probes if p is not None]
+    if len(known) < len(probes):
         raise UserError(
             f"--pack auto needs the runs' time: run mnist-hpc estimate {sweep_file} --cluster NAME "
             "once (it times the model here), or give --pack K"
         )
-    k, why = est.choose_pack(cfgs, probes, task_time)
+    k, why = est.choose_pack(cfgs, known, task_time)
     _note(why)
     return k
 
@@ -493,7 +495,7 @@ def sweep_submit_command(
         else f"{out.runs} workers of a {out.trials}-trial study"
     )
     click.echo(
-        f"submitted sweep {out.name}: {what} as job array {', '.join(out.job_ids)} on "
+        f"submitted sweep {out.name}: {what} as job array {', '.join(str(j) for j in out.job_ids)} on "
         f"{out.cluster} ({out.parallel} at a time); scripts in {_short(out.folder)}/"
     )
     if out.report_job is not None:

@@ -84,7 +84,7 @@ def parse_size(text: str, cpus: int = 1, nodes: int = 1) -> int | None:
     return int(size)
 
 
-def _tres(text: str) -> dict:
+def _tres(text: str) -> dict[str, str]:
     """``billing=2,cpu=2,mem=3G,node=1`` as a dict."""
     return dict(item.split("=", 1) for item in text.split(",") if "=" in item)
 
@@ -96,8 +96,8 @@ def _int(text: str) -> int:
 def parse_sacct(text: str) -> dict[str, Usage]:
     """``{job id: Usage}`` from sacct's output (the job's line and its steps' lines, as
     ``FIELDS``); jobs are keyed as sacct names them (``123``, ``123_4``)."""
-    jobs: dict[str, list] = {}
-    steps: dict[str, list] = {}
+    jobs: dict[str, list[dict[str, str]]] = {}
+    steps: dict[str, list[dict[str, str]]] = {}
     for line in text.splitlines():
         fields = line.split("|", len(FIELDS) - 1)
         if len(fields) != len(FIELDS):
@@ -111,7 +111,7 @@ def parse_sacct(text: str) -> dict[str, Usage]:
         cpus, nodes = _int(row["AllocCPUS"]), max(_int(row["NNodes"]), 1)
         own = steps.get(job_id, [])
         cpu = sum(parse_seconds(s["TotalCPU"]) for s in own) if own else parse_seconds(row["TotalCPU"])
-        rss = [parse_size(s["MaxRSS"]) for s in own if parse_size(s["MaxRSS"]) is not None]
+        rss = [r for r in (parse_size(s["MaxRSS"]) for s in own) if r is not None]
         mem = parse_size(_tres(row["AllocTRES"]).get("mem", ""))
         if mem is None:
             mem = parse_size(row["ReqMem"], cpus, nodes)

@@ -12,7 +12,9 @@ system.
 from __future__ import annotations
 
 import tarfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from mnist_hpc.config import did_you_mean
 from mnist_hpc.config.datasets import DATASETS, IMAGE_SUFFIXES, RAW_FILES, folder_key
@@ -22,7 +24,7 @@ from mnist_hpc.runs.folder import atomic_write_with
 DEFAULT_ARCHIVE = Path("data") / "mnist-hpc-data.tar"
 
 
-def dataset_files(root, name: str) -> list[Path]:
+def dataset_files(root: str | Path, name: str) -> list[Path]:
     """The four files of dataset ``name`` under the data root (missing ones included): the .gz
     archives of MNIST and its kin, the unpacked files of EMNIST and QMNIST (whose downloads are
     one zip of every split, or subsets fetched one by one)."""
@@ -44,19 +46,19 @@ def _folder_files(name: str) -> tuple[Path, list[Path]]:
     return src, sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def available(root) -> list[str]:
+def available(root: str | Path) -> list[str]:
     """Datasets whose four .gz files are all present under ``root``."""
     return [n for n in DATASETS if all(p.is_file() for p in dataset_files(root, n))]
 
 
-def check_names(names) -> list[str]:
+def check_names(names: Sequence[str]) -> list[str]:
     for n in names:
         if n not in DATASETS and not n.startswith(FOLDER_PREFIX):
             raise UserError(f"unknown dataset {n!r}{did_you_mean(n, DATASETS)}; known: {', '.join(DATASETS)}")
     return list(dict.fromkeys(names))
 
 
-def pack(root, names, output=DEFAULT_ARCHIVE) -> Path:
+def pack(root: str | Path, names: Sequence[str], output: str | Path = DEFAULT_ARCHIVE) -> Path:
     """Write the archive of ``names`` (all available datasets if empty); return its path."""
     root = Path(root)
     names = check_names(names) if names else available(root)
@@ -76,7 +78,7 @@ def pack(root, names, output=DEFAULT_ARCHIVE) -> Path:
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
 
-    def write(f):
+    def write(f: BinaryIO) -> None:
         with tarfile.open(fileobj=f, mode="w") as tar:
             for name in names:
                 if name.startswith(FOLDER_PREFIX):
@@ -90,7 +92,7 @@ def pack(root, names, output=DEFAULT_ARCHIVE) -> Path:
     return atomic_write_with(output, write)
 
 
-def contents(archive) -> list[str]:
+def contents(archive: str | Path) -> list[str]:
     """Datasets with all four files in ``archive`` ([] if it is missing or unreadable)."""
     try:
         with tarfile.open(archive) as tar:
@@ -106,7 +108,7 @@ def contents(archive) -> list[str]:
     return found + [f"{FOLDER_PREFIX}{k}" for k in keys]
 
 
-def ensure(archive, root, needed) -> tuple[Path, bool]:
+def ensure(archive: str | Path, root: str | Path, needed: Sequence[str]) -> tuple[Path, bool]:
     """Make sure ``archive`` holds the ``needed`` datasets; (re)pack it from ``root`` if not.
 
     Returns (path, whether it was written). A rebuilt archive keeps what the old one held
@@ -115,7 +117,7 @@ def ensure(archive, root, needed) -> tuple[Path, bool]:
     archive = Path(archive)
     have = contents(archive)
 
-    def held(n):  # an image folder counts as held when its key is in the archive
+    def held(n: str) -> bool:  # an image folder counts as held when its key is in the archive
         return n in have or (
             n.startswith(FOLDER_PREFIX) and f"{FOLDER_PREFIX}{folder_key(_folder_files(n)[0])}" in have
         )

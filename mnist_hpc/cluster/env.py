@@ -11,6 +11,8 @@ import os
 import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
 
 from mnist_hpc.errors import UserError
 
@@ -94,7 +96,7 @@ def first_host(nodelist: str) -> str:
     return out[0]
 
 
-def srun_launch_env(environ: Mapping[str, str] | None = None) -> dict:
+def srun_launch_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """torchrun-style variables (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR,
     MASTER_PORT) for a task of a multi-task ``srun`` step (one task per GPU); {} otherwise.
 
@@ -116,14 +118,30 @@ def srun_launch_env(environ: Mapping[str, str] | None = None) -> dict:
     }
 
 
-def requeue_on_preempt(job: JobEnv, max_requeues: int, echo: Callable[[str], None] = print):
+class PreemptFacts(Protocol):
+    """What the on-preempt callback reads of training's ``PreemptInfo`` (training.context)."""
+
+    @property
+    def epoch(self) -> int: ...
+    @property
+    def step(self) -> int: ...
+    @property
+    def run_dir(self) -> Path: ...
+    @property
+    def requeue_requested(self) -> bool: ...
+
+
+def requeue_on_preempt(
+    job: JobEnv, max_requeues: int, echo: Callable[[str], None] = print
+) -> Callable[[PreemptFacts], bool]:
     """The on-preempt callback for training: after the checkpoint of a requeue signal, requeue this
     Slurm job (``scontrol requeue``) unless it has been requeued ``max_requeues`` times already.
     Returns True when the job was requeued; training then exits and Slurm starts it again."""
 
-    def on_preempt(info) -> bool:
+    def on_preempt(info: PreemptFacts) -> bool:
         where = f"epoch {info.epoch + 1}, step {info.step}"
-        if not (info.requeue_requested and job.in_job):
+        requeue_id = job.requeue_id
+        if not (info.requeue_requested and job.in_job and requeue_id):
             return False
         if job.restart_count >= max_requeues:
             echo(
@@ -134,7 +152,7 @@ def requeue_on_preempt(job: JobEnv, max_requeues: int, echo: Callable[[str], Non
         from mnist_hpc.cluster import slurm
 
         try:
-            slurm.scontrol_requeue(job.requeue_id)
+            slurm.scontrol_requeue(requeue_id)
         except UserError as e:
             echo(f"checkpoint saved at {where}; `scontrol requeue {job.requeue_id}` failed: {str(e)[:200]}")
             return False

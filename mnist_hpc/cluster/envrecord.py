@@ -33,8 +33,8 @@ ENV_DIR = "env"
 WATCHED = ("torch", "torchvision", "mnist-hpc")  # what must not change between two starts
 
 
-def versions() -> dict:
-    out = {}
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
     for name in WATCHED:
         try:
             out[name] = metadata.version(name)
@@ -49,9 +49,10 @@ def versions() -> dict:
 
 def pip_freeze() -> str:
     """``pip freeze``'s list (name==version, sorted), from the installed distributions' metadata."""
-    seen = {}
+    seen: dict[str, str] = {}
     for dist in metadata.distributions():
-        name = dist.metadata.get("Name")
+        # typeshed's PackageMetadata has .get only from 3.12; the object is an email Message on every version
+        name = dist.metadata.get("Name")  # type: ignore[attr-defined]
         if name and name.lower() not in seen:
             seen[name.lower()] = f"{name}=={dist.version}"
     return "".join(line + "\n" for _, line in sorted(seen.items()))
@@ -72,7 +73,9 @@ def _starts(env_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[6:]))
 
 
-def record(run_dir, job: JobEnv, environ: Mapping[str, str] | None = None) -> tuple[Path, str | None]:
+def record(
+    run_dir: str | Path, job: JobEnv, environ: Mapping[str, str] | None = None
+) -> tuple[Path, str | None]:
     """Write ``env/start-<K>/`` for this start; return it and, when this start's watched versions
     differ from the first start's, the warning to show (else None)."""
     env = os.environ if environ is None else environ

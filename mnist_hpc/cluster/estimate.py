@@ -13,10 +13,14 @@ documents none). Torch-free: the probe's figure is handed in.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from mnist_hpc.cluster.profiles import Profile
 from mnist_hpc.cluster.units import format_time, parse_time
+from mnist_hpc.config.schema import Config
 
 # training images of each dataset (their pages; config/datasets.py describes the same counts)
 TRAIN_IMAGES = {
@@ -56,8 +60,8 @@ class Estimate:
     gpus: float  # GPUs a task holds (a MIG slice: 1 slice)
     what: str  # "1 x a100", "1 MIG slice a100_1g.5gb", "CPU only"
     rgu: float | None  # per GPU or slice; None: not documented
-    lines: list = field(default_factory=list)
-    warnings: list = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def gpu_hours(self) -> float:
@@ -68,16 +72,15 @@ class Estimate:
         return None if self.rgu is None else self.gpu_hours * self.rgu
 
 
-def store_path():
+def store_path() -> Path:
     """Where probes are kept: $XDG_CACHE_HOME/mnist-hpc/probes.json (~/.cache/...)."""
     import os
-    from pathlib import Path
 
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "mnist-hpc" / "probes.json"
 
 
-def probe_key(cfg) -> str:
+def probe_key(cfg: Config) -> str:
     """What a stored probe stands for, torch-free: the model section, the batch, the data's shape
     and this host (its name and cores)."""
     import hashlib
@@ -103,7 +106,7 @@ def probe_key(cfg) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def read_store() -> dict:
+def read_store() -> dict[str, Any]:
     import json
 
     try:
@@ -113,7 +116,7 @@ def read_store() -> dict:
     return stored if isinstance(stored, dict) else {}
 
 
-def stored_probe(cfg) -> Probe | None:
+def stored_probe(cfg: Config) -> Probe | None:
     """The probe stored for ``cfg`` on this host, or None (``mnist-hpc estimate`` measures one)."""
     s = read_store().get(probe_key(cfg))
     if not isinstance(s, dict):
@@ -124,7 +127,7 @@ def stored_probe(cfg) -> Probe | None:
         return None
 
 
-def steps_per_epoch(cfg) -> int:
+def steps_per_epoch(cfg: Config) -> int:
     n = TRAIN_IMAGES.get(str(cfg.data.dataset).lower(), 60_000)
     if cfg.data.subset:
         n = min(n, int(cfg.data.subset))
@@ -142,8 +145,8 @@ def _hours(h: float) -> str:
 
 
 def estimate(
-    cfgs,
-    probe,
+    cfgs: Iterable[Config],
+    probe: Probe | list[Probe] | tuple[Probe, ...],
     profile: Profile,
     n_gpus: int,
     gpu_type: str | None,
@@ -252,7 +255,7 @@ class GpuChoice:
     why: str  # one line: what was chosen, from which figures and assumptions
 
 
-def memory_estimate(cfg) -> float | None:
+def memory_estimate(cfg: Config) -> float | None:
     """Bytes of GPU memory a run needs, estimated (None where the model's size is unknown)."""
     from mnist_hpc.config.datasets import MNIST_SHAPE, data_shape
 
@@ -264,10 +267,11 @@ def memory_estimate(cfg) -> float | None:
     if params is None:
         return None
     c, h, w = shape.input_shape
-    return params * BYTES_PER_PARAM + cfg.data.batch_size * c * h * w * ACTIVATION_BYTES_PER_PIXEL
+    needed: int = params * BYTES_PER_PARAM + cfg.data.batch_size * c * h * w * ACTIVATION_BYTES_PER_PIXEL
+    return needed
 
 
-def _params(cfg) -> int | None:
+def _params(cfg: Config) -> int | None:
     from mnist_hpc.config.datasets import MNIST_SHAPE, data_shape
 
     try:
@@ -277,7 +281,7 @@ def _params(cfg) -> int | None:
 
 
 def choose_gpus(
-    cfgs,
+    cfgs: Iterable[Config],
     profile: Profile,
     *,
     time_limit: str,
@@ -301,14 +305,16 @@ def choose_gpus(
             "takes one whole GPU per process",
         )
     sizes = [_params(c) for c in cfgs]
-    if any(s is None for s in sizes):
+    known = [s for s in sizes if s is not None]
+    if len(known) < len(sizes):
         return GpuChoice(
             whole,
             f"{whole} whole GPU: the model's size is unknown before it is built "
             "(custom or torchvision), so no slice is assumed to fit",
         )
-    params = max(sizes)
-    mem = max(memory_estimate(c) for c in cfgs)
+    params = max(known)
+    # every model's size is known, so is every run's memory (the same count, from the same shape)
+    mem = max(m for m in (memory_estimate(c) for c in cfgs) if m is not None)
     mem_text = f"{params:,} parameters, ~{mem / 2**30:.2f} GiB estimated GPU memory"
     if probe is not None and probe.device.startswith("cpu") and not profile.cpu_node_cores:
         steps = max(
@@ -354,7 +360,9 @@ def choose_gpus(
 # --------------------------------------------------------------------------- --pack auto
 
 
-def choose_pack(cfgs, probes, task_time: str) -> tuple[int, str]:
+def choose_pack(
+    cfgs: Iterable[Config], probes: Probe | list[Probe] | tuple[Probe, ...], task_time: str
+) -> tuple[int, str]:
     """``--pack auto``: as many runs per array task as fit ``task_time`` (default an hour: arrays
     suit tasks of about an hour or more [Job arrays]) with the walltime's margin; at least 1."""
     cfgs = list(cfgs)

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TypedDict
 
-from mnist_hpc.cluster.profiles import get_profile
+from mnist_hpc.cluster.profiles import Profile, get_profile
 from mnist_hpc.cluster.render import render
 from mnist_hpc.cluster.spec import JobSpec
 
@@ -18,10 +20,19 @@ HANDOUT_ACCOUNT = "def-someuser"
 HANDOUT_MAIL = "someone@example.com"
 
 
+class _Common(TypedDict):
+    """The ``JobSpec`` fields every handout shares."""
+
+    profile: Profile
+    account: str
+    mail_user: str
+    config: str
+
+
 def handout_specs() -> dict[str, JobSpec]:
     """The scripts of slurm/ by file name: the `alliance` profile, placeholders to edit."""
     alliance, _ = get_profile("alliance")
-    common = {
+    common: _Common = {
         "profile": alliance,
         "account": HANDOUT_ACCOUNT,
         "mail_user": HANDOUT_MAIL,
@@ -71,7 +82,7 @@ def handout_specs() -> dict[str, JobSpec]:
     }
 
 
-def write_slurm_dir(folder) -> list[Path]:
+def write_slurm_dir(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
@@ -83,7 +94,7 @@ def write_slurm_dir(folder) -> list[Path]:
     return written
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m mnist_hpc.cluster.handouts",
         description="Write the ready-to-edit job scripts of slurm/.",

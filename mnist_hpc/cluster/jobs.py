@@ -13,17 +13,24 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from mnist_hpc.cluster import datapack, env, nodeenv, slurm
+from mnist_hpc.cluster.estimate import Probe
 from mnist_hpc.cluster.profiles import Profile, get_profile
 from mnist_hpc.cluster.render import render
 from mnist_hpc.cluster.spec import JobSpec, kind_for
 from mnist_hpc.config.extras import BASE_PACKAGES
+from mnist_hpc.config.models import CustomModel
+from mnist_hpc.config.schema import Config
 from mnist_hpc.errors import DataError, UserError
+
+if TYPE_CHECKING:  # imported where used: a sweep is read only when one is submitted
+    from mnist_hpc.experiments.sweepfile import Sweep
 
 Echo = Callable[[str], None]
 
@@ -58,8 +65,8 @@ class SweepJobs:
     runs: int
     parallel: int  # array tasks running at once (the %K)
     cluster: str
-    jobs: list = field(default_factory=list)  # [Job]
-    notes: list = field(default_factory=list)  # how the sweep was fitted to the cluster's limits
+    jobs: list[Job] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # how the sweep was fitted to the cluster's limits
     snapshot: Path | None = None  # <folder>/sweep.yaml: the copy the array tasks read (None: dry run)
     pack: int = 1  # runs per array task (cluster.packed), one after another
     tasks: int = 0  # array tasks in all (runs / pack, rounded up)
@@ -67,7 +74,7 @@ class SweepJobs:
     trials: int | None = None  # a method: optuna study's n_trials (then ``runs`` counts its workers)
 
     @property
-    def job_ids(self) -> list:
+    def job_ids(self) -> list[str | None]:
         return [j.job_id for j in self.jobs]
 
 
@@ -100,14 +107,16 @@ def _now() -> str:
     return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
 
 
-def staged_name(cfg) -> str:
+def staged_name(cfg: Config) -> str:
     """What the data archive holds for ``cfg``: a dataset name, or ``folder:<path>`` for an image folder."""
     from mnist_hpc.config.datasets import FOLDER
 
     return f"{datapack.FOLDER_PREFIX}{cfg.data.root}" if cfg.data.dataset == FOLDER else cfg.data.dataset
 
 
-def stage_data(profile: Profile, data_dir, needed: list, archive: Path, warn: Echo, note: Echo) -> Path:
+def stage_data(
+    profile: Profile, data_dir: str | Path | None, needed: list[str], archive: Path, warn: Echo, note: Echo
+) -> Path:
     """Make sure the data archive holds the datasets the job needs (packing it if not)."""
     from mnist_hpc.config.datasets import resolve_data_root
 
@@ -131,14 +140,21 @@ def _write_script(path: Path, script: str) -> None:
     path.chmod(0o755)
 
 
-def _record(folder: Path, record: dict) -> None:
+def _record(folder: Path, record: dict[str, Any]) -> None:
     from mnist_hpc.runs.folder import write_json
 
     write_json(folder / "job.json", record)
 
 
 def auto_gpus(
-    cfgs, profile: Profile, time: str, nodes: int, tasks: int | None, note: Echo, pack: int = 1, probe=None
+    cfgs: Iterable[Config],
+    profile: Profile,
+    time: str,
+    nodes: int,
+    tasks: int | None,
+    note: Echo,
+    pack: int = 1,
+    probe: Probe | None = None,
 ) -> str:
     """``--gpus auto``: ``cluster.estimate.choose_gpus`` with this host's stored probe (if any);
     says what it chose and why."""
@@ -186,21 +202,21 @@ def dependency(after: str | None, dry_run: bool = False) -> str:
 
 
 def submit(
-    config_or_source,
+    config_or_source: str | Path | Config,
     overrides: Sequence[str] = (),
     cluster: str = "local",
     *,
     account: str | None = None,
     dry_run: bool = False,
-    gpus=None,
+    gpus: int | str | None = None,
     nodes: int = 1,
     tasks: int | None = None,
     time: str = "1:00:00",
     mail: str | None = None,
     cpus: int | None = None,
     mem: str | None = None,
-    data_dir=None,
-    cwd=None,
+    data_dir: str | Path | None = None,
+    cwd: str | Path | None = None,
     warn: Echo = _WARN,
     note: Echo = _NOTE,
     after: str | None = None,
@@ -308,7 +324,7 @@ def submit(
     return job
 
 
-def check_model_before_queueing(cfg) -> None:
+def check_model_before_queueing(cfg: Config) -> None:
     """A custom or torchvision model is built on the meta device and run on a tiny batch here, on
     the login node, so a mistake in the user's code (or missing pretrained weights) is one line
     now rather than a failed job after the queue (imports torch only for those models)."""
@@ -323,28 +339,31 @@ def check_model_before_queueing(cfg) -> None:
     prepare_model(cfg, shape)
 
 
-def carry_model_code(cfg, folder: Path):
+def carry_model_code(cfg: Config, folder: Path) -> Config:
     """The config as the job reads it: a custom model's file copied into ``folder``/model/ and
     named relative to the config there, so the job needs nothing from the caller's folders."""
-    if cfg.model.source != "custom":
+    model = cfg.model
+    if not isinstance(model, CustomModel):  # the one model of source "custom"
         return cfg
     import copy
 
     from mnist_hpc.runs.folder import atomic_write
     from mnist_hpc.training.usercode import SNAPSHOT_DIR, read_code
 
-    code = read_code(cfg.model.file)
+    code = read_code(model.file)
     (Path(folder) / SNAPSHOT_DIR).mkdir(parents=True, exist_ok=True)
     atomic_write(Path(folder) / SNAPSHOT_DIR / code.name, code.text)
+    carried_model = copy.deepcopy(model)
+    carried_model.file = f"{SNAPSHOT_DIR}/{code.name}"
     carried = copy.deepcopy(cfg)
-    carried.model.file = f"{SNAPSHOT_DIR}/{code.name}"
+    carried.model = carried_model
     return carried
 
 
 # --------------------------------------------------------------------------- sweep submit
 
 
-def _requeue_signal(sweep) -> str:
+def _requeue_signal(sweep: Sweep) -> str:
     """The one signal of the job array: every run's runtime.requeue_signal (they must agree)."""
     signals = sorted({cfg.runtime.requeue_signal for cfg in sweep.configs()})
     if len(signals) > 1:
@@ -357,7 +376,7 @@ def _requeue_signal(sweep) -> str:
 
 def plan_arrays(
     total: int, parallel: int, profile: Profile, queued: int = 0, what: str = "runs"
-) -> tuple[list, int, list]:
+) -> tuple[list[tuple[int, int]], int, list[str]]:
     """Fit ``total`` runs to the cluster's limits: [(offset, size)] of each job array, the %K
     (tasks running at once) and notes on what was changed. ``queued``: the user's jobs already
     in the queue. Every array task counts as one job against the per-user limit, chained arrays
@@ -370,7 +389,7 @@ def plan_arrays(
             f"queued and running together, every array task counted{have}; split the sweep "
             "into smaller files (fewer values or seeds) or wait for jobs to end"
         )
-    notes = []
+    notes: list[str] = []
     if p.max_running and parallel > p.max_running:
         notes.append(
             f"--parallel {parallel} lowered to {p.max_running}: cluster {p.name} runs at most "
@@ -382,7 +401,7 @@ def plan_arrays(
     return arrays, parallel, notes
 
 
-def read_only_roots(environ=None) -> list[tuple[str, Path]]:
+def read_only_roots(environ: Mapping[str, str] | None = None) -> list[tuple[str, Path]]:
     """($NAME, folder) of the file systems some clusters' compute nodes see read-only: $HOME and
     $PROJECT (where set) [Trillium Quickstart § Storage; Data management at Trillium]."""
     env = os.environ if environ is None else environ
@@ -392,7 +411,9 @@ def read_only_roots(environ=None) -> list[tuple[str, Path]]:
     return [(name, path.resolve()) for name, path in roots]
 
 
-def check_writable(profile: Profile, *folders, environ=None) -> None:
+def check_writable(
+    profile: Profile, *folders: str | Path | None, environ: Mapping[str, str] | None = None
+) -> None:
     """Refuse folders a job cannot write (run folder, output, data cache): $HOME and $PROJECT are
     read-only on some clusters' compute nodes (Trillium), where jobs write to $SCRATCH."""
     if not profile.home_read_only:
@@ -412,22 +433,22 @@ def check_writable(profile: Profile, *folders, environ=None) -> None:
 
 
 def sweep_submit(
-    sweep_file,
+    sweep_file: str | Path,
     cluster: str = "local",
     *,
     overrides: Sequence[str] = (),
     account: str | None = None,
     dry_run: bool = False,
-    gpus=None,
+    gpus: int | str | None = None,
     nodes: int = 1,
     tasks: int | None = None,
     time: str = "1:00:00",
     mail: str | None = None,
     cpus: int | None = None,
     mem: str | None = None,
-    data_dir=None,
+    data_dir: str | Path | None = None,
     parallel: int = 4,
-    cwd=None,
+    cwd: str | Path | None = None,
     warn: Echo = _WARN,
     note: Echo = _NOTE,
     force: bool = False,
@@ -462,7 +483,7 @@ def sweep_submit(
     if str(gpus).strip().lower() == "auto":
         gpus = auto_gpus(list(sweep.configs()), profile, time, 1, None, note, pack)
     n_gpus, gpu_type = parse_gpus(gpus, profile)
-    checked = set()
+    checked: set[str] = set()
     for run in sweep.runs:  # each distinct custom/torchvision model, built once before the queue
         key = repr(run.config.model.to_dict())
         if key not in checked:
@@ -498,7 +519,7 @@ def sweep_submit(
     if not dry_run:
         nodeenv.check_home_venv(profile, packages)
 
-    def jobs_in(folder: Path) -> list:
+    def jobs_in(folder: Path) -> list[Job]:
         output = str(folder / "slurm-%A_%a.out")
         made = []
         for k, (offset, size) in enumerate(arrays):
@@ -607,9 +628,10 @@ def sweep_submit(
     return out
 
 
-def _submit_arrays(out: SweepJobs, sweep_file, arrays: list, cwd: Path) -> None:
+def _submit_arrays(out: SweepJobs, sweep_file: str | Path, arrays: list[tuple[int, int]], cwd: Path) -> None:
     """sbatch each array after the previous one; job.json records those that were submitted."""
-    submitted, previous = [], None
+    submitted: list[dict[str, Any]] = []
+    previous: str | None = None
     try:
         for k, (job, (offset, size)) in enumerate(zip(out.jobs, arrays, strict=False)):
             path = out.folder / f"job-{k}.sh"
@@ -663,10 +685,10 @@ class Setup:
 
 def setup(
     cluster: str,
-    configs: Sequence = (),
+    configs: Sequence[str | Path] = (),
     *,
     dry_run: bool = False,
-    home=None,
+    home: Path | None = None,
     warn: Echo = _WARN,
 ) -> Setup:
     """Make, on the login node, the virtualenv in $HOME that jobs on ``cluster`` activate (a

@@ -23,6 +23,8 @@ import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from mnist_hpc.cluster.profiles import Profile
+from mnist_hpc.config.schema import Config
 from mnist_hpc.errors import UserError
 
 CODE_FOLDER = "code"  # <run folder>/code/mnist_hpc: the copy of an installed mnist_hpc
@@ -58,7 +60,7 @@ def submitting_python() -> str:
     return sys.executable or ""
 
 
-def job_packages(configs: Iterable) -> tuple[str, ...]:
+def job_packages(configs: Iterable[Config]) -> tuple[str, ...]:
     """What the job's virtualenv installs: the base dependencies, then what any of ``configs``
     needs beyond them (a logger's package), each once."""
     from mnist_hpc.config.extras import required_packages
@@ -74,7 +76,7 @@ def _normal(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def wheelhouse_folders(profile, environ: Mapping[str, str] | None = None) -> tuple[list[str], str]:
+def wheelhouse_folders(profile: Profile, environ: Mapping[str, str] | None = None) -> tuple[list[str], str]:
     """The wheelhouse folders for ``profile`` and where that came from (for messages)."""
     env = os.environ if environ is None else environ
     named = env.get("MNIST_HPC_WHEELHOUSE", "")
@@ -113,7 +115,7 @@ def wheels_in(folders: Iterable[str], python: tuple[int, int] | None = None) -> 
     """The distributions (normalised names) that ``folders`` hold wheels of for ``python``.
     Subfolders count (the Alliance wheelhouse keeps its wheels in folders per software
     environment and CPU architecture, which this check does not tell apart) [Python § Available wheels]."""
-    names = set()
+    names: set[str] = set()
     for folder in folders:
         for root, dirs, files in os.walk(folder):
             if len(Path(root).relative_to(folder).parts) >= 3:
@@ -124,7 +126,9 @@ def wheels_in(folders: Iterable[str], python: tuple[int, int] | None = None) -> 
     return names
 
 
-def check_wheelhouse(packages: Iterable[str], profile, environ: Mapping[str, str] | None = None) -> None:
+def check_wheelhouse(
+    packages: Iterable[str], profile: Profile, environ: Mapping[str, str] | None = None
+) -> None:
     """Refuse (one ``UserError`` line) a job whose packages the cluster's wheelhouse lacks.
 
     Nothing to check where no wheelhouse is known, or where the profile's folders are not
@@ -170,12 +174,12 @@ def venv_stamp(modules: Iterable[str], packages: Iterable[str]) -> str:
     return f"mnist-hpc {__version__}; modules {' '.join(modules) or '-'}; packages {' '.join(packages)}"
 
 
-def home_venv_path(profile, home: Path | None = None) -> Path | None:
+def home_venv_path(profile: Profile, home: Path | None = None) -> Path | None:
     rel = getattr(profile, "home_venv", "")
     return (Path(home) if home is not None else Path.home()) / rel if rel else None
 
 
-def check_home_venv(profile, packages: Iterable[str], home: Path | None = None) -> None:
+def check_home_venv(profile: Profile, packages: Iterable[str], home: Path | None = None) -> None:
     """Refuse a job (one UserError line) on a cluster whose jobs activate a virtualenv in $HOME
     when that virtualenv is missing or was built for other packages (stale)."""
     venv = home_venv_path(profile, home)
@@ -199,7 +203,7 @@ def check_home_venv(profile, packages: Iterable[str], home: Path | None = None) 
         )
 
 
-def setup_script(profile, packages: Iterable[str], venv: Path) -> str:
+def setup_script(profile: Profile, packages: Iterable[str], venv: Path) -> str:
     """The bash commands `mnist-hpc setup` runs on the login node: a clean module environment,
     the profile's modules, a virtualenv at ``venv`` from the wheelhouse (``--no-index``), the
     stamp. A pure function of its arguments (printed by ``--dry-run``)."""

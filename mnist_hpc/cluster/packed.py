@@ -23,9 +23,13 @@ import signal
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from mnist_hpc.cluster import env, slurm
 from mnist_hpc.errors import UserError
+
+if TYPE_CHECKING:  # imported where used: a sweep is read only when a task runs
+    from mnist_hpc.experiments.sweepfile import SweepRun
 
 REQUEUED_EXIT = 75  # like `train` and `sweep run` after a requeue: stopped after a checkpoint
 TASKS_DIR = "tasks"
@@ -64,14 +68,20 @@ def run_state(run_dir: Path) -> str:
     return "running" if (Path(run_dir) / "train.log").exists() else "pending"
 
 
-def _write(path: Path, record: dict) -> None:
+def _write(path: Path, record: dict[str, Any]) -> None:
     from mnist_hpc.runs.folder import atomic_write
 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, json.dumps(record, indent=2) + "\n")
 
 
-def run_task(sweep_file, task: int, pack: int, data_dir=None, echo: Callable[[str], None] = print) -> int:
+def run_task(
+    sweep_file: str | Path,
+    task: int,
+    pack: int,
+    data_dir: str | Path | None = None,
+    echo: Callable[[str], None] = print,
+) -> int:
     """Train array task ``task``'s runs of the (snapshot) sweep file, ``pack`` per task, one after
     another; returns the exit status: 0 all completed, 75 requeued (the next start continues),
     1 a run failed (the others still trained)."""
@@ -88,7 +98,7 @@ def run_task(sweep_file, task: int, pack: int, data_dir=None, echo: Callable[[st
     runs = [sweep.runs[i] for i in indices]
     job = env.current()
     path = Path(sweep_file).resolve().parent / TASKS_DIR / f"task-{task}.json"
-    record = {
+    record: dict[str, Any] = {
         "task": task,
         "pack": pack,
         "runs": [r.index for r in runs],
@@ -108,7 +118,7 @@ def run_task(sweep_file, task: int, pack: int, data_dir=None, echo: Callable[[st
             echo(f"note: cannot write {path}: {e}")
 
     received: list[int] = []
-    handlers = {}
+    handlers: dict[signal.Signals, Any] = {}  # the handlers in place before, put back after
     for name in ("SIGUSR1", "SIGUSR2", "SIGTERM"):
         if hasattr(signal, name):
             s = getattr(signal, name)
@@ -117,7 +127,7 @@ def run_task(sweep_file, task: int, pack: int, data_dir=None, echo: Callable[[st
         f"packed task {task}: runs {indices.start}-{indices.stop - 1} of sweep {sweep.name}"
         + (f" (start {job.restart_count + 1})" if job.restart_count else "")
     )
-    failed = []
+    failed: list[SweepRun] = []
     try:
         save(None)
         for run in runs:
@@ -152,13 +162,21 @@ def run_task(sweep_file, task: int, pack: int, data_dir=None, echo: Callable[[st
     return 0
 
 
-def _requeue_between_runs(job, signum: int, run, runs, echo, save) -> int:
+def _requeue_between_runs(
+    job: env.JobEnv,
+    signum: int,
+    run: SweepRun,
+    runs: list[SweepRun],
+    echo: Callable[[str], None],
+    save: Callable[[int | None], None],
+) -> int:
     """A signal came while no run was training: nothing to checkpoint; requeue the task itself on the
     requeue signal (``runtime.max_requeues`` permitting), so the next start continues at ``run``."""
     save(None)
     name = signal.Signals(signum).name
     requeue = name in ("SIGUSR1", "SIGUSR2") and name == "SIG" + run.config.runtime.requeue_signal
-    if not (requeue and job.in_job):
+    requeue_id = job.requeue_id
+    if not (requeue and job.in_job and requeue_id):
         echo(f"stopped by {name} before run {run.index}; run the task again to continue")
         return REQUEUED_EXIT if requeue else 143
     if job.restart_count >= run.config.runtime.max_requeues:
@@ -167,15 +185,12 @@ def _requeue_between_runs(job, signum: int, run, runs, echo, save) -> int:
             f"(runtime.max_requeues={run.config.runtime.max_requeues})"
         )
         return 1
-    slurm.scontrol_requeue(job.requeue_id)
-    echo(
-        f"{name} before run {run.index}: requeued Slurm job {job.requeue_id}; the next start "
-        "continues with it"
-    )
+    slurm.scontrol_requeue(requeue_id)
+    echo(f"{name} before run {run.index}: requeued Slurm job {requeue_id}; the next start continues with it")
     return REQUEUED_EXIT
 
 
-def sweep_states(folder) -> dict:
+def sweep_states(folder: str | Path) -> dict[int, str]:
     """{run index: state} of a packed sweep's runs, read from its snapshot and each run's folder."""
     from mnist_hpc.cluster.snapshot import SWEEP_FILE
     from mnist_hpc.experiments.sweepfile import load_sweep
@@ -184,7 +199,7 @@ def sweep_states(folder) -> dict:
     return {run.index: run_state(run.run_dir) for run in sweep.runs}
 
 
-def write_report(sweep_file) -> tuple[Path, list]:
+def write_report(sweep_file: str | Path) -> tuple[Path, list[str]]:
     """What ``sweep submit --then report`` runs once the array has ended: ``report.md`` in the sweep
     folder (the comparison of the completed runs, as ``mnist-hpc report --format markdown``), then a
     section naming every run that did not complete, with its state and log. Returns (path, those runs)."""

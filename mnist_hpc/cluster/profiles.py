@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any, NoReturn
 
 from mnist_hpc.cluster.units import is_mem, is_time, parse_time
 from mnist_hpc.config import build_section, did_you_mean, read_yaml, resolve_extends
@@ -21,6 +23,10 @@ from mnist_hpc.config.validate import fail
 from mnist_hpc.errors import ConfigError, UserError
 
 GPU_REQUEST_STYLES = ("gpus-per-node", "gres")
+# the validator's ``err(key, expected, got, options)`` handed to ``check``: it raises ConfigError
+ErrFn = Callable[..., NoReturn]
+# name -> (the raw mapping of a profile, the file it was read from)
+Entries = dict[str, tuple[dict[str, Any], str]]
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -32,7 +38,7 @@ class MigSlice:
     mem: str = "1G"
     rgu: float | None = None  # Reference GPU Units charged for the slice (None: not documented)
 
-    def check(self, err):
+    def check(self, err: ErrFn) -> None:
         if self.rgu is not None and not (isinstance(self.rgu, (int, float)) and self.rgu > 0):
             err("rgu", "a positive number of RGU (or null)", self.rgu)
         if self.cpus < 1:
@@ -75,7 +81,7 @@ class Profile:
     wheelhouse: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
 
-    def check(self, err):
+    def check(self, err: ErrFn) -> None:
         if self.gpu_request not in GPU_REQUEST_STYLES:
             err(
                 "gpu_request", f"one of {', '.join(GPU_REQUEST_STYLES)}", self.gpu_request, GPU_REQUEST_STYLES
@@ -113,7 +119,7 @@ class Profile:
         if not self.push_dir.strip() or self.push_dir.startswith("-"):
             err("push_dir", "a folder under the remote home, such as scratch", self.push_dir)
 
-    def check_whole(self, err):
+    def check_whole(self, err: ErrFn) -> None:
         """The checks across keys, once ``extends:`` is resolved."""
         if self.gpu_type and self.gpu_type not in self.gpu_types:
             err("gpu_type", f"one of gpu_types ({', '.join(self.gpu_types) or 'none'})", self.gpu_type)
@@ -148,7 +154,7 @@ class Retired:
 class ClustersFile:
     """The layout of clusters.yaml (built-in and the user's)."""
 
-    profiles: dict[str, dict] = field(default_factory=dict)  # raw: `extends:` is resolved later
+    profiles: dict[str, dict[str, Any]] = field(default_factory=dict)  # raw: `extends:` is resolved later
     retired: dict[str, Retired] = field(default_factory=dict)
 
 
@@ -166,7 +172,7 @@ def _user_files() -> list[Path]:
     return [f for f in files if f.is_file()]
 
 
-def _read_file(path, entries: dict, retired: dict) -> None:
+def _read_file(path: str | Path, entries: Entries, retired: dict[str, Retired]) -> None:
     """Add the profiles of one file to ``entries`` (name -> (raw mapping, source))."""
     source = str(path)
     data = build_section(ClustersFile, read_yaml(Path(path)), "", source)
@@ -190,10 +196,10 @@ def _read_file(path, entries: dict, retired: dict) -> None:
         retired[name] = old
 
 
-def _resolve(name: str, entries: dict) -> dict:
+def _resolve(name: str, entries: Entries) -> dict[str, Any]:
     """A profile's settings merged over those of the profiles it extends (the shared resolver)."""
 
-    def lookup(key):
+    def lookup(key: str) -> tuple[dict[str, Any], list[str]]:
         entry, source = entries[key]
         parent = entry.get("extends")
         if parent is not None and parent not in entries:
@@ -215,8 +221,8 @@ def _resolve(name: str, entries: dict) -> dict:
 
 def load_profiles() -> tuple[dict[str, Profile], dict[str, Retired]]:
     """All profiles (built-in, then the user's files) and the retired-name table."""
-    entries: dict = {}
-    retired: dict = {}
+    entries: Entries = {}
+    retired: dict[str, Retired] = {}
     builtin = resources.files("mnist_hpc.cluster").joinpath("clusters.yaml")
     with resources.as_file(builtin) as path:
         _read_file(path, entries, retired)

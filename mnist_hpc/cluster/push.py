@@ -122,7 +122,7 @@ def remote_parent(target: str, cluster: str | None = None) -> str:
     return DEFAULT_REMOTE_PARENT
 
 
-def project_folder(project) -> Path:
+def project_folder(project: str | Path) -> Path:
     folder = Path(project).resolve()
     if not (folder / "mnist_hpc").is_dir():
         raise UserError(
@@ -135,7 +135,7 @@ def project_folder(project) -> Path:
 def push(
     target: str,
     *,
-    project=".",
+    project: str | Path = ".",
     with_data: bool = False,
     dry_run: bool = False,
     cluster: str | None = None,

@@ -15,20 +15,24 @@ import shutil
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any, cast
 
 from mnist_hpc.cluster import accounting, slurm
 from mnist_hpc.errors import UserError
 
+Record = dict[str, Any]  # a job.json, as submit wrote it (read back: its shape is checked, not its every key)
+Warn = Callable[[str], None]
 
-def submitted_jobs(runs_dir, warn=None) -> dict[str, dict]:
+
+def submitted_jobs(runs_dir: str | Path, warn: Warn | None = None) -> dict[str, Record]:
     """job id -> its job.json record (with the folder), for every job.json under ``runs_dir``.
     A record that is unreadable or of the wrong shape is named (``warn``, default stderr) and
     left out; the others are still listed."""
-    found = {}
+    found: dict[str, Record] = {}
     root = Path(runs_dir)
     if not root.is_dir():
         return found
@@ -45,7 +49,7 @@ def submitted_jobs(runs_dir, warn=None) -> dict[str, dict]:
 _TEXT_KEYS = ("output", "template", "snapshot", "sweep", "script", "cluster")
 
 
-def read_job_record(path, warn=None) -> dict | None:
+def read_job_record(path: str | Path, warn: Warn | None = None) -> Record | None:
     """One job.json, checked for the shape the readers use: a JSON object with a ``job_id``
     (text or number), or a ``jobs`` list of such objects; ``output``, ``template`` and the other
     names it gives, text. Anything else is named in one line (``warn``) and gives None. A
@@ -67,11 +71,11 @@ def read_job_record(path, warn=None) -> dict | None:
         )
         return None
     record["folder"] = str(path.parent)
-    return record
+    return cast(Record, record)  # a JSON object: _job_record_problem found none other
 
 
-def _job_record_problem(record) -> str | None:
-    def job_id_ok(job) -> bool:  # absent or null: a record without a job (yet)
+def _job_record_problem(record: object) -> str | None:
+    def job_id_ok(job: Record) -> bool:  # absent or null: a record without a job (yet)
         v = job.get("job_id")
         return v is None or isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool))
 
@@ -89,13 +93,13 @@ def _job_record_problem(record) -> str | None:
     return None
 
 
-def run_folder(job_id: str, records: dict, runs_dir) -> str | None:
+def run_folder(job_id: str, records: dict[str, Record], runs_dir: str | Path) -> str | None:
     """The run folder of a job: from its job.json record, else a ``*-job<ID>`` folder."""
     base = job_id.split("_")[0]
     if job_id in records:
-        return records[job_id]["folder"]
+        return str(records[job_id]["folder"])
     if base in records:
-        return records[base]["folder"]
+        return str(records[base]["folder"])
     # scripts submitted with plain sbatch train into <output_dir>/<name>-job<JOBID>[_<TASK>]/
     matches = sorted(Path(runs_dir).glob(f"*-job{job_id}")) if Path(runs_dir).is_dir() else []
     return str(matches[0]) if matches else None
@@ -125,16 +129,16 @@ class Finished:
 @dataclass(frozen=True)
 class Status:
     user: str
-    queued: list  # [Queued]
-    finished: list  # [Finished]: the most recent jobs no longer queued
+    queued: list[Queued]
+    finished: list[Finished]  # the most recent jobs no longer queued
     accounting: bool = False  # whether sacct answered (CPU and memory efficiency known)
-    notes: list = field(default_factory=list)  # what could not be asked (sacct failing, ...)
+    notes: list[str] = field(default_factory=list)  # what could not be asked (sacct failing, ...)
 
 
 _JOB_FOLDER = re.compile(r"-job(\d+(?:_\d+)?)$")
 
 
-def job_folders(runs_dir) -> dict[str, Path]:
+def job_folders(runs_dir: str | Path) -> dict[str, Path]:
     """job id -> run folder, for the ``<name>-job<ID>[_<TASK>]`` folders that training makes in a
     job that was not submitted by mnist-hpc (plain ``sbatch slurm/submit_job.sh``)."""
     root = Path(runs_dir)
@@ -147,7 +151,7 @@ def job_folders(runs_dir) -> dict[str, Path]:
     return found
 
 
-def status(runs_dir="runs", limit: int = 10) -> Status:
+def status(runs_dir: str | Path = "runs", limit: int = 10) -> Status:
     """The user's queued jobs (like ``sq``) with their run folders, then the ``limit`` most recent
     ones no longer queued: submitted by mnist-hpc (job.json), trained into ``<name>-job<ID>``
     folders, or (where the cluster keeps accounting) any job of the user of the last 7 days."""
@@ -161,7 +165,7 @@ def status(runs_dir="runs", limit: int = 10) -> Status:
         Queued(j, run_folder(j.job_id, records, runs_dir), _packed_task(j.job_id, records)) for j in jobs
     ]
     in_queue = {j.job_id.split("_")[0] for j in jobs}
-    notes = []
+    notes: list[str] = []
     try:
         text = slurm.sacct()
     except UserError as e:
@@ -175,7 +179,7 @@ def status(runs_dir="runs", limit: int = 10) -> Status:
     return Status(slurm.current_user(), queued, finished, usage is not None, notes)
 
 
-def _mtime(path) -> float:
+def _mtime(path: str | Path) -> float:
     try:
         return Path(path).stat().st_mtime
     except OSError:
@@ -189,16 +193,24 @@ def _ended(usage: accounting.Usage) -> float:
         return 0.0
 
 
-def _left_queue(runs_dir, records: dict, usage: dict | None, in_queue: set) -> list:
+LeftQueue = tuple[float, str, str | None, Record]  # when, job id, run folder, job.json record
+
+
+def _left_queue(
+    runs_dir: str | Path,
+    records: dict[str, Record],
+    usage: dict[str, accounting.Usage] | None,
+    in_queue: set[str],
+) -> list[LeftQueue]:
     """(when, job id, run folder, job.json record) of the jobs known to have left the queue;
     when: the job's end where sacct tells it, else when its job.json or run folder last changed."""
     usage = usage or {}
 
-    def when(job_id: str, path) -> float:
+    def when(job_id: str, path: str | Path) -> float:
         u = usage.get(job_id)
         return _ended(u) if u is not None and u.end else _mtime(path)
 
-    out = {}
+    out: dict[str, LeftQueue] = {}
     for job_id, record in records.items():
         if job_id not in in_queue:
             out[job_id] = (
@@ -238,10 +250,10 @@ def _scontrol_facts(job_id: str) -> tuple[str, str, str]:
 def _finished(
     job_id: str,
     folder: str | None,
-    record: dict,
-    usage: dict | None,
-    runs_dir,
-    remembered: dict | None = None,
+    record: Record,
+    usage: dict[str, accounting.Usage] | None,
+    runs_dir: str | Path,
+    remembered: dict[str, slurm.QueuedJob] | None = None,
 ) -> Finished:
     if record.get("template") == "sweep_array":
         return _finished_array(job_id, folder, record, usage)
@@ -270,7 +282,9 @@ def _finished(
     )
 
 
-def _finished_array(job_id: str, folder: str, record: dict, usage: dict | None) -> Finished:
+def _finished_array(
+    job_id: str, folder: str | None, record: Record, usage: dict[str, accounting.Usage] | None
+) -> Finished:
     """A sweep's job array: its tasks' states counted, their usage summed (per task: peak memory)."""
     result = _sweep_result(record)
     tasks = [u for key, u in (usage or {}).items() if key.partition("_")[0] == job_id and "_" in key]
@@ -300,7 +314,7 @@ def _finished_array(job_id: str, folder: str, record: dict, usage: dict | None) 
     )
 
 
-def _sweep_result(record: dict) -> str:
+def _sweep_result(record: Record) -> str:
     sweep = record.get("snapshot") or record.get("sweep", "")
     pack = record.get("pack") or 1
     if pack <= 1:
@@ -311,7 +325,7 @@ def _sweep_result(record: dict) -> str:
     )
 
 
-def _packed_task(job_id: str, records: dict) -> str:
+def _packed_task(job_id: str, records: dict[str, Record]) -> str:
     """ "run 4 of 3-5, 1 completed" for a running task of a packed sweep (its tasks/task-T.json), else ""."""
     base, _, task = job_id.partition("_")
     record = records.get(base)
@@ -334,7 +348,7 @@ def _packed_task(job_id: str, records: dict) -> str:
     return f"{where} of {span}, {done} completed"
 
 
-def _packed_states(record: dict) -> str:
+def _packed_states(record: Record) -> str:
     """How the runs of a packed sweep stand, each read from its own run folder: "4 completed, 1 requeued"."""
     from mnist_hpc.cluster import packed
 
@@ -374,7 +388,7 @@ def run_result(folder: Path) -> str:
     return text
 
 
-def result(job_id: str, folder: Path, record: dict) -> str:
+def result(job_id: str, folder: Path, record: Record) -> str:
     """One line on how a job that left the queue ended: the run's result, after Slurm's state
     when the run wrote no summary and Slurm still remembers the job."""
     if record.get("template") == "sweep_array":
@@ -390,9 +404,9 @@ def result(job_id: str, folder: Path, record: dict) -> str:
 # --------------------------------------------------------------------------- logs
 
 
-def find_log(job_id: str, runs_dir="runs") -> tuple[Path | None, list[str]]:
+def find_log(job_id: str, runs_dir: str | Path = "runs") -> tuple[Path | None, list[str]]:
     """The job's output file (it may not exist yet) and the places looked at."""
-    looked = []
+    looked: list[str] = []
     records = submitted_jobs(runs_dir)
     base, _, task = job_id.partition("_")
     record = records.get(job_id) or records.get(base)
@@ -417,7 +431,7 @@ def is_queued(job_id: str) -> bool:
     return bool(slurm.squeue(job_ids=(job_id,)))
 
 
-def log_file(job_id: str, runs_dir="runs", follow: bool = False) -> Path:
+def log_file(job_id: str, runs_dir: str | Path = "runs", follow: bool = False) -> Path:
     """The output file of job ``job_id``; a UserError when there is none (to follow: none yet)."""
     job_id = slurm.check_job_id(job_id)
     path, looked = find_log(job_id, runs_dir)
@@ -441,7 +455,7 @@ def follow_log(path: Path, job_id: str, poll: float = 1.0, ask_every: float = AS
     so the end of a job shows up to a minute late."""
     job_id = slurm.check_job_id(job_id)
     position = 0
-    asked_at = None
+    asked_at: float | None = None
     active = True
     while True:
         now = time.monotonic()
@@ -460,7 +474,9 @@ def follow_log(path: Path, job_id: str, poll: float = 1.0, ask_every: float = AS
         time.sleep(poll)
 
 
-def watch_status(runs_dir="runs", limit: int = 10, every: float = ASK_EVERY) -> Iterator[Status]:
+def watch_status(
+    runs_dir: str | Path = "runs", limit: int = 10, every: float = ASK_EVERY
+) -> Iterator[Status]:
     """``status`` again and again, ``every`` seconds apart (never less than ``ASK_EVERY``): each
     refresh is one squeue call for all the user's jobs (an array's tasks included) and one sacct."""
     every = max(float(every), ASK_EVERY)
@@ -495,17 +511,17 @@ class Preempt:
     signal: str  # USR1, USR2, ...
     batch: bool  # --signal=B:...: the batch shell gets it (else only the job steps, as with srun jobs)
     source: str  # where the signal was read: the job's script file, or the script Slurm keeps
-    argv: tuple = ()
+    argv: tuple[str, ...] = ()
 
 
-def requeue_signal_of(job_id: str, runs_dir="runs") -> tuple[str, bool, str]:
+def requeue_signal_of(job_id: str, runs_dir: str | Path = "runs") -> tuple[str, bool, str]:
     """(signal, to the batch shell?, where it was read) of ``job_id``: from the ``#SBATCH --signal``
     line of its job script, read from its job.json record in ``runs_dir`` where there is one, else
     from the script Slurm keeps (``scontrol write batch_script JOBID -``)."""
     base = job_id.partition("_")[0]
     records = submitted_jobs(runs_dir)
     record = records.get(job_id) or records.get(base)
-    scripts = []
+    scripts: list[str | None] = []
     if record:
         scripts = [j.get("script") for j in record.get("jobs") or [] if str(j.get("job_id")) == base]
         scripts = [s for s in scripts if s] or [record.get("script")]
@@ -530,7 +546,7 @@ def requeue_signal_of(job_id: str, runs_dir="runs") -> tuple[str, bool, str]:
     )
 
 
-def preempt(job_id: str, runs_dir="runs", dry_run: bool = False) -> Preempt:
+def preempt(job_id: str, runs_dir: str | Path = "runs", dry_run: bool = False) -> Preempt:
     """Send running job ``job_id`` (an array task as ``<array>_<task>``) what Slurm sends it before
     its time limit: its own requeue signal (``scancel --signal=SIG [--batch]``, ``--batch`` where
     the script asks for ``--signal=B:``), so that it checkpoints, requeues itself and resumes."""

@@ -47,7 +47,7 @@ PACKED_ABOUT = (
 )
 
 
-def directive_quote(value: str) -> str:
+def directive_quote(value: str | int) -> str:
     """Quote a value for an ``#SBATCH`` line (sbatch splits on spaces, honours "..." and \\)."""
     value = str(value)
     if _PLAIN.match(value):
@@ -55,7 +55,7 @@ def directive_quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _sh(value) -> str:
+def _sh(value: str) -> str:
     return shlex.quote(str(value)) if value != "" else "''"
 
 
@@ -64,7 +64,7 @@ def _sh(value) -> str:
 
 def directives(spec: JobSpec) -> list[str]:
     p = spec.profile
-    opts = [("--job-name", spec.job_name)]
+    opts: list[tuple[str, str | int | None]] = [("--job-name", spec.job_name)]
     if spec.account:
         opts.append(("--account", spec.account))
     if spec.mail_user:
@@ -79,7 +79,8 @@ def directives(spec: JobSpec) -> list[str]:
         opts.append(("--mem", spec.memory))
     gpu = p.gpu_directive(spec.gpus_per_node, spec.gpu_type)
     if gpu:
-        opts.append(tuple(gpu.split("=", 1)))
+        option, value = gpu.split("=", 1)
+        opts.append((option, value))
     if p.partition:
         opts.append(("--partition", p.partition))
     if spec.array:
@@ -95,7 +96,8 @@ def directives(spec: JobSpec) -> list[str]:
 
 
 def _template_text(name: str) -> str:
-    return resources.files("mnist_hpc.cluster").joinpath("templates", name).read_text()
+    # one name per joinpath: Traversable.joinpath takes several only from Python 3.11
+    return resources.files("mnist_hpc.cluster").joinpath("templates").joinpath(name).read_text()
 
 
 _SECTION = re.compile(r"\{\{([#^])(\w+)\}\}\n(.*?)\{\{/\2\}\}\n", re.S)
@@ -106,18 +108,18 @@ def _expand(text: str) -> str:
     return re.sub(r"\{\{> *([\w.]+) *\}\}", lambda m: _expand(_template_text(m.group(1)).rstrip("\n")), text)
 
 
-def _fill(text: str, values: dict, flags: dict) -> str:
+def _fill(text: str, values: dict[str, str], flags: dict[str, bool]) -> str:
     """Sections, then values, each in one pass (a value holding ``{{x}}`` stays as it is)."""
     text = _expand(text)
 
-    def section(m):
+    def section(m: re.Match[str]) -> str:
         if m.group(2) not in flags:
             raise KeyError(f"template section {{{{{m.group(1)}{m.group(2)}}}}} has no flag")
         return m.group(3) if flags[m.group(2)] == (m.group(1) == "#") else ""
 
     text = _SECTION.sub(section, text)
 
-    def value(m):
+    def value(m: re.Match[str]) -> str:
         if m.group(1) not in values:
             raise KeyError(f"template placeholder {{{{{m.group(1)}}}}} has no value")
         return values[m.group(1)]

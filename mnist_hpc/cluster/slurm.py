@@ -18,7 +18,7 @@ from mnist_hpc.errors import UserError
 JOB_ID_RE = re.compile(r"^\d+(_\d+)?$")
 
 
-def _run(argv: list[str], check: bool = True, cwd=None) -> subprocess.CompletedProcess:
+def _run(argv: list[str], check: bool = True, cwd: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run a Slurm client command; a missing command or a failure is a UserError."""
     if shutil.which(argv[0]) is None:
         raise UserError(
@@ -42,7 +42,7 @@ def check_job_id(job_id: str) -> str:
     return job_id
 
 
-def sbatch(script: str, extra: tuple = (), cwd: str | None = None) -> str:
+def sbatch(script: str, extra: tuple[str, ...] = (), cwd: str | None = None) -> str:
     """Submit ``script``; return the job id (``sbatch --parsable`` prints ``id[;cluster]``)."""
     proc = _run(["sbatch", "--parsable", *extra, str(script)], cwd=cwd)
     job_id = proc.stdout.strip().splitlines()[-1].split(";")[0] if proc.stdout.strip() else ""
@@ -87,7 +87,7 @@ ENDED_STATES = frozenset(
 )
 
 
-def squeue(user: str | None = None, job_ids: tuple = (), ended: bool = False) -> list[QueuedJob]:
+def squeue(user: str | None = None, job_ids: tuple[str, ...] = (), ended: bool = False) -> list[QueuedJob]:
     """The user's jobs still known to the queue (pending, running, completing...); with ``ended``
     also those that ended a few minutes ago (``--states=all``), all in one call."""
     argv = ["squeue", "--noheader", f"--format={_SQUEUE_FIELDS}", f"--user={user or current_user()}"]
@@ -125,7 +125,7 @@ def scancel(job_id: str) -> None:
     _run(["scancel", check_job_id(job_id)])
 
 
-def scontrol_show_job(job_id: str) -> dict | None:
+def scontrol_show_job(job_id: str) -> dict[str, str] | None:
     """``scontrol show job`` as a dict (``JobState``, ``StdOut``, ...); None if Slurm forgot it."""
     proc = _run(["scontrol", "show", "job", "--oneliner", check_job_id(job_id)], check=False)
     if proc.returncode != 0:
@@ -136,9 +136,9 @@ def scontrol_show_job(job_id: str) -> dict | None:
     return parse_scontrol(line)
 
 
-def parse_scontrol(line: str) -> dict:
+def parse_scontrol(line: str) -> dict[str, str]:
     """Parse ``Key=Value Key=Value`` (values may hold spaces: a key starts each field)."""
-    fields = {}
+    fields: dict[str, str] = {}
     for m in re.finditer(r"(?:^|\s)([A-Za-z][A-Za-z0-9_:/]*)=(.*?)(?=\s+[A-Za-z][A-Za-z0-9_:/]*=|$)", line):
         fields[m.group(1)] = m.group(2)
     return fields

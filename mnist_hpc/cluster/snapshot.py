@@ -12,17 +12,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from mnist_hpc.config import apply_overrides, read_yaml
+from mnist_hpc.config.schema import Config
 from mnist_hpc.errors import ConfigError
+
+if TYPE_CHECKING:  # imported where used: a sweep is read only when one is submitted
+    from mnist_hpc.experiments.sweepfile import Sweep
+    from mnist_hpc.training.usercode import ModelCode
 
 SWEEP_FILE = "sweep.yaml"
 BASE_FILE = "base.yaml"
 
 
-def _dump(data) -> str:
+def _dump(data: object) -> str:
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True, width=100)
 
 
@@ -31,12 +37,12 @@ def _covered(key: str, later: str) -> bool:
     return key == later or key.startswith(later + ".")
 
 
-def _shared_values(sweep) -> dict:
+def _shared_values(sweep: Sweep) -> dict[str, Any]:
     """The sweep's shared overrides (the file's ``set:``, then ``--set``) as ``{dotted key: value}``,
     each value as applying it stored it (``--set experiment.name=on`` stays the string 'on')."""
     applied = apply_overrides(sweep.base_raw, sweep.fixed)
     keys = [text.partition("=")[0].strip() for text in sweep.fixed]
-    out = {}
+    out: dict[str, Any] = {}
     for i, key in enumerate(keys):
         if any(_covered(key, later) for later in keys[i + 1 :]):
             continue  # a later override replaces this one as a whole
@@ -48,12 +54,12 @@ def _shared_values(sweep) -> dict:
     return out
 
 
-def texts(sweep, overrides: Sequence[str] = ()) -> dict[str, str]:
+def texts(sweep: Sweep, overrides: Sequence[str] = ()) -> dict[str, str]:
     """``{file name: text}`` of the snapshot of ``sweep`` (a loaded ``Sweep``; ``overrides``: the
     command line's --set values it was loaded with, for the header)."""
     data = read_yaml(sweep.path)
     when = datetime.now().astimezone().isoformat(timespec="seconds")
-    copy = {"base": BASE_FILE, "name": sweep.name}
+    copy: dict[str, Any] = {"base": BASE_FILE, "name": sweep.name}
     copy.update({k: v for k, v in data.items() if k not in ("base", "name", "set")})
     carried = _axis_code(sweep, data)
     for section in ("grid", "zip"):
@@ -86,13 +92,13 @@ def texts(sweep, overrides: Sequence[str] = ()) -> dict[str, str]:
 CODE_DIR = "model"  # a custom model's file, copied beside base.yaml
 
 
-def _axis_code(sweep, data: dict) -> dict:
+def _axis_code(sweep: Sweep, data: dict[str, Any]) -> dict[str, tuple[ModelCode, str]]:
     """{a model.file value of the sweep file's grid/zip: (its code, the copy's path beside sweep.yaml)}."""
     import os
 
     from mnist_hpc.training.usercode import read_code
 
-    out = {}
+    out: dict[str, tuple[ModelCode, str]] = {}
     for section in ("grid", "zip"):
         values = (data.get(section) or {}).get("model.file") if isinstance(data.get(section), dict) else None
         for v in values if isinstance(values, list) else []:
@@ -104,7 +110,7 @@ def _axis_code(sweep, data: dict) -> dict:
     return out
 
 
-def _base_code(sweep):
+def _base_code(sweep: Sweep) -> ModelCode | None:
     """The custom model file the sweep's base config names (None for other models)."""
     model = sweep.base_raw.get("model") if isinstance(sweep.base_raw, dict) else None
     if not (isinstance(model, dict) and model.get("name") == "custom" and model.get("file")):
@@ -114,7 +120,7 @@ def _base_code(sweep):
     return read_code(model["file"])
 
 
-def write(sweep, folder, overrides: Sequence[str] = ()) -> Path:
+def write(sweep: Sweep, folder: str | Path, overrides: Sequence[str] = ()) -> Path:
     """Write the snapshot of ``sweep`` into ``folder``, check it, return the sweep file's path.
     Raises ``ConfigError`` if the copy would make other runs than the original (a bug)."""
     from mnist_hpc.experiments.sweepfile import load_sweep
@@ -136,7 +142,7 @@ def write(sweep, folder, overrides: Sequence[str] = ()) -> Path:
     return path
 
 
-def _comparable(cfg) -> dict:
+def _comparable(cfg: Config) -> dict[str, Any]:
     """A run's config with a custom model's file as its content's digest (the copy is elsewhere)."""
     data = cfg.to_dict()
     if data.get("model", {}).get("name") == "custom" and data["model"].get("file"):
@@ -146,7 +152,7 @@ def _comparable(cfg) -> dict:
     return data
 
 
-def check_same(original, copy) -> None:
+def check_same(original: Sweep, copy: Sweep) -> None:
     """Refuse a snapshot that would not run the same runs into the same folders."""
     problem = None
     if (copy.name, copy.count, copy.output_dir) != (original.name, original.count, original.output_dir):

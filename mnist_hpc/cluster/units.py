@@ -21,7 +21,7 @@ def parse_time(text: str) -> int:
     a, b, c = int(a), int(b) if b else None, int(c) if c else None
     if days is not None:  # D-H, D-H:M, D-H:M:S
         seconds = int(days) * 86400 + a * 3600 + (b or 0) * 60 + (c or 0)
-    elif c is not None:  # H:M:S
+    elif b is not None and c is not None:  # H:M:S (the regex fills c only after b)
         seconds = a * 3600 + b * 60 + c
     elif b is not None:  # M:S
         seconds = a * 60 + b
@@ -32,7 +32,7 @@ def parse_time(text: str) -> int:
     return seconds
 
 
-def is_time(text) -> bool:
+def is_time(text: str) -> bool:
     try:
         parse_time(text)
     except UserError:
@@ -48,7 +48,7 @@ def format_time(seconds: int) -> str:
     return f"{days}-{h:02d}:{m:02d}:{s:02d}" if days else f"{h}:{m:02d}:{s:02d}"
 
 
-def is_mem(text) -> bool:
+def is_mem(text: object) -> bool:
     return isinstance(text, str) and _MEM_RE.match(text) is not None
 
 
@@ -60,5 +60,8 @@ def check_mem(text: str, what: str = "--mem") -> str:
 
 def times_mem(text: str, factor: int) -> str:
     """``16G`` times ``factor``, in the same unit."""
-    number, unit = _MEM_RE.match(text).groups()
+    m = _MEM_RE.match(text)
+    if m is None:
+        raise ValueError(f"not a Slurm memory size: {text!r}")
+    number, unit = m.groups()
     return f"{int(number) * factor}{unit}"

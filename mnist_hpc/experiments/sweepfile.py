@@ -27,7 +27,7 @@ import functools
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,10 +175,11 @@ class Sweep:
     def count(self) -> int:
         return 0 if self.study is not None else ax.count(self.dims)
 
-    def configs(self):
+    def configs(self) -> Iterable[Config]:
         """The configs the sweep runs (a study: the shared one, then one at each probe of its space)."""
         if self.study is None:
             return (run.config for run in self.runs)
+        assert self.shared_config is not None  # load_sweep gives every study its shared config
         return [self.shared_config, *self._probe_configs()]
 
     def _probe_configs(self) -> list:
