@@ -14,7 +14,12 @@ from __future__ import annotations
 
 import os
 import string
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mnist_hpc.config.schema import DataConfig
 
 IMAGE_SIZE = 28  # the MNIST family's images are 1x28x28
 
@@ -23,15 +28,16 @@ IMAGE_SIZE = 28  # the MNIST family's images are 1x28x28
 class DatasetSpec:
     name: str
     tv_class: str  # torchvision.datasets class name; its folder under the data root
-    classes: tuple  # human-readable class names, index = label
+    classes: tuple[str, ...]  # human-readable class names, index = label
     mean: float | None  # of the training images in [0, 1]; None: measured on the training split at load
     std: float | None
     description: str
-    tv_kwargs: tuple = ()  # extra (key, value) arguments for the torchvision class
+    tv_kwargs: tuple[tuple[str, str], ...] = ()  # extra (key, value) arguments for the torchvision class
     mirror_safe: bool = (
         False  # a left-right mirrored image keeps its label (clothes: yes; digits, characters: no)
     )
-    files: tuple = ()  # unpacked (train images, train labels, test images, test labels) under <folder>/raw
+    # unpacked (train images, train labels, test images, test labels) under <folder>/raw
+    files: tuple[str, ...] = ()
     transposed: bool = False  # stored column-major (EMNIST): transposed back on reading
     label_offset: int = 0  # subtracted from the stored labels (EMNIST letters are stored 1..26)
     label_column: int | None = None  # labels stored as rows of several ints (QMNIST): the class column
@@ -44,7 +50,7 @@ class DatasetSpec:
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def raw_files(self) -> tuple:
+    def raw_files(self) -> tuple[str, ...]:
         return self.files or RAW_FILES
 
 
@@ -53,7 +59,7 @@ class DataShape:
     """What a model is built for: the class names (their count is the head's width), the image
     channels and the side of the square images it receives."""
 
-    classes: tuple
+    classes: tuple[str, ...]
     channels: int = 1
     size: int = IMAGE_SIZE
 
@@ -62,7 +68,7 @@ class DataShape:
         return len(self.classes)
 
     @property
-    def input_shape(self) -> tuple:
+    def input_shape(self) -> tuple[int, int, int]:
         return (self.channels, self.size, self.size)
 
 
@@ -76,7 +82,7 @@ RAW_FILES = (
 MNIST_SHAPE = DataShape(DIGITS)
 
 
-def _emnist(split: str, classes, description: str, offset: int = 0) -> DatasetSpec:
+def _emnist(split: str, classes: Iterable[str], description: str, offset: int = 0) -> DatasetSpec:
     stem = f"emnist-{split}"
     return DatasetSpec(
         f"emnist-{split}",
@@ -172,7 +178,7 @@ FOLDER = "folder"  # data.dataset for the user's own images: <data.root>/<class>
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
-def folder_key(root) -> str:
+def folder_key(root: str | os.PathLike[str]) -> str:
     """The name of an image folder's staged copy in a data folder (``folders/<key>``): its base
     name and a digest of its absolute path."""
     import hashlib
@@ -181,7 +187,7 @@ def folder_key(root) -> str:
     return f"{os.path.basename(path.rstrip(os.sep)) or 'images'}-{hashlib.sha256(path.encode()).hexdigest()[:10]}"
 
 
-def folder_classes(root) -> tuple | None:
+def folder_classes(root: str | os.PathLike[str]) -> tuple[str, ...] | None:
     """The class names of an image folder (its subfolders holding at least one entry, sorted), or
     None when ``root`` is not a folder."""
     try:
@@ -191,7 +197,7 @@ def folder_classes(root) -> tuple | None:
     return tuple(entries)
 
 
-def data_shape(data_cfg, data_dir=None) -> DataShape | None:
+def data_shape(data_cfg: DataConfig, data_dir: str | os.PathLike[str] | None = None) -> DataShape | None:
     """The shape models are built for, from ``cfg.data`` alone (no torch, no image read); None for
     an image folder that is not there (yet: a config checked on a laptop for a cluster path). An
     image folder staged into ``data_dir`` (``folders/<key>``, from the data archive) counts."""
@@ -218,7 +224,9 @@ def default_data_root() -> str:
     return os.path.join(base, "mnist-hpc", "data")
 
 
-def resolve_data_root(cli_value=None, config_value=None) -> tuple[str, str]:
+def resolve_data_root(
+    cli_value: str | os.PathLike[str] | None = None, config_value: str | os.PathLike[str] | None = None
+) -> tuple[str, str]:
     """Where datasets live, and why: --data-dir > $MNIST_HPC_DATA_DIR > config > user cache."""
     import os
 

@@ -11,11 +11,18 @@ themselves: ``importlib.util.find_spec`` only looks for them.
 from __future__ import annotations
 
 import importlib.util
+import typing
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 from mnist_hpc.errors import ConfigError, UserError
 
-LOGGERS = ("csv", "tensorboard", "wandb", "mlflow")  # csv is always on
+if TYPE_CHECKING:
+    from mnist_hpc.config.schema import Config
+
+# experiment.loggers' values: the one list (what each needs is in NEEDS below); csv is always on
+LoggerName = Literal["csv", "tensorboard", "wandb", "mlflow"]
+LOGGERS: tuple[LoggerName, ...] = typing.get_args(LoggerName)
 
 # what ``pip install`` a compute node's job needs for any config (the project's dependencies)
 BASE_PACKAGES = ("torch", "torchvision", "numpy", "pyyaml", "click", "tqdm", "matplotlib")
@@ -78,7 +85,7 @@ def require(feature: str, what: str) -> None:
         )
 
 
-def check_extras(cfg, source: str | None = None) -> None:
+def check_extras(cfg: Config, source: str | None = None) -> None:
     """Refuse a config whose loggers need packages that are not installed (one ``ConfigError``
     line naming the extra, after ``source``: default the config's). Called by ``load_config``,
     sweep files and training; call it before queueing a ``Config`` built another way."""
@@ -90,7 +97,7 @@ def check_extras(cfg, source: str | None = None) -> None:
             raise ConfigError(f"{source}: {e}" if source and source != "python" else str(e)) from None
 
 
-def extra_packages(cfg) -> list[str]:
+def extra_packages(cfg: Config) -> list[str]:
     """The packages beyond the base dependencies that ``cfg`` needs (e.g. ``["wandb"]``)."""
     return list(dict.fromkeys(n.package for name in cfg.experiment.loggers for n in NEEDS.get(name, ())))
 
@@ -102,7 +109,7 @@ def search_packages(sampler: str) -> list[str]:
     ]
 
 
-def required_packages(cfg) -> list[str]:
+def required_packages(cfg: Config) -> list[str]:
     """Everything a job running ``cfg`` must ``pip install``: the base dependencies, then the
     packages of the loggers it uses. (For the cluster layer's job scripts.)"""
     return [*BASE_PACKAGES, *extra_packages(cfg)]

@@ -17,7 +17,7 @@ import types
 import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
@@ -31,10 +31,13 @@ from mnist_hpc.errors import ConfigError
 
 MAX_EXTENDS_DEPTH = 32  # files (or profiles) extending each other in one chain
 
+K = TypeVar("K")  # what names an entry of an ``extends:`` chain (a file's real path, a profile name)
+Merge = Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]
 
-def flatten(data, prefix: str = "") -> dict:
+
+def flatten(data: dict[str, Any] | None, prefix: str = "") -> dict[str, Any]:
     """A nested config dict as dotted keys: {"optim": {"lr": 0.1}} -> {"optim.lr": 0.1}."""
-    out = {}
+    out: dict[str, Any] = {}
     for key, value in (data or {}).items():
         if isinstance(value, dict):
             out.update(flatten(value, f"{prefix}{key}."))
@@ -43,7 +46,7 @@ def flatten(data, prefix: str = "") -> dict:
     return out
 
 
-def merge(base: dict, over: dict) -> dict:
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     """Deep-merge ``over`` into a copy of ``base`` (mappings merge, everything else replaces)."""
     out = {k: merge({}, v) if isinstance(v, dict) else v for k, v in base.items()}
     for k, v in over.items():
@@ -54,12 +57,12 @@ def merge(base: dict, over: dict) -> dict:
     return out
 
 
-def _model_name(data: dict):
+def _model_name(data: dict[str, Any]) -> object:
     model = data.get("model")
     return model.get("name", ModelSection.default) if isinstance(model, dict) else ModelSection.default
 
 
-def merge_configs(base: dict, over: dict) -> dict:
+def merge_configs(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     """``merge`` for config files: a model section naming another model replaces the parent's."""
     model = over.get("model")
     if isinstance(model, dict) and "name" in model and model["name"] != _model_name(base):
@@ -71,14 +74,14 @@ def merge_configs(base: dict, over: dict) -> dict:
 
 
 def resolve_extends(
-    key,
-    lookup: Callable[[Any], tuple[dict, list]],
+    key: K,
+    lookup: Callable[[K], tuple[dict[str, Any], list[K]]],
     *,
-    merge=merge,
-    label: Callable[[Any], str] = str,
-    where: Callable[[Any], str] | None = None,
-    _chain: tuple = (),
-) -> dict:
+    merge: Merge = merge,
+    label: Callable[[K], str] = str,
+    where: Callable[[K], str] | None = None,
+    _chain: tuple[K, ...] = (),
+) -> dict[str, Any]:
     """``key``'s data merged over its parents', depth first, parents in the order listed.
 
     ``lookup(key) -> (data, parents)``: the entry without its ``extends`` and the keys of its
@@ -91,7 +94,7 @@ def resolve_extends(
             raise ConfigError(f"{at}: extends: more than {MAX_EXTENDS_DEPTH} levels")
         raise ConfigError(f"{at}: extends: loop: {' -> '.join(label(k) for k in (*_chain, key))}")
     data, parents = lookup(key)
-    merged: dict = {}
+    merged: dict[str, Any] = {}
     for parent in parents:
         merged = merge(
             merged,
@@ -100,11 +103,11 @@ def resolve_extends(
     return merge(merged, data)
 
 
-def _is_weights_path(value) -> bool:
+def _is_weights_path(value: object) -> bool:
     return isinstance(value, str) and (value.endswith((".pth", ".pt")) or "/" in value or os.sep in value)
 
 
-def anchor_paths(data: dict, base) -> dict:
+def anchor_paths(data: dict[str, Any], base: str | os.PathLike[str]) -> dict[str, Any]:
     """Make the file paths a config names for code and weights (``model.file``, a torchvision
     ``model.weights`` file) absolute, relative to ``base``: the folder of the config file that
     wrote them (``--set`` values: the working directory), so a config runs the same from any folder."""
@@ -120,7 +123,7 @@ def anchor_paths(data: dict, base) -> dict:
     return data
 
 
-def load_raw(source) -> dict:
+def load_raw(source: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a config file (a path or a shipped name) and the files it ``extends:``, merged, as a
     plain dict (unvalidated)."""
     shown: dict[str, str] = {}  # real path -> the path as the user wrote it
@@ -130,7 +133,7 @@ def load_raw(source) -> dict:
         shown.setdefault(key, str(path))
         return key
 
-    def lookup(key: str):
+    def lookup(key: str) -> tuple[dict[str, Any], list[str]]:
         path = Path(shown[key])
         data = read_yaml(path)
         if data is None:
@@ -152,7 +155,7 @@ def load_raw(source) -> dict:
             raise ConfigError(
                 f"{path}: extends: expected a file name or a list of file names, got {show(parents)}"
             )
-        keys = []
+        keys: list[str] = []
         for parent in parents:
             try:
                 keys.append(key_of(find_config(parent, relative_to=path.parent)))
@@ -190,7 +193,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return parts, value
 
 
-def as_overrides(overrides, what: str = "overrides") -> tuple:
+def as_overrides(overrides: object, what: str = "overrides") -> tuple[str, ...]:
     """``--set``-style overrides as a tuple of strings: a list/tuple of ``"key=value"`` texts, or
     one such text on its own (taken as one override, never as its characters); None: none."""
     if overrides is None:
@@ -211,7 +214,9 @@ def as_overrides(overrides, what: str = "overrides") -> tuple:
     return items
 
 
-def apply_overrides(data: dict, overrides, notes: list | None = None) -> dict:
+def apply_overrides(
+    data: dict[str, Any], overrides: object, notes: list[str] | None = None
+) -> dict[str, Any]:
     """Apply ``--set`` overrides to a raw config dict; a key must exist in the schema.
 
     A change of ``model.name`` drops the old model's keys that this call did not set (the new
@@ -226,7 +231,7 @@ def apply_overrides(data: dict, overrides, notes: list | None = None) -> dict:
             target = value
         elif parts == ["model"]:
             target = value.get("name", ModelSection.default) if isinstance(value, dict) else value
-    explicit = set()
+    explicit: set[str] = set()
     for text, parts, value, raw in parsed:
         tp = _override_type(parts, text, target)
         if (
@@ -262,7 +267,9 @@ def apply_overrides(data: dict, overrides, notes: list | None = None) -> dict:
     return data
 
 
-def _name_after_model(data: dict, parsed: list, old, target) -> None:
+def _name_after_model(
+    data: dict[str, Any], parsed: list[tuple[str, list[str], Any, str]], old: object, target: object
+) -> None:
     """A ``model.name`` override that changes the model also names it in ``experiment.name``
     (the run folder's prefix: ``mlp_keras-cnn-<time>``, not ``mlp_keras-<time>`` for a cnn),
     unless the same overrides set the name themselves."""
@@ -281,7 +288,7 @@ def _name_after_model(data: dict, parsed: list, old, target) -> None:
     experiment["name"] = f"{name}-{target}"  # no note: the run folder's name shows it
 
 
-def _override_type(parts: list[str], text: str, model_name):
+def _override_type(parts: list[str], text: str, model_name: object) -> object:
     """The annotation of the field ``parts`` names (None for a whole section or an unknown
     model's parameter); refuses keys the schema does not have, with a did-you-mean."""
     cls: Any = Config
@@ -311,7 +318,7 @@ def _override_type(parts: list[str], text: str, model_name):
     return None
 
 
-def _wants_text(tp) -> bool:
+def _wants_text(tp: object) -> bool:
     """A field typed as a string (or a choice of strings, or an optional string)."""
     origin = typing.get_origin(tp)
     if origin is Literal:
@@ -324,7 +331,7 @@ def _wants_text(tp) -> bool:
 # --------------------------------------------------------------------------- load
 
 
-def load_config(source, overrides=()) -> Config:
+def load_config(source: str | os.PathLike[str], overrides: object = ()) -> Config:
     """Load ``source`` (a path or a shipped config name), merge ``extends:``, apply ``--set``
     overrides and validate. Raises ConfigError. ``cfg.notes`` lists what loading changed on
     its own (one line each: print them as ``note: ...``)."""
@@ -339,6 +346,6 @@ def load_config(source, overrides=()) -> Config:
     return cfg
 
 
-def config_from_dict(data: dict, source: str = "<config>") -> Config:
+def config_from_dict(data: object, source: str = "<config>") -> Config:
     """Validate a plain dict (e.g. the config stored in a checkpoint or a run folder)."""
     return build_section(Config, merge({}, data) if isinstance(data, dict) else data, "", source)

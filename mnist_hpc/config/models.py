@@ -26,11 +26,12 @@ import dataclasses
 import itertools
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from mnist_hpc.config.datasets import MNIST_SHAPE, DataShape
-from mnist_hpc.config.validate import Tagged
+from mnist_hpc.config.validate import Err, Tagged
 
 Activation = Literal["relu", "tanh", "sigmoid", "gelu", "silu"]
 
@@ -46,7 +47,7 @@ _MAX_WIDTH = 2**63 - 1
 _WHERE = "MAX_PARAMS in mnist_hpc/config/models.py"  # where a refusal points the user
 
 
-def _positive_ints(values) -> bool:
+def _positive_ints(values: Iterable[object]) -> bool:
     return all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values)
 
 
@@ -70,18 +71,19 @@ class ModelSection(Tagged):
 
     tag = "name"
     default = "cnn"
-    size_keys: ClassVar[tuple] = ()  # the parameters that set the model's size (blamed when it is too big)
+    # the parameters that set the model's size (blamed when it is too big)
+    size_keys: ClassVar[tuple[str, ...]] = ()
     source: ClassVar[str] = "builtin"  # builtin | custom | torchvision
 
     @classmethod
-    def variants(cls) -> dict[str, type]:
+    def variants(cls) -> dict[str, type[ModelSection]]:
         return {name: spec.section for name, spec in MODEL_SPECS.items()}
 
-    def params(self) -> dict:
+    def params(self) -> dict[str, Any]:
         """This model's parameters (everything but ``name``), as plain values."""
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "name"}
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, **self.params()}
 
     def param_count(self, shape: DataShape = MNIST_SHAPE) -> int | None:
@@ -90,14 +92,14 @@ class ModelSection(Tagged):
         None where only building the model can tell (custom, torchvision)."""
         return None
 
-    def check(self, err):
+    def check(self, err: Err) -> None:
         self.check_values(err)
         self.check_widths(err)
 
-    def check_values(self, err):
+    def check_values(self, err: Err) -> None:
         """Range checks of this model's parameters (types are checked by the validator)."""
 
-    def check_widths(self, err):
+    def check_widths(self, err: Err) -> None:
         """Widths too large to count at all (run after ``check_values``: the values are sane)."""
         for key in self.size_keys:
             value = getattr(self, key)
@@ -110,7 +112,7 @@ class ModelSection(Tagged):
                         f"{MAX_PARAMS:,} parameters ({_WHERE})",
                     )
 
-    def check_size(self, err, shape: DataShape = MNIST_SHAPE):
+    def check_size(self, err: Err, shape: DataShape = MNIST_SHAPE) -> None:
         """Refuse a model over ``MAX_PARAMS`` for data of ``shape`` (the config-level check: the
         dataset is another section)."""
         n = self.param_count(shape)
@@ -123,23 +125,25 @@ class ModelSection(Tagged):
     def _blame(self, shape: DataShape) -> str:
         """The size key whose default value would shrink the model most."""
         defaults = type(self)()
-        return min(
-            self.size_keys,
-            default="name",
-            key=lambda k: dataclasses.replace(self, **{k: getattr(defaults, k)}).param_count(shape),
-        )
+
+        def count_with_default(key: str) -> int:
+            n = dataclasses.replace(self, **{key: getattr(defaults, key)}).param_count(shape)
+            assert n is not None  # check_size counted this model, so the same model with a default counts
+            return n
+
+        return min(self.size_keys, default="name", key=count_with_default)
 
 
 @dataclass
 class MLPModel(ModelSection):
     name: str = "mlp"
-    hidden: list = field(default_factory=lambda: [128])  # hidden layer widths; [] = logistic regression
+    hidden: list[Any] = field(default_factory=lambda: [128])  # hidden layer widths; [] = logistic regression
     activation: Activation = "relu"  # after each hidden layer
     dropout: float = 0.0  # dropout after each hidden layer
 
     size_keys = ("hidden",)
 
-    def check_values(self, err):
+    def check_values(self, err: Err) -> None:
         if not _positive_ints(self.hidden):
             err("hidden", "a list of positive integers, e.g. [256, 64]", self.hidden)
         if not 0 <= self.dropout < 1:
@@ -153,14 +157,14 @@ class MLPModel(ModelSection):
 @dataclass
 class CNNModel(ModelSection):
     name: str = "cnn"
-    channels: list = field(default_factory=lambda: [32, 64])  # the two 3x3 conv widths
+    channels: list[Any] = field(default_factory=lambda: [32, 64])  # the two 3x3 conv widths
     hidden: int = 128  # fully connected width
     dropout1: float = 0.25  # after the max-pool
     dropout2: float = 0.5  # after the hidden layer
 
     size_keys = ("channels", "hidden")
 
-    def check_values(self, err):
+    def check_values(self, err: Err) -> None:
         if len(self.channels) != 2 or not _positive_ints(self.channels):
             err("channels", "two positive integers, e.g. [32, 64]", self.channels)
         if self.hidden <= 0:
@@ -221,7 +225,7 @@ class FastModel(ModelSection):
     name: str = "fast"
     width: int = 32  # channels of the first block; blocks double it
     depth: int = 3  # conv blocks (each: conv 3x3, 2x2 downsampling, batch norm, ReLU)
-    channels: list = field(
+    channels: list[Any] = field(
         default_factory=list
     )  # explicit block widths, e.g. [12, 24, 32] (overrides width/depth)
     head: Literal["max", "flatten"] = (
@@ -236,7 +240,7 @@ class FastModel(ModelSection):
 
     size_keys = ("width", "channels")
 
-    def check_values(self, err):
+    def check_values(self, err: Err) -> None:
         if self.width <= 0:
             err("width", "a positive integer", self.width)
         if not 1 <= self.depth <= 4:
@@ -272,13 +276,13 @@ class CustomModel(ModelSection):
     name: str = "custom"
     file: str = ""  # the Python file (relative to the config file's folder; absolute paths too)
     factory: str = ""  # the class or function in that file that returns an nn.Module
-    args: dict = field(
+    args: dict[str, Any] = field(
         default_factory=dict
     )  # keyword arguments for the factory (sweepable: model.args.width)
 
     source = "custom"
 
-    def check_values(self, err):
+    def check_values(self, err: Err) -> None:
         if not self.file:
             err("file", problem="the Python file that defines your network, e.g. file: nets/tiny.py")
         elif self.file != "<python>" and not self.file.endswith(".py"):
@@ -310,7 +314,7 @@ class TorchvisionModel(ModelSection):
 
     source = "torchvision"
 
-    def check_values(self, err):
+    def check_values(self, err: Err) -> None:
         if not self.arch.isidentifier():
             err("arch", "a torchvision.models architecture name, e.g. resnet18", self.arch)
         if self.resize is not None and not 8 <= self.resize <= 512:

@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from mnist_hpc.config.datasets import DATASETS, FOLDER, data_shape
 from mnist_hpc.config.dump import commented_yaml
-from mnist_hpc.config.extras import LOGGERS
+from mnist_hpc.config.extras import LoggerName
 from mnist_hpc.config.models import CNNModel, ModelSection
-from mnist_hpc.config.validate import DEVICES_TEXT, choices, valid_device
-
-LoggerName = Literal[LOGGERS]  # experiment.loggers: the one list, in config/extras.py with what each needs
-
+from mnist_hpc.config.validate import DEVICES_TEXT, Err, choices, valid_device
 
 MAX_NAME = 100  # characters of experiment.name (a folder name gets a timestamp or job id after it)
 
@@ -49,13 +46,13 @@ class ExperimentConfig:
     )  # csv (always) + tensorboard, wandb, mlflow (extra: tracking)
     tensorboard: bool = False  # older spelling of adding tensorboard to loggers (still accepted)
 
-    def check(self, err):
+    def check(self, err: Err) -> None:
         if name_problem(self.name):
             err("name", f"a name for run folders and job scripts ({name_problem(self.name)})", self.name)
         if self.seed < 0:
             err("seed", "an integer >= 0", self.seed)
         # csv first and always; `tensorboard: true` means the same as listing it
-        wanted = [*self.loggers, *(["tensorboard"] if self.tensorboard else [])]
+        wanted: list[LoggerName] = [*self.loggers, *(("tensorboard",) if self.tensorboard else ())]
         self.loggers = ["csv", *(x for x in dict.fromkeys(wanted) if x != "csv")]
 
 
@@ -68,7 +65,7 @@ class AugmentConfig:
         False  # mirror half the images left-right (fashion-mnist only: a mirrored 2 or 7 is not a digit)
     )
 
-    def check(self, err):
+    def check(self, err: Err) -> None:
         if not 0 <= self.shift <= 14:
             err("shift", "a number of pixels in [0, 14]", self.shift)
         if not 0 <= self.rotate <= 180:
@@ -97,7 +94,7 @@ class DataConfig:
     subset: int | None = None  # train on the first N shuffled training images (quick runs)
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # batched, on the device
 
-    def check(self, err):
+    def check(self, err: Err) -> None:
         if self.dataset not in DATASETS and self.dataset != FOLDER:
             err("dataset", choices([*DATASETS, FOLDER]), self.dataset, [*DATASETS, FOLDER])
         if self.dataset == FOLDER and not self.root:
@@ -144,7 +141,7 @@ class OptimConfig:
     pct_start: float = 0.25  # onecycle: fraction of training spent rising to lr
     warmup_epochs: float = 0.0  # linear warmup (none/step/cosine), may be fractional
 
-    def check(self, err):
+    def check(self, err: Err) -> None:
         if self.name not in OPTIMIZERS:
             err("name", choices(OPTIMIZERS), self.name, OPTIMIZERS)
         if self.lr <= 0:
@@ -171,7 +168,7 @@ class EarlyStoppingConfig:
     patience: int | None = None  # epochs without improvement of val accuracy (null = off)
     min_delta: float = 0.0  # improvement smaller than this (in accuracy points, 0-1) does not count
 
-    def check(self, err):
+    def check(self, err: Err) -> None:
         if self.patience is not None and self.patience <= 0:
             err("patience", "a positive number of epochs (or null to disable)", self.patience)
         if self.min_delta < 0:
@@ -184,7 +181,7 @@ class CheckpointConfig:
     unit: Literal["epochs", "steps", "minutes"] = "epochs"  # what `every` counts: epochs | steps | minutes
     keep: int = 2  # how many recent checkpoints to keep (besides best.pt)
 
-    def check(self, err):
+    def check(self, err: Err) -> None:
         if self.every < 0:
             err("every", "a number >= 0", self.every)
         if self.keep < 1:
@@ -207,7 +204,7 @@ class TrainConfig:
     )  # stop when val accuracy stalls
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)  # when to save, how many to keep
 
-    def check(self, err):
+    def check(self, err: Err) -> None:
         if self.epochs <= 0:
             err("epochs", "a positive integer", self.epochs)
         if self.grad_clip is not None and self.grad_clip <= 0:
@@ -230,7 +227,7 @@ class RuntimeConfig:
     max_requeues: int = 5  # automatic Slurm requeues before giving up
     dist_timeout: float = 300  # seconds before a hung collective (or rendezvous) fails
 
-    def check(self, err):
+    def check(self, err: Err) -> None:
         if not valid_device(self.device):
             err("device", DEVICES_TEXT, self.device)
         if self.threads is not None and self.threads <= 0:
@@ -241,9 +238,10 @@ class RuntimeConfig:
             err("dist_timeout", "seconds > 0", self.dist_timeout)
 
 
-class _Origin:
-    """Per-instance facts about a ``Config`` that are not part of it: plain class attributes (the
-    defaults), not dataclass fields, so they stay out of ``to_dict()`` and the validator."""
+class LoadInfo:
+    """What loading records about a config besides the config itself: instance attributes with
+    class defaults, declared on this plain base class so that they are no dataclass fields of
+    ``Config`` (not in its ``__init__``, ``to_dict()`` or comparisons)."""
 
     # What loading changed that the user did not write (e.g. keys dropped by a model switch);
     # one line each, set by ``load_config``; not part of the config itself.
@@ -252,7 +250,7 @@ class _Origin:
 
 
 @dataclass
-class Config(_Origin):
+class Config(LoadInfo):
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelSection = field(
@@ -262,7 +260,7 @@ class Config(_Origin):
     train: TrainConfig = field(default_factory=TrainConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
-    def check(self, err):
+    def check(self, err: Err) -> None:
         """The rules that span sections."""
         shape = data_shape(self.data)
         if shape is not None:  # the head's width comes from the dataset
@@ -274,7 +272,7 @@ class Config(_Origin):
                 "data.val_split (e.g. 0.1) or train.early_stopping.patience: null",
             )
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """The plain nested dict (``model`` as ``{"name": ..., **params}``), as run folders store it."""
         return dataclasses.asdict(self)
 

@@ -19,7 +19,7 @@ SHIPPED_DIR = Path(__file__).resolve().parent.parent / "configs"  # mnist_hpc/co
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-def is_name(source) -> bool:
+def is_name(source: object) -> bool:
     """A bare config name (``quickstart``), not a path (``./quickstart``, ``x/y.yaml``, ``a.yaml``)."""
     text = str(source)
     return bool(_NAME.match(text)) and not text.endswith((".yaml", ".yml"))
@@ -38,7 +38,7 @@ def shipped_configs() -> dict[str, str]:
 
     The purpose is the file's first comment line, without a leading ``name:``.
     """
-    out = {}
+    out: dict[str, str] = {}
     for path in sorted(SHIPPED_DIR.glob("*.yaml")):
         out[path.stem] = _purpose(path)
     return out
@@ -60,7 +60,7 @@ def _purpose(path: Path) -> str:
     return ""
 
 
-def missing_hint(source) -> str:
+def missing_hint(source: str | os.PathLike[str]) -> str:
     """What to try when config ``source`` is no file: the shipped name, or where paths start."""
     stem = Path(str(source)).stem
     if shipped_path(stem) is not None and str(source) != stem:
@@ -72,7 +72,7 @@ def missing_hint(source) -> str:
     )
 
 
-def find_config(source, relative_to=None) -> Path:
+def find_config(source: str | os.PathLike[str], relative_to: str | os.PathLike[str] | None = None) -> Path:
     """The file a config source names: ``source`` as a path (relative to the folder
     ``relative_to``, else the current folder) if that is a file, else the shipped config of that
     name. Raises ``ConfigError`` with a hint when neither exists."""

@@ -18,14 +18,21 @@ import math
 import reprlib
 import types
 import typing
-from typing import Any, Literal, NoReturn, Union
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, Protocol, TypeGuard, TypeVar, Union, cast
 
 from mnist_hpc.config.yamlio import MAX_QUOTE, cut
 from mnist_hpc.errors import ConfigError
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+S = TypeVar("S", bound="DataclassInstance")  # a schema: a dataclass
+T = TypeVar("T", bound="Tagged")
+
 
 class _Repr(reprlib.Repr):
-    def repr_int(self, x, level):
+    def repr_int(self, x: int, level: int) -> str:
         if x.bit_length() > 200:  # repr() refuses ints of over 4,300 digits (and needn't show them)
             return f"<an integer of {int(x.bit_length() * math.log10(2)) + 1:,} digits>"
         return super().repr_int(x, level)
@@ -38,17 +45,17 @@ _repr.maxlevel = 3
 
 
 @functools.cache
-def _hints(cls) -> dict:
+def _hints(cls: type) -> dict[str, Any]:
     """A schema class's resolved annotations (cached: resolving them dominated big sweeps' checks)."""
     return typing.get_type_hints(cls)
 
 
-def show(value) -> str:
+def show(value: object) -> str:
     """``repr(value)`` for a message: bounded in length and depth, whatever the value."""
     return cut(_repr.repr(value))
 
 
-def did_you_mean(word, options) -> str:
+def did_you_mean(word: object, options: Iterable[object]) -> str:
     """`` (did you mean 'x'?)`` for the closest of ``options``, or ``""``."""
     word = str(word)[: 2 * MAX_QUOTE]
     close = difflib.get_close_matches(word, [str(o) for o in options], n=1, cutoff=0.6)
@@ -59,12 +66,12 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 DEVICES_TEXT = "auto, cpu, cuda, cuda:N or mps"
 
 
-def valid_device(name) -> bool:
+def valid_device(name: object) -> TypeGuard[str]:
     """A device string mnist-hpc takes: auto, cpu, cuda, cuda:N (N a GPU index) or mps."""
     return isinstance(name, str) and (name in DEVICES or (name.startswith("cuda:") and name[5:].isdigit()))
 
 
-def check_device(name, what: str = "--device") -> str:
+def check_device(name: object, what: str = "--device") -> str:
     """The one validator of device strings (runtime.device, --device, ``device=`` in Python):
     the name as a string, or one ConfigError line saying what is accepted. A ``torch.device``
     is taken as its string."""
@@ -81,7 +88,7 @@ def check_device(name, what: str = "--device") -> str:
     raise ConfigError(f"{what}={show(name)}: not a device{hint}; expected {DEVICES_TEXT}")
 
 
-def choices(options) -> str:
+def choices(options: Iterable[object]) -> str:
     return "one of " + ", ".join(sorted(str(o) for o in options))
 
 
@@ -90,7 +97,7 @@ def fail(source: str, path: str, msg: str) -> NoReturn:
     raise ConfigError(": ".join(part for part in (source, path, msg) if part))
 
 
-def _join(path: str, key) -> str:
+def _join(path: str, key: object) -> str:
     return f"{path}.{cut(key)}" if path else cut(key)
 
 
@@ -105,11 +112,26 @@ class Tagged:
     default: str | None = None
 
     @classmethod
-    def variants(cls) -> dict[str, type]:
+    def variants(cls) -> Mapping[str, type[DataclassInstance]]:
         raise NotImplementedError
 
 
-def type_name(tp) -> str:
+class Err(Protocol):
+    """The ``err`` that ``build_section`` hands a section's ``check(err)``: raises the one-line
+    ``ConfigError`` for ``key`` (see ``build_section``)."""
+
+    def __call__(
+        self,
+        key: str,
+        expected: str = "",
+        got: object = None,
+        options: Iterable[object] | None = None,
+        *,
+        problem: str | None = None,
+    ) -> NoReturn: ...
+
+
+def type_name(tp: Any) -> str:
     """How a message names what an annotation accepts: 'an integer', 'one of 'a', 'b''..."""
     origin = typing.get_origin(tp)
     if origin is Literal:
@@ -118,16 +140,16 @@ def type_name(tp) -> str:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         return " or ".join(type_name(a) for a in args) + " or null"
     if origin in (list, tuple) or tp in (list, tuple):
-        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        # list[Any] is a plain list: any items
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis and a is not Any]
         return f"a list of {type_name(args[0])}" if args else "a list"
     if origin is dict or tp is dict:
         return "a mapping"
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
-        tp, getattr(tp, "__name__", str(tp))
-    )
+    names: dict[object, str] = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    return names.get(tp, getattr(tp, "__name__", str(tp)))
 
 
-def coerce(value, tp, path: str, source: str = ""):
+def coerce(value: Any, tp: Any, path: str, source: str = "") -> Any:
     """Check ``value`` against the annotation ``tp``; return it (ints widen to floats)."""
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
@@ -150,9 +172,12 @@ def coerce(value, tp, path: str, source: str = ""):
     if origin in (list, tuple) or tp in (list, tuple):
         if not isinstance(value, (list, tuple)):
             fail(source, path, f"expected {type_name(tp)}, got {show(value)}")
-        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        # list[Any] is a plain list: its items are not checked
+        item_types = [a for a in typing.get_args(tp) if a is not Ellipsis and a is not Any]
         items = (
-            [coerce(v, args[0], f"{path}[{i}]", source) for i, v in enumerate(value)] if args else list(value)
+            [coerce(v, item_types[0], f"{path}[{i}]", source) for i, v in enumerate(value)]
+            if item_types
+            else list(value)
         )
         return tuple(items) if (origin or tp) is tuple else items
     if origin is dict or tp is dict:
@@ -162,7 +187,7 @@ def coerce(value, tp, path: str, source: str = ""):
         return {k: coerce(v, args[1], _join(path, k), source) for k, v in value.items()} if args else value
     if isinstance(tp, type) and issubclass(tp, Tagged):
         return build_tagged(tp, value, path, source)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return build_section(tp, value, path, source)
     if tp is Any:
         return value
@@ -179,16 +204,16 @@ def coerce(value, tp, path: str, source: str = ""):
     fail(source, path, f"expected {type_name(tp)}, got {show(value)}")
 
 
-def field_names(cls) -> list[str]:
+def field_names(cls: DataclassInstance | type[DataclassInstance]) -> list[str]:
     return [f.name for f in dataclasses.fields(cls)]
 
 
-def field_type(cls, name: str):
+def field_type(cls: type, name: str) -> Any:
     """The resolved annotation of ``cls.name`` (string annotations evaluated)."""
     return _hints(cls)[name]
 
 
-def build_section(cls, data, path: str = "", source: str = ""):
+def build_section(cls: type[S], data: object, path: str = "", source: str = "") -> S:
     """Build dataclass ``cls`` from a mapping, refusing unknown keys and checking ranges.
 
     ``path`` is where the mapping sits (``"optim"``, ``"profiles.narval"``; ``""`` for the top),
@@ -203,7 +228,7 @@ def build_section(cls, data, path: str = "", source: str = ""):
     owner = ""
     if issubclass(cls, Tagged):  # "unknown key for model 'mlp'": the keys depend on the tag
         owner = f" for {path or cls.tag} {getattr(cls, cls.tag, '')!r}"
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     for key, value in data.items():
         if key not in names:
             fail(
@@ -214,7 +239,14 @@ def build_section(cls, data, path: str = "", source: str = ""):
         kwargs[key] = coerce(value, hints[key], _join(path, key), source)
     obj = cls(**kwargs)
 
-    def err(key, expected="", got=None, options=None, *, problem=None):
+    def err(
+        key: str,
+        expected: str = "",
+        got: object = None,
+        options: Iterable[object] | None = None,
+        *,
+        problem: str | None = None,
+    ) -> NoReturn:
         """``path.key: expected <expected>, got <got>``, or ``path.key: <problem>`` when given."""
         if problem is not None:
             fail(source, _join(path, key), problem)
@@ -226,8 +258,10 @@ def build_section(cls, data, path: str = "", source: str = ""):
     return obj
 
 
-def build_tagged(base, data, path: str = "", source: str = ""):
-    """Build the variant of ``base`` named by ``data[base.tag]`` (or ``base.default``)."""
+def build_tagged(base: type[T], data: object, path: str = "", source: str = "") -> T:
+    """Build the variant of ``base`` named by ``data[base.tag]`` (or ``base.default``).
+
+    Its type is ``base``'s: the variants subclass their base (``Tagged``'s contract)."""
     if data is None:
         data = {}
     where = _join(path, base.tag)
@@ -238,4 +272,4 @@ def build_tagged(base, data, path: str = "", source: str = ""):
     if not (isinstance(name, str) and name in variants):
         hint = did_you_mean(name, variants) if isinstance(name, str) else ""
         fail(source, where, f"expected {choices(variants)}, got {show(name)}{hint}")
-    return build_section(variants[name], data, path, source)
+    return cast(T, build_section(variants[name], data, path, source))

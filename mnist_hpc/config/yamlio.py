@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,8 @@ class YAMLLimitError(yaml.YAMLError):
     """A document over one of the loader's limits (size, expansion, depth)."""
 
 
-def cut(text: str, limit: int = MAX_QUOTE) -> str:
-    """``text`` shortened to ``limit`` characters, marking the cut."""
+def cut(text: object, limit: int = MAX_QUOTE) -> str:
+    """``str(text)`` shortened to ``limit`` characters, marking the cut."""
     text = str(text)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -43,7 +44,7 @@ class _BoundedLoader(yaml.SafeLoader):
 
     _depth = 0
 
-    def compose_node(self, parent, index):
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         self._depth += 1
         try:
             if self._depth > MAX_DEPTH:
@@ -52,12 +53,12 @@ class _BoundedLoader(yaml.SafeLoader):
         finally:
             self._depth -= 1
 
-    def construct_document(self, node):
+    def construct_document(self, node: yaml.Node) -> Any:
         _check_expansion(node)
         return super().construct_document(node)
 
 
-def _check_expansion(root) -> None:
+def _check_expansion(root: yaml.Node) -> None:
     """Refuse a node graph whose alias expansion exceeds MAX_NODES, or that refers to itself.
 
     Aliases share nodes, so the graph stays small while its expansion doubles at every level;
@@ -66,7 +67,7 @@ def _check_expansion(root) -> None:
     sizes: dict[int, int] = {}
     open_nodes: set[int] = set()
 
-    def size(node) -> int:
+    def size(node: yaml.Node) -> int:
         key = id(node)
         if key in sizes:
             return sizes[key]
@@ -90,8 +91,10 @@ def _check_expansion(root) -> None:
     size(root)
 
 
-def _construct_mapping(loader, node, deep=False):
-    seen = set()
+def _construct_mapping(
+    loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False
+) -> dict[Hashable, Any]:
+    seen: set[object] = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
         try:
@@ -106,7 +109,7 @@ def _construct_mapping(loader, node, deep=False):
     return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
 
 
-def _construct_int(loader, node):
+def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
     try:
         return yaml.SafeLoader.construct_yaml_int(loader, node)
     except ValueError:  # Python parses at most 4,300 digits; no setting needs a fraction of that
@@ -137,17 +140,18 @@ _BoundedLoader.add_implicit_resolver(
 )
 
 
-def _check_graph(root) -> None:
+def _check_graph(root: yaml.Node) -> None:
     """The limits of ``_check_expansion`` and MAX_DEPTH on a composed node graph, in one pass
     (memoised per node: an alias is counted, never walked again)."""
-    seen: dict[int, tuple] = {}
+    seen: dict[int, tuple[int, int] | None] = {}  # None: being walked
 
-    def walk(node) -> tuple:
+    def walk(node: yaml.Node) -> tuple[int, int]:
         key = id(node)
         if key in seen:
-            if seen[key] is None:
+            done = seen[key]
+            if done is None:
                 raise YAMLLimitError("an alias refers to the node that contains it (a recursive structure)")
-            return seen[key]
+            return done
         seen[key] = None
         total, deepest = 1, 0
         if isinstance(node, yaml.SequenceNode):
@@ -166,26 +170,26 @@ def _check_graph(root) -> None:
             )
         if deepest + 1 > MAX_DEPTH:
             raise YAMLLimitError(f"nested more than {MAX_DEPTH} levels deep")
-        seen[key] = (total, deepest + 1)
-        return seen[key]
+        done = seen[key] = (total, deepest + 1)
+        return done
 
     walk(root)
 
 
+_FAST_LOADER: type[yaml.CSafeLoader] | None = None  # None: PyYAML built without libyaml
 if getattr(yaml, "__with_libyaml__", False):
 
     class _FastBoundedLoader(yaml.CSafeLoader):
         """The same loader on libyaml's C parser (about 10x faster; libyaml caps nesting
         itself); the limits are checked on the composed graph before anything is built."""
 
-        def construct_document(self, node):
+        def construct_document(self, node: yaml.Node) -> Any:
             _check_graph(node)
             return super().construct_document(node)
 
     _FastBoundedLoader.yaml_constructors = _BoundedLoader.yaml_constructors
     _FastBoundedLoader.yaml_implicit_resolvers = _BoundedLoader.yaml_implicit_resolvers
-else:  # pragma: no cover - PyYAML built without libyaml
-    _FastBoundedLoader = None
+    _FAST_LOADER = _FastBoundedLoader
 
 
 def yaml_load(text: str, fast: bool = False) -> Any:
@@ -196,9 +200,9 @@ def yaml_load(text: str, fast: bool = False) -> Any:
     the many files a report reads (every run's config.yaml)."""
     if len(text) > MAX_BYTES:
         raise YAMLLimitError(f"{len(text):,} characters; at most {MAX_BYTES:,} are read")
-    if fast and _FastBoundedLoader is not None:
+    if fast and _FAST_LOADER is not None:
         try:
-            return yaml.load(text, Loader=_FastBoundedLoader)
+            return yaml.load(text, Loader=_FAST_LOADER)
         except (yaml.YAMLError, RecursionError):
             pass  # the slow loader says what is wrong, in its own words
     try:
@@ -219,7 +223,7 @@ def yaml_problem(e: yaml.YAMLError) -> str:
     return f"invalid YAML{where}: {cut(problem, 200)}"
 
 
-def special_file(path) -> str | None:
+def special_file(path: str | os.PathLike[str]) -> str | None:
     """What a path that exists but is no regular file or folder is ("a named pipe (FIFO)", "a
     device file", "a socket"): reading one may block forever. None for anything else."""
     import stat
@@ -237,7 +241,7 @@ def special_file(path) -> str | None:
     return None
 
 
-def read_yaml(path, fast: bool = False) -> Any:
+def read_yaml(path: str | os.PathLike[str], fast: bool = False) -> Any:
     """Read one YAML file with the bounded loader; errors name the file (and the line). Only a
     regular file is opened (a FIFO or a device would block the read forever). ``fast``: as for
     ``yaml_load``."""
