@@ -32,9 +32,10 @@ XDIST := -n $(TEST_WORKERS) --dist loadgroup
 test: install-dev  ## install with the test extras, then run the whole test suite
 	$(BIN)/python -m pytest -q $(XDIST)
 
-# the inner loop: no Slurm sandbox, no notebooks, no minutes-long trainings (markers in pyproject.toml)
+# the inner loop: no Slurm sandbox, no notebooks, no trainings on the real data, no minutes-long work
+# (markers in pyproject.toml; tests/conftest.py marks every test using the real data `realdata`)
 test-fast: install-dev
-	$(BIN)/python -m pytest -q $(XDIST) -m "not slow and not slurm and not notebook"
+	$(BIN)/python -m pytest -q $(XDIST) -m "not slow and not slurm and not notebook and not realdata"
 
 lint: install-dev  ## ruff (lint + format check) over the tree, mypy over mnist_hpc/
 	$(BIN)/ruff check .

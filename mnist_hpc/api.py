@@ -480,6 +480,7 @@ def submit(
 
     ``resources``: gpus (``1`` or ``"a100:2"``), nodes, tasks, time (``"0:30:00"``), mail, cpus,
     mem, data_dir."""
+    from mnist_hpc.cluster.jobs import Resources
     from mnist_hpc.cluster.jobs import submit as _submit
     from mnist_hpc.config import Config
     from mnist_hpc.config.extras import check_extras
@@ -488,9 +489,13 @@ def submit(
     if isinstance(config_or_source, Config):  # a loaded file was checked by load_config already
         config_or_source = _validated_again(config_or_source)
         check_extras(config_or_source)
-    return _submit(
-        config_or_source, as_overrides(overrides), cluster, account=account, dry_run=dry_run, **resources
-    )
+    try:
+        asked = Resources(account=account, **resources)
+    except TypeError:  # a misspelt resource: name what exists
+        known = ", ".join(f for f in Resources.__dataclass_fields__ if f != "account")
+        unknown = ", ".join(sorted(set(resources) - set(Resources.__dataclass_fields__)))
+        raise TypeError(f"submit() got unknown resources: {unknown} (known: {known})") from None
+    return _submit(config_or_source, as_overrides(overrides), cluster, asked, dry_run=dry_run)
 
 
 __all__ = ["Prediction", "Run", "list_runs", "load_config", "report", "submit", "sweep", "train"]

@@ -3,6 +3,7 @@ and a helper that runs the CLI in-process."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import sys
@@ -31,16 +32,19 @@ def pytest_configure(config) -> None:
 
     for spec in DATASETS.values():
         if (Path(named) / spec.folder / "raw").is_dir():
-            try:
+            # an incomplete folder: the tests that need it say so themselves
+            with contextlib.suppress(Exception):
                 prepare(spec, named, download=False)
-            except Exception:  # an incomplete folder: the tests that need it say so themselves
-                pass
 
 
 def pytest_collection_modifyitems(items) -> None:
-    """The Slurm-sandbox tests share one sandbox per session: under pytest-xdist (`-n 2`) they all run
-    on one worker, one after another (`--dist loadgroup`), while the other worker takes the rest."""
+    """A test that asks for the real datasets (``real_root``) trains on them: marked ``realdata``
+    (`make test-fast` leaves those out). The Slurm-sandbox tests share one sandbox per session:
+    under pytest-xdist (`-n 2`) they all run on one worker, one after another (`--dist loadgroup`),
+    while the other worker takes the rest."""
     for item in items:
+        if "real_root" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("realdata"):
+            item.add_marker(pytest.mark.realdata)
         if item.get_closest_marker("slurm"):
             item.add_marker(pytest.mark.xdist_group("slurm"))
 

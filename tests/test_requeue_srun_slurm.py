@@ -18,10 +18,12 @@ from tests.slurm_support import ROOT, job_state, mnist_hpc, wait_until_done
 
 pytestmark = pytest.mark.slurm
 
-# ≈ 3 epochs of the fast net on two ranks of one thread each: well over a minute of work;
+# 3 epochs of the fast net on 10000 images, two ranks of one thread each: more than the 30 s a
+# job gets before its signal, so at least one requeue;
 # max_requeues raised so that a loaded machine (fewer steps per 1-minute allocation) still finishes
 SETS = [
     "train.epochs=3",
+    "data.subset=10000",
     "runtime.deterministic=true",
     "runtime.threads=1",
     "data.val_split=null",

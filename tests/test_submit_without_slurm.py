@@ -220,7 +220,9 @@ def test_sweep_submit_dry_run(cli, tmp_path):
     assert r.code == 0, r
     assert r.out.count("#!/bin/bash") == 1 and "#SBATCH --array=0-4%2\n" in r.out
     assert f"SWEEP={tmp_path}/runs/learning_rate-sweep-" in r.out and "INDEX_OFFSET=0 " in r.out
-    assert "/sweep.yaml " in r.out  # the tasks read the sweep's snapshot (tests/test_sweep_submit_snapshot.py)
+    assert (
+        "/sweep.yaml " in r.out
+    )  # the tasks read the sweep's snapshot (tests/test_sweep_submit_snapshot.py)
     assert "5 runs in 1 job array(s)" in r.err and not (tmp_path / "runs").exists()
 
 

@@ -148,20 +148,13 @@ def submit(
       mnist-hpc submit configs/quickstart.yaml --cluster narval --account def-you --time 0:30:00
       mnist-hpc submit configs/quickstart.yaml --cluster local
     """
+    resources = jobs.Resources(account, gpus, nodes, tasks, time_limit, mail, cpus, mem, data_dir)
     job = jobs.submit(
         config,
         overrides,
         cluster,
-        account=account,
+        resources,
         dry_run=dry_run,
-        gpus=gpus,
-        nodes=nodes,
-        tasks=tasks,
-        time=time_limit,
-        mail=mail,
-        cpus=cpus,
-        mem=mem,
-        data_dir=data_dir,
         warn=_warn,
         note=_note,
         after=after,
@@ -456,20 +449,13 @@ def sweep_submit_command(
     runs/<sweep>-sweep-<time>/: editing the files afterwards changes nothing already submitted.
     """
     pack = _pack_value(pack, sweep_file, overrides, task_time)
+    resources = jobs.Resources(account, gpus, nodes, tasks, time_limit, mail, cpus, mem, data_dir)
     out = jobs.sweep_submit(
         sweep_file,
         cluster,
+        resources,
         overrides=overrides,
-        account=account,
         dry_run=dry_run,
-        gpus=gpus,
-        nodes=nodes,
-        tasks=tasks,
-        time=time_limit,
-        mail=mail,
-        cpus=cpus,
-        mem=mem,
-        data_dir=data_dir,
         parallel=parallel,
         pack=pack,
         warn=_warn,

@@ -81,6 +81,56 @@ class SweepJobs:
 # --------------------------------------------------------------------------- shared steps
 
 
+@dataclass(frozen=True)
+class Resources:
+    """What a job asks of the cluster: the flags `submit` and `sweep submit` share (--account,
+    --gpus, --nodes, --tasks, --time, --mail, --cpus, --mem, --data-dir). ``gpus``: GPUs per node,
+    N, TYPE:N or "auto" (None: 1 on GPU clusters); ``cpus``/``mem``: per task / per node (None:
+    the profile's share); ``data_dir``: where the job reads the datasets (None: the staged archive)."""
+
+    account: str | None = None
+    gpus: int | str | None = None
+    nodes: int = 1
+    tasks: int | None = None
+    time: str = "1:00:00"
+    mail: str | None = None
+    cpus: int | None = None
+    mem: str | None = None
+    data_dir: str | Path | None = None
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Where and how the jobs of one submission run: the profile, the folder sbatch is called from,
+    the GPUs resolved from ``Resources.gpus`` and the packages the job's environment needs."""
+
+    profile: Profile
+    cwd: Path
+    n_gpus: int
+    gpu_type: str | None
+    packages: tuple[str, ...]
+
+    def spec(self, r: Resources, folder: Path, **fields: Any) -> JobSpec:
+        """A JobSpec with the fields every job of this submission shares, then ``fields``."""
+        shared: dict[str, Any] = {
+            "profile": self.profile,
+            "time": r.time,
+            "gpus_per_node": self.n_gpus,
+            "gpu_type": self.gpu_type,
+            "cpus_per_task": r.cpus,
+            "mem": r.mem,
+            "account": r.account or env.default_account(),
+            "mail_user": r.mail,
+            "workdir": str(self.cwd),
+            "data_archive": str(self.cwd / datapack.DEFAULT_ARCHIVE),
+            "data_dir": str(Path(r.data_dir).resolve()) if r.data_dir else "",
+            "code": nodeenv.code_dir(folder),
+            "python": nodeenv.submitting_python(),
+            "packages": self.packages,
+        }
+        return JobSpec(**{**shared, **fields})
+
+
 def profile_for(cluster: str, warn: Echo) -> Profile:
     profile, warning = get_profile(cluster)
     if warning:
@@ -205,32 +255,23 @@ def submit(
     config_or_source: str | Path | Config,
     overrides: Sequence[str] = (),
     cluster: str = "local",
+    resources: Resources | None = None,
     *,
-    account: str | None = None,
     dry_run: bool = False,
-    gpus: int | str | None = None,
-    nodes: int = 1,
-    tasks: int | None = None,
-    time: str = "1:00:00",
-    mail: str | None = None,
-    cpus: int | None = None,
-    mem: str | None = None,
-    data_dir: str | Path | None = None,
     cwd: str | Path | None = None,
     warn: Echo = _WARN,
     note: Echo = _NOTE,
     after: str | None = None,
 ) -> Job:
     """Submit a config (a path, a shipped config name or a ``Config``) as a Slurm job on the
-    cluster profile ``cluster``, in a new run folder under the config's output_dir.
-
-    ``gpus``: GPUs per node, N or TYPE:N (None: 1 on GPU clusters); ``time``: the time limit;
-    ``cpus``/``mem``: per task / per node (None: the profile's share). ``warn``/``note`` get the
-    warnings (a retired cluster name) and notes (the data archive packed) as lines. ``after``:
-    ``JOBID[:afterany]``, start after that job (``--dependency``, afterok by default)."""
+    cluster profile ``cluster`` with ``resources``, in a new run folder under the config's
+    output_dir. ``warn``/``note`` get the warnings (a retired cluster name) and notes (the data
+    archive packed) as lines. ``after``: ``JOBID[:afterany]``, start after that job
+    (``--dependency``, afterok by default)."""
     from mnist_hpc.config import load_config
     from mnist_hpc.runs.folder import create_run_dir, new_run_dir
 
+    r = resources or Resources()
     profile = profile_for(cluster, warn)
     if isinstance(config_or_source, (str, Path)):
         cfg, source = load_config(config_or_source, overrides), str(config_or_source)
@@ -238,44 +279,34 @@ def submit(
         raise UserError("overrides apply to a config file or name; apply them to the Config first")
     else:
         cfg, source = config_or_source, "(a Config object)"
+    gpus = r.gpus
     if str(gpus).strip().lower() == "auto":
-        gpus = auto_gpus([cfg], profile, time, nodes, tasks, note)
+        gpus = auto_gpus([cfg], profile, r.time, r.nodes, r.tasks, note)
     n_gpus, gpu_type = parse_gpus(gpus, profile)
     depends = dependency(after, dry_run)
     check_model_before_queueing(cfg)
     cwd = Path(cwd or Path.cwd())
     run_dir = new_run_dir(str(cwd / cfg.experiment.output_dir), cfg.experiment.name).resolve()
-    check_writable(profile, cwd, run_dir, data_dir)
+    check_writable(profile, cwd, run_dir, r.data_dir)
     packages = nodeenv.job_packages([cfg])
     nodeenv.check_wheelhouse(packages, profile)  # before anything is queued
     if not dry_run:
         nodeenv.check_home_venv(profile, packages)
+    target = _Target(profile, cwd, n_gpus, gpu_type, packages)
 
     def spec_for(run_dir: Path) -> JobSpec:
-        return JobSpec(
-            template=kind_for(nodes, n_gpus, tasks),
-            profile=profile,
+        return target.spec(
+            r,
+            run_dir,
+            template=kind_for(r.nodes, n_gpus, r.tasks),
             job_name=cfg.experiment.name,
             config=str(run_dir / "config.yaml"),
             run_dir=str(run_dir),
-            time=time,
-            nodes=nodes,
-            gpus_per_node=n_gpus,
-            gpu_type=gpu_type,
-            tasks_per_node=tasks,
-            cpus_per_task=cpus,
-            mem=mem,
-            account=account or env.default_account(),
-            mail_user=mail,
+            nodes=r.nodes,
+            tasks_per_node=r.tasks,
             output=str(run_dir / "slurm-%j.out"),
             requeue_signal=cfg.runtime.requeue_signal,
-            workdir=str(cwd),
-            data_archive=str(cwd / datapack.DEFAULT_ARCHIVE),
-            data_dir=str(Path(data_dir).resolve()) if data_dir else "",
             script_name=str(run_dir / "job.sh"),
-            code=nodeenv.code_dir(run_dir),
-            python=nodeenv.submitting_python(),
-            packages=packages,
             dependency=depends,
         )
 
@@ -284,7 +315,7 @@ def submit(
     job = Job(None, script, run_dir, profile.name, spec.template, spec.output)
     if dry_run:
         return job
-    stage_data(profile, data_dir, [staged_name(cfg)], cwd / datapack.DEFAULT_ARCHIVE, warn, note)
+    stage_data(profile, r.data_dir, [staged_name(cfg)], cwd / datapack.DEFAULT_ARCHIVE, warn, note)
     made = create_run_dir(run_dir.parent, cfg.experiment.name, first=run_dir)  # exclusive: never shared
     if made != run_dir:  # another submit took the name meanwhile: the job gets the next one
         run_dir, spec = made, spec_for(made)
@@ -435,18 +466,10 @@ def check_writable(
 def sweep_submit(
     sweep_file: str | Path,
     cluster: str = "local",
+    resources: Resources | None = None,
     *,
     overrides: Sequence[str] = (),
-    account: str | None = None,
     dry_run: bool = False,
-    gpus: int | str | None = None,
-    nodes: int = 1,
-    tasks: int | None = None,
-    time: str = "1:00:00",
-    mail: str | None = None,
-    cpus: int | None = None,
-    mem: str | None = None,
-    data_dir: str | Path | None = None,
     parallel: int = 4,
     cwd: str | Path | None = None,
     warn: Echo = _WARN,
@@ -469,7 +492,8 @@ def sweep_submit(
     from mnist_hpc.cluster import snapshot
     from mnist_hpc.runs.folder import create_run_dir, new_run_dir
 
-    if nodes > 1 or (tasks or 1) > 1:
+    r = resources or Resources()
+    if r.nodes > 1 or (r.tasks or 1) > 1:
         raise UserError("sweep array tasks run on one node with one process; drop --nodes/--tasks")
     profile = profile_for(cluster, warn)
     from mnist_hpc.experiments import runguard
@@ -480,8 +504,9 @@ def sweep_submit(
     stale = runguard.stale_runs(sweep.runs, is_completed)
     if stale and not force:
         runguard.refuse_stale(sweep.name, stale)
+    gpus = r.gpus
     if str(gpus).strip().lower() == "auto":
-        gpus = auto_gpus(list(sweep.configs()), profile, time, 1, None, note, pack)
+        gpus = auto_gpus(list(sweep.configs()), profile, r.time, 1, None, note, pack)
     n_gpus, gpu_type = parse_gpus(gpus, profile)
     checked: set[str] = set()
     for run in sweep.runs:  # each distinct custom/torchvision model, built once before the queue
@@ -491,7 +516,7 @@ def sweep_submit(
             check_model_before_queueing(run.config)
     cwd = Path(cwd or Path.cwd())
     folder = new_run_dir(str(cwd / "runs"), f"{sweep.name}-sweep").resolve()
-    check_writable(profile, cwd, folder, data_dir)
+    check_writable(profile, cwd, folder, r.data_dir)
     signal = _requeue_signal(sweep)
     from mnist_hpc.cluster.packed import task_count
 
@@ -518,35 +543,24 @@ def sweep_submit(
     nodeenv.check_wheelhouse(packages, profile)  # before anything is queued
     if not dry_run:
         nodeenv.check_home_venv(profile, packages)
+    target = _Target(profile, cwd, n_gpus, gpu_type, packages)
 
     def jobs_in(folder: Path) -> list[Job]:
         output = str(folder / "slurm-%A_%a.out")
         made = []
         for k, (offset, size) in enumerate(arrays):
-            spec = JobSpec(
+            spec = target.spec(
+                r,
+                folder,
                 template="sweep_array",
-                profile=profile,
                 job_name=sweep.name,
                 sweep=str(folder / snapshot.SWEEP_FILE),
-                time=time,
-                gpus_per_node=n_gpus,
-                gpu_type=gpu_type,
-                cpus_per_task=cpus,
-                mem=mem,
-                account=account or env.default_account(),
-                mail_user=mail,
                 output=output,
                 array=f"0-{size - 1}%{min(parallel, size)}",
                 index_offset=offset,
                 pack=pack,
                 requeue_signal=signal,
-                workdir=str(cwd),
-                data_archive=str(cwd / datapack.DEFAULT_ARCHIVE),
-                data_dir=str(Path(data_dir).resolve()) if data_dir else "",
                 script_name=str(folder / f"job-{k}.sh"),
-                code=nodeenv.code_dir(folder),
-                python=nodeenv.submitting_python(),
-                packages=packages,
             )
             made.append(Job(None, render(spec), folder, profile.name, "sweep_array", output))
         return made
@@ -561,25 +575,22 @@ def sweep_submit(
 
     def report_in(folder: Path, after: str) -> Job:
         output = str(folder / "slurm-report-%j.out")
-        spec = JobSpec(
+        spec = target.spec(  # a small CPU job: 15 minutes, one core, no data
+            r,
+            folder,
             template="sweep_report",
-            profile=profile,
             job_name=f"{sweep.name}-report",
             sweep=str(folder / snapshot.SWEEP_FILE),
             time="0:15:00",
             gpus_per_node=0,
+            gpu_type=None,
             cpus_per_task=1,
             mem="2G" if profile.mem_cpu_job else None,
-            account=account or env.default_account(),
-            mail_user=mail,
             output=output,
             requeue_signal=signal,
-            workdir=str(cwd),
             data_archive="",
+            data_dir="",
             script_name=str(folder / "report.sh"),
-            code=nodeenv.code_dir(folder),
-            python=nodeenv.submitting_python(),
-            packages=packages,
             dependency=after,
         )
         return Job(None, render(spec), folder, profile.name, "sweep_report", output)
@@ -606,7 +617,7 @@ def sweep_submit(
     if moved is not None:
         note(f"--force: moved {len(stale)} finished run(s) trained with another config to {moved}/")
     needed = sorted({staged_name(cfg) for cfg in sweep.configs()})
-    stage_data(profile, data_dir, needed, cwd / datapack.DEFAULT_ARCHIVE, warn, note)
+    stage_data(profile, r.data_dir, needed, cwd / datapack.DEFAULT_ARCHIVE, warn, note)
     made = create_run_dir(folder.parent, "", first=folder)  # exclusive: never shared with another submit
     if made != folder:
         out.folder, out.jobs = made, jobs_in(made)
