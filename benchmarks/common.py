@@ -135,18 +135,12 @@ def write_results(name: str, payload: dict, out=None) -> Path:
 
 
 def setup_device(name: str = "auto", threads=None):
-    """Training's device choice, CPU thread count and numeric policy (TF32, cuDNN autotuning:
-    ``precision_policy``, which ``build_components`` applies again per config, as train does), so
-    that baselines measured beside training run under the same policy; returns the torch.device."""
-    import torch
+    """This process readied as ``mnist-hpc train`` readies its own (``training.build.setup_host``:
+    device, threads, allocator, numeric policy), so that baselines measured beside training run
+    under the same settings; returns the torch.device."""
+    from mnist_hpc.training.build import setup_host
 
-    from mnist_hpc.training.build import cpu_threads, keep_freed_tensor_memory, pick_device, precision_policy
-
-    device = pick_device(name)
-    torch.set_num_threads(cpu_threads(threads, _job_cpus()))
-    keep_freed_tensor_memory()  # as train does: baselines and training run under the same allocator
-    precision_policy("none", device)
-    return device
+    return setup_host(name, threads=threads, cpus=_job_cpus())[0]
 
 
 def sync(device) -> None:

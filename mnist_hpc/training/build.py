@@ -293,6 +293,28 @@ def precision_policy(amp: str, device: torch.device, *, deterministic: bool = Fa
     return Precision(amp, device.type)
 
 
+def setup_host(
+    device: str = "auto",
+    *,
+    threads: int | None = None,
+    cpus: int | None = None,
+    denv: DistEnv | None = None,
+    amp: str = "none",
+    deterministic: bool = False,
+    warn: Callable[[str], None] | None = None,
+    what: str = "runtime.device",
+) -> tuple[torch.device, Precision]:
+    """Ready this process for torch work, the same way for ``train``, ``evaluate`` and the
+    benchmarks: the device (``pick_device``), the CPU threads (``cpu_threads``: ``threads``, else the
+    scheduler's ``cpus``, split over this node's ranks of ``denv``), freed-memory reuse
+    (``keep_freed_tensor_memory``) and the numeric policy (``precision_policy``)."""
+    dev = pick_device(device, denv, what=what)
+    local_world = denv.local_world_size if denv is not None else 1
+    torch.set_num_threads(cpu_threads(threads, cpus, local_world, warn=warn))
+    keep_freed_tensor_memory()
+    return dev, precision_policy(amp, dev, deterministic=deterministic)
+
+
 # --------------------------------------------------------------------------- optimizer, schedule
 
 

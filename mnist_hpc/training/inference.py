@@ -16,7 +16,7 @@ from mnist_hpc.errors import UserError
 from mnist_hpc.training import checkpoint as ckpt
 from mnist_hpc.training import data as datamod
 from mnist_hpc.training import exported
-from mnist_hpc.training.build import cpu_threads, pick_device
+from mnist_hpc.training.build import pick_device, setup_host
 from mnist_hpc.training.evaluate import nll, predict_probs
 from mnist_hpc.training.restore import data_info, model_for_state
 
@@ -121,8 +121,7 @@ def evaluate_runs(
 
     ``cpus``: CPUs given by a scheduler (threads); ``offline``: never download the dataset;
     ``what``: how the caller spells the device setting (for the one-line error of a bad one)."""
-    dev = pick_device(device, what=what)
-    torch.set_num_threads(cpu_threads(None, cpus))
+    dev, _ = setup_host(device, cpus=cpus, what=what)
     loaded = [load_model(p, dev, trust_code=trust_code, python_model=python_model) for p in paths]
     datasets = {c.data.dataset for _, c, _, _ in loaded}
     if len(datasets) > 1:

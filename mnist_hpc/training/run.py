@@ -32,14 +32,7 @@ from mnist_hpc.training import data as datamod
 from mnist_hpc.training import distributed as distmod
 from mnist_hpc.training import resume as resumemod
 from mnist_hpc.training import stopflag
-from mnist_hpc.training.build import (
-    build_components,
-    cpu_threads,
-    keep_freed_tensor_memory,
-    pick_device,
-    precision_policy,
-    seed_everything,
-)
+from mnist_hpc.training.build import Precision, build_components, seed_everything, setup_host
 from mnist_hpc.training.context import TrainContext
 from mnist_hpc.training.evaluate import evaluate
 from mnist_hpc.training.models import PreparedModel, count_params, prepare_model, size_mb
@@ -92,12 +85,15 @@ def run_training(
             f"data.batch_size={cfg.data.batch_size} must be divisible by world size "
             f"{denv.world_size} x train.grad_accum {cfg.train.grad_accum}"
         )
-    device = pick_device(cfg.runtime.device, denv)
-    precision = precision_policy(cfg.train.amp, device, deterministic=cfg.runtime.deterministic)
-    torch.set_num_threads(
-        cpu_threads(cfg.runtime.threads, ctx.cpus, denv.local_world_size, warn=echo if denv.is_main else None)
+    device, precision = setup_host(
+        cfg.runtime.device,
+        threads=cfg.runtime.threads,
+        cpus=ctx.cpus,
+        denv=denv,
+        amp=cfg.train.amp,
+        deterministic=cfg.runtime.deterministic,
+        warn=echo if denv.is_main else None,
     )
-    keep_freed_tensor_memory()
     stop, owned = ctx.stop, False
     if stop is None:
         owned = not stopflag.installed()  # the CLI installs it early; otherwise it is ours to remove
@@ -105,7 +101,16 @@ def run_training(
     try:
         with distmod.process_group(denv, device.type, cfg.runtime.dist_timeout):
             job = _Run(cfg, ctx, denv, device, echo if denv.is_main else _silent, prepared)
-            return job.run(data_dir, run_dir, resume, source, precision, stop, progress, init_from)
+            return job.run(
+                data_dir=data_dir,
+                run_dir=run_dir,
+                resume=resume,
+                init_from=init_from,
+                source=source,
+                precision=precision,
+                stop=stop,
+                progress=progress,
+            )
     finally:
         if owned:
             stopflag.uninstall()
@@ -119,7 +124,20 @@ class _Run:
         self.prepared = prepared
         self.main = denv.is_main
 
-    def run(self, data_dir, run_dir, resume, source, precision, stop, progress, init_from=None):
+    def run(
+        self,
+        *,
+        data_dir: str | Path | None,
+        run_dir: str | Path | None,
+        resume: str | Path | None,
+        init_from: str | Path | None,
+        source: str | None,
+        precision: Precision,
+        stop: stopflag.StopFlag,
+        progress: bool | None,
+    ) -> RunSummary | None:
+        """Plan the start (new, resumed, or initialised from another run's weights), train, test
+        and summarise: the run's summary on rank 0, None on the other ranks."""
         self.stop = stop
         self.trainer: Trainer | None = None  # made by _train
         self.start: resumemod.Start | None = None  # rank 0's, made by _plan
