@@ -37,6 +37,13 @@ def pytest_configure(config) -> None:
                 prepare(spec, named, download=False)
 
 
+@pytest.fixture(autouse=True)
+def _terminal_width(monkeypatch):
+    """Tables and reports are as wide as the terminal ($COLUMNS first): every test sees the 100
+    columns of a process without a terminal, whatever runs it (pytest-xdist's workers set 80)."""
+    monkeypatch.setenv("COLUMNS", "100")
+
+
 def pytest_collection_modifyitems(items) -> None:
     """A test that asks for the real datasets (``real_root``) trains on them: marked ``realdata``
     (`make test-fast` leaves those out). The Slurm-sandbox tests share one sandbox per session:

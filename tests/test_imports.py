@@ -1,6 +1,8 @@
 """The package's import graph has no circle: every import of a mnist_hpc module by another,
 at the top of a file or inside a function (a lazy import is still an arrow), read from the
-source. The lazy public API of ``mnist_hpc/__init__.py`` (its ``__getattr__``) is left aside."""
+source. The lazy public API of ``mnist_hpc/__init__.py`` (its ``__getattr__``) is left aside, and so
+are the imports under ``if TYPE_CHECKING:`` (annotations only: mypy reads them, Python never runs
+them)."""
 
 from __future__ import annotations
 
@@ -30,7 +32,17 @@ def import_graph() -> dict:
             continue  # the lazy public API
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         arrows = set()
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        tree = ast.parse(path.read_text(), str(path))
+        typing_only = {
+            id(n)
+            for block in ast.walk(tree)
+            if isinstance(block, ast.If) and _is_type_checking(block.test)
+            for stmt in block.body
+            for n in ast.walk(stmt)
+        }
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
             if isinstance(node, ast.Import):
                 arrows |= {a.name for a in node.names if a.name in mods}
             elif isinstance(node, ast.ImportFrom):
@@ -43,6 +55,13 @@ def import_graph() -> dict:
                     arrows.add(full if full in mods else base)
         graph[name] = {m for m in arrows if m in mods and m not in ("mnist_hpc", name)}
     return graph
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    """``if TYPE_CHECKING:`` or ``if typing.TYPE_CHECKING:``."""
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def circles(graph: dict) -> list:
@@ -92,3 +111,9 @@ def test_exported_models_have_one_module_that_writer_and_user_share():
     shared = "mnist_hpc.training.exported"
     assert shared in graph["mnist_hpc.training.export"] and shared in graph["mnist_hpc.training.inference"]
     assert "mnist_hpc.training.export" not in graph["mnist_hpc.training.inference"]
+
+
+def test_an_import_for_annotations_only_is_no_arrow():
+    source = (PACKAGE / "config" / "datasets.py").read_text()
+    assert "if TYPE_CHECKING:\n    from mnist_hpc.config.schema import DataConfig" in source
+    assert "mnist_hpc.config.schema" not in import_graph()["mnist_hpc.config.datasets"]
