@@ -18,12 +18,17 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, NoReturn, TypeAlias
 
 from mnist_hpc.errors import UserError
+
+if TYPE_CHECKING:
+    from mnist_hpc.config import Config
+
+StrPath: TypeAlias = "str | os.PathLike[str]"  # what ``Path(...)`` takes: a str or a Path
 
 METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s"]
 
@@ -31,7 +36,7 @@ METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr
 # --------------------------------------------------------------------------- the one atomic writer
 
 
-def atomic_write_with(path, writer: Callable[[BinaryIO], object]) -> Path:
+def atomic_write_with(path: StrPath, writer: Callable[[BinaryIO], object]) -> Path:
     """Write ``path`` all or nothing: ``writer(binary file)`` fills a temporary file in the same
     folder, which is flushed, fsynced and renamed over ``path``; on any failure it is removed and
     ``path`` keeps its previous content. The one atomic writer of the project."""
@@ -56,12 +61,12 @@ def atomic_write_with(path, writer: Callable[[BinaryIO], object]) -> Path:
     return path
 
 
-def remove_stale_temps(path) -> list:
+def remove_stale_temps(path: StrPath) -> list[Path]:
     """Remove the temporary files ``atomic_write_with`` left beside ``path`` when a process was
     killed while writing it (``.<name>.tmp-<pid>`` of a process that no longer runs); a live
     writer's file is left alone. Returns the files removed."""
     path = Path(path)
-    removed = []
+    removed: list[Path] = []
     prefix = f".{path.name}.tmp-"
     try:
         entries = list(path.parent.iterdir()) if path.parent.is_dir() else []
@@ -102,14 +107,15 @@ class DiskFullError(UserError):
 _SHORT_WRITE = ("unexpected pos", "PytorchStreamWriter failed", "file write failed")
 
 
-def _interrupt_behind(exc: BaseException):
+def _interrupt_behind(exc: BaseException) -> KeyboardInterrupt | None:
     """The KeyboardInterrupt that ``exc`` stands for, if any: torch.save's writer turns a Ctrl-C
     during its write into a short-write RuntimeError whose context is the KeyboardInterrupt."""
+    cur: BaseException | None = exc
     seen = 0
-    while exc is not None and seen < 10:
-        if isinstance(exc, KeyboardInterrupt):
-            return exc
-        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    while cur is not None and seen < 10:
+        if isinstance(cur, KeyboardInterrupt):
+            return cur
+        cur, seen = cur.__cause__ or cur.__context__, seen + 1
     return None
 
 
@@ -125,7 +131,7 @@ def is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and any(m in str(exc) for m in _SHORT_WRITE)
 
 
-def free_space_text(folder) -> str:
+def free_space_text(folder: StrPath) -> str:
     """Free space of the file system holding ``folder`` ("1.2 MB free"), or "" when unknown."""
     folder = Path(folder)
     while not folder.exists() and folder != folder.parent:
@@ -140,7 +146,7 @@ def free_space_text(folder) -> str:
     return f"{free} bytes free"
 
 
-def disk_full_error(path, exc: BaseException) -> DiskFullError:
+def disk_full_error(path: StrPath, exc: BaseException) -> DiskFullError:
     """The one-line error of a failed write to ``path`` on a full disk or an exceeded quota."""
     if isinstance(exc, DiskFullError):
         return exc
@@ -174,13 +180,13 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path, data: str | bytes) -> Path:
+def atomic_write(path: StrPath, data: str | bytes) -> Path:
     """``atomic_write_with`` for text (UTF-8) or bytes."""
     blob = data.encode() if isinstance(data, str) else data
     return atomic_write_with(path, lambda f: f.write(blob))
 
 
-def write_json(path, data: dict) -> Path:
+def write_json(path: StrPath, data: Mapping[str, Any]) -> Path:
     return atomic_write(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
@@ -199,7 +205,7 @@ def new_run_dir(output_dir: str, name: str) -> Path:
     return path
 
 
-def create_run_dir(output_dir, name: str, first: Path | None = None) -> Path:
+def create_run_dir(output_dir: StrPath, name: str, first: StrPath | None = None) -> Path:
     """Create a new run folder ``<output_dir>/<name>-<time>[-N]`` (or ``first``, else ``first-N``)
     with an exclusive mkdir: when another process takes a name first, the next suffix is
     tried, so two runs started at once never share a folder."""
@@ -220,7 +226,7 @@ def create_run_dir(output_dir, name: str, first: Path | None = None) -> Path:
     raise UserError(f"{base}: 10,000 run folders of this name already exist; pick another experiment.name")
 
 
-def _unwritable(path, e: OSError):
+def _unwritable(path: StrPath, e: OSError) -> NoReturn:
     if is_disk_full(e):
         raise disk_full_error(path, e) from None
     raise UserError(
@@ -229,13 +235,17 @@ def _unwritable(path, e: OSError):
     ) from None
 
 
-def resolve_run_dir(cfg, run_dir=None, resume=None, job_suffix: str | None = None):
+def resolve_run_dir(
+    cfg: Config, run_dir: StrPath | None = None, resume: StrPath | None = None, job_suffix: str | None = None
+) -> tuple[Path, Path | Literal["auto"] | None]:
     """(run folder, what to resume): ``locate_run_dir`` without its third item."""
     path, what, _ = locate_run_dir(cfg, run_dir, resume, job_suffix)
     return path, what
 
 
-def locate_run_dir(cfg, run_dir=None, resume=None, job_suffix: str | None = None):
+def locate_run_dir(
+    cfg: Config, run_dir: StrPath | None = None, resume: StrPath | None = None, job_suffix: str | None = None
+) -> tuple[Path, Path | Literal["auto"] | None, bool]:
     """(run folder, what to resume: a checkpoint path, "auto" or None, whether the folder's name
     is a new one of our choosing — to be created with ``create_run_dir``, not yet created).
 
@@ -274,12 +284,12 @@ def locate_run_dir(cfg, run_dir=None, resume=None, job_suffix: str | None = None
             )
             run_dir = candidates[-1] if candidates else None
     chosen = run_dir is None
-    if chosen:
+    if run_dir is None:
         run_dir = new_run_dir(str(out), name)
     return Path(run_dir), resume_file if resume_file else ("auto" if resume == "auto" else None), chosen
 
 
-def ensure_writable(path) -> Path:
+def ensure_writable(path: StrPath) -> Path:
     path = Path(path)
     probe = path / f".write-test-{os.getpid()}"
     try:
@@ -309,15 +319,18 @@ class MetricsRow:
     seconds: float | None = None
     images_per_s: float | None = None
 
-    def get(self, key: str, default=None):
+    def get(self, key: str, default: Any = None) -> Any:
         """Dict-style access, so rows work where dicts did (plots, TensorBoard)."""
         return getattr(self, key, default)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-def write_metrics_csv(path, rows) -> Path:
+MetricsRecord: TypeAlias = "Mapping[str, Any] | MetricsRow"  # a metrics.csv row: a dict or a MetricsRow
+
+
+def write_metrics_csv(path: StrPath, rows: Iterable[MetricsRecord]) -> Path:
     """``rows``: dicts or MetricsRow, one per finished epoch."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
@@ -327,7 +340,7 @@ def write_metrics_csv(path, rows) -> Path:
     return atomic_write(path, buf.getvalue())
 
 
-def read_metrics_csv(path) -> list[MetricsRow]:
+def read_metrics_csv(path: StrPath) -> list[MetricsRow]:
     """The rows of a run's ``metrics.csv`` (a run folder or the file); [] when it has none yet."""
     path = Path(path)
     if path.is_dir():
@@ -337,7 +350,7 @@ def read_metrics_csv(path) -> list[MetricsRow]:
             raw = list(csv.DictReader(f))
     except FileNotFoundError:
         return []
-    rows = []
+    rows: list[MetricsRow] = []
     for r in raw:
         values = {k: _number(r.get(k)) for k in METRIC_COLUMNS if k != "epoch"}
         epoch = _number(r.get("epoch"))
@@ -347,7 +360,7 @@ def read_metrics_csv(path) -> list[MetricsRow]:
     return rows
 
 
-def _number(text) -> float | None:
+def _number(text: str | None) -> float | None:
     if text in ("", None):
         return None
     try:
@@ -373,11 +386,14 @@ def git_commit() -> str | None:
         return None
 
 
-def provenance(job_id: str | None = None, array_task_id: str | None = None) -> dict:
+def provenance(job_id: str | None = None, array_task_id: str | None = None) -> dict[str, Any]:
     """Versions, commit and host of this process, with the scheduler's job ids passed in."""
     import mnist_hpc
 
-    versions = {"python": platform.python_version(), "mnist_hpc": mnist_hpc.__version__}
+    versions: dict[str, str | None] = {
+        "python": platform.python_version(),
+        "mnist_hpc": mnist_hpc.__version__,
+    }
     for mod in ("torch", "torchvision"):
         try:
             versions[mod] = __import__(mod).__version__

@@ -11,16 +11,27 @@ so a reader never sees half a file.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, TypeAlias, cast
 
-from mnist_hpc.runs.folder import atomic_write_with
+from mnist_hpc.runs.folder import MetricsRecord, StrPath, atomic_write_with
+
+if TYPE_CHECKING:
+    import numpy as np
+    from matplotlib.axes import Axes
+    from matplotlib.axis import Axis
+    from matplotlib.figure import Figure
+    from matplotlib.font_manager import FontProperties
+    from numpy.typing import ArrayLike, NDArray
+
+Series: TypeAlias = "tuple[list[float], list[float]]"  # (epochs, values) of one curve
 
 DPI = 120
 
 
-def _new_figure(width_in: float, height_in: float):
+def _new_figure(width_in: float, height_in: float) -> Figure:
     """A pyplot-free Figure with an Agg canvas."""
     import sys
 
@@ -36,7 +47,7 @@ def _new_figure(width_in: float, height_in: float):
     return fig
 
 
-def _save(fig, path) -> Path:
+def _save(fig: Figure, path: StrPath) -> Path:
     """Write ``fig`` to ``path`` as a PNG, atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -48,7 +59,7 @@ def _save(fig, path) -> Path:
 MISSING_GLYPH = "?"
 
 
-def _font_has(prop, char: str, cache: dict) -> bool:
+def _font_has(prop: FontProperties, char: str, cache: dict[str, set[int] | None]) -> bool:
     from matplotlib.font_manager import findfont, get_font
 
     path = findfont(prop)
@@ -61,13 +72,13 @@ def _font_has(prop, char: str, cache: dict) -> bool:
     return codes is None or ord(char) in codes
 
 
-def drawable_texts(fig) -> None:
+def drawable_texts(fig: Figure) -> None:
     """Replace each character no font of its text can draw (an emoji in a run name, say) by
     ``?``, so the figure draws without a missing-glyph warning per plot."""
     from matplotlib.text import Text
 
-    cache: dict = {}
-    for t in fig.findobj(Text):
+    cache: dict[str, set[int] | None] = {}
+    for t in cast("list[Text]", fig.findobj(Text)):  # findobj(a class) finds its instances only
         text = t.get_text()
         if not text or text.isascii() or "$" in text:  # ASCII: every font has it; $: mathtext
             continue
@@ -78,7 +89,7 @@ def drawable_texts(fig) -> None:
 
 
 @contextmanager
-def _quiet_glyphs():
+def _quiet_glyphs() -> Iterator[None]:
     """No missing-glyph warning (the texts were made drawable; any left still draw, as boxes)."""
     import warnings
 
@@ -87,14 +98,14 @@ def _quiet_glyphs():
         yield
 
 
-def _layout(fig) -> None:
+def _layout(fig: Figure) -> None:
     """``tight_layout`` (which draws the texts to measure them) after making them drawable."""
     drawable_texts(fig)
     with _quiet_glyphs():
         fig.tight_layout()
 
 
-def savefig_quietly(fig, f, **kwargs) -> None:
+def savefig_quietly(fig: Figure, f: StrPath | IO[bytes], **kwargs: Any) -> None:
     """``fig.savefig`` with texts made drawable first (and, should a glyph still be missing, no
     warning for it: the figure is written all the same)."""
     drawable_texts(fig)
@@ -102,7 +113,7 @@ def savefig_quietly(fig, f, **kwargs) -> None:
         fig.savefig(f, **kwargs)
 
 
-def _num(value):
+def _num(value: str | float | None) -> float | None:
     """A float, or None for a missing value (None, "", NaN, unparsable)."""
     if value is None or value == "":
         return None
@@ -113,8 +124,9 @@ def _num(value):
     return None if math.isnan(x) or math.isinf(x) else x
 
 
-def _series(rows, key):
-    xs, ys = [], []
+def _series(rows: Iterable[MetricsRecord], key: str) -> Series:
+    xs: list[float] = []
+    ys: list[float] = []
     for i, row in enumerate(rows):
         y = _num(row.get(key))
         if y is None:
@@ -125,7 +137,7 @@ def _series(rows, key):
     return xs, ys
 
 
-def _as_percent(series_list):
+def _as_percent(series_list: list[Series]) -> list[Series]:
     """Accuracies are fractions in [0, 1] (the run folder's contract); scale them to percent.
 
     Values above 1 mean the caller already passed percentages; those are left as they are.
@@ -135,19 +147,19 @@ def _as_percent(series_list):
     return [(xs, [y * factor for y in ys]) for xs, ys in series_list]
 
 
-def integer_ticks(axis, values) -> None:
+def integer_ticks(axis: Axis, values: Iterable[float | None]) -> None:
     """Ticks at whole numbers (epochs), also for one or two epochs, where matplotlib's integer
     locator falls back to fractions (0.96, 0.98, 1.00, ...)."""
     from matplotlib.ticker import MaxNLocator
 
-    values = [v for v in values if v is not None]
-    if values and max(values) - min(values) < 10:
-        axis.set_ticks(range(math.floor(min(values)), math.ceil(max(values)) + 1))
+    known = [v for v in values if v is not None]
+    if known and max(known) - min(known) < 10:
+        axis.set_ticks(range(math.floor(min(known)), math.ceil(max(known)) + 1))
     else:
         axis.set_major_locator(MaxNLocator(integer=True))
 
 
-def label_inside(ax, text: str, x, y, **style) -> None:
+def label_inside(ax: Axes, text: str, x: float, y: float, **style: Any) -> None:
     """Annotate the point (x, y) on the side that keeps the label inside the axes: left of a
     point near the right edge, above a point near the bottom."""
     (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
@@ -159,7 +171,7 @@ def label_inside(ax, text: str, x, y, **style) -> None:
     ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), ha=ha, va=va, fontsize=8, **style)
 
 
-def learning_curves(rows: Sequence[Mapping], path, title: str | None = None) -> Path:
+def learning_curves(rows: Sequence[MetricsRecord], path: StrPath, title: str | None = None) -> Path:
     """Loss and accuracy (%) per epoch, train vs validation, side by side.
 
     ``rows``: one dict per epoch with ``epoch, train_loss, train_acc, val_loss, val_acc``
@@ -217,9 +229,9 @@ def learning_curves(rows: Sequence[Mapping], path, title: str | None = None) -> 
 
 
 def confusion_matrix_plot(
-    cm: Sequence[Sequence],
+    cm: Sequence[Sequence[float]],
     class_names: Sequence[str],
-    path,
+    path: StrPath,
     title: str = "Confusion matrix",
     normalize: bool = False,
 ) -> Path:
@@ -283,7 +295,7 @@ def confusion_matrix_plot(
     return _save(fig, path)
 
 
-def _image_2d(img):
+def _image_2d(img: ArrayLike) -> NDArray[np.uint8]:
     """A 2-D uint8 array (or HxWx3 for colour) from a uint8/float image of shape HxW, 1xHxW,
     HxWx1 or 3xHxW."""
     import numpy as np
@@ -302,7 +314,7 @@ def _image_2d(img):
     return a
 
 
-def _prob_of(probs, i, pred):
+def _prob_of(probs: Sequence[Any] | NDArray[Any] | None, i: int, pred: int) -> float | None:
     """The predicted class's probability for image ``i``: a scalar, or a row of class probs."""
     if probs is None:
         return None
@@ -316,12 +328,12 @@ def _prob_of(probs, i, pred):
 
 
 def misclassified_grid(
-    images,
-    true,
-    pred,
-    probs,
+    images: Sequence[ArrayLike] | NDArray[Any],
+    true: Sequence[int] | NDArray[Any],
+    pred: Sequence[int] | NDArray[Any],
+    probs: Sequence[float] | Sequence[Sequence[float]] | NDArray[Any] | None,
     class_names: Sequence[str],
-    path,
+    path: StrPath,
     max_images: int = 36,
     total: int | None = None,
     title: str = "Misclassified images",

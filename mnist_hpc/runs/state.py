@@ -22,10 +22,12 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from mnist_hpc.runs.folder import atomic_write, write_json
+from mnist_hpc.runs.folder import StrPath, atomic_write, write_json
 
 RUN_FILE = "run.json"
 STATE_FILE = "state.json"
@@ -40,7 +42,9 @@ def _now() -> str:
 # --------------------------------------------------------------------------- identity (run.json)
 
 
-def new_identity(name: str, *, parent_run=None, job_id: str | None = None) -> dict:
+def new_identity(
+    name: str, *, parent_run: StrPath | None = None, job_id: str | None = None
+) -> dict[str, Any]:
     """A fresh run identity: a random run id, the run's name, its parent run and origin."""
     return {
         "run_id": uuid.uuid4().hex[:12],
@@ -53,7 +57,7 @@ def new_identity(name: str, *, parent_run=None, job_id: str | None = None) -> di
     }
 
 
-def read_identity(run_dir) -> dict | None:
+def read_identity(run_dir: StrPath) -> dict[str, Any] | None:
     """The folder's ``run.json``, or None when it has none (or an unreadable one)."""
     try:
         data = json.loads((Path(run_dir) / RUN_FILE).read_text())
@@ -62,18 +66,18 @@ def read_identity(run_dir) -> dict | None:
     return data if isinstance(data, dict) and isinstance(data.get("run_id"), str) else None
 
 
-def write_identity(run_dir, identity: dict) -> Path:
+def write_identity(run_dir: StrPath, identity: Mapping[str, Any]) -> Path:
     return write_json(Path(run_dir) / RUN_FILE, identity)
 
 
-def holds_run(run_dir) -> bool:
+def holds_run(run_dir: StrPath) -> bool:
     """Whether the folder holds a run: an identity, a summary or a checkpoint. A folder made by
     ``submit`` (config.yaml, job.sh, job.json, logs) or a sweep (train.log) holds none yet."""
     d = Path(run_dir)
     return (d / RUN_FILE).is_file() or (d / "summary.json").is_file() or has_checkpoints(d)
 
 
-def has_checkpoints(run_dir) -> bool:
+def has_checkpoints(run_dir: StrPath) -> bool:
     cdir = Path(run_dir) / "checkpoints"
     return cdir.is_dir() and any(cdir.glob("*.pt"))
 
@@ -117,22 +121,22 @@ class RunState:
             return f"running (pid {self.pid} on {self.host})" if self.pid else "running"
         return self.state
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None and v is not False}
 
     @classmethod
-    def from_dict(cls, data: dict) -> RunState:
+    def from_dict(cls, data: Mapping[str, Any]) -> RunState:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
-def write_state(run_dir, state: RunState) -> Path:
+def write_state(run_dir: StrPath, state: RunState) -> Path:
     """Write ``state.json`` atomically (stamped with the time)."""
     state.updated_at = _now()
     return atomic_write(Path(run_dir) / STATE_FILE, json.dumps(state.to_dict(), indent=2) + "\n")
 
 
-def record_state(run_dir, state: RunState) -> bool:
+def record_state(run_dir: StrPath, state: RunState) -> bool:
     """``write_state`` that never raises (the run is already failing: a full disk must not hide
     the first error); True when it was written."""
     try:
@@ -142,7 +146,7 @@ def record_state(run_dir, state: RunState) -> bool:
         return False
 
 
-def read_state(run_dir) -> RunState | None:
+def read_state(run_dir: StrPath) -> RunState | None:
     """How the run in ``run_dir`` stands, or None for a folder that holds no run.
 
     Folders of earlier versions (no state.json) read as completed (summary.json) or
@@ -174,7 +178,7 @@ class RunLock:
     """An advisory lock on ``<run>/.lock`` held while a process trains the run (best effort:
     file systems without locks count as unlocked)."""
 
-    def __init__(self, run_dir):
+    def __init__(self, run_dir: StrPath) -> None:
         self.path = Path(run_dir) / LOCK_FILE
         self._fd: int | None = None
 

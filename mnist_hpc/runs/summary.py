@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mnist_hpc.errors import UserError
+
+if TYPE_CHECKING:
+    from mnist_hpc.runs.folder import StrPath
 
 SUMMARY_VERSION = 2
 FILENAME = "summary.json"
@@ -30,8 +34,10 @@ class RunSummary:
     best_epoch: int = 0
     epochs_run: int = 0
     macro_f1: float | None = None
-    per_class: dict = field(default_factory=dict)  # {class name: {precision, recall, f1, support}}
-    confusion_matrix: list = field(default_factory=list)  # rows = true class, columns = predicted
+    per_class: dict[str, dict[str, float]] = field(
+        default_factory=dict
+    )  # {class name: {precision, recall, f1, support}}
+    confusion_matrix: list[list[int]] = field(default_factory=list)  # rows = true class, columns = predicted
     params: int | None = None
     model_size_mb: float | None = None
     train_seconds: float | None = None  # time in the step loop, over every start of the run
@@ -57,11 +63,13 @@ class RunSummary:
     model: str | None = None
     config_name: str | None = None
     seed: int | None = None
-    requeues: list = field(default_factory=list)  # one entry per interruption that was resumed
+    requeues: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # one entry per interruption that was resumed
     # (each: where it stopped, the signal, when it resumed, and the config ``changes`` it applied)
     run_id: str | None = None  # the run's id (run.json in its folder; stamped on its checkpoints)
     parent_run: str | None = None  # the run folder this run continued or took its weights from
-    versions: dict = field(default_factory=dict)
+    versions: dict[str, str | None] = field(default_factory=dict)
     git_commit: str | None = None
     host: str | None = None
     slurm_job_id: str | None = None
@@ -69,17 +77,17 @@ class RunSummary:
     started_at: str | None = None
     finished_at: str | None = None
     summary_version: int = SUMMARY_VERSION
-    extra: dict = field(default_factory=dict)  # keys this version does not know, kept as they were
+    extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know, kept as they were
     run_dir: Path | None = field(default=None, compare=False)  # the run folder (not stored in the file)
 
     @classmethod
-    def from_dict(cls, data: dict) -> RunSummary:
+    def from_dict(cls, data: Mapping[str, Any]) -> RunSummary:
         names = {f.name for f in dataclasses.fields(cls)} - NOT_STORED
         known = {k: v for k, v in data.items() if k in names}
         known.setdefault("summary_version", 1)  # the first release wrote no version
         return cls(**known, extra={k: v for k, v in data.items() if k not in names})
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in NOT_STORED}
         out.update(self.extra)
         return out
@@ -92,11 +100,11 @@ class RunSummary:
 NOT_STORED = {"extra", "run_dir"}  # fields that are not keys of summary.json
 
 
-def summary_path(run_dir) -> Path:
+def summary_path(run_dir: StrPath) -> Path:
     return Path(run_dir) / FILENAME
 
 
-def read_summary(run_dir) -> RunSummary | None:
+def read_summary(run_dir: StrPath) -> RunSummary | None:
     """The run's summary, or None when it has none yet (running, failed, interrupted).
 
     A summary.json that is not a JSON object is the user's problem to see: one-line UserError."""
@@ -124,9 +132,10 @@ def read_summary(run_dir) -> RunSummary | None:
     return summary
 
 
-def _out_of_range(value, key: str = ""):
+def _out_of_range(value: object, key: str = "") -> tuple[str, str] | None:
     """(dotted key, text) of the first number no float holds (``1e400`` reads as inf, ``10**400``
     as an int no float can take), else None. NaN is left alone: a diverged run may record it."""
+    items: Iterable[tuple[str, object]]
     if isinstance(value, dict):
         items = value.items()
     elif isinstance(value, list):
@@ -144,7 +153,7 @@ def _out_of_range(value, key: str = ""):
     return None
 
 
-def write_summary(run_dir, summary: RunSummary) -> Path:
+def write_summary(run_dir: StrPath, summary: RunSummary) -> Path:
     from mnist_hpc.runs.folder import atomic_write
 
     path = summary_path(run_dir)

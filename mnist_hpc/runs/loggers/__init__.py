@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from mnist_hpc.config import flatten
 from mnist_hpc.errors import UserError
-from mnist_hpc.runs.folder import write_metrics_csv
+from mnist_hpc.runs.folder import StrPath, write_metrics_csv
 from mnist_hpc.runs.loggers.base import (  # noqa: F401 - the package's names of before
     STATUSES,
     SUMMARY_KEYS,
@@ -38,6 +39,9 @@ from mnist_hpc.runs.loggers.base import (  # noqa: F401 - the package's names of
     read_trackers,
 )
 
+if TYPE_CHECKING:
+    from mnist_hpc.config import Config
+
 
 class CsvLogger(Logger):
     """metrics.csv: rewritten whole (atomically) at each epoch end from the run's history, so a
@@ -45,10 +49,12 @@ class CsvLogger(Logger):
 
     name = "csv"
 
-    def __init__(self, run_dir):
+    def __init__(self, run_dir: StrPath) -> None:
         self.path = Path(run_dir) / "metrics.csv"
 
-    def log_epoch(self, epoch, step, row, history):
+    def log_epoch(
+        self, epoch: int, step: int, row: Mapping[str, Any], history: Sequence[Mapping[str, Any]]
+    ) -> None:
         write_metrics_csv(self.path, history)
 
 
@@ -65,7 +71,7 @@ class EpochGate(Logger):
 
     name = "epoch-gate"
 
-    def __init__(self, path):
+    def __init__(self, path: StrPath) -> None:
         self.path, self.parent = Path(path), os.getppid()
 
     def passed(self, epoch: int) -> bool:
@@ -74,7 +80,9 @@ class EpochGate(Logger):
         except (OSError, ValueError):
             return False
 
-    def log_epoch(self, epoch, step, row, history):
+    def log_epoch(
+        self, epoch: int, step: int, row: Mapping[str, Any], history: Sequence[Mapping[str, Any]]
+    ) -> None:
         deadline = time.monotonic() + GATE_TIMEOUT
         while not self.passed(epoch) and time.monotonic() < deadline and os.getppid() == self.parent:
             time.sleep(0.02)
@@ -84,18 +92,18 @@ class Trackers:
     """The run's loggers, called as one. metrics.csv errors (a full disk) stop the run; another
     tracker's error drops that tracker with one warning line."""
 
-    def __init__(self, loggers: list, echo: Callable[[str], None] = print):
+    def __init__(self, loggers: Iterable[Logger], echo: Callable[[str], None] = print) -> None:
         self.loggers, self.echo = list(loggers), echo
 
     @classmethod
-    def csv_only(cls, run_dir) -> Trackers:
+    def csv_only(cls, run_dir: StrPath) -> Trackers:
         return cls([CsvLogger(run_dir)])
 
     @property
-    def names(self) -> list:
+    def names(self) -> list[str]:
         return [lg.name for lg in self.loggers]
 
-    def _each(self, method: str, *args) -> None:
+    def _each(self, method: str, *args: object) -> None:
         for lg in list(self.loggers):
             if isinstance(lg, CsvLogger):
                 getattr(lg, method)(*args)
@@ -107,10 +115,10 @@ class Trackers:
                 text = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
                 self.echo(f"warning: {lg.name} logging failed ({text}); the run goes on without it")
 
-    def log_step(self, step: int, values: dict) -> None:
+    def log_step(self, step: int, values: Mapping[str, object]) -> None:
         self._each("log_step", step, numbers(values))
 
-    def log_progress(self, step: int, partial: dict, lr: float) -> None:
+    def log_progress(self, step: int, partial: Mapping[str, float], lr: float) -> None:
         """Step scalars from the epoch's accumulators the trainer summed for a checkpoint."""
         seen = max(partial.get("seen", 0), 1)
         self.log_step(
@@ -122,21 +130,23 @@ class Trackers:
             },
         )
 
-    def log_epoch(self, epoch: int, step: int, row: dict, history: list) -> None:
+    def log_epoch(
+        self, epoch: int, step: int, row: Mapping[str, Any], history: Sequence[Mapping[str, Any]]
+    ) -> None:
         self.log_step(
             step,
             {"train_loss": row.get("train_loss"), "train_acc": row.get("train_acc"), "lr": row.get("lr")},
         )
         self._each("log_epoch", epoch, step, row, history)
 
-    def log_summary(self, summary: dict, plots: dict, step: int) -> None:
+    def log_summary(self, summary: Mapping[str, Any], plots: Mapping[str, StrPath], step: int) -> None:
         self._each("log_summary", summary, {k: Path(v) for k, v in plots.items()}, step)
 
     def close(self, status: str = "completed") -> None:
         """End every tracker run (each once); after a completed run, say what the user may
         want to do with them (e.g. the ``wandb sync`` command)."""
         loggers, self.loggers = self.loggers, []
-        lines = []
+        lines: list[str] = []
         for lg in loggers:
             try:
                 lg.close(status)
@@ -148,7 +158,12 @@ class Trackers:
 
 
 def open_trackers(
-    cfg, run_dir, *, run_id: str | None = None, job_id: str | None = None, echo: Callable[[str], None] = print
+    cfg: Config,
+    run_dir: StrPath,
+    *,
+    run_id: str | None = None,
+    job_id: str | None = None,
+    echo: Callable[[str], None] = print,
 ) -> Trackers:
     """The loggers ``cfg.experiment.loggers`` asks for, each with its tracker run started (or,
     after a restart, continued); a missing package or a tracker that cannot start raises."""
@@ -164,7 +179,7 @@ def open_trackers(
         job_id=job_id,
         ids=read_trackers(run_dir),
     )
-    loggers: list = [CsvLogger(run_dir)]
+    loggers: list[Logger] = [CsvLogger(run_dir)]
     if os.environ.get(GATE_ENV):
         loggers.append(EpochGate(os.environ[GATE_ENV]))
     try:
@@ -183,7 +198,7 @@ def open_trackers(
     return Trackers(loggers, echo)
 
 
-def _logger_class(name: str):
+def _logger_class(name: str) -> Callable[[Session], Logger]:
     if name == "tensorboard":
         from mnist_hpc.runs.loggers.tensorboard_logger import TensorBoardLogger
 

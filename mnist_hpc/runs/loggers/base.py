@@ -5,10 +5,12 @@ never the package itself (so the package may import them without an import circl
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from mnist_hpc.runs.folder import write_json
+from mnist_hpc.runs.folder import StrPath, write_json
 
 TRACKERS_FILE = "trackers.json"
 
@@ -39,7 +41,7 @@ SUMMARY_KEYS = (
 STATUSES = ("completed", "failed", "interrupted")
 
 
-def numbers(values: dict) -> dict:
+def numbers(values: Mapping[str, object]) -> dict[str, float]:
     """The finite int/float entries of ``values`` (bools, None and NaN dropped)."""
     return {
         k: v
@@ -48,7 +50,7 @@ def numbers(values: dict) -> dict:
     }
 
 
-def read_trackers(run_dir) -> dict:
+def read_trackers(run_dir: StrPath) -> dict[str, Any]:
     """``<run>/trackers.json``: {logger name: what it needs to continue its tracker run}."""
     try:
         data = json.loads((Path(run_dir) / TRACKERS_FILE).read_text())
@@ -64,12 +66,12 @@ class Session:
     run_dir: Path
     name: str  # the run folder's name: the tracker run's name
     experiment: str  # experiment.name: the W&B group, the MLflow experiment
-    config: dict  # the resolved config (nested)
+    config: dict[str, Any]  # the resolved config (nested)
     run_id: str | None = None  # the run's id (run.json)
     job_id: str | None = None  # the scheduler's job id, when the run is inside a job
-    ids: dict = field(default_factory=dict)  # trackers.json as read at the start
+    ids: dict[str, Any] = field(default_factory=dict)  # trackers.json as read at the start
 
-    def remember(self, logger: str, data: dict) -> None:
+    def remember(self, logger: str, data: dict[str, Any]) -> None:
         """Store what ``logger`` needs to continue its tracker run after a restart."""
         self.ids[logger] = data
         write_json(self.run_dir / TRACKERS_FILE, self.ids)
@@ -80,19 +82,21 @@ class Logger:
 
     name = "?"
 
-    def log_step(self, step: int, values: dict) -> None:
+    def log_step(self, step: int, values: Mapping[str, float]) -> None:
         """Scalars at optimizer step ``step`` (names without prefix: train_loss, train_acc, lr)."""
 
-    def log_epoch(self, epoch: int, step: int, row: dict, history: list) -> None:
+    def log_epoch(
+        self, epoch: int, step: int, row: Mapping[str, Any], history: Sequence[Mapping[str, Any]]
+    ) -> None:
         """The metrics.csv ``row`` of epoch ``epoch`` (1-based), ending at step ``step``;
         ``history``: every row so far, this one included."""
 
-    def log_summary(self, summary: dict, plots: dict, step: int) -> None:
+    def log_summary(self, summary: Mapping[str, Any], plots: Mapping[str, Path], step: int) -> None:
         """The run's summary.json as a dict and its plots ({name: png path})."""
 
     def close(self, status: str) -> None:
         """End the tracker run: ``completed``, ``failed`` or ``interrupted`` (to be resumed)."""
 
-    def lines(self) -> list:
+    def lines(self) -> list[str]:
         """What to tell the user at the end of the run (e.g. how to upload it)."""
         return []

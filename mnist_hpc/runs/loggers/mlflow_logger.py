@@ -16,16 +16,19 @@ from __future__ import annotations
 import os
 import shlex
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from mnist_hpc.config import flatten
+from mnist_hpc.runs.folder import StrPath
 from mnist_hpc.runs.loggers.base import SUMMARY_KEYS, TAGS, Logger, Session, numbers
 
 STATUS = {"completed": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}
 ARTIFACTS = ("summary.json", "config.yaml", "metrics.csv")
 
 
-def own_store(run_dir) -> str:
+def own_store(run_dir: StrPath) -> str:
     """The file-store URI inside the run folder."""
     return (Path(run_dir) / "mlruns").resolve().as_uri()
 
@@ -33,13 +36,15 @@ def own_store(run_dir) -> str:
 class MlflowLogger(Logger):
     name = "mlflow"
 
-    def __init__(self, session: Session):
+    def __init__(self, session: Session) -> None:
         from mlflow.tracking import MlflowClient
 
         self.session = session
         known = session.ids.get("mlflow") or {}
         # a resumed run stays in the store it started in; None = the run folder's own store
-        uri = known.get("tracking_uri") if known else os.environ.get("MLFLOW_TRACKING_URI") or None
+        uri: str | None = (
+            known.get("tracking_uri") if known else os.environ.get("MLFLOW_TRACKING_URI") or None
+        )
         self.own = uri is None
         if self.own:
             uri = own_store(session.run_dir)
@@ -48,12 +53,13 @@ class MlflowLogger(Logger):
             )  # MLflow 3 refuses a file store otherwise
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
-        self.run_id = self._continue(known.get("run_id"))
-        if self.run_id is None:
-            self.run_id = self._create(session)
-            session.remember("mlflow", {"run_id": self.run_id, "tracking_uri": None if self.own else uri})
+        run_id = self._continue(known.get("run_id"))
+        if run_id is None:
+            run_id = self._create(session)
+            session.remember("mlflow", {"run_id": run_id, "tracking_uri": None if self.own else uri})
+        self.run_id: str = run_id
 
-    def _continue(self, run_id):
+    def _continue(self, run_id: str | None) -> str | None:
         if not run_id:
             return None
         from mlflow.exceptions import MlflowException
@@ -76,13 +82,13 @@ class MlflowLogger(Logger):
             "mnist_hpc.run_id": session.run_id or "",
             "mnist_hpc.slurm_job_id": session.job_id or "",
         }
-        run_id = self.client.create_run(exp_id, run_name=session.name, tags=tags).info.run_id
+        run_id: str = self.client.create_run(exp_id, run_name=session.name, tags=tags).info.run_id
         params = [Param(k, str(v)[:6000]) for k, v in flatten(session.config).items()]
         for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(run_id, params=params[i : i + 100])
         return run_id
 
-    def _metrics(self, values: dict, step: int) -> None:
+    def _metrics(self, values: Mapping[str, object], step: int) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -90,13 +96,15 @@ class MlflowLogger(Logger):
         if metrics:
             self.client.log_batch(self.run_id, metrics=metrics)
 
-    def log_step(self, step, values):
+    def log_step(self, step: int, values: Mapping[str, float]) -> None:
         self._metrics({f"step/{k}": v for k, v in values.items()}, step)
 
-    def log_epoch(self, epoch, step, row, history):
+    def log_epoch(
+        self, epoch: int, step: int, row: Mapping[str, Any], history: Sequence[Mapping[str, Any]]
+    ) -> None:
         self._metrics({TAGS.get(k, k): v for k, v in row.items() if k != "epoch"}, epoch)
 
-    def log_summary(self, summary, plots, step):
+    def log_summary(self, summary: Mapping[str, Any], plots: Mapping[str, Path], step: int) -> None:
         self._metrics({k: summary.get(k) for k in SUMMARY_KEYS}, summary.get("epochs_run") or 0)
         for path in plots.values():
             self.client.log_artifact(self.run_id, str(path), "plots")
@@ -105,10 +113,10 @@ class MlflowLogger(Logger):
             if path.exists():
                 self.client.log_artifact(self.run_id, str(path))
 
-    def close(self, status):
+    def close(self, status: str) -> None:
         self.client.set_terminated(self.run_id, status=STATUS.get(status, "FAILED"))
 
-    def lines(self):
+    def lines(self) -> list[str]:
         if not self.own:
             return [f"MLflow: run {self.run_id} in {self.uri}"]
         store = shlex.quote(str(Path(self.session.run_dir) / "mlruns"))

@@ -10,10 +10,16 @@ event file to the same folder.
 from __future__ import annotations
 
 import shlex
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from mnist_hpc.config import flatten
 from mnist_hpc.runs.loggers.base import TAGS, Logger, Session, numbers
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
 
 HPARAM_METRICS = ("test/accuracy", "accuracy/val", "test/loss")
 
@@ -21,7 +27,7 @@ HPARAM_METRICS = ("test/accuracy", "accuracy/val", "test/loss")
 class TensorBoardLogger(Logger):
     name = "tensorboard"
 
-    def __init__(self, session: Session):
+    def __init__(self, session: Session) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
         self.dir = Path(session.run_dir) / "tensorboard"
@@ -31,26 +37,30 @@ class TensorBoardLogger(Logger):
             self._hparams(session.config)
         self.writer.flush()
 
-    def _hparams(self, config: dict) -> None:
+    def _hparams(self, config: dict[str, Any]) -> None:
         from torch.utils.tensorboard.summary import hparams
 
         values = {
             k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flatten(config).items()
         }
-        for summary in hparams(values, dict.fromkeys(HPARAM_METRICS, 0.0)):
-            self.writer.file_writer.add_summary(summary)
+        # torch leaves hparams unannotated, and types file_writer as None (its __init__ sets None
+        # before _get_file_writer makes the writer)
+        for summary in hparams(values, dict.fromkeys(HPARAM_METRICS, 0.0)):  # type: ignore[no-untyped-call]
+            self.writer.file_writer.add_summary(summary)  # type: ignore[attr-defined]
 
-    def log_step(self, step, values):
+    def log_step(self, step: int, values: Mapping[str, float]) -> None:
         for name, value in values.items():
             self.writer.add_scalar(f"step/{name}", value, step)
 
-    def log_epoch(self, epoch, step, row, history):
+    def log_epoch(
+        self, epoch: int, step: int, row: Mapping[str, Any], history: Sequence[Mapping[str, Any]]
+    ) -> None:
         for name, value in numbers(row).items():
             if name != "epoch":
                 self.writer.add_scalar(TAGS.get(name, name), value, epoch)
         self.writer.flush()
 
-    def log_summary(self, summary, plots, step):
+    def log_summary(self, summary: Mapping[str, Any], plots: Mapping[str, Path], step: int) -> None:
         at = summary.get("epochs_run") or 0
         for key, value in numbers(
             {k: summary.get(k) for k in ("test_accuracy", "test_loss", "macro_f1")}
@@ -60,17 +70,17 @@ class TensorBoardLogger(Logger):
             self.writer.add_image(f"plots/{name}", _png(path), at, dataformats="HWC")
         self.writer.flush()
 
-    def close(self, status):
+    def close(self, status: str) -> None:
         self.writer.close()
 
-    def lines(self):
+    def lines(self) -> list[str]:
         return [
             f"TensorBoard: tensorboard --logdir {shlex.quote(str(self.dir.parent.parent))}  "
             "(every run in that folder)"
         ]
 
 
-def _png(path: Path):
+def _png(path: Path) -> NDArray[np.uint8]:
     """An RGB uint8 (H, W, 3) array of a PNG file."""
     import numpy as np
     from PIL import Image

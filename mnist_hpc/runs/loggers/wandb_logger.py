@@ -13,24 +13,27 @@ from __future__ import annotations
 import os
 import shlex
 import uuid
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+from mnist_hpc.runs.folder import StrPath
 from mnist_hpc.runs.loggers.base import SUMMARY_KEYS, TAGS, Logger, Session, numbers
 
 EXIT_CODES = {"completed": 0, "interrupted": 75, "failed": 1}  # 75: the CLI's code for "stopped, resume me"
 
 
-def offline_dirs(run_dir) -> list:
+def offline_dirs(run_dir: StrPath) -> list[Path]:
     """The offline W&B folders of a run, oldest first (one per start of the run)."""
     return sorted(p for p in (Path(run_dir) / "wandb").glob("offline-run-*") if p.is_dir())
 
 
-def sync_command(run_dir) -> str:
+def sync_command(run_dir: StrPath) -> str:
     """The shell command that uploads a run's offline W&B folders (every start, in order)."""
     return f"wandb sync {shlex.quote(str(Path(run_dir) / 'wandb'))}/offline-run-*"
 
 
-def _cache_beside(run_dir) -> None:
+def _cache_beside(run_dir: StrPath) -> None:
     """wandb keeps its service logs in ~/.cache/wandb; where $HOME is read-only (the compute nodes
     of some clusters) they go to the run's wandb folder, instead of a screenful of errors."""
     if os.environ.get("WANDB_CACHE_DIR"):
@@ -45,7 +48,7 @@ def _cache_beside(run_dir) -> None:
 class WandbLogger(Logger):
     name = "wandb"
 
-    def __init__(self, session: Session):
+    def __init__(self, session: Session) -> None:
         import wandb
 
         self.session = session
@@ -62,12 +65,14 @@ class WandbLogger(Logger):
             id=run_id,
             resume="allow",
             dir=str(session.run_dir),
-            mode=self.mode,
+            # $WANDB_MODE as the user set it: wandb validates it, and its Settings also take "dryrun"
+            # and "run", which init's Literal leaves out
+            mode=self.mode,  # type: ignore[arg-type]
             reinit="create_new",
             settings=wandb.Settings(console="off", silent=True),
         )
         # the resolved config; on a resume the allowed changes (epochs, ...) replace the old values
-        self.run.config.update(
+        self.run.config.update(  # type: ignore[no-untyped-call]  # wandb's Config.update is unannotated
             {
                 **session.config,
                 "mnist_hpc": {
@@ -79,24 +84,26 @@ class WandbLogger(Logger):
             allow_val_change=True,
         )
 
-    def log_step(self, step, values):
+    def log_step(self, step: int, values: Mapping[str, float]) -> None:
         self.run.log({f"step/{k}": v for k, v in values.items()}, step=step)
 
-    def log_epoch(self, epoch, step, row, history):
+    def log_epoch(
+        self, epoch: int, step: int, row: Mapping[str, Any], history: Sequence[Mapping[str, Any]]
+    ) -> None:
         values = {TAGS.get(k, k): v for k, v in numbers(row).items() if k != "epoch"}
         self.run.log({**values, "epoch": epoch}, step=step)
 
-    def log_summary(self, summary, plots, step):
+    def log_summary(self, summary: Mapping[str, Any], plots: Mapping[str, Path], step: int) -> None:
         import wandb
 
         self.run.summary.update(numbers({k: summary.get(k) for k in SUMMARY_KEYS}))
         if plots:
             self.run.log({f"plots/{name}": wandb.Image(str(path)) for name, path in plots.items()}, step=step)
 
-    def close(self, status):
+    def close(self, status: str) -> None:
         self.run.finish(exit_code=EXIT_CODES.get(status, 1))
 
-    def lines(self):
+    def lines(self) -> list[str]:
         if self.mode != "offline":
             return []
         run = shlex.quote(str(self.session.run_dir))
@@ -106,7 +113,7 @@ class WandbLogger(Logger):
         ]
 
 
-def sync_argv(run_dir, dry_run: bool = False) -> list:
+def sync_argv(run_dir: StrPath, dry_run: bool = False) -> list[str]:
     """The ``wandb sync`` command (argv) that uploads a run's offline W&B folders, every start in
     order as one run; one-line errors for a folder without any and for a missing wandb."""
     import sys
