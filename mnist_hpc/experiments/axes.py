@@ -14,7 +14,7 @@ import random
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, NoReturn
 
 from mnist_hpc.config import show
 
@@ -92,7 +92,8 @@ class Draws(Dimension):
 
     def __init__(self, samplers: dict[str, Callable[[random.Random], Any]], count: int, seed: int):
         self.keys, self.samplers, self.count, self.seed = tuple(samplers), samplers, count, seed
-        self._rng, self._next, self._last = random.Random(seed), 0, None
+        self._rng, self._next = random.Random(seed), 0
+        self._last: dict[str, Any] = {}  # the draws of point self._next - 1
 
     @property
     def size(self) -> int:
@@ -253,7 +254,7 @@ class RandomSection:
 DISTRIBUTIONS = tuple(f.name for f in fields(Distribution))
 
 
-def random_dimension(section: RandomSection, fail: Callable[[str, str], None]) -> Draws:
+def random_dimension(section: RandomSection, fail: Callable[[str, str], NoReturn]) -> Draws:
     """The ``random:`` dimension of a checked section; ``fail(where, message)`` raises.
     Nothing is drawn here."""
     if section.count is None:

@@ -81,6 +81,7 @@ def read_run_line(folder: Path, top: Path) -> RunLine | None:
     elif state is not None:
         short, detail = _state_words(state)
     else:
+        assert summary is not None  # not both None (returned above)
         short, detail = summary.status, ""
     identity = read_identity(folder) or {}
     dataset = summary.dataset if summary else None

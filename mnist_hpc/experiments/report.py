@@ -54,7 +54,8 @@ class RunRecord:
     metrics: list  # the rows of metrics.csv as {column: float or None}
 
     @property
-    def accuracy(self) -> float:
+    def accuracy(self) -> float | None:
+        """The test accuracy (None where summary.json has none: ``find_runs`` skips such runs)."""
         return self.summary.test_accuracy
 
 

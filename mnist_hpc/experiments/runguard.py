@@ -152,6 +152,7 @@ class RunLock:
         return self
 
     def _read_holder(self) -> str:
+        assert self.fd is not None  # called with the lock file open
         try:
             host, pid, *since = os.read(self.fd, 200).decode(errors="replace").split()
         except (OSError, ValueError):

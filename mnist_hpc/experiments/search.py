@@ -189,6 +189,7 @@ def open_study(sweep: Sweep, worker_seed: int | None = None, create: bool = True
     if not create and not path.is_file():
         return None
     spec = sweep.study
+    assert spec is not None and sweep.shared_config is not None  # a study's sweep (load_sweep)
     space = Space(spec)
     study = optuna.create_study(
         study_name=sweep.name,
@@ -318,12 +319,9 @@ def stale(owner: dict | None, me: Me, now: float | None = None, stale_after: flo
 def dying(owner: dict | None, me: Me) -> bool:
     """A trial whose worker on this host is gone but whose trainer is still saving its checkpoint
     (it got SIGTERM when its worker died): stale in a moment."""
-    return (
-        bool(owner)
-        and owner.get("host") == me.host
-        and not _alive(owner.get("pid"))
-        and _alive(owner.get("child"))
-    )
+    if not owner:
+        return False
+    return owner.get("host") == me.host and not _alive(owner.get("pid")) and _alive(owner.get("child"))
 
 
 # --------------------------------------------------------------------------- the worker
@@ -370,6 +368,7 @@ def claim(study, sweep: Sweep, space: Space, me: Me):
                 write_owner(run_dir, me)
                 return Claim(t._trial_id, t.number, params, True)
             wait = wait or dying(owner, me)
+        assert sweep.study is not None  # a study's sweep
         if len(trials) >= sweep.study.n_trials:
             return WAIT if wait else None
         trial = study.ask(space.distributions)
@@ -397,6 +396,7 @@ _PRCTL = _prctl() if sys.platform == "linux" else None
 
 def _die_with_parent():  # pragma: no cover - runs in the child between fork and exec
     """The trainer gets SIGTERM (checkpoint, stop) if its worker dies, even by SIGKILL."""
+    assert _PRCTL is not None  # only passed to Popen when there is one
     _PRCTL(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
 
 
@@ -411,6 +411,7 @@ class Workers:
         data_dir=None,
         echo: Callable[[str], None] = print,
     ):
+        assert sweep.study is not None  # run_study checks it
         self.sweep, self.spec, self.count, self.first = sweep, sweep.study, max(1, count), first_worker
         self.data_dir, self.echo = data_dir, echo
         self.space = Space(self.spec)
@@ -524,6 +525,7 @@ class Workers:
             return prune
 
         done = sw.completed_summary(run.run_dir)
+        code: int | None  # the trainer's exit status (None while it runs)
         code, pruned = 0, False
         if done is None:  # (a trial whose worker died after its training ended is only told)
             extra = []

@@ -28,6 +28,7 @@ import builtins
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NoReturn
 
 METHODS = ("optuna",)
 SAMPLERS = ("tpe", "random", "cmaes", "grid")
@@ -60,6 +61,7 @@ class SearchParam:
     def probes(self) -> list:
         """Values that stand for the whole range when checking the config: bounds and choices."""
         if self.kind == "categorical":
+            assert self.categorical is not None  # what kind says
             return list(self.categorical)
         low, high = getattr(self, self.kind)
         return [low, high] if low != high else [low]
@@ -67,6 +69,7 @@ class SearchParam:
     def grid(self) -> list:
         """Every value, for the grid sampler."""
         if self.kind == "categorical":
+            assert self.categorical is not None  # what kind says
             return list(self.categorical)
         low, high = getattr(self, self.kind)
         step = self.step if self.step is not None else 1
@@ -94,7 +97,7 @@ class StudySpec:
         return METRICS[self.metric][1]
 
 
-def check_param(key: str, p: SearchParam, fail: Callable[[str, str], None]) -> None:
+def check_param(key: str, p: SearchParam, fail: Callable[[str, str], NoReturn]) -> None:
     where = f"params.{key}"
     given = [k for k in ("float", "int", "categorical") if getattr(p, k) is not None]
     if len(given) != 1:
@@ -122,7 +125,7 @@ def check_param(key: str, p: SearchParam, fail: Callable[[str, str], None]) -> N
             fail(f"{where}.step", f"an int range needs a whole step, got {p.step!r}")
 
 
-def study_spec(file, fail: Callable[[str, str], None]) -> StudySpec:
+def study_spec(file, fail: Callable[[str, str], NoReturn]) -> StudySpec:
     """The checked search of a parsed ``SweepFile`` that says ``method: optuna``."""
     if file.method not in METHODS:
         fail(

@@ -13,10 +13,14 @@ import html
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mnist_hpc.experiments.figures import _figure, _save
 from mnist_hpc.experiments.tables import format_value
 from mnist_hpc.runs.plots import integer_ticks
+
+if TYPE_CHECKING:
+    from optuna import Study
 
 JOURNAL = "study.journal"
 
@@ -48,6 +52,7 @@ class StudyView:
     metric: str
     n_trials: int | None
     trials: list  # [TrialRow], by number
+    _study: Study | None = field(default=None, init=False, repr=False, compare=False)  # for importances
 
     def count(self, state: str) -> int:
         return sum(t.state == state for t in self.trials)
@@ -136,7 +141,7 @@ def best_line(sweep) -> str:
 
     view = load_view(journal_path(sweep))
     best = view.best if view else None
-    if best is None:
+    if view is None or best is None:
         return ""
     params = ", ".join(f"{k}={format_value(v)}" for k, v in best.params.items())
     config = Path(sweep.output_dir) / (best.run or "") / "config.yaml"
@@ -189,7 +194,7 @@ def importances(view: StudyView) -> dict:
     done = [
         t for t in view.trials if t.state == "complete" and t.value is not None and math.isfinite(t.value)
     ]
-    if len(done) < 2 or not done[0].params:
+    if len(done) < 2 or not done[0].params or view._study is None:
         return {}
     import optuna
 

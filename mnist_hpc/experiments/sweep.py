@@ -248,6 +248,7 @@ def run_sweep(
                 children.add(proc)
             if received:  # a signal came while this run was starting
                 proc.send_signal(received[-1])
+            assert proc.stdout is not None  # stdout=PIPE
             for line in proc.stdout:
                 log.write(line)
                 if parallel == 1:

@@ -30,7 +30,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
@@ -127,7 +127,7 @@ class SweepRuns(Sequence):
         if self._kept is not None:
             yield from self._kept
             return
-        keep = [] if len(self) <= MAX_RUNS else None
+        keep: list[SweepRun] | None = [] if len(self) <= MAX_RUNS else None
         namer = ax.Namer(self._sweep.axes)
         for index, params in enumerate(ax.iter_params(self._sweep.dims)):
             run = self._sweep.make_run(index, namer.name(params), params)
@@ -166,7 +166,7 @@ class Sweep:
     origins: dict = field(repr=False)  # axis key -> where the sweep file gives it, for messages
     study: space.StudySpec | None = None  # method: optuna (then no dims: the runs are its trials)
     shared_config: Config | None = field(default=None, repr=False)  # the base with the shared overrides
-    runs: SweepRuns = field(init=False, repr=False)
+    runs: Sequence[SweepRun] = field(init=False, repr=False)  # SweepRuns; a study: ()
 
     def __post_init__(self):
         self.runs = SweepRuns(self) if self.study is None else ()
@@ -183,6 +183,7 @@ class Sweep:
         return [self.shared_config, *self._probe_configs()]
 
     def _probe_configs(self) -> list:
+        assert self.study is not None  # called for a study only
         out = []
         for key, p in self.study.params.items():
             for value in p.probes():
@@ -194,6 +195,7 @@ class Sweep:
     def trial_run(self, number: int, params: dict) -> SweepRun:
         """Trial ``number`` of a study with these ``params`` ({dotted key: value}): a run like any other,
         in ``trial-NNN_<params>`` (the same name whenever it is made again, so a trial resumes there)."""
+        assert self.study is not None, "trial_run: not a study"
         width = max(3, len(str(self.study.n_trials - 1)))
         name = f"trial-{number:0{width}d}_" + ax.Namer(self.axes).name(params)
         return self.make_run(number, ax.safe_name(name)[: ax.MAX_NAME_LENGTH], params)
@@ -218,7 +220,8 @@ class Sweep:
 def dump_value(value) -> str:
     """A value as compact YAML for ``--set KEY=VALUE`` (it reads back as the same value)."""
     if value is None or isinstance(value, (str, int, float, bool)):
-        return _dump_scalar(value, type(value))  # 1, 1.0 and True hash alike: the type keeps them apart
+        kind: type = type(value)  # 1, 1.0 and True hash alike: the type keeps them apart
+        return _dump_scalar(value, kind)
     return _dump(value)
 
 
@@ -283,7 +286,7 @@ def load_sweep(path, overrides=(), *, allow_large: bool = False, validate: bool 
         study = space.study_spec(spec, functools.partial(_fail, path))
         for key in study.params:
             _dotted(path, "params", key)
-        dims = []
+        dims: list[ax.Dimension] = []
         origins = _check_keys(path, [_SpaceKeys(study.params)], shared, overrides)
         if shared_cfg.data.val_split is None and (study.pruner != "none" or study.metric != "test_acc"):
             _fail(
@@ -357,7 +360,7 @@ def validate_sweep_file(path, overrides=(), *, allow_large: bool = False) -> int
     return load_sweep(path, overrides, allow_large=allow_large, validate=False).validate()
 
 
-def _fail(path: Path, where: str, msg: str):
+def _fail(path: Path, where: str, msg: str) -> NoReturn:
     raise ConfigError(f"{path}: {where}: {msg}")
 
 
