@@ -176,6 +176,7 @@ def test_side_by_side_benchmark(synth_root, tmp_path):
     assert d["ratio"] > 0
 
 
+@pytest.mark.slow  # a real multi-process or multi-run training: ~20-50 s on 2 cores
 def test_tta_benchmark(synth_root, tmp_path):
     from benchmarks import tta
 

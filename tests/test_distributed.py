@@ -41,6 +41,7 @@ def clean_env(**extra):
     return env
 
 
+@pytest.mark.slow  # a real multi-process or multi-run training: ~20-50 s on 2 cores
 def test_two_ranks_match_one_process(tiny_config, synth_root, tmp_path):
     sets = [
         "--set",

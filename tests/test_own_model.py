@@ -344,6 +344,7 @@ def test_a_class_from_a_file_is_recorded_with_its_file(tmp_path, synth_root, mon
     )  # a fresh Run rebuilds it from the copy
 
 
+@pytest.mark.slow  # a real multi-process or multi-run training: ~20-50 s on 2 cores
 def test_a_sweep_over_several_model_files_from_another_folder(cli, tmp_path, synth_root, monkeypatch):
     write_project(tmp_path)
     (tmp_path / "nets" / "wide.py").write_text(textwrap.dedent(NET).replace("width=8", "width=12"))

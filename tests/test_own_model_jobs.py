@@ -31,6 +31,7 @@ def clean_env(**extra):
     return env
 
 
+@pytest.mark.slow  # a real multi-process or multi-run training: ~20-50 s on 2 cores
 def test_a_custom_model_trains_with_two_torchrun_processes(tmp_path, synth_root):
     cfg = write_project(tmp_path)
     env = clean_env(XDG_CACHE_HOME=str(tmp_path / "cache"))

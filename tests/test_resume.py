@@ -104,6 +104,7 @@ def test_kill9_then_resume_is_bit_exact(tiny_config, synth_root, tmp_path, refer
     assert len(result[1]["requeues"]) == 1
 
 
+@pytest.mark.slow  # a real multi-process or multi-run training: ~20-50 s on 2 cores
 def test_sigusr1_checkpoints_at_next_step_and_resumes_identically(
     tiny_config, synth_root, tmp_path, reference
 ):

@@ -183,6 +183,10 @@ def test_a_running_trial_is_stale_only_when_its_worker_is_gone():
 # --------------------------------------------------------------------------- the study
 
 
+# the study's tests take minutes of training (slow); those sharing study_12 run on one
+# pytest-xdist worker (xdist_group), so that the study runs once
+
+
 @pytest.fixture(scope="module")
 def study_12(synth_root, tmp_path_factory):
     """A 12-trial TPE study with the median pruner, run by 2 local workers."""
@@ -192,6 +196,8 @@ def study_12(synth_root, tmp_path_factory):
     return path, folder / "runs" / "sweeps" / "study", proc.stdout
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("study_12")
 def test_twelve_trials_each_once_pruned_ones_marked(study_12):
     _path, sweep_dir, out = study_12
     trials = trials_of(sweep_dir)
@@ -213,6 +219,8 @@ def test_twelve_trials_each_once_pruned_ones_marked(study_12):
     assert len(list(sweep_dir.glob("trial-*"))) == 12
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("study_12")
 def test_the_best_trial_retrains_to_the_same_accuracy(study_12, synth_root, tmp_path):
     _path, _sweep_dir, out = study_12
     best_line = next(line for line in out.splitlines() if line.startswith("best: trial"))
@@ -226,6 +234,7 @@ def test_the_best_trial_retrains_to_the_same_accuracy(study_12, synth_root, tmp_
     assert after["best_val_accuracy"] == before["best_val_accuracy"]
 
 
+@pytest.mark.slow
 def test_the_study_resumes_after_kill_9_of_every_worker(synth_root, tmp_path):
     path = make_study(tmp_path, 8)
     sweep_dir = tmp_path / "runs" / "sweeps" / "study"
@@ -293,6 +302,8 @@ def test_the_study_resumes_after_kill_9_of_every_worker(synth_root, tmp_path):
     assert resumed, f"no in-flight trial was resumed: {in_flight}\n{out}"
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("study_12")
 def test_the_study_report_opens_in_chromium_with_every_plot(study_12, synth_root, tmp_path):
     from tests.browser_support import open_page
     from tests.test_report_browser import check_page, column

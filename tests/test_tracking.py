@@ -243,6 +243,7 @@ def test_a_resumed_run_continues_its_tracker_runs(tmp_path, synth_root, monkeypa
 
 
 @needs_tracking
+@pytest.mark.slow  # a real multi-process or multi-run training: ~20-50 s on 2 cores
 def test_under_ddp_only_rank_0_logs(tmp_path, synth_root):
     cfg, run = write_config(tmp_path, epochs=1), tmp_path / "run"
     env = {

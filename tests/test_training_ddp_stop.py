@@ -13,11 +13,15 @@ import signal
 import subprocess
 import time
 
+import pytest
 import torch
 
 from mnist_hpc.errors import EXIT_INTERRUPTED
 from mnist_hpc.training import checkpoint as ckpt
 from tests.test_distributed import _free_port, _rank_env, train_argv
+
+# several gloo processes training for real: tens of seconds each on 2 cores
+pytestmark = pytest.mark.slow
 
 # 960 training images, global batch 16: 60 steps per epoch, so the ranks agree at steps 20 and 40
 SETS = [

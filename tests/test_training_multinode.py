@@ -13,7 +13,12 @@ import time
 from pathlib import Path
 from typing import ClassVar
 
+import pytest
+
 from tests.test_distributed import _free_port
+
+# several gloo processes training for real: tens of seconds each on 2 cores
+pytestmark = pytest.mark.slow
 
 RAW_FILES = (
     "train-images-idx3-ubyte",
