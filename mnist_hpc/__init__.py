@@ -13,7 +13,18 @@ import time as _time
 __version__ = "0.2.0"
 PROCESS_START = _time.time()  # before click/torch are imported: total_seconds then counts them
 
-_API = ("load_config", "train", "Run", "Prediction", "sweep", "report", "list_runs", "submit")
+_API = (
+    "load_config",
+    "train",
+    "Run",
+    "Prediction",
+    "evaluate",
+    "Evaluation",
+    "sweep",
+    "report",
+    "list_runs",
+    "submit",
+)
 __all__ = [*_API, "__version__"]
 
 

@@ -174,13 +174,10 @@ class Run:
         return load_model(self.checkpoint(which), device, **self._code()).model
 
     def evaluate(self, tta: bool = False, *, data_dir=None, device: str = "auto") -> dict:
-        """Test accuracy and loss of the best (else newest) checkpoint: {"test_accuracy", "test_loss", ...}."""
-        from mnist_hpc.training.inference import evaluate_runs
-
-        results, _ = evaluate_runs(
-            [self.path], data_dir=data_dir, tta=tta, device=device, what="device", **self._code()
-        )
-        return results[0]
+        """Test accuracy and loss of the best (else newest) checkpoint: {"test_accuracy",
+        "test_loss", "checkpoint"}; ``mnist_hpc.evaluate([run])`` (and `mnist-hpc evaluate`)."""
+        found = _evaluate([self.path], tta=tta, data_dir=data_dir, device=device, **self._code())
+        return found.results[0]
 
     def predict(
         self, images, *, which: str = "best", top: int = 3, device: str = "cpu", errors: str = "raise"
@@ -454,6 +451,59 @@ def report(runs_or_dirs):
     return build_report([r.path if isinstance(r, Run) else Path(r) for r in runs_or_dirs])
 
 
+@dataclass
+class Evaluation:
+    """What ``evaluate`` measured: one dict per run ({"test_accuracy", "test_loss", "checkpoint"})
+    and, for several runs, their averaged predictions ({"members", "test_accuracy", "test_loss"})."""
+
+    results: list
+    ensemble: dict | None
+
+
+def evaluate(
+    runs,
+    *,
+    tta: bool = False,
+    data_dir=None,
+    device: str = "auto",
+    trust_code: bool = False,
+    what: str = "device",
+) -> Evaluation:
+    """Re-score run folders, checkpoints or exported models (ONNX, TorchScript) on the test set,
+    each and (several) as an ensemble, as `mnist-hpc evaluate` does: inside a Slurm job it takes
+    the job's CPUs and never downloads the dataset. ``runs``: a ``Run``, a path, or a list;
+    ``what``: how messages name the device setting (the command line says ``--device``)."""
+    if isinstance(runs, (str, Path, Run)):
+        runs = [runs]
+    return _evaluate(
+        [r.path if isinstance(r, Run) else Path(r) for r in runs],
+        tta=tta,
+        data_dir=data_dir,
+        device=device,
+        trust_code=trust_code,
+        what=what,
+    )
+
+
+def _evaluate(paths, *, tta, data_dir, device, trust_code, python_model=None, what="device") -> Evaluation:
+    from mnist_hpc.cluster import env as job_env
+    from mnist_hpc.training.inference import evaluate_runs
+
+    job = job_env.current()
+    results, ens = evaluate_runs(
+        paths,
+        data_dir=data_dir,
+        tta=tta,
+        device=device,
+        cpus=job.cpus_per_task,
+        offline=job.in_job,
+        what=what,
+        trust_code=trust_code,
+        python_model=python_model,
+    )
+    return Evaluation(results, ens)
+
+
 def list_runs(dirs="runs") -> list:
     """A ``Run`` for every run folder under ``dirs`` (a folder or several, searched at any depth
     as ``report`` searches them), oldest first, finished or not (``run.state`` says how each
@@ -498,4 +548,15 @@ def submit(
     return _submit(config_or_source, as_overrides(overrides), cluster, asked, dry_run=dry_run)
 
 
-__all__ = ["Prediction", "Run", "list_runs", "load_config", "report", "submit", "sweep", "train"]
+__all__ = [
+    "Evaluation",
+    "Prediction",
+    "Run",
+    "evaluate",
+    "list_runs",
+    "load_config",
+    "report",
+    "submit",
+    "sweep",
+    "train",
+]

@@ -414,21 +414,14 @@ def data_verify(datasets, data_dir):
 )
 def evaluate(runs, ensemble, tta, data_dir, device, trust_code):
     """Re-evaluate run folders, checkpoints or exported models (ONNX, TorchScript) on the test set."""
-    from mnist_hpc.cluster import env as job_env
-    from mnist_hpc.training.inference import evaluate_runs
+    from mnist_hpc import api
 
     if len(runs) > 1 and not ensemble:
         click.echo("(several runs: evaluating each; add --ensemble to average them)")
-    job = job_env.current()
-    results, ens = evaluate_runs(
-        runs,
-        data_dir=data_dir,
-        tta=tta,
-        device=device,
-        cpus=job.cpus_per_task,
-        offline=job.in_job,
-        trust_code=trust_code,
+    found = api.evaluate(
+        list(runs), tta=tta, data_dir=data_dir, device=device, trust_code=trust_code, what="--device"
     )
+    results, ens = found.results, found.ensemble
     for r in results:
         click.echo(
             f"test accuracy {r['test_accuracy'] * 100:.2f}%  loss {r['test_loss']:.4f}  {r['checkpoint']}"
