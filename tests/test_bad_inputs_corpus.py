@@ -485,11 +485,11 @@ def run_dir_with_a_garbage_identity(env):
 
 @case
 def run_dir_being_trained_by_another_process(env):
-    from mnist_hpc.runs.state import RunLock
+    from mnist_hpc.runs.state import TrainingLock
 
     busy = env.tmp / "busy"
     busy.mkdir()
-    lock = RunLock(busy)
+    lock = TrainingLock(busy)
     assert lock.acquire()
     try:
         refused(env.train("--run-dir", busy), 1, "another process is training this run now")

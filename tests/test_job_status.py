@@ -268,8 +268,8 @@ def test_peak_gpu_memory_goes_into_the_summary_on_cuda(monkeypatch):
         torch.cuda, "max_memory_allocated", lambda device=None: asked.append(device) or 812.4 * 2**20
     )
     cuda = SimpleNamespace(device=torch.device("cuda", 0))
-    assert R._Run._peak_gpu_memory_mb(cuda) == 812.4 and asked == [torch.device("cuda", 0)]
-    assert R._Run._peak_gpu_memory_mb(SimpleNamespace(device=torch.device("cpu"))) is None
+    assert R._RankTraining._peak_gpu_memory_mb(cuda) == 812.4 and asked == [torch.device("cuda", 0)]
+    assert R._RankTraining._peak_gpu_memory_mb(SimpleNamespace(device=torch.device("cpu"))) is None
 
 
 def test_peak_gpu_memory_is_a_summary_key(tmp_path):

@@ -16,7 +16,7 @@ import mnist_hpc
 from benchmarks.sweep_load import write_run_folder
 from mnist_hpc.config import load_config
 from mnist_hpc.experiments import overview
-from mnist_hpc.runs.state import RunLock, RunState, new_identity, write_identity, write_state
+from mnist_hpc.runs.state import RunState, TrainingLock, new_identity, write_identity, write_state
 
 
 @pytest.fixture
@@ -50,7 +50,7 @@ def runs_dir(tiny_config, tmp_path):
     bad = top / "f-bad"
     write_run_folder(bad, cfg, rng)
     (bad / "summary.json").write_text('{"status": "completed", "test_accuracy": ')
-    lock = RunLock(live)
+    lock = TrainingLock(live)
     assert lock.acquire()
     yield top
     lock.release()

@@ -45,9 +45,9 @@ def test_a_second_runner_leaves_the_runs_the_first_is_training(tmp_path, fake_tr
 
 
 def test_the_lock_names_its_holder_and_is_free_again_after(tmp_path):
-    with runguard.RunLock(tmp_path / "run") as a:
+    with runguard.SweepClaim(tmp_path / "run") as a:
         assert a.acquired
-        with runguard.RunLock(tmp_path / "run") as b:
+        with runguard.SweepClaim(tmp_path / "run") as b:
             assert not b.acquired and b.holder.startswith("process ") and " on " in b.holder
-    with runguard.RunLock(tmp_path / "run") as c:
+    with runguard.SweepClaim(tmp_path / "run") as c:
         assert c.acquired

@@ -15,7 +15,7 @@ import pytest
 from benchmarks.sweep_load import write_run_folder
 from mnist_hpc.experiments import overview, runguard
 from mnist_hpc.experiments.sweepfile import load_sweep
-from mnist_hpc.runs.state import RunLock, RunState, write_state
+from mnist_hpc.runs.state import RunState, TrainingLock, write_state
 from tests.sweep_fakes import write_sweep
 
 
@@ -50,10 +50,10 @@ def sweep_file(tmp_path):
 
 def test_each_run_s_state(sweep_file):
     runs = load_sweep(sweep_file).runs
-    trainer = RunLock(runs[5].run_dir)
+    trainer = TrainingLock(runs[5].run_dir)
     assert trainer.acquire()
     try:
-        with runguard.RunLock(runs[7].run_dir) as runner:
+        with runguard.SweepClaim(runs[7].run_dir) as runner:
             assert runner.acquired
             got = overview.sweep_states(load_sweep(sweep_file, validate=False))
     finally:

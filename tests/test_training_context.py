@@ -16,7 +16,7 @@ import torch
 
 from mnist_hpc.config import config_from_dict
 from mnist_hpc.errors import ConfigError, DataError, Interrupted
-from mnist_hpc.runs.folder import MetricsRow, read_metrics_csv, resolve_run_dir
+from mnist_hpc.runs.folder import MetricsRow, locate_run_dir, read_metrics_csv
 from mnist_hpc.training import checkpoint as ckpt
 from mnist_hpc.training.build import cpu_threads, precision_policy
 from mnist_hpc.training.context import PreemptInfo, TrainContext
@@ -137,13 +137,13 @@ def test_metrics_rows_are_typed(synth_root, tmp_path):
 def test_run_folder_resolution(tmp_path):
     cfg = tiny(tmp_path)
     out = tmp_path / "runs"
-    assert resolve_run_dir(cfg, None, None, "job7_3") == (out / "tiny-job7_3", None)
+    assert locate_run_dir(cfg, None, None, "job7_3")[:2] == (out / "tiny-job7_3", None)
     (out / "tiny-job7_3" / "checkpoints").mkdir(parents=True)
-    assert resolve_run_dir(cfg, None, None, "job7_3") == (out / "tiny-job7_3", "auto")
-    new, resume = resolve_run_dir(cfg, None, None, None)
-    assert re.fullmatch(r"tiny-\d{8}-\d{6}", new.name) and resume is None
-    assert resolve_run_dir(cfg, None, "auto", None) == (out / "tiny-job7_3", "auto")  # newest unfinished
-    assert resolve_run_dir(cfg, None, str(out / "tiny-job7_3"), None) == (out / "tiny-job7_3", "auto")
+    assert locate_run_dir(cfg, None, None, "job7_3")[:2] == (out / "tiny-job7_3", "auto")
+    new, resume, fresh = locate_run_dir(cfg, None, None, None)
+    assert re.fullmatch(r"tiny-\d{8}-\d{6}", new.name) and resume is None and fresh
+    assert locate_run_dir(cfg, None, "auto", None)[:2] == (out / "tiny-job7_3", "auto")  # newest unfinished
+    assert locate_run_dir(cfg, None, str(out / "tiny-job7_3"), None)[:2] == (out / "tiny-job7_3", "auto")
 
 
 def test_one_precision_policy(monkeypatch):

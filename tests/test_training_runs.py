@@ -321,7 +321,7 @@ def test_a_second_process_cannot_train_a_running_run(cli, trained, tiny_config, 
     run = tmp_path / "busy"
     shutil.copytree(trained, run)
     (run / "summary.json").unlink()
-    lock = runstate().RunLock(run)
+    lock = runstate().TrainingLock(run)
     assert lock.acquire()
     try:
         r = cli("train", tiny_config, "--data-dir", synth_root, "--run-dir", run, "--resume", "auto")

@@ -206,7 +206,7 @@ def sweep_status(sweep_file, overrides, allow_large):
             )
         )
         if total > made:
-            states += [overview.RunStatus(-1, "", "pending")] * (total - made)
+            states += [overview.SweepRunStatus(-1, "", "pending")] * (total - made)
         shown = [s for s in states if s.index >= 0]
         noun = "trial"
     else:

@@ -3,9 +3,9 @@ state of each run of a sweep (`mnist-hpc sweep status`). Torch-free; reads only 
 run folder keeps (summary.json, state.json, run.json, config.yaml) and probes the locks a live
 trainer or sweep runner holds.
 
-    lines, damaged = list_runs(["runs"])          # [RunLine], sorted by start time
+    lines, damaged = list_runs(["runs"])          # [RunsRow], sorted by start time
     print(format_runs(lines, width=100))
-    states = sweep_states(load_sweep("sweep.yaml", validate=False))  # [RunStatus], by index
+    states = sweep_states(load_sweep("sweep.yaml", validate=False))  # [SweepRunStatus], by index
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from mnist_hpc.config import ConfigError, read_yaml
 from mnist_hpc.errors import UserError
 from mnist_hpc.experiments import runguard, tables
 from mnist_hpc.experiments.report import _folders
-from mnist_hpc.runs.state import RunLock, read_identity, read_state
+from mnist_hpc.runs.state import TrainingLock, read_identity, read_state
 from mnist_hpc.runs.summary import read_summary
 
 RUNS_HEADER = ["run", "state", "dataset", "model", "test acc %", "epochs", "train s", "finished"]
@@ -29,7 +29,7 @@ RUNS_HEADER = ["run", "state", "dataset", "model", "test acc %", "epochs", "trai
 
 
 @dataclass
-class RunLine:
+class RunsRow:
     """What `mnist-hpc runs` shows of one run folder."""
 
     path: Path
@@ -69,7 +69,7 @@ def _state_words(state) -> tuple[str, str]:
     return short, rest
 
 
-def read_run_line(folder: Path, top: Path) -> RunLine | None:
+def read_run_line(folder: Path, top: Path) -> RunsRow | None:
     """The line of one run folder; None for a folder that holds no run. Raises ``UserError``
     (naming the file) for a damaged summary.json."""
     summary = read_summary(folder)  # UserError: damaged
@@ -97,7 +97,7 @@ def read_run_line(folder: Path, top: Path) -> RunLine | None:
         name = str(folder.relative_to(top)) if folder != top else folder.name
     except ValueError:
         name = str(folder)
-    return RunLine(
+    return RunsRow(
         folder,
         name,
         short,
@@ -115,7 +115,7 @@ def read_run_line(folder: Path, top: Path) -> RunLine | None:
 
 
 def list_runs(dirs) -> tuple[list, list]:
-    """([RunLine] of every run folder under ``dirs``, oldest start first; [one line per damaged
+    """([RunsRow] of every run folder under ``dirs``, oldest start first; [one line per damaged
     record, naming the file]). Folders are found as `report` finds them."""
     lines, damaged, seen = [], [], set()
     for top in map(Path, dirs):
@@ -135,7 +135,7 @@ def list_runs(dirs) -> tuple[list, list]:
     return lines, damaged
 
 
-def _cells(r: RunLine) -> list:
+def _cells(r: RunsRow) -> list:
     acc = tables.percent(r.test_accuracy) if isinstance(r.test_accuracy, (int, float)) else "-"
     return [
         r.name,
@@ -193,7 +193,7 @@ def _shorten(text: str, width: int, middle: bool = True) -> str:
 
 
 @dataclass
-class RunStatus:
+class SweepRunStatus:
     """Where one run (or trial) of a sweep stands."""
 
     index: int  # the run's index, or the trial's number
@@ -204,7 +204,7 @@ class RunStatus:
 
 def _runner_holding(run_dir: Path) -> str:
     """Who holds the run's sweep-runner lock ('' when nobody): probed read-only, released at once."""
-    lock = RunLock(run_dir)
+    lock = TrainingLock(run_dir)
     lock.path = Path(run_dir) / runguard.LOCK_FILE
     if not lock.held_elsewhere():
         return ""
@@ -215,10 +215,10 @@ def _runner_holding(run_dir: Path) -> str:
     return f"process {pid} on {host} since {' '.join(since)}"
 
 
-def run_status(run) -> RunStatus:
+def run_status(run) -> SweepRunStatus:
     """The status of one ``SweepRun`` from its folder."""
     d = Path(run.run_dir)
-    out = RunStatus(run.index, run.name, "pending")
+    out = SweepRunStatus(run.index, run.name, "pending")
     if not d.is_dir():
         return out
     try:
@@ -252,7 +252,7 @@ def run_status(run) -> RunStatus:
 
 
 def sweep_states(sweep) -> list:
-    """[RunStatus] of each run of ``sweep`` (a grid or list sweep), by index."""
+    """[SweepRunStatus] of each run of ``sweep`` (a grid or list sweep), by index."""
     return [run_status(run) for run in sweep.runs]
 
 
@@ -266,7 +266,7 @@ STUDY_STATES = {
 
 
 def study_states(sweep) -> tuple[list, int]:
-    """([RunStatus] of each trial of a ``method: optuna`` study, by number; n_trials asked for).
+    """([SweepRunStatus] of each trial of a ``method: optuna`` study, by number; n_trials asked for).
     A running trial whose worker has gone reads as interrupted (the next `sweep run` resumes it)."""
     from mnist_hpc.experiments import search, studyreport
 
@@ -289,7 +289,7 @@ def study_states(sweep) -> tuple[list, int]:
             and search.stale(search.read_owner(Path(sweep.output_dir) / t.run), me)
         ):
             state, detail = "interrupted", f"its worker has gone (the next sweep run resumes it); {detail}"
-        out.append(RunStatus(t.number, t.run or f"trial {t.number}", state, detail))
+        out.append(SweepRunStatus(t.number, t.run or f"trial {t.number}", state, detail))
     return out, n_trials
 
 
@@ -306,7 +306,7 @@ def counts_line(states: list, total: int, noun: str = "run") -> str:
         "stale",
         "damaged",
     ]
-    # (a RunLine or a RunStatus: both have .state)
+    # (a RunsRow or a SweepRunStatus: both have .state)
     found: dict = {}
     for s in states:
         found[s.state] = found.get(s.state, 0) + 1

@@ -45,7 +45,7 @@ IGNORED_PREFIXES = ("train.checkpoint.",)
 
 
 @dataclass(eq=False)
-class RunRecord:
+class ReportedRun:
     """What a report reads of one run folder."""
 
     path: Path
@@ -64,7 +64,7 @@ class Group:
     """Runs with the same config except the seed."""
 
     params: dict  # {varied key: value}
-    runs: list  # [RunRecord]
+    runs: list  # [ReportedRun]
 
     @property
     def n(self) -> int:
@@ -94,7 +94,7 @@ class Group:
 class Comparison:
     """Completed runs grouped by configuration, best first: the table, the verdict, the report."""
 
-    runs: list  # [RunRecord], completed ones
+    runs: list  # [ReportedRun], completed ones
     varied: list  # dotted keys whose values differ between groups
     groups: list  # [Group], best first
     skipped: list = field(default_factory=list)  # one line per folder left out, and why
@@ -148,7 +148,7 @@ def _number(text):
         return None
 
 
-def load_run(folder) -> RunRecord:
+def load_run(folder) -> ReportedRun:
     """Read one run folder; raises ``UserError`` when its summary.json is missing or unreadable."""
     folder = Path(folder)
     summary = read_summary(folder)
@@ -172,7 +172,7 @@ def load_run(folder) -> RunRecord:
             metrics = [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
     except (OSError, csv.Error, UnicodeDecodeError):
         pass
-    return RunRecord(folder, summary, config, metrics)
+    return ReportedRun(folder, summary, config, metrics)
 
 
 def _is_fraction(value) -> bool:

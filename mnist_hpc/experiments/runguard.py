@@ -1,9 +1,9 @@
 """What a sweep runner checks before it trusts or trains a run folder: that a finished run was
 trained with the config asked for now (``stale_runs``), and that no other runner is training
-the same run at this moment (``RunLock``). Used by `sweep run` and `sweep submit`; torch-free.
+the same run at this moment (``SweepClaim``). Used by `sweep run` and `sweep submit`; torch-free.
 
     stale = stale_runs(sweep.runs)      # [(run, ["train.epochs: 1 there, 3 now"])]
-    with RunLock(run.run_dir) as lock:  # lock.holder: who has it when lock.acquired is False
+    with SweepClaim(run.run_dir) as lock:  # lock.holder: who has it when lock.acquired is False
         ...
 """
 
@@ -115,7 +115,7 @@ def move_aside(stale: list) -> Path | None:
 # --------------------------------------------------------------------------- one runner per run
 
 
-class RunLock:
+class SweepClaim:
     """An exclusive, non-blocking lock on one run folder while a sweep runner trains it (an
     ``flock`` on ``<run_dir>/.sweep-run.lock``: the system drops it when the holder dies, on any
     host that shares the file system). The file names the holder: host, pid, since when."""
@@ -126,7 +126,7 @@ class RunLock:
         self.acquired = False
         self.holder = ""
 
-    def __enter__(self) -> RunLock:
+    def __enter__(self) -> SweepClaim:
         try:
             import fcntl
         except ImportError:  # Windows: no advisory locks here; one runner per sweep is on the user

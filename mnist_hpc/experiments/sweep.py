@@ -110,7 +110,7 @@ def available_cores() -> int:
 
 
 @dataclass
-class RunResult:
+class SweepRunOutcome:
     run: SweepRun
     status: str  # "completed", "skipped" (already completed before), "busy" (another runner has it), "requeued" or "failed"
     returncode: int | None = None
@@ -156,9 +156,9 @@ def run_sweep(
     data_dir=None,
     echo: Callable[[str], None] = print,
     force: bool = False,
-) -> list[RunResult]:
+) -> list[SweepRunOutcome]:
     """Train ``runs`` (default: all) of ``sweep`` (a ``Sweep`` or a sweep file) as subprocesses,
-    ``parallel`` at a time, skipping finished ones; one ``RunResult`` per run, in sweep order
+    ``parallel`` at a time, skipping finished ones; one ``SweepRunOutcome`` per run, in sweep order
     (``.run_dir`` the run folder, ``.ok`` False where it failed).
 
     Each child's output is saved to ``<run_dir>/train.log``; with one run at a time it is also
@@ -172,7 +172,7 @@ def run_sweep(
     A finished run counts as done only if its stored config is the one asked for now: otherwise
     a ``ConfigError`` names the keys that differ, or with ``force`` the old run folders are
     moved aside (``runguard.move_aside``) and trained anew. A run another runner is training
-    (``runguard.RunLock``) is left to it: status "busy", not "failed".
+    (``runguard.SweepClaim``) is left to it: status "busy", not "failed".
     """
     if not isinstance(sweep, Sweep):
         sweep = load_sweep(sweep)
@@ -183,11 +183,11 @@ def run_sweep(
     moved = runguard.move_aside(stale)
     if moved is not None:
         echo(f"--force: moved {plural(len(stale), 'finished run')} trained with another config to {moved}/")
-    results: dict[int, RunResult] = {}
+    results: dict[int, SweepRunOutcome] = {}
     todo = []
     for run in runs:
         if is_completed(run.run_dir):
-            results[run.index] = RunResult(run, "skipped")
+            results[run.index] = SweepRunOutcome(run, "skipped")
         else:
             todo.append(run)
     if results:
@@ -208,9 +208,9 @@ def run_sweep(
         with lock:
             echo(text)
 
-    def train(run: SweepRun) -> RunResult:
+    def train(run: SweepRun) -> SweepRunOutcome:
         if stopping.is_set():
-            return RunResult(run, "failed")
+            return SweepRunOutcome(run, "failed")
         extra = []
         if parallel > 1 and run.config.runtime.threads is None:
             extra.append(f"runtime.threads={threads}")
@@ -218,19 +218,19 @@ def run_sweep(
         if any((run.run_dir / "checkpoints").glob("*.pt")):  # an interrupted run: continue it
             argv += ["--resume", "auto"]
         run.run_dir.mkdir(parents=True, exist_ok=True)
-        with runguard.RunLock(run.run_dir) as owned:
+        with runguard.SweepClaim(run.run_dir) as owned:
             if not owned.acquired:  # another `sweep run` trains it: never a failure of this one
                 say(f"[{run.index}] {run.name}: being trained by {owned.holder}; left to it")
-                return RunResult(run, "busy")
+                return SweepRunOutcome(run, "busy")
             if is_completed(run.run_dir):  # another runner finished it since this one looked
-                return RunResult(run, "skipped")
+                return SweepRunOutcome(run, "skipped")
             gpu = gpus.take()
             try:
                 return launch(run, argv, gpu)
             finally:
                 gpus.give_back(gpu)
 
-    def launch(run: SweepRun, argv: list[str], gpu: str | None) -> RunResult:
+    def launch(run: SweepRun, argv: list[str], gpu: str | None) -> SweepRunOutcome:
         say(f"[{run.index}] {run.name}: started" + (f" on GPU {gpu}" if gpu is not None else ""))
         start = time.monotonic()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -265,20 +265,20 @@ def run_sweep(
             acc = summary.test_accuracy
             result = f"test accuracy {100 * acc:.2f}%" if isinstance(acc, (int, float)) else "done"
             say(f"[{run.index}] {run.name}: {result} in {seconds:.0f} s {progress}")
-            return RunResult(run, "completed", code, seconds)
+            return SweepRunOutcome(run, "completed", code, seconds)
         where = requeued_at(run.run_dir)
         if where is not None:  # the time-limit signal: checkpointed and requeued (Slurm then ends this start)
             say(
                 f"[{run.index}] {run.name}: requeued at {where}; resumes in the next start "
                 f"(after {seconds:.0f} s {progress})"
             )
-            return RunResult(run, "requeued", code, seconds, where)
+            return SweepRunOutcome(run, "requeued", code, seconds, where)
         why = f"exit {code}" if code != 0 else "no completed summary.json"
         say(
             f"[{run.index}] {run.name}: FAILED ({why}) after {seconds:.0f} s {progress}, "
             f"see {run.run_dir / 'train.log'}"
         )
-        return RunResult(run, "failed", code, seconds)
+        return SweepRunOutcome(run, "failed", code, seconds)
 
     def pass_on(signum, frame):
         # Under Slurm the time-limit warning reaches only the batch shell, which passes it to

@@ -235,14 +235,6 @@ def _unwritable(path: StrPath, e: OSError) -> NoReturn:
     ) from None
 
 
-def resolve_run_dir(
-    cfg: Config, run_dir: StrPath | None = None, resume: StrPath | None = None, job_suffix: str | None = None
-) -> tuple[Path, Path | Literal["auto"] | None]:
-    """(run folder, what to resume): ``locate_run_dir`` without its third item."""
-    path, what, _ = locate_run_dir(cfg, run_dir, resume, job_suffix)
-    return path, what
-
-
 def locate_run_dir(
     cfg: Config, run_dir: StrPath | None = None, resume: StrPath | None = None, job_suffix: str | None = None
 ) -> tuple[Path, Path | Literal["auto"] | None, bool]:

@@ -164,7 +164,11 @@ def read_state(run_dir: StrPath) -> RunState | None:
         return dataclasses.replace(state, state="interrupted", error="its summary.json has gone")
     if state is None:
         return RunState("interrupted", error="no state recorded") if has_checkpoints(d) else None
-    if state.state == "running" and state.host == socket.gethostname() and not RunLock(d).held_elsewhere():
+    if (
+        state.state == "running"
+        and state.host == socket.gethostname()
+        and not TrainingLock(d).held_elsewhere()
+    ):
         return dataclasses.replace(
             state, state="interrupted", error=f"process {state.pid} ended without recording why (killed?)"
         )
@@ -174,7 +178,7 @@ def read_state(run_dir: StrPath) -> RunState | None:
 # --------------------------------------------------------------------------- the lock
 
 
-class RunLock:
+class TrainingLock:
     """An advisory lock on ``<run>/.lock`` held while a process trains the run (best effort:
     file systems without locks count as unlocked)."""
 

@@ -36,7 +36,7 @@ class Start:
 
     run_dir: Path
     identity: dict = field(default_factory=dict)
-    lock: runstate.RunLock | None = None
+    lock: runstate.TrainingLock | None = None
     resume: Path | None = None  # a checkpoint whose full state the run continues from
     init_from: Path | None = None  # a checkpoint whose weights a new run starts from
     parent_run: str | None = None
@@ -224,8 +224,8 @@ def _refuse_other_run(path: Path, echo) -> None:
     echo(f"note: {path}: reusing the folder of a run that left no checkpoint ({described})")
 
 
-def _lock(path: Path) -> runstate.RunLock:
-    lock = runstate.RunLock(path)
+def _lock(path: Path) -> runstate.TrainingLock:
+    lock = runstate.TrainingLock(path)
     try:
         took = lock.acquire()
     except OSError as e:

@@ -100,7 +100,7 @@ def run_training(
         stop = stopflag.install()
     try:
         with distmod.process_group(denv, device.type, cfg.runtime.dist_timeout):
-            job = _Run(cfg, ctx, denv, device, echo if denv.is_main else _silent, prepared)
+            job = _RankTraining(cfg, ctx, denv, device, echo if denv.is_main else _silent, prepared)
             return job.run(
                 data_dir=data_dir,
                 run_dir=run_dir,
@@ -116,7 +116,7 @@ def run_training(
             stopflag.uninstall()
 
 
-class _Run:
+class _RankTraining:
     """One start of a run on one rank: set-up, the trainer, the end (test, summary, plots)."""
 
     def __init__(self, cfg, ctx: TrainContext, denv, device, echo, prepared: PreparedModel):
