@@ -487,15 +487,76 @@ def sweep_submit(
     when the arrays are submitted, as `sweep run` does. ``pack`` K > 1: task I runs runs
     I*K .. I*K+K-1 one after another (``cluster.packed``); limits count tasks. ``then="report"``:
     a small CPU job, afterany on the (last) array, writes report.md there."""
-    import tempfile
-
-    from mnist_hpc.cluster import snapshot
-    from mnist_hpc.runs.folder import create_run_dir, new_run_dir
-
     r = resources or Resources()
     if r.nodes > 1 or (r.tasks or 1) > 1:
         raise UserError("sweep array tasks run on one node with one process; drop --nodes/--tasks")
     profile = profile_for(cluster, warn)
+    sweep, stale = _sweep_to_submit(sweep_file, overrides, force)
+    gpus = r.gpus
+    if str(gpus).strip().lower() == "auto":
+        gpus = auto_gpus(list(sweep.configs()), profile, r.time, 1, None, note, pack)
+    n_gpus, gpu_type = parse_gpus(gpus, profile)
+    first_of_each: dict[str, Config] = {}  # each distinct custom/torchvision model, built once
+    for run in sweep.runs:
+        first_of_each.setdefault(repr(run.config.model.to_dict()), run.config)
+    for cfg in first_of_each.values():
+        check_model_before_queueing(cfg)
+    cwd = Path(cwd or Path.cwd())
+    from mnist_hpc.runs.folder import new_run_dir
+
+    folder = new_run_dir(str(cwd / "runs"), f"{sweep.name}-sweep").resolve()
+    check_writable(profile, cwd, folder, r.data_dir)
+    signal = _requeue_signal(sweep)
+    total, pack, tasks = _array_tasks(sweep, pack, parallel)
+    queued = slurm.count_jobs() if profile.max_jobs and not dry_run else 0
+    what = f"array tasks ({total} runs, {pack} per task)" if pack > 1 else "runs"
+    arrays, parallel, notes = plan_arrays(tasks, parallel, profile, queued, what)
+    packages = _sweep_packages(sweep)
+    nodeenv.check_wheelhouse(packages, profile)  # before anything is queued
+    if not dry_run:
+        nodeenv.check_home_venv(profile, packages)
+    _check_then(then, profile)
+    scripts = _SweepScripts(
+        _Target(profile, cwd, n_gpus, gpu_type, packages),
+        r,
+        sweep.name,
+        arrays,
+        parallel,
+        pack,
+        signal,
+    )
+    out = SweepJobs(
+        sweep.name,
+        folder,
+        total,
+        parallel,
+        profile.name,
+        jobs=scripts.arrays_for(folder),
+        notes=notes,
+        pack=pack,
+        tasks=tasks,
+        trials=sweep.study.n_trials if sweep.study is not None else None,
+    )
+    if then:
+        out.report_job = scripts.report(folder, "afterany:ARRAY_JOB_ID")  # the id sbatch gives the array
+    if dry_run:
+        import tempfile
+
+        from mnist_hpc.cluster import snapshot
+
+        with tempfile.TemporaryDirectory() as tmp:  # the snapshot is checked as for a real submission
+            snapshot.write(sweep, tmp, overrides)
+        return out
+    _queue_sweep(out, sweep, stale, scripts, sweep_file, overrides, r, warn, note)
+    if then:
+        _queue_report(out, scripts)
+    return out
+
+
+def _sweep_to_submit(
+    sweep_file: str | Path, overrides: Sequence[str], force: bool
+) -> tuple[Sweep, list[Any]]:
+    """The sweep and its finished runs trained with another config (refused unless ``force``)."""
     from mnist_hpc.experiments import runguard
     from mnist_hpc.experiments.sweep import is_completed
     from mnist_hpc.experiments.sweepfile import load_sweep
@@ -504,20 +565,13 @@ def sweep_submit(
     stale = runguard.stale_runs(sweep.runs, is_completed)
     if stale and not force:
         runguard.refuse_stale(sweep.name, stale)
-    gpus = r.gpus
-    if str(gpus).strip().lower() == "auto":
-        gpus = auto_gpus(list(sweep.configs()), profile, r.time, 1, None, note, pack)
-    n_gpus, gpu_type = parse_gpus(gpus, profile)
-    checked: set[str] = set()
-    for run in sweep.runs:  # each distinct custom/torchvision model, built once before the queue
-        key = repr(run.config.model.to_dict())
-        if key not in checked:
-            checked.add(key)
-            check_model_before_queueing(run.config)
-    cwd = Path(cwd or Path.cwd())
-    folder = new_run_dir(str(cwd / "runs"), f"{sweep.name}-sweep").resolve()
-    check_writable(profile, cwd, folder, r.data_dir)
-    signal = _requeue_signal(sweep)
+    return sweep, stale
+
+
+def _array_tasks(sweep: Sweep, pack: int, parallel: int) -> tuple[int, int, int]:
+    """(runs, runs per task, array tasks): what the per-user job limit counts is tasks, not runs.
+    An optuna study's tasks are its workers (task I is worker I), each claiming trials from the
+    study's journal until it has n_trials; all of them run at once."""
     from mnist_hpc.cluster.packed import task_count
 
     if pack < 1:
@@ -527,44 +581,22 @@ def sweep_submit(
             f"--pack {pack}: an optuna study's array tasks are workers claiming trials; "
             "packing does not apply: drop --pack (use --parallel for the workers)"
         )
-    # a method: optuna study: each array task is a worker (task I is worker I) claiming trials
-    # from the study's journal until it has n_trials; all of them run at once
     total = len(sweep.runs) if sweep.study is None else max(1, min(parallel, sweep.study.n_trials))
     pack = min(pack, total) if total else 1
-    tasks = task_count(total, pack)  # what the per-user job limit counts: array tasks, not runs
-    queued = slurm.count_jobs() if profile.max_jobs and not dry_run else 0
-    what = f"array tasks ({total} runs, {pack} per task)" if pack > 1 else "runs"
-    arrays, parallel, notes = plan_arrays(tasks, parallel, profile, queued, what)
+    return total, pack, task_count(total, pack)
+
+
+def _sweep_packages(sweep: Sweep) -> tuple[str, ...]:
+    """What the tasks' environment needs: the runs' packages, and a study's sampler's."""
     packages = nodeenv.job_packages(sweep.configs())
     if sweep.study is not None:
         from mnist_hpc.config.extras import search_packages
 
         packages = tuple(dict.fromkeys([*packages, *search_packages(sweep.study.sampler)]))
-    nodeenv.check_wheelhouse(packages, profile)  # before anything is queued
-    if not dry_run:
-        nodeenv.check_home_venv(profile, packages)
-    target = _Target(profile, cwd, n_gpus, gpu_type, packages)
+    return packages
 
-    def jobs_in(folder: Path) -> list[Job]:
-        output = str(folder / "slurm-%A_%a.out")
-        made = []
-        for k, (offset, size) in enumerate(arrays):
-            spec = target.spec(
-                r,
-                folder,
-                template="sweep_array",
-                job_name=sweep.name,
-                sweep=str(folder / snapshot.SWEEP_FILE),
-                output=output,
-                array=f"0-{size - 1}%{min(parallel, size)}",
-                index_offset=offset,
-                pack=pack,
-                requeue_signal=signal,
-                script_name=str(folder / f"job-{k}.sh"),
-            )
-            made.append(Job(None, render(spec), folder, profile.name, "sweep_array", output))
-        return made
 
+def _check_then(then: str | None, profile: Profile) -> None:
     if then not in (None, "report"):
         raise UserError(f"--then {then}: expected report")
     if then and profile.cpu_node_cores:
@@ -573,13 +605,52 @@ def sweep_submit(
             "nodes, too much for a report; run mnist-hpc report on the login node after the array"
         )
 
-    def report_in(folder: Path, after: str) -> Job:
+
+@dataclass(frozen=True)
+class _SweepScripts:
+    """The job scripts of one sweep submission, rendered for the folder they will live in."""
+
+    target: _Target
+    resources: Resources
+    name: str
+    arrays: list[tuple[int, int]]  # (first run, size) of each array
+    parallel: int
+    pack: int
+    signal: str
+
+    def arrays_for(self, folder: Path) -> list[Job]:
+        from mnist_hpc.cluster import snapshot
+
+        output = str(folder / "slurm-%A_%a.out")
+        made = []
+        for k, (offset, size) in enumerate(self.arrays):
+            spec = self.target.spec(
+                self.resources,
+                folder,
+                template="sweep_array",
+                job_name=self.name,
+                sweep=str(folder / snapshot.SWEEP_FILE),
+                output=output,
+                array=f"0-{size - 1}%{min(self.parallel, size)}",
+                index_offset=offset,
+                pack=self.pack,
+                requeue_signal=self.signal,
+                script_name=str(folder / f"job-{k}.sh"),
+            )
+            made.append(Job(None, render(spec), folder, self.target.profile.name, "sweep_array", output))
+        return made
+
+    def report(self, folder: Path, after: str) -> Job:
+        """The ``--then report`` job: a small CPU job (15 minutes, one core, no data) after ``after``."""
+        from mnist_hpc.cluster import snapshot
+
+        profile = self.target.profile
         output = str(folder / "slurm-report-%j.out")
-        spec = target.spec(  # a small CPU job: 15 minutes, one core, no data
-            r,
+        spec = self.target.spec(
+            self.resources,
             folder,
             template="sweep_report",
-            job_name=f"{sweep.name}-report",
+            job_name=f"{self.name}-report",
             sweep=str(folder / snapshot.SWEEP_FILE),
             time="0:15:00",
             gpus_per_node=0,
@@ -587,7 +658,7 @@ def sweep_submit(
             cpus_per_task=1,
             mem="2G" if profile.mem_cpu_job else None,
             output=output,
-            requeue_signal=signal,
+            requeue_signal=self.signal,
             data_archive="",
             data_dir="",
             script_name=str(folder / "report.sh"),
@@ -595,48 +666,51 @@ def sweep_submit(
         )
         return Job(None, render(spec), folder, profile.name, "sweep_report", output)
 
-    out = SweepJobs(
-        sweep.name,
-        folder,
-        total,
-        parallel,
-        profile.name,
-        jobs=jobs_in(folder),
-        notes=notes,
-        pack=pack,
-        tasks=tasks,
-        trials=sweep.study.n_trials if sweep.study is not None else None,
-    )
-    if then:
-        out.report_job = report_in(folder, "afterany:ARRAY_JOB_ID")  # the id sbatch gives the array
-    if dry_run:
-        with tempfile.TemporaryDirectory() as tmp:  # the snapshot is checked as for a real submission
-            snapshot.write(sweep, tmp, overrides)
-        return out
+
+def _queue_sweep(
+    out: SweepJobs,
+    sweep: Sweep,
+    stale: list[Any],
+    scripts: _SweepScripts,
+    sweep_file: str | Path,
+    overrides: Sequence[str],
+    r: Resources,
+    warn: Echo,
+    note: Echo,
+) -> None:
+    """Move stale runs aside, stage the data, make the sweep's folder (its snapshot, the code) and
+    sbatch the arrays one after another; a folder that another submit took gets the next name."""
+    from mnist_hpc.cluster import snapshot
+    from mnist_hpc.experiments import runguard
+    from mnist_hpc.runs.folder import create_run_dir
+
+    target = scripts.target
     moved = runguard.move_aside(stale)
     if moved is not None:
         note(f"--force: moved {len(stale)} finished run(s) trained with another config to {moved}/")
     needed = sorted({staged_name(cfg) for cfg in sweep.configs()})
-    stage_data(profile, r.data_dir, needed, cwd / datapack.DEFAULT_ARCHIVE, warn, note)
-    made = create_run_dir(folder.parent, "", first=folder)  # exclusive: never shared with another submit
-    if made != folder:
-        out.folder, out.jobs = made, jobs_in(made)
+    stage_data(target.profile, r.data_dir, needed, target.cwd / datapack.DEFAULT_ARCHIVE, warn, note)
+    made = create_run_dir(out.folder.parent, "", first=out.folder)  # exclusive: never shared
+    if made != out.folder:
+        out.folder, out.jobs = made, scripts.arrays_for(made)
     try:
         out.snapshot = snapshot.write(sweep, out.folder, overrides)
         nodeenv.copy_code(out.folder)  # an installed mnist_hpc (no checkout): the tasks run this copy
     except BaseException:
         shutil.rmtree(out.folder, ignore_errors=True)
         raise
-    _submit_arrays(out, sweep_file, arrays, cwd)
-    if then:
-        out.report_job = report_in(out.folder, f"afterany:{out.jobs[-1].job_id}")
-        path = out.folder / "report.sh"
-        _write_script(path, out.report_job.script)
-        out.report_job.job_id = slurm.sbatch(str(path), cwd=str(cwd))
-        record = json.loads((out.folder / "job.json").read_text())
-        record["then"] = {"job_id": out.report_job.job_id, "script": str(path), "after": out.jobs[-1].job_id}
-        _record(out.folder, record)
-    return out
+    _submit_arrays(out, sweep_file, scripts.arrays, target.cwd)
+
+
+def _queue_report(out: SweepJobs, scripts: _SweepScripts) -> None:
+    """sbatch the ``--then report`` job afterany on the last array; job.json records it."""
+    out.report_job = scripts.report(out.folder, f"afterany:{out.jobs[-1].job_id}")
+    path = out.folder / "report.sh"
+    _write_script(path, out.report_job.script)
+    out.report_job.job_id = slurm.sbatch(str(path), cwd=str(scripts.target.cwd))
+    record = json.loads((out.folder / "job.json").read_text())
+    record["then"] = {"job_id": out.report_job.job_id, "script": str(path), "after": out.jobs[-1].job_id}
+    _record(out.folder, record)
 
 
 def _submit_arrays(out: SweepJobs, sweep_file: str | Path, arrays: list[tuple[int, int]], cwd: Path) -> None:
