@@ -311,19 +311,41 @@ def submit(
         )
 
     spec = spec_for(run_dir)
-    script = render(spec)
-    job = Job(None, script, run_dir, profile.name, spec.template, spec.output)
+    job = Job(None, render(spec), run_dir, profile.name, spec.template, spec.output)
     if dry_run:
         return job
     stage_data(profile, r.data_dir, [staged_name(cfg)], cwd / datapack.DEFAULT_ARCHIVE, warn, note)
     made = create_run_dir(run_dir.parent, cfg.experiment.name, first=run_dir)  # exclusive: never shared
     if made != run_dir:  # another submit took the name meanwhile: the job gets the next one
-        run_dir, spec = made, spec_for(made)
+        spec = spec_for(made)
         job.run_dir, job.script, job.output = made, render(spec), spec.output
-        script = job.script
-    try:
-        from mnist_hpc.runs.folder import atomic_write
+    _queue_job(job, cfg, source, cwd)
+    _record(
+        job.run_dir,
+        {
+            "job_id": job.job_id,
+            "cluster": profile.name,
+            "template": spec.template,
+            "run_dir": str(job.run_dir),
+            "output": spec.output,
+            "config": source,
+            "overrides": list(overrides),
+            "script": str(job.run_dir / "job.sh"),
+            "submitted_at": _now(),
+            **({"after": depends} if depends else {}),
+            "argv": ["sbatch", "--parsable", str(job.run_dir / "job.sh")],
+        },
+    )
+    return job
 
+
+def _queue_job(job: Job, cfg: Config, source: str, cwd: Path) -> None:
+    """Fill the (just created) run folder: the resolved config with the model's code, the code of an
+    installed mnist_hpc, job.sh; then sbatch it. Any failure removes the folder: no half-made one."""
+    from mnist_hpc.runs.folder import atomic_write
+
+    run_dir = job.run_dir
+    try:
         atomic_write(
             run_dir / "config.yaml",
             f"# resolved config, as submitted (source: {source})\n"
@@ -331,28 +353,11 @@ def submit(
         )
         nodeenv.copy_code(run_dir)  # an installed mnist_hpc (no checkout): the job runs this copy
         script_path = run_dir / "job.sh"
-        _write_script(script_path, script)
+        _write_script(script_path, job.script)
         job.job_id = slurm.sbatch(str(script_path), cwd=str(cwd))
     except BaseException:
-        shutil.rmtree(run_dir, ignore_errors=True)  # no half-made run folder is left
+        shutil.rmtree(run_dir, ignore_errors=True)
         raise
-    _record(
-        run_dir,
-        {
-            "job_id": job.job_id,
-            "cluster": profile.name,
-            "template": spec.template,
-            "run_dir": str(run_dir),
-            "output": spec.output,
-            "config": source,
-            "overrides": list(overrides),
-            "script": str(script_path),
-            "submitted_at": _now(),
-            **({"after": depends} if depends else {}),
-            "argv": ["sbatch", "--parsable", str(script_path)],
-        },
-    )
-    return job
 
 
 def check_model_before_queueing(cfg: Config) -> None:
