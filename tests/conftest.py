@@ -46,14 +46,10 @@ def _terminal_width(monkeypatch):
 
 def pytest_collection_modifyitems(items) -> None:
     """A test that asks for the real datasets (``real_root``) trains on them: marked ``realdata``
-    (`make test-fast` leaves those out). The Slurm-sandbox tests share one sandbox per session:
-    under pytest-xdist (`-n 2`) they all run on one worker, one after another (`--dist loadgroup`),
-    while the other worker takes the rest."""
+    (`make test-fast` leaves those out)."""
     for item in items:
         if "real_root" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("realdata"):
             item.add_marker(pytest.mark.realdata)
-        if item.get_closest_marker("slurm"):
-            item.add_marker(pytest.mark.xdist_group("slurm"))
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:

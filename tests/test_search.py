@@ -183,8 +183,8 @@ def test_a_running_trial_is_stale_only_when_its_worker_is_gone():
 # --------------------------------------------------------------------------- the study
 
 
-# the study's tests take minutes of training (slow); those sharing study_12 run on one
-# pytest-xdist worker (xdist_group), so that the study runs once
+# the study's tests take minutes of training (slow); `make test` keeps a file on one pytest-xdist
+# worker (--dist loadfile), so the study runs once
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +197,6 @@ def study_12(synth_root, tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("study_12")
 def test_twelve_trials_each_once_pruned_ones_marked(study_12):
     _path, sweep_dir, out = study_12
     trials = trials_of(sweep_dir)
@@ -220,7 +219,6 @@ def test_twelve_trials_each_once_pruned_ones_marked(study_12):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("study_12")
 def test_the_best_trial_retrains_to_the_same_accuracy(study_12, synth_root, tmp_path):
     _path, _sweep_dir, out = study_12
     best_line = next(line for line in out.splitlines() if line.startswith("best: trial"))
@@ -303,7 +301,6 @@ def test_the_study_resumes_after_kill_9_of_every_worker(synth_root, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("study_12")
 def test_the_study_report_opens_in_chromium_with_every_plot(study_12, synth_root, tmp_path):
     from tests.browser_support import open_page
     from tests.test_report_browser import check_page, column
