@@ -24,15 +24,16 @@ install-dev: $(VENV)/.installed-dev
 train: install  ## install, then train the quickstart config (CONFIG=... for another)
 	$(BIN)/mnist-hpc train $(CONFIG)
 
-# Two passes: everything but the Slurm sandbox on every core (pytest-xdist, whole files per worker so
-# that a module's fixtures are made once; TEST_WORKERS=0 for one process), then the Slurm-sandbox tests
-# in one process (they share one sandbox and watch their jobs' timing).
+# Two passes: everything but the Slurm sandbox and the notebooks on every core (pytest-xdist, whole
+# files per worker so that a module's fixtures are made once; TEST_WORKERS=0 for one process), then
+# the Slurm-sandbox tests and the notebooks in one process (one sandbox; jobs that race real time
+# limits; notebooks that must run within their 10-minute budget on an otherwise idle machine).
 TEST_WORKERS ?= auto
 XDIST := -n $(TEST_WORKERS) --dist loadfile
 
 test: install-dev  ## install with the test extras, then run the whole test suite
-	$(BIN)/python -m pytest -q $(XDIST) -m "not slurm"
-	$(BIN)/python -m pytest -q -m slurm
+	$(BIN)/python -m pytest -q $(XDIST) -m "not slurm and not notebook"
+	$(BIN)/python -m pytest -q -m "slurm or notebook"
 
 # the inner loop: no Slurm sandbox, no notebooks, no trainings on the real data, no minutes-long work
 # (markers in pyproject.toml; tests/conftest.py marks every test using the real data `realdata`)
