@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
+import importlib.metadata
 import io
 import json
 import os
@@ -17,6 +18,7 @@ import platform
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
@@ -386,10 +388,11 @@ def provenance(job_id: str | None = None, array_task_id: str | None = None) -> d
         "python": platform.python_version(),
         "mnist_hpc": mnist_hpc.__version__,
     }
-    for mod in ("torch", "torchvision"):
+    for mod in ("torch", "torchvision"):  # the installed version: importing torchvision costs ~1 s
+        loaded = sys.modules.get(mod)
         try:
-            versions[mod] = __import__(mod).__version__
-        except ImportError:
+            versions[mod] = loaded.__version__ if loaded is not None else importlib.metadata.version(mod)
+        except importlib.metadata.PackageNotFoundError:
             versions[mod] = None
     return {
         "versions": versions,
