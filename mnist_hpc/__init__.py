@@ -8,10 +8,9 @@ The public API (see docs/api.md), imported lazily so that `import mnist_hpc` loa
     mnist_hpc.submit("quickstart", cluster="narval", account="def-you", dry_run=True).script
 """
 
-import time as _time
+from mnist_hpc.clock import PROCESS_START  # noqa: F401  (the process's start; mnist_hpc.clock)
 
 __version__ = "0.2.0"
-PROCESS_START = _time.time()  # before click/torch are imported: total_seconds then counts them
 
 _API = (
     "load_config",

@@ -378,6 +378,7 @@ def train(
     progress: bool | None = None,
     echo: Callable[[str], None] = _echo,
     model=None,
+    verbose: bool = False,
 ) -> Run | None:
     """Train a model; return its ``Run`` (None on the non-zero ranks of a DDP job).
 
@@ -391,7 +392,9 @@ def train(
     function returning one (called with ``model.args`` of a custom config, else with none); it
     replaces the config's model. A class or function from a file is recorded with that file (a new
     process can resume, export and submit it); one defined in a notebook cell trains, resumes,
-    evaluates and predicts within this session only (docs/own-model.md)."""
+    evaluates and predicts within this session only (docs/own-model.md). ``verbose``: one more
+    line after the result, where the time went (start-up, set-up, data, build, training, test,
+    plots, summary; also in ``summary.json``'s ``phase_seconds``)."""
     from mnist_hpc.training.run import run_training
 
     cfg = _as_config(config_or_source, overrides)
@@ -411,6 +414,7 @@ def train(
         progress=progress,
         init_from=init_from,
         model=model,
+        verbose=verbose,
     )
     return Run(result.run_dir, python_model=model) if result is not None else None
 

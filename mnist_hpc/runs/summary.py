@@ -3,8 +3,8 @@
 Version 1 is the unversioned file of the first release; version 2 adds ``summary_version`` and
 ``process_seconds`` (this process's wall time, beside the cumulative ``total_seconds``) and the
 split sizes the run used (``train_images``, ``val_images``, ``test_images``), the ``run_id``, the
-``parent_run`` and, on CUDA, ``peak_gpu_memory_mb`` (added keys; absent in older files). Readers
-accept both; keys this version does not know are kept in ``extra`` and written back unchanged.
+``parent_run``, ``phase_seconds`` and, on CUDA, ``peak_gpu_memory_mb`` (added keys; absent in
+older files). Readers accept both; keys this version does not know are kept in ``extra`` and written back unchanged.
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ class RunSummary:
     process_seconds: float | None = None  # wall time of the process that finished the run
     images_per_s: float | None = None
     warmup_seconds: float | None = None  # the process's first step, timed apart (not in train_seconds)
+    phase_seconds: dict[str, float] = field(default_factory=dict)  # this start's wall time by phase
+    # (training.run.Phases: start-up, set-up, data, build, training, test, plots; `train --verbose`)
     device: str | None = None
     peak_gpu_memory_mb: float | None = None  # CUDA only: max_memory_allocated of the last process, MiB
     world_size: int = 1

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from mnist_hpc import PROCESS_START  # set when the package was first imported (before torch)
+from mnist_hpc import clock
 from mnist_hpc.config.datasets import FOLDER, data_shape, resolve_data_root
 from mnist_hpc.config.extras import check_extras
 from mnist_hpc.errors import ConfigError, Interrupted, UserError
@@ -60,6 +60,7 @@ def run_training(
     progress: bool | None = None,
     init_from=None,
     model=None,
+    verbose: bool = False,
 ) -> RunSummary | None:
     """Train ``cfg`` end to end; rank 0 returns the run's ``RunSummary`` (``.run_dir`` is its
     folder), the other ranks None. Raises ``Interrupted`` after the checkpoint of a stop signal.
@@ -69,7 +70,10 @@ def run_training(
     run folder or checkpoint whose weights a new run starts from. ``progress``: a progress bar
     per epoch; None = only when stdout is a terminal. The run's state (running, completed,
     failed, interrupted) is kept in its folder's state.json. ``model``: the network as a Python
-    object (an ``nn.Module``, a class or a factory) instead of ``cfg.model``."""
+    object (an ``nn.Module``, a class or a factory) instead of ``cfg.model``. ``verbose``: after
+    the result line, one line of where the time went (``Phases``)."""
+    phases = Phases(clock.run_start())
+    phases.mark("start-up")  # a command's interpreter, imports and config; nothing from Python
     ctx = ctx or TrainContext()
     check_extras(cfg)  # a logger's missing package: one line before anything starts
     denv = distmod.detect({**os.environ, **ctx.launch_env}, launcher=ctx.launcher_name())
@@ -101,6 +105,7 @@ def run_training(
     try:
         with distmod.process_group(denv, device.type, cfg.runtime.dist_timeout):
             job = _RankTraining(cfg, ctx, denv, device, echo if denv.is_main else _silent, prepared)
+            job.phases, job.verbose = phases, verbose
             return job.run(
                 data_dir=data_dir,
                 run_dir=run_dir,
@@ -116,6 +121,29 @@ def run_training(
             stopflag.uninstall()
 
 
+class Phases:
+    """Where one start of a run spent its wall time: named, consecutive spans from the run's
+    start (``clock.run_start``) to the last mark; `train --verbose` prints them, summary.json
+    keeps them as ``phase_seconds``."""
+
+    def __init__(self, start: float):
+        self.start = self.last = start
+        self.seconds: dict[str, float] = {}
+
+    def mark(self, name: str) -> None:
+        """The span since the previous mark was ``name`` (added up, should a name come twice)."""
+        now = time.time()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - self.last
+        self.last = now
+
+    def total(self) -> float:
+        return self.last - self.start
+
+    def line(self) -> str:
+        spans = " · ".join(f"{name} {sec:.2f} s" for name, sec in self.seconds.items())
+        return f"time: {spans} = {self.total():.2f} s"
+
+
 class _RankTraining:
     """One start of a run on one rank: set-up, the trainer, the end (test, summary, plots)."""
 
@@ -123,6 +151,7 @@ class _RankTraining:
         self.cfg, self.ctx, self.denv, self.device, self.echo = cfg, ctx, denv, device, echo
         self.prepared = prepared
         self.main = denv.is_main
+        self.phases, self.verbose = Phases(time.time()), False  # run_training sets both
 
     def run(
         self,
@@ -142,6 +171,7 @@ class _RankTraining:
         self.trainer: Trainer | None = None  # made by _train
         self.start: resumemod.Start | None = None  # rank 0's, made by _plan
         start = self._plan(run_dir, resume, init_from, source)
+        self.phases.mark("set-up")
         self.run_dir = Path(start["run_dir"])
         if start["done"]:  # a completed run with nothing more to train
             return read_summary(self.run_dir) if self.main else None
@@ -258,6 +288,7 @@ class _RankTraining:
         if folder_data:
             root, why = cfg.data.root, "data.root"
         self.data_seconds = time.time() - t0
+        self.phases.mark("data")
 
         seed_everything(cfg.experiment.seed)
         self.parts = build_components(
@@ -280,7 +311,7 @@ class _RankTraining:
             on_preempt=ctx.on_preempt,
             echo=self.echo,
             progress=progress,
-            started=PROCESS_START,
+            started=self.phases.start,
         )
         self.trainer.extra_state = {"data_info": splits.info()}
         record = self.prepared.record()
@@ -324,8 +355,10 @@ class _RankTraining:
                 run_id=self.start.identity.get("run_id") if self.start else None,
             )
         status = "failed"
+        self.phases.mark("build")
         try:
             self.trainer.fit()
+            self.phases.mark("training")
             summary = self._finish(params)
             status = "completed"
             return summary
@@ -479,21 +512,29 @@ class _RankTraining:
             num_classes=len(splits.classes),
         )
         eval_seconds = time.time() - t0
+        self.phases.mark("test")
         if not self.main:
             return None
-        summary = self._summary(test, params, eval_seconds)
         self._plots(test, list(splits.classes))
+        self.phases.mark("plots")
+        summary = self._summary(test, params, eval_seconds)  # its total: up to here
         write_summary(self.run_dir, summary)
         plots = {p.stem: p for p in sorted((self.run_dir / "plots").glob("*.png"))}
         trainer.trackers.log_summary(summary.to_dict(), plots, s.global_step)
         record_state(self.run_dir, RunState("completed", summary.run_id))
-        timing = f"{s.train_seconds:.1f} s training · {summary.total_seconds:.0f} s total"
+        self.phases.mark("summary")
+        # the printed total: the wall time of every start so far, this one up to this line (a
+        # command's process ends right after it: cli.main.exit_now)
+        total, this_process = trainer.wall_seconds(), self.phases.total()
+        timing = f"{s.train_seconds:.1f} s training · {total:.1f} s total"
         if s.requeues:  # total: every start of the run; this process: the last start only
-            timing += f" over {len(s.requeues) + 1} starts ({summary.process_seconds:.0f} s this process)"
+            timing += f" over {len(s.requeues) + 1} starts ({this_process:.0f} s this process)"
         self.echo(
             f"test accuracy {test['accuracy'] * 100:.2f}% · loss {test['loss']:.4f} · "
             f"{timing} · {self.run_dir}/"
         )
+        if self.verbose:
+            self.echo(self.phases.line())
         return summary
 
     def _summary(self, test, params, eval_seconds) -> RunSummary:
@@ -520,7 +561,7 @@ class _RankTraining:
             eval_seconds=round(eval_seconds, 3),
             data_seconds=round(self.data_seconds, 3),
             total_seconds=round(trainer.wall_seconds(), 3),
-            process_seconds=round(time.time() - PROCESS_START, 3),
+            process_seconds=round(time.time() - self.phases.start, 3),
             images_per_s=round(
                 rate_of(s.images_seen, s.step_seconds, trainer.warmup_images, trainer.warmup_seconds),
                 1,
@@ -543,7 +584,8 @@ class _RankTraining:
             run_id=self.start.identity.get("run_id") if self.start else None,
             parent_run=self.start.parent_run if self.start else None,
             **prov,
-            started_at=time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(PROCESS_START)),
+            started_at=time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(self.phases.start)),
+            phase_seconds={name: round(sec, 3) for name, sec in self.phases.seconds.items()},
             finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
         )
 
