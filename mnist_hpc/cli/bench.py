@@ -63,6 +63,7 @@ def bench():
       mnist-hpc bench throughput --models fast cnn
       mnist-hpc bench side-by-side
       mnist-hpc bench pipeline
+      mnist-hpc bench overhead configs/fast.yaml --baseline HEAD~1
       mnist-hpc bench all --quick
     """
 
@@ -89,6 +90,11 @@ _passthrough(
 )
 _passthrough(
     "pipeline", "pipeline", "The data pipeline alone: ResidentLoader (± augmentation) vs DataLoader."
+)
+_passthrough(
+    "overhead",
+    "overhead",
+    "The whole `mnist-hpc train` command against its training (start-up, finish, exit; --baseline REF).",
 )
 
 
