@@ -177,12 +177,25 @@ def run_sweep(
     if not isinstance(sweep, Sweep):
         sweep = load_sweep(sweep)
     runs = sweep.runs if runs is None else runs
+    _set_aside_stale(sweep, runs, force, echo)
+    results, todo = _skip_completed(runs, echo)
+    if todo:
+        results.update(_Runner(sweep, todo, parallel, data_dir, echo).run())
+    return [results[r.index] for r in runs]
+
+
+def _set_aside_stale(sweep: Sweep, runs, force: bool, echo: Callable[[str], None]) -> None:
+    """Refuse finished runs trained with another config, or with ``force`` move them aside."""
     stale = runguard.stale_runs(runs, is_completed)
     if stale and not force:
         runguard.refuse_stale(sweep.name, stale)
     moved = runguard.move_aside(stale)
     if moved is not None:
         echo(f"--force: moved {plural(len(stale), 'finished run')} trained with another config to {moved}/")
+
+
+def _skip_completed(runs, echo: Callable[[str], None]) -> tuple[dict[int, SweepRunOutcome], list[SweepRun]]:
+    """The outcomes of the runs completed before ("skipped", by run index), and the runs to train."""
     results: dict[int, SweepRunOutcome] = {}
     todo = []
     for run in runs:
@@ -192,117 +205,148 @@ def run_sweep(
             todo.append(run)
     if results:
         echo(f"{len(results)} of {plural(len(runs), 'run')} already completed, skipping them")
-    if not todo:
-        return [results[r.index] for r in runs]
+    return results, todo
 
-    parallel = max(1, min(parallel, len(todo)))
-    threads = max(1, available_cores() // parallel)
-    gpus = GpuPool(visible_gpus() if parallel > 1 else [])  # one at a time: the run's own choice
-    lock = threading.Lock()
-    children: set[subprocess.Popen] = set()
-    stopping = threading.Event()
-    received: list[int] = []  # signals passed on so far
-    done = [0]
 
-    def say(text: str):
-        with lock:
-            echo(text)
+class _Runner:
+    """Trains ``todo``, ``parallel`` at a time: what the pool's threads and the signal handler share."""
 
-    def train(run: SweepRun) -> SweepRunOutcome:
-        if stopping.is_set():
+    def __init__(
+        self,
+        sweep: Sweep,
+        todo: list[SweepRun],
+        parallel: int,
+        data_dir,
+        echo: Callable[[str], None],
+    ):
+        self.sweep, self.todo, self.data_dir, self.echo = sweep, todo, data_dir, echo
+        self.parallel = max(1, min(parallel, len(todo)))
+        self.threads = max(1, available_cores() // self.parallel)
+        # one run at a time: the GPU is the run's own choice
+        self.gpus = GpuPool(visible_gpus() if self.parallel > 1 else [])
+        self.lock = threading.Lock()
+        self.children: set[subprocess.Popen] = set()
+        self.stopping = threading.Event()
+        self.received: list[int] = []  # signals passed on so far
+        self.done = 0
+
+    def say(self, text: str) -> None:
+        with self.lock:
+            self.echo(text)
+
+    def run(self) -> dict[int, SweepRunOutcome]:
+        """Train every run of ``todo`` in the pool, with the stop signals passed on; outcomes by run index."""
+        results: dict[int, SweepRunOutcome] = {}
+        pool = ThreadPoolExecutor(max_workers=self.parallel)
+        previous = _install(self._pass_on)
+        try:
+            for result in pool.map(self._train, self.todo):
+                results[result.run.index] = result
+        except KeyboardInterrupt:
+            self.stopping.set()
+            for proc in list(self.children):
+                proc.terminate()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        finally:
+            _restore(previous)
+        pool.shutdown()
+        return results
+
+    def _pass_on(self, signum, frame):
+        # Under Slurm the time-limit warning reaches only the batch shell, which passes it to
+        # this process: hand it to the trainers (they checkpoint and requeue) and start no more.
+        self.received.append(signum)
+        self.stopping.set()
+        for proc in list(self.children):
+            proc.send_signal(signum)
+
+    def _train(self, run: SweepRun) -> SweepRunOutcome:
+        """Claim ``run`` against other runners and train it on a GPU of the pool (if any)."""
+        if self.stopping.is_set():
             return SweepRunOutcome(run, "failed")
-        extra = []
-        if parallel > 1 and run.config.runtime.threads is None:
-            extra.append(f"runtime.threads={threads}")
-        argv = train_argv(sweep, run, data_dir, extra)
-        if any((run.run_dir / "checkpoints").glob("*.pt")):  # an interrupted run: continue it
-            argv += ["--resume", "auto"]
+        argv = self._argv(run)
         run.run_dir.mkdir(parents=True, exist_ok=True)
         with runguard.SweepClaim(run.run_dir) as owned:
             if not owned.acquired:  # another `sweep run` trains it: never a failure of this one
-                say(f"[{run.index}] {run.name}: being trained by {owned.holder}; left to it")
+                self.say(f"[{run.index}] {run.name}: being trained by {owned.holder}; left to it")
                 return SweepRunOutcome(run, "busy")
             if is_completed(run.run_dir):  # another runner finished it since this one looked
                 return SweepRunOutcome(run, "skipped")
-            gpu = gpus.take()
+            gpu = self.gpus.take()
             try:
-                return launch(run, argv, gpu)
+                return self._launch(run, argv, gpu)
             finally:
-                gpus.give_back(gpu)
+                self.gpus.give_back(gpu)
 
-    def launch(run: SweepRun, argv: list[str], gpu: str | None) -> SweepRunOutcome:
-        say(f"[{run.index}] {run.name}: started" + (f" on GPU {gpu}" if gpu is not None else ""))
+    def _argv(self, run: SweepRun) -> list[str]:
+        """The trainer's argv for ``run``: its share of the cores when parallel, a resume when interrupted."""
+        extra = []
+        if self.parallel > 1 and run.config.runtime.threads is None:
+            extra.append(f"runtime.threads={self.threads}")
+        argv = train_argv(self.sweep, run, self.data_dir, extra)
+        if any((run.run_dir / "checkpoints").glob("*.pt")):  # an interrupted run: continue it
+            argv += ["--resume", "auto"]
+        return argv
+
+    def _launch(self, run: SweepRun, argv: list[str], gpu: str | None) -> SweepRunOutcome:
+        """Train ``run`` as a subprocess and report how it ended."""
+        self.say(f"[{run.index}] {run.name}: started" + (f" on GPU {gpu}" if gpu is not None else ""))
         start = time.monotonic()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = gpu
+        code = self._stream(run, argv, env)
+        return self._outcome(run, code, time.monotonic() - start)
+
+    def _stream(self, run: SweepRun, argv: list[str], env: dict[str, str]) -> int:
+        """Run the trainer, its output into train.log (and echoed when one at a time); its exit status."""
         with open(run.run_dir / "train.log", "a") as log:
             log.write(
-                f"# {time.strftime('%Y-%m-%d %H:%M:%S')} mnist-hpc sweep {sweep.name}: {shlex.join(argv)}\n"
+                f"# {time.strftime('%Y-%m-%d %H:%M:%S')} mnist-hpc sweep {self.sweep.name}: {shlex.join(argv)}\n"
             )
             log.flush()
             proc = subprocess.Popen(
                 argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", env=env
             )
-            with lock:
-                children.add(proc)
-            if received:  # a signal came while this run was starting
-                proc.send_signal(received[-1])
+            with self.lock:
+                self.children.add(proc)
+            if self.received:  # a signal came while this run was starting
+                proc.send_signal(self.received[-1])
             assert proc.stdout is not None  # stdout=PIPE
             for line in proc.stdout:
                 log.write(line)
-                if parallel == 1:
-                    say("    " + line.rstrip("\n"))
+                if self.parallel == 1:
+                    self.say("    " + line.rstrip("\n"))
             code = proc.wait()
-            with lock:
-                children.discard(proc)
-        seconds = time.monotonic() - start
+            with self.lock:
+                self.children.discard(proc)
+        return code
+
+    def _outcome(self, run: SweepRun, code: int, seconds: float) -> SweepRunOutcome:
+        """Completed, requeued or failed, from the run's folder after its trainer exited; said in one line."""
         summary = completed_summary(run.run_dir) if code == 0 else None
-        with lock:
-            done[0] += 1
-            progress = f"({done[0]}/{len(todo)})"
+        with self.lock:
+            self.done += 1
+            progress = f"({self.done}/{len(self.todo)})"
         if summary is not None:
             acc = summary.test_accuracy
             result = f"test accuracy {100 * acc:.2f}%" if isinstance(acc, (int, float)) else "done"
-            say(f"[{run.index}] {run.name}: {result} in {seconds:.0f} s {progress}")
+            self.say(f"[{run.index}] {run.name}: {result} in {seconds:.0f} s {progress}")
             return SweepRunOutcome(run, "completed", code, seconds)
         where = requeued_at(run.run_dir)
         if where is not None:  # the time-limit signal: checkpointed and requeued (Slurm then ends this start)
-            say(
+            self.say(
                 f"[{run.index}] {run.name}: requeued at {where}; resumes in the next start "
                 f"(after {seconds:.0f} s {progress})"
             )
             return SweepRunOutcome(run, "requeued", code, seconds, where)
         why = f"exit {code}" if code != 0 else "no completed summary.json"
-        say(
+        self.say(
             f"[{run.index}] {run.name}: FAILED ({why}) after {seconds:.0f} s {progress}, "
             f"see {run.run_dir / 'train.log'}"
         )
         return SweepRunOutcome(run, "failed", code, seconds)
-
-    def pass_on(signum, frame):
-        # Under Slurm the time-limit warning reaches only the batch shell, which passes it to
-        # this process: hand it to the trainers (they checkpoint and requeue) and start no more.
-        received.append(signum)
-        stopping.set()
-        for proc in list(children):
-            proc.send_signal(signum)
-
-    pool = ThreadPoolExecutor(max_workers=parallel)
-    previous = _install(pass_on)
-    try:
-        for result in pool.map(train, todo):
-            results[result.run.index] = result
-    except KeyboardInterrupt:
-        stopping.set()
-        for proc in list(children):
-            proc.terminate()
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    finally:
-        _restore(previous)
-    pool.shutdown()
-    return [results[r.index] for r in runs]
 
 
 FORWARDED_SIGNALS = [
