@@ -49,7 +49,7 @@ from pathlib import Path
 from mnist_hpc.config.extras import require
 from mnist_hpc.errors import UserError
 from mnist_hpc.experiments import sweep as sw
-from mnist_hpc.experiments.sweepfile import Sweep, dump_value
+from mnist_hpc.experiments.sweepfile import Sweep, SweepRun, dump_value
 from mnist_hpc.runs.folder import atomic_write, read_metrics_csv
 from mnist_hpc.runs.loggers import GATE_ENV
 
@@ -501,6 +501,7 @@ class Workers:
                 break
 
     def _trial(self, study, got: Claim, me: Me) -> TrialResult:
+        """Train the claimed trial (unless its training ended already) and tell the study its outcome."""
         import optuna
         from optuna.trial import TrialState
 
@@ -525,63 +526,9 @@ class Workers:
             return prune
 
         done = sw.completed_summary(run.run_dir)
-        code: int | None  # the trainer's exit status (None while it runs)
         code, pruned = 0, False
         if done is None:  # (a trial whose worker died after its training ended is only told)
-            extra = []
-            if self.count > 1 and run.config.runtime.threads is None:
-                extra.append(f"runtime.threads={self.threads}")
-            argv = sw.train_argv(sweep, run, self.data_dir, extra)
-            if any((run.run_dir / "checkpoints").glob("*.pt")):
-                argv += ["--resume", "auto"]
-            gpu = self.gpus.take()
-            self.say(
-                f"{label}: {'resumed' if got.resumed else 'started'}"
-                + (f" on GPU {gpu}" if gpu is not None else "")
-            )
-            gate = run.run_dir / GATE_FILE  # the trainer waits at each epoch end for our word here
-            gate.unlink(missing_ok=True)
-            env = {**os.environ, "PYTHONUNBUFFERED": "1", GATE_ENV: str(gate)}
-            if gpu is not None:
-                env["CUDA_VISIBLE_DEVICES"] = gpu
-            try:
-                with open(run.run_dir / "train.log", "a") as log:
-                    log.write(
-                        f"# {time.strftime('%Y-%m-%d %H:%M:%S')} mnist-hpc sweep {sweep.name} "
-                        f"trial {got.number}: {' '.join(argv)}\n"
-                    )
-                    log.flush()
-                    proc = subprocess.Popen(
-                        argv,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        env=env,
-                        preexec_fn=_die_with_parent if _PRCTL is not None else None,
-                    )
-                with self.lock:
-                    self.children.add(proc)
-                if self.received:
-                    proc.send_signal(self.received[-1])
-                since, beat, passed = time.time(), 0.0, 0
-                while True:
-                    code = proc.poll()
-                    if time.monotonic() - beat >= HEARTBEAT:
-                        write_owner(run.run_dir, me, proc.pid, since)
-                        beat = time.monotonic()
-                    if code is not None:
-                        break
-                    rows = read_metrics_csv(run.run_dir)
-                    if not pruned and feed(rows, True):
-                        pruned = True
-                        proc.send_signal(signal.SIGTERM)  # the trainer's stop: checkpoint, exit
-                    if rows and rows[-1].epoch > passed:  # after the signal: it stops at the next step
-                        passed = rows[-1].epoch
-                        atomic_write(gate, f"{passed}\n")
-                    time.sleep(POLL)
-                with self.lock:
-                    self.children.discard(proc)
-            finally:
-                self.gpus.give_back(gpu)
+            code, pruned = self._train(run, got, me, feed, label)
             done = sw.completed_summary(run.run_dir) if code == 0 else None
         rows = read_metrics_csv(run.run_dir)
         feed(rows, False)
@@ -603,6 +550,84 @@ class Workers:
         study.tell(got.number, state=TrialState.FAIL)
         self.say(f"{label}: FAILED (exit {code}) after {seconds:.0f} s, see {run.run_dir / 'train.log'}")
         return TrialResult(got.number, run.run_dir, "failed", None, code, seconds)
+
+    def _train(
+        self, run: SweepRun, got: Claim, me: Me, feed: Callable[[list, bool], bool], label: str
+    ) -> tuple[int, bool]:
+        """Train the trial as a subprocess on a GPU of the pool (if any); (its exit status, pruned)."""
+        argv = self._argv(run)
+        gpu = self.gpus.take()
+        self.say(
+            f"{label}: {'resumed' if got.resumed else 'started'}"
+            + (f" on GPU {gpu}" if gpu is not None else "")
+        )
+        gate = run.run_dir / GATE_FILE  # the trainer waits at each epoch end for our word here
+        gate.unlink(missing_ok=True)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", GATE_ENV: str(gate)}
+        if gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = gpu
+        try:
+            proc = self._start(run, argv, env, got.number)
+            code, pruned = self._watch(proc, run, me, gate, feed)
+            with self.lock:
+                self.children.discard(proc)
+        finally:
+            self.gpus.give_back(gpu)
+        return code, pruned
+
+    def _argv(self, run: SweepRun) -> list[str]:
+        """The trial's trainer argv: its share of the cores with several workers, a resume after checkpoints."""
+        extra = []
+        if self.count > 1 and run.config.runtime.threads is None:
+            extra.append(f"runtime.threads={self.threads}")
+        argv = sw.train_argv(self.sweep, run, self.data_dir, extra)
+        if any((run.run_dir / "checkpoints").glob("*.pt")):
+            argv += ["--resume", "auto"]
+        return argv
+
+    def _start(self, run: SweepRun, argv: list[str], env: dict[str, str], number: int) -> subprocess.Popen:
+        """Start the trainer, its output into train.log; a signal received already is passed on to it."""
+        with open(run.run_dir / "train.log", "a") as log:
+            log.write(
+                f"# {time.strftime('%Y-%m-%d %H:%M:%S')} mnist-hpc sweep {self.sweep.name} "
+                f"trial {number}: {' '.join(argv)}\n"
+            )
+            log.flush()
+            proc = subprocess.Popen(
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                preexec_fn=_die_with_parent if _PRCTL is not None else None,
+            )
+        with self.lock:
+            self.children.add(proc)
+        if self.received:
+            proc.send_signal(self.received[-1])
+        return proc
+
+    def _watch(
+        self, proc: subprocess.Popen, run: SweepRun, me: Me, gate: Path, feed: Callable[[list, bool], bool]
+    ) -> tuple[int, bool]:
+        """Until the trainer exits: beat in worker.json, feed each new epoch to the pruner (SIGTERM
+        when it says prune) and pass the epoch gate; (the exit status, pruned)."""
+        pruned = False
+        since, beat, passed = time.time(), 0.0, 0
+        while True:
+            code = proc.poll()
+            if time.monotonic() - beat >= HEARTBEAT:
+                write_owner(run.run_dir, me, proc.pid, since)
+                beat = time.monotonic()
+            if code is not None:
+                return code, pruned
+            rows = read_metrics_csv(run.run_dir)
+            if not pruned and feed(rows, True):
+                pruned = True
+                proc.send_signal(signal.SIGTERM)  # the trainer's stop: checkpoint, exit
+            if rows and rows[-1].epoch > passed:  # after the signal: it stops at the next step
+                passed = rows[-1].epoch
+                atomic_write(gate, f"{passed}\n")
+            time.sleep(POLL)
 
 
 def run_study(
