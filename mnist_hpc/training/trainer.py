@@ -52,6 +52,19 @@ class State:
 RESTORED = [f for f in State.__dataclass_fields__ if f != "wall_seconds"]  # wall_seconds: newer files only
 
 
+@dataclass
+class EpochSums:
+    """The epoch in progress on this rank: its sums (device tensors: no host sync per step) and clock."""
+
+    loss_sum: torch.Tensor
+    correct: torch.Tensor
+    seen: int
+    seconds: float  # the epoch's training seconds before t_start (an earlier start's, from its checkpoint)
+    bad_step: torch.Tensor  # the first step with a non-finite loss, -1 = none (mark_nonfinite)
+    t_start: float  # when this start's share of the epoch's clock began
+    warm_images: int = 0  # the images of this epoch's warm-up step (not in its images/s)
+
+
 def sync_device(device) -> None:
     """Wait for the device's queued work, so that a clock read afterwards counts it."""
     if device.type == "cuda":
@@ -173,6 +186,7 @@ class Trainer:
         # like with like between runs (the first of a sweep paid 5.9 s, the others 0.1 s).
         self.warmup_seconds = 0.0
         self.warmup_images = 0  # over all ranks
+        self.last_ckpt_time = 0.0  # when the last checkpoint was saved (fit starts this clock)
 
     # -- checkpoints ----------------------------------------------------------------------
 
@@ -317,90 +331,120 @@ class Trainer:
         )
 
     def fit(self):
-        cfg, s, parts = self.cfg, self.state, self.parts
-        E, steps = cfg.train.epochs, len(parts.loader)
-        ck = cfg.train.checkpoint
-        last_ckpt_time = time.time()
-        sync_every = SYNC_EVERY_DDP if self.denv.distributed else 1
-        while s.epoch < E:
+        """Train from the state's epoch and step to the last epoch, or to an early stop."""
+        s = self.state
+        self.last_ckpt_time = time.time()
+        while s.epoch < self.cfg.train.epochs:
             epoch = s.epoch
-            parts.model.train()
-            p = s.partial or {}
-            # the saved sums are over all ranks: rank 0 carries them on, the others start at zero
-            # (a checkpoint of an earlier version holds rank 0's share only: every rank restores it)
-            mine = p if self.main or "ranks" not in p else {}
-            loss_sum = torch.tensor(mine.get("loss_sum", 0.0), device=self.device)
-            correct = torch.tensor(mine.get("correct", 0), device=self.device, dtype=torch.long)
-            seen = mine.get("seen", 0)
-            ep_seconds = p.get("seconds", 0.0)
-            bad_step = torch.tensor(-1, device=self.device)
-            t_start = time.time()
-            bar = self._bar(epoch, steps)
-            stop = None
-            warm_images = 0  # the images of this epoch's warm-up step (not in its images/s)
-            for step, xb, yb, gsize in parts.loader.batches(epoch, s.step):
-                self.step_lr = parts.optimizer.param_groups[0]["lr"]  # the rate this step uses, for the log
-                ls, c = train_step(parts, cfg, xb, yb, gsize)
-                bad_step = mark_nonfinite(bad_step, ls, s.global_step)
-                loss_sum += ls
-                correct += c
-                seen += len(yb)
-                s.step, s.global_step = step + 1, s.global_step + 1
-                if not self.warmup_images:  # this process's first step: off the epoch's clock
-                    sync_device(self.device)
-                    now = time.time()
-                    self.warmup_seconds, t_start = now - t_start, now
-                    self.warmup_images = warm_images = len(yb) * self.denv.world_size
-                if bar:
-                    bar.update(1)
-                # a sync point is a step count every rank reaches; a signal or a clock only sets a flag
-                steps_due = bool(ck.every and ck.unit == "steps" and s.global_step % int(ck.every) == 0)
-                if s.global_step % sync_every and not steps_due:
-                    continue
-                clock_due = bool(
-                    ck.every and ck.unit == "minutes" and time.time() - last_ckpt_time >= ck.every * 60
-                )
-                stop_now, ck_now, requeue = self._agree(steps_due, clock_due)
-                if (stop_now or ck_now) and s.step < steps:
-                    self._check_finite(bad_step)
-                    sync_device(self.device)
-                    s.partial = self._partial(loss_sum, correct, seen, ep_seconds + time.time() - t_start)
-                    if self.main:  # the trackers' step scalars: numbers already on the host
-                        self.trackers.log_progress(s.global_step, s.partial, self.step_lr)
-                    self.save(signal_name=self.stop.name if stop_now else None)
-                    last_ckpt_time = time.time()
-                    if stop_now:
-                        stop = requeue
-                        break
-            if bar:
-                bar.close()
+            self.parts.model.train()
+            ep = self._epoch_sums()
+            stop = self._run_steps(epoch, ep)
             if stop is not None:
                 self._stop(stop)
             sync_device(self.device)  # the clock counts the epoch's queued device work
-            ep_seconds += time.time() - t_start
-            self._check_finite(bad_step)
-            row = self._end_epoch(epoch, loss_sum, correct, seen, ep_seconds, warm_images)
-            improved = False
-            if row["val_acc"] is None:  # no validation split: the latest epoch is the one reported
-                s.best_epoch = epoch + 1
-            elif row["val_acc"] > s.best_val + cfg.train.early_stopping.min_delta:
-                improved = True
-                s.best_val, s.best_epoch, s.bad_epochs = row["val_acc"], epoch + 1, 0
-            else:
-                s.bad_epochs += 1
-            s.epoch, s.step, s.partial = epoch + 1, 0, {}
-            patience = cfg.train.early_stopping.patience
-            early = bool(patience and s.bad_epochs >= patience)
-            done = s.epoch >= E or early
-            if (ck.unit == "epochs" and ck.every and s.epoch % int(ck.every) == 0) or done or improved:
-                self.save(best=improved)
-                last_ckpt_time = time.time()
-            if early:
-                self.echo(
-                    f"early stopping: validation accuracy has not improved for {patience} epochs "
-                    f"(best {s.best_val * 100:.2f}% at epoch {s.best_epoch})"
-                )
+            ep.seconds += time.time() - ep.t_start
+            self._check_finite(ep.bad_step)
+            row = self._end_epoch(epoch, ep.loss_sum, ep.correct, ep.seen, ep.seconds, ep.warm_images)
+            if self._next_epoch(epoch, row):
                 break
+
+    def _epoch_sums(self) -> EpochSums:
+        """The epoch's sums at its start, or carried on from a checkpoint taken inside it."""
+        p = self.state.partial or {}
+        # the saved sums are over all ranks: rank 0 carries them on, the others start at zero
+        # (a checkpoint of an earlier version holds rank 0's share only: every rank restores it)
+        mine = p if self.main or "ranks" not in p else {}
+        return EpochSums(
+            loss_sum=torch.tensor(mine.get("loss_sum", 0.0), device=self.device),
+            correct=torch.tensor(mine.get("correct", 0), device=self.device, dtype=torch.long),
+            seen=mine.get("seen", 0),
+            seconds=p.get("seconds", 0.0),
+            bad_step=torch.tensor(-1, device=self.device),
+            t_start=time.time(),
+        )
+
+    def _run_steps(self, epoch: int, ep: EpochSums) -> bool | None:
+        """The epoch's remaining steps, checkpointing at the sync points that ask for it; None at
+        the epoch's end, else (after a stop signal's checkpoint) whether a requeue is wanted."""
+        s, ck = self.state, self.cfg.train.checkpoint
+        steps = len(self.parts.loader)
+        sync_every = SYNC_EVERY_DDP if self.denv.distributed else 1
+        bar = self._bar(epoch, steps)
+        stop = None
+        for step, xb, yb, gsize in self.parts.loader.batches(epoch, s.step):
+            self._step(ep, step, xb, yb, gsize)
+            if bar:
+                bar.update(1)
+            # a sync point is a step count every rank reaches; a signal or a clock only sets a flag
+            steps_due = bool(ck.every and ck.unit == "steps" and s.global_step % int(ck.every) == 0)
+            if s.global_step % sync_every and not steps_due:
+                continue
+            clock_due = bool(
+                ck.every and ck.unit == "minutes" and time.time() - self.last_ckpt_time >= ck.every * 60
+            )
+            stop_now, ck_now, requeue = self._agree(steps_due, clock_due)
+            if (stop_now or ck_now) and s.step < steps:
+                self._save_inside_epoch(ep, stop_now)
+                if stop_now:
+                    stop = requeue
+                    break
+        if bar:
+            bar.close()
+        return stop
+
+    def _step(self, ep: EpochSums, step: int, xb, yb, gsize: int) -> None:
+        """One optimizer step, added to the epoch's sums; the process's first is timed apart (warm-up)."""
+        s, parts = self.state, self.parts
+        self.step_lr = parts.optimizer.param_groups[0]["lr"]  # the rate this step uses, for the log
+        ls, c = train_step(parts, self.cfg, xb, yb, gsize)
+        ep.bad_step = mark_nonfinite(ep.bad_step, ls, s.global_step)
+        ep.loss_sum += ls
+        ep.correct += c
+        ep.seen += len(yb)
+        s.step, s.global_step = step + 1, s.global_step + 1
+        if not self.warmup_images:  # this process's first step: off the epoch's clock
+            sync_device(self.device)
+            now = time.time()
+            self.warmup_seconds, ep.t_start = now - ep.t_start, now
+            self.warmup_images = ep.warm_images = len(yb) * self.denv.world_size
+
+    def _save_inside_epoch(self, ep: EpochSums, stop_now: bool) -> None:
+        """A checkpoint at a sync point inside the epoch, its sums so far (over the ranks) in the state."""
+        s = self.state
+        self._check_finite(ep.bad_step)
+        sync_device(self.device)
+        s.partial = self._partial(ep.loss_sum, ep.correct, ep.seen, ep.seconds + time.time() - ep.t_start)
+        if self.main:  # the trackers' step scalars: numbers already on the host
+            self.trackers.log_progress(s.global_step, s.partial, self.step_lr)
+        self.save(signal_name=self.stop.name if stop_now else None)
+        self.last_ckpt_time = time.time()
+
+    def _next_epoch(self, epoch: int, row: dict) -> bool:
+        """After the epoch's row: the best epoch so far, the state at the next epoch, the checkpoint
+        when one is due; True when early stopping ends the run."""
+        cfg, s = self.cfg, self.state
+        ck = cfg.train.checkpoint
+        improved = False
+        if row["val_acc"] is None:  # no validation split: the latest epoch is the one reported
+            s.best_epoch = epoch + 1
+        elif row["val_acc"] > s.best_val + cfg.train.early_stopping.min_delta:
+            improved = True
+            s.best_val, s.best_epoch, s.bad_epochs = row["val_acc"], epoch + 1, 0
+        else:
+            s.bad_epochs += 1
+        s.epoch, s.step, s.partial = epoch + 1, 0, {}
+        patience = cfg.train.early_stopping.patience
+        early = bool(patience and s.bad_epochs >= patience)
+        done = s.epoch >= cfg.train.epochs or early
+        if (ck.unit == "epochs" and ck.every and s.epoch % int(ck.every) == 0) or done or improved:
+            self.save(best=improved)
+            self.last_ckpt_time = time.time()
+        if early:
+            self.echo(
+                f"early stopping: validation accuracy has not improved for {patience} epochs "
+                f"(best {s.best_val * 100:.2f}% at epoch {s.best_epoch})"
+            )
+        return early
 
     def _stop(self, requeue: bool):
         """After the checkpoint of a stop signal: rank 0 asks on_preempt; every rank raises Interrupted."""
