@@ -5,6 +5,7 @@ The public API (see docs/api.md), imported lazily so that `import mnist_hpc` loa
     import mnist_hpc
     run = mnist_hpc.train("quickstart")            # -> Run
     run.summary.test_accuracy, run.plots, run.predict(["digit.png"])
+    mnist_hpc.predict("model.onnx", ["digit.png"])  # a run folder, checkpoint or exported file
     mnist_hpc.submit("quickstart", cluster="narval", account="def-you", dry_run=True).script
 """
 
@@ -17,6 +18,8 @@ _API = (
     "train",
     "Run",
     "Prediction",
+    "predict",
+    "export",
     "evaluate",
     "Evaluation",
     "sweep",

@@ -11,6 +11,7 @@ Nothing here imports torch at import time; each function imports what it needs.
 
 from __future__ import annotations
 
+import numbers
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from mnist_hpc.errors import UserError
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from mnist_hpc.training.export import Exported
 
 PLOT_NAMES = ("learning_curves", "confusion_matrix", "misclassified")
 
@@ -181,10 +184,12 @@ class Run:
 
     def predict(
         self, images, *, which: str = "best", top: int = 3, device: str = "cpu", errors: str = "raise"
-    ) -> list:
-        """Classify images: file paths, PIL images or arrays (any size; prepared the MNIST way).
-        An array is one image (H×W; H×W×3/4 or C×H×W colour) or, on its own, a batch (N×H×W,
-        N×1×H×W, N×3×H×W, N×H×W×3); any other shape is refused naming the accepted ones.
+    ) -> list[Prediction]:
+        """Classify images with the best (or last) checkpoint: ``mnist_hpc.predict`` (and
+        `mnist-hpc predict`) on this run. Images: file paths, PIL images or arrays (any size;
+        prepared the MNIST way). An array is one image (H×W; H×W×3/4 or C×H×W colour) or, on its
+        own, a batch (N×H×W, N×1×H×W, N×3×H×W, N×H×W×3); any other shape is refused naming the
+        accepted ones.
 
         Returns one ``Prediction`` per image (label, probability, top-k list), in input order.
         A bad image (missing, not an image, blank, ...): with ``errors="raise"`` (the default)
@@ -192,43 +197,16 @@ class Run:
         with ``errors="skip"`` each image is judged on its own and a bad one gets a
         ``Prediction`` whose ``label`` is None and ``error`` the one-line reason (nothing
         raises, even when every image is bad: check ``.error``)."""
-        from mnist_hpc.config.validate import check_device
-        from mnist_hpc.training.inference import predict_arrays
-
-        if errors not in ("raise", "skip"):
-            raise UserError(f"errors={errors!r}: expected 'raise' or 'skip'")
-        check_device(device, "device")  # before any image is read
-        if _is_array(images):
-            images = _array_images(images)  # one image, or a batch of them
-        elif isinstance(images, (str, Path)) or not isinstance(images, Iterable):
-            images = [images]
-        prepared: list[tuple[str, np.ndarray | None, str | None]] = []  # (name, array or None, error or None)
-        for i, img in enumerate(images):
-            name = str(img) if isinstance(img, (str, Path)) else f"image {i}"
-            try:
-                prepared.append((name, _to_mnist_array(img, i), None))
-            except UserError as e:
-                if errors == "raise":
-                    raise
-                prepared.append((name, None, str(e)))
-        good = [a for _, a, err in prepared if err is None]
-        ranked = iter(
-            predict_arrays(self.checkpoint(which), good, device=device, top=top, **self._code())
-            if good
-            else []
+        return _predict(
+            lambda: self.checkpoint(which), images, top=top, device=device, errors=errors, **self._code()
         )
-        return [
-            Prediction(n, None, None, [], err) if err else _prediction(n, next(ranked))
-            for n, _, err in prepared
-        ]
 
     def export(self, format: str = "onnx", out=None, *, which: str = "best") -> Path:
         """Write the model as ``format`` (``"onnx"``, ``"torchscript"`` or ``"state_dict"``) to
         ``out`` (a file or folder; default ``<run>/exports/model.<format>``) with a model card
-        ``<file>.card.json`` beside it; return the file's path. ``predict``/``evaluate`` take it."""
-        from mnist_hpc.training.export import export_model
-
-        return export_model(self.checkpoint(which), format, out, **self._code()).path
+        ``<file>.card.json`` beside it; return the file's path. ``predict``/``evaluate`` take it.
+        ``mnist_hpc.export`` (and `mnist-hpc export`) on this run's best (or last) checkpoint."""
+        return _export(self.checkpoint(which), format, out, **self._code()).path
 
     # -- notebooks ----------------------------------------------------------------------------
 
@@ -267,6 +245,105 @@ class Prediction:
         if self.error:
             return f"error: {self.error}"
         return f"{self.source}: " + "  ".join(f"{name} {p * 100:.1f}%" for name, p in self.top)
+
+
+def predict(
+    source,
+    images,
+    *,
+    top: int = 3,
+    device: str = "cpu",
+    errors: str = "raise",
+    trust_code: bool = False,
+) -> list[Prediction]:
+    """Classify images with the model of a run folder (its best, else newest checkpoint), a
+    checkpoint file or an exported model (ONNX, TorchScript, state_dict with its card), as
+    `mnist-hpc predict` does; ``source`` may be a ``Run``. ``images`` and ``errors`` as in
+    ``Run.predict``: one ``Prediction`` per image, in input order; with ``errors="skip"`` a bad
+    image gets its one-line reason in ``.error`` (what the command prints on stderr). A source
+    that holds no usable model raises its one-line UserError, whatever the images."""
+    where, code = _model_of(source, trust_code)
+    return _predict(lambda: where, images, top=top, device=device, errors=errors, **code)
+
+
+def export(source, format: str = "onnx", out=None, *, trust_code: bool = False) -> Exported:
+    """Write the model of a run folder (its best, else newest checkpoint) or of a checkpoint file
+    as ``format`` (``"onnx"``, ``"torchscript"`` or ``"state_dict"``) to ``out`` (a file or a
+    folder; default ``<run>/exports/model.<format>``) with its model card beside it, as
+    `mnist-hpc export` does; ``source`` may be a ``Run``. Returns an ``Exported``: ``.path``
+    (the file ``predict`` and ``evaluate`` take), ``.card``, ``.format``, ``.checkpoint``."""
+    where, code = _model_of(source, trust_code)
+    return _export(where, format, out, **code)
+
+
+def _model_of(source, trust_code: bool) -> tuple:
+    """(what to load, the code settings) for ``predict``/``export``: a path as given, or a
+    ``Run``'s folder with its own network and trust."""
+    if isinstance(source, Run):
+        return source.path, {
+            "trust_code": trust_code or source.trust_code,
+            "python_model": source._python_model,
+        }
+    return source, {"trust_code": trust_code, "python_model": None}
+
+
+def _predict(
+    model_path: Callable[[], object],
+    images,
+    *,
+    top: int,
+    device: str,
+    errors: str,
+    trust_code: bool,
+    python_model=None,
+) -> list[Prediction]:
+    """The one classifier behind ``predict``, ``Run.predict`` and `mnist-hpc predict`: the
+    arguments and every image checked first, then the model (``model_path()``) loaded once."""
+    from mnist_hpc.config.validate import check_device
+    from mnist_hpc.training.inference import load_model, predict_arrays
+
+    if errors not in ("raise", "skip"):
+        raise UserError(f"errors={errors!r}: expected 'raise' or 'skip'")
+    if isinstance(top, bool) or not isinstance(top, numbers.Integral) or top < 1:
+        raise UserError(f"top={top!r}: expected a whole number of classes, 1 or more")
+    check_device(device, "device")  # before any image is read
+    if _is_array(images):
+        images = _array_images(images)  # one image, or a batch of them
+    elif isinstance(images, (str, Path)) or not isinstance(images, Iterable):
+        images = [images]
+    prepared: list[tuple[str, np.ndarray | None, str | None]] = []  # (name, array or None, error or None)
+    for i, img in enumerate(images):
+        name = str(img) if isinstance(img, (str, Path)) else f"image {i}"
+        try:
+            prepared.append((name, _to_mnist_array(img, i), None))
+        except UserError as e:
+            if errors == "raise":
+                raise
+            prepared.append((name, None, str(e)))
+        except Exception as e:  # a reader's own failure: one line naming the image, no traceback
+            detail = str(e).splitlines()[0][:120] if str(e) else "no detail"
+            reason = f"{name}: cannot prepare the image ({type(e).__name__}: {detail})"
+            if errors == "raise":
+                raise UserError(reason) from None
+            prepared.append((name, None, reason))
+    where = model_path()
+    code = {"trust_code": trust_code, "python_model": python_model}
+    good = [a for _, a, err in prepared if err is None]
+    if good:
+        ranked = iter(predict_arrays(where, good, device=device, top=int(top), **code))
+    else:  # every image bad: a source without a usable model is still the first error
+        load_model(where, device, **code)
+        ranked = iter([])
+    return [
+        Prediction(n, None, None, [], err) if err else _prediction(n, next(ranked)) for n, _, err in prepared
+    ]
+
+
+def _export(source, format: str, out, *, trust_code: bool, python_model=None) -> Exported:
+    """The one exporter behind ``export``, ``Run.export`` and `mnist-hpc export`."""
+    from mnist_hpc.training.export import export_model
+
+    return export_model(source, format, out, trust_code=trust_code, python_model=python_model)
 
 
 def _prediction(name: str, ranked: list) -> Prediction:
@@ -557,8 +634,10 @@ __all__ = [
     "Prediction",
     "Run",
     "evaluate",
+    "export",
     "list_runs",
     "load_config",
+    "predict",
     "report",
     "submit",
     "sweep",

@@ -40,9 +40,9 @@ def export_command(source, fmt, out, trust_code):
     """Export a run's model (its best, else newest checkpoint) or a checkpoint's for use outside
     mnist-hpc, with a model card (dataset, test accuracy, preprocessing, config) beside it.
     `mnist-hpc predict` and `evaluate` accept the exported file."""
-    from mnist_hpc.training.export import export_model
+    from mnist_hpc import api
 
-    done = export_model(source, fmt, out, trust_code=trust_code)
+    done = api.export(source, fmt, out, trust_code=trust_code)
     size = done.path.stat().st_size
     click.echo(f"exported {done.checkpoint} as {done.format}: {done.path} ({size / 1e3:,.1f} kB)")
     click.echo(f"model card: {done.card}")

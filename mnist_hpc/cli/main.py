@@ -462,16 +462,12 @@ def predict(checkpoint, images, trust_code):
     """Classify image files (PNG/JPEG, any size; preprocessed the MNIST way). Each image is judged
     on its own: a bad one gets an error line on stderr, the others are still classified (exit 1
     if any failed)."""
-    from mnist_hpc.training.inference import predict_each
+    from mnist_hpc import api
 
-    failed = 0
-    for path, top, error in predict_each(checkpoint, list(images), trust_code=trust_code):
-        if error:
-            failed += 1
-            click.echo(f"error: {error}", err=True)
-        else:
-            click.echo(f"{path}: " + "  ".join(f"{name} {p * 100:.1f}%" for name, p in top))
-    if failed:
+    found = api.predict(checkpoint, list(images), errors="skip", trust_code=trust_code)
+    for p in found:
+        click.echo(str(p), err=bool(p.error))  # "PATH: 7 98.1%  1 0.9%  ..." or "error: ..."
+    if any(p.error for p in found):
         raise SystemExit(1)
 
 

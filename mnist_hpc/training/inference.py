@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
 import torch
 
 from mnist_hpc.config import Config, config_from_dict
@@ -201,42 +200,3 @@ def predict_arrays(
             [(classes[i], v) for v, i in zip(best.values.tolist(), best.indices.tolist(), strict=False)]
         )
     return ranked
-
-
-def predict_images(checkpoint_path, images, device="cpu", top=3, *, trust_code: bool = False):
-    """(path, top (class name, probability) pairs) for each image file, prepared the MNIST way;
-    the first bad image raises its one-line UserError."""
-    results = predict_each(checkpoint_path, images, device, top, trust_code=trust_code)
-    for _, _, error in results:
-        if error:
-            raise UserError(error)
-    return [(path, ranked) for path, ranked, _ in results]
-
-
-def predict_each(checkpoint_path, images, device="cpu", top=3, *, trust_code: bool = False):
-    """Each image file judged on its own: (path, top pairs or None, None or the one-line error
-    naming the file) in input order. The model loads once; a bad checkpoint raises."""
-    from mnist_hpc.training import imageprep
-
-    prepared: list[tuple[str | Path, np.ndarray | None, str | None]] = []
-    for p in images:
-        try:
-            prepared.append((p, imageprep.prepare(p), None))
-        except UserError as e:
-            prepared.append((p, None, str(e)))
-        except Exception as e:
-            prepared.append(
-                (
-                    p,
-                    None,
-                    f"{p}: cannot prepare the image ({type(e).__name__}: "
-                    f"{str(e).splitlines()[0][:120] if str(e) else 'no detail'})",
-                )
-            )
-    good = [a for _, a, err in prepared if err is None]
-    ranked = iter(predict_arrays(checkpoint_path, good, device, top, trust_code=trust_code) if good else [])
-    if not good:
-        load_model(
-            checkpoint_path, device, trust_code=trust_code
-        )  # a bad checkpoint is still the first error
-    return [(p, None if err else next(ranked), err) for p, _, err in prepared]
