@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # `benchmarks` and `tests` helpers import from the project root
+# the project root first on sys.path: `benchmarks` and the `tests.*` helpers import from it (the
+# test files take the root itself from tests/paths.py, importable only once this line has run)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # fixtures shared by several test files: the Slurm sandbox, the fake sweep trainer, synthetic run folders
 pytest_plugins = ("tests.slurm_support", "tests.sweep_fakes", "tests.run_fakes")

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.paths import ROOT
+
 SCRIPT = ROOT / "scripts" / "local_slurm.sh"
 SANDBOX_DIR = os.environ.get("MNIST_HPC_SLURM_DIR", "/tmp/mnist-hpc-slurm")  # the user's (make slurm-start)
 PRIVATE_DIR = os.environ.get("MNIST_HPC_SLURM_TEST_DIR", "/tmp/mnist-hpc-slurm-tests")  # the tests' own

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from mnist_hpc.experiments import sweep as sweep_mod
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.paths import ROOT
 
 FAKE_TRAIN = """
 import json, os, sys, time

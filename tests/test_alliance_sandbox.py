@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 
 from mnist_hpc.cluster.slurm import parse_scontrol
-from tests.slurm_support import ROOT, SCRIPT, TERMINAL, _cannot_start, _free_ports
+from tests.paths import ROOT
+from tests.slurm_support import SCRIPT, TERMINAL, _cannot_start, _free_ports
 
 WHEELHOUSE = Path(os.environ.get("LOCAL_SLURM_CACHE", "/var/cache/mnist-hpc")) / "wheelhouse"
 JOB_TIMEOUT = 900  # a virtualenv of torch & co. takes about a minute to install, training 1-2 min more

@@ -6,14 +6,12 @@ import json
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 import mnist_hpc
 from mnist_hpc.errors import UserError
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.paths import ROOT
 
 
 def test_import_loads_no_torch_and_is_quick():

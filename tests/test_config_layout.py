@@ -25,8 +25,7 @@ from mnist_hpc.config import (
     shipped_configs,
     yaml_load,
 )
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.paths import ROOT
 
 
 def write(folder: Path, name: str, text: str) -> Path:

@@ -16,8 +16,7 @@ from mnist_hpc.cli.experiments import sweep_group
 from mnist_hpc.errors import ConfigError
 from mnist_hpc.experiments import axes
 from mnist_hpc.experiments.sweepfile import MAX_RUNS, is_sweep_file, load_sweep, validate_sweep_file
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.paths import ROOT
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import torch
 
 from mnist_hpc.config import AugmentConfig
 from mnist_hpc.training import data as datamod
+from tests.paths import ROOT
 
 MEAN, STD = 0.1307, 0.3081
 AUG = AugmentConfig(shift=2.0, rotate=15.0, scale=0.1)
@@ -235,11 +236,9 @@ def test_fast_net_shapes(params):
 
 
 def test_fast_configs_validate():
-    from pathlib import Path
-
     from mnist_hpc.config import load_config
 
-    root = Path(__file__).resolve().parent.parent / "configs"
+    root = ROOT / "configs"
     for name in ("fast.yaml", "fast995.yaml", "best.yaml"):
         cfg = load_config(root / name)
         assert cfg.data.val_split is None  # no per-epoch validation pass: the clock is training

@@ -4,11 +4,10 @@ after following the README shows only the user's own edits."""
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.paths import ROOT
 
 # written by commands the README shows without an output option: runs/ (train), data/ (data
 # download into the clone), report.html (report --html without --out: in the first DIR, or here

@@ -1,13 +1,12 @@
 """`--gpus TYPE:N` asks for N GPUs of a type: zero or a negative count is a mistake, never a
 silent CPU job (issue 27, defect 14)."""
 
-from pathlib import Path
-
 import pytest
 
 from mnist_hpc.cli import cluster as commands
+from tests.paths import ROOT
 
-QUICKSTART = Path(__file__).resolve().parent.parent / "configs" / "quickstart.yaml"
+QUICKSTART = ROOT / "configs" / "quickstart.yaml"
 
 
 @pytest.fixture(autouse=True)

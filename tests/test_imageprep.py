@@ -11,8 +11,9 @@ from PIL import Image, ImageDraw
 from mnist_hpc.errors import UserError
 from mnist_hpc.training import imageprep
 from mnist_hpc.training.imageprep import ink_is_dark, load_image, prepare, to_mnist
+from tests.paths import ROOT
 
-SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared/datasets/MNIST/raw/t10k-images-idx3-ubyte.gz"
+SHARED_MNIST = ROOT.parent / "shared/datasets/MNIST/raw/t10k-images-idx3-ubyte.gz"
 
 
 def mnist_test_images():

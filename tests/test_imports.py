@@ -7,9 +7,10 @@ them)."""
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "mnist_hpc"
+from tests.paths import ROOT
+
+PACKAGE = ROOT / "mnist_hpc"
 
 
 def modules() -> dict:

@@ -22,8 +22,8 @@ from mnist_hpc.cluster import render as R
 from mnist_hpc.cluster.profiles import get_profile, load_profiles
 from mnist_hpc.cluster.spec import KINDS, JobSpec
 from mnist_hpc.errors import UserError
+from tests.paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden"
 PROFILES = [
     "fir",

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.slurm_support import PRIVATE_DIR, ROOT, SANDBOX_DIR, job_state, mnist_hpc, wait_until_done
+from tests.paths import ROOT
+from tests.slurm_support import PRIVATE_DIR, SANDBOX_DIR, job_state, mnist_hpc, wait_until_done
 
 pytestmark = pytest.mark.slurm
 

@@ -4,15 +4,12 @@ or ssh is called, or any data is packed."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from mnist_hpc.cluster import push as pushing
 from mnist_hpc.errors import UserError
+from tests.paths import ROOT
 from tests.test_export import one_line
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,6 @@ import csv
 import io
 import json
 import statistics
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -15,6 +14,7 @@ from mnist_hpc.cli.experiments import report_command
 from mnist_hpc.errors import UserError
 from mnist_hpc.experiments import figures, tables
 from mnist_hpc.experiments import report as rep
+from tests.paths import ROOT
 from tests.run_fakes import make_run
 
 
@@ -199,4 +199,4 @@ def test_report_and_sweep_do_not_import_torch():
         "mnist_hpc.experiments.figures, mnist_hpc.experiments.pages, mnist_hpc.experiments.sweepfile; "
         "sys.exit('torch' in sys.modules)"
     )
-    assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent.parent).returncode == 0
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0

@@ -14,7 +14,8 @@ import sys
 
 import pytest
 
-from tests.slurm_support import ROOT, job_state, mnist_hpc, wait_until_done
+from tests.paths import ROOT
+from tests.slurm_support import job_state, mnist_hpc, wait_until_done
 
 pytestmark = pytest.mark.slurm
 

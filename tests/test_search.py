@@ -19,10 +19,9 @@ import pytest
 
 from mnist_hpc.config import ConfigError
 from mnist_hpc.experiments.sweepfile import load_sweep
+from tests.paths import ROOT
 
 optuna = pytest.importorskip("optuna", reason="method: optuna needs the [search] extra (pip install optuna)")
-
-ROOT = Path(__file__).resolve().parent.parent
 
 BASE = """\
 experiment: {{name: tiny, seed: 0, output_dir: {out}}}

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.paths import ROOT
 from tests.slurm_support import misfits, mnist_hpc, wait_for_state, wait_until_done
 
 pytestmark = pytest.mark.slurm
-ROOT = Path(__file__).resolve().parent.parent
 JOB_TIMEOUT = 900  # seconds; the full quickstart takes 1-2 min alone on 2 idle cores, two run side by side
 
 

@@ -18,8 +18,8 @@ from mnist_hpc.cluster.profiles import get_profile, load_profiles
 from mnist_hpc.cluster.push import push_commands
 from mnist_hpc.cluster.units import format_time, parse_time
 from mnist_hpc.errors import ConfigError, UserError
+from tests.paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "configs" / "quickstart.yaml"
 
 

@@ -20,8 +20,8 @@ from mnist_hpc.config import load_config, yaml_load
 from mnist_hpc.errors import ConfigError
 from mnist_hpc.experiments import sweep as sweep_mod
 from mnist_hpc.experiments.sweepfile import dump_value, load_sweep
+from tests.paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 READY_SWEEPS = ["learning_rate", "batch_size", "epochs", "hidden_layers", "architectures", "fashion"]
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.slurm_support import ROOT, mnist_hpc, wait_until_done
+from tests.paths import ROOT
+from tests.slurm_support import mnist_hpc, wait_until_done
 
 pytestmark = pytest.mark.slurm
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import pytest
 
@@ -14,6 +13,7 @@ from mnist_hpc.cli import cluster as commands
 from mnist_hpc.cluster import datapack, snapshot
 from mnist_hpc.experiments.sweep import train_argv
 from mnist_hpc.experiments.sweepfile import load_sweep
+from tests.paths import ROOT
 
 SWEEP = """\
 base: base.yaml
@@ -163,6 +163,6 @@ def test_a_taken_folder_name_gets_the_next_one(tmp_path, fake_sbatch, monkeypatc
     run = tmp_path / "runs" / "q-20260101-000000"
     monkeypatch.setattr(F, "new_run_dir", lambda *a: run)
     run.mkdir()
-    job = jobs.submit(Path(__file__).resolve().parent.parent / "configs" / "quickstart.yaml", cluster="local")
+    job = jobs.submit(ROOT / "configs" / "quickstart.yaml", cluster="local")
     assert job.run_dir == run.with_name(run.name + "-2") and f"RUN_DIR={job.run_dir} " in job.script
     assert (job.run_dir / "job.sh").read_text() == job.script and list(run.iterdir()) == []

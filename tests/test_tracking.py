@@ -21,8 +21,8 @@ from mnist_hpc.config import config_from_dict, load_config
 from mnist_hpc.config.extras import NEEDS, installed, required_packages
 from mnist_hpc.errors import ConfigError, Interrupted, UserError
 from mnist_hpc.runs.loggers import Logger, Trackers, open_trackers, read_trackers
+from tests.paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 TRACKING = ("tensorboard", "wandb", "mlflow")
 needs_tracking = pytest.mark.skipif(
     not all(installed(m) for m in TRACKING),

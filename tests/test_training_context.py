@@ -9,7 +9,6 @@ import os
 import re
 import signal
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -22,8 +21,7 @@ from mnist_hpc.training.build import cpu_threads, precision_policy
 from mnist_hpc.training.context import PreemptInfo, TrainContext
 from mnist_hpc.training.run import run_training
 from mnist_hpc.training.stopflag import StopFlag
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.paths import ROOT
 
 
 def tiny(tmp_path, **train):

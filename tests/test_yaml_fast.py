@@ -4,14 +4,12 @@ Python): the same values as the pure-Python loader, the same limits, the same me
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import yaml
 
 from mnist_hpc.config.yamlio import MAX_DEPTH, read_yaml, yaml_load
+from tests.paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 needs_libyaml = pytest.mark.skipif(
     not getattr(yaml, "__with_libyaml__", False), reason="PyYAML without libyaml"
 )
