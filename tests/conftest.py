@@ -18,6 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # fixtures shared by several test files: the Slurm sandbox, the fake sweep trainer, synthetic run folders
 pytest_plugins = ("tests.slurm_support", "tests.sweep_fakes", "tests.run_fakes")
+# the helper modules that test files import and whose asserts fail with pytest's explanation
+# (the plugins above are rewritten already)
+pytest.register_assert_rewrite("tests.browser_support", "tests.cli_support", "tests.own_model_support")
 
 
 def pytest_configure(config) -> None:
@@ -118,6 +121,50 @@ train: {{epochs: 2}}
 runtime: {{threads: 1}}
 """)
     return p
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, synth_root) -> Path:
+    """A finished tiny run without a validation split: its newest checkpoint holds the weights
+    its summary evaluated (one per test module: the export, export-safety and predict tests)."""
+    from mnist_hpc.config import config_from_dict
+    from mnist_hpc.training.context import TrainContext
+    from mnist_hpc.training.run import run_training
+
+    tmp = tmp_path_factory.mktemp("export")
+    cfg = config_from_dict(
+        {
+            "experiment": {"name": "tiny", "seed": 0, "output_dir": str(tmp / "runs")},
+            "data": {"dataset": "mnist", "val_split": None, "batch_size": 64, "eval_batch_size": 256},
+            "model": {
+                "name": "fast",
+                "width": 8,
+                "depth": 2,
+            },  # conv + batch norm: more to get right than an MLP
+            "optim": {"name": "adam", "lr": 0.003},
+            "train": {"epochs": 1},
+            "runtime": {"threads": 1},
+        }
+    )
+    run_training(
+        cfg, ctx=TrainContext(), data_dir=synth_root, run_dir=tmp / "run", progress=False, echo=lambda m: None
+    )
+    return tmp / "run"
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A project folder with run folders, and a bin/ first on PATH for fake Slurm commands
+    (tests/status_fakes.py writes them), for the `status` and `logs` tests."""
+    from mnist_hpc.cli import cluster as commands
+    from mnist_hpc.cli.main import cli
+
+    commands.register(cli)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bin").mkdir()
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("USER", "someone")
+    return tmp_path
 
 
 class CLIResult:

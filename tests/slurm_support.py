@@ -298,3 +298,26 @@ def wait_for_state(job_id: str, states, timeout: float) -> str:
 
 def wait_until_done(job_id: str, timeout: float) -> str:
     return wait_for_state(job_id, TERMINAL, timeout)
+
+
+def make_project(sweep_name: str, text: str) -> Path:
+    """A project folder outside pytest's basetemp (pruned by other sessions under running jobs)."""
+    project = Path(tempfile.mkdtemp(prefix="mnist-hpc-sweep-"))
+    (project / "mnist_hpc").symlink_to(ROOT / "mnist_hpc")
+    shutil.copytree(ROOT / "configs", project / "configs")
+    (project / "configs" / "sweeps" / f"{sweep_name}.yaml").write_text(text)
+    return project
+
+
+def scontrol_fields(job: str) -> dict:
+    out = subprocess.run(
+        ["scontrol", "show", "job", "--oneliner", job], capture_output=True, text=True
+    ).stdout
+    return dict(f.split("=", 1) for f in out.split() if "=" in f)
+
+
+def metrics_rows(run_dir: Path) -> int:
+    try:
+        return max(0, len((run_dir / "metrics.csv").read_text().splitlines()) - 1)
+    except OSError:
+        return 0

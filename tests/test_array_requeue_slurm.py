@@ -19,8 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.slurm_support import _ACTIVE, mnist_hpc, wait_until_done
-from tests.test_sweep_slurm import make_project
+from tests.slurm_support import (
+    _ACTIVE,
+    make_project,
+    metrics_rows,
+    mnist_hpc,
+    scontrol_fields,
+    wait_until_done,
+)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -33,20 +39,6 @@ set: {train.epochs: 4, data.subset: 6000, runtime.threads: 1, runtime.determinis
 grid:
   experiment.seed: [0, 1, 2]
 """
-
-
-def scontrol_fields(job: str) -> dict:
-    out = subprocess.run(
-        ["scontrol", "show", "job", "--oneliner", job], capture_output=True, text=True
-    ).stdout
-    return dict(f.split("=", 1) for f in out.split() if "=" in f)
-
-
-def metrics_rows(run_dir: Path) -> int:
-    try:
-        return max(0, len((run_dir / "metrics.csv").read_text().splitlines()) - 1)
-    except OSError:
-        return 0
 
 
 def test_one_array_task_requeues_alone_and_every_run_matches_an_uninterrupted_one(slurm_sandbox, slurm_data):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mnist_hpc.training import checkpoint as ckpt
-from tests.test_export import one_line
+from tests.cli_support import one_line
 
 
 @pytest.fixture(scope="module")

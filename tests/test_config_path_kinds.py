@@ -12,7 +12,7 @@ import pytest
 
 import mnist_hpc
 from mnist_hpc.errors import ConfigError
-from tests.test_export import one_line
+from tests.cli_support import one_line
 
 
 def _within(seconds, fn):

@@ -10,7 +10,7 @@ import pytest
 from mnist_hpc.config.datasets import DATASETS
 from mnist_hpc.errors import DataError
 from mnist_hpc.training import data as datamod
-from tests.test_export import one_line
+from tests.cli_support import one_line
 
 
 @pytest.mark.parametrize(

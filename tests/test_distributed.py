@@ -2,10 +2,8 @@
 in bounded time, and a bad launch environment is a clear error."""
 
 import json
-import os
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
@@ -15,30 +13,7 @@ from mnist_hpc.cluster.env import srun_launch_env
 from mnist_hpc.errors import UserError
 from mnist_hpc.training import checkpoint as ckpt
 from mnist_hpc.training.distributed import detect
-
-
-def train_argv(tiny_config, synth_root, *extra):
-    return [
-        sys.executable,
-        "-m",
-        "mnist_hpc",
-        "train",
-        str(tiny_config),
-        "--data-dir",
-        str(synth_root),
-        *extra,
-    ]
-
-
-def clean_env(**extra):
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("SLURM_")
-        and k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-    }
-    env.update(PYTHONUNBUFFERED="1", **extra)
-    return env
+from tests.ddp_support import _free_port, _rank_env, clean_env, train_argv
 
 
 @pytest.mark.slow  # a real multi-process or multi-run training: ~20-50 s on 2 cores
@@ -121,18 +96,6 @@ def test_inconsistent_environment_is_refused(env, message):
     with pytest.raises(UserError, match=None) as e:
         detect(env)
     assert message in str(e.value)
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _rank_env(rank, port, addr="127.0.0.1"):
-    return clean_env(
-        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR=addr, MASTER_PORT=str(port)
-    )
 
 
 def test_port_in_use_is_a_clear_error(tiny_config, synth_root):

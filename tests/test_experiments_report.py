@@ -12,7 +12,7 @@ from mnist_hpc.cli.experiments import report_command
 from mnist_hpc.experiments import figures, pages, tables
 from mnist_hpc.experiments.report import build_report
 from mnist_hpc.runs import plots
-from tests.test_report import make_run
+from tests.run_fakes import make_run
 
 
 @pytest.fixture

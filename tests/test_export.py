@@ -7,52 +7,23 @@ from __future__ import annotations
 import json
 import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 import mnist_hpc
-from mnist_hpc.config import config_from_dict
 from mnist_hpc.config.datasets import DATASETS
 from mnist_hpc.config.extras import installed
 from mnist_hpc.errors import UserError
 from mnist_hpc.training import export
+from tests.cli_support import one_line
 from tests.conftest import synthetic_split
 
 needs_onnx = pytest.mark.skipif(
     not all(installed(m) for m in ("onnx", "onnxscript", "onnxruntime")),
     reason="the export extra is not installed (pip install 'mnist-hpc[export]')",
 )
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory, synth_root) -> Path:
-    """A finished tiny run without a validation split: its newest checkpoint holds the weights
-    its summary evaluated."""
-    from mnist_hpc.training.context import TrainContext
-    from mnist_hpc.training.run import run_training
-
-    tmp = tmp_path_factory.mktemp("export")
-    cfg = config_from_dict(
-        {
-            "experiment": {"name": "tiny", "seed": 0, "output_dir": str(tmp / "runs")},
-            "data": {"dataset": "mnist", "val_split": None, "batch_size": 64, "eval_batch_size": 256},
-            "model": {
-                "name": "fast",
-                "width": 8,
-                "depth": 2,
-            },  # conv + batch norm: more to get right than an MLP
-            "optim": {"name": "adam", "lr": 0.003},
-            "train": {"epochs": 1},
-            "runtime": {"threads": 1},
-        }
-    )
-    run_training(
-        cfg, ctx=TrainContext(), data_dir=synth_root, run_dir=tmp / "run", progress=False, echo=lambda m: None
-    )
-    return tmp / "run"
 
 
 @pytest.fixture(scope="module")
@@ -67,12 +38,6 @@ def images():
 def reference(run, images):
     with torch.no_grad():
         return mnist_hpc.Run.load(run).model()(images)
-
-
-def one_line(result) -> str:
-    lines = result.err.strip().splitlines()
-    assert result.code != 0 and len(lines) == 1 and "Traceback" not in result.err, result
-    return lines[0]
 
 
 # --------------------------------------------------------------------------- parity

@@ -19,7 +19,7 @@ import torch
 from mnist_hpc.errors import UserError
 from mnist_hpc.runs import folder
 from mnist_hpc.training import exported
-from tests.test_export import one_line, run  # noqa: F401 - the module's trained run (a fixture)
+from tests.cli_support import one_line
 
 
 def sha(p: Path) -> str:
@@ -27,7 +27,7 @@ def sha(p: Path) -> str:
 
 
 @pytest.fixture
-def own(run, tmp_path):  # noqa: F811 - a private copy of the trained run, to damage at will
+def own(run, tmp_path):  # a private copy of the trained run, to damage at will
     shutil.copytree(run, tmp_path / "run", symlinks=True)
     shutil.rmtree(tmp_path / "run" / "exports", ignore_errors=True)
     return tmp_path / "run"

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from mnist_hpc.cluster import queue
-from tests.test_job_status import DISABLED, _line, _run, fake, project  # noqa: F401 - project: a fixture
+from tests.status_fakes import DISABLED, _line, _run, fake
 
 BAD = {
     "a list": [{"job_id": "5"}],
@@ -21,7 +21,7 @@ BAD = {
 
 
 @pytest.mark.parametrize("kind", list(BAD))
-def test_status_and_logs_name_a_job_record_of_the_wrong_shape_and_carry_on(cli, project, kind):  # noqa: F811
+def test_status_and_logs_name_a_job_record_of_the_wrong_shape_and_carry_on(cli, project, kind):
     fake(project, "squeue", "true\n")
     fake(project, "sacct", f'echo "{DISABLED}" >&2; exit 1\n')
     fake(project, "scontrol", "exit 1\n")

@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from mnist_hpc.cli import cluster as commands
 from mnist_hpc.cluster import accounting as A
 from mnist_hpc.cluster import queue
 from mnist_hpc.runs.summary import RunSummary, read_summary, write_summary
+from tests.status_fakes import DISABLED, _line, _run, fake
 
 # `sacct --parsable2 --noheader --format=<accounting.FIELDS> --user=root --starttime=now-7days`
 # on a Slurm 22.05.8 sandbox with slurmdbd and jobacct_gather/linux (30 s sampling): a job of two
@@ -38,7 +37,6 @@ CAPTURED = """\
 8.batch|CANCELLED|0:10|18|00:00.002|1|1||cpu=1,mem=23081M,node=1||2026-11-21T06:36:42|batch
 9|PENDING|0:0|0|00:00:00|1|1|23081M|||Unknown|long
 """
-DISABLED = "sacct: error: Slurm accounting storage is disabled"
 
 
 # --------------------------------------------------------------------------- parsing (pure)
@@ -113,39 +111,6 @@ def test_format_helpers():
 
 
 # --------------------------------------------------------------------------- status with fake Slurm
-
-
-@pytest.fixture
-def project(tmp_path, monkeypatch):
-    """A project folder with run folders, and a bin/ first on PATH for fake Slurm commands."""
-    from mnist_hpc.cli.main import cli
-
-    commands.register(cli)
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "bin").mkdir()
-    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("USER", "someone")
-    return tmp_path
-
-
-def fake(project: Path, name: str, body: str) -> None:
-    path = project / "bin" / name
-    path.write_text("#!/bin/sh\n" + body)
-    path.chmod(0o755)
-
-
-def _run(project: Path, name: str, summary: dict | None = None, record: dict | None = None) -> Path:
-    folder = project / "runs" / name
-    folder.mkdir(parents=True)
-    if summary is not None:
-        write_summary(folder, RunSummary.from_dict(summary))
-    if record is not None:
-        (folder / "job.json").write_text(json.dumps(record))
-    return folder
-
-
-def _line(out: str, job_id: str) -> str:
-    return next(x for x in out.splitlines() if x.startswith(job_id + " "))
 
 
 def test_status_with_accounting(cli, project):

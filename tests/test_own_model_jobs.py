@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.own_model_support import NET, only_run, write_project
 from tests.paths import ROOT
 from tests.slurm_support import mnist_hpc, wait_until_done
-from tests.test_own_model import NET, only_run, write_project
 
 
 def clean_env(**extra):

@@ -16,9 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.slurm_support import mnist_hpc, wait_until_done
-from tests.test_array_requeue_slurm import metrics_rows, scontrol_fields
-from tests.test_sweep_slurm import make_project
+from tests.slurm_support import make_project, metrics_rows, mnist_hpc, scontrol_fields, wait_until_done
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

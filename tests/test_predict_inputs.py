@@ -10,8 +10,8 @@ import pytest
 import mnist_hpc
 from mnist_hpc.config.validate import check_device
 from mnist_hpc.errors import ConfigError, UserError
+from tests.cli_support import one_line
 from tests.conftest import synthetic_split
-from tests.test_export import one_line, run  # noqa: F401 - the module's trained run (a fixture)
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def digits():
 # --------------------------------------------------------------------------- defect 7
 
 
-def test_predict_takes_every_documented_array_layout(run, digits):  # noqa: F811
+def test_predict_takes_every_documented_array_layout(run, digits):
     r = mnist_hpc.Run.load(run)
     one = [p.label for p in r.predict(list(digits))]
     assert [p.label for p in r.predict(digits)] == one  # N×H×W: a batch
@@ -52,7 +52,7 @@ def test_predict_takes_every_documented_array_layout(run, digits):  # noqa: F811
         ((2, 5, 28, 28), "image 0: an array of shape 5×28×28 is not an image; predict takes H×W (grayscale)"),
     ],
 )
-def test_predict_refuses_other_array_shapes_naming_the_accepted_ones(run, shape, needle):  # noqa: F811
+def test_predict_refuses_other_array_shapes_naming_the_accepted_ones(run, shape, needle):
     with pytest.raises(UserError) as e:
         mnist_hpc.Run.load(run).predict(np.zeros(shape, np.uint8))
     assert needle in str(e.value) and "\n" not in str(e.value)
@@ -75,7 +75,7 @@ def test_one_validator_for_device_strings():
             check_device(bad, "device")
 
 
-def test_predict_and_evaluate_name_a_bad_device_not_a_corrupted_checkpoint(run, cli, digits, synth_root):  # noqa: F811
+def test_predict_and_evaluate_name_a_bad_device_not_a_corrupted_checkpoint(run, cli, digits, synth_root):
     from mnist_hpc.training.inference import evaluate_runs, predict_arrays
 
     r = mnist_hpc.Run.load(run)

@@ -8,8 +8,8 @@ import pytest
 
 from mnist_hpc.cluster import push as pushing
 from mnist_hpc.errors import UserError
+from tests.cli_support import one_line
 from tests.paths import ROOT
-from tests.test_export import one_line
 
 
 @pytest.mark.parametrize(

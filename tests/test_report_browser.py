@@ -10,24 +10,7 @@ import re
 from click.testing import CliRunner
 
 from mnist_hpc.cli.experiments import report_command
-from tests.browser_support import open_page
-
-
-def column(dom: str, table_id: str, col: int) -> list:
-    """The text of column ``col`` of the table with this id, in the order the DOM has its rows."""
-    table = re.search(rf'<table[^>]*id="{table_id}".*?</table>', dom, re.S).group(0)
-    body = table.split("<tbody>", 1)[1]
-    rows = re.findall(r"<tr[^>]*>(.*?)</tr>", body, re.S)
-    return [re.sub(r"<[^>]+>", "", re.findall(r"<td[^>]*>(.*?)</td>", r, re.S)[col]) for r in rows]
-
-
-def check_page(page, figures: int):
-    assert 'data-probe="done"' in page.dom, page.dom[-2000:]
-    widths = [int(w) for w in re.findall(r'data-probe-width="(-?\d+)"', page.dom)]
-    assert len(widths) == figures and all(w > 100 for w in widths), widths  # every figure decoded
-    assert page.requests == []
-    png = page.screenshot.read_bytes()
-    assert png[:4] == b"\x89PNG" and len(png) > 20_000  # a page drawn, not a blank one
+from tests.browser_support import check_page, column, open_page
 
 
 def test_the_probe_sees_a_page_that_fetches(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 import mnist_hpc
 from mnist_hpc.errors import UserError
 from mnist_hpc.experiments import report as rep
-from tests.test_report import make_run
+from tests.run_fakes import make_run
 
 
 @pytest.mark.parametrize(

@@ -20,38 +20,9 @@ import pytest
 from mnist_hpc.config import ConfigError
 from mnist_hpc.experiments.sweepfile import load_sweep
 from tests.paths import ROOT
+from tests.search_support import BASE, STUDY, launches, make_study, trials_of
 
 optuna = pytest.importorskip("optuna", reason="method: optuna needs the [search] extra (pip install optuna)")
-
-BASE = """\
-experiment: {{name: tiny, seed: 0, output_dir: {out}}}
-data: {{dataset: mnist, val_split: 0.2, batch_size: 64, eval_batch_size: 256}}
-model: {{name: cnn, channels: [4, 8], hidden: 32}}
-optim: {{name: adam, lr: 0.003}}
-train: {{epochs: 2}}
-runtime: {{threads: 1}}
-"""
-
-STUDY = """\
-base: base.yaml
-method: optuna
-n_trials: {n}
-sampler: tpe
-seed: 0
-metric: val_acc
-pruner: median
-params:
-  optim.lr: {{float: [1.0e-5, 0.1], log: true}}
-  model.hidden: {{int: [16, 64], step: 16}}
-"""
-
-
-def make_study(folder: Path, n: int = 12) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "base.yaml").write_text(BASE.format(out=folder / "runs"))
-    path = folder / "study.yaml"
-    path.write_text(STUDY.format(n=n))
-    return path
 
 
 def cli(*args, data, check=True, timeout=600):
@@ -68,24 +39,6 @@ def cli(*args, data, check=True, timeout=600):
             f"mnist-hpc {' '.join(map(str, args))}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
         )
     return proc
-
-
-def trials_of(sweep_dir: Path):
-    storage = optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(sweep_dir / "study.journal"))
-    )
-    (name,) = optuna.get_all_study_names(storage)
-    return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
-
-
-def launches(run_dir: Path) -> int:
-    """How many times a worker started this trial's trainer (one header line in train.log each)."""
-    log = run_dir / "train.log"
-    return (
-        sum(line.startswith("# ") and " mnist-hpc sweep " in line for line in log.read_text().splitlines())
-        if log.exists()
-        else 0
-    )
 
 
 # --------------------------------------------------------------------------- the sweep file
@@ -301,8 +254,7 @@ def test_the_study_resumes_after_kill_9_of_every_worker(synth_root, tmp_path):
 
 @pytest.mark.slow
 def test_the_study_report_opens_in_chromium_with_every_plot(study_12, synth_root, tmp_path):
-    from tests.browser_support import open_page
-    from tests.test_report_browser import check_page, column
+    from tests.browser_support import check_page, column, open_page
 
     path, sweep_dir, _ = study_12
     out = cli("sweep", "report", path, data=synth_root)

@@ -11,9 +11,8 @@ import time
 
 import pytest
 
-from tests.slurm_support import mnist_hpc, wait_until_done
-from tests.test_search import launches, trials_of
-from tests.test_sweep_slurm import make_project
+from tests.search_support import launches, trials_of
+from tests.slurm_support import make_project, mnist_hpc, wait_until_done
 
 pytest.importorskip("optuna", reason="method: optuna needs the [search] extra (pip install optuna)")
 pytestmark = pytest.mark.slurm

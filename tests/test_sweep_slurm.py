@@ -9,14 +9,11 @@ import json
 import re
 import shutil
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.paths import ROOT
-from tests.slurm_support import mnist_hpc, wait_until_done
+from tests.slurm_support import make_project, mnist_hpc, wait_until_done
 
 pytestmark = pytest.mark.slurm
 
@@ -39,15 +36,6 @@ set: {runtime.requeue_signal: USR2, runtime.max_requeues: 30, runtime.threads: 2
 grid:
   experiment.seed: [0]
 """
-
-
-def make_project(sweep_name: str, text: str) -> Path:
-    """A project folder outside pytest's basetemp (pruned by other sessions under running jobs)."""
-    project = Path(tempfile.mkdtemp(prefix="mnist-hpc-sweep-"))
-    (project / "mnist_hpc").symlink_to(ROOT / "mnist_hpc")
-    shutil.copytree(ROOT / "configs", project / "configs")
-    (project / "configs" / "sweeps" / f"{sweep_name}.yaml").write_text(text)
-    return project
 
 
 def test_sweep_array_completes_and_report_gathers_it(slurm_sandbox, slurm_data):

@@ -115,7 +115,7 @@ def test_a_missing_sweep_file_is_one_line(tmp_path, cli):
 def test_a_study_s_trials_from_its_journal(tmp_path, cli):
     optuna = pytest.importorskip("optuna")
     from mnist_hpc.experiments import search
-    from tests.test_search import make_study
+    from tests.search_support import make_study
 
     path = make_study(tmp_path, n=6)
     sweep = load_sweep(path)

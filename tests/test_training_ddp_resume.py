@@ -11,7 +11,7 @@ import pytest
 
 from mnist_hpc.runs.folder import read_metrics_csv
 from mnist_hpc.training import checkpoint as ckpt
-from tests.test_distributed import _free_port, _rank_env, clean_env, train_argv
+from tests.ddp_support import _free_port, _rank_env, clean_env, train_argv
 
 # several gloo processes training for real: tens of seconds each on 2 cores
 pytestmark = pytest.mark.slow

@@ -18,7 +18,7 @@ import torch
 
 from mnist_hpc.errors import EXIT_INTERRUPTED
 from mnist_hpc.training import checkpoint as ckpt
-from tests.test_distributed import _free_port, _rank_env, train_argv
+from tests.ddp_support import _free_port, _rank_env, train_argv
 
 # several gloo processes training for real: tens of seconds each on 2 cores
 pytestmark = pytest.mark.slow

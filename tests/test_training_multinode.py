@@ -15,7 +15,7 @@ from typing import ClassVar
 
 import pytest
 
-from tests.test_distributed import _free_port
+from tests.ddp_support import _free_port
 
 # several gloo processes training for real: tens of seconds each on 2 cores
 pytestmark = pytest.mark.slow
