@@ -215,6 +215,7 @@ def test_job_folders_finds_plain_sbatch_runs(tmp_path):
 
 
 def test_result_keeps_slurm_state_when_the_run_wrote_no_summary(tmp_path, monkeypatch):
+    monkeypatch.setattr(queue.shutil, "which", lambda name: f"/usr/bin/{name}")  # no Slurm needed here
     monkeypatch.setattr(
         queue.slurm, "scontrol_show_job", lambda job_id: {"JobState": "TIMEOUT", "ExitCode": "0:0"}
     )
