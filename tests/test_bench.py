@@ -5,6 +5,7 @@ claims come from the benchmarks' own output, not from tests."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -219,3 +220,34 @@ runtime: {threads: 1, device: cpu, channels_last: true}
     for r in run["reached"].values():
         assert r["from_process_start"] > r["train_seconds"]
     assert len(res["cli_runs"]) == 2 and all(0 <= c["test_accuracy"] <= 1 for c in res["cli_runs"])
+
+
+def test_gpu_script_refuses_without_a_gpu(tmp_path):
+    done = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu.sh"), "--out", str(tmp_path)], capture_output=True, text=True
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("gpu: no CUDA GPU here") and "--smoke" in done.stderr
+    assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+@pytest.mark.slow
+def test_gpu_script_smoke_mode_runs_every_step_on_the_cpu(synth_root, tmp_path):
+    env = {**os.environ, "MNIST_HPC_DATA_DIR": str(synth_root), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    done = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu.sh"), "--smoke", "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    d = _json(tmp_path / "out" / "gpu.json")
+    assert d["smoke"] is True and list(d["rows"]) == [
+        "time to accuracy",
+        "throughput",
+        "data parallel",
+        "--gpus auto",
+    ]
+    assert all(d["rows"][section] for section in d["rows"])
+    table = (tmp_path / "out" / "table.md").read_text()
+    assert "CPU smoke run: not figures" in table and "train fast.yaml, 2 processes" in table
