@@ -53,7 +53,7 @@ def time_to_accuracy(out: Path, smoke: bool) -> list[list]:
     configs = ["configs/fast.yaml"] if smoke else ["configs/fast.yaml", "configs/fast995.yaml"]
     args = [*configs, "--seeds", "1" if smoke else "3", "--out", str(out / "tta.json")]
     if smoke:
-        args += ["--eval-every", "0.5", "--set", "data.subset=2000"]
+        args += ["--eval-every", "0.5", "--set", "data.subset=1000"]
     _run(py + args, out / "tta.log")
     rows = []
     for r in json.loads((out / "tta.json").read_text())["results"]:
@@ -122,7 +122,7 @@ def data_parallel(out: Path, smoke: bool, gpus: int) -> list[list]:
             "train.epochs=2",
         ]
         if smoke:  # gloo on the CPU, a sliver of the data: the launch path, not a figure
-            argv += ["--set", "data.subset=1024", "--set", "train.epochs=1", "--set", "runtime.device=cpu"]
+            argv += ["--set", "data.subset=512", "--set", "train.epochs=1", "--set", "runtime.device=cpu"]
         _run(argv, out / f"ddp-{n}.log")
         rates[n] = json.loads((run_dir / "summary.json").read_text())["images_per_s"]
     ratio = rates[2] / rates[1] if rates[1] else float("nan")

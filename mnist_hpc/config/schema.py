@@ -90,7 +90,8 @@ class DataConfig:
     channels: Literal[1, 3] = 1  # folder only: 1 = greyscale, 3 = colour
     val_split: float | None = 0.1  # fraction of train held out for validation (null = none)
     batch_size: int = 128  # global training batch (split across ranks under DDP)
-    eval_batch_size: int = 2000  # evaluation batch (no gradients: large is fast)
+    eval_batch_size: int = 2000  # evaluation batch (no gradients: large is fast on a GPU; a CPU
+    # evaluates in chunks of at most 512: training.evaluate.CPU_EVAL_CHUNK)
     subset: int | None = None  # train on the first N shuffled training images (quick runs)
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # batched, on the device
 

@@ -12,6 +12,11 @@ from mnist_hpc.training import data as datamod
 from mnist_hpc.training import distributed as distmod
 
 TTA_SHIFTS = [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)]  # the image and its 1-px shifted views
+# On a CPU, data.eval_batch_size is cut into chunks of at most this many images: activations that
+# stay in cache. 10,000 test images through configs/fast.yaml's net on 2 cores: 0.67 s in chunks of
+# 500, 1.52 s in batches of 5000 (same process, load 0.8). Each image's output does not depend on
+# its batch (eval mode), so only the speed changes.
+CPU_EVAL_CHUNK = 512
 
 
 @torch.no_grad()
@@ -23,6 +28,8 @@ def predict_probs(
     model.eval()
     out: list[torch.Tensor] = []
     shifts = TTA_SHIFTS if tta else TTA_SHIFTS[:1]
+    if x_u8.device.type == "cpu":
+        batch_size = min(batch_size, CPU_EVAL_CHUNK)
     for i in range(0, len(x_u8), batch_size):
         xb = datamod.normalize(x_u8[i : i + batch_size], mean, std)
         if channels_last:
