@@ -31,6 +31,19 @@ Series: TypeAlias = "tuple[list[float], list[float]]"  # (epochs, values) of one
 DPI = 120
 
 
+def warm_up() -> None:
+    """Import matplotlib (≈0.7 s on 2 cores) in a background thread, e.g. while a run trains, so
+    that the run's plots, drawn once the test set is evaluated, do not wait for it."""
+    import threading
+
+    def load() -> None:
+        with suppress(Exception):  # a broken matplotlib shows itself when the plots are drawn
+            import matplotlib.backends.backend_agg
+            import matplotlib.figure  # noqa: F401
+
+    threading.Thread(target=load, name="mnist-hpc-plots-warm-up", daemon=True).start()
+
+
 def _new_figure(width_in: float, height_in: float) -> Figure:
     """A pyplot-free Figure with an Agg canvas."""
     import sys

@@ -356,6 +356,10 @@ class _RankTraining:
             )
         status = "failed"
         self.phases.mark("build")
+        if self.main:
+            from mnist_hpc.runs import plots
+
+            plots.warm_up()  # matplotlib loads while the run trains
         try:
             self.trainer.fit()
             self.phases.mark("training")
