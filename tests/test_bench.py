@@ -30,7 +30,7 @@ def test_bench_help_lists_the_benchmarks():
 
     r = CliRunner().invoke(bench, ["--help"])
     assert r.exit_code == 0
-    for name in ("tta", "throughput", "side-by-side", "pipeline", "all"):
+    for name in ("tta", "throughput", "side-by-side", "pipeline", "overhead", "scale", "all"):
         assert name in r.output
 
 
@@ -251,3 +251,23 @@ def test_gpu_script_smoke_mode_runs_every_step_on_the_cpu(synth_root, tmp_path):
     assert all(d["rows"][section] for section in d["rows"])
     table = (tmp_path / "out" / "table.md").read_text()
     assert "CPU smoke run: not figures" in table and "train fast.yaml, 2 processes" in table
+
+
+def test_checkpoint_cost_is_the_trainers_own_save(tmp_path):
+    from benchmarks import scale
+
+    c = scale.checkpoint_cost("mlp", 2, tmp_path)
+    assert c["model"] == "mlp" and c["params"] > 10_000 and len(c["save_ms"]) == 2
+    # model + AdamW's two moments, float32: at least 3 x 4 bytes per parameter
+    assert c["file_mb"] >= 12 * c["params"] / 1e6
+    assert list(tmp_path.glob("ckpt-mlp-*/checkpoints/*.pt"))
+
+
+def test_overhead_run_reads_the_printed_total_and_the_phases(tiny_config, synth_root, tmp_path, monkeypatch):
+    from benchmarks import overhead
+
+    monkeypatch.setenv("MNIST_HPC_DATA_DIR", str(synth_root))
+    r = overhead.run_once(ROOT, str(tiny_config), ["train.epochs=1"], tmp_path)
+    assert r["printed_total_seconds"] is not None and r["banner_at"] < r["result_at"] <= r["wall_seconds"]
+    assert r["overhead_seconds"] == pytest.approx(r["wall_seconds"] - r["train_seconds"], abs=0.01)
+    assert {"start-up", "training", "test", "plots"} <= set(r["phase_seconds"])

@@ -64,6 +64,7 @@ def bench():
       mnist-hpc bench side-by-side
       mnist-hpc bench pipeline
       mnist-hpc bench overhead configs/fast.yaml --baseline HEAD~1
+      mnist-hpc bench scale
       mnist-hpc bench all --quick
     """
 
@@ -95,6 +96,9 @@ _passthrough(
     "overhead",
     "overhead",
     "The whole `mnist-hpc train` command against its training (start-up, finish, exit; --baseline REF).",
+)
+_passthrough(
+    "scale", "scale", "DDP with 2 processes vs 1 on this machine; a checkpoint's cost (ms, MB) per model."
 )
 
 
