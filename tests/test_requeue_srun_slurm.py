@@ -1,6 +1,6 @@
 """Hitting the time limit with a 2-task srun job, for real: under the local Slurm sandbox the
-multi-GPU (srun) template rendered for 2 tasks on the CPU (DDP over gloo), with --time=1 and
---signal=B:USR1@30 and training that needs more than a minute, checkpoints on the signal with
+multi-GPU (srun) template rendered for 2 tasks on the CPU (DDP over gloo), with --time=2 and
+--signal=B:USR1@60 and training that needs more than a minute, checkpoints on the signal with
 both ranks, requeues itself, resumes in the same run folder and ends COMPLETED.
 
 B: signals the batch shell only; the template execs srun, which passes the signal to every task;
@@ -19,12 +19,13 @@ from tests.slurm_support import job_state, mnist_hpc, wait_until_done
 
 pytestmark = pytest.mark.slurm
 
-# 3 epochs of the fast net on 10000 images, two ranks of one thread each: more than the 30 s a
-# job gets before its signal, so at least one requeue;
+# 3 epochs of the fast net on 20000 images, two ranks of one thread each: more than the 60 s a
+# job gets before its signal (2 minutes, the signal 60 s before the end: a start spends 10-15 s
+# starting Python and torch here), so at least one requeue;
 # max_requeues raised so that a loaded machine (fewer steps per 1-minute allocation) still finishes
 SETS = [
     "train.epochs=3",
-    "data.subset=10000",
+    "data.subset=20000",
     "runtime.deterministic=true",
     "runtime.threads=1",
     "data.val_split=null",
@@ -49,7 +50,7 @@ def test_two_task_srun_job_is_requeued_and_completes_in_one_run_folder(slurm_san
         "--cpus",
         "1",
         "--time",
-        "0:01:00",
+        "0:02:00",
         "--dry-run",
         *overrides,
         cwd=ROOT,
@@ -57,8 +58,8 @@ def test_two_task_srun_job_is_requeued_and_completes_in_one_run_folder(slurm_san
     )
     script = dry.stdout[dry.stdout.index("#!/bin/bash") :]
     assert "--ntasks-per-node=2" in script and "exec srun" in script, script
-    script = re.sub(r"--signal=(B:)?USR1@\d+", "--signal=B:USR1@30", script)
-    assert "--signal=B:USR1@30" in script and "--time=0:01:00" in script and "--requeue" in script
+    script = re.sub(r"--signal=(B:)?USR1@\d+", "--signal=B:USR1@60", script)
+    assert "--signal=B:USR1@60" in script and "--time=0:02:00" in script and "--requeue" in script
     # --dry-run creates nothing: write the resolved config where the script expects it
     config_path = re.search(r"^CONFIG=(\S+)", script, re.M).group(1).strip("'")
     run_dir = re.search(r"^RUN_DIR=(\S+)", script, re.M).group(1).strip("'")
