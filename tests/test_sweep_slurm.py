@@ -26,9 +26,10 @@ grid:
 """
 
 
-# one quickstart run of ≈ 630 steps (≈ 50 s on two idle cores, a few minutes on a busy machine)
-# with a 1-minute limit: the signal comes 30 s after each start (half the limit), so the task
-# must requeue at least once to finish
+# one quickstart run of ≈ 630 steps (≈ 50-70 s on two idle cores, a few minutes on a busy machine)
+# with a 2-minute limit: the signal comes 60 s after each start (half the limit), of which Python
+# and torch take 10-15 s, so the task must requeue at least once to finish (with 1 minute and 30 s
+# a resumed start crept on by a few steps on a 2-core machine, 2026-12-03)
 SWEEP_USR2 = """\
 base: ../quickstart.yaml
 set: {runtime.requeue_signal: USR2, runtime.max_requeues: 30, runtime.threads: 2, data.subset: 40000,
@@ -107,14 +108,14 @@ def test_sweep_task_requeues_with_the_configured_signal(slurm_sandbox, slurm_dat
             "--cpus",
             "2",
             "--time",
-            "0:01:00",
+            "0:02:00",
             cwd=project,
             env=env,
         ).stdout
         job = re.search(r"job array (\d+)", out).group(1)
         (script,) = project.glob("runs/usr2-sweep*/job-0.sh")
         text = script.read_text()
-        assert "#SBATCH --signal=B:USR2@30\n" in text and "REQUEUE_SIGNAL=USR2 " in text
+        assert "#SBATCH --signal=B:USR2@60\n" in text and "REQUEUE_SIGNAL=USR2 " in text
 
         state = wait_until_done(f"{job}_0", timeout=1200)
         logs = "\n".join(p.read_text()[-3000:] for p in script.parent.glob("slurm-*.out"))
