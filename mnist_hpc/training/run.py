@@ -269,13 +269,30 @@ class _RankTraining:
             start.identity = identity
 
     def _train(self, data_dir, start, precision, stop, progress):
-        cfg, denv, ctx = self.cfg, self.denv, self.ctx
+        """Load the data, build the trainer (resumed or initialised as planned), say what trains
+        where, then fit, test and summarise."""
+        root, why = self._load_data(data_dir)
+        trainer = self._build_trainer(precision, stop, progress)
+        resumed_from = trainer.resume(start["resume"] and Path(start["resume"]), self.ctx.restart_count)
+        if resumed_from:
+            self._record_resume(resumed_from)
+        if start["init_from"]:
+            self._init_weights(Path(start["init_from"]))
+        params = count_params(self.parts.raw_model)
+        self._announce(params, root, why, resumed_from, start["init_from"])
+        return self._fit(params)
+
+    def _load_data(self, data_dir) -> tuple:
+        """The splits (on this rank's device); returns where the data came from and why."""
+        cfg, ctx = self.cfg, self.ctx
         folder_data = cfg.data.dataset == FOLDER
         root, why = resolve_data_root(data_dir, None if folder_data else cfg.data.root)
         if not folder_data:
-            datamod.prepare_per_node(datamod.DATASETS[cfg.data.dataset], root, denv, download=not ctx.offline)
+            datamod.prepare_per_node(
+                datamod.DATASETS[cfg.data.dataset], root, self.denv, download=not ctx.offline
+            )
         t0 = time.time()
-        self.splits = splits = datamod.load(
+        self.splits = datamod.load(
             cfg.data.dataset,
             root,
             val_split=cfg.data.val_split,
@@ -289,12 +306,16 @@ class _RankTraining:
             root, why = cfg.data.root, "data.root"
         self.data_seconds = time.time() - t0
         self.phases.mark("data")
+        return root, why
 
+    def _build_trainer(self, precision, stop, progress) -> Trainer:
+        """Model, optimizer and the rest (seeded), and the trainer that runs them."""
+        cfg, splits = self.cfg, self.splits
         seed_everything(cfg.experiment.seed)
         self.parts = build_components(
             cfg,
             self.device,
-            denv,
+            self.denv,
             splits.train_x,
             splits.train_y,
             mean=splits.mean,
@@ -308,7 +329,7 @@ class _RankTraining:
             splits,
             self.run_dir,
             stop=stop,
-            on_preempt=ctx.on_preempt,
+            on_preempt=self.ctx.on_preempt,
             echo=self.echo,
             progress=progress,
             started=self.phases.start,
@@ -320,12 +341,11 @@ class _RankTraining:
                 **record,
                 "text": self.prepared.code.text if self.prepared.code else None,
             }
-        resumed_from = self.trainer.resume(start["resume"] and Path(start["resume"]), ctx.restart_count)
-        if resumed_from:
-            self._record_resume(resumed_from)
-        if start["init_from"]:
-            self._init_weights(Path(start["init_from"]))
-        params = count_params(self.parts.raw_model)
+        return self.trainer
+
+    def _announce(self, params: int, root, why: str, resumed_from, init_from) -> None:
+        """The two lines that open a run: what trains on what, and where it is kept."""
+        cfg, splits = self.cfg, self.splits
         label = cfg.model.name + (
             f" {cfg.model.factory}"
             if cfg.model.source == "custom"
@@ -341,14 +361,19 @@ class _RankTraining:
         came = (
             f" · resumed from {resumed_from}"
             if resumed_from
-            else f" · weights from {start['init_from']}"
-            if start["init_from"]
+            else f" · weights from {init_from}"
+            if init_from
             else ""
         )
         self.echo(f"run folder: {self.run_dir}" + came)
+
+    def _fit(self, params: int):
+        """Train to the end (trackers open on rank 0 for the whole of it), test, summarise."""
+        assert self.trainer is not None  # built by _build_trainer
+        ctx = self.ctx
         if self.main:  # only rank 0 logs; a resumed run continues its tracker runs (trackers.json)
             self.trainer.trackers = open_trackers(
-                cfg,
+                self.cfg,
                 self.run_dir,
                 job_id=ctx.job_id,
                 echo=self.echo,
