@@ -155,16 +155,15 @@ class Run:
         if which not in ("best", "last"):
             raise UserError(f"which={which!r}: expected 'best' or 'last'")
         cdir = self.path / "checkpoints"
-        newest = list_checkpoints(cdir) if cdir.is_dir() else []
-        if which == "best" and cdir.is_dir() and (cdir / "best.pt").exists():
-            found = usable(
-                cdir, warn=lambda m: print(m, file=sys.stderr)
-            )  # a damaged one: the previous good one
-            if found is not None:  # None only when there is no checkpoint at all
-                return found
-        if not newest:
+        if not cdir.is_dir():
+            found = None
+        elif which == "best":  # best.pt, else the newest last-*; a damaged one is skipped, saying so
+            found = usable(cdir, warn=lambda m: print(m, file=sys.stderr))
+        else:
+            found = next(iter(list_checkpoints(cdir)), None)
+        if found is None:
             raise UserError(f"{self.path}: no checkpoint in {cdir}")
-        return newest[0]
+        return found
 
     # -- using the model ----------------------------------------------------------------------
 
