@@ -5,7 +5,6 @@ before the job starts (the job reads the copy submit made)."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -14,20 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.ddp_support import clean_env
 from tests.own_model_support import NET, only_run, write_project
 from tests.paths import ROOT
 from tests.slurm_support import mnist_hpc, wait_until_done
-
-
-def clean_env(**extra):
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("SLURM_")
-        and k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-    }
-    env.update(PYTHONUNBUFFERED="1", **extra)
-    return env
 
 
 @pytest.mark.slow  # a real multi-process or multi-run training: ~20-50 s on 2 cores
