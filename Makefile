@@ -32,8 +32,8 @@ TEST_WORKERS ?= auto
 XDIST := -n $(TEST_WORKERS) --dist loadfile
 
 test: install-dev  ## install with the test extras, then run the whole test suite
-	$(BIN)/python -m pytest -q $(XDIST) -m "not slurm and not notebook"
-	$(BIN)/python -m pytest -q -m "slurm or notebook"
+	$(BIN)/python -m pytest -q --durations=15 $(XDIST) -m "not slurm and not notebook"
+	$(BIN)/python -m pytest -q --durations=0 -m "slurm or notebook"
 
 # the inner loop: no Slurm sandbox, no notebooks, no trainings on the real data, no minutes-long work
 # (markers in pyproject.toml; tests/conftest.py marks every test using the real data `realdata`)

@@ -98,6 +98,11 @@ _passthrough(
     "The whole `mnist-hpc train` command against its training (start-up, finish, exit; --baseline REF).",
 )
 _passthrough(
+    "peer",
+    "peer",
+    "pytorch/examples' mnist/main.py for one epoch vs mnist-hpc's cnn_classic and fast, in one run.",
+)
+_passthrough(
     "scale", "scale", "DDP with 2 processes vs 1 on this machine; a checkpoint's cost (ms, MB) per model."
 )
 
