@@ -271,3 +271,48 @@ def test_overhead_run_reads_the_printed_total_and_the_phases(tiny_config, synth_
     assert r["printed_total_seconds"] is not None and r["banner_at"] < r["result_at"] <= r["wall_seconds"]
     assert r["overhead_seconds"] == pytest.approx(r["wall_seconds"] - r["train_seconds"], abs=0.01)
     assert {"start-up", "training", "test", "plots"} <= set(r["phase_seconds"])
+
+
+FAKE_PEER = """import os, sys, time
+assert sys.argv[1:] == ["--epochs", "1", "--no-accel"], sys.argv
+assert os.path.isdir("../data/MNIST/raw")  # the script's own ../data, linked to the data folder
+print("Train Epoch: 1 [0/60000 (0%)]\\tLoss: 2.3", flush=True)
+time.sleep(0.3)
+print("\\nTest set: Average loss: 0.0512, Accuracy: 9835/10000 (98%)\\n", flush=True)
+"""
+
+
+def test_peer_run_reads_the_examples_output_in_a_folder_beside_the_data(tmp_path):
+    from benchmarks import peer
+
+    script = tmp_path / "examples" / "mnist" / "main.py"
+    script.parent.mkdir(parents=True)
+    script.write_text(FAKE_PEER)
+    (tmp_path / "data" / "MNIST" / "raw").mkdir(parents=True)
+    r = peer.run_peer(script, tmp_path / "data", tmp_path)
+    assert r["test_accuracy"] == 0.9835
+    assert 0.25 <= r["train_seconds"] <= r["wall_seconds"] and r["first_batch_at"] < r["wall_seconds"]
+
+
+def test_peer_benchmark_refuses_a_missing_script_or_data_in_one_line(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.peer", "--peer", str(tmp_path / "nope.py")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode != 0 and out.stderr.strip().splitlines() == [
+        f"peer: {tmp_path / 'nope.py'}: no such file (clone https://github.com/pytorch/examples)"
+    ]
+    (tmp_path / "main.py").write_text("")
+    env = {k: v for k, v in os.environ.items() if k != "MNIST_HPC_DATA_DIR"}
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.peer", "--peer", str(tmp_path / "main.py")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert (
+        out.returncode != 0 and "no MNIST folder" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    )
