@@ -26,6 +26,20 @@ _API = (
     "report",
     "list_runs",
     "submit",
+    # the cluster commands (api_cluster.py)
+    "sweep_submit",
+    "estimate",
+    "jobs_status",
+    "watch_jobs_status",
+    "log_file",
+    "follow_log",
+    "cancel",
+    "preempt",
+    "setup_cluster",
+    "push",
+    "pack_data",
+    "DataPack",
+    "STATUS_EVERY",
 )
 __all__ = [*_API, "__version__"]
 

@@ -603,14 +603,21 @@ def submit(
     overrides: Sequence[str] = (),
     account=None,
     dry_run: bool = False,
+    after: str | None = None,
+    warn: Callable[[str], None] | None = None,
+    note: Callable[[str], None] | None = None,
     **resources,
 ):
-    """Submit a config as a Slurm job on ``cluster`` (a profile name); return a ``Job`` with
-    ``.job_id`` (None on a dry run), ``.script`` (the rendered job script) and ``.run_dir``.
+    """Submit a config as a Slurm job on ``cluster`` (a profile name), as `mnist-hpc submit` does;
+    return a ``Job`` with ``.job_id`` (None on a dry run), ``.script`` (the rendered job script)
+    and ``.run_dir``.
 
-    ``resources``: gpus (``1`` or ``"a100:2"``), nodes, tasks, time (``"0:30:00"``), mail, cpus,
-    mem, data_dir."""
-    from mnist_hpc.cluster.jobs import Resources
+    ``resources``: gpus (``1``, ``"a100:2"`` or ``"auto"``), nodes, tasks, time (``"0:30:00"``),
+    mail, cpus, mem, data_dir. ``after``: ``"JOBID[:afterany]"``, start after that job (afterok
+    by default). ``warn``/``note`` get the warnings and notes as lines (default: stderr). A sweep
+    file is ``sweep_submit``'s."""
+    from mnist_hpc.api_cluster import _echoes
+    from mnist_hpc.api_cluster import resources as resources_of
     from mnist_hpc.cluster.jobs import submit as _submit
     from mnist_hpc.config import Config
     from mnist_hpc.config.extras import check_extras
@@ -619,26 +626,63 @@ def submit(
     if isinstance(config_or_source, Config):  # a loaded file was checked by load_config already
         config_or_source = _validated_again(config_or_source)
         check_extras(config_or_source)
-    try:
-        asked = Resources(account=account, **resources)
-    except TypeError:  # a misspelt resource: name what exists
-        known = ", ".join(f for f in Resources.__dataclass_fields__ if f != "account")
-        unknown = ", ".join(sorted(set(resources) - set(Resources.__dataclass_fields__)))
-        raise TypeError(f"submit() got unknown resources: {unknown} (known: {known})") from None
-    return _submit(config_or_source, as_overrides(overrides), cluster, asked, dry_run=dry_run)
+    asked = resources_of(account, resources)
+    warned, noted = _echoes(warn, note)
+    return _submit(
+        config_or_source,
+        as_overrides(overrides),
+        cluster,
+        asked,
+        dry_run=dry_run,
+        after=after,
+        warn=warned,
+        note=noted,
+    )
 
+
+# --------------------------------------------------------------------------- cluster (api_cluster.py)
+# `sweep submit`, `estimate`, `status`, `logs`, `cancel`, `preempt`, `setup`, `push`, `data pack`.
+
+from mnist_hpc.api_cluster import (  # noqa: E402
+    STATUS_EVERY,
+    DataPack,
+    cancel,
+    estimate,
+    follow_log,
+    jobs_status,
+    log_file,
+    pack_data,
+    preempt,
+    push,
+    setup_cluster,
+    sweep_submit,
+    watch_jobs_status,
+)
 
 __all__ = [
+    "STATUS_EVERY",
+    "DataPack",
     "Evaluation",
     "Prediction",
     "Run",
+    "cancel",
+    "estimate",
     "evaluate",
     "export",
+    "follow_log",
+    "jobs_status",
     "list_runs",
     "load_config",
+    "log_file",
+    "pack_data",
     "predict",
+    "preempt",
+    "push",
     "report",
+    "setup_cluster",
     "submit",
     "sweep",
+    "sweep_submit",
     "train",
+    "watch_jobs_status",
 ]

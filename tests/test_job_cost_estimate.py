@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from mnist_hpc import api_cluster
 from mnist_hpc.cli import cluster as commands
 from mnist_hpc.cluster import estimate as est
 from mnist_hpc.cluster.profiles import get_profile, load_profiles
@@ -34,7 +35,7 @@ def injected(monkeypatch, tmp_path):
     from mnist_hpc.cli.main import cli
 
     commands.register(cli)
-    monkeypatch.setattr(commands, "_probe", lambda cfg: PROBE)
+    monkeypatch.setattr(api_cluster, "_probe", lambda cfg: PROBE)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
     (tmp_path / "sweep.yaml").write_text(SWEEP)

@@ -1,7 +1,9 @@
 """Cluster commands: submit, status, logs, cancel, preempt, push, data pack and sweep submit.
 
-Thin click commands over ``mnist_hpc.cluster`` (jobs, queue, push, datapack): parse, call,
-print. cli/main.py registers them (``register(cli)``; ``sweep_submit_command`` belongs in the
+Thin click commands over the public API (``mnist_hpc.api``: ``submit``, ``sweep_submit``,
+``estimate``, ``jobs_status``, ``log_file``, ``cancel``, ``preempt``, ``setup_cluster``, ``push``,
+``pack_data``; mnist_hpc/api_cluster.py): parse, call, print. Only the hidden job-internal
+commands (`sweep task`, `sweep report-job`) call ``mnist_hpc.cluster.packed`` itself. cli/main.py registers them (``register(cli)``; ``sweep_submit_command`` belongs in the
 `sweep` group). None imports torch. Every mistake a user can make ends in a
 ``UserError``/``ConfigError``: one line, a non-zero exit.
 """
@@ -13,9 +15,9 @@ from pathlib import Path
 
 import click
 
+from mnist_hpc import api
 from mnist_hpc.cli.completion import complete_cluster, complete_config, complete_set, complete_yaml
-from mnist_hpc.cluster import datapack, jobs, queue
-from mnist_hpc.cluster import push as pushing
+from mnist_hpc.errors import UserError
 
 FOLLOW_HINT = "follow it with: mnist-hpc status · mnist-hpc logs {job} -f · sq"
 
@@ -89,6 +91,10 @@ def _note(text: str) -> None:
     click.echo(text, err=True)
 
 
+def _quiet(text: str) -> None:
+    """A warn/note that drops its line (the command has said it already)."""
+
+
 def _short(path) -> str:
     try:
         return str(Path(path).resolve().relative_to(Path.cwd()))
@@ -148,16 +154,23 @@ def submit(
       mnist-hpc submit configs/quickstart.yaml --cluster narval --account def-you --time 0:30:00
       mnist-hpc submit configs/quickstart.yaml --cluster local
     """
-    resources = jobs.Resources(account, gpus, nodes, tasks, time_limit, mail, cpus, mem, data_dir)
-    job = jobs.submit(
+    job = api.submit(
         config,
-        overrides,
         cluster,
-        resources,
+        overrides=overrides,
+        account=account,
         dry_run=dry_run,
+        after=after,
         warn=_warn,
         note=_note,
-        after=after,
+        gpus=gpus,
+        nodes=nodes,
+        tasks=tasks,
+        time=time_limit,
+        mail=mail,
+        cpus=cpus,
+        mem=mem,
+        data_dir=data_dir,
     )
     if job.job_id is None:
         click.echo(job.script, nl=False)
@@ -171,98 +184,21 @@ def submit(
 # --------------------------------------------------------------------------- estimate
 
 
-def _probe(cfg):
-    """Seconds per step of ``cfg``'s model and batch here (training.probe; tests replace it)."""
-    from mnist_hpc.training.probe import probe
-
-    return probe(cfg)
-
-
-def _is_sweep_file(path) -> bool:
-    from mnist_hpc.config import read_yaml
-
-    try:
-        raw = read_yaml(path)
-    except Exception:  # not ours to judge here: load_config says what is wrong with it
-        return False
-    return isinstance(raw, dict) and "base" in raw
-
-
-def cost_estimate(
-    source, overrides, cluster, gpus, pack=1, time_limit=None, warn=None, stored_only=False, note=None
-):
-    """The ``cluster.estimate.Estimate`` of a config or sweep file (probing its model(s) here;
-    ``stored_only``: from stored probes only, torch-free, None where one is missing)."""
-    from mnist_hpc.cluster import estimate as est
-    from mnist_hpc.errors import UserError
-
-    profile = jobs.profile_for(cluster, warn or (lambda text: None))
-    is_sweep = _is_sweep_file(source)
-    if is_sweep:
-        from mnist_hpc.experiments.sweepfile import load_sweep
-
-        sweep = load_sweep(source, tuple(overrides))
-        if getattr(sweep, "study", None) is not None:
-            raise UserError(
-                f"{source}: an optuna study has no fixed runs to estimate; estimate its base "
-                "config (one trial) instead"
-            )
-        cfgs = [run.config for run in sweep.runs]
-    else:
-        from mnist_hpc.config import load_config
-
-        cfgs = [load_config(source, overrides)]
-        pack = 1
-    seen: dict[tuple[str, int, str], est.Probe] = {}
-    probes = []
-    for cfg in cfgs:
-        key = (repr(cfg.model), cfg.data.batch_size, cfg.data.dataset)
-        if key not in seen:
-            probe = est.stored_probe(cfg) if stored_only else _probe(cfg)
-            if probe is None:
-                return None
-            seen[key] = probe
-        probes.append(seen[key])
-    if str(gpus).strip().lower() == "auto":  # what submit would choose (it says why itself)
-        gpus = jobs.auto_gpus(
-            cfgs,
-            profile,
-            time_limit or "1:00:00",
-            1,
-            None,
-            note or (lambda text: None),
-            pack,
-            probe=probes[0],
-        )
-    n_gpus, gpu_type = jobs.parse_gpus(gpus, profile)
-    from mnist_hpc.cluster.spec import JobSpec, check_spec, kind_for
-
-    # the request as submit would check it: a GPU type or slice the cluster lacks is refused here too
-    check_spec(
-        JobSpec(
-            template="sweep_array" if is_sweep else kind_for(1, n_gpus, None),
-            profile=profile,
-            job_name="estimate",
-            sweep="s",
-            array="0-0",
-            gpus_per_node=n_gpus,
-            gpu_type=gpu_type,
-            time=time_limit or "1:00:00",
-            account=(profile.account_prefixes or ("def-",))[0] + "estimate"
-            if profile.account_required
-            else None,
-        )
-    )
-    return est.estimate(cfgs, probes, profile, n_gpus, gpu_type, pack=pack, time_limit=time_limit)
-
-
 def _dry_run_estimate(source, overrides, cluster, gpus, pack, time_limit) -> None:
     """The estimate under a dry run's script, from stored probes (a dry run stays torch-free and
-    quick); without one, the line that makes it."""
-    from mnist_hpc.errors import UserError
-
+    quick); without one, the line that makes it. Its warnings and --gpus auto note were said."""
     try:
-        e = cost_estimate(source, overrides, cluster, gpus, pack, time_limit, stored_only=True)
+        e = api.estimate(
+            source,
+            cluster,
+            gpus=gpus,
+            pack=pack,
+            time=time_limit,
+            overrides=overrides,
+            stored_only=True,
+            warn=_quiet,
+            note=_quiet,
+        )
     except UserError as err:
         _note(f"no cost estimate: {str(err).splitlines()[0]}")
         return
@@ -281,37 +217,6 @@ def _show_estimate(e, err: bool = True) -> None:
         click.echo(line, err=err)
     for text in e.warnings:
         _warn(text)
-
-
-def _pack_value(pack: str, sweep_file, overrides, task_time: str) -> int:
-    """--pack K or auto (from the stored probes: torch-free, no training here)."""
-    from mnist_hpc.cluster import estimate as est
-    from mnist_hpc.cluster.units import is_time
-    from mnist_hpc.errors import UserError
-
-    text = str(pack).strip().lower()
-    if text.isdigit() and int(text) >= 1:
-        return int(text)
-    if text != "auto":
-        raise UserError(f"--pack {pack}: expected a number of runs per array task (1 or more) or auto")
-    if not is_time(task_time):
-        raise UserError(f"--task-time {task_time}: expected minutes, H:MM:SS or D-HH:MM:SS")
-    from mnist_hpc.experiments.sweepfile import load_sweep
-
-    sweep = load_sweep(sweep_file, tuple(overrides))
-    if getattr(sweep, "study", None) is not None:
-        raise UserError("--pack auto: an optuna study's array tasks are workers claiming trials; drop --pack")
-    cfgs = [run.config for run in sweep.runs]
-    probes = [est.stored_probe(c) for c in cfgs]
-    known = [p for p in probes if p is not None]
-    if len(known) < len(probes):
-        raise UserError(
-            f"--pack auto needs the runs' time: run mnist-hpc estimate {sweep_file} --cluster NAME "
-            "once (it times the model here), or give --pack K"
-        )
-    k, why = est.choose_pack(cfgs, known, task_time)
-    _note(why)
-    return k
 
 
 @click.command()
@@ -363,9 +268,10 @@ def estimate(source, cluster, gpus, pack, time_limit, overrides):
     the GPU or MIG slice [Alliance wiki: Allocations and compute scheduling]. Every figure is an
     estimate and says how it was obtained; no GPU speed has been measured, so none is claimed.
     """
-    _show_estimate(
-        cost_estimate(source, overrides, cluster, gpus, pack, time_limit, _warn, note=_note), err=False
+    e = api.estimate(
+        source, cluster, gpus=gpus, pack=pack, time=time_limit, overrides=overrides, warn=_warn, note=_note
     )
+    _show_estimate(e, err=False)
 
 
 # --------------------------------------------------------------------------- sweep submit
@@ -448,20 +354,27 @@ def sweep_submit_command(
     read a copy of SWEEP_FILE and its base config (--set folded in) kept in the sweep's folder
     runs/<sweep>-sweep-<time>/: editing the files afterwards changes nothing already submitted.
     """
-    pack = _pack_value(pack, sweep_file, overrides, task_time)
-    resources = jobs.Resources(account, gpus, nodes, tasks, time_limit, mail, cpus, mem, data_dir)
-    out = jobs.sweep_submit(
+    out = api.sweep_submit(
         sweep_file,
         cluster,
-        resources,
         overrides=overrides,
+        account=account,
         dry_run=dry_run,
         parallel=parallel,
         pack=pack,
-        warn=_warn,
-        note=_note,
+        task_time=task_time,
         then=then,
         force=force,
+        warn=_warn,
+        note=_note,
+        gpus=gpus,
+        nodes=nodes,
+        tasks=tasks,
+        time=time_limit,
+        mail=mail,
+        cpus=cpus,
+        mem=mem,
+        data_dir=data_dir,
     )
     for line in out.notes:
         _note(line)
@@ -552,13 +465,13 @@ def status(runs_dir, watch):
     --watch refreshes once a minute, as the Alliance asks.
     """
     if not watch:
-        _print_status(queue.status(runs_dir))
+        _print_status(api.jobs_status(runs_dir))
         return
     try:
-        for i, now in enumerate(queue.watch_status(runs_dir)):
+        for i, now in enumerate(api.watch_jobs_status(runs_dir)):
             if i:
                 click.echo("")
-            click.echo(f"-- {now.user}'s jobs (every {queue.ASK_EVERY:.0f} s; Ctrl-C to stop) --")
+            click.echo(f"-- {now.user}'s jobs (every {api.STATUS_EVERY:.0f} s; Ctrl-C to stop) --")
             _print_status(now)
     except KeyboardInterrupt:
         return
@@ -624,12 +537,12 @@ def logs(job_id, follow, runs_dir):
     With -f it follows the file itself and asks the scheduler at most once per 60 s (the Alliance
     asks users not to poll squeue at high frequency), so it ends up to a minute after the job.
     """
-    path = queue.log_file(job_id, runs_dir, follow)
     if not follow:
-        sys.stdout.write(path.read_text(errors="replace"))
+        sys.stdout.write(api.log_file(job_id, runs_dir).read_text(errors="replace"))
         return
+    chunks = api.follow_log(job_id, runs_dir)
     try:
-        for chunk in queue.follow_log(path, job_id):
+        for chunk in chunks:
             sys.stdout.write(chunk)
             sys.stdout.flush()
     except KeyboardInterrupt:
@@ -641,7 +554,7 @@ def logs(job_id, follow, runs_dir):
 def cancel(job_ids):
     """Cancel Slurm jobs (scancel), e.g. mnist-hpc cancel 123456."""
     for job_id in job_ids:
-        click.echo(f"cancelled job {queue.cancel(job_id)}")
+        click.echo(f"cancelled job {api.cancel(job_id)}")
 
 
 @click.command()
@@ -666,7 +579,7 @@ def preempt(job_id, runs_dir, dry_run):
     resumes in its next start: watch it with mnist-hpc status and mnist-hpc logs JOBID -f. Try it
     on a short job before trusting a long one to the time limit.
     """
-    out = queue.preempt(job_id, runs_dir, dry_run=dry_run)
+    out = api.preempt(job_id, runs_dir, dry_run=dry_run)
     command = " ".join(out.argv)
     if dry_run:
         click.echo(command)
@@ -705,7 +618,7 @@ def setup(cluster, configs, dry_run):
     missing or stale (built for other packages or another mnist-hpc); so does submit.
     Other clusters build the job's virtualenv in $SLURM_TMPDIR: nothing to set up.
     """
-    out = jobs.setup(cluster, configs, dry_run=dry_run, warn=_warn)
+    out = api.setup_cluster(cluster, configs, dry_run=dry_run, warn=_warn)
     if out.venv is None:
         click.echo(
             f"cluster {out.cluster}: each job builds its virtualenv in $SLURM_TMPDIR from the "
@@ -751,7 +664,7 @@ def push(target, with_data, project, cluster, dry_run):
     on the cluster, build the environment there and run `mnist-hpc data download`, or pass
     --with-data to send the packed datasets along.
     """
-    project_dir = pushing.push(
+    project_dir = api.push(
         target, project=project, with_data=with_data, dry_run=dry_run, cluster=cluster, show=_note
     )
     if not dry_run:
@@ -770,18 +683,13 @@ def push(target, with_data, project, cluster, dry_run):
     "--output",
     "-o",
     type=click.Path(dir_okay=False),
-    default=str(datapack.DEFAULT_ARCHIVE),
+    default="data/mnist-hpc-data.tar",  # api.pack_data's (cluster.datapack.DEFAULT_ARCHIVE)
     show_default=True,
     help="The archive to write.",
 )
 def pack(datasets, data_dir, output):
     """Pack datasets (default: every one present) into one archive for $SLURM_TMPDIR staging."""
-    from mnist_hpc.config.datasets import resolve_data_root
-
-    root, why = resolve_data_root(data_dir, None)
-    path = datapack.pack(root, list(datasets), output)
-    size = path.stat().st_size / 2**20
-    click.echo(f"{path}: {', '.join(datapack.contents(path))} from {root} ({why}), {size:.1f} MiB")
+    click.echo(str(api.pack_data(datasets, data_dir=data_dir, output=output)))
 
 
 # --------------------------------------------------------------------------- registration
