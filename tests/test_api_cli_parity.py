@@ -7,7 +7,9 @@ agree with both."""
 from __future__ import annotations
 
 import json
+import re
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -201,3 +203,226 @@ def test_predict_and_export_are_the_api_functions_not_modules():
     assert "mnist_hpc.export" not in sys.modules and "mnist_hpc.predict" not in sys.modules
     assert mnist_hpc.export is mnist_hpc.api.export and mnist_hpc.predict is mnist_hpc.api.predict
     assert {"predict", "export"} <= set(dir(mnist_hpc)) and {"predict", "export"} <= set(mnist_hpc.__all__)
+
+
+# --------------------------------------------------------------------------- the cluster commands
+# `submit`, `sweep submit`, `estimate`, `status`, `logs`, `preempt` and `data pack` print what
+# mnist_hpc.submit / sweep_submit / estimate / jobs_status / log_file / preempt / pack_data return.
+# Dry runs and fake Slurm commands on PATH: no scheduler needed.
+
+SWEEP = "base: quickstart\nset: {train.epochs: 2}\ngrid: {optim.lr: [0.1, 0.2, 0.3, 0.4, 0.5]}\n"
+
+
+@pytest.fixture
+def here(tmp_path, monkeypatch):
+    """A project folder with a sweep file, probes stored in its own cache (10 ms a step)."""
+    from mnist_hpc import api_cluster
+    from mnist_hpc.cluster import estimate as est
+
+    probe = est.Probe(0.010, "cpu (test)", "given")
+    monkeypatch.setattr(api_cluster, "_probe", lambda cfg: probe)
+    monkeypatch.setattr(est, "stored_probe", lambda cfg: probe)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("SBATCH_ACCOUNT", raising=False)
+    monkeypatch.delenv("SLURM_ACCOUNT", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sweep.yaml").write_text(SWEEP)
+    return tmp_path
+
+
+def _dry_run_folder(err: str) -> str:
+    """The run (or sweep) folder a dry run names: the path after 'the job would run in'."""
+    return next(line for line in err.splitlines() if "would run in" in line).rsplit(" ", 1)[1]
+
+
+def test_submit_prints_the_script_and_estimate_the_api_returns(here, cli):
+    args = ["--cluster", "narval", "--account", "def-x", "--gpus", "a100:2", "--time", "0:30:00"]
+    r = cli("submit", "quickstart", *args, "--set", "train.epochs=2", "--mail", "a@b.c", "--dry-run")
+    assert r.code == 0, r.err
+    job = mnist_hpc.submit(
+        "quickstart",
+        "narval",
+        overrides=["train.epochs=2"],
+        account="def-x",
+        gpus="a100:2",
+        time="0:30:00",
+        mail="a@b.c",
+        dry_run=True,
+    )
+    assert job.job_id is None and job.cluster == "narval"
+    # each call makes its own run folder's name (by the second); the scripts are the same but for it
+    assert r.out.replace(_dry_run_folder(r.err), "RUN") == job.script.replace(str(job.run_dir), "RUN")
+    e = mnist_hpc.estimate(
+        "quickstart", "narval", gpus="a100:2", time="0:30:00", overrides=["train.epochs=2"]
+    )
+    assert e is not None and e.lines and all(f"{line}\n" in r.err for line in e.lines)
+    assert "2 x a100" in e.lines[0]
+
+
+def test_a_submit_mistake_is_the_same_line_for_both(here, cli):
+    from mnist_hpc.errors import UserError
+
+    for args, kwargs in (
+        (["--cluster", "narval", "--time", "99x"], {"account": "def-x", "time": "99x"}),
+        (["--cluster", "narval"], {}),  # no account
+        (["--cluster", "nowhere"], {"account": "def-x"}),
+        (["--cluster", "narval", "--after", "x1"], {"account": "def-x", "after": "x1"}),
+    ):
+        cli_args = [*args, *(["--account", "def-x"] if "account" in kwargs else [])]
+        r = cli("submit", "quickstart", *cli_args, "--dry-run")
+        with pytest.raises(UserError) as e:
+            mnist_hpc.submit("quickstart", args[1], dry_run=True, **kwargs)
+        assert r.code == 1 and r.err.splitlines()[-1] == f"error: {str(e.value).splitlines()[-1]}", (args, r)
+
+
+def test_sweep_submit_prints_what_the_api_returns(here, cli):
+    args = ["--cluster", "narval", "--account", "def-x", "--pack", "2", "--then", "report", "--parallel", "2"]
+    r = cli("sweep", "submit", "sweep.yaml", *args, "--dry-run")
+    assert r.code == 0, r.err
+    notes: list[str] = []
+    out = mnist_hpc.sweep_submit(
+        "sweep.yaml",
+        "narval",
+        account="def-x",
+        pack=2,
+        then="report",
+        parallel=2,
+        dry_run=True,
+        note=notes.append,
+    )
+    assert (out.runs, out.pack, out.tasks, out.job_ids) == (5, 2, 3, [None])
+    assert out.report_job is not None
+    scripts = "".join(j.script for j in [*out.jobs, out.report_job])
+    assert r.out.count("#!/bin/bash") == scripts.count("#!/bin/bash") == 2
+    stamp = re.compile(r"-sweep-\d{8}-\d{6}")  # each call makes its sweep folder's name (by the second)
+    assert stamp.sub("-sweep-T", r.out) == stamp.sub("-sweep-T", scripts)
+    assert r.err.splitlines()[-1] == "dry run: nothing submitted; 5 runs (3 tasks of 2) in 1 job array(s)"
+    assert all(line in r.err.splitlines() for line in out.notes + notes)
+
+
+def test_pack_auto_is_the_same_number_for_both(here, cli):
+    r = cli(
+        "sweep", "submit", "sweep.yaml", "--cluster", "narval", "--account", "def-x", "--pack", "auto",
+        "--task-time", "0:05:00", "--dry-run",
+    )  # fmt: skip
+    assert r.code == 0, r.err
+    notes: list[str] = []
+    out = mnist_hpc.sweep_submit(
+        "sweep.yaml",
+        "narval",
+        account="def-x",
+        pack="auto",
+        task_time="0:05:00",
+        dry_run=True,
+        note=notes.append,
+    )
+    tasks = f"{out.tasks} task{'s' if out.tasks != 1 else ''}"
+    assert out.pack > 1 and f"({tasks} of {out.pack})" in r.err.splitlines()[-1]
+    assert notes[0] in r.err.splitlines()  # why that many
+    with pytest.raises(mnist_hpc.errors.UserError) as e:
+        mnist_hpc.sweep_submit("sweep.yaml", "narval", account="def-x", pack="zero", dry_run=True)
+    r = cli("sweep", "submit", "sweep.yaml", "--cluster", "narval", "--account", "def-x", "--pack", "zero")
+    assert r.code == 1 and r.err.splitlines() == [f"error: {e.value}"]
+
+
+def test_estimate_prints_what_the_api_returns(here, cli):
+    r = cli(
+        "estimate",
+        "sweep.yaml",
+        "--cluster",
+        "nibi",
+        "--gpus",
+        "h100_1g.10gb:1",
+        "--pack",
+        "3",
+        "--time",
+        "0:01:00",
+    )
+    assert r.code == 0, r.err
+    warned: list[str] = []
+    e = mnist_hpc.estimate(
+        "sweep.yaml", "nibi", gpus="h100_1g.10gb:1", pack=3, time="0:01:00", warn=warned.append
+    )
+    assert e is not None and r.out.splitlines() == e.lines
+    assert e.warnings and r.err.splitlines() == [f"warning: {w}" for w in e.warnings] and warned == []
+    assert e.rgu_hours is not None and "1.74 RGU per" in r.out
+    assert (
+        mnist_hpc.estimate("sweep.yaml", "nibi", gpus="h100_1g.10gb:1", pack=3, stored_only=True).lines[1:]
+        == (e.lines[1:])
+    )
+    with pytest.raises(mnist_hpc.errors.UserError) as err:
+        mnist_hpc.estimate("quickstart", "narval", gpus="a100_9g.5gb:1")
+    r = cli("estimate", "quickstart", "--cluster", "narval", "--gpus", "a100_9g.5gb:1")
+    assert r.code == 1 and r.err.splitlines() == [f"error: {err.value}"]
+
+
+def test_status_logs_and_preempt_print_what_the_api_returns(project, cli):
+    from tests.status_fakes import DISABLED, _run, fake
+
+    fake(project, "squeue", 'echo "13|mnist|RUNNING|0:12|0:30:00|1|node1"\n')
+    fake(project, "sacct", f'echo "{DISABLED}" >&2; exit 1\n')
+    fake(
+        project,
+        "scontrol",
+        'case "$1" in show) echo "JobId=13 JobName=mnist JobState=RUNNING";; *) exit 1;; esac\n',
+    )
+    run = _run(project, "quickstart-job13")
+    (run / "slurm-13.out").write_text("epoch 1/2\nepoch 2/2 \u2713\n")
+    (run / "job.sh").write_text("#!/bin/bash\n#SBATCH --signal=B:USR1@90\n")
+    (run / "job.json").write_text(
+        json.dumps({"job_id": "13", "script": str(run / "job.sh"), "output": str(run / "slurm-%j.out")})
+    )
+
+    r = cli("status")
+    assert r.code == 0, r.err
+    now = mnist_hpc.jobs_status()
+    assert [q.job.job_id for q in now.queued] == ["13"] and Path(now.queued[0].folder).name == run.name
+    row = next(line for line in r.out.splitlines() if line.startswith("13 "))
+    assert row.split()[:3] == ["13", "mnist", "RUNNING"] and row.endswith(f"runs/{run.name}")
+
+    r = cli("logs", "13")
+    assert r.code == 0 and r.out == mnist_hpc.log_file("13").read_text() == "epoch 1/2\nepoch 2/2 \u2713\n"
+    assert mnist_hpc.log_file("13").resolve() == (run / "slurm-13.out").resolve()
+
+    r = cli("preempt", "13", "--dry-run")
+    assert r.code == 0, r.err
+    sent = mnist_hpc.preempt("13", dry_run=True)
+    assert (sent.signal, sent.batch) == ("USR1", True)
+    assert r.out.splitlines() == [" ".join(sent.argv)]
+
+    with pytest.raises(mnist_hpc.errors.UserError) as e:
+        mnist_hpc.cancel("not-a-job")
+    r = cli("cancel", "not-a-job")
+    assert r.code == 1 and r.err.splitlines() == [f"error: {e.value}"]
+
+
+def test_data_pack_prints_what_the_api_returns(tmp_path, monkeypatch, cli):
+    from mnist_hpc.cluster import datapack
+
+    root = tmp_path / "datasets"  # the four .gz files of MNIST (contents do not matter for packing)
+    for f in datapack.dataset_files(root, "mnist"):
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(b"fake " + f.name.encode())
+    monkeypatch.setenv("MNIST_HPC_DATA_DIR", str(root))
+    monkeypatch.chdir(tmp_path)
+    r = cli("data", "pack")  # the default archive
+    assert r.code == 0, r.err
+    first = (tmp_path / "data" / "mnist-hpc-data.tar").read_bytes()
+    done = mnist_hpc.pack_data()
+    assert done.path == datapack.DEFAULT_ARCHIVE and done.datasets == ["mnist"]
+    assert r.out.splitlines() == [str(done)] and done.data_dir_from == "$MNIST_HPC_DATA_DIR"
+    assert done.path.read_bytes() == first  # the same archive
+    with pytest.raises(mnist_hpc.errors.UserError) as e:
+        mnist_hpc.pack_data(["nosuchset"], output="other.tar")
+    r = cli("data", "pack", "nosuchset", "-o", "other.tar")
+    assert r.code == 1 and r.err.splitlines() == [f"error: {e.value}"]
+
+
+def test_the_cluster_functions_are_the_api():
+    from mnist_hpc.cluster import queue
+
+    names = {"sweep_submit", "estimate", "jobs_status", "log_file", "cancel", "preempt", "setup_cluster"}
+    names |= {"push", "pack_data", "watch_jobs_status", "follow_log"}
+    assert names <= set(mnist_hpc.__all__) and names <= set(mnist_hpc.api.__all__)
+    assert all(getattr(mnist_hpc, n) is getattr(mnist_hpc.api, n) for n in names)
+    assert mnist_hpc.STATUS_EVERY == queue.ASK_EVERY
