@@ -112,6 +112,7 @@ def _doc_blocks() -> list[str]:
 def test_docs_api_examples_run(real_root, monkeypatch, tmp_path, capsys):
     """Every ```python block of docs/api.md, in order, in one namespace (as a reader would)."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # estimate's stored probes
     (tmp_path / "configs").symlink_to(ROOT / "configs")
     blocks = _doc_blocks()
     assert len(blocks) >= 5
@@ -124,3 +125,6 @@ def test_docs_api_examples_run(real_root, monkeypatch, tmp_path, capsys):
     assert acc >= 90.0  # one epoch on 6,000 images
     assert (tmp_path / "lr-report.html").stat().st_size > 1000
     assert "#SBATCH --account=def-someone" in out
+    assert "5 3 1 [None]" in out  # sweep_submit: 5 runs, 2 a task, one array
+    assert "estimate for 1 run on narval (1 MIG slice a100_1g.5gb)" in out and "RGU-hours" in out
+    assert re.search(r"data/mnist-only.tar: mnist from .* MiB", out)
