@@ -616,8 +616,7 @@ def submit(
     mail, cpus, mem, data_dir. ``after``: ``"JOBID[:afterany]"``, start after that job (afterok
     by default). ``warn``/``note`` get the warnings and notes as lines (default: stderr). A sweep
     file is ``sweep_submit``'s."""
-    from mnist_hpc.api_cluster import _echoes
-    from mnist_hpc.api_cluster import resources as resources_of
+    from mnist_hpc.api_cluster import _echoes, _resources
     from mnist_hpc.cluster.jobs import submit as _submit
     from mnist_hpc.config import Config
     from mnist_hpc.config.extras import check_extras
@@ -626,7 +625,7 @@ def submit(
     if isinstance(config_or_source, Config):  # a loaded file was checked by load_config already
         config_or_source = _validated_again(config_or_source)
         check_extras(config_or_source)
-    asked = resources_of(account, resources)
+    asked = _resources(account, resources)
     warned, noted = _echoes(warn, note)
     return _submit(
         config_or_source,

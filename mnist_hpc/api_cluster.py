@@ -39,7 +39,7 @@ def _echoes(warn: Echo | None, note: Echo | None) -> tuple[Echo, Echo]:
     return warn or jobs._WARN, note or jobs._NOTE
 
 
-def resources(account=None, given: dict[str, Any] | None = None, what: str = "submit") -> Resources:
+def _resources(account=None, given: dict[str, Any] | None = None, what: str = "submit") -> Resources:
     """The ``cluster.jobs.Resources`` of ``account`` and the keyword arguments ``given`` (gpus,
     nodes, tasks, time, mail, cpus, mem, data_dir); a misspelt one is a TypeError naming what exists."""
     from mnist_hpc.cluster.jobs import Resources
@@ -87,7 +87,7 @@ def sweep_submit(
     overrides = as_overrides(overrides)
     warn, note = _echoes(warn, note)
     k = pack_value(pack, sweep_file, overrides, task_time, note=note)
-    asked = resources(account, resources_asked, "sweep_submit")
+    asked = _resources(account, resources_asked, "sweep_submit")
     return jobs.sweep_submit(
         sweep_file,
         cluster,
