@@ -8,7 +8,6 @@ import base64
 import html
 import os
 import re
-import tempfile
 from pathlib import Path
 
 from mnist_hpc.experiments.tables import (
@@ -19,7 +18,6 @@ from mnist_hpc.experiments.tables import (
     table_rows,
     verdict,
 )
-from mnist_hpc.runs.folder import atomic_write
 
 # Settings worth stating in a report when all runs share them (and they are not off/none).
 COMMON_KEYS = (
@@ -186,14 +184,3 @@ def embed_images(figures) -> str:
         f'{base64.b64encode(Path(p).read_bytes()).decode()}"></figure>'
         for p in figures
     )
-
-
-def write_html(comp, path, title: str) -> Path:
-    """Draw the figures and write the HTML report to ``path`` (folders created); returns it."""
-    from mnist_hpc.experiments.figures import make_plots
-
-    with tempfile.TemporaryDirectory() as tmp:
-        text = html_report(comp, title, make_plots(comp, tmp))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write(path, text)

@@ -17,12 +17,15 @@ import csv
 import math
 import os
 import statistics
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mnist_hpc.config import ConfigError, flatten, read_yaml
 from mnist_hpc.errors import UserError
 from mnist_hpc.experiments import pages, tables
+from mnist_hpc.runs.folder import atomic_write
 from mnist_hpc.runs.state import read_state
 from mnist_hpc.runs.summary import RunSummary, read_summary
 
@@ -98,6 +101,10 @@ class Comparison:
     varied: list  # dotted keys whose values differ between groups
     groups: list  # [Group], best first
     skipped: list = field(default_factory=list)  # one line per folder left out, and why
+    heading: str | None = None  # the report's title (``build_report``: from the folders given)
+    notes: list = field(default_factory=list)  # what `mnist-hpc report` prints as "note: ..." lines
+    studies: list = field(default_factory=list)  # (sweep folder, StudyView) of each Optuna study found
+    sources: list = field(default_factory=list)  # the folders (or run objects) it was built from
 
     @property
     def best(self) -> Group:
@@ -120,8 +127,51 @@ class Comparison:
         return pages.markdown_report(self, title or self.title(), figures, relative_to)
 
     def to_html(self, path, title: str | None = None) -> Path:
-        """Write a self-contained HTML report (figures embedded) to ``path``; returns it."""
-        return pages.write_html(self, path, title or self.title())
+        """Write a self-contained HTML report (figures embedded, an Optuna study's part
+        included) to ``path``, as `mnist-hpc report --html --out PATH` does; returns it."""
+        return self.render("html", title=title).save(path)
+
+    def html_path(self) -> Path | None:
+        """Where `mnist-hpc report --html` writes without --out: report.html in the first folder."""
+        first = self.sources[0] if self.sources else None
+        return first / "report.html" if isinstance(first, Path) else None
+
+    def render(self, format: str = "table", *, plots=None, out=None, title: str | None = None) -> Rendering:
+        """What `mnist-hpc report --format FORMAT [--plots DIR] [--out OUT]` prints or writes
+        (``format="html"``: the page of ``--html``): a ``Rendering`` (``.text``, ``.figures``
+        drawn into ``plots``; ``.save(path)``). ``out``: where the text will go, for the links of
+        a Markdown report's figures (default: relative to the current folder)."""
+        if format not in FORMATS:
+            raise UserError(f"format={format!r}: expected one of {', '.join(FORMATS)}")
+        title = title or self.title()
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                found: list = []
+                if plots is not None:
+                    found = self.figures(plots)
+                if format == "html":
+                    drawn = found if plots is not None else self.figures(tmp)
+                    text = pages.html_report(self, title, drawn, self._study_sections(tmp))
+                elif format == "markdown":
+                    where = Path(out).parent if out is not None else Path.cwd()
+                    text = pages.markdown_report(self, title, found, relative_to=where)
+                elif format == "csv":
+                    text = self.to_csv()
+                else:
+                    text = self.to_table()
+        except OSError as e:
+            raise UserError(f"{e.filename or out}: cannot write: {e.strerror or e}") from None
+        return Rendering(text, found, None if plots is None else Path(plots))
+
+    def _study_sections(self, tmp) -> str:
+        """The HTML of each Optuna study found (``studies``), its figures embedded."""
+        from mnist_hpc.experiments import studyreport
+
+        out: list[str] = []
+        for d, view in self.studies:
+            drawn = studyreport.make_study_plots(view, Path(tmp) / f"study-{len(out)}")
+            out.append(studyreport.html_section(view, d, pages.embed_images(drawn)))
+        return "\n".join(out)
 
     def figures(self, out_dir) -> list:
         """Draw the comparison figures (accuracy against each varied setting, learning curves)
@@ -131,11 +181,42 @@ class Comparison:
         return make_plots(self, out_dir)
 
     def title(self) -> str:
+        if self.heading:
+            return self.heading
         folders = dict.fromkeys(r.path.parent.name or str(r.path.parent) for r in self.runs)
         return "Run comparison: " + ", ".join(list(folders)[:3]) + (" ..." if len(folders) > 3 else "")
 
     def _repr_markdown_(self) -> str:  # notebooks show the report
         return self.to_markdown()
+
+
+FORMATS = ("table", "markdown", "csv", "html")
+
+
+@dataclass
+class Rendering:
+    """A report as text (``Comparison.render``) and the figures drawn for it."""
+
+    text: str
+    figures: list  # the PNG files drawn into ``plots`` ([] without it)
+    plots: Path | None = None
+
+    def figures_line(self) -> str:
+        """``wrote 2 figures to DIR/`` ("" when no figure folder was asked for)."""
+        return (
+            ""
+            if self.plots is None
+            else f"wrote {tables.plural(len(self.figures), 'figure')} to {self.plots}/"
+        )
+
+    def save(self, path) -> Path:
+        """Write the text to ``path`` (its folders created, atomically); returns it."""
+        path = Path(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return atomic_write(path, self.text)
+        except OSError as e:
+            raise UserError(f"{e.filename or path}: cannot write: {e.strerror or e}") from None
 
 
 # --------------------------------------------------------------------------- finding runs
@@ -270,13 +351,75 @@ def compare(runs: list, skipped=()) -> Comparison:
     return Comparison(runs, varied, ordered, list(skipped))
 
 
-def build_report(runs_or_dirs) -> Comparison:
-    """The comparison of every completed run in ``runs_or_dirs``: folders holding run folders at
-    any depth, run folders, or run objects with a ``.path`` (the API's ``Run``).
+def build_report(
+    runs_or_dirs, *, title: str | None = None, warn: Callable[[str], None] | None = None
+) -> Comparison:
+    """The comparison of every completed run in ``runs_or_dirs``, as `mnist-hpc report` makes it:
+    folders holding run folders at any depth, run folders, sweep files (standing for their output
+    folder) or run objects with a ``.path`` (the API's ``Run``).
 
-    Raises ``UserError`` when no completed run is found; folders left out are in ``.skipped``.
+    ``title``: the report's (default, for folders: "Run comparison: " and their names). The
+    Optuna studies among the folders (a ``study.journal``) are in ``.studies``; the lines the
+    command prints as notes (a folder left out, pruned trials, a study that cannot be read) are
+    in ``.notes``, and each is passed to ``warn`` as it comes. Raises ``UserError`` when no
+    completed run is found; folders left out are in ``.skipped``.
     """
     if isinstance(runs_or_dirs, (str, Path)) or hasattr(runs_or_dirs, "path"):
         runs_or_dirs = [runs_or_dirs]
-    runs, skipped = find_runs(list(runs_or_dirs))
-    return compare(runs, skipped)
+    items = [_as_folder(item) for item in runs_or_dirs]
+    notes: list[str] = []
+
+    def note(text: str) -> None:
+        notes.append(text)
+        if warn is not None:
+            warn(text)
+
+    studies = _studies([d for d in items if isinstance(d, Path)], note)
+    runs, skipped = find_runs(items)
+    comp = compare(runs, skipped)
+    pruned = {str(d / t.run) for d, view in studies for t in view.trials if t.state == "pruned" and t.run}
+    for line in skipped:
+        if line.split(":", 1)[0] not in pruned:
+            note(f"skipped {line}")
+    if pruned:
+        note(
+            f"{tables.plural(len(pruned), 'pruned trial')} left out of the comparison of completed "
+            f"runs (the study's table lists {'it' if len(pruned) == 1 else 'them'})"
+        )
+    if title:
+        comp.heading = title
+    elif items and all(isinstance(d, Path) for d in items):
+        comp.heading = "Run comparison: " + ", ".join(d.resolve().name or str(d) for d in items)
+    comp.notes, comp.studies, comp.sources = notes, studies, items
+    return comp
+
+
+def _as_folder(item):
+    """A folder as a ``Path``; a sweep file stands for its output folder; a run object as it is."""
+    if not isinstance(item, (str, Path)):
+        return item
+    d = Path(item)
+    if d.suffix in (".yaml", ".yml") and d.is_file():
+        from mnist_hpc.experiments.sweepfile import load_sweep
+
+        return load_sweep(d, allow_large=True, validate=False).output_dir
+    return d
+
+
+def _studies(dirs, note: Callable[[str], None]) -> list:
+    """(folder, StudyView) of every Optuna study among ``dirs`` (a sweep folder holding
+    study.journal); one that cannot be read (optuna not installed) is a note and left out."""
+    from mnist_hpc.experiments import studyreport
+
+    found = []
+    for d in dirs:
+        if not (Path(d) / studyreport.JOURNAL).is_file():
+            continue
+        try:
+            view = studyreport.load_view(d)
+        except UserError as e:
+            note(f"{d}: the study's part of the report is left out: {e}")
+            continue
+        if view is not None:
+            found.append((Path(d), view))
+    return found
