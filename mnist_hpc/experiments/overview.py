@@ -135,6 +135,34 @@ def list_runs(dirs) -> tuple[list, list]:
     return lines, damaged
 
 
+@dataclass
+class RunsOverview:
+    """Every run folder under some folders, as `mnist-hpc runs` shows them."""
+
+    dirs: list  # [Path] searched
+    rows: list  # [RunsRow], oldest start first
+    damaged: list  # one line per damaged record, naming the file
+
+    def to_table(self, width: int | None = None) -> str:
+        """The aligned table (``format_runs``) and the count of each state under it."""
+        return (
+            format_runs(self.rows, width) + "\n" + tables.wrap(counts_line(self.rows, len(self.rows)), width)
+        )
+
+
+def runs_overview(dirs) -> RunsOverview:
+    """The ``RunsOverview`` of every run folder under ``dirs``; a folder that does not exist is
+    a ``UserError``, before any is read."""
+    dirs = [Path(d) for d in dirs]
+    missing = [d for d in dirs if not d.is_dir()]
+    if missing:
+        raise UserError(
+            f"{missing[0]}: no such folder (give the folder your runs are in: mnist-hpc runs DIR)"
+        )
+    rows, damaged = list_runs(dirs)
+    return RunsOverview(dirs, rows, damaged)
+
+
 def _cells(r: RunsRow) -> list:
     acc = tables.percent(r.test_accuracy) if isinstance(r.test_accuracy, (int, float)) else "-"
     return [

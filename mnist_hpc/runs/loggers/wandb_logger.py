@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import shlex
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -132,3 +132,28 @@ def sync_argv(run_dir: StrPath, dry_run: bool = False) -> list[str]:
         )
     require("wandb", "mnist-hpc sync")
     return [sys.executable, "-m", "wandb", "sync", *(["--dry-run"] if dry_run else []), *map(str, dirs)]
+
+
+def sync_runs(
+    runs: Sequence[StrPath], dry_run: bool = False, echo: Callable[[str], None] = print
+) -> list[int]:
+    """Upload the offline W&B runs of run folders (``wandb sync``, what `mnist-hpc sync` does):
+    every folder checked before anything is uploaded, then one ``wandb sync`` per run, its
+    command echoed first; returns their exit codes. A failed upload (after all of them ran) or a
+    missing wandb is a one-line UserError."""
+    import subprocess
+
+    from mnist_hpc.errors import UserError
+
+    commands = [sync_argv(run, dry_run) for run in runs]  # every mistake before any upload
+    codes = []
+    for run, argv in zip(runs, commands, strict=False):
+        echo(f"{run}: {shlex.join(['wandb', *argv[3:]])}")
+        try:
+            codes.append(subprocess.call(argv))
+        except OSError as e:
+            raise UserError(f"cannot run wandb sync: {e}") from None
+    failed = sum(code != 0 for code in codes)
+    if failed:
+        raise UserError(f"wandb sync failed for {failed} of {len(runs)} run(s); see its messages above")
+    return codes
