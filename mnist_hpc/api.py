@@ -498,37 +498,102 @@ def train(
 # --------------------------------------------------------------------------- many runs
 
 
+class SweepResult(list):
+    """What ``sweep`` returns: the ``Run`` of each finished run (a list, in sweep order), with
+    what `mnist-hpc sweep run` prints after the runs and exits with: ``.after`` (the comparison of
+    the completed runs, a study's best trial), ``.problems`` (its stderr lines: failed, requeued or
+    busy runs), ``.exit_code`` (0; 75 requeued; else the failure's) and ``.outcomes`` (one
+    ``SweepRunOutcome`` per run, or a study's ``TrialResult`` per trial)."""
+
+    def __init__(self, runs, done):
+        super().__init__(runs)
+        self.outcomes, self.after, self.problems = done.outcomes, done.after, done.problems
+        self.exit_code = done.exit_code
+
+
 def sweep(
     source,
     overrides: Sequence[str] = (),
     *,
     parallel: int = 1,
+    index: int | None = None,
     data_dir=None,
+    allow_large: bool = False,
+    force: bool = False,
     echo: Callable[[str], None] = _echo,
-) -> list:
-    """Run every run of a sweep file (skipping finished ones); return the ``Run`` of each finished run."""
+) -> SweepResult:
+    """Run every run of a sweep file that has not completed, as `mnist-hpc sweep run` does
+    (``index``: only that run, as a Slurm array task; ``force``: train anew the finished runs
+    whose stored config differs; ``allow_large``: more than MAX_RUNS runs); ``echo`` gets the
+    header and each run's progress. Returns a ``SweepResult``: the ``Run`` of each finished run.
+    A ``method: optuna`` sweep runs ``parallel`` workers of its study (``index``: be worker N);
+    its result holds the completed trials. Ctrl-C raises KeyboardInterrupt (its message: how to
+    continue)."""
     from mnist_hpc.config.loading import as_overrides
-    from mnist_hpc.experiments.sweep import run_sweep
+    from mnist_hpc.experiments import sweepops
     from mnist_hpc.experiments.sweepfile import load_sweep
 
-    sw = load_sweep(source, as_overrides(overrides))
-    if sw.study is not None:  # method: optuna: ``parallel`` workers; the Run of each completed trial
-        from mnist_hpc.experiments.search import run_study
-
-        trials = run_study(sw, workers=parallel, data_dir=data_dir, echo=echo)
-        return [Run(t.run_dir) for t in trials if t.state == "completed"]
-    results = run_sweep(sw, parallel=parallel, data_dir=data_dir, echo=echo)
-    return [Run(r.run_dir) for r in results if r.ok]
+    # an array task checks only its own run: the whole sweep was checked when it was submitted
+    sw = load_sweep(source, as_overrides(overrides), allow_large=allow_large, validate=index is None)
+    done = sweepops.train(sw, parallel=parallel, index=index, data_dir=data_dir, echo=echo, force=force)
+    return SweepResult([Run(d) for d in done.finished], done)
 
 
-def report(runs_or_dirs):
-    """A comparison of runs (``Run`` objects or folders holding run folders): ``.rows``,
-    ``.to_markdown()``, ``.to_html(path)``."""
+def sweep_plan(source, overrides: Sequence[str] = (), *, allow_large: bool = False):
+    """The runs of a sweep file without running anything (every run's config checked first), as
+    `mnist-hpc sweep plan` lists them: a ``SweepPlan`` (``.sweep``; ``.lines()`` yields the lines)."""
+    from mnist_hpc.config.loading import as_overrides
+    from mnist_hpc.experiments import sweepops
+    from mnist_hpc.experiments.sweepfile import load_sweep
+
+    return sweepops.plan(load_sweep(source, as_overrides(overrides), allow_large=allow_large, validate=False))
+
+
+def sweep_status(source, overrides: Sequence[str] = (), *, allow_large: bool = False):
+    """Where each run of a sweep file stands, from its folders alone (no scheduler call), as
+    `mnist-hpc sweep status` says: a ``SweepStatus`` (``.states``: one ``SweepRunStatus`` per run
+    with ``.index``, ``.name``, ``.state``, ``.detail``; ``.counts()``; ``.to_text()``). For a
+    ``method: optuna`` sweep, its study's trials."""
+    from mnist_hpc.config.loading import as_overrides
+    from mnist_hpc.experiments import sweepops
+    from mnist_hpc.experiments.sweepfile import load_sweep
+
+    return sweepops.status(
+        load_sweep(source, as_overrides(overrides), allow_large=allow_large, validate=False)
+    )
+
+
+def sweep_report(
+    source,
+    overrides: Sequence[str] = (),
+    *,
+    out=None,
+    echo: Callable[[str], None] = _echo,
+    warn: Callable[[str], None] | None = None,
+):
+    """Write the HTML report of a sweep file's runs, as `mnist-hpc sweep report` does, to ``out``
+    (default: report.html in the sweep's folder): a ``SweepReport`` (``.path``, ``.comparison``).
+    For a ``method: optuna`` study ``echo`` gets its progress and best trial first and the page
+    holds its part (best trial, history, importance, slices, pruned trials); ``warn`` gets the
+    notes on folders left out (also in ``.comparison.notes``)."""
+    from mnist_hpc.config.loading import as_overrides
+    from mnist_hpc.experiments import sweepops
+    from mnist_hpc.experiments.sweepfile import load_sweep
+
+    sw = load_sweep(source, as_overrides(overrides), allow_large=True, validate=False)
+    return sweepops.report(sw, out, echo=echo, warn=warn)
+
+
+def report(runs_or_dirs, *, title: str | None = None, warn: Callable[[str], None] | None = None):
+    """A comparison of runs, as `mnist-hpc report` makes it: ``Run`` objects, folders holding run
+    folders or sweep files; ``.rows``, ``.notes`` (what the command prints as notes; each also
+    passed to ``warn``), ``.render(format, plots=, out=)`` (the command's text: table, markdown,
+    csv or html), ``.to_markdown()``, ``.to_html(path)`` (the page `report --html` writes)."""
     from mnist_hpc.experiments.report import build_report
 
     if isinstance(runs_or_dirs, (str, Path, Run)):
         runs_or_dirs = [runs_or_dirs]
-    return build_report([r.path if isinstance(r, Run) else Path(r) for r in runs_or_dirs])
+    return build_report([r if isinstance(r, Run) else Path(r) for r in runs_or_dirs], title=title, warn=warn)
 
 
 @dataclass
@@ -584,16 +649,41 @@ def _evaluate(paths, *, tta, data_dir, device, trust_code, python_model=None, wh
     return Evaluation(results, ens)
 
 
-def list_runs(dirs="runs") -> list:
+class RunList(list):
+    """What ``list_runs`` returns: a ``Run`` per run folder, oldest first, with what `mnist-hpc
+    runs` shows of them: ``.rows`` (one ``RunsRow`` each: name, state, detail, dataset, model,
+    test_accuracy, epochs, train_seconds, started_at, finished_at), ``.damaged`` (one line per
+    folder left out for a damaged record) and ``.to_table(width=None)`` (the table and the counts)."""
+
+    def __init__(self, found):
+        super().__init__(Run(row.path) for row in found.rows)
+        self.rows, self.damaged, self._found = found.rows, found.damaged, found
+
+    def to_table(self, width: int | None = None) -> str:
+        return self._found.to_table(width)
+
+
+def list_runs(dirs="runs") -> RunList:
     """A ``Run`` for every run folder under ``dirs`` (a folder or several, searched at any depth
     as ``report`` searches them), oldest first, finished or not (``run.state`` says how each
-    stands); a folder with a damaged summary.json is left out (``mnist-hpc runs`` names it)."""
-    from mnist_hpc.experiments.overview import list_runs as lines_of
+    stands), as `mnist-hpc runs` lists them; a folder with a damaged summary.json is left out
+    (named in ``.damaged``); a folder that does not exist is a UserError."""
+    from mnist_hpc.experiments.overview import runs_overview
 
     if isinstance(dirs, (str, Path)):
         dirs = [dirs]
-    lines, _ = lines_of([Path(d) for d in dirs])
-    return [Run(line.path) for line in lines]
+    return RunList(runs_overview([Path(d) for d in dirs]))
+
+
+def sync(runs, *, dry_run: bool = False, echo: Callable[[str], None] = _echo) -> list[int]:
+    """Upload the offline W&B runs of run folders (``wandb sync``), as `mnist-hpc sync` does: run
+    it where there is internet. Every folder is checked before anything is uploaded; ``echo`` gets
+    each ``wandb sync`` command line; returns their exit codes (a failed one raises UserError)."""
+    from mnist_hpc.runs.loggers.wandb_logger import sync_runs
+
+    if isinstance(runs, (str, Path, Run)):
+        runs = [runs]
+    return sync_runs([r.path if isinstance(r, Run) else r for r in runs], dry_run, echo)
 
 
 def submit(
@@ -664,6 +754,8 @@ __all__ = [
     "Evaluation",
     "Prediction",
     "Run",
+    "RunList",
+    "SweepResult",
     "cancel",
     "estimate",
     "evaluate",
@@ -681,7 +773,11 @@ __all__ = [
     "setup_cluster",
     "submit",
     "sweep",
+    "sweep_plan",
+    "sweep_report",
+    "sweep_status",
     "sweep_submit",
+    "sync",
     "train",
     "watch_jobs_status",
 ]
