@@ -6,12 +6,7 @@ Nothing here imports torch at import time.
 
 from __future__ import annotations
 
-import shlex
-import subprocess
-
 import click
-
-from mnist_hpc.errors import UserError
 
 
 @click.command("export")
@@ -54,18 +49,9 @@ def export_command(source, fmt, out, trust_code):
 def sync_command(runs, dry_run):
     """Upload the offline W&B runs of run folders (`wandb sync`): run it where there is internet,
     e.g. a cluster's login node, after the jobs that trained them (compute nodes have none)."""
-    from mnist_hpc.runs.loggers.wandb_logger import sync_argv
+    from mnist_hpc import api
 
-    commands = [sync_argv(run, dry_run) for run in runs]  # every mistake before any upload
-    failed = 0
-    for run, argv in zip(runs, commands, strict=False):
-        click.echo(f"{run}: {shlex.join(['wandb', *argv[3:]])}")
-        try:
-            failed += subprocess.call(argv) != 0
-        except OSError as e:
-            raise UserError(f"cannot run wandb sync: {e}") from None
-    if failed:
-        raise UserError(f"wandb sync failed for {failed} of {len(runs)} run(s); see its messages above")
+    api.sync(runs, dry_run=dry_run, echo=click.echo)
 
 
 def register(cli) -> None:
