@@ -426,3 +426,140 @@ def test_the_cluster_functions_are_the_api():
     assert names <= set(mnist_hpc.__all__) and names <= set(mnist_hpc.api.__all__)
     assert all(getattr(mnist_hpc, n) is getattr(mnist_hpc.api, n) for n in names)
     assert mnist_hpc.STATUS_EVERY == queue.ASK_EVERY
+
+
+# --------------------------------------------------------------------------- many runs
+
+
+def _printed(lines) -> str:
+    """What the commands print for lines echoed one by one."""
+    return "".join(f"{line}\n" for line in lines)
+
+
+def _as_printed(text: str) -> str:
+    """What `mnist-hpc report` prints of a rendered text: a last newline added where it has none."""
+    return text + ("" if text.endswith("\n") else "\n")
+
+
+@pytest.fixture
+def damaged_too(lr_sweep):
+    """The learning-rate runs and one with a damaged summary.json (left out, named in a note)."""
+    from tests.run_fakes import make_run
+
+    bad = make_run(lr_sweep / "lr=0.5", 0.5, lr=0.5)
+    (bad / "summary.json").write_text("[1, 2")
+    return lr_sweep
+
+
+@pytest.mark.parametrize("fmt", ["table", "markdown", "csv"])
+def test_report_prints_what_the_api_renders(damaged_too, cli, monkeypatch, fmt):
+    monkeypatch.setenv("COLUMNS", "100")
+    r = cli("report", damaged_too, "--format", fmt)
+    assert r.code == 0, r.err
+    comp = mnist_hpc.report(damaged_too)
+    assert r.out == _as_printed(comp.render(fmt).text)
+    assert comp.notes and r.err.splitlines() == [f"note: {n}" for n in comp.notes]
+    assert comp.title() == "Run comparison: learning_rate"  # from the folder given, as the command's
+
+
+def test_report_html_is_the_page_to_html_writes(damaged_too, cli, tmp_path):
+    r = cli("report", damaged_too, "--html", "--out", tmp_path / "cli.html", "--title", "LR")
+    assert r.code == 0 and r.err.splitlines()[-1] == f"wrote {tmp_path / 'cli.html'}"
+    page = mnist_hpc.report(damaged_too, title="LR").to_html(tmp_path / "api.html")
+    assert page.read_bytes() == (tmp_path / "cli.html").read_bytes()
+    r = cli("report", damaged_too, "--html")  # without --out: report.html in the first folder
+    assert r.err.splitlines()[-1] == f"wrote {mnist_hpc.report(damaged_too).html_path()}"
+
+
+def test_report_of_a_sweep_file_is_the_report_of_its_folder(tmp_path, fake_train, cli):
+    from tests.sweep_fakes import write_sweep
+
+    path = write_sweep(tmp_path, "grid: {optim.lr: [0.1, 0.05]}\n")
+    mnist_hpc.sweep(path, echo=lambda m: None)
+    folder = mnist_hpc.sweep_status(path).output_dir
+    assert mnist_hpc.report(path).rows == mnist_hpc.report(folder).rows
+    r = cli("report", path, "--format", "csv")
+    assert r.code == 0 and r.out == _as_printed(mnist_hpc.report(path).render("csv").text)
+
+
+def test_runs_prints_what_list_runs_returns(damaged_too, cli, monkeypatch, tmp_path):
+    monkeypatch.setenv("COLUMNS", "100")
+    top = damaged_too.parent
+    r = cli("runs", top)
+    assert r.code == 0, r.err
+    found = mnist_hpc.list_runs(top)
+    assert len(found) == 5 and [run.path for run in found] == [row.path for row in found.rows]
+    assert r.out == found.to_table() + "\n"
+    assert found.damaged and r.err.splitlines() == [f"note: skipped {d}" for d in found.damaged]
+    r = cli("runs", tmp_path / "nosuch")
+    with pytest.raises(mnist_hpc.errors.UserError) as e:
+        mnist_hpc.list_runs(tmp_path / "nosuch")
+    assert r.code == 1 and r.err.splitlines() == [f"error: {e.value}"]
+
+
+def test_sweep_commands_print_what_the_api_returns(tmp_path, fake_train, cli, monkeypatch):
+    from tests.sweep_fakes import write_sweep
+
+    monkeypatch.setenv("COLUMNS", "100")
+    path = write_sweep(tmp_path, "grid: {optim.lr: [0.1, 0.05]}\n")
+    r = cli("sweep", "plan", path)
+    assert r.code == 0 and r.out == _printed(mnist_hpc.sweep_plan(path).lines())
+    status = mnist_hpc.sweep_status(path)
+    assert status.counts() == {"pending": 2} and cli("sweep", "status", path).out == status.to_text() + "\n"
+
+    echoed: list = []
+    one = mnist_hpc.sweep(path, index=1, echo=echoed.append)  # an array task: run 1 only, no comparison
+    assert [run.path.name for run in one] == ["lr=0.05"] and one.exit_code == 0 and one.after == []
+    assert echoed[0] == f"sweep s: 1 run into {status.output_dir}/"
+    r = cli("sweep", "run", path)
+    assert r.code == 0, r.err
+    echoed.clear()
+    done = mnist_hpc.sweep(path, echo=echoed.append)  # both completed now: skipped, then compared
+    again = cli("sweep", "run", path)
+    assert again.code == 0 and again.out == _printed(echoed + done.after)
+    assert [run.path.name for run in done] == ["lr=0.1", "lr=0.05"] and done.problems == []
+
+    status = mnist_hpc.sweep_status(path)
+    assert [s.state for s in status.states] == ["completed", "completed"]
+    assert cli("sweep", "status", path).out == status.to_text() + "\n"
+
+    r = cli("sweep", "report", path, "--out", tmp_path / "cli.html")
+    assert r.code == 0 and r.err == f"wrote {tmp_path / 'cli.html'}\n"
+    written = mnist_hpc.sweep_report(path, out=tmp_path / "api.html")
+    assert written.path.read_bytes() == (tmp_path / "cli.html").read_bytes()
+    assert written.comparison.title() == "Sweep s"
+
+
+def test_a_bad_sweep_index_is_the_same_line_for_both(tmp_path, fake_train, cli):
+    from tests.sweep_fakes import write_sweep
+
+    path = write_sweep(tmp_path, "grid: {optim.lr: [0.1, 0.05]}\n")
+    r = cli("sweep", "run", path, "--index", "5")
+    with pytest.raises(mnist_hpc.errors.ConfigError) as e:
+        mnist_hpc.sweep(path, index=5)
+    assert r.code == 2 and r.err.splitlines() == [f"error: {e.value}"]
+
+
+def test_sync_prints_what_the_api_does(tmp_path, cli):
+    run = tmp_path / "run"
+    run.mkdir()
+    for target in (tmp_path / "nosuch", run):  # no folder; a folder without an offline W&B run
+        r = cli("sync", target)
+        with pytest.raises(mnist_hpc.errors.UserError) as e:
+            mnist_hpc.sync(target)
+        assert r.code == 1 and r.out == "" and r.err.splitlines() == [f"error: {e.value}"]
+    pytest.importorskip("wandb")
+    offline = run / "wandb" / "offline-run-20260101_000000-abc123"
+    offline.mkdir(parents=True)
+    (offline / "run-abc123.wandb").write_bytes(b"")
+    echoed: list = []
+    assert mnist_hpc.sync(run, dry_run=True, echo=echoed.append) == [0]  # nothing uploaded
+    assert echoed == [f"{run}: wandb sync --dry-run {offline}"]
+    r = cli("sync", run, "--dry-run")
+    assert r.code == 0 and r.out == _printed(echoed)
+
+
+def test_the_many_runs_functions_are_public():
+    names = {"sweep_plan", "sweep_status", "sweep_report", "sync", "RunList", "SweepResult"}
+    assert names <= set(mnist_hpc.__all__) and names <= set(dir(mnist_hpc))
+    assert names <= set(mnist_hpc.api.__all__) and mnist_hpc.sync is mnist_hpc.api.sync
