@@ -80,7 +80,7 @@ def _commit(script: Path) -> str | None:
 
 def _med(runs: list[dict], key: str):
     values = [r[key] for r in runs if r.get(key) is not None]
-    return round(statistics.median(values), 3) if values else None
+    return round(statistics.median(values), 5 if key == "test_accuracy" else 3) if values else None
 
 
 def main(argv=None) -> int:
