@@ -46,6 +46,17 @@ _API = (
     "pack_data",
     "DataPack",
     "STATUS_EVERY",
+    # before training: configs, models, datasets (api_setup.py)
+    "list_configs",
+    "check_config",
+    "ConfigCheck",
+    "list_models",
+    "download_weights",
+    "model_summary",
+    "list_datasets",
+    "prepare_data",
+    "verify_data",
+    "DataCheck",
 )
 __all__ = [*_API, "__version__"]
 

@@ -32,48 +32,6 @@ def _echo(msg: str) -> None:
     print(msg, flush=True)
 
 
-# --------------------------------------------------------------------------- configs
-
-
-def load_config(source, overrides: Sequence[str] = ()):
-    """A validated ``Config`` from a YAML path or a shipped config name (``"quickstart"``),
-    with ``--set``-style ``overrides`` such as ``["optim.lr=0.01", "model.hidden=[256,64]"]``."""
-    from mnist_hpc.config import load_config as _load
-    from mnist_hpc.config.loading import as_overrides
-
-    return _load(source, as_overrides(overrides))
-
-
-def _as_config(config_or_source, overrides: Sequence[str]):
-    """A validated ``Config`` from a Config, a plain dict, a path or a shipped config name;
-    ``cfg.source`` says where it came from and ``cfg.notes`` what loading changed."""
-    from mnist_hpc.config import Config, apply_overrides, config_from_dict
-    from mnist_hpc.config.loading import as_overrides
-
-    overrides = as_overrides(overrides)  # one string is one override, never its characters
-    if isinstance(config_or_source, Config) and not overrides:
-        return config_or_source
-    if isinstance(config_or_source, (Config, dict)):
-        base = config_or_source.to_dict() if isinstance(config_or_source, Config) else config_or_source
-        origin = config_or_source.source if isinstance(config_or_source, Config) else "python dict"
-        notes: list = []
-        data = apply_overrides(base, tuple(overrides), notes)
-        cfg = config_from_dict(data, source=origin + (" (with overrides)" if overrides else ""))
-        cfg.notes, cfg.source = tuple(notes), origin
-        return cfg
-    return load_config(config_or_source, overrides)
-
-
-def _validated_again(cfg):
-    """A caller's ``Config`` checked again as a whole: fields set after loading (``cfg.model.hidden
-    = [10**9]``) pass the same rules (types, ranges, MAX_PARAMS) as a file would."""
-    from mnist_hpc.config import config_from_dict
-
-    fresh = config_from_dict(cfg.to_dict(), source=f"{cfg.source} (as changed after loading)")
-    fresh.notes, fresh.source = cfg.notes, cfg.source
-    return fresh
-
-
 # --------------------------------------------------------------------------- runs
 
 
@@ -748,8 +706,29 @@ from mnist_hpc.api_cluster import (  # noqa: E402
     watch_jobs_status,
 )
 
+# --------------------------------------------------------------------------- before training (api_setup.py)
+# `config show` (load_config), `configs`, `config validate`, `models`, `models download`, `summary`,
+# `data list|download|verify`; and the config helpers train() and submit() use.
+from mnist_hpc.api_setup import (  # noqa: E402
+    ConfigCheck,
+    DataCheck,
+    _as_config,
+    _validated_again,
+    check_config,
+    download_weights,
+    list_configs,
+    list_datasets,
+    list_models,
+    load_config,
+    model_summary,
+    prepare_data,
+    verify_data,
+)
+
 __all__ = [
     "STATUS_EVERY",
+    "ConfigCheck",
+    "DataCheck",
     "DataPack",
     "Evaluation",
     "Prediction",
@@ -757,17 +736,24 @@ __all__ = [
     "RunList",
     "SweepResult",
     "cancel",
+    "check_config",
+    "download_weights",
     "estimate",
     "evaluate",
     "export",
     "follow_log",
     "jobs_status",
+    "list_configs",
+    "list_datasets",
+    "list_models",
     "list_runs",
     "load_config",
     "log_file",
+    "model_summary",
     "pack_data",
     "predict",
     "preempt",
+    "prepare_data",
     "push",
     "report",
     "setup_cluster",
@@ -779,5 +765,6 @@ __all__ = [
     "sweep_submit",
     "sync",
     "train",
+    "verify_data",
     "watch_jobs_status",
 ]
