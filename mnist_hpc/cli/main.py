@@ -1,4 +1,4 @@
-"""The `mnist-hpc` command line: parse, validate, delegate.
+"""The `mnist-hpc` command line: parse, call the public API (``mnist_hpc.api``), print.
 
 torch is imported only inside the commands that need it, so `--help`, `config`, `status`,
 `logs`, `submit --dry-run`, `sweep plan` and `report` answer fast. A ``UserError`` becomes one
@@ -174,11 +174,10 @@ def config_show(config_file, overrides):
 @cli.command()
 def configs():
     """List the shipped configs (usable by name anywhere, e.g. `mnist-hpc train quickstart`)."""
-    from mnist_hpc.config import SHIPPED_DIR, shipped_configs
+    from mnist_hpc import api
 
-    for name, purpose in shipped_configs().items():
-        click.echo(f"{name:<12} {purpose}")
-    click.echo(f"(files in {SHIPPED_DIR}; sweeps in {SHIPPED_DIR / 'sweeps'})")
+    for line in api.list_configs().lines():
+        click.echo(line)
 
 
 @config.command("validate")
@@ -190,43 +189,17 @@ def config_validate(files):
     any is invalid. A custom or torchvision model is also built on torch's meta device (its
     parameters counted against MAX_PARAMS, no memory) and run once on a tiny batch (its output
     must be (N, classes)); built-in models are checked without torch."""
-    from mnist_hpc.config import load_config
-    from mnist_hpc.experiments.sweepfile import is_sweep_file, validate_sweep_file
+    from mnist_hpc import api
 
     bad = 0
     for f in files:
-        try:
-            if is_sweep_file(f):
-                n = validate_sweep_file(f)
-                click.echo(f"ok    {f} ({n:,} run{'' if n == 1 else 's'})")
-                continue
-            cfg = load_config(f)
-            params = check_config_model(cfg)
-            click.echo(f"ok    {f}" + (f" ({cfg.model.name} model: {params:,} parameters)" if params else ""))
-        except ConfigError as e:
-            bad += 1
-            click.echo(f"error {e}", err=True)
-            detail = getattr(e, "detail", "")  # a UserCodeError's frames of the user's code
-            if detail:
-                click.echo(detail, err=True)
-        except UserError as e:
-            bad += 1
-            click.echo(f"error {f}: {e}", err=True)
+        found = api.check_config(f)
+        click.echo(str(found), err=not found.ok)
+        if found.detail:  # a UserCodeError's frames of the user's code
+            click.echo(found.detail, err=True)
+        bad += not found.ok
     if bad:
         raise SystemExit(2)
-
-
-def check_config_model(cfg):
-    """Build and probe a custom/torchvision model (None for built-ins: the validator counted them)."""
-    if cfg.model.source == "builtin":
-        return None
-    from mnist_hpc.config.datasets import data_shape
-    from mnist_hpc.training.models import prepare_model
-
-    shape = data_shape(cfg.data)
-    if shape is None:
-        raise ConfigError(f"data.root: {cfg.data.root}: not a folder of class subfolders")
-    return prepare_model(cfg, shape).params
 
 
 # --------------------------------------------------------------------------- models
@@ -245,40 +218,10 @@ def models(ctx, with_tv):
     and torchvision's (`torchvision`); `models download ARCH` fetches pretrained weights."""
     if ctx.invoked_subcommand:
         return
-    from mnist_hpc.config.models import MODEL_SPECS
+    from mnist_hpc import api
 
-    click.echo(f"{'name':<12} {'params':>12}  description")
-    for name, spec in MODEL_SPECS.items():
-        n = spec.section().param_count()
-        click.echo(f"{name:<12} {f'{n:,}' if n is not None else '(built)':>12}  {spec.description}")
-    if with_tv:
-        import torch
-
-        from mnist_hpc.config.datasets import MNIST_SHAPE
-        from mnist_hpc.config.models import MAX_PARAMS, TorchvisionModel
-        from mnist_hpc.training.models import build_model, torchvision_arches
-
-        click.echo(
-            "\ntorchvision.models that fit MAX_PARAMS (model: {name: torchvision, arch: ARCH}), for 10 "
-            "classes of 1x28x28, counted on the meta device; cost per epoch: not measured here "
-            "(`mnist-hpc bench throughput` measures a config):"
-        )
-        skipped = []
-        for arch in torchvision_arches():
-            try:
-                with torch.device("meta"):
-                    m = build_model(TorchvisionModel(arch=arch), MNIST_SHAPE, load_weights=False)
-            except NotImplementedError:  # its initialisation reads values (RegNet): not countable unbuilt
-                skipped.append(arch)
-                continue
-            n = sum(p.numel() for p in m.parameters())
-            if n <= MAX_PARAMS:
-                click.echo(f"  {arch:<28} {n:>12,}")
-        if skipped:
-            click.echo(
-                f"  not counted here (their set-up needs real weights; `mnist-hpc config validate` builds "
-                f"them): {', '.join(skipped)}"
-            )
+    for line in api.list_models(torchvision=with_tv).lines():
+        click.echo(line)
 
 
 @models.command("download")
@@ -287,11 +230,10 @@ def models(ctx, with_tv):
 def models_download(arches, weights):
     """Fetch pretrained weights into the torch hub cache ($TORCH_HOME/hub/checkpoints) on a machine
     with internet (a login node): jobs read them from there and never download."""
-    from mnist_hpc.training.models import download_weights
+    from mnist_hpc import api
 
     for arch in arches:
-        path, fetched = download_weights(arch, weights)
-        click.echo(f"{'downloaded' if fetched else 'already there'}: {arch} {weights} -> {path}")
+        click.echo(str(api.download_weights(arch, weights)))
 
 
 @cli.command()
@@ -301,15 +243,9 @@ def models_download(arches, weights):
 @set_option
 def summary(config_file, overrides):
     """Print a layer table of CONFIG's model (output shapes, parameters, size)."""
-    from mnist_hpc.config.datasets import data_shape
-    from mnist_hpc.training.models import prepare_model, summary_text
+    from mnist_hpc import api
 
-    cfg = _load(config_file, overrides)
-    shape = data_shape(cfg.data)
-    if shape is None:
-        raise ConfigError(f"data.root: {cfg.data.root}: not a folder of class subfolders")
-    model = prepare_model(cfg, shape).build()
-    click.echo(summary_text(model, f"{cfg.model.name} ({cfg.experiment.name})", (1, *shape.input_shape)))
+    click.echo(api.model_summary(_load(config_file, overrides)).text)
 
 
 # --------------------------------------------------------------------------- data
@@ -321,15 +257,12 @@ def data():
 
 
 def _dataset_names(ctx, param, value):
-    from mnist_hpc.config import did_you_mean
-    from mnist_hpc.config.datasets import DATASETS
+    from mnist_hpc import api
 
-    for v in value:
-        if v not in DATASETS:
-            raise click.BadParameter(
-                f"unknown dataset {v!r}{did_you_mean(v, DATASETS)}; expected one of {', '.join(DATASETS)}"
-            )
-    return value or ("mnist", "fashion-mnist")
+    try:
+        return api.list_datasets().check(value)
+    except ConfigError as e:
+        raise click.BadParameter(str(e)) from None
 
 
 dataset_option = click.option(
@@ -344,10 +277,10 @@ dataset_option = click.option(
 @data.command("list")
 def data_list():
     """List the datasets the registry knows."""
-    from mnist_hpc.config.datasets import DATASETS
+    from mnist_hpc import api
 
-    for d in DATASETS.values():
-        click.echo(f"{d.name:<14} {d.description}")
+    for line in api.list_datasets().lines():
+        click.echo(line)
 
 
 @data.command("download")
@@ -355,18 +288,11 @@ def data_list():
 @data_dir_option
 def data_download(datasets, data_dir):
     """Download (or unpack local archives of) datasets, MD5-checked by torchvision."""
-    from mnist_hpc.cluster import env as job_env
-    from mnist_hpc.config.datasets import resolve_data_root
-    from mnist_hpc.training.data import prepare_all
+    from mnist_hpc import api
 
-    root, why = resolve_data_root(data_dir)
     # inside a job (compute nodes: no internet) only local archives are unpacked
-    for name, folder, present in prepare_all(
-        datasets, root, download=not job_env.current().in_job, from_download=True
-    ):
-        click.echo(
-            f"{name}: already present in {folder}" if present else f"{name}: ready in {folder} ({why})"
-        )
+    for ready in api.prepare_data(datasets, data_dir=data_dir):
+        click.echo(str(ready))
 
 
 @data.command("verify")
@@ -374,43 +300,11 @@ def data_download(datasets, data_dir):
 @data_dir_option
 def data_verify(datasets, data_dir):
     """Check archives against their MD5 sums and that the unpacked files load."""
-    from mnist_hpc.config.datasets import DATASETS, resolve_data_root
-    from mnist_hpc.training import data as D
+    from mnist_hpc import api
 
-    root, why = resolve_data_root(data_dir)
-    missing: list[str] = []
-    damaged: list[str] = []
-    memory = 0
-    for name in datasets:
-        for path, ok, note in D.verify(DATASETS[name], root):
-            if not ok:
-                if "ran out of memory" in note:
-                    memory += 1  # the files were not judged
-                else:
-                    (missing if note == "missing" else damaged).append(name)
-            click.echo(f"{'ok ' if ok else 'BAD'}  {name:<14} {path}  {note}")
-    if memory and not (missing or damaged):
-        raise UserError(
-            f"{root}: ran out of memory checking {memory} dataset(s), so their files were not "
-            f"judged (nothing to delete): free memory and run `mnist-hpc data verify` again"
-        )
-    if missing or damaged:
-        absent = sorted(set(missing) - set(damaged))
-        fetch = " ".join(f"--dataset {n}" for n in sorted(set(missing) | set(damaged)))
-        parts = (
-            ([f"{', '.join(absent)} missing"] if absent else [])
-            + (
-                [f"{len(damaged)} damaged file(s) in {', '.join(sorted(set(damaged)))} (delete them first)"]
-                if damaged
-                else []
-            )
-            + ([f"{memory} not judged (out of memory: not damaged)"] if memory else [])
-        )
-        raise UserError(
-            f"under {root} ({why}): {'; '.join(parts)}: run `mnist-hpc data download {fetch}` "
-            f"(on a cluster, on a login node), or point --data-dir or $MNIST_HPC_DATA_DIR "
-            f"at a folder that holds them"
-        )
+    found = api.verify_data(datasets, data_dir=data_dir, echo=click.echo)
+    if found.problem:
+        raise UserError(found.problem)
 
 
 # --------------------------------------------------------------------------- evaluate / predict
