@@ -563,3 +563,136 @@ def test_the_many_runs_functions_are_public():
     names = {"sweep_plan", "sweep_status", "sweep_report", "sync", "RunList", "SweepResult"}
     assert names <= set(mnist_hpc.__all__) and names <= set(dir(mnist_hpc))
     assert names <= set(mnist_hpc.api.__all__) and mnist_hpc.sync is mnist_hpc.api.sync
+
+
+# --------------------------------------------------------------------------- before training
+
+
+def test_configs_models_and_datasets_list_what_the_api_lists(cli):
+    shipped = mnist_hpc.list_configs()
+    assert "quickstart" in shipped.configs and (shipped.folder / "quickstart.yaml").is_file()
+    assert cli("configs").out == _printed(shipped.lines())
+    found = mnist_hpc.list_models()
+    assert found.torchvision is None and {"mlp", "fast", "custom", "torchvision"} <= {
+        m.name for m in found.models
+    }
+    assert next(m for m in found.models if m.name == "mlp").params == 101_770
+    assert cli("models").out == _printed(found.lines())
+    known = mnist_hpc.list_datasets()
+    assert known.names[:2] == ["mnist", "fashion-mnist"] and cli("data", "list").out == _printed(
+        known.lines()
+    )
+
+
+def test_config_validate_prints_each_check(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("bad.yaml").write_text("model: {name: [oops\n")
+    Path("badkey.yaml").write_text("experiment: {name: x}\nnosuchkey: 1\n")
+    Path("sweep.yaml").write_text("base: quickstart\ngrid: {optim.lr: [0.1, 0.01]}\n")
+    files = ["quickstart", "sweep.yaml", "bad.yaml", "badkey.yaml", "nosuchconfig"]
+    checks = [mnist_hpc.check_config(f) for f in files]
+    assert [c.ok for c in checks] == [True, True, False, False, False]
+    assert checks[1].runs == 2 and str(checks[1]) == "ok    sweep.yaml (2 runs)"
+    assert checks[0].model == "fast" and checks[0].params is None  # a built-in: counted without torch
+    with pytest.raises(mnist_hpc.errors.ConfigError) as e:
+        mnist_hpc.load_config("badkey.yaml")
+    assert checks[3].error == str(e.value)
+    r = cli("config", "validate", *files)
+    assert r.code == 2
+    assert r.out == _printed(str(c) for c in checks if c.ok)
+    assert r.err == _printed(str(c) for c in checks if not c.ok)
+    assert cli("config", "validate", "quickstart", "sweep.yaml").code == 0
+
+
+def test_a_custom_model_is_built_and_counted_for_both(cli):
+    own = Path(mnist_hpc.list_configs().folder) / "own.yaml"
+    check = mnist_hpc.check_config(own)
+    assert check.ok and check.model == "custom" and check.params == 29_178
+    r = cli("config", "validate", own)
+    assert r.code == 0 and r.out == f"{check}\n" == f"ok    {own} (custom model: 29,178 parameters)\n"
+
+
+def test_summary_prints_model_summary(cli):
+    sets = ["model.name=mlp", "model.hidden=[16]"]
+    shown = mnist_hpc.model_summary("quickstart", sets)
+    assert shown.params == 784 * 16 + 16 + 16 * 10 + 10 and shown.title == "mlp (quickstart-mlp)"
+    r = cli("summary", "quickstart", *[a for s in sets for a in ("--set", s)])
+    assert r.code == 0 and r.out == shown.text + "\n"
+    cfg = mnist_hpc.load_config("quickstart", sets)
+    assert mnist_hpc.model_summary(cfg).text == shown.text  # a Config as well as a source
+    cfg.model.hidden = [10**9]  # changed after loading: checked again, as train() checks it
+    with pytest.raises(mnist_hpc.errors.ConfigError, match="MAX_PARAMS"):
+        mnist_hpc.model_summary(cfg)
+
+
+def test_data_verify_and_download_print_what_the_api_returns(cli, synth_root, tmp_path):
+    echoed: list = []
+    found = mnist_hpc.verify_data(data_dir=synth_root, echo=echoed.append)
+    assert found.ok and found.problem is None and found.data_dir_from == "--data-dir"
+    assert {f.dataset for f in found.files} == {"mnist", "fashion-mnist"} and all(f.ok for f in found.files)
+    assert echoed == list(found.lines())
+    r = cli("data", "verify", "--data-dir", synth_root)
+    assert r.code == 0 and r.out == _printed(echoed) and r.err == ""
+
+    empty = tmp_path / "empty"
+    missing = mnist_hpc.verify_data(["kmnist"], data_dir=empty)
+    assert not missing.ok and not any(f.ok for f in missing.files)
+    r = cli("data", "verify", "--dataset", "kmnist", "--data-dir", empty)
+    assert r.code == 1 and r.out == _printed(missing.lines()) and r.err == f"error: {missing.problem}\n"
+
+    ready = mnist_hpc.prepare_data(["mnist"], data_dir=synth_root)
+    assert [(d.name, d.already) for d in ready] == [("mnist", True)]
+    r = cli("data", "download", "--dataset", "mnist", "--data-dir", synth_root)
+    assert r.code == 0 and r.out == _printed(map(str, ready))
+
+
+def test_a_dataset_mistake_is_the_same_message_for_both(cli, tmp_path, monkeypatch):
+    with pytest.raises(mnist_hpc.errors.ConfigError) as e:
+        mnist_hpc.verify_data(["mnistt"])
+    assert str(e.value).startswith("unknown dataset 'mnistt' (did you mean 'mnist'?); expected one of mnist,")
+    r = cli("data", "verify", "--dataset", "mnistt")
+    assert r.code == 2 and r.err.splitlines()[-1] == f"Error: Invalid value for '--dataset': {e.value}"
+    with pytest.raises(mnist_hpc.errors.ConfigError, match="unknown dataset 'mnistt'"):
+        mnist_hpc.prepare_data("mnistt")
+    monkeypatch.setenv("SLURM_JOB_ID", "123")  # inside a job: no download, only local archives
+    with pytest.raises(mnist_hpc.errors.DataError) as e:
+        mnist_hpc.prepare_data(["kmnist"], data_dir=tmp_path / "none")
+    r = cli("data", "download", "--dataset", "kmnist", "--data-dir", tmp_path / "none")
+    assert r.code == 1 and r.err == f"error: {e.value}\n" and "no internet" in r.err
+
+
+def test_models_download_prints_what_download_weights_returns(cli, tmp_path, monkeypatch):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("torchvision")
+    from mnist_hpc.training.models import hub_weights_path
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+    path, _ = hub_weights_path("resnet18", "DEFAULT")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"")  # already in the cache: nothing is downloaded
+    got = mnist_hpc.download_weights("resnet18")
+    assert (got.path, got.downloaded) == (path, False)
+    r = cli("models", "download", "resnet18")
+    assert r.code == 0 and r.out == f"{got}\n" == f"already there: resnet18 DEFAULT -> {path}\n"
+    with pytest.raises(mnist_hpc.errors.ConfigError) as e:
+        mnist_hpc.download_weights("resnet1")
+    r = cli("models", "download", "resnet1")
+    assert r.code == 2 and r.err == f"error: {e.value}\n" and "did you mean 'resnet18'" in r.err
+
+
+def test_the_setup_functions_are_the_api():
+    names = {"list_configs", "check_config", "list_models", "download_weights", "model_summary"}
+    names |= {"list_datasets", "prepare_data", "verify_data", "ConfigCheck", "DataCheck"}
+    assert names <= set(mnist_hpc.__all__) and names <= set(mnist_hpc.api.__all__)
+    assert all(getattr(mnist_hpc, n) is getattr(mnist_hpc.api, n) for n in names)
+
+
+def test_the_main_commands_import_only_the_api():
+    """cli/main.py reaches the library through ``mnist_hpc.api`` alone (besides the errors, the
+    completions, the process's clock and its signal flag, which train and main() own)."""
+    from tests.test_imports import import_graph
+
+    allowed = {"mnist_hpc.api", "mnist_hpc.errors", "mnist_hpc.clock", "mnist_hpc.training.stopflag"}
+    allowed |= {f"mnist_hpc.cli.{m}" for m in ("completion", "cluster", "export", "bench", "experiments")}
+    assert import_graph()["mnist_hpc.cli.main"] <= allowed
