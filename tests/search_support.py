@@ -15,7 +15,7 @@ experiment: {{name: tiny, seed: 0, output_dir: {out}}}
 data: {{dataset: mnist, val_split: 0.2, batch_size: 64, eval_batch_size: 256}}
 model: {{name: cnn, channels: [4, 8], hidden: 32}}
 optim: {{name: adam, lr: 0.003}}
-train: {{epochs: 2}}
+train: {{epochs: {epochs}}}
 runtime: {{threads: 1}}
 """
 
@@ -33,9 +33,9 @@ params:
 """
 
 
-def make_study(folder: Path, n: int = 12) -> Path:
+def make_study(folder: Path, n: int = 12, epochs: int = 2) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "base.yaml").write_text(BASE.format(out=folder / "runs"))
+    (folder / "base.yaml").write_text(BASE.format(out=folder / "runs", epochs=epochs))
     path = folder / "study.yaml"
     path.write_text(STUDY.format(n=n))
     return path

@@ -45,7 +45,7 @@ def cli(*args, data, check=True, timeout=600):
 
 
 def _write(tmp_path, text: str) -> Path:
-    (tmp_path / "base.yaml").write_text(BASE.format(out=tmp_path / "runs"))
+    (tmp_path / "base.yaml").write_text(BASE.format(out=tmp_path / "runs", epochs=2))
     p = tmp_path / "s.yaml"
     p.write_text(text)
     return p
@@ -186,7 +186,8 @@ def test_the_best_trial_retrains_to_the_same_accuracy(study_12, synth_root, tmp_
 
 @pytest.mark.slow
 def test_the_study_resumes_after_kill_9_of_every_worker(synth_root, tmp_path):
-    path = make_study(tmp_path, 8)
+    epochs = 4  # so that a trial past its first epoch and before its last has a whole epoch of steps left
+    path = make_study(tmp_path, 8, epochs=epochs)
     sweep_dir = tmp_path / "runs" / "sweeps" / "study"
     env = {**os.environ, "MNIST_HPC_DATA_DIR": str(synth_root), "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
@@ -195,23 +196,36 @@ def test_the_study_resumes_after_kill_9_of_every_worker(synth_root, tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+    def epochs_done(t) -> int:
+        csv = sweep_dir / t.user_attrs.get("run", "-") / "metrics.csv"
+        return max(len(csv.read_text().splitlines()) - 1, 0) if csv.exists() else 0
+
     deadline = time.monotonic() + 300
     try:
-        while time.monotonic() < deadline:  # until some trials are done and two are training
-            if (sweep_dir / "study.journal").exists():
-                trials = trials_of(sweep_dir)
+        # until a trial is done and another is mid-way: a checkpoint written, an epoch or more to go
+        # (a kill near the end of a last epoch lets that trial finish, which would prove nothing)
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:  # the journal file exists a moment before the study is written in it
+                trials = trials_of(sweep_dir) if (sweep_dir / "study.journal").exists() else []
+            except ValueError:
+                trials = []
+            if trials:
                 done = [t for t in trials if t.state.is_finished()]
-                running = [
+                mid_way = [
                     t
                     for t in trials
                     if t.state.name == "RUNNING"
-                    and any((sweep_dir / t.user_attrs.get("run", "-") / "checkpoints").glob("*.pt"))
+                    and 1 <= epochs_done(t) <= epochs - 2
+                    and any((sweep_dir / t.user_attrs["run"] / "checkpoints").glob("last-*.pt"))
                 ]
-                if len(done) >= 2 and len(running) == 2:
+                if done and mid_way:
                     break
-            time.sleep(0.5)
+            time.sleep(0.1)
         else:
-            pytest.fail("the study did not get going")
+            pytest.fail(
+                f"no trial was caught mid-way (the study {'ended' if proc.poll() is not None else 'hung'})"
+            )
     finally:
         proc.send_signal(signal.SIGKILL)  # every worker: the threads of this process
         proc.wait()
