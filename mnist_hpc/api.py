@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mnist_hpc.errors import UserError
+from mnist_hpc.experiments.sweepfile import MAX_RUNS as MAX_SWEEP_RUNS  # larger sweeps need allow_large
 
 if TYPE_CHECKING:
     import numpy as np
@@ -482,7 +483,7 @@ def sweep(
 ) -> SweepResult:
     """Run every run of a sweep file that has not completed, as `mnist-hpc sweep run` does
     (``index``: only that run, as a Slurm array task; ``force``: train anew the finished runs
-    whose stored config differs; ``allow_large``: more than MAX_RUNS runs); ``echo`` gets the
+    whose stored config differs; ``allow_large``: more than MAX_SWEEP_RUNS runs); ``echo`` gets the
     header and each run's progress. Returns a ``SweepResult``: the ``Run`` of each finished run.
     A ``method: optuna`` sweep runs ``parallel`` workers of its study (``index``: be worker N);
     its result holds the completed trials. Ctrl-C raises KeyboardInterrupt (its message: how to
@@ -701,9 +702,11 @@ from mnist_hpc.api_cluster import (  # noqa: E402
     pack_data,
     preempt,
     push,
+    run_array_task,
     setup_cluster,
     sweep_submit,
     watch_jobs_status,
+    write_array_report,
 )
 
 # --------------------------------------------------------------------------- before training (api_setup.py)
@@ -715,7 +718,10 @@ from mnist_hpc.api_setup import (  # noqa: E402
     _as_config,
     _validated_again,
     check_config,
+    config_keys,
+    config_model,
     download_weights,
+    list_clusters,
     list_configs,
     list_datasets,
     list_models,
@@ -726,6 +732,7 @@ from mnist_hpc.api_setup import (  # noqa: E402
 )
 
 __all__ = [
+    "MAX_SWEEP_RUNS",
     "STATUS_EVERY",
     "ConfigCheck",
     "DataCheck",
@@ -737,12 +744,15 @@ __all__ = [
     "SweepResult",
     "cancel",
     "check_config",
+    "config_keys",
+    "config_model",
     "download_weights",
     "estimate",
     "evaluate",
     "export",
     "follow_log",
     "jobs_status",
+    "list_clusters",
     "list_configs",
     "list_datasets",
     "list_models",
@@ -756,6 +766,7 @@ __all__ = [
     "prepare_data",
     "push",
     "report",
+    "run_array_task",
     "setup_cluster",
     "submit",
     "sweep",
@@ -767,4 +778,5 @@ __all__ = [
     "train",
     "verify_data",
     "watch_jobs_status",
+    "write_array_report",
 ]

@@ -363,3 +363,26 @@ def pack_data(datasets: Sequence[str] = (), *, data_dir=None, output=None) -> Da
     root, why = resolve_data_root(data_dir, None)
     path = datapack.pack(root, list(datasets), datapack.DEFAULT_ARCHIVE if output is None else output)
     return DataPack(path, datapack.contents(path), root, why, path.stat().st_size)
+
+
+# inside the jobs that `sweep submit --pack K` and `--then report` queue (the hidden `sweep task`
+# and `sweep report-job` commands)
+
+
+def run_array_task(sweep_file, task: int, pack: int, *, data_dir=None, echo: Echo = print) -> int:
+    """Train array task ``task``'s runs of a packed sweep (``pack`` runs per task: ``task * pack``
+    to ``task * pack + pack - 1``) one after another, skipping completed ones and resuming an
+    interrupted one, as the job's `mnist-hpc sweep task` does. Returns its exit status: 0 all
+    completed, 75 requeued (the next start continues), 1 a run failed (the others still trained)."""
+    from mnist_hpc.cluster import packed
+
+    return packed.run_task(sweep_file, task, pack, data_dir, echo=echo)
+
+
+def write_array_report(sweep_file) -> tuple[Path, list[str]]:
+    """Write ``report.md`` in the sweep's folder once its array has ended (the comparison of the
+    completed runs, then the runs that did not complete, with their state and log), as the job
+    that `sweep submit --then report` queues does. Returns (its path, the runs not completed)."""
+    from mnist_hpc.cluster import packed
+
+    return packed.write_report(sweep_file)

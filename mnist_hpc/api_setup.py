@@ -135,6 +135,70 @@ def check_config(path) -> ConfigCheck:
         return ConfigCheck(f, False, error=f"{f}: {e}")
 
 
+def config_keys(model: str | None = None) -> dict[str, str]:
+    """Every key a config (and ``--set``) takes, dotted, with its one-line comment; under
+    ``model.`` the parameters of ``model`` (every model's when None or unknown). What the shell
+    completion of ``--set`` offers."""
+    import dataclasses
+
+    from mnist_hpc.config import MODEL_SPECS, Config
+    from mnist_hpc.config.dump import field_comments
+    from mnist_hpc.config.models import ModelSection
+    from mnist_hpc.config.validate import field_type
+
+    keys: dict[str, str] = {}
+
+    def walk(cls, prefix: str) -> None:
+        comments = field_comments(cls)
+        for f in dataclasses.fields(cls):
+            tp = field_type(cls, f.name)
+            if isinstance(tp, type) and issubclass(tp, ModelSection):
+                keys[f"{prefix}{f.name}.name"] = field_comments(ModelSection).get("name", "")
+                chosen = [MODEL_SPECS[model]] if model in MODEL_SPECS else list(MODEL_SPECS.values())
+                for spec in chosen:
+                    walk_params(spec.section, f"{prefix}{f.name}.")
+            elif isinstance(tp, type) and dataclasses.is_dataclass(tp):
+                walk(tp, f"{prefix}{f.name}.")
+            else:
+                keys[f"{prefix}{f.name}"] = comments.get(f.name, "")
+
+    def walk_params(section, prefix: str) -> None:
+        comments = field_comments(section)
+        for f in dataclasses.fields(section):
+            if f.name != "name":
+                keys.setdefault(f"{prefix}{f.name}", comments.get(f.name, ""))
+
+    walk(Config, "")
+    return keys
+
+
+def config_model(source=None, sweep_file=None) -> str | None:
+    """The model name a config file (or shipped config name) ``source`` trains, or else that of
+    ``sweep_file``'s base config, read without validating (the default model where the file names
+    none); None when neither is given or a sweep file has no ``base:``."""
+    from mnist_hpc.config import find_config, load_raw, read_yaml
+    from mnist_hpc.config.models import ModelSection
+
+    if not source and sweep_file:
+        sweep = read_yaml(Path(sweep_file))
+        if not isinstance(sweep, dict) or "base" not in sweep:
+            return None
+        source = find_config(sweep["base"], relative_to=Path(sweep_file).parent)
+    if not source:
+        return None
+    model = load_raw(source).get("model")
+    return model.get("name", ModelSection.default) if isinstance(model, dict) else ModelSection.default
+
+
+def list_clusters() -> dict[str, str]:
+    """The cluster profiles ``--cluster`` takes (built in, and the user's
+    ~/.config/mnist-hpc/clusters.yaml), each with its one-line description, sorted by name."""
+    from mnist_hpc.cluster.profiles import load_profiles
+
+    profiles, _ = load_profiles()
+    return {name: p.description or "" for name, p in sorted(profiles.items())}
+
+
 def _model_params(cfg: Config) -> int | None:
     """Build and probe a custom/torchvision model (None for built-ins: the validator counted them)."""
     if cfg.model.source == "builtin":

@@ -696,3 +696,20 @@ def test_the_main_commands_import_only_the_api():
     allowed = {"mnist_hpc.api", "mnist_hpc.errors", "mnist_hpc.clock", "mnist_hpc.training.stopflag"}
     allowed |= {f"mnist_hpc.cli.{m}" for m in ("completion", "cluster", "export", "bench", "experiments")}
     assert import_graph()["mnist_hpc.cli.main"] <= allowed
+
+
+def test_every_command_module_reaches_the_library_through_the_api():
+    """Every module of cli/ (the cluster, sweep and export commands, the shell completions, the
+    hidden commands the jobs run) imports ``mnist_hpc.api`` and the errors only; main also the
+    process's clock and signal flag."""
+    from tests.test_imports import import_graph
+
+    graph = import_graph()
+    modules = [m for m in graph if m.startswith("mnist_hpc.cli.")]
+    assert len(modules) >= 6, modules
+    for module in modules:
+        outside = {m for m in graph[module] if not m.startswith("mnist_hpc.cli")}
+        allowed = {"mnist_hpc.api", "mnist_hpc.errors"}
+        if module == "mnist_hpc.cli.main":
+            allowed |= {"mnist_hpc.clock", "mnist_hpc.training.stopflag"}
+        assert outside <= allowed, (module, outside - allowed)

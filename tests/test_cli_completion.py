@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from mnist_hpc import api
 from mnist_hpc.cli import completion as C
 from tests.paths import ROOT
 
@@ -79,7 +80,7 @@ def test_a_broken_profile_file_offers_nothing_instead_of_a_traceback(tmp_path, m
 
 
 def test_config_keys_follow_the_schema_and_the_model():
-    keys = C.config_keys("mlp")
+    keys = api.config_keys("mlp")
     assert {
         "optim.lr",
         "train.checkpoint.every",
@@ -91,8 +92,8 @@ def test_config_keys_follow_the_schema_and_the_model():
     } <= set(keys)
     assert "model.channels" not in keys and "optim" not in keys and "train.checkpoint" not in keys
     assert keys["optim.lr"] == "peak learning rate"
-    assert {"model.channels", "model.dropout1"} <= set(C.config_keys("cnn"))
-    every = C.config_keys(None)  # the model is unknown: every model's parameters
+    assert {"model.channels", "model.dropout1"} <= set(api.config_keys("cnn"))
+    every = api.config_keys(None)  # the model is unknown: every model's parameters
     assert {"model.hidden", "model.channels", "model.width"} <= set(every)
 
 

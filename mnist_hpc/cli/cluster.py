@@ -416,9 +416,7 @@ def sweep_submit_command(
 def sweep_task_command(sweep_file, task, pack, data_dir):
     """Run array task TASK of a packed sweep (`sweep submit --pack K`): runs TASK*K .. TASK*K+K-1
     one after another, skipping completed ones and resuming an interrupted one."""
-    from mnist_hpc.cluster import packed
-
-    code = packed.run_task(sweep_file, task, pack, data_dir, echo=click.echo)
+    code = api.run_array_task(sweep_file, task, pack, data_dir=data_dir, echo=click.echo)
     if code:
         sys.exit(code)
 
@@ -428,9 +426,7 @@ def sweep_task_command(sweep_file, task, pack, data_dir):
 def sweep_report_job_command(sweep_file):
     """What `sweep submit --then report` runs after the array: report.md in the sweep folder,
     with the runs that did not complete named."""
-    from mnist_hpc.cluster import packed
-
-    path, missing = packed.write_report(sweep_file)
+    path, missing = api.write_array_report(sweep_file)
     click.echo(f"wrote {path}")
     if missing:
         click.echo(f"{len(missing)} run(s) did not complete: " + ", ".join(missing), err=True)

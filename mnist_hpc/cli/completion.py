@@ -15,7 +15,6 @@ is not followed by a space (fish does that by itself).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 
@@ -79,11 +78,11 @@ def complete_yaml(ctx, param, incomplete: str) -> list[CompletionItem]:
 @_quiet
 def complete_config(ctx, param, incomplete: str) -> list[CompletionItem]:
     """CONFIG: the shipped config names (with their purpose), then YAML files."""
-    from mnist_hpc.config import shipped_configs
+    from mnist_hpc import api
 
     names = [
         CompletionItem(name, help=purpose or None)
-        for name, purpose in shipped_configs().items()
+        for name, purpose in api.list_configs().configs.items()
         if name.startswith(incomplete)
     ]
     return names + [CompletionItem(path) for path in yaml_files(incomplete)]
@@ -95,51 +94,16 @@ def complete_config(ctx, param, incomplete: str) -> list[CompletionItem]:
 @_quiet
 def complete_cluster(ctx, param, incomplete: str) -> list[CompletionItem]:
     """--cluster: the profiles (built-in and the user's ~/.config/mnist-hpc/clusters.yaml)."""
-    from mnist_hpc.cluster.profiles import load_profiles
+    from mnist_hpc import api
 
-    profiles, _ = load_profiles()
     return [
-        CompletionItem(name, help=p.description or None)
-        for name, p in sorted(profiles.items())
+        CompletionItem(name, help=about or None)
+        for name, about in api.list_clusters().items()
         if name.startswith(incomplete.lower())
     ]
 
 
 # --------------------------------------------------------------------------- --set keys
-
-
-def config_keys(model: str | None = None) -> dict[str, str]:
-    """``{dotted key: its one-line comment}`` of every value of the config schema; under
-    ``model.`` the parameters of ``model`` (all models' when None or unknown)."""
-    from mnist_hpc.config import MODEL_SPECS, Config
-    from mnist_hpc.config.dump import field_comments
-    from mnist_hpc.config.models import ModelSection
-    from mnist_hpc.config.validate import field_type
-
-    keys: dict[str, str] = {}
-
-    def walk(cls, prefix: str) -> None:
-        comments = field_comments(cls)
-        for f in dataclasses.fields(cls):
-            tp = field_type(cls, f.name)
-            if isinstance(tp, type) and issubclass(tp, ModelSection):
-                keys[f"{prefix}{f.name}.name"] = field_comments(ModelSection).get("name", "")
-                chosen = [MODEL_SPECS[model]] if model in MODEL_SPECS else list(MODEL_SPECS.values())
-                for spec in chosen:
-                    walk_params(spec.section, f"{prefix}{f.name}.")
-            elif isinstance(tp, type) and dataclasses.is_dataclass(tp):
-                walk(tp, f"{prefix}{f.name}.")
-            else:
-                keys[f"{prefix}{f.name}"] = comments.get(f.name, "")
-
-    def walk_params(section, prefix: str) -> None:
-        comments = field_comments(section)
-        for f in dataclasses.fields(section):
-            if f.name != "name":
-                keys.setdefault(f"{prefix}{f.name}", comments.get(f.name, ""))
-
-    walk(Config, "")
-    return keys
 
 
 def current_model(params: dict) -> str | None:
@@ -149,19 +113,9 @@ def current_model(params: dict) -> str | None:
         key, _, value = text.partition("=")
         if key.strip() == "model.name":
             return value.strip()
-    from mnist_hpc.config import find_config, load_raw, read_yaml
-    from mnist_hpc.config.models import ModelSection
+    from mnist_hpc import api
 
-    source = params.get("config") or params.get("config_file")
-    if not source and params.get("sweep_file"):
-        sweep = read_yaml(Path(params["sweep_file"]))
-        if not isinstance(sweep, dict) or "base" not in sweep:
-            return None
-        source = find_config(sweep["base"], relative_to=Path(params["sweep_file"]).parent)
-    if not source:
-        return None
-    model = load_raw(source).get("model")
-    return model.get("name", ModelSection.default) if isinstance(model, dict) else ModelSection.default
+    return api.config_model(params.get("config") or params.get("config_file"), params.get("sweep_file"))
 
 
 def rejoin(words: list[str]) -> list[str]:
@@ -205,6 +159,8 @@ def typed_params(ctx) -> dict:
 def complete_set(ctx, param, incomplete: str) -> list[CompletionItem]:
     """--set: ``KEY=`` for the config's dotted keys (the current model's parameters among them)."""
     key = incomplete.partition("=")[0]
+    from mnist_hpc import api
+
     if "=" in incomplete:
         return []  # a value: nothing to offer
     try:
@@ -213,7 +169,7 @@ def complete_set(ctx, param, incomplete: str) -> list[CompletionItem]:
         model = None
     return [
         CompletionItem(f"{k}=", help=comment or None)
-        for k, comment in config_keys(model).items()
+        for k, comment in api.config_keys(model).items()
         if k.startswith(key)
     ]
 

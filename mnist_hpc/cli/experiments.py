@@ -17,10 +17,9 @@ import click
 from mnist_hpc import api
 from mnist_hpc.cli.completion import complete_set, complete_yaml
 from mnist_hpc.errors import UserError
-from mnist_hpc.experiments.sweepfile import MAX_RUNS  # for the help text only
 
 SET_HELP = "Override a config value in every run (repeatable), e.g. --set train.epochs=1."
-LARGE_HELP = f"Allow a sweep of more than {MAX_RUNS:,} runs (refused otherwise: usually a typo)."
+LARGE_HELP = f"Allow a sweep of more than {api.MAX_SWEEP_RUNS:,} runs (refused otherwise: usually a typo)."
 
 
 class _UserFacing(click.ClickException):
