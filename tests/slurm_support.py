@@ -54,11 +54,14 @@ TERMINAL = {
     "DEADLINE",
 }
 SHARED_DATA = ROOT.parent / "shared" / "datasets"
+PACED_NET = ROOT / "tests" / "nets" / "paced.py"
 
 __all__ = [
     "job_state",
     "misfits",
     "mnist_hpc",
+    "paced_sets",
+    "paced_yaml",
     "slurm_data",
     "slurm_sandbox",
     "wait_for_state",
@@ -298,6 +301,26 @@ def wait_for_state(job_id: str, states, timeout: float) -> str:
 
 def wait_until_done(job_id: str, timeout: float) -> str:
     return wait_for_state(job_id, TERMINAL, timeout)
+
+
+def paced_sets(step_seconds: float) -> list[str]:
+    """--set strings that train tests/nets/paced.py: at least ``step_seconds`` a training step, so a
+    job lasts long enough for its signal or time limit on any CPU (the quickstart net's speed varies
+    4x between this project's hosts). The pace changes no number: step_seconds=0 ends the same."""
+    return [
+        "model.name=custom",
+        f"model.file={PACED_NET}",
+        "model.factory=Paced",
+        f"model.args.step_seconds={step_seconds}",
+    ]
+
+
+def paced_yaml(step_seconds: float) -> str:
+    """paced_sets() as entries of a sweep file's `set:` flow mapping."""
+    return (
+        f"model.name: custom, model.file: '{PACED_NET}', model.factory: Paced, "
+        f"model.args: {{step_seconds: {step_seconds}}}"
+    )
 
 
 def make_project(sweep_name: str, text: str) -> Path:

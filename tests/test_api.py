@@ -120,7 +120,7 @@ def test_docs_api_examples_run(real_root, monkeypatch, tmp_path, capsys):
     for i, block in enumerate(blocks):
         exec(compile(block, f"docs/api.md block {i + 1}", "exec"), namespace)
     out = capsys.readouterr().out
-    assert "fast 0.003 1" in out
+    assert "fast 0.03 1" in out
     acc = float(re.search(r"test accuracy (\d+\.\d+)%", out).group(1))
     assert acc >= 90.0  # one epoch on 6,000 images
     assert (tmp_path / "lr-report.html").stat().st_size > 1000

@@ -24,18 +24,21 @@ from tests.slurm_support import (
     make_project,
     metrics_rows,
     mnist_hpc,
+    paced_yaml,
     scontrol_fields,
     wait_until_done,
 )
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
-# three seeds of the fast net, 4 epochs of 6,000 MNIST images (≈ 4 s an epoch on one idle core);
+# three seeds of the tests' paced net, 4 epochs of 6,000 MNIST images (24 steps of at least 0.1 s:
+# 2.4 s an epoch or more on any CPU, so 3 epochs are left when task 1 is signalled);
 # deterministic, so a resumed run must end exactly as an uninterrupted one
-SWEEP = """\
+SWEEP = f"""\
 base: ../quickstart.yaml
-set: {train.epochs: 4, data.subset: 6000, runtime.threads: 1, runtime.deterministic: true, data.val_split: null,
-      train.checkpoint.every: 0, runtime.max_requeues: 5}
+set: {{train.epochs: 4, data.subset: 6000, runtime.threads: 1, runtime.deterministic: true, data.val_split: null,
+      train.checkpoint.every: 0, runtime.max_requeues: 5,
+      {paced_yaml(0.1)}}}
 grid:
   experiment.seed: [0, 1, 2]
 """

@@ -28,7 +28,7 @@ def test_config_names_then_yaml_files(tmp_path, monkeypatch):
     (tmp_path / "quick.yaml").write_text("{}")
     items = C.complete_config(None, None, "quick")
     assert values(items) == ["quickstart", "quick.yaml"]
-    assert items[0].help and "five minutes" in items[0].help  # the config's one-line purpose
+    assert items[0].help and "the first minute" in items[0].help  # the config's one-line purpose
     assert "cnn_classic" in values(C.complete_config(None, None, ""))
 
 

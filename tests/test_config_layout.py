@@ -339,7 +339,7 @@ def test_to_yaml_is_block_yaml_with_field_comments_and_round_trips():
     text = load_config("quickstart", ["model.name=mlp"]).to_yaml()
     assert "{" not in text  # block style: one key a line
     lines = text.splitlines()
-    assert any(line.startswith("  lr: 0.003") and line.endswith("# peak learning rate") for line in lines)
+    assert any(line.startswith("  lr: 0.03 ") and line.endswith("# peak learning rate") for line in lines)
     assert any(line.startswith("  hidden: [128]") and "# hidden layer widths" in line for line in lines)
     assert any(line.startswith("  name: mlp") and "# which model" in line for line in lines)
 

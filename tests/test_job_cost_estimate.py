@@ -18,7 +18,7 @@ from mnist_hpc.cluster.profiles import get_profile, load_profiles
 GOLDEN = Path(__file__).resolve().parent / "golden" / "estimate"
 UPDATE = os.environ.get("MNIST_HPC_UPDATE_GOLDEN") == "1"
 PROBE = est.Probe(0.010, "cpu (test)", "given")
-SWEEP = "base: quickstart\nset: {train.epochs: 2}\ngrid: {optim.lr: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]}\n"
+SWEEP = "base: quickstart\nset: {train.epochs: 2, data.batch_size: 128}\ngrid: {optim.lr: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]}\n"
 # (cluster, --gpus) pairs: each profile's default, and its MIG slices where it has them
 CASES = [(name, None) for name in sorted(load_profiles()[0]) if name != "tamia"] + [
     ("narval", "a100_1g.5gb:1"),
@@ -182,7 +182,7 @@ def test_gpus_auto_cpu_ddp_and_unknown_sizes():
     from mnist_hpc.config import load_config
 
     narval = get_profile("narval")[0]
-    quick = load_config("quickstart")  # 2 epochs x 422 steps
+    quick = load_config("quickstart", ["data.batch_size=128"])  # 2 epochs x 422 steps
     fast_cpu = est.Probe(0.010, "cpu (test)", "given")  # ~8 s a run: the CPU, within an hour
     assert est.choose_gpus([quick], narval, time_limit="1:00:00", probe=fast_cpu).gpus == "0"
     slow_cpu = est.Probe(5.0, "cpu (test)", "given")  # ~70 min a run: not within the hour

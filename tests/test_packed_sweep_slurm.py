@@ -16,16 +16,25 @@ from pathlib import Path
 
 import pytest
 
-from tests.slurm_support import make_project, metrics_rows, mnist_hpc, scontrol_fields, wait_until_done
+from tests.slurm_support import (
+    make_project,
+    metrics_rows,
+    mnist_hpc,
+    paced_yaml,
+    scontrol_fields,
+    wait_until_done,
+)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
-# six seeds of the fast net, 3 epochs of 3,000 MNIST images; deterministic, so a resumed run must
+# six seeds of the tests' paced net, 3 epochs of 3,000 MNIST images (12 steps of at least 0.1 s:
+# 1.2 s an epoch or more on any CPU, tests/nets/paced.py); deterministic, so a resumed run must
 # end exactly as an uninterrupted one
-SWEEP = """\
+SWEEP = f"""\
 base: ../quickstart.yaml
-set: {train.epochs: 3, data.subset: 3000, runtime.threads: 1, runtime.deterministic: true, data.val_split: null,
-      train.checkpoint.every: 0, runtime.max_requeues: 5}
+set: {{train.epochs: 3, data.subset: 3000, runtime.threads: 1, runtime.deterministic: true, data.val_split: null,
+      train.checkpoint.every: 0, runtime.max_requeues: 5,
+      {paced_yaml(0.1)}}}
 grid:
   experiment.seed: [0, 1, 2, 3, 4, 5]
 """

@@ -11,21 +11,22 @@ import sys
 import pytest
 
 from tests.paths import ROOT
-from tests.slurm_support import job_state, mnist_hpc, wait_until_done
+from tests.slurm_support import job_state, mnist_hpc, paced_sets, wait_until_done
 
 pytestmark = pytest.mark.slurm
 
-# 3 epochs of the fast net on 10000 images (235 steps): ≈ 36-55 s of training alone on two cores
-# (measured: 830 img/s deterministic on an AVX2 EPYC, 560 on an AVX-512 one), while the first start
-# shares the cores with the reference run below: at least one requeue (seen: 66 steps in the first
-# 60 s). 2 minutes with the signal 60 s before the end, not 1 with 30 s: a resumed start spends 10-15
-# of its 30 s starting Python and torch on a 2-core machine, and the job then crept on by 1-4 steps
-# per allocation (seen 2026-12-03, on the landed code too). Deterministic on the CPU
-# max_requeues is raised so that a loaded machine (fewer steps per 1-minute allocation) still
-# finishes: the test is about resuming correctly, not about the default limit of 5
+# 3 epochs of 40 steps (10,240 images, batch 256) of the tests' paced net, each step at least 0.8 s:
+# 96 s of training or more on any CPU (tests/nets/paced.py; the quickstart net itself ended a
+# 3-epoch job on 10,000 images after 61 s on a fast host, 2026-12-05, and so missed its signal).
+# 2 minutes with the signal 60 s before the end: it comes 60 s or more after the start (that 61 s
+# job ended without one), still well before the paced training can end; a resumed start spends 5-15 s starting
+# Python and torch, then trains for 45 s or more before its own signal. Deterministic;
+# max_requeues raised so that a loaded machine still finishes: the test is about resuming
+# correctly, not about the default limit of 5
 SETS = [
+    *paced_sets(0.8),
     "train.epochs=3",
-    "data.subset=10000",
+    "data.subset=10240",
     "runtime.deterministic=true",
     "runtime.threads=2",
     "data.val_split=null",
@@ -76,7 +77,7 @@ def test_time_limit_requeue_resumes_to_the_uninterrupted_result(slurm_sandbox, s
     )
     job = sub.stdout.strip().split(";")[0]
 
-    # meanwhile, the same training uninterrupted
+    # meanwhile, the same training uninterrupted (and unpaced: the pace changes no number)
     ref_dir = tmp_path / "reference"
     ref = subprocess.run(
         [
@@ -88,6 +89,8 @@ def test_time_limit_requeue_resumes_to_the_uninterrupted_result(slurm_sandbox, s
             "--run-dir",
             str(ref_dir),
             *overrides,
+            "--set",
+            "model.args.step_seconds=0",
         ],
         cwd=ROOT,
         capture_output=True,

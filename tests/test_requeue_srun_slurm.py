@@ -15,17 +15,19 @@ import sys
 import pytest
 
 from tests.paths import ROOT
-from tests.slurm_support import job_state, mnist_hpc, wait_until_done
+from tests.slurm_support import job_state, mnist_hpc, paced_sets, wait_until_done
 
 pytestmark = pytest.mark.slurm
 
-# 3 epochs of the fast net on 20000 images, two ranks of one thread each: more than the 60 s a
-# job gets before its signal (2 minutes, the signal 60 s before the end: a start spends 10-15 s
-# starting Python and torch here), so at least one requeue;
-# max_requeues raised so that a loaded machine (fewer steps per 1-minute allocation) still finishes
+# 3 epochs of 40 steps (10,240 images, a global batch of 256) of the tests' paced net, each step at
+# least 0.8 s on both ranks: 96 s of training or more on any CPU, more than the 60 s a job gets
+# before its signal (2 minutes, the signal 60 s before the end), so at least one requeue (the
+# quickstart net on 20,000 images ended in 33 s on a fast host, 2026-12-05, without one);
+# max_requeues raised so that a loaded machine (fewer steps per allocation) still finishes
 SETS = [
+    *paced_sets(0.8),
     "train.epochs=3",
-    "data.subset=20000",
+    "data.subset=10240",
     "runtime.deterministic=true",
     "runtime.threads=1",
     "data.val_split=null",

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.slurm_support import make_project, mnist_hpc, wait_until_done
+from tests.slurm_support import make_project, mnist_hpc, paced_yaml, wait_until_done
 
 pytestmark = pytest.mark.slurm
 
@@ -26,14 +26,15 @@ grid:
 """
 
 
-# one quickstart run of ≈ 630 steps (≈ 50-70 s on two idle cores, a few minutes on a busy machine)
-# with a 2-minute limit: the signal comes 60 s after each start (half the limit), of which Python
-# and torch take 10-15 s, so the task must requeue at least once to finish (with 1 minute and 30 s
-# a resumed start crept on by a few steps on a 2-core machine, 2026-12-03)
-SWEEP_USR2 = """\
+# one run of the tests' paced net: 2 epochs of 40 steps (10,240 images), each step at least 1.2 s,
+# so 96 s of training or more on any CPU (tests/nets/paced.py), with a 2-minute limit: the signal
+# comes 60 s or more after each start (the limit less 60 s), of which Python and torch take 5-15 s,
+# so the task must requeue at least once to finish (the quickstart net itself, 40,000 images, now
+# trains in under 10 s on a fast host)
+SWEEP_USR2 = f"""\
 base: ../quickstart.yaml
-set: {runtime.requeue_signal: USR2, runtime.max_requeues: 30, runtime.threads: 2, data.subset: 40000,
-      data.val_split: null, train.checkpoint.every: 0}
+set: {{runtime.requeue_signal: USR2, runtime.max_requeues: 30, runtime.threads: 2, data.subset: 10240,
+      data.val_split: null, train.checkpoint.every: 0, {paced_yaml(1.2)}}}
 grid:
   experiment.seed: [0]
 """
