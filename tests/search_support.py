@@ -41,11 +41,16 @@ def make_study(folder: Path, n: int = 12, epochs: int = 2) -> Path:
     return path
 
 
-def trials_of(sweep_dir: Path):
-    storage = optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(sweep_dir / "study.journal"))
-    )
-    (name,) = optuna.get_all_study_names(storage)
+def trials_of(sweep_dir: Path) -> list:
+    """The study's trials; none while the journal is absent or only just created (no study in it yet)."""
+    journal = sweep_dir / "study.journal"
+    if not journal.exists():
+        return []
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+    names = optuna.get_all_study_names(storage)
+    if not names:
+        return []
+    (name,) = names
     return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
 
 

@@ -12,18 +12,20 @@ import time
 import pytest
 
 from tests.search_support import launches, trials_of
-from tests.slurm_support import make_project, mnist_hpc, wait_until_done
+from tests.slurm_support import PACED_NET, make_project, mnist_hpc, wait_until_done
 
 pytest.importorskip("optuna", reason="method: optuna needs the [search] extra (pip install optuna)")
 pytestmark = pytest.mark.slurm
 
-BASE = """\
-experiment: {name: tiny, seed: 0}
-data: {dataset: mnist, val_split: 0.2, batch_size: 64, eval_batch_size: 1000, subset: 1500}
-model: {name: cnn, channels: [4, 8], hidden: 32}
-optim: {name: adam, lr: 0.003}
-train: {epochs: 3}
-runtime: {threads: 1}
+# the paced net (0.1 s a step, 19 steps an epoch): a trial lasts long enough on any CPU for the test
+# to see its checkpoint and signal its task before the trial ends
+BASE = f"""\
+experiment: {{name: tiny, seed: 0}}
+data: {{dataset: mnist, val_split: 0.2, batch_size: 64, eval_batch_size: 1000, subset: 1500}}
+model: {{name: custom, file: '{PACED_NET}', factory: Paced, args: {{step_seconds: 0.1, width: 8}}}}
+optim: {{name: adam, lr: 0.003}}
+train: {{epochs: 3}}
+runtime: {{threads: 1}}
 """
 
 STUDY = """\
@@ -35,7 +37,7 @@ seed: 0
 pruner: median
 params:
   optim.lr: {float: [1.0e-5, 0.1], log: true}
-  model.hidden: {int: [16, 64], step: 16}
+  model.args.width: {int: [4, 16], step: 4}
 """
 
 
@@ -67,8 +69,9 @@ def test_a_study_as_a_job_array_survives_a_preempted_task(slurm_sandbox, slurm_d
         # preempt task 1 while it trains a trial that has a checkpoint
         deadline, victim = time.monotonic() + 600, None
         while time.monotonic() < deadline and victim is None:
-            if (sweep_dir / "study.journal").exists():
-                for t in trials_of(sweep_dir):
+            trials = trials_of(sweep_dir)
+            if trials:
+                for t in trials:
                     run_dir = sweep_dir / t.user_attrs.get("run", "-")
                     owner = (
                         (run_dir / "worker.json").read_text() if (run_dir / "worker.json").exists() else ""
@@ -81,10 +84,7 @@ def test_a_study_as_a_job_array_survives_a_preempted_task(slurm_sandbox, slurm_d
                     ):
                         victim = t.number, run_dir
                         break
-                if (
-                    all(t.state.is_finished() for t in trials_of(sweep_dir))
-                    and len(trials_of(sweep_dir)) == 12
-                ):
+                if all(t.state.is_finished() for t in trials) and len(trials) == 12:
                     break  # over before task 1 had a trial to preempt (or every trial failed)
             time.sleep(0.3)
         assert victim, "task 1 never trained a trial with a checkpoint: " + "\n".join(
