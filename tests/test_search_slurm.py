@@ -70,22 +70,19 @@ def test_a_study_as_a_job_array_survives_a_preempted_task(slurm_sandbox, slurm_d
         deadline, victim = time.monotonic() + 600, None
         while time.monotonic() < deadline and victim is None:
             trials = trials_of(sweep_dir)
-            if trials:
-                for t in trials:
-                    run_dir = sweep_dir / t.user_attrs.get("run", "-")
-                    owner = (
-                        (run_dir / "worker.json").read_text() if (run_dir / "worker.json").exists() else ""
-                    )
-                    if (
-                        t.state.name == "RUNNING"
-                        and f'"task": "{job}_1"' in owner
-                        and any((run_dir / "checkpoints").glob("*.pt"))
-                        and not (run_dir / "summary.json").exists()
-                    ):
-                        victim = t.number, run_dir
-                        break
-                if all(t.state.is_finished() for t in trials) and len(trials) == 12:
-                    break  # over before task 1 had a trial to preempt (or every trial failed)
+            for t in trials:
+                run_dir = sweep_dir / t.user_attrs.get("run", "-")
+                owner = (run_dir / "worker.json").read_text() if (run_dir / "worker.json").exists() else ""
+                if (
+                    t.state.name == "RUNNING"
+                    and f'"task": "{job}_1"' in owner
+                    and any((run_dir / "checkpoints").glob("*.pt"))
+                    and not (run_dir / "summary.json").exists()
+                ):
+                    victim = t.number, run_dir
+                    break
+            if all(t.state.is_finished() for t in trials) and len(trials) == 12:
+                break  # over before task 1 had a trial to preempt (or every trial failed)
             time.sleep(0.3)
         assert victim, "task 1 never trained a trial with a checkpoint: " + "\n".join(
             p.read_text()[-2000:] for p in project.glob("runs/study-sweep*/slurm-*.out")
